@@ -1,0 +1,327 @@
+#!/usr/bin/env bash
+# Brings up everything the integration tests talk to, all on loopback:
+#   - a Docker engine on /var/run/docker.sock
+#   - a plain registry on 127.0.0.1:5115 and an htpasswd one on 127.0.0.1:5116
+#   - the same engine over TCP (127.0.0.1:2385) and mutual TLS (127.0.0.1:2386)
+#   - the local base image gantry-test/busybox:latest (Docker Hub is never used)
+# Idempotent: anything already up is left alone. Writes $STATE/env for tests.
+set -euo pipefail
+
+STATE="${GANTRY_TEST_ENV_DIR:-/var/lib/gantry-test-env}"
+DOCKER_SOCK=/var/run/docker.sock
+DOCKERD_LOG=/var/log/gantry-test-dockerd.log
+REGISTRY_ADDR=127.0.0.1:5115
+AUTH_REGISTRY_ADDR=127.0.0.1:5116
+AUTH_USER=gantry
+AUTH_PASSWORD=gantry-secret
+DOCKER_TCP_PORT=2385
+DOCKER_TLS_PORT=2386
+BASE_IMAGE=gantry-test/busybox:latest
+CERTS="$STATE/certs"
+
+log() { printf '[test-env] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# Installing packages and starting daemons needs root; re-run under sudo if possible.
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || die "must run as root (no sudo available)"
+  exec sudo -E bash "$0" "$@"
+fi
+
+# Talk to the engine on the socket explicitly, whatever DOCKER_HOST the caller has.
+dk() { docker -H "unix://$DOCKER_SOCK" "$@"; }
+
+# wait_for SECONDS DESCRIPTION CMD...: poll CMD every 0.5 s until it succeeds;
+# logs "DESCRIPTION is up" unless DESCRIPTION is empty.
+wait_for() {
+  local secs=$1 what=$2; shift 2
+  local tries=$((secs * 2))
+  while ! "$@" >/dev/null 2>&1; do
+    tries=$((tries - 1))
+    [ "$tries" -gt 0 ] || return 1
+    sleep 0.5
+  done
+  [ -z "$what" ] || log "$what is up"
+}
+
+# port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# start_bg NAME CMD...: run CMD detached (own session, so it outlives this script
+# and the caller's process group), log to $STATE/NAME.log, pid to $STATE/NAME.pid.
+# fd 9 (the run lock) is closed so the daemon does not hold the lock forever.
+start_bg() {
+  local name=$1; shift
+  setsid nohup "$@" </dev/null >>"$STATE/$name.log" 2>&1 9>&- &
+  echo $! >"$STATE/$name.pid"
+}
+
+# write_if_changed FILE: replace FILE with stdin only when the content differs,
+# so a second run touches nothing.
+write_if_changed() {
+  local file=$1 tmp
+  tmp=$(mktemp "$file.XXXXXX")
+  cat >"$tmp"
+  if [ -f "$file" ] && cmp -s "$tmp" "$file"; then
+    rm -f "$tmp"
+  else
+    chmod 0644 "$tmp"
+    mv -f "$tmp" "$file"
+  fi
+}
+
+# ---------------------------------------------------------------- packages
+missing=()
+command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+# The base image needs a statically linked busybox; the dynamic one would not run in it.
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing+=(busybox-static)
+command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q "${missing[@]}"
+fi
+
+mkdir -p "$STATE"
+# Serialise concurrent runs (e.g. two test processes starting at once).
+exec 9>>"$STATE/.lock"
+flock 9
+
+# ---------------------------------------------------------------- docker engine
+if dk version >/dev/null 2>&1; then
+  log "docker engine already answers on $DOCKER_SOCK"
+else
+  # A dockerd that is still starting must not get a twin.
+  if pgrep -x dockerd >/dev/null 2>&1; then
+    log "dockerd is running but not answering yet; waiting"
+  else
+    log "starting dockerd (log: $DOCKERD_LOG)"
+    setsid nohup dockerd </dev/null >>"$DOCKERD_LOG" 2>&1 9>&- &
+  fi
+  wait_for 60 "docker engine" dk version || {
+    tail -n 30 "$DOCKERD_LOG" >&2 || true
+    die "docker engine did not answer within 60 s"
+  }
+fi
+
+# ---------------------------------------------------------------- registries
+# registry_status ADDR: HTTP status of /v2/ ("000" when nothing answers).
+registry_status() { curl -s -o /dev/null -m 5 -w '%{http_code}' "http://$1/v2/" || true; }
+# registry_up ADDR: 200 (open) or 401 (auth required) both mean a registry answers.
+registry_up() { case "$(registry_status "$1")" in 200|401) return 0 ;; *) return 1 ;; esac; }
+
+# registry_config NAME ADDR [AUTH_YAML]: config for the distribution registry v2.
+registry_config() {
+  local name=$1 addr=$2 auth=${3:-}
+  mkdir -p "$STATE/$name/data"
+  {
+    cat <<EOF
+version: 0.1
+log:
+  level: info
+  fields:
+    service: $name
+storage:
+  filesystem:
+    rootdirectory: $STATE/$name/data
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: $addr
+  # fixed secret: it only signs upload state, and a stable file keeps reruns no-ops
+  secret: gantry-test-$name
+  headers:
+    X-Content-Type-Options: [nosniff]
+EOF
+    [ -z "$auth" ] || printf '%s\n' "$auth"
+  } | write_if_changed "$STATE/$name/config.yml"
+}
+
+# start_registry NAME ADDR: start it unless something already answers there.
+start_registry() {
+  local name=$1 addr=$2 status
+  status=$(registry_status "$addr")
+  case "$status" in
+    200|401) log "registry $name already answers on $addr" ; return 0 ;;
+    000) ;;
+    *) die "$addr answers /v2/ with HTTP $status: not a registry; free the port" ;;
+  esac
+  log "starting registry $name on $addr"
+  start_bg "$name" docker-registry serve "$STATE/$name/config.yml"
+  wait_for 30 "registry $name" registry_up "$addr" || {
+    tail -n 20 "$STATE/$name.log" >&2 || true
+    die "registry $name did not answer on $addr"
+  }
+}
+
+registry_config registry "$REGISTRY_ADDR"
+
+# The registry only accepts bcrypt entries; bcrypt salts differ per call, so keep
+# an existing file that still matches instead of rewriting it every run.
+HTPASSWD="$STATE/registry-auth/htpasswd"
+mkdir -p "$STATE/registry-auth"
+if ! htpasswd -vb "$HTPASSWD" "$AUTH_USER" "$AUTH_PASSWORD" >/dev/null 2>&1; then
+  htpasswd -Bbn "$AUTH_USER" "$AUTH_PASSWORD" >"$HTPASSWD"
+fi
+registry_config registry-auth "$AUTH_REGISTRY_ADDR" "auth:
+  htpasswd:
+    realm: gantry-test
+    path: $HTPASSWD"
+
+start_registry registry "$REGISTRY_ADDR"
+start_registry registry-auth "$AUTH_REGISTRY_ADDR"
+
+# ---------------------------------------------------------------- TLS material
+# A throwaway CA, a server cert for localhost/127.0.0.1 and a client cert, laid out
+# the way DOCKER_CERT_PATH expects (ca.pem, cert.pem, key.pem). RSA keys in PKCS#8
+# (genpkey) and v3 certs with SANs, so rustls/webpki accept them.
+certs_regenerated=0
+cert_files=(ca.pem ca-key.pem server-cert.pem server-key.pem cert.pem key.pem)
+have_all_certs=1
+for f in "${cert_files[@]}"; do [ -s "$CERTS/$f" ] || have_all_certs=0; done
+if [ "$have_all_certs" -eq 0 ]; then
+  log "generating TLS certificates in $CERTS"
+  work=$(mktemp -d)
+  cat >"$work/ext.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+  gen_key() { openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null; }
+  serial() { echo "0x$(openssl rand -hex 8)"; }
+  gen_key "$work/ca-key.pem"
+  openssl req -config "$work/ext.cnf" -new -x509 -sha256 -days 3650 \
+    -key "$work/ca-key.pem" -subj "/CN=gantry-test-ca" -extensions ca \
+    -set_serial "$(serial)" -out "$work/ca.pem"
+  # sign NAME CN SECTION: key + CSR + CA-signed v3 cert with the SECTION extensions
+  sign() {
+    gen_key "$work/$1-key.pem"
+    openssl req -config "$work/ext.cnf" -new -sha256 -key "$work/$1-key.pem" \
+      -subj "/CN=$2" -out "$work/$1.csr"
+    openssl x509 -req -sha256 -days 3650 -in "$work/$1.csr" \
+      -CA "$work/ca.pem" -CAkey "$work/ca-key.pem" -set_serial "$(serial)" \
+      -extfile "$work/ext.cnf" -extensions "$3" -out "$work/$1-cert.pem" 2>/dev/null
+  }
+  sign server localhost server
+  sign client gantry-test-client client
+  openssl verify -CAfile "$work/ca.pem" "$work/server-cert.pem" "$work/client-cert.pem" >/dev/null
+  mkdir -p "$CERTS"
+  cp "$work/ca.pem" "$work/ca-key.pem" "$work/server-cert.pem" "$work/server-key.pem" "$CERTS/"
+  cp "$work/client-cert.pem" "$CERTS/cert.pem"
+  cp "$work/client-key.pem" "$CERTS/key.pem"
+  # Throwaway test keys: readable so tests running as another user can load them.
+  chmod 0644 "$CERTS"/*.pem
+  rm -rf "$work"
+  certs_regenerated=1
+fi
+
+# ---------------------------------------------------------------- engine over TCP/TLS
+# pid_alive NAME: the process recorded in $STATE/NAME.pid is still running.
+pid_alive() { [ -s "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+
+# A TLS proxy started by an earlier run still serves the old certificates.
+if [ "$certs_regenerated" -eq 1 ] && pid_alive socat-docker-tls; then
+  log "certificates changed; restarting the TLS proxy"
+  kill "$(cat "$STATE/socat-docker-tls.pid")" 2>/dev/null || true
+  wait_for 10 "" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$DOCKER_TLS_PORT)" || true
+fi
+
+if port_open "$DOCKER_TCP_PORT"; then
+  log "127.0.0.1:$DOCKER_TCP_PORT already listening"
+else
+  log "starting plain TCP proxy to the engine on 127.0.0.1:$DOCKER_TCP_PORT"
+  start_bg socat-docker-tcp socat \
+    "TCP-LISTEN:$DOCKER_TCP_PORT,bind=127.0.0.1,reuseaddr,fork" "UNIX-CONNECT:$DOCKER_SOCK"
+  wait_for 10 "tcp proxy" port_open "$DOCKER_TCP_PORT" || die "socat did not listen on $DOCKER_TCP_PORT"
+fi
+
+if port_open "$DOCKER_TLS_PORT"; then
+  log "127.0.0.1:$DOCKER_TLS_PORT already listening"
+else
+  log "starting TLS proxy (client certs required) to the engine on 127.0.0.1:$DOCKER_TLS_PORT"
+  start_bg socat-docker-tls socat \
+    "OPENSSL-LISTEN:$DOCKER_TLS_PORT,bind=127.0.0.1,reuseaddr,fork,cert=$CERTS/server-cert.pem,key=$CERTS/server-key.pem,cafile=$CERTS/ca.pem,verify=1" \
+    "UNIX-CONNECT:$DOCKER_SOCK"
+  wait_for 10 "tls proxy" port_open "$DOCKER_TLS_PORT" || die "socat did not listen on $DOCKER_TLS_PORT"
+fi
+
+# Prove both proxies really reach the engine (and that TLS verifies both ways).
+curl -fsS -m 10 "http://127.0.0.1:$DOCKER_TCP_PORT/version" >/dev/null \
+  || die "http://127.0.0.1:$DOCKER_TCP_PORT/version does not reach the engine"
+curl -fsS -m 10 --cacert "$CERTS/ca.pem" --cert "$CERTS/cert.pem" --key "$CERTS/key.pem" \
+  "https://127.0.0.1:$DOCKER_TLS_PORT/version" >/dev/null \
+  || die "https://127.0.0.1:$DOCKER_TLS_PORT/version fails with the client certificate"
+
+# ---------------------------------------------------------------- base image
+# Built from the host's static busybox so no registry outside loopback is needed.
+if ! dk image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  log "building $BASE_IMAGE from /bin/busybox"
+  BUSYBOX=/bin/busybox
+  [ -x "$BUSYBOX" ] || die "$BUSYBOX missing (package busybox-static)"
+  root=$(mktemp -d)
+  mkdir -p "$root/bin" "$root/tmp" "$root/etc"
+  chmod 1777 "$root/tmp"
+  cp "$BUSYBOX" "$root/bin/busybox"
+  for applet in sh httpd nc echo cat ls sleep wget true false mkdir printf \
+                env rm grep test hostname id uname; do
+    ln -s busybox "$root/bin/$applet"
+  done
+  # Minimal identity files so `id`, httpd and friends resolve root.
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+  tar -C "$root" --numeric-owner --owner=0 --group=0 -cf - . \
+    | dk import --change 'CMD ["/bin/sh"]' --change 'ENV PATH=/bin' - "$BASE_IMAGE" >/dev/null
+  rm -rf "$root"
+fi
+out=$(dk run --rm "$BASE_IMAGE" sh -c 'echo ok') || die "$BASE_IMAGE does not run"
+[ "$out" = ok ] || die "$BASE_IMAGE printed '$out' instead of 'ok'"
+
+# ---------------------------------------------------------------- env file + summary
+{
+  echo "# Sourced by scripts/test.sh; tests use the same values as defaults."
+  printf 'export GANTRY_TEST_REGISTRY=%q\n' "$REGISTRY_ADDR"
+  printf 'export GANTRY_TEST_AUTH_REGISTRY=%q\n' "$AUTH_REGISTRY_ADDR"
+  printf 'export GANTRY_TEST_AUTH_USER=%q\n' "$AUTH_USER"
+  printf 'export GANTRY_TEST_AUTH_PASSWORD=%q\n' "$AUTH_PASSWORD"
+  printf 'export GANTRY_TEST_DOCKER_TCP=%q\n' "tcp://127.0.0.1:$DOCKER_TCP_PORT"
+  printf 'export GANTRY_TEST_DOCKER_TLS=%q\n' "tcp://127.0.0.1:$DOCKER_TLS_PORT"
+  printf 'export GANTRY_TEST_CERTS=%q\n' "$CERTS"
+  printf 'export GANTRY_TEST_BASE_IMAGE=%q\n' "$BASE_IMAGE"
+} | write_if_changed "$STATE/env"
+
+server_version=$(dk version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')
+cat <<EOF
+gantry test environment (state: $STATE)
+  docker engine     unix://$DOCKER_SOCK  $server_version
+  registry          http://$REGISTRY_ADDR
+  auth registry     http://$AUTH_REGISTRY_ADDR  ($AUTH_USER / $AUTH_PASSWORD)
+  docker over tcp   tcp://127.0.0.1:$DOCKER_TCP_PORT
+  docker over tls   tcp://127.0.0.1:$DOCKER_TLS_PORT  (certs: $CERTS)
+  base image        $BASE_IMAGE
+  env file          $STATE/env
+EOF

@@ -1,0 +1,162 @@
+//! Docker image names as Docker itself accepts them.
+//!
+//! A repository is checked at load time so that a typo fails `gantry validate`
+//! instead of a push half-way through a run.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// The registry Docker uses for a name without a registry host.
+pub const DEFAULT_REGISTRY: &str = "docker.io";
+
+/// One path component of a repository, from the distribution reference grammar.
+static PATH_COMPONENT: LazyLock<Regex> = LazyLock::new(|| {
+    // The pattern is a constant known to compile.
+    Regex::new(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$").expect("constant regex")
+});
+
+/// A registry host with an optional port.
+static DOMAIN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$")
+        .expect("constant regex")
+});
+
+static TAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").expect("constant regex"));
+
+/// Whether Docker accepts `tag` as an image tag.
+pub fn is_valid_tag(tag: &str) -> bool {
+    TAG.is_match(tag)
+}
+
+/// An image repository without tag or digest: `registry.example.com/team/hello`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRepository {
+    /// The registry host, `docker.io` when the name has none.
+    registry: String,
+    /// The path inside the registry (`team/hello`; `library/x` for official Docker Hub images).
+    path: String,
+    /// The name as written, which is what tags are made from.
+    written: String,
+}
+
+impl ImageRepository {
+    pub fn parse(text: &str) -> Result<ImageRepository, String> {
+        if text.len() > 255 {
+            return Err(format!("`{text}` is longer than 255 characters"));
+        }
+        if text.contains('@') {
+            return Err(format!("`{text}` carries a digest; give the repository only"));
+        }
+        let (first, rest) = match text.split_once('/') {
+            Some((first, rest)) => (first, Some(rest)),
+            None => (text, None),
+        };
+        // Docker treats the first component as a registry host when it has a dot,
+        // a port, or is `localhost`; otherwise the name lives on Docker Hub.
+        let (registry, path) = match rest {
+            Some(rest) if first.contains(['.', ':']) || first == "localhost" => {
+                if !DOMAIN.is_match(first) {
+                    return Err(format!("`{first}` is not a valid registry host"));
+                }
+                (first.to_string(), rest.to_string())
+            }
+            _ => (DEFAULT_REGISTRY.to_string(), text.to_string()),
+        };
+        let last = path.rsplit('/').next().unwrap_or_default();
+        if last.contains(':') {
+            return Err(format!(
+                "`{text}` carries a tag; put tags in `image.tags`, not in the repository"
+            ));
+        }
+        for component in path.split('/') {
+            if !PATH_COMPONENT.is_match(component) {
+                return Err(format!(
+                    "`{text}` is not a valid repository: `{component}` must be lowercase letters and \
+                     digits, separated by `.`, `_`, `__` or `-`"
+                ));
+            }
+        }
+        let path = if registry == DEFAULT_REGISTRY && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path
+        };
+        Ok(ImageRepository {
+            registry,
+            path,
+            written: text.to_string(),
+        })
+    }
+
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The path inside the registry, as the registry API names it.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// `repository:tag`.
+    pub fn with_tag(&self, tag: &str) -> String {
+        format!("{}:{tag}", self.written)
+    }
+
+    /// `repository@digest`.
+    pub fn with_digest(&self, digest: &str) -> String {
+        format!("{}@{digest}", self.written)
+    }
+}
+
+impl fmt::Display for ImageRepository {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str, expected: Result<(&str, &str), &str>) {
+        let parsed = ImageRepository::parse(text)
+            .map(|repository| (repository.registry.clone(), repository.path.clone()));
+        match expected {
+            Ok((registry, path)) => {
+                assert_eq!(parsed, Ok((registry.to_string(), path.to_string())), "{text}")
+            }
+            Err(fragment) => {
+                let message = parsed.unwrap_err();
+                assert!(message.contains(fragment), "{text}: {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn repositories() {
+        check("hello", Ok(("docker.io", "library/hello")));
+        check("team/hello", Ok(("docker.io", "team/hello")));
+        check("127.0.0.1:5000/team/hello", Ok(("127.0.0.1:5000", "team/hello")));
+        check("localhost/hello", Ok(("localhost", "hello")));
+        check("registry.example.com/a/b-c.d__e", Ok(("registry.example.com", "a/b-c.d__e")));
+        check("registry.example.com/Team/hello", Err("`Team` must be lowercase"));
+        check("team/hello:latest", Err("carries a tag"));
+        check("team/hello@sha256:abc", Err("carries a digest"));
+        check("team//hello", Err("must be lowercase"));
+        check("team/-hello", Err("must be lowercase"));
+        check("bad_host.:5000/x", Err("not a valid registry host"));
+    }
+
+    #[test]
+    fn tags() {
+        for tag in ["latest", "1.2.3", "abc1234", "_x", "A-b_c.d"] {
+            assert!(is_valid_tag(tag), "{tag}");
+        }
+        for tag in ["", ".x", "-x", "feature/x", "a:b", &"x".repeat(129)] {
+            assert!(!is_valid_tag(tag), "{tag}");
+        }
+    }
+}

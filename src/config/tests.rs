@@ -1,0 +1,298 @@
+//! Validation, file by file: each case writes a config directory and compares every message.
+
+use super::*;
+
+/// A pipeline that passes validation, for cases that change one thing.
+const GOOD_PIPELINE: &str = "\
+source:
+  repo: https://git.example.com/team/hello.git
+  branch: main
+build:
+  context: .
+  dockerfile: Dockerfile
+image:
+  repository: 127.0.0.1:5000/team/hello
+  tags: [\"{{ commit.short }}\", latest]
+";
+
+/// Loads a config made of `files` and returns its diagnostics as printed.
+fn diagnostics(files: &[(&str, &str)]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let environment = |name: &str| match name {
+        "SECRET" => Some("s3cret".to_string()),
+        _ => None,
+    };
+    match Config::load_with(dir.path(), &environment) {
+        Ok(_) => Vec::new(),
+        Err(ConfigError::Invalid(diagnostics)) => diagnostics
+            .iter()
+            .map(|diagnostic| {
+                let relative = diagnostic.file.strip_prefix(dir.path()).unwrap();
+                format!(
+                    "{}:{}:{}: {}",
+                    relative.display(),
+                    diagnostic.line,
+                    diagnostic.column,
+                    diagnostic.message
+                )
+            })
+            .collect(),
+        Err(other) => panic!("{other}"),
+    }
+}
+
+fn check(files: &[(&str, &str)], expected: &[&str]) {
+    assert_eq!(diagnostics(files), expected);
+}
+
+fn check_pipeline(text: &str, expected: &[&str]) {
+    check(&[("pipelines/hello.yaml", text)], expected);
+}
+
+#[test]
+fn a_good_config_loads() {
+    check(&[("pipelines/hello.yaml", GOOD_PIPELINE)], &[]);
+    check(&[], &[]);
+}
+
+#[test]
+fn syntax_errors() {
+    check_pipeline(
+        "source:\n  repo: x\n   branch: main\n",
+        &["pipelines/hello.yaml:3:10: YAML syntax error: mapping values are not allowed in this context"],
+    );
+}
+
+#[test]
+fn unknown_keys_suggest_the_closest() {
+    let text = GOOD_PIPELINE.replace("  dockerfile: Dockerfile", "  dockerfil: Dockerfile");
+    check_pipeline(
+        &text,
+        &["pipelines/hello.yaml:6:3: unknown key `dockerfil` in `build` (did you mean `dockerfile`?)"],
+    );
+    let text = format!("{GOOD_PIPELINE}zzz: 1\n");
+    check_pipeline(
+        &text,
+        &["pipelines/hello.yaml:10:1: unknown key `zzz` (expected one of: source, build, image, deploy)"],
+    );
+    check(
+        &[("gantry.yaml", "hostz: {}\n")],
+        &["gantry.yaml:1:1: unknown key `hostz` (did you mean `hosts`?)"],
+    );
+}
+
+#[test]
+fn every_error_in_every_file_is_listed() {
+    let first = GOOD_PIPELINE
+        .replace("  dockerfile: Dockerfile", "  dockerfil: Dockerfile")
+        .replace("branch: main", "brnch: main");
+    let second = GOOD_PIPELINE.replace("poll", "x").replace("  branch: main\n", "  branch: main\n  poll: 30x\n");
+    check(
+        &[("pipelines/a.yaml", &first), ("pipelines/b.yaml", &second)],
+        &[
+            "pipelines/a.yaml:3:3: unknown key `brnch` in `source` (did you mean `branch`?)",
+            "pipelines/a.yaml:6:3: unknown key `dockerfil` in `build` (did you mean `dockerfile`?)",
+            "pipelines/b.yaml:4:9: `source.poll`: `30x` is not a duration (write it like 30s, 5m or 1h30m)",
+        ],
+    );
+}
+
+#[test]
+fn environment_variables() {
+    let text = format!("{GOOD_PIPELINE}").replace(
+        "  branch: main\n",
+        "  branch: main\n  webhook: { secret: \"${SECRET}\" }\n  token: ${MISSING_TOKEN}\n  username: ${USER_NAME:-ci}\n",
+    );
+    check_pipeline(
+        &text,
+        &["pipelines/hello.yaml:5:10: environment variable `MISSING_TOKEN` is not set (used in `source.token`)"],
+    );
+}
+
+#[test]
+fn missing_keys() {
+    check_pipeline(
+        "source:\n  branch: main\n",
+        &[
+            "pipelines/hello.yaml:1:1: missing key `image`",
+            "pipelines/hello.yaml:2:3: missing key `repo` in `source`",
+        ],
+    );
+}
+
+#[test]
+fn undefined_hosts_and_registries() {
+    let text = GOOD_PIPELINE
+        .replace("  dockerfile: Dockerfile\n", "  dockerfile: Dockerfile\n  host: builder\n")
+        .replace("127.0.0.1:5000/team/hello", "registry.example.com/team/hello");
+    check(
+        &[
+            ("gantry.yaml", "hosts:\n  web1: { docker: tcp://10.0.0.11:2376 }\n"),
+            ("pipelines/hello.yaml", &text),
+        ],
+        &[
+            "pipelines/hello.yaml:7:3: `build.host`: host `builder` is not defined in gantry.yaml (defined: local, web1)",
+            "pipelines/hello.yaml:9:15: `image.repository`: registry `registry.example.com` is not defined in gantry.yaml `registries` (add `registry.example.com: {}` to use the credentials in ~/.docker/config.json)",
+        ],
+    );
+    let defined = GOOD_PIPELINE.replace("127.0.0.1:5000/team/hello", "registry.example.com/team/hello");
+    check(
+        &[
+            ("gantry.yaml", "registries:\n  registry.example.com: { username: ci, password: \"${SECRET}\" }\n"),
+            ("pipelines/hello.yaml", &defined),
+        ],
+        &[],
+    );
+}
+
+#[test]
+fn tags_and_repositories_docker_would_refuse() {
+    let text = GOOD_PIPELINE
+        .replace("127.0.0.1:5000/team/hello", "127.0.0.1:5000/Team/hello")
+        .replace("branch: main", "branch: feature/x");
+    check_pipeline(
+        &text,
+        &["pipelines/hello.yaml:8:15: `image.repository`: `127.0.0.1:5000/Team/hello` is not a valid repository: `Team` must be lowercase letters and digits, separated by `.`, `_`, `__` or `-`"],
+    );
+    let text = GOOD_PIPELINE
+        .replace("branch: main", "branch: feature/x")
+        .replace("tags: [\"{{ commit.short }}\", latest]", "tags:\n    - \"{{ branch }}\"\n    - -bad\n    - \"{{ commit.shorty }}\"");
+    check_pipeline(
+        &text,
+        &[
+            "pipelines/hello.yaml:10:7: `image.tags`: `{{ branch }}` gives `feature/x`, which Docker refuses as a tag (letters, digits, `_`, `.` and `-`, at most 128, not starting with `.` or `-`)",
+            "pipelines/hello.yaml:11:7: `image.tags`: `-bad` gives `-bad`, which Docker refuses as a tag (letters, digits, `_`, `.` and `-`, at most 128, not starting with `.` or `-`)",
+            "pipelines/hello.yaml:12:7: `image.tags`: template `{{ commit.shorty }}` cannot be rendered: `commit.shorty` is undefined (known: commit.sha, commit.short, branch, run.number)",
+        ],
+    );
+}
+
+#[test]
+fn durations() {
+    let text = GOOD_PIPELINE.replace("  branch: main\n", "  branch: main\n  poll: soon\n");
+    check_pipeline(
+        &text,
+        &["pipelines/hello.yaml:4:9: `source.poll`: `soon` is not a duration (write it like 30s, 5m or 1h30m)"],
+    );
+}
+
+#[test]
+fn paths_outside_the_repository() {
+    let text = GOOD_PIPELINE
+        .replace("context: .", "context: ../elsewhere")
+        .replace("dockerfile: Dockerfile", "dockerfile: ../Dockerfile");
+    check_pipeline(
+        &text,
+        &[
+            "pipelines/hello.yaml:5:12: `build.context`: `../elsewhere` is outside the repository",
+            "pipelines/hello.yaml:6:15: `build.dockerfile`: `../Dockerfile` is outside the build context",
+        ],
+    );
+    let text = GOOD_PIPELINE.replace("context: .", "context: /abs");
+    check_pipeline(
+        &text,
+        &["pipelines/hello.yaml:5:12: `build.context`: `/abs` is outside the repository"],
+    );
+}
+
+const DEPLOY: &str = "\
+deploy:
+  services:
+    web:
+      requires: [api]
+      ports: [\"8080:8080\"]
+      health:
+        http: { port: 8080, path: /healthz }
+      instances:
+        web-1: {}
+    api:
+      requires: [db]
+      instances:
+        api-1: { host: local }
+    db:
+      requires: [web]
+      instances:
+        db-1:
+";
+
+#[test]
+fn requires_cycles_are_named() {
+    let text = format!("{GOOD_PIPELINE}{DEPLOY}");
+    check_pipeline(
+        &text,
+        &["pipelines/hello.yaml:20:18: `requires` forms a cycle: api -> db -> web -> api"],
+    );
+    let text = format!("{GOOD_PIPELINE}{DEPLOY}").replace("requires: [web]", "requires: []");
+    check_pipeline(&text, &[]);
+}
+
+#[test]
+fn deploy_references() {
+    let text = format!("{GOOD_PIPELINE}{DEPLOY}")
+        .replace("requires: [web]", "requires: [wbe]")
+        .replace("api-1: { host: local }", "api-1: { host: web9 }")
+        .replace("http: { port: 8080, path: /healthz }", "http: { port: 9090, path: /healthz }");
+    check_pipeline(
+        &text,
+        &[
+            "pipelines/hello.yaml:16:17: `deploy.services.web.health.http.port`: container port 9090 is not published in `ports`; use an `exec` or `docker` check for an unpublished port",
+            "pipelines/hello.yaml:22:18: `deploy.services.api.instances.api-1.host`: host `web9` is not defined in gantry.yaml (defined: local)",
+            "pipelines/hello.yaml:24:18: `deploy.services.db.requires`: service `wbe` is not defined (did you mean `web`?)",
+        ],
+    );
+}
+
+#[test]
+fn wrong_types() {
+    check_pipeline(
+        "source: [a, b]\nimage:\n  repository: 127.0.0.1:5000/x\n  tags: {a: b}\n",
+        &[
+            "pipelines/hello.yaml:1:9: `source` must be a mapping, not a list",
+            "pipelines/hello.yaml:4:9: `image.tags` must be a list, not a mapping",
+        ],
+    );
+}
+
+#[test]
+fn ports() {
+    for (text, expected) in [
+        ("8080", Ok((None, None, 8080, "tcp"))),
+        ("80:8080", Ok((None, Some(80), 8080, "tcp"))),
+        ("127.0.0.1:80:8080/udp", Ok((Some("127.0.0.1"), Some(80), 8080, "udp"))),
+        ("127.0.0.1::8080", Ok((Some("127.0.0.1"), None, 8080, "tcp"))),
+        ("x:80", Err(())),
+        ("80/icmp", Err(())),
+        ("0", Err(())),
+    ] {
+        let parsed = parse_port(text).map(|port| {
+            (port.host_ip, port.host_port, port.container_port, port.protocol)
+        });
+        match expected {
+            Ok((ip, host, container, protocol)) => assert_eq!(
+                parsed.unwrap(),
+                (ip.map(str::to_string), host, container, protocol.to_string()),
+                "{text}"
+            ),
+            Err(()) => assert!(parsed.is_err(), "{text}"),
+        }
+    }
+}
+
+#[test]
+fn hosts() {
+    check(
+        &[(
+            "gantry.yaml",
+            "hosts:\n  a: { docker: unix:///run/d.sock }\n  b: { docker: tcp://h:2376, tls: { ca: c, cert: d, key: e } }\n  c: { docker: http://x }\n  d: { docker: tcp://nohost }\n",
+        )],
+        &[
+            "gantry.yaml:4:16: `hosts.c.docker`: `http://x` is not a Docker URL (unix:///path or tcp://host:port)",
+            "gantry.yaml:5:16: `hosts.d.docker`: `tcp://nohost` needs a host and a port, like tcp://10.0.0.11:2376",
+        ],
+    );
+}
