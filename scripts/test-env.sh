@@ -93,20 +93,58 @@ exec 9>>"$STATE/.lock"
 flock 9
 
 # ---------------------------------------------------------------- docker engine
+# proc_live PID: PID is a running process, not a zombie. Zombies linger where
+# PID 1 is slow to reap them, and `kill -0` would call them alive.
+proc_live() {
+  local state
+  state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# dockerd_running: a live dockerd exists (reads /proc, so procps is not needed).
+dockerd_running() {
+  local d
+  for d in /proc/[0-9]*; do
+    [ "$(cat "$d/comm" 2>/dev/null)" = dockerd ] && proc_live "${d#/proc/}" && return 0
+  done
+  return 1
+}
+
+# drop_stale_pidfile FILE: remove FILE unless it names a live process. dockerd
+# refuses to start over its own stale pid file, and waits ~15 s then gives up on
+# a stale containerd one, when the pid is a not-yet-reaped zombie.
+drop_stale_pidfile() {
+  [ -f "$1" ] || return 0
+  proc_live "$(cat "$1" 2>/dev/null)" || rm -f "$1"
+}
+
 if dk version >/dev/null 2>&1; then
   log "docker engine already answers on $DOCKER_SOCK"
 else
   # A dockerd that is still starting must not get a twin.
-  if pgrep -x dockerd >/dev/null 2>&1; then
+  if dockerd_running; then
     log "dockerd is running but not answering yet; waiting"
   else
+    drop_stale_pidfile /var/run/docker.pid
+    drop_stale_pidfile /var/run/docker/containerd/containerd.pid
     log "starting dockerd (log: $DOCKERD_LOG)"
     setsid nohup dockerd </dev/null >>"$DOCKERD_LOG" 2>&1 9>&- &
   fi
-  wait_for 60 "docker engine" dk version || {
+  for i in $(seq 120); do
+    dk version >/dev/null 2>&1 && break
+    # Fail fast instead of waiting the full minute for a daemon that already
+    # died (checked only after 2 s, once the exec chain has surely happened).
+    if [ "$i" -gt 4 ] && ! dockerd_running; then
+      tail -n 30 "$DOCKERD_LOG" >&2 || true
+      die "dockerd exited during startup"
+    fi
+    sleep 0.5
+  done
+  dk version >/dev/null 2>&1 || {
     tail -n 30 "$DOCKERD_LOG" >&2 || true
     die "docker engine did not answer within 60 s"
   }
+  log "docker engine is up"
 fi
 
 # ---------------------------------------------------------------- registries
@@ -242,7 +280,7 @@ fi
 
 # ---------------------------------------------------------------- engine over TCP/TLS
 # pid_alive NAME: the process recorded in $STATE/NAME.pid is still running.
-pid_alive() { [ -s "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+pid_alive() { [ -s "$STATE/$1.pid" ] && proc_live "$(cat "$STATE/$1.pid")"; }
 
 # A TLS proxy started by an earlier run still serves the old certificates.
 if [ "$certs_regenerated" -eq 1 ] && pid_alive socat-docker-tls; then
@@ -273,9 +311,10 @@ fi
 # Prove both proxies really reach the engine (and that TLS verifies both ways).
 curl -fsS -m 10 "http://127.0.0.1:$DOCKER_TCP_PORT/version" >/dev/null \
   || die "http://127.0.0.1:$DOCKER_TCP_PORT/version does not reach the engine"
-curl -fsS -m 10 --cacert "$CERTS/ca.pem" --cert "$CERTS/cert.pem" --key "$CERTS/key.pem" \
+curl -fs -m 10 --cacert "$CERTS/ca.pem" --cert "$CERTS/cert.pem" --key "$CERTS/key.pem" \
   "https://127.0.0.1:$DOCKER_TLS_PORT/version" >/dev/null \
-  || die "https://127.0.0.1:$DOCKER_TLS_PORT/version fails with the client certificate"
+  || die "https://127.0.0.1:$DOCKER_TLS_PORT/version fails with the certificates in $CERTS" \
+         "(is the proxy on :$DOCKER_TLS_PORT serving another state dir's certificates? stop it and rerun)"
 
 # ---------------------------------------------------------------- base image
 # Built from the host's static busybox so no registry outside loopback is needed.

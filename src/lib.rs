@@ -1,1 +1,20 @@
+//! gantry: a git-push continuous-delivery runner.
+//!
+//! # Layout
+//! - `config`: the config directory (`gantry.yaml`, `pipelines/*.yaml`) read into a validated `Config`.
+//! - `host`: Docker engines gantry talks to over their API (`unix://`, `tcp://`, TLS).
+//! - `source`: git repositories: the fetch cache, resolving a branch or ref to a commit, reading its tree.
+//! - `build`: the build context (a tar made from the commit's tree, `.dockerignore` applied) and the image build.
+//! - `registry`: credentials, pushing tags, confirming the pushed digest with the registry itself.
+//! - `store`: the state database (SQLite through sqlx, migrations embedded); all SQL lives here.
+//! - `engine`: a run of a pipeline for one commit: checkout, build, push, recorded stage by stage.
+//! - `cli`: the subcommands and how they print.
+
+pub mod build;
+pub mod cli;
 pub mod config;
+pub mod engine;
+pub mod host;
+pub mod registry;
+pub mod source;
+pub mod store;

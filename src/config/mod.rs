@@ -20,7 +20,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use decode::{Decoder, Environment, Fields, closest};
-pub use reference::{ImageRepository, is_valid_tag};
+pub use reference::{DEFAULT_REGISTRY, ImageRepository, is_valid_tag};
 pub use template::{Template, TemplateValues};
 use yaml::Position;
 

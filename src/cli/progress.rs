@@ -1,0 +1,84 @@
+//! Showing a run's progress: a spinner per stage on a terminal, plain lines otherwise.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::engine::Progress;
+use crate::store::Outcome;
+
+/// How often the terminal spinner redraws.
+const TICK: Duration = Duration::from_millis(120);
+
+/// Progress for stderr: a spinner when it is a terminal, prefixed lines when it is a log.
+pub fn for_terminal(is_terminal: bool) -> Box<dyn Progress> {
+    if is_terminal {
+        Box::new(Spinner { bar: None })
+    } else {
+        Box::new(Lines { stage: String::new() })
+    }
+}
+
+/// Plain lines, one per output line, for logs and CI.
+struct Lines {
+    stage: String,
+}
+
+impl Progress for Lines {
+    fn stage_started(&mut self, stage: &str) {
+        self.stage = stage.to_string();
+        eprintln!("[{stage}] started");
+    }
+
+    fn line(&mut self, line: &str) {
+        eprintln!("[{}] {line}", self.stage);
+    }
+
+    fn stage_finished(&mut self, stage: &str, outcome: Outcome, elapsed: Duration) {
+        let word = match outcome {
+            Outcome::Succeeded => "done",
+            Outcome::Failed => "failed",
+        };
+        eprintln!("[{stage}] {word} in {}", humantime::format_duration(round(elapsed)));
+    }
+}
+
+/// One spinner line per stage, showing the latest output line while it runs.
+struct Spinner {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress for Spinner {
+    fn stage_started(&mut self, stage: &str) {
+        let bar = ProgressBar::new_spinner();
+        // The template is a constant known to parse; fall back to the default style anyway.
+        let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        bar.set_style(style);
+        bar.set_prefix(stage.to_string());
+        bar.enable_steady_tick(TICK);
+        self.bar = Some(bar);
+    }
+
+    fn line(&mut self, line: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(line.to_string());
+        }
+    }
+
+    fn stage_finished(&mut self, stage: &str, outcome: Outcome, elapsed: Duration) {
+        if let Some(bar) = self.bar.take() {
+            let mark = match outcome {
+                Outcome::Succeeded => "✓",
+                Outcome::Failed => "✗",
+            };
+            bar.finish_and_clear();
+            eprintln!("{mark} {stage} ({})", humantime::format_duration(round(elapsed)));
+        }
+    }
+}
+
+/// Milliseconds are enough for people.
+fn round(elapsed: Duration) -> Duration {
+    Duration::from_millis(elapsed.as_millis() as u64)
+}

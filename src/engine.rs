@@ -1,0 +1,500 @@
+//! Runs: one pass of a pipeline for one commit, stage by stage, recorded as it goes.
+//!
+//! A build run is checkout (fetch into the cache, resolve the commit), context
+//! (the tar, `.dockerignore` applied), build, and push (every tag, then the digest
+//! confirmed with the registry). A failed stage is data: the run is stored as
+//! failed with its stage and message and returned as a report; `Err` means gantry
+//! itself could not go on (the state store failed). Only this module writes run state.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::build::context::{ContextSummary, pack};
+use crate::build::dockerignore::DockerIgnore;
+use crate::build::{self, BuildError, BuildRequest};
+use crate::config::{Config, Pipeline, TemplateValues};
+use crate::registry::{self, RefusalKind, RegistryError};
+use crate::source::{self, Commit, FetchReport, TreeFile, TreeFileKind};
+use crate::store::{Outcome, RunId, RunResult, Store, StoreError, now_millis};
+
+/// The folder of git caches inside the state directory.
+pub const GIT_CACHE_DIR: &str = "git";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a blocking task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Where a run reports what it is doing, for a terminal, a log or nothing.
+pub trait Progress: Send {
+    fn stage_started(&mut self, stage: &str);
+    fn line(&mut self, line: &str);
+    fn stage_finished(&mut self, stage: &str, outcome: Outcome, elapsed: Duration);
+}
+
+/// Progress that goes nowhere.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn stage_started(&mut self, _stage: &str) {}
+    fn line(&mut self, _line: &str) {}
+    fn stage_finished(&mut self, _stage: &str, _outcome: Outcome, _elapsed: Duration) {}
+}
+
+/// What a build run did, whether it succeeded or not.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    pub pipeline: String,
+    pub run: RunId,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<Commit>,
+    pub image: String,
+    pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<FetchReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<ContextSummary>,
+    pub stages: Vec<StageReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub name: String,
+    pub outcome: Outcome,
+    pub duration_ms: u128,
+}
+
+/// Why a run failed: the stage, one line of cause, and the lines that show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub stage: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<RefusalKind>,
+}
+
+impl Failure {
+    fn new(stage: &str, message: impl Into<String>) -> Failure {
+        Failure {
+            stage: stage.to_string(),
+            message: message.into(),
+            details: Vec::new(),
+            refusal: None,
+        }
+    }
+}
+
+/// A build run in progress: its record, its report, and where it reports to.
+struct BuildRun<'a> {
+    store: &'a Store,
+    progress: &'a mut dyn Progress,
+    report: BuildReport,
+}
+
+impl BuildRun<'_> {
+    /// Times a stage, records it and reports it; the stage's failure ends the run.
+    async fn stage<T>(
+        &mut self,
+        name: &str,
+        work: impl AsyncFnOnce(&mut dyn Progress) -> Result<T, Failure>,
+    ) -> Result<Result<T, Failure>, EngineError> {
+        self.progress.stage_started(name);
+        let started_at = now_millis();
+        let started = Instant::now();
+        let result = work(&mut *self.progress).await;
+        let elapsed = started.elapsed();
+        let outcome = if result.is_ok() {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        };
+        self.progress.stage_finished(name, outcome, elapsed);
+        let message = result.as_ref().err().map(|failure| failure.message.clone());
+        self.store
+            .record_stage(
+                self.report.run,
+                self.report.stages.len() as i64,
+                name,
+                outcome,
+                started_at,
+                elapsed,
+                message.as_deref(),
+            )
+            .await?;
+        self.report.stages.push(StageReport {
+            name: name.to_string(),
+            outcome,
+            duration_ms: elapsed.as_millis(),
+        });
+        Ok(result)
+    }
+
+    async fn fail(mut self, failure: Failure) -> Result<BuildReport, EngineError> {
+        self.store
+            .finish_run(
+                self.report.run,
+                &RunResult::Failed {
+                    stage: failure.stage.clone(),
+                    message: failure.message.clone(),
+                },
+            )
+            .await?;
+        self.report.outcome = Outcome::Failed;
+        self.report.failure = Some(failure);
+        Ok(self.report)
+    }
+}
+
+/// Checks out, builds and pushes one commit of a pipeline (the branch head unless `reference` names one).
+pub async fn build(
+    config: &Config,
+    pipeline: &Pipeline,
+    store: &Store,
+    reference: Option<&str>,
+    trigger: &str,
+    progress: &mut dyn Progress,
+) -> Result<BuildReport, EngineError> {
+    let run_id = store
+        .start_run(&pipeline.name, "build", trigger, reference)
+        .await?;
+    let mut run = BuildRun {
+        store,
+        progress,
+        report: BuildReport {
+            pipeline: pipeline.name.clone(),
+            run: run_id,
+            outcome: Outcome::Succeeded,
+            commit: None,
+            image: pipeline.image.repository.to_string(),
+            tags: Vec::new(),
+            digest: None,
+            fetch: None,
+            context: None,
+            stages: Vec::new(),
+            failure: None,
+        },
+    };
+
+    // Checkout: fetch into the cache and resolve the commit.
+    let cache_root = config.state_dir.join(GIT_CACHE_DIR);
+    let source = pipeline.source.clone();
+    let wanted = reference.map(str::to_string);
+    let checkout = run
+        .stage("checkout", async |progress: &mut dyn Progress| {
+            progress.line(&format!("fetching {}", redact_url(&source.repo)));
+            let fetched = tokio::task::spawn_blocking(move || {
+                let fetch = source::fetch(&source, &cache_root)?;
+                let commit = source::resolve(&fetch.cache, &source, wanted.as_deref())?;
+                Ok::<_, source::SourceError>((fetch, commit))
+            })
+            .await
+            .map_err(|error| Failure::new("checkout", error.to_string()))?
+            .map_err(|error| Failure::new("checkout", error.to_string()))?;
+            progress.line(&format!(
+                "{} {}: {}",
+                if fetched.0.created { "cloned" } else { "fetched" },
+                fetched.1.short,
+                fetched.1.message
+            ));
+            Ok(fetched)
+        })
+        .await?;
+    let (fetch, commit) = match checkout {
+        Ok(checkout) => checkout,
+        Err(failure) => return run.fail(failure).await,
+    };
+    store.set_commit(run_id, &commit.sha).await?;
+    run.report.fetch = Some(fetch.clone());
+    run.report.commit = Some(commit.clone());
+
+    // The tags this run pushes; templates were checked at load time, but a ref
+    // given on the command line can still render to something Docker refuses.
+    let values = TemplateValues {
+        commit_sha: commit.sha.clone(),
+        branch: pipeline.source.branch.clone(),
+        run_number: run_id.number,
+    };
+    let rendered = render_tags_and_args(pipeline, &values);
+    let (tags, args) = match rendered {
+        Ok(rendered) => rendered,
+        Err(message) => return run.fail(Failure::new("checkout", message)).await,
+    };
+    run.report.tags = tags
+        .iter()
+        .map(|tag| pipeline.image.repository.with_tag(tag))
+        .collect();
+
+    // Context: the commit's files under `build.context`, filtered by `.dockerignore`.
+    let cache = fetch.cache.clone();
+    let sha = commit.sha.clone();
+    let build_config = pipeline.build.clone();
+    let commit_time = commit.time.max(0) as u64;
+    let context = run
+        .stage("context", async |progress: &mut dyn Progress| {
+            let made = tokio::task::spawn_blocking(move || {
+                make_context(&cache, &sha, &build_config.context, &build_config.dockerfile, commit_time)
+            })
+            .await
+            .map_err(|error| Failure::new("context", error.to_string()))??;
+            progress.line(&format!(
+                "{} files, {} symlinks, {} ignored, {} bytes",
+                made.1.files, made.1.symlinks, made.1.ignored, made.1.bytes
+            ));
+            Ok(made)
+        })
+        .await?;
+    let (context_tar, summary) = match context {
+        Ok(context) => context,
+        Err(failure) => return run.fail(failure).await,
+    };
+    run.report.context = Some(summary);
+
+    // Build on the build host.
+    let mut labels: HashMap<String, String> = pipeline
+        .build
+        .labels
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    labels.insert("org.opencontainers.image.revision".to_string(), commit.sha.clone());
+    labels.insert(
+        "org.opencontainers.image.source".to_string(),
+        redact_url(&pipeline.source.repo),
+    );
+    labels.insert("gantry.pipeline".to_string(), pipeline.name.clone());
+    let request = BuildRequest {
+        context: context_tar,
+        dockerfile: pipeline.build.dockerfile.clone(),
+        tags: run.report.tags.clone(),
+        args,
+        target: pipeline.build.target.clone(),
+        labels,
+    };
+    let built = run
+        .stage("build", async |progress: &mut dyn Progress| {
+            let build_host = config.hosts.get(&pipeline.build.host).ok_or_else(|| {
+                Failure::new("build", format!("build host `{}` is not defined", pipeline.build.host))
+            })?;
+            let connection = crate::host::connect(build_host)
+                .await
+                .map_err(|error| Failure::new("build", error.to_string()))?;
+            progress.line(&format!(
+                "building on `{}` (engine {}, API {})",
+                connection.name, connection.engine_version, connection.api_version
+            ));
+            let mut on_line = |line: &str| progress.line(line);
+            build::build_image(&connection.docker, request, &mut on_line)
+                .await
+                .map_err(|error| {
+                    let details = match &error {
+                        BuildError::Failed { last_lines, .. } => last_lines.clone(),
+                        BuildError::Tag { .. } => Vec::new(),
+                    };
+                    Failure {
+                        details,
+                        ..Failure::new("build", error.to_string())
+                    }
+                })?;
+            Ok(connection.docker)
+        })
+        .await?;
+    let docker = match built {
+        Ok(docker) => docker,
+        Err(failure) => return run.fail(failure).await,
+    };
+
+    // Push every tag, then ask the registry which digest it serves.
+    let repository = pipeline.image.repository.clone();
+    let pushed = run
+        .stage("push", async |progress: &mut dyn Progress| {
+            let credentials = registry::credentials(config, repository.registry())
+                .map_err(|error| Failure::new("push", error.to_string()))?;
+            let mut digest: Option<String> = None;
+            for tag in &tags {
+                let mut on_line = |line: &str| progress.line(line);
+                let reported =
+                    registry::push(&docker, &repository, tag, credentials.as_ref(), &mut on_line)
+                        .await
+                        .map_err(registry_failure)?;
+                let served =
+                    registry::manifest_digest(config, &repository, tag, credentials.as_ref())
+                        .await
+                        .map_err(registry_failure)?;
+                if let Some(reported) = reported
+                    && reported != served
+                {
+                    return Err(registry_failure(RegistryError::DigestMismatch {
+                        reference: repository.with_tag(tag),
+                        pushed: reported,
+                        served,
+                    }));
+                }
+                if let Some(previous) = &digest
+                    && *previous != served
+                {
+                    return Err(registry_failure(RegistryError::DigestMismatch {
+                        reference: repository.with_tag(tag),
+                        pushed: previous.clone(),
+                        served,
+                    }));
+                }
+                progress.line(&format!("{} is {served}", repository.with_tag(tag)));
+                digest = Some(served);
+            }
+            digest.ok_or_else(|| Failure::new("push", "no tag to push"))
+        })
+        .await?;
+    let digest = match pushed {
+        Ok(digest) => digest,
+        Err(failure) => return run.fail(failure).await,
+    };
+
+    store
+        .finish_run(
+            run_id,
+            &RunResult::Succeeded {
+                image: pipeline.image.repository.to_string(),
+                tags: run.report.tags.clone(),
+                digest: digest.clone(),
+            },
+        )
+        .await?;
+    run.report.digest = Some(digest);
+    Ok(run.report)
+}
+
+fn registry_failure(error: RegistryError) -> Failure {
+    let refusal = match &error {
+        RegistryError::Push { kind, .. } | RegistryError::Manifest { kind, .. } => Some(*kind),
+        _ => None,
+    };
+    Failure {
+        refusal,
+        ..Failure::new("push", error.to_string())
+    }
+}
+
+/// Renders the tag templates and build arguments for one run.
+fn render_tags_and_args(
+    pipeline: &Pipeline,
+    values: &TemplateValues,
+) -> Result<(Vec<String>, HashMap<String, String>), String> {
+    let mut tags = Vec::new();
+    for template in &pipeline.image.tags {
+        let tag = template.render(values)?;
+        if !crate::config::is_valid_tag(&tag) {
+            return Err(format!(
+                "tag template `{}` gives `{tag}`, which Docker refuses as a tag",
+                template.source()
+            ));
+        }
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    let mut args = HashMap::new();
+    for (name, template) in &pipeline.build.args {
+        args.insert(name.clone(), template.render(values)?);
+    }
+    Ok((tags, args))
+}
+
+/// Reads the commit's files for the context, applying `.dockerignore`, and packs them.
+fn make_context(
+    cache: &std::path::Path,
+    commit: &str,
+    context: &str,
+    dockerfile: &str,
+    mtime: u64,
+) -> Result<(Vec<u8>, ContextSummary), Failure> {
+    let fail = |message: String| Failure::new("context", message);
+    let in_context = |path: &str| {
+        if context.is_empty() {
+            path.to_string()
+        } else {
+            format!("{context}/{path}")
+        }
+    };
+    let ignore_text = source::read_file(cache, commit, &in_context(".dockerignore"))
+        .map_err(|error| fail(error.to_string()))?;
+    let rules = match ignore_text {
+        Some(bytes) => DockerIgnore::parse(&String::from_utf8_lossy(&bytes))
+            .map_err(|error| fail(format!(".dockerignore {error}")))?,
+        None => DockerIgnore::default(),
+    };
+    let ignored = std::sync::atomic::AtomicUsize::new(0);
+    // The Dockerfile and .dockerignore are always sent, as the Docker CLI does,
+    // even when the rules exclude them.
+    let keep = |path: &str| {
+        let kept = path == dockerfile || path == ".dockerignore" || !rules.is_excluded(path);
+        if !kept {
+            ignored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        kept
+    };
+    let files: Vec<TreeFile> =
+        source::read_tree(cache, commit, context, &keep).map_err(|error| fail(error.to_string()))?;
+    match files.iter().find(|file| file.path == dockerfile) {
+        None => {
+            return Err(fail(format!(
+                "the Dockerfile `{dockerfile}` does not exist in the build context at commit {}",
+                &commit[..commit.len().min(7)]
+            )));
+        }
+        Some(file) if file.kind == TreeFileKind::Symlink => {
+            return Err(fail(format!(
+                "the Dockerfile `{dockerfile}` is a symlink; gantry builds only from a Dockerfile inside the context"
+            )));
+        }
+        Some(_) => {}
+    }
+    let tar_bytes = pack(&files, mtime).map_err(|error| fail(error.to_string()))?;
+    let summary = ContextSummary {
+        files: files
+            .iter()
+            .filter(|file| matches!(file.kind, TreeFileKind::File { .. }))
+            .count(),
+        symlinks: files
+            .iter()
+            .filter(|file| file.kind == TreeFileKind::Symlink)
+            .count(),
+        ignored: ignored.into_inner(),
+        bytes: tar_bytes.len(),
+    };
+    Ok((tar_bytes, summary))
+}
+
+/// A repository URL without its user info, which may hold a token.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((user_info, host_and_path)) = rest.split_once('@')
+        && !user_info.contains('/')
+    {
+        return format!("{scheme}://{host_and_path}");
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(redact_url("https://u:t0ken@git.example.com/a.git"), "https://git.example.com/a.git");
+        assert_eq!(redact_url("https://git.example.com/a@b.git"), "https://git.example.com/a@b.git");
+        assert_eq!(redact_url("/srv/repo"), "/srv/repo");
+    }
+}

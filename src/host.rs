@@ -1,0 +1,169 @@
+//! Docker hosts: engines gantry talks to directly over their API, with no agent on them.
+//!
+//! A `Host` from the config becomes a connected `bollard::Docker` here, with the API
+//! version negotiated (engines as old as 20.10 speak only API 1.41) and every call
+//! bounded by the host's timeout. This module connects and reports; it never
+//! builds, pushes or changes a container.
+
+use std::time::{Duration, Instant};
+
+use bollard::{API_DEFAULT_VERSION, Docker};
+use serde::Serialize;
+
+use crate::config::{DockerEndpoint, Host};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("host `{host}` ({endpoint}): {reason}")]
+    Unreachable {
+        host: String,
+        endpoint: String,
+        reason: String,
+    },
+    #[error("host `{host}` ({endpoint}) did not answer within {}", humantime::format_duration(*.timeout))]
+    Timeout {
+        host: String,
+        endpoint: String,
+        timeout: Duration,
+    },
+}
+
+/// A host with a live connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub name: String,
+    pub docker: Docker,
+    pub engine_version: String,
+    pub api_version: String,
+}
+
+/// What `gantry hosts` prints for one host.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostReport {
+    pub name: String,
+    pub endpoint: String,
+    pub reachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub elapsed_ms: u128,
+}
+
+/// Connects to a host and negotiates the API version, within the host's timeout.
+pub async fn connect(host: &Host) -> Result<Connection, HostError> {
+    let endpoint = host.docker.to_string();
+    let unreachable = |reason: String| HostError::Unreachable {
+        host: host.name.clone(),
+        endpoint: endpoint.clone(),
+        reason,
+    };
+    // bollard takes whole seconds; round up so that a 500ms timeout is not zero.
+    let timeout_seconds = host.timeout.as_secs_f64().ceil().max(1.0) as u64;
+    let client = match (&host.docker, &host.tls) {
+        (DockerEndpoint::Unix(path), _) => Docker::connect_with_unix(
+            &path.to_string_lossy(),
+            timeout_seconds,
+            API_DEFAULT_VERSION,
+        ),
+        (DockerEndpoint::Tcp(authority), None) => {
+            Docker::connect_with_http(authority, timeout_seconds, API_DEFAULT_VERSION)
+        }
+        (DockerEndpoint::Tcp(authority), Some(tls)) => {
+            for file in [&tls.ca, &tls.cert, &tls.key] {
+                if !file.is_file() {
+                    return Err(unreachable(format!(
+                        "TLS file {} does not exist",
+                        file.display()
+                    )));
+                }
+            }
+            Docker::connect_with_ssl(
+                &format!("https://{authority}"),
+                &tls.key,
+                &tls.cert,
+                &tls.ca,
+                timeout_seconds,
+                API_DEFAULT_VERSION,
+            )
+        }
+    }
+    .map_err(|error| unreachable(error.to_string()))?;
+
+    let handshake = async {
+        let client = client.negotiate_version().await?;
+        let version = client.version().await?;
+        Ok::<_, bollard::errors::Error>((client, version))
+    };
+    let (client, version) = match tokio::time::timeout(host.timeout, handshake).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(error)) => return Err(unreachable(describe_error(&error))),
+        Err(_) => {
+            return Err(HostError::Timeout {
+                host: host.name.clone(),
+                endpoint,
+                timeout: host.timeout,
+            });
+        }
+    };
+    Ok(Connection {
+        name: host.name.clone(),
+        docker: client,
+        engine_version: version.version.unwrap_or_default(),
+        api_version: version.api_version.unwrap_or_default(),
+    })
+}
+
+/// Reaches a host and reports what answered, or why nothing did.
+pub async fn report(host: &Host) -> HostReport {
+    let started = Instant::now();
+    let mut report = HostReport {
+        name: host.name.clone(),
+        endpoint: host.docker.to_string(),
+        reachable: false,
+        engine_version: None,
+        api_version: None,
+        os: None,
+        error: None,
+        elapsed_ms: 0,
+    };
+    match connect(host).await {
+        Ok(connection) => {
+            report.reachable = true;
+            report.engine_version = Some(connection.engine_version);
+            report.api_version = Some(connection.api_version);
+            report.os = tokio::time::timeout(host.timeout, connection.docker.info())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|info| info.operating_system);
+        }
+        Err(error) => report.error = Some(error.to_string()),
+    }
+    report.elapsed_ms = started.elapsed().as_millis();
+    report
+}
+
+/// A Docker API error as one readable line: the engine's own message where there is one.
+pub fn describe_error(error: &bollard::errors::Error) -> String {
+    use bollard::errors::Error;
+    match error {
+        Error::DockerResponseServerError { message, .. } => message.clone(),
+        Error::RequestTimeoutError => "the request timed out".to_string(),
+        Error::SocketNotFoundError(path) => format!("no Docker socket at {path}"),
+        other => {
+            // Connection errors nest their cause; the innermost one says what happened.
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                text = cause.to_string();
+                source = cause.source();
+            }
+            text
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! Registries: credentials, pushing tags through the engine, and confirming with the
+//! registry itself which digest it now serves for each tag.
+//!
+//! Credentials come from gantry.yaml first, then from the Docker client's
+//! `config.json` (`$DOCKER_CONFIG` or `~/.docker`). The engine does the push; the
+//! registry's HTTP API is asked afterwards, so the digest gantry reports is the one
+//! a host will pull. Secrets are kept in `SecretString` and never printed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::PushImageOptions;
+use futures_util::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use crate::config::{Config, ImageRepository};
+use crate::host::describe_error;
+
+/// How long a manifest request to a registry may take.
+pub const REGISTRY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The manifest types a registry may answer with, newest first.
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json, \
+     application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json";
+
+/// Why a registry said no, for the user's next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalKind {
+    /// Missing or wrong credentials.
+    Auth,
+    /// Nothing answered.
+    Unreachable,
+    Other,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("push of {reference} refused: {reason}{}", hint(*.kind))]
+    Push {
+        reference: String,
+        kind: RefusalKind,
+        reason: String,
+    },
+    #[error("registry {registry}: {reason}{}", hint(*.kind))]
+    Manifest {
+        registry: String,
+        kind: RefusalKind,
+        reason: String,
+    },
+    #[error("{reference}: the registry serves {served}, but the push reported {pushed}")]
+    DigestMismatch {
+        reference: String,
+        pushed: String,
+        served: String,
+    },
+    #[error("cannot read Docker credentials from {path}: {reason}")]
+    DockerConfig { path: PathBuf, reason: String },
+}
+
+fn hint(kind: RefusalKind) -> &'static str {
+    match kind {
+        RefusalKind::Auth => {
+            " (hint: set `username` and `password` for this registry in gantry.yaml, or `docker login` to it)"
+        }
+        RefusalKind::Unreachable => " (hint: is the registry running and reachable from the build host?)",
+        RefusalKind::Other => "",
+    }
+}
+
+/// A username and password for one registry.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: SecretString,
+}
+
+/// The credentials for a registry host: gantry.yaml first, then Docker's config.json.
+pub fn credentials(config: &Config, registry: &str) -> Result<Option<Credentials>, RegistryError> {
+    let entry = config.registry(registry);
+    if let (Some(username), Some(password)) = (entry.username, entry.password) {
+        return Ok(Some(Credentials { username, password }));
+    }
+    docker_config_credentials(registry)
+}
+
+/// Reads `auths` of the Docker client's config.json; credential helpers are not consulted.
+fn docker_config_credentials(registry: &str) -> Result<Option<Credentials>, RegistryError> {
+    let Some(directory) = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker")))
+    else {
+        return Ok(None);
+    };
+    let path = directory.join("config.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(RegistryError::DockerConfig {
+                path,
+                reason: error.to_string(),
+            });
+        }
+    };
+    let parsed: serde_json::Value =
+        serde_json::from_str(&text).map_err(|error| RegistryError::DockerConfig {
+            path: path.clone(),
+            reason: error.to_string(),
+        })?;
+    // Docker Hub is stored under its legacy index URL.
+    let keys: Vec<String> = if registry == crate::config::DEFAULT_REGISTRY {
+        vec!["https://index.docker.io/v1/".to_string(), registry.to_string()]
+    } else {
+        vec![
+            registry.to_string(),
+            format!("https://{registry}"),
+            format!("http://{registry}"),
+        ]
+    };
+    let Some(auth) = keys
+        .iter()
+        .find_map(|key| parsed.get("auths")?.get(key)?.get("auth")?.as_str())
+    else {
+        return Ok(None);
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| RegistryError::DockerConfig {
+            path: path.clone(),
+            reason: format!("the `auth` entry for {registry} is not base64 of user:password"),
+        })?;
+    let Some((username, password)) = decoded.split_once(':') else {
+        return Err(RegistryError::DockerConfig {
+            path,
+            reason: format!("the `auth` entry for {registry} is not user:password"),
+        });
+    };
+    Ok(Some(Credentials {
+        username: username.to_string(),
+        password: SecretString::from(password.to_string()),
+    }))
+}
+
+/// Pushes one tag through the engine; returns the digest the engine reported.
+pub async fn push(
+    docker: &Docker,
+    repository: &ImageRepository,
+    tag: &str,
+    credentials: Option<&Credentials>,
+    on_line: &mut (dyn FnMut(&str) + Send),
+) -> Result<Option<String>, RegistryError> {
+    let reference = repository.with_tag(tag);
+    let docker_credentials = credentials.map(|credentials| DockerCredentials {
+        username: Some(credentials.username.clone()),
+        password: Some(credentials.password.expose_secret().to_string()),
+        serveraddress: Some(repository.registry().to_string()),
+        ..DockerCredentials::default()
+    });
+    let options = PushImageOptions {
+        tag: Some(tag.to_string()),
+        platform: None,
+    };
+    let mut stream = docker.push_image(&repository.to_string(), Some(options), docker_credentials);
+    let mut digest = None;
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|error| {
+            let reason = describe_error(&error);
+            RegistryError::Push {
+                reference: reference.clone(),
+                kind: classify(&reason),
+                reason,
+            }
+        })?;
+        if let Some(detail) = info.error_detail {
+            let reason = detail.message.unwrap_or_else(|| "the push failed".to_string());
+            return Err(RegistryError::Push {
+                reference,
+                kind: classify(&reason),
+                reason,
+            });
+        }
+        if let Some(status) = info.status {
+            // The last status line is `TAG: digest: sha256:... size: N`.
+            if let Some(rest) = status.split("digest: ").nth(1) {
+                digest = rest.split_whitespace().next().map(str::to_string);
+            }
+            on_line(&status);
+        }
+    }
+    Ok(digest)
+}
+
+/// Sorts an engine or registry message into the refusals a user acts on differently.
+fn classify(reason: &str) -> RefusalKind {
+    let lower = reason.to_ascii_lowercase();
+    if lower.contains("unauthorized")
+        || lower.contains("authentication required")
+        || lower.contains("no basic auth credentials")
+        || lower.contains("denied")
+    {
+        RefusalKind::Auth
+    } else if lower.contains("connection refused")
+        || lower.contains("no such host")
+        || lower.contains("i/o timeout")
+        || lower.contains("dial tcp")
+        || lower.contains("timed out")
+    {
+        RefusalKind::Unreachable
+    } else {
+        RefusalKind::Other
+    }
+}
+
+/// Asks the registry which digest it serves for `repository:tag`.
+pub async fn manifest_digest(
+    config: &Config,
+    repository: &ImageRepository,
+    tag: &str,
+    credentials: Option<&Credentials>,
+) -> Result<String, RegistryError> {
+    let registry = repository.registry();
+    let scheme = if config.registry(registry).insecure { "http" } else { "https" };
+    // Docker Hub's API lives on another host than its name.
+    let api_host = if registry == crate::config::DEFAULT_REGISTRY {
+        "registry-1.docker.io"
+    } else {
+        registry
+    };
+    let url = format!("{scheme}://{api_host}/v2/{}/manifests/{tag}", repository.path());
+    let failure = |kind: RefusalKind, reason: String| RegistryError::Manifest {
+        registry: registry.to_string(),
+        kind,
+        reason,
+    };
+    let client = http_client().map_err(|reason| failure(RefusalKind::Other, reason))?;
+    let request = |authorization: Option<String>| {
+        let mut builder = client.head(&url).header("Accept", MANIFEST_TYPES);
+        if let Some(value) = authorization {
+            builder = builder.header("Authorization", value);
+        }
+        builder.send()
+    };
+    let unreachable = |error: reqwest::Error| failure(RefusalKind::Unreachable, error_chain(&error));
+
+    let mut response = request(None).await.map_err(unreachable)?;
+    if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+        let challenge = response
+            .headers()
+            .get("WWW-Authenticate")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let Some(credentials) = credentials else {
+            return Err(failure(
+                RefusalKind::Auth,
+                "the registry wants credentials and none are configured".to_string(),
+            ));
+        };
+        let authorization = if challenge.to_ascii_lowercase().starts_with("bearer") {
+            let token = bearer_token(&client, &challenge, credentials)
+                .await
+                .map_err(|reason| failure(RefusalKind::Auth, reason))?;
+            format!("Bearer {token}")
+        } else {
+            basic_authorization(credentials)
+        };
+        response = request(Some(authorization)).await.map_err(unreachable)?;
+    }
+    let status = response.status();
+    if !status.is_success() {
+        let kind = if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            RefusalKind::Auth
+        } else {
+            RefusalKind::Other
+        };
+        return Err(failure(kind, format!("manifest {}:{tag} answered {status}", repository.path())));
+    }
+    response
+        .headers()
+        .get("Docker-Content-Digest")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| failure(RefusalKind::Other, "the registry sent no Docker-Content-Digest".to_string()))
+}
+
+fn http_client() -> Result<reqwest::Client, String> {
+    // reqwest is built without a bundled crypto provider; ring is the one bollard uses too.
+    // Installing fails only when a provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(REGISTRY_TIMEOUT)
+        .build()
+        .map_err(|error| error_chain(&error))
+}
+
+fn basic_authorization(credentials: &Credentials) -> String {
+    let pair = format!("{}:{}", credentials.username, credentials.password.expose_secret());
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+}
+
+/// The token flow of `WWW-Authenticate: Bearer realm=...,service=...,scope=...`.
+async fn bearer_token(
+    client: &reqwest::Client,
+    challenge: &str,
+    credentials: &Credentials,
+) -> Result<String, String> {
+    let parameters: Vec<(String, String)> = challenge
+        .split_once(' ')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            Some((key.to_string(), value.trim_matches('"').to_string()))
+        })
+        .collect();
+    let realm = parameters
+        .iter()
+        .find(|(key, _)| key == "realm")
+        .map(|(_, value)| value.clone())
+        .ok_or("the registry's Bearer challenge names no realm")?;
+    let query: Vec<&(String, String)> = parameters.iter().filter(|(key, _)| key != "realm").collect();
+    let response = client
+        .get(&realm)
+        .query(&query)
+        .header("Authorization", basic_authorization(credentials))
+        .send()
+        .await
+        .map_err(|error| error_chain(&error))?;
+    if !response.status().is_success() {
+        return Err(format!("the token service answered {}", response.status()));
+    }
+    let body: serde_json::Value = response.json().await.map_err(|error| error_chain(&error))?;
+    body.get("token")
+        .or_else(|| body.get("access_token"))
+        .and_then(|token| token.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| "the token service sent no token".to_string())
+}
+
+/// An HTTP error with its causes, since reqwest's own text hides the interesting part.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_classified() {
+        for (reason, kind) in [
+            ("unauthorized: authentication required", RefusalKind::Auth),
+            ("no basic auth credentials", RefusalKind::Auth),
+            (
+                "Get \"http://127.0.0.1:9/v2/\": dial tcp 127.0.0.1:9: connect: connection refused",
+                RefusalKind::Unreachable,
+            ),
+            ("manifest invalid", RefusalKind::Other),
+        ] {
+            assert_eq!(classify(reason), kind, "{reason}");
+        }
+    }
+}

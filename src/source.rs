@@ -1,0 +1,296 @@
+//! Git sources: a fetch cache per repository, resolving a branch or ref to one commit,
+//! and reading that commit's files.
+//!
+//! Each repository is kept as a bare clone under `<state>/git/`, fetched incrementally
+//! on every build; nothing is checked out to disk, because the build context is made
+//! straight from the commit's tree (so a build never sees a stale or untracked file).
+//! git2 is blocking: callers run these functions in `spawn_blocking`.
+
+use std::path::{Path, PathBuf};
+
+use git2::{
+    AutotagOption, Cred, CredentialType, FetchOptions, ObjectType, Oid, RemoteCallbacks,
+    Repository, TreeWalkMode, TreeWalkResult,
+};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::Source;
+
+/// How many times the credentials callback may answer before giving up; libgit2
+/// asks again after every refusal and would otherwise loop forever.
+const MAX_CREDENTIAL_ATTEMPTS: usize = 3;
+
+/// The refs a fetch brings into the cache: every branch, as remote-tracking refs, and every tag.
+const FETCH_REFSPECS: [&str; 2] = [
+    "+refs/heads/*:refs/remotes/origin/*",
+    "+refs/tags/*:refs/tags/*",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot fetch {repo}: {message}")]
+    Fetch { repo: String, message: String },
+    #[error("{reference}: no such branch, tag or commit in {repo}")]
+    UnknownRef { repo: String, reference: String },
+    #[error("commit {commit}: {message}")]
+    Tree { commit: String, message: String },
+    #[error("git cache {path}: {message}")]
+    Cache { path: PathBuf, message: String },
+}
+
+/// What a fetch did to the cache.
+#[derive(Debug, Clone, Serialize)]
+pub struct FetchReport {
+    /// The bare repository that serves as the cache.
+    pub cache: PathBuf,
+    /// True when the cache did not exist and was made by this fetch.
+    pub created: bool,
+    /// Objects that came over the wire; zero when nothing changed upstream.
+    pub received_objects: usize,
+    pub received_bytes: usize,
+}
+
+/// One resolved commit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Commit {
+    pub sha: String,
+    pub short: String,
+    pub message: String,
+    pub author: String,
+    /// Seconds since the epoch.
+    pub time: i64,
+}
+
+/// A file of a commit's tree.
+#[derive(Debug, Clone)]
+pub struct TreeFile {
+    /// Relative to the directory that was read, `/`-separated.
+    pub path: String,
+    pub kind: TreeFileKind,
+    /// The file's bytes; for a symlink, its target as written in the repository.
+    pub content: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeFileKind {
+    File { executable: bool },
+    Symlink,
+}
+
+/// Where the cache of a repository lives: one directory per URL, named by its hash.
+pub fn cache_path(cache_root: &Path, repo: &str) -> PathBuf {
+    let digest = Sha256::digest(repo.as_bytes());
+    cache_root.join(format!("{}.git", &hex::encode(digest)[..16]))
+}
+
+/// Fetches every branch and tag of `source.repo` into its cache, creating the cache the first time.
+pub fn fetch(source: &Source, cache_root: &Path) -> Result<FetchReport, SourceError> {
+    let path = cache_path(cache_root, &source.repo);
+    let cache_error = |message: String| SourceError::Cache {
+        path: path.clone(),
+        message,
+    };
+    let (repository, created) = match Repository::open_bare(&path) {
+        Ok(repository) => (repository, false),
+        Err(_) => {
+            std::fs::create_dir_all(&path).map_err(|error| cache_error(error.to_string()))?;
+            let repository =
+                Repository::init_bare(&path).map_err(|error| cache_error(error.message().to_string()))?;
+            (repository, true)
+        }
+    };
+    let fetch_error = |message: String| SourceError::Fetch {
+        repo: source.repo.clone(),
+        message,
+    };
+    let mut remote = repository
+        .remote_anonymous(&source.repo)
+        .map_err(|error| fetch_error(error.message().to_string()))?;
+    let mut options = FetchOptions::new();
+    options.remote_callbacks(callbacks(source));
+    options.download_tags(AutotagOption::All);
+    remote
+        .fetch(&FETCH_REFSPECS, Some(&mut options), None)
+        .map_err(|error| fetch_error(error.message().to_string()))?;
+    let stats = remote.stats();
+    Ok(FetchReport {
+        cache: path,
+        created,
+        received_objects: stats.received_objects(),
+        received_bytes: stats.received_bytes(),
+    })
+}
+
+/// Credentials for https (token) and ssh (key file, then agent), with a bounded number of tries.
+fn callbacks(source: &Source) -> RemoteCallbacks<'_> {
+    let mut callbacks = RemoteCallbacks::new();
+    let mut attempts = 0;
+    callbacks.credentials(move |_url, username_from_url, allowed| {
+        attempts += 1;
+        if attempts > MAX_CREDENTIAL_ATTEMPTS {
+            return Err(git2::Error::from_str(
+                "authentication failed: the remote refused every credential gantry has for it",
+            ));
+        }
+        let username = source
+            .username
+            .as_deref()
+            .or(username_from_url)
+            .unwrap_or("git");
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+            && let Some(token) = &source.token
+        {
+            return Cred::userpass_plaintext(username, token.expose_secret());
+        }
+        if allowed.contains(CredentialType::SSH_KEY) {
+            return match &source.ssh_key {
+                Some(key) => Cred::ssh_key(username, None, key, None),
+                None => Cred::ssh_key_from_agent(username),
+            };
+        }
+        if allowed.contains(CredentialType::USERNAME) {
+            return Cred::username(username);
+        }
+        Err(git2::Error::from_str(
+            "the remote asks for credentials; set `source.token` (https) or `source.ssh_key` (ssh)",
+        ))
+    });
+    callbacks
+}
+
+/// Resolves the branch head (no `reference`) or a given branch, tag or commit id to a commit.
+pub fn resolve(cache: &Path, source: &Source, reference: Option<&str>) -> Result<Commit, SourceError> {
+    let repository = open(cache)?;
+    let wanted = reference.unwrap_or(&source.branch);
+    let unknown = || SourceError::UnknownRef {
+        repo: source.repo.clone(),
+        reference: wanted.to_string(),
+    };
+    // A branch name wins over a commit id prefix, as in git itself.
+    let candidates = [
+        format!("refs/remotes/origin/{wanted}"),
+        format!("refs/tags/{wanted}"),
+        wanted.to_string(),
+    ];
+    let object = candidates
+        .iter()
+        .find_map(|candidate| repository.revparse_single(candidate).ok())
+        .ok_or_else(unknown)?;
+    let commit = object.peel_to_commit().map_err(|_| unknown())?;
+    let sha = commit.id().to_string();
+    Ok(Commit {
+        short: sha[..7].to_string(),
+        message: commit
+            .summary_bytes()
+            .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+            .unwrap_or_default(),
+        author: String::from_utf8_lossy(commit.author().name_bytes()).into_owned(),
+        time: commit.time().seconds(),
+        sha,
+    })
+}
+
+fn open(cache: &Path) -> Result<Repository, SourceError> {
+    Repository::open_bare(cache).map_err(|error| SourceError::Cache {
+        path: cache.to_path_buf(),
+        message: error.message().to_string(),
+    })
+}
+
+/// Reads one file of a commit, `None` when it does not exist or is not a regular file.
+pub fn read_file(cache: &Path, commit: &str, path: &str) -> Result<Option<Vec<u8>>, SourceError> {
+    let repository = open(cache)?;
+    let tree = commit_tree(&repository, commit)?;
+    let Ok(entry) = tree.get_path(Path::new(path)) else {
+        return Ok(None);
+    };
+    if entry.kind() != Some(ObjectType::Blob) || entry.filemode() == 0o120000 {
+        return Ok(None);
+    }
+    let blob = repository
+        .find_blob(entry.id())
+        .map_err(|error| tree_error(commit, error))?;
+    Ok(Some(blob.content().to_vec()))
+}
+
+/// Reads every file under `directory` (empty for the root) of a commit, keeping those
+/// `keep` accepts. Symlinks come back as symlinks with their target; they are never followed.
+pub fn read_tree(
+    cache: &Path,
+    commit: &str,
+    directory: &str,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Vec<TreeFile>, SourceError> {
+    let repository = open(cache)?;
+    let root = commit_tree(&repository, commit)?;
+    let tree = if directory.is_empty() {
+        root
+    } else {
+        let entry = root
+            .get_path(Path::new(directory))
+            .map_err(|_| SourceError::Tree {
+                commit: commit.to_string(),
+                message: format!("the build context `{directory}` does not exist"),
+            })?;
+        // A symlinked context directory is a blob here, so it can never lead outside.
+        if entry.kind() != Some(ObjectType::Tree) {
+            return Err(SourceError::Tree {
+                commit: commit.to_string(),
+                message: format!("the build context `{directory}` is not a directory"),
+            });
+        }
+        repository
+            .find_tree(entry.id())
+            .map_err(|error| tree_error(commit, error))?
+    };
+
+    let mut wanted = Vec::new();
+    tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
+        if entry.kind() != Some(ObjectType::Blob) {
+            // Trees are walked into; submodule links (commits) have no content here.
+            return TreeWalkResult::Ok;
+        }
+        let path = format!("{parent}{}", entry.name().unwrap_or_default());
+        if keep(&path) {
+            wanted.push((path, entry.id(), entry.filemode()));
+        }
+        TreeWalkResult::Ok
+    })
+    .map_err(|error| tree_error(commit, error))?;
+
+    wanted
+        .into_iter()
+        .map(|(path, id, mode)| {
+            let blob = repository
+                .find_blob(id)
+                .map_err(|error| tree_error(commit, error))?;
+            let kind = match mode {
+                0o120000 => TreeFileKind::Symlink,
+                0o100755 => TreeFileKind::File { executable: true },
+                _ => TreeFileKind::File { executable: false },
+            };
+            Ok(TreeFile {
+                path,
+                kind,
+                content: blob.content().to_vec(),
+            })
+        })
+        .collect()
+}
+
+fn commit_tree<'r>(repository: &'r Repository, commit: &str) -> Result<git2::Tree<'r>, SourceError> {
+    let oid = Oid::from_str(commit).map_err(|error| tree_error(commit, error))?;
+    repository
+        .find_commit(oid)
+        .and_then(|found| found.tree())
+        .map_err(|error| tree_error(commit, error))
+}
+
+fn tree_error(commit: &str, error: git2::Error) -> SourceError {
+    SourceError::Tree {
+        commit: commit.to_string(),
+        message: error.message().to_string(),
+    }
+}
