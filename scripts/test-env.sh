@@ -78,6 +78,9 @@ command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing+=(busybox-static)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+# stunnel, not socat, terminates TLS: socat's OpenSSL server sets no session id
+# context, so a client that resumes a session (rustls does) is refused.
+command -v stunnel4 >/dev/null 2>&1 || missing+=(stunnel4)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -302,10 +305,20 @@ if port_open "$DOCKER_TLS_PORT"; then
   log "127.0.0.1:$DOCKER_TLS_PORT already listening"
 else
   log "starting TLS proxy (client certs required) to the engine on 127.0.0.1:$DOCKER_TLS_PORT"
-  start_bg socat-docker-tls socat \
-    "OPENSSL-LISTEN:$DOCKER_TLS_PORT,bind=127.0.0.1,reuseaddr,fork,cert=$CERTS/server-cert.pem,key=$CERTS/server-key.pem,cafile=$CERTS/ca.pem,verify=1" \
-    "UNIX-CONNECT:$DOCKER_SOCK"
-  wait_for 10 "tls proxy" port_open "$DOCKER_TLS_PORT" || die "socat did not listen on $DOCKER_TLS_PORT"
+  write_if_changed "$STATE/stunnel-docker.conf" <<CONF
+foreground = yes
+pid =
+[docker]
+accept = 127.0.0.1:$DOCKER_TLS_PORT
+connect = $DOCKER_SOCK
+cert = $CERTS/server-cert.pem
+key = $CERTS/server-key.pem
+CAfile = $CERTS/ca.pem
+verifyChain = yes
+requireCert = yes
+CONF
+  start_bg socat-docker-tls stunnel4 "$STATE/stunnel-docker.conf"
+  wait_for 10 "tls proxy" port_open "$DOCKER_TLS_PORT" || die "stunnel did not listen on $DOCKER_TLS_PORT"
 fi
 
 # Prove both proxies really reach the engine (and that TLS verifies both ways).

@@ -101,8 +101,11 @@ pub async fn connect(host: &Host) -> Result<Connection, HostError> {
     };
     let (client, version) = match tokio::time::timeout(host.timeout, handshake).await {
         Ok(Ok(answer)) => answer,
-        Ok(Err(error)) => return Err(unreachable(describe_error(&error))),
-        Err(_) => {
+        Ok(Err(error)) if !matches!(error, bollard::errors::Error::RequestTimeoutError) => {
+            return Err(unreachable(describe_error(&error)));
+        }
+        // bollard's own timeout and ours are the same length; either one means no answer.
+        Ok(Err(_)) | Err(_) => {
             return Err(HostError::Timeout {
                 host: host.name.clone(),
                 endpoint,
@@ -153,6 +156,7 @@ pub fn describe_error(error: &bollard::errors::Error) -> String {
     use bollard::errors::Error;
     match error {
         Error::DockerResponseServerError { message, .. } => message.clone(),
+        Error::DockerStreamError { error } => error.clone(),
         Error::RequestTimeoutError => "the request timed out".to_string(),
         Error::SocketNotFoundError(path) => format!("no Docker socket at {path}"),
         other => {

@@ -1,0 +1,263 @@
+//! What the integration tests share: the test environment, fixture repositories,
+//! config directories and running the binary. Every name a test creates carries
+//! a unique suffix, and images are removed by label when the test ends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A name no other test (or test run) uses.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn variable(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+pub fn registry() -> String {
+    variable("GANTRY_TEST_REGISTRY", "127.0.0.1:5115")
+}
+
+pub fn auth_registry() -> String {
+    variable("GANTRY_TEST_AUTH_REGISTRY", "127.0.0.1:5116")
+}
+
+pub fn auth_user() -> String {
+    variable("GANTRY_TEST_AUTH_USER", "gantry")
+}
+
+pub fn auth_password() -> String {
+    variable("GANTRY_TEST_AUTH_PASSWORD", "gantry-secret")
+}
+
+pub fn docker_tcp() -> String {
+    variable("GANTRY_TEST_DOCKER_TCP", "tcp://127.0.0.1:2385")
+}
+
+pub fn docker_tls() -> String {
+    variable("GANTRY_TEST_DOCKER_TLS", "tcp://127.0.0.1:2386")
+}
+
+pub fn certs() -> PathBuf {
+    PathBuf::from(variable("GANTRY_TEST_CERTS", "/var/lib/gantry-test-env/certs"))
+}
+
+/// Fails the test when no Docker engine answers: these tests never skip.
+pub fn require_docker() {
+    let output = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .expect("the docker CLI must be installed (scripts/test-env.sh installs it)");
+    assert!(
+        output.status.success(),
+        "no Docker engine answers; run scripts/test-env.sh first: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The fixture app's directory in this repository.
+pub fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hello")
+}
+
+/// Runs a command and returns its stdout, failing the test if it fails.
+pub fn run(command: &mut Command) -> String {
+    let output = command.output().expect("command starts");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A git repository made from the fixture app, committed to `main`.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+}
+
+impl Repo {
+    pub fn from_fixture() -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&fixture(), dir.path());
+        let repo = Repo { dir };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.commit("first");
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn url(&self) -> String {
+        format!("file://{}", self.path().display())
+    }
+
+    pub fn git(&self, arguments: &[&str]) -> String {
+        run(Command::new("git")
+            .arg("-C")
+            .arg(self.path())
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+            .args(arguments))
+    }
+
+    pub fn write(&self, path: &str, text: &str) {
+        let full = self.path().join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, text).unwrap();
+    }
+
+    /// Commits everything and returns the new commit's id.
+    pub fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+        self.git(&["rev-parse", "HEAD"]).trim().to_string()
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A config directory with its own state directory, and the images its pipelines make.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+    /// An empty Docker client config, so that no credentials of the machine leak into a test.
+    pub docker_config: tempfile::TempDir,
+    /// Repositories whose local images are removed when the test ends.
+    pub repositories: Vec<String>,
+}
+
+impl ConfigDir {
+    pub fn new() -> ConfigDir {
+        ConfigDir {
+            dir: tempfile::tempdir().unwrap(),
+            docker_config: tempfile::tempdir().unwrap(),
+            repositories: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, path: &str, text: &str) {
+        let full = self.path().join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, text).unwrap();
+    }
+
+    /// Writes `pipelines/NAME.yaml` building `repo` into `repository` with the given tags.
+    pub fn pipeline(&mut self, name: &str, repo_url: &str, repository: &str, tags: &[&str]) {
+        let tags = tags
+            .iter()
+            .map(|tag| format!("\"{tag}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.write(
+            &format!("pipelines/{name}.yaml"),
+            &format!(
+                "source:\n  repo: {repo_url}\n  branch: main\nbuild:\n  args: {{ VERSION: \"{{{{ commit.short }}}}\" }}\nimage:\n  repository: {repository}\n  tags: [{tags}]\n"
+            ),
+        );
+        self.repositories.push(repository.to_string());
+    }
+
+    pub fn gantry(&self, arguments: &[&str]) -> Output {
+        self.gantry_with(arguments, &[])
+    }
+
+    pub fn gantry_with(&self, arguments: &[&str], environment: &[(&str, &str)]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .arg("--config")
+            .arg(self.path())
+            .args(arguments)
+            .env("DOCKER_CONFIG", self.docker_config.path())
+            .env_remove("DOCKER_HOST")
+            .envs(environment.iter().copied())
+            .output()
+            .expect("gantry starts")
+    }
+
+    /// Runs `gantry --json ARGS` and parses stdout.
+    pub fn gantry_json(&self, arguments: &[&str]) -> (Output, serde_json::Value) {
+        let mut with_json = vec!["--json"];
+        with_json.extend_from_slice(arguments);
+        let output = self.gantry(&with_json);
+        let value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+            panic!(
+                "stdout is not JSON ({error}): {}\nstderr: {}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        (output, value)
+    }
+}
+
+impl Drop for ConfigDir {
+    fn drop(&mut self) {
+        for repository in &self.repositories {
+            let listed = Command::new("docker")
+                .args(["images", "--format", "{{.Repository}}:{{.Tag}}", repository])
+                .output();
+            if let Ok(listed) = listed {
+                for image in String::from_utf8_lossy(&listed.stdout).lines() {
+                    let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+                }
+            }
+        }
+    }
+}
+
+/// Asks the registry for the digest it serves for `repository:tag`, as Docker would pull it.
+pub fn registry_digest(registry: &str, path: &str, tag: &str, user: Option<(&str, &str)>) -> String {
+    let mut command = Command::new("curl");
+    command.args([
+        "-sS",
+        "-I",
+        "-H",
+        "Accept: application/vnd.docker.distribution.manifest.v2+json",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+    ]);
+    if let Some((name, password)) = user {
+        command.args(["-u", &format!("{name}:{password}")]);
+    }
+    command.arg(format!("http://{registry}/v2/{path}/manifests/{tag}"));
+    let headers = run(&mut command);
+    headers
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("docker-content-digest")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no digest for {path}:{tag}: {headers}"))
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

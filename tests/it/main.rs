@@ -1,0 +1,8 @@
+//! Integration tests: the real `gantry` binary against the real Docker engine,
+//! registries and git repositories that `scripts/test-env.sh` starts.
+//! Docker tests never skip: without an engine they fail.
+
+mod build;
+mod common;
+mod hosts;
+mod validate;
