@@ -17,7 +17,7 @@ use crate::build::{self, BuildError, BuildRequest};
 use crate::config::{Config, Pipeline, TemplateValues};
 use crate::registry::{self, RefusalKind, RegistryError};
 use crate::source::{self, Commit, FetchReport, TreeFile, TreeFileKind};
-use crate::store::{Outcome, RunId, RunResult, Store, StoreError, now_millis};
+use crate::store::{FinishedStage, Outcome, RunId, RunResult, Store, StoreError, now_millis};
 
 /// The folder of git caches inside the state directory.
 pub const GIT_CACHE_DIR: &str = "git";
@@ -122,17 +122,15 @@ impl BuildRun<'_> {
         };
         self.progress.stage_finished(name, outcome, elapsed);
         let message = result.as_ref().err().map(|failure| failure.message.clone());
-        self.store
-            .record_stage(
-                self.report.run,
-                self.report.stages.len() as i64,
-                name,
-                outcome,
-                started_at,
-                elapsed,
-                message.as_deref(),
-            )
-            .await?;
+        let stage = FinishedStage {
+            position: self.report.stages.len() as i64,
+            name,
+            outcome,
+            started_at,
+            duration: elapsed,
+            message: message.as_deref(),
+        };
+        self.store.record_stage(self.report.run, &stage).await?;
         self.report.stages.push(StageReport {
             name: name.to_string(),
             outcome,
@@ -204,7 +202,11 @@ pub async fn build(
             .map_err(|error| Failure::new("checkout", error.to_string()))?;
             progress.line(&format!(
                 "{} {}: {}",
-                if fetched.0.created { "cloned" } else { "fetched" },
+                if fetched.0.created {
+                    "cloned"
+                } else {
+                    "fetched"
+                },
                 fetched.1.short,
                 fetched.1.message
             ));
@@ -244,7 +246,13 @@ pub async fn build(
     let context = run
         .stage("context", async |progress: &mut dyn Progress| {
             let made = tokio::task::spawn_blocking(move || {
-                make_context(&cache, &sha, &build_config.context, &build_config.dockerfile, commit_time)
+                make_context(
+                    &cache,
+                    &sha,
+                    &build_config.context,
+                    &build_config.dockerfile,
+                    commit_time,
+                )
             })
             .await
             .map_err(|error| Failure::new("context", error.to_string()))??;
@@ -268,7 +276,10 @@ pub async fn build(
         .iter()
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
-    labels.insert("org.opencontainers.image.revision".to_string(), commit.sha.clone());
+    labels.insert(
+        "org.opencontainers.image.revision".to_string(),
+        commit.sha.clone(),
+    );
     labels.insert(
         "org.opencontainers.image.source".to_string(),
         redact_url(&pipeline.source.repo),
@@ -285,7 +296,10 @@ pub async fn build(
     let built = run
         .stage("build", async |progress: &mut dyn Progress| {
             let build_host = config.hosts.get(&pipeline.build.host).ok_or_else(|| {
-                Failure::new("build", format!("build host `{}` is not defined", pipeline.build.host))
+                Failure::new(
+                    "build",
+                    format!("build host `{}` is not defined", pipeline.build.host),
+                )
             })?;
             let connection = crate::host::connect(build_host)
                 .await
@@ -324,10 +338,15 @@ pub async fn build(
             let mut digest: Option<String> = None;
             for tag in &tags {
                 let mut on_line = |line: &str| progress.line(line);
-                let reported =
-                    registry::push(&docker, &repository, tag, credentials.as_ref(), &mut on_line)
-                        .await
-                        .map_err(registry_failure)?;
+                let reported = registry::push(
+                    &docker,
+                    &repository,
+                    tag,
+                    credentials.as_ref(),
+                    &mut on_line,
+                )
+                .await
+                .map_err(registry_failure)?;
                 let served =
                     registry::manifest_digest(config, &repository, tag, credentials.as_ref())
                         .await
@@ -444,8 +463,8 @@ fn make_context(
         }
         kept
     };
-    let files: Vec<TreeFile> =
-        source::read_tree(cache, commit, context, &keep).map_err(|error| fail(error.to_string()))?;
+    let files: Vec<TreeFile> = source::read_tree(cache, commit, context, &keep)
+        .map_err(|error| fail(error.to_string()))?;
     match files.iter().find(|file| file.path == dockerfile) {
         None => {
             return Err(fail(format!(
@@ -493,8 +512,14 @@ mod tests {
 
     #[test]
     fn urls_lose_their_credentials() {
-        assert_eq!(redact_url("https://u:t0ken@git.example.com/a.git"), "https://git.example.com/a.git");
-        assert_eq!(redact_url("https://git.example.com/a@b.git"), "https://git.example.com/a@b.git");
+        assert_eq!(
+            redact_url("https://u:t0ken@git.example.com/a.git"),
+            "https://git.example.com/a.git"
+        );
+        assert_eq!(
+            redact_url("https://git.example.com/a@b.git"),
+            "https://git.example.com/a@b.git"
+        );
         assert_eq!(redact_url("/srv/repo"), "/srv/repo");
     }
 }

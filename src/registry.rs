@@ -69,7 +69,9 @@ fn hint(kind: RefusalKind) -> &'static str {
         RefusalKind::Auth => {
             " (hint: set `username` and `password` for this registry in gantry.yaml, or `docker login` to it)"
         }
-        RefusalKind::Unreachable => " (hint: is the registry running and reachable from the build host?)",
+        RefusalKind::Unreachable => {
+            " (hint: is the registry running and reachable from the build host?)"
+        }
         RefusalKind::Other => "",
     }
 }
@@ -116,7 +118,10 @@ fn docker_config_credentials(registry: &str) -> Result<Option<Credentials>, Regi
         })?;
     // Docker Hub is stored under its legacy index URL.
     let keys: Vec<String> = if registry == crate::config::DEFAULT_REGISTRY {
-        vec!["https://index.docker.io/v1/".to_string(), registry.to_string()]
+        vec![
+            "https://index.docker.io/v1/".to_string(),
+            registry.to_string(),
+        ]
     } else {
         vec![
             registry.to_string(),
@@ -181,7 +186,9 @@ pub async fn push(
             }
         })?;
         if let Some(detail) = info.error_detail {
-            let reason = detail.message.unwrap_or_else(|| "the push failed".to_string());
+            let reason = detail
+                .message
+                .unwrap_or_else(|| "the push failed".to_string());
             return Err(RegistryError::Push {
                 reference,
                 kind: classify(&reason),
@@ -193,7 +200,10 @@ pub async fn push(
             if let Some(rest) = status.split("digest: ").nth(1) {
                 digest = rest.split_whitespace().next().map(str::to_string);
             }
-            on_line(&status);
+            // Byte-progress updates repeat for every chunk; the layer's other states say enough.
+            if status != "Pushing" {
+                on_line(&status);
+            }
         }
     }
     Ok(digest)
@@ -228,14 +238,21 @@ pub async fn manifest_digest(
     credentials: Option<&Credentials>,
 ) -> Result<String, RegistryError> {
     let registry = repository.registry();
-    let scheme = if config.registry(registry).insecure { "http" } else { "https" };
+    let scheme = if config.registry(registry).insecure {
+        "http"
+    } else {
+        "https"
+    };
     // Docker Hub's API lives on another host than its name.
     let api_host = if registry == crate::config::DEFAULT_REGISTRY {
         "registry-1.docker.io"
     } else {
         registry
     };
-    let url = format!("{scheme}://{api_host}/v2/{}/manifests/{tag}", repository.path());
+    let url = format!(
+        "{scheme}://{api_host}/v2/{}/manifests/{tag}",
+        repository.path()
+    );
     let failure = |kind: RefusalKind, reason: String| RegistryError::Manifest {
         registry: registry.to_string(),
         kind,
@@ -249,7 +266,8 @@ pub async fn manifest_digest(
         }
         builder.send()
     };
-    let unreachable = |error: reqwest::Error| failure(RefusalKind::Unreachable, error_chain(&error));
+    let unreachable =
+        |error: reqwest::Error| failure(RefusalKind::Unreachable, error_chain(&error));
 
     let mut response = request(None).await.map_err(unreachable)?;
     if response.status() == reqwest::StatusCode::UNAUTHORIZED {
@@ -277,19 +295,29 @@ pub async fn manifest_digest(
     }
     let status = response.status();
     if !status.is_success() {
-        let kind = if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        let kind = if status == reqwest::StatusCode::UNAUTHORIZED
+            || status == reqwest::StatusCode::FORBIDDEN
+        {
             RefusalKind::Auth
         } else {
             RefusalKind::Other
         };
-        return Err(failure(kind, format!("manifest {}:{tag} answered {status}", repository.path())));
+        return Err(failure(
+            kind,
+            format!("manifest {}:{tag} answered {status}", repository.path()),
+        ));
     }
     response
         .headers()
         .get("Docker-Content-Digest")
         .and_then(|value| value.to_str().ok())
         .map(str::to_string)
-        .ok_or_else(|| failure(RefusalKind::Other, "the registry sent no Docker-Content-Digest".to_string()))
+        .ok_or_else(|| {
+            failure(
+                RefusalKind::Other,
+                "the registry sent no Docker-Content-Digest".to_string(),
+            )
+        })
 }
 
 fn http_client() -> Result<reqwest::Client, String> {
@@ -303,8 +331,15 @@ fn http_client() -> Result<reqwest::Client, String> {
 }
 
 fn basic_authorization(credentials: &Credentials) -> String {
-    let pair = format!("{}:{}", credentials.username, credentials.password.expose_secret());
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+    let pair = format!(
+        "{}:{}",
+        credentials.username,
+        credentials.password.expose_secret()
+    );
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
 }
 
 /// The token flow of `WWW-Authenticate: Bearer realm=...,service=...,scope=...`.
@@ -328,7 +363,10 @@ async fn bearer_token(
         .find(|(key, _)| key == "realm")
         .map(|(_, value)| value.clone())
         .ok_or("the registry's Bearer challenge names no realm")?;
-    let query: Vec<&(String, String)> = parameters.iter().filter(|(key, _)| key != "realm").collect();
+    let query: Vec<&(String, String)> = parameters
+        .iter()
+        .filter(|(key, _)| key != "realm")
+        .collect();
     let response = client
         .get(&realm)
         .query(&query)

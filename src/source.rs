@@ -96,8 +96,8 @@ pub fn fetch(source: &Source, cache_root: &Path) -> Result<FetchReport, SourceEr
         Ok(repository) => (repository, false),
         Err(_) => {
             std::fs::create_dir_all(&path).map_err(|error| cache_error(error.to_string()))?;
-            let repository =
-                Repository::init_bare(&path).map_err(|error| cache_error(error.message().to_string()))?;
+            let repository = Repository::init_bare(&path)
+                .map_err(|error| cache_error(error.message().to_string()))?;
             (repository, true)
         }
     };
@@ -161,7 +161,11 @@ fn callbacks(source: &Source) -> RemoteCallbacks<'_> {
 }
 
 /// Resolves the branch head (no `reference`) or a given branch, tag or commit id to a commit.
-pub fn resolve(cache: &Path, source: &Source, reference: Option<&str>) -> Result<Commit, SourceError> {
+pub fn resolve(
+    cache: &Path,
+    source: &Source,
+    reference: Option<&str>,
+) -> Result<Commit, SourceError> {
     let repository = open(cache)?;
     let wanted = reference.unwrap_or(&source.branch);
     let unknown = || SourceError::UnknownRef {
@@ -280,7 +284,10 @@ pub fn read_tree(
         .collect()
 }
 
-fn commit_tree<'r>(repository: &'r Repository, commit: &str) -> Result<git2::Tree<'r>, SourceError> {
+fn commit_tree<'r>(
+    repository: &'r Repository,
+    commit: &str,
+) -> Result<git2::Tree<'r>, SourceError> {
     let oid = Oid::from_str(commit).map_err(|error| tree_error(commit, error))?;
     repository
         .find_commit(oid)

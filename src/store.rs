@@ -85,6 +85,19 @@ pub enum RunResult {
     },
 }
 
+/// A stage that has just ended, to be recorded.
+#[derive(Debug, Clone)]
+pub struct FinishedStage<'a> {
+    /// Order within the run, from 0.
+    pub position: i64,
+    pub name: &'a str,
+    pub outcome: Outcome,
+    /// Milliseconds since the epoch.
+    pub started_at: i64,
+    pub duration: Duration,
+    pub message: Option<&'a str>,
+}
+
 /// One stored run, as listed.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
@@ -197,24 +210,19 @@ impl Store {
     pub async fn record_stage(
         &self,
         run: RunId,
-        position: i64,
-        name: &str,
-        outcome: Outcome,
-        started_at: i64,
-        duration: Duration,
-        message: Option<&str>,
+        stage: &FinishedStage<'_>,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO stages (run_id, position, name, state, started_at, duration_ms, message)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .bind(run.id)
-        .bind(position)
-        .bind(name)
-        .bind(outcome.as_str())
-        .bind(started_at)
-        .bind(duration.as_millis() as i64)
-        .bind(message)
+        .bind(stage.position)
+        .bind(stage.name)
+        .bind(stage.outcome.as_str())
+        .bind(stage.started_at)
+        .bind(stage.duration.as_millis() as i64)
+        .bind(stage.message)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -250,7 +258,11 @@ impl Store {
     }
 
     /// The newest runs, of one pipeline or all, newest first, with their stages.
-    pub async fn runs(&self, pipeline: Option<&str>, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+    pub async fn runs(
+        &self,
+        pipeline: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, pipeline, number, kind, trigger, requested, commit_sha, state, failed_stage,
                     message, image, tags, digest, started_at, finished_at
@@ -316,12 +328,25 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         let first = store.start_run("a", "build", "manual", None).await.unwrap();
         let other = store.start_run("b", "build", "manual", None).await.unwrap();
-        let second = store.start_run("a", "build", "manual", Some("v1")).await.unwrap();
+        let second = store
+            .start_run("a", "build", "manual", Some("v1"))
+            .await
+            .unwrap();
         assert_eq!((first.number, other.number, second.number), (1, 1, 2));
 
         store.set_commit(first, "abc").await.unwrap();
         store
-            .record_stage(first, 0, "checkout", Outcome::Succeeded, 1, Duration::from_millis(5), None)
+            .record_stage(
+                first,
+                &FinishedStage {
+                    position: 0,
+                    name: "checkout",
+                    outcome: Outcome::Succeeded,
+                    started_at: 1,
+                    duration: Duration::from_millis(5),
+                    message: None,
+                },
+            )
             .await
             .unwrap();
         store

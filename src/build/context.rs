@@ -79,14 +79,23 @@ mod tests {
                     header.entry_type(),
                     header.mode().unwrap(),
                     header.size().unwrap(),
-                    entry.link_name().unwrap().map(|link| link.to_string_lossy().into_owned()),
+                    entry
+                        .link_name()
+                        .unwrap()
+                        .map(|link| link.to_string_lossy().into_owned()),
                 )
             })
             .collect();
         assert_eq!(
             entries,
             vec![
-                ("app/run.sh".to_string(), tar::EntryType::Regular, 0o755, 10, None),
+                (
+                    "app/run.sh".to_string(),
+                    tar::EntryType::Regular,
+                    0o755,
+                    10,
+                    None
+                ),
                 (
                     "leak".to_string(),
                     tar::EntryType::Symlink,

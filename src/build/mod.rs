@@ -115,7 +115,9 @@ pub async fn build_image(
         if let Some(detail) = info.error_detail {
             return Err(BuildError::Failed {
                 step: current_step,
-                message: detail.message.unwrap_or_else(|| "the build failed".to_string()),
+                message: detail
+                    .message
+                    .unwrap_or_else(|| "the build failed".to_string()),
                 last_lines: recent.into(),
             });
         }
@@ -182,8 +184,14 @@ mod tests {
 
     #[test]
     fn references_split_at_the_tag() {
-        assert_eq!(split_reference("127.0.0.1:5000/a/b:1.0"), ("127.0.0.1:5000/a/b", "1.0"));
-        assert_eq!(split_reference("127.0.0.1:5000/a/b"), ("127.0.0.1:5000/a/b", "latest"));
+        assert_eq!(
+            split_reference("127.0.0.1:5000/a/b:1.0"),
+            ("127.0.0.1:5000/a/b", "1.0")
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/a/b"),
+            ("127.0.0.1:5000/a/b", "latest")
+        );
         assert_eq!(split_reference("a/b:latest"), ("a/b", "latest"));
     }
 }

@@ -38,7 +38,13 @@ pub const EXIT_USAGE: u8 = 2;
 )]
 pub struct Cli {
     /// The config directory (gantry.yaml and pipelines/).
-    #[arg(long, short = 'c', global = true, env = "GANTRY_CONFIG", default_value = ".")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "GANTRY_CONFIG",
+        default_value = "."
+    )]
     pub config: PathBuf,
     /// Print data as one JSON document on stdout.
     #[arg(long, global = true)]
@@ -80,7 +86,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::json!({ "valid": false, "errors": errors }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "valid": false, "errors": errors })
+                );
             } else {
                 for diagnostic in &diagnostics {
                     eprintln!("{diagnostic}");
@@ -117,7 +126,11 @@ fn validate(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             config.pipelines.len(),
             config.hosts.len(),
             config.registries.len(),
-            if config.registries.len() == 1 { "y" } else { "ies" },
+            if config.registries.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            },
             config.dir.display()
         );
     }
@@ -126,12 +139,16 @@ fn validate(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
 
 async fn hosts(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     // All hosts are asked at once, so one slow host costs its own timeout, not everyone's.
-    let reports =
-        futures_util::future::join_all(config.hosts.values().map(host::report)).await;
+    let reports = futures_util::future::join_all(config.hosts.values().map(host::report)).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
-        let name_width = reports.iter().map(|report| report.name.len()).max().unwrap_or(4).max(4);
+        let name_width = reports
+            .iter()
+            .map(|report| report.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
         for report in &reports {
             match &report.error {
                 None => println!(
@@ -151,7 +168,11 @@ async fn hosts(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     let all_reachable = reports.iter().all(|report| report.reachable);
-    Ok(ExitCode::from(if all_reachable { EXIT_OK } else { EXIT_FAILED }))
+    Ok(ExitCode::from(if all_reachable {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }))
 }
 
 /// Finds a pipeline or explains, with a suggestion, why there is none.
@@ -167,7 +188,12 @@ fn find_pipeline<'c>(config: &'c Config, name: &str) -> Result<&'c Pipeline, Exi
                 ),
                 None => format!(
                     " (pipelines: {})",
-                    config.pipelines.keys().cloned().collect::<Vec<_>>().join(", ")
+                    config
+                        .pipelines
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             };
             eprintln!("error: no pipeline `{name}`{hint}");
@@ -190,9 +216,16 @@ async fn build(
         .await
         .context("opening the state store")?;
     let mut progress = progress::for_terminal(std::io::stderr().is_terminal());
-    let report = engine::build(config, pipeline, &store, reference, "manual", progress.as_mut())
-        .await
-        .context("recording the run")?;
+    let report = engine::build(
+        config,
+        pipeline,
+        &store,
+        reference,
+        "manual",
+        progress.as_mut(),
+    )
+    .await
+    .context("recording the run")?;
     drop(progress);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -213,7 +246,9 @@ fn print_build(report: &BuildReport) {
             format!(
                 "{} {}",
                 stage.name,
-                humantime::format_duration(std::time::Duration::from_millis(stage.duration_ms as u64))
+                humantime::format_duration(std::time::Duration::from_millis(
+                    stage.duration_ms as u64
+                ))
             )
         })
         .collect::<Vec<_>>()
@@ -225,7 +260,10 @@ fn print_build(report: &BuildReport) {
         .unwrap_or_default();
     match &report.failure {
         None => {
-            println!("built {} run #{}{commit}", report.pipeline, report.run.number);
+            println!(
+                "built {} run #{}{commit}",
+                report.pipeline, report.run.number
+            );
             println!("  image   {}", report.image);
             for tag in &report.tags {
                 println!("  tag     {tag}");

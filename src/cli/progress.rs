@@ -15,7 +15,9 @@ pub fn for_terminal(is_terminal: bool) -> Box<dyn Progress> {
     if is_terminal {
         Box::new(Spinner { bar: None })
     } else {
-        Box::new(Lines { stage: String::new() })
+        Box::new(Lines {
+            stage: String::new(),
+        })
     }
 }
 
@@ -39,7 +41,10 @@ impl Progress for Lines {
             Outcome::Succeeded => "done",
             Outcome::Failed => "failed",
         };
-        eprintln!("[{stage}] {word} in {}", humantime::format_duration(round(elapsed)));
+        eprintln!(
+            "[{stage}] {word} in {}",
+            humantime::format_duration(round(elapsed))
+        );
     }
 }
 
@@ -73,7 +78,10 @@ impl Progress for Spinner {
                 Outcome::Failed => "✗",
             };
             bar.finish_and_clear();
-            eprintln!("{mark} {stage} ({})", humantime::format_duration(round(elapsed)));
+            eprintln!(
+                "{mark} {stage} ({})",
+                humantime::format_duration(round(elapsed))
+            );
         }
     }
 }

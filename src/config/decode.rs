@@ -204,7 +204,10 @@ impl Decoder<'_> {
             other => {
                 self.error(
                     node.position,
-                    format!("`{}` must be true or false, not `{other}`", fields.path(key)),
+                    format!(
+                        "`{}` must be true or false, not `{other}`",
+                        fields.path(key)
+                    ),
                 );
                 None
             }
@@ -337,10 +340,7 @@ impl Decoder<'_> {
                 continue;
             };
             let Some(close) = body.find('}') else {
-                self.error(
-                    position,
-                    format!("`{path}`: `${{` without a closing `}}`"),
-                );
+                self.error(position, format!("`{path}`: `${{` without a closing `}}`"));
                 return None;
             };
             let expression = &body[..close];

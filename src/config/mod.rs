@@ -335,10 +335,13 @@ impl Config {
 
     /// The registry entry for a registry host; loopback registries get a plain-HTTP default.
     pub fn registry(&self, host: &str) -> Registry {
-        self.registries.get(host).cloned().unwrap_or_else(|| Registry {
-            insecure: is_loopback_registry(host),
-            ..Registry::default()
-        })
+        self.registries
+            .get(host)
+            .cloned()
+            .unwrap_or_else(|| Registry {
+                insecure: is_loopback_registry(host),
+                ..Registry::default()
+            })
     }
 }
 
@@ -543,14 +546,20 @@ fn parse_docker_url(url: &str) -> Result<DockerEndpoint, String> {
             .rsplit_once(':')
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
         if !valid {
-            return Err(format!("`{url}` needs a host and a port, like tcp://10.0.0.11:2376"));
+            return Err(format!(
+                "`{url}` needs a host and a port, like tcp://10.0.0.11:2376"
+            ));
         }
         return Ok(DockerEndpoint::Tcp(authority.to_string()));
     }
     if url.starts_with("ssh://") {
-        return Err("ssh:// hosts are not supported yet; use unix:// or tcp:// (with tls)".to_string());
+        return Err(
+            "ssh:// hosts are not supported yet; use unix:// or tcp:// (with tls)".to_string(),
+        );
     }
-    Err(format!("`{url}` is not a Docker URL (unix:///path or tcp://host:port)"))
+    Err(format!(
+        "`{url}` is not a Docker URL (unix:///path or tcp://host:port)"
+    ))
 }
 
 fn read_host(
@@ -702,7 +711,9 @@ fn read_source(decoder: &mut Decoder, dir: &Path, node: &yaml::Node) -> Option<S
     let fields = decoder.mapping(
         node,
         "source",
-        &["repo", "branch", "poll", "webhook", "token", "username", "ssh_key"],
+        &[
+            "repo", "branch", "poll", "webhook", "token", "username", "ssh_key",
+        ],
     )?;
     let repo_node = fields.get("repo");
     let repo = decoder.required_string(&fields, "repo").and_then(|repo| {
@@ -762,7 +773,14 @@ fn read_source(decoder: &mut Decoder, dir: &Path, node: &yaml::Node) -> Option<S
 
 /// Checks a repository location and makes a local path absolute.
 fn normalize_repo(dir: &Path, repo: &str) -> Result<String, String> {
-    const SCHEMES: [&str; 6] = ["file://", "git://", "http://", "https://", "ssh://", "git+ssh://"];
+    const SCHEMES: [&str; 6] = [
+        "file://",
+        "git://",
+        "http://",
+        "https://",
+        "ssh://",
+        "git+ssh://",
+    ];
     if SCHEMES.iter().any(|scheme| repo.starts_with(scheme)) {
         return Ok(repo.to_string());
     }
@@ -865,7 +883,13 @@ fn read_build(
     let host = decoder
         .optional_string(&fields, "host")
         .unwrap_or_else(|| LOCAL_HOST.to_string());
-    check_host(decoder, global, &host, fields.key_position("host"), "build.host");
+    check_host(
+        decoder,
+        global,
+        &host,
+        fields.key_position("host"),
+        "build.host",
+    );
     Some(Build {
         context: context?,
         dockerfile: dockerfile?,
@@ -951,7 +975,10 @@ fn read_image(
         .get("tags")
         .is_none_or(|node| !matches!(node.kind, yaml::NodeKind::Mapping(_)));
     if tag_items.is_empty() && tags_is_list {
-        decoder.error(fields.key_position("tags"), "`image.tags` must name at least one tag");
+        decoder.error(
+            fields.key_position("tags"),
+            "`image.tags` must name at least one tag",
+        );
     }
     for (text, tag_position) in tag_items {
         match Template::parse(&text) {
@@ -981,14 +1008,19 @@ fn read_deploy(decoder: &mut Decoder, node: &yaml::Node, global: &Global) -> Opt
         .optional_number::<u32>(&fields, "batch", "a whole number of instances")
         .unwrap_or(1);
     if batch == 0 {
-        decoder.error(fields.key_position("batch"), "`deploy.batch` must be at least 1");
+        decoder.error(
+            fields.key_position("batch"),
+            "`deploy.batch` must be at least 1",
+        );
     }
     let on_failure = match decoder.optional_string(&fields, "on_failure").as_deref() {
         None | Some("rollback") => OnFailure::Rollback,
         Some("halt") => OnFailure::Halt,
         Some(other) => {
             decoder.error(
-                fields.get("on_failure").map_or(fields.position(), |node| node.position),
+                fields
+                    .get("on_failure")
+                    .map_or(fields.position(), |node| node.position),
                 format!("`deploy.on_failure` must be `rollback` or `halt`, not `{other}`"),
             );
             OnFailure::Rollback
@@ -1005,7 +1037,9 @@ fn read_deploy(decoder: &mut Decoder, node: &yaml::Node, global: &Global) -> Opt
             if !is_container_name(name) {
                 decoder.error(
                     key.position,
-                    format!("service name `{name}` may hold only letters, digits, `-`, `_` and `.`"),
+                    format!(
+                        "service name `{name}` may hold only letters, digits, `-`, `_` and `.`"
+                    ),
                 );
             }
             if let Some((service, positions)) = read_service(decoder, name, node, global) {
@@ -1106,10 +1140,12 @@ fn read_service(
     let restart = decoder
         .optional_string(&fields, "restart")
         .unwrap_or_else(|| "unless-stopped".to_string());
-    let restart_valid = matches!(restart.as_str(), "no" | "always" | "unless-stopped" | "on-failure")
-        || restart
-            .strip_prefix("on-failure:")
-            .is_some_and(|count| count.parse::<u32>().is_ok());
+    let restart_valid = matches!(
+        restart.as_str(),
+        "no" | "always" | "unless-stopped" | "on-failure"
+    ) || restart
+        .strip_prefix("on-failure:")
+        .is_some_and(|count| count.parse::<u32>().is_ok());
     if !restart_valid {
         decoder.error(
             fields.get("restart").map_or(fields.position(), |node| node.position),
@@ -1187,7 +1223,10 @@ fn read_service(
     }
     let service = Service {
         name: name.to_string(),
-        requires: requires_items.into_iter().map(|(required, _)| required).collect(),
+        requires: requires_items
+            .into_iter()
+            .map(|(required, _)| required)
+            .collect(),
         command,
         env: decoder.string_map(&fields, "env"),
         ports,
@@ -1222,7 +1261,10 @@ fn read_health(
     if kinds.len() > 1 {
         decoder.error(
             fields.position(),
-            format!("`{path}` names several checks ({}); choose one", kinds.join(", ")),
+            format!(
+                "`{path}` names several checks ({}); choose one",
+                kinds.join(", ")
+            ),
         );
     }
     let check_port = |decoder: &mut Decoder, check_fields: &Fields, check_path: &str| {
@@ -1247,7 +1289,11 @@ fn read_health(
         None => HealthCheck::None,
         Some("http") => {
             let http_path = format!("{path}.http");
-            let http = decoder.mapping(fields.get("http")?, &http_path, &["port", "path", "status", "body"])?;
+            let http = decoder.mapping(
+                fields.get("http")?,
+                &http_path,
+                &["port", "path", "status", "body"],
+            )?;
             let port = check_port(decoder, &http, &http_path);
             let request_path = decoder
                 .optional_string(&http, "path")
@@ -1287,7 +1333,10 @@ fn read_health(
         Some("exec") => {
             let command = decoder.string_list(fields.get("exec")?, &format!("{path}.exec"));
             if command.is_empty() {
-                decoder.error(fields.key_position("exec"), format!("`{path}.exec` needs a command"));
+                decoder.error(
+                    fields.key_position("exec"),
+                    format!("`{path}.exec` needs a command"),
+                );
             }
             HealthCheck::Exec { command }
         }
@@ -1321,7 +1370,9 @@ fn parse_port(text: &str) -> Result<PortMapping, String> {
         part.parse::<u16>()
             .ok()
             .filter(|port| *port != 0)
-            .ok_or_else(|| format!("`{text}` is not a port mapping like 8080:80 (`{part}` is not a port)"))
+            .ok_or_else(|| {
+                format!("`{text}` is not a port mapping like 8080:80 (`{part}` is not a port)")
+            })
     };
     let container_port = parse(parts[0])?;
     let host_port = match parts.get(1) {

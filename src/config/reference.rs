@@ -48,7 +48,9 @@ impl ImageRepository {
             return Err(format!("`{text}` is longer than 255 characters"));
         }
         if text.contains('@') {
-            return Err(format!("`{text}` carries a digest; give the repository only"));
+            return Err(format!(
+                "`{text}` carries a digest; give the repository only"
+            ));
         }
         let (first, rest) = match text.split_once('/') {
             Some((first, rest)) => (first, Some(rest)),
@@ -126,7 +128,11 @@ mod tests {
             .map(|repository| (repository.registry.clone(), repository.path.clone()));
         match expected {
             Ok((registry, path)) => {
-                assert_eq!(parsed, Ok((registry.to_string(), path.to_string())), "{text}")
+                assert_eq!(
+                    parsed,
+                    Ok((registry.to_string(), path.to_string())),
+                    "{text}"
+                )
             }
             Err(fragment) => {
                 let message = parsed.unwrap_err();
@@ -139,10 +145,19 @@ mod tests {
     fn repositories() {
         check("hello", Ok(("docker.io", "library/hello")));
         check("team/hello", Ok(("docker.io", "team/hello")));
-        check("127.0.0.1:5000/team/hello", Ok(("127.0.0.1:5000", "team/hello")));
+        check(
+            "127.0.0.1:5000/team/hello",
+            Ok(("127.0.0.1:5000", "team/hello")),
+        );
         check("localhost/hello", Ok(("localhost", "hello")));
-        check("registry.example.com/a/b-c.d__e", Ok(("registry.example.com", "a/b-c.d__e")));
-        check("registry.example.com/Team/hello", Err("`Team` must be lowercase"));
+        check(
+            "registry.example.com/a/b-c.d__e",
+            Ok(("registry.example.com", "a/b-c.d__e")),
+        );
+        check(
+            "registry.example.com/Team/hello",
+            Err("`Team` must be lowercase"),
+        );
         check("team/hello:latest", Err("carries a tag"));
         check("team/hello@sha256:abc", Err("carries a digest"));
         check("team//hello", Err("must be lowercase"));

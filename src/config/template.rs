@@ -109,7 +109,10 @@ mod tests {
     fn templates() {
         check("latest", Ok("latest"));
         check("{{ commit.short }}", Ok("89abcde"));
-        check("{{ commit.sha }}", Ok("89abcdef0123456789abcdef0123456789abcdef"));
+        check(
+            "{{ commit.sha }}",
+            Ok("89abcdef0123456789abcdef0123456789abcdef"),
+        );
         check("{{ branch }}-{{ run.number }}", Ok("main-42"));
         check("{{ commit.shaa }}", Err("cannot be rendered"));
         check("{{ commit.short", Err("bad template"));

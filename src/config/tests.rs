@@ -64,7 +64,9 @@ fn a_good_config_loads() {
 fn syntax_errors() {
     check_pipeline(
         "source:\n  repo: x\n   branch: main\n",
-        &["pipelines/hello.yaml:3:10: YAML syntax error: mapping values are not allowed in this context"],
+        &[
+            "pipelines/hello.yaml:3:10: YAML syntax error: mapping values are not allowed in this context",
+        ],
     );
 }
 
@@ -73,12 +75,16 @@ fn unknown_keys_suggest_the_closest() {
     let text = GOOD_PIPELINE.replace("  dockerfile: Dockerfile", "  dockerfil: Dockerfile");
     check_pipeline(
         &text,
-        &["pipelines/hello.yaml:6:3: unknown key `dockerfil` in `build` (did you mean `dockerfile`?)"],
+        &[
+            "pipelines/hello.yaml:6:3: unknown key `dockerfil` in `build` (did you mean `dockerfile`?)",
+        ],
     );
     let text = format!("{GOOD_PIPELINE}zzz: 1\n");
     check_pipeline(
         &text,
-        &["pipelines/hello.yaml:10:1: unknown key `zzz` (expected one of: source, build, image, deploy)"],
+        &[
+            "pipelines/hello.yaml:10:1: unknown key `zzz` (expected one of: source, build, image, deploy)",
+        ],
     );
     check(
         &[("gantry.yaml", "hostz: {}\n")],
@@ -91,7 +97,9 @@ fn every_error_in_every_file_is_listed() {
     let first = GOOD_PIPELINE
         .replace("  dockerfile: Dockerfile", "  dockerfil: Dockerfile")
         .replace("branch: main", "brnch: main");
-    let second = GOOD_PIPELINE.replace("poll", "x").replace("  branch: main\n", "  branch: main\n  poll: 30x\n");
+    let second = GOOD_PIPELINE
+        .replace("poll", "x")
+        .replace("  branch: main\n", "  branch: main\n  poll: 30x\n");
     check(
         &[("pipelines/a.yaml", &first), ("pipelines/b.yaml", &second)],
         &[
@@ -104,13 +112,15 @@ fn every_error_in_every_file_is_listed() {
 
 #[test]
 fn environment_variables() {
-    let text = format!("{GOOD_PIPELINE}").replace(
+    let text = GOOD_PIPELINE.replace(
         "  branch: main\n",
         "  branch: main\n  webhook: { secret: \"${SECRET}\" }\n  token: ${MISSING_TOKEN}\n  username: ${USER_NAME:-ci}\n",
     );
     check_pipeline(
         &text,
-        &["pipelines/hello.yaml:5:10: environment variable `MISSING_TOKEN` is not set (used in `source.token`)"],
+        &[
+            "pipelines/hello.yaml:5:10: environment variable `MISSING_TOKEN` is not set (used in `source.token`)",
+        ],
     );
 }
 
@@ -128,11 +138,20 @@ fn missing_keys() {
 #[test]
 fn undefined_hosts_and_registries() {
     let text = GOOD_PIPELINE
-        .replace("  dockerfile: Dockerfile\n", "  dockerfile: Dockerfile\n  host: builder\n")
-        .replace("127.0.0.1:5000/team/hello", "registry.example.com/team/hello");
+        .replace(
+            "  dockerfile: Dockerfile\n",
+            "  dockerfile: Dockerfile\n  host: builder\n",
+        )
+        .replace(
+            "127.0.0.1:5000/team/hello",
+            "registry.example.com/team/hello",
+        );
     check(
         &[
-            ("gantry.yaml", "hosts:\n  web1: { docker: tcp://10.0.0.11:2376 }\n"),
+            (
+                "gantry.yaml",
+                "hosts:\n  web1: { docker: tcp://10.0.0.11:2376 }\n",
+            ),
             ("pipelines/hello.yaml", &text),
         ],
         &[
@@ -140,10 +159,16 @@ fn undefined_hosts_and_registries() {
             "pipelines/hello.yaml:9:15: `image.repository`: registry `registry.example.com` is not defined in gantry.yaml `registries` (add `registry.example.com: {}` to use the credentials in ~/.docker/config.json)",
         ],
     );
-    let defined = GOOD_PIPELINE.replace("127.0.0.1:5000/team/hello", "registry.example.com/team/hello");
+    let defined = GOOD_PIPELINE.replace(
+        "127.0.0.1:5000/team/hello",
+        "registry.example.com/team/hello",
+    );
     check(
         &[
-            ("gantry.yaml", "registries:\n  registry.example.com: { username: ci, password: \"${SECRET}\" }\n"),
+            (
+                "gantry.yaml",
+                "registries:\n  registry.example.com: { username: ci, password: \"${SECRET}\" }\n",
+            ),
             ("pipelines/hello.yaml", &defined),
         ],
         &[],
@@ -157,11 +182,16 @@ fn tags_and_repositories_docker_would_refuse() {
         .replace("branch: main", "branch: feature/x");
     check_pipeline(
         &text,
-        &["pipelines/hello.yaml:8:15: `image.repository`: `127.0.0.1:5000/Team/hello` is not a valid repository: `Team` must be lowercase letters and digits, separated by `.`, `_`, `__` or `-`"],
+        &[
+            "pipelines/hello.yaml:8:15: `image.repository`: `127.0.0.1:5000/Team/hello` is not a valid repository: `Team` must be lowercase letters and digits, separated by `.`, `_`, `__` or `-`",
+        ],
     );
     let text = GOOD_PIPELINE
         .replace("branch: main", "branch: feature/x")
-        .replace("tags: [\"{{ commit.short }}\", latest]", "tags:\n    - \"{{ branch }}\"\n    - -bad\n    - \"{{ commit.shorty }}\"");
+        .replace(
+            "tags: [\"{{ commit.short }}\", latest]",
+            "tags:\n    - \"{{ branch }}\"\n    - -bad\n    - \"{{ commit.shorty }}\"",
+        );
     check_pipeline(
         &text,
         &[
@@ -177,7 +207,9 @@ fn durations() {
     let text = GOOD_PIPELINE.replace("  branch: main\n", "  branch: main\n  poll: soon\n");
     check_pipeline(
         &text,
-        &["pipelines/hello.yaml:4:9: `source.poll`: `soon` is not a duration (write it like 30s, 5m or 1h30m)"],
+        &[
+            "pipelines/hello.yaml:4:9: `source.poll`: `soon` is not a duration (write it like 30s, 5m or 1h30m)",
+        ],
     );
 }
 
@@ -236,7 +268,10 @@ fn deploy_references() {
     let text = format!("{GOOD_PIPELINE}{DEPLOY}")
         .replace("requires: [web]", "requires: [wbe]")
         .replace("api-1: { host: local }", "api-1: { host: web9 }")
-        .replace("http: { port: 8080, path: /healthz }", "http: { port: 9090, path: /healthz }");
+        .replace(
+            "http: { port: 8080, path: /healthz }",
+            "http: { port: 9090, path: /healthz }",
+        );
     check_pipeline(
         &text,
         &[
@@ -263,19 +298,35 @@ fn ports() {
     for (text, expected) in [
         ("8080", Ok((None, None, 8080, "tcp"))),
         ("80:8080", Ok((None, Some(80), 8080, "tcp"))),
-        ("127.0.0.1:80:8080/udp", Ok((Some("127.0.0.1"), Some(80), 8080, "udp"))),
-        ("127.0.0.1::8080", Ok((Some("127.0.0.1"), None, 8080, "tcp"))),
+        (
+            "127.0.0.1:80:8080/udp",
+            Ok((Some("127.0.0.1"), Some(80), 8080, "udp")),
+        ),
+        (
+            "127.0.0.1::8080",
+            Ok((Some("127.0.0.1"), None, 8080, "tcp")),
+        ),
         ("x:80", Err(())),
         ("80/icmp", Err(())),
         ("0", Err(())),
     ] {
         let parsed = parse_port(text).map(|port| {
-            (port.host_ip, port.host_port, port.container_port, port.protocol)
+            (
+                port.host_ip,
+                port.host_port,
+                port.container_port,
+                port.protocol,
+            )
         });
         match expected {
             Ok((ip, host, container, protocol)) => assert_eq!(
                 parsed.unwrap(),
-                (ip.map(str::to_string), host, container, protocol.to_string()),
+                (
+                    ip.map(str::to_string),
+                    host,
+                    container,
+                    protocol.to_string()
+                ),
                 "{text}"
             ),
             Err(()) => assert!(parsed.is_err(), "{text}"),

@@ -38,7 +38,10 @@ pub struct Node {
 pub enum NodeKind {
     /// A scalar; `plain` is false when it was quoted or a block scalar, which
     /// matters for telling the string `"null"` from a null.
-    Scalar { value: String, plain: bool },
+    Scalar {
+        value: String,
+        plain: bool,
+    },
     Sequence(Vec<Node>),
     /// Key/value pairs in the order they were written.
     Mapping(Vec<(Node, Node)>),
@@ -224,7 +227,13 @@ mod tests {
             panic!("c is not a list")
         };
         assert_eq!(scalar(&items[1]), "y");
-        assert_eq!(items[1].position, Position { line: 3, column: 10 });
+        assert_eq!(
+            items[1].position,
+            Position {
+                line: 3,
+                column: 10
+            }
+        );
     }
 
     #[test]

@@ -12,14 +12,24 @@ fn a_fresh_commit_pushes_every_tag_with_the_registrys_digest() {
     let mut config = ConfigDir::new();
     let path = format!("gantry-it/{}", unique("fresh"));
     let repository = format!("{}/{path}", registry());
-    config.pipeline("hello", &repo.url(), &repository, &["{{ commit.short }}", "latest", "run-{{ run.number }}"]);
+    config.pipeline(
+        "hello",
+        &repo.url(),
+        &repository,
+        &["{{ commit.short }}", "latest", "run-{{ run.number }}"],
+    );
 
     let (output, report) = config.gantry_json(&["build", "hello"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(report["outcome"], "succeeded");
     assert_eq!(report["commit"]["sha"], sha.as_str());
     let digest = report["digest"].as_str().unwrap();
-    let tags: Vec<&str> = report["tags"].as_array().unwrap().iter().map(|tag| tag.as_str().unwrap()).collect();
+    let tags: Vec<&str> = report["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tag| tag.as_str().unwrap())
+        .collect();
     assert_eq!(
         tags,
         vec![
@@ -29,9 +39,18 @@ fn a_fresh_commit_pushes_every_tag_with_the_registrys_digest() {
         ]
     );
     for tag in [&sha[..7], "latest", "run-1"] {
-        assert_eq!(registry_digest(&registry(), &path, tag, None), digest, "tag {tag}");
+        assert_eq!(
+            registry_digest(&registry(), &path, tag, None),
+            digest,
+            "tag {tag}"
+        );
     }
-    let stage_names: Vec<&str> = report["stages"].as_array().unwrap().iter().map(|stage| stage["name"].as_str().unwrap()).collect();
+    let stage_names: Vec<&str> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|stage| stage["name"].as_str().unwrap())
+        .collect();
     assert_eq!(stage_names, ["checkout", "context", "build", "push"]);
 
     // The image carries the commit, the source and the pipeline, and the build argument.
@@ -39,15 +58,23 @@ fn a_fresh_commit_pushes_every_tag_with_the_registrys_digest() {
         "inspect",
         "--format",
         "{{index .Config.Labels \"org.opencontainers.image.revision\"}} {{index .Config.Labels \"gantry.pipeline\"}} {{index .Config.Labels \"org.opencontainers.image.source\"}} {{json .Config.Env}}",
-        &tags[0],
+        tags[0],
     ]));
-    assert!(labels.starts_with(&format!("{sha} hello file://")), "{labels}");
-    assert!(labels.contains(&format!("HELLO_VERSION={}", &sha[..7])), "{labels}");
+    assert!(
+        labels.starts_with(&format!("{sha} hello file://")),
+        "{labels}"
+    );
+    assert!(
+        labels.contains(&format!("HELLO_VERSION={}", &sha[..7])),
+        "{labels}"
+    );
 
     // The run is in the state store with its outcome and timings.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let runs = runtime.block_on(async {
-        let store = gantry::store::Store::open(&config.path().join(".gantry")).await.unwrap();
+        let store = gantry::store::Store::open(&config.path().join(".gantry"))
+            .await
+            .unwrap();
         store.runs(Some("hello"), 10).await.unwrap()
     });
     assert_eq!(runs.len(), 1);
@@ -86,7 +113,11 @@ fn a_second_build_reuses_the_git_cache_and_the_layer_cache() {
     assert_eq!(second["fetch"]["created"], false);
     assert_eq!(second["fetch"]["cache"], cache.as_str());
     assert_eq!(second["fetch"]["received_objects"], 0);
-    assert!(std::path::Path::new(&cache).join("gantry-test-marker").exists());
+    assert!(
+        std::path::Path::new(&cache)
+            .join("gantry-test-marker")
+            .exists()
+    );
     // Same commit, every step from the layer cache: the very same image and digest.
     assert_eq!(second["digest"], first["digest"]);
     let log = stderr(&second_output);
@@ -124,7 +155,11 @@ fn an_older_ref_can_be_built_with_commit() {
     }
     let output = config.gantry(&["build", "hello", "--commit", "no-such-ref"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("no-such-ref: no such branch, tag or commit"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no-such-ref: no such branch, tag or commit"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -140,13 +175,23 @@ fn dockerignore_and_symlinks_keep_content_out_of_the_context() {
         "Dockerfile",
         "FROM gantry-test/busybox:latest\nCOPY . /ctx\nCMD [\"sh\"]\n",
     );
-    repo.write(".dockerignore", "secret.txt\n*.md\ntmp/\n!tmp/keep.txt\n**/*.log\n");
+    repo.write(
+        ".dockerignore",
+        "secret.txt\n*.md\ntmp/\n!tmp/keep.txt\n**/*.log\n",
+    );
     repo.write("tmp/drop.txt", "drop\n");
     repo.write("tmp/keep.txt", "keep\n");
     repo.write("docs/notes.md", "nested markdown is not matched by *.md\n");
     repo.write("deep/debug.log", "log\n");
-    std::os::unix::fs::symlink(outside.path().join("secret.txt"), repo.path().join("absolute-link")).unwrap();
-    let relative_target = format!("../{}/secret.txt", outside.path().file_name().unwrap().to_string_lossy());
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.txt"),
+        repo.path().join("absolute-link"),
+    )
+    .unwrap();
+    let relative_target = format!(
+        "../{}/secret.txt",
+        outside.path().file_name().unwrap().to_string_lossy()
+    );
     // Both temp dirs share a parent, so this relative link reaches the outside file too.
     std::os::unix::fs::symlink(&relative_target, repo.path().join("relative-link")).unwrap();
     std::os::unix::fs::symlink("www/index.html", repo.path().join("inside-link")).unwrap();
@@ -164,13 +209,34 @@ fn dockerignore_and_symlinks_keep_content_out_of_the_context() {
         "run", "--rm", &image, "sh", "-c",
         "cd /ctx && for f in $(busybox find . | busybox sort); do echo \"$f\"; done; cat absolute-link relative-link 2>&1; cat inside-link",
     ]));
-    for present in ["./www/index.html", "./tmp/keep.txt", "./docs/notes.md", "./Dockerfile", "./.dockerignore", "./absolute-link"] {
-        assert!(listing.lines().any(|line| line == present), "{present} missing:\n{listing}");
+    for present in [
+        "./www/index.html",
+        "./tmp/keep.txt",
+        "./docs/notes.md",
+        "./Dockerfile",
+        "./.dockerignore",
+        "./absolute-link",
+    ] {
+        assert!(
+            listing.lines().any(|line| line == present),
+            "{present} missing:\n{listing}"
+        );
     }
-    for absent in ["./secret.txt", "./README.md", "./tmp/drop.txt", "./deep/debug.log"] {
-        assert!(!listing.lines().any(|line| line == absent), "{absent} was sent:\n{listing}");
+    for absent in [
+        "./secret.txt",
+        "./README.md",
+        "./tmp/drop.txt",
+        "./deep/debug.log",
+    ] {
+        assert!(
+            !listing.lines().any(|line| line == absent),
+            "{absent} was sent:\n{listing}"
+        );
     }
-    assert!(!listing.contains(&secret), "outside content entered the image:\n{listing}");
+    assert!(
+        !listing.contains(&secret),
+        "outside content entered the image:\n{listing}"
+    );
     // A link inside the context still works.
     assert!(listing.contains("Hello from gantry"), "{listing}");
 }
@@ -191,17 +257,26 @@ fn a_broken_dockerfile_fails_naming_the_step() {
     let output = config.gantry(&["build", "hello"]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let text = stderr(&output);
-    assert!(text.contains("failed at build: Step 2/6 : RUN echo before-the-failure && false"), "{text}");
+    assert!(
+        text.contains("failed at build: Step 2/6 : RUN echo before-the-failure && false"),
+        "{text}"
+    );
     assert!(text.contains("returned a non-zero code: 1"), "{text}");
     assert!(text.contains("  | before-the-failure"), "{text}");
 
     // An instruction Docker does not know fails with the engine's reason.
-    repo.write("Dockerfile", "FROM gantry-test/busybox:latest\nCOPPY www /www\n");
+    repo.write(
+        "Dockerfile",
+        "FROM gantry-test/busybox:latest\nCOPPY www /www\n",
+    );
     repo.commit("typo");
     let (output, report) = config.gantry_json(&["build", "hello"]);
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(report["failure"]["stage"], "build");
-    let message = report["failure"]["message"].as_str().unwrap().to_lowercase();
+    let message = report["failure"]["message"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
     assert!(message.contains("unknown instruction"), "{message}");
 
     // A Dockerfile that is not there fails before anything is sent to the engine.
@@ -214,7 +289,12 @@ fn a_broken_dockerfile_fails_naming_the_step() {
     let (output, report) = config.gantry_json(&["build", "hello"]);
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(report["failure"]["stage"], "context");
-    assert!(report["failure"]["message"].as_str().unwrap().contains("`Missing.Dockerfile` does not exist"));
+    assert!(
+        report["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`Missing.Dockerfile` does not exist")
+    );
 }
 
 #[test]
@@ -233,7 +313,10 @@ fn the_auth_registry_refuses_without_credentials_and_accepts_with_them() {
     let human = config.gantry(&["build", "hello"]);
     let text = stderr(&human);
     assert!(text.contains("failed at push: push of"), "{text}");
-    assert!(text.contains("hint: set `username` and `password`"), "{text}");
+    assert!(
+        text.contains("hint: set `username` and `password`"),
+        "{text}"
+    );
 
     // Credentials from gantry.yaml, the password from the environment.
     config.write(
@@ -250,13 +333,27 @@ fn the_auth_registry_refuses_without_credentials_and_accepts_with_them() {
     );
     assert!(output.status.success(), "{}", stderr(&output));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let served = registry_digest(&auth_registry(), &path, "latest", Some((&auth_user(), &auth_password())));
+    let served = registry_digest(
+        &auth_registry(),
+        &path,
+        "latest",
+        Some((&auth_user(), &auth_password())),
+    );
     assert_eq!(report["digest"], served.as_str());
-    assert!(!stderr(&output).contains(&auth_password()), "the password was printed");
-    assert!(!stdout(&output).contains(&auth_password()), "the password was printed");
+    assert!(
+        !stderr(&output).contains(&auth_password()),
+        "the password was printed"
+    );
+    assert!(
+        !stdout(&output).contains(&auth_password()),
+        "the password was printed"
+    );
 
     // A wrong password is refused as an auth failure too.
-    let output = config.gantry_with(&["--json", "build", "hello"], &[("TEST_REGISTRY_PASSWORD", "wrong")]);
+    let output = config.gantry_with(
+        &["--json", "build", "hello"],
+        &[("TEST_REGISTRY_PASSWORD", "wrong")],
+    );
     assert_eq!(output.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["failure"]["refusal"], "auth", "{report}");
@@ -266,7 +363,10 @@ fn the_auth_registry_refuses_without_credentials_and_accepts_with_them() {
     let auth = base64_encode(&format!("{}:{}", auth_user(), auth_password()));
     std::fs::write(
         config.docker_config.path().join("config.json"),
-        format!("{{\"auths\": {{\"{}\": {{\"auth\": \"{auth}\"}}}}}}", auth_registry()),
+        format!(
+            "{{\"auths\": {{\"{}\": {{\"auth\": \"{auth}\"}}}}}}",
+            auth_registry()
+        ),
     )
     .unwrap();
     let output = config.gantry(&["build", "hello"]);
@@ -303,18 +403,34 @@ fn git_daemon_sources_are_fetched() {
             &format!("--base-path={}", base.display()),
         ])
         .arg(&base)
+        // git daemon's children inherit its output; keep them off the test's pipes.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("git daemon starts");
     wait_for_port(port);
-    let name = repo.path().file_name().unwrap().to_string_lossy().into_owned();
+    let name = repo
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let mut config = ConfigDir::new();
     let repository = format!("{}/gantry-it/{}", registry(), unique("daemon"));
-    config.pipeline("hello", &format!("git://127.0.0.1:{port}/{name}"), &repository, &["latest"]);
+    config.pipeline(
+        "hello",
+        &format!("git://127.0.0.1:{port}/{name}"),
+        &repository,
+        &["latest"],
+    );
     let (output, report) = config.gantry_json(&["build", "hello"]);
     let _ = daemon.kill();
     let _ = daemon.wait();
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(report["commit"]["sha"], repo.git(&["rev-parse", "HEAD"]).trim());
+    assert_eq!(
+        report["commit"]["sha"],
+        repo.git(&["rev-parse", "HEAD"]).trim()
+    );
 }
 
 #[test]
@@ -322,11 +438,21 @@ fn an_unreachable_repository_fails_the_checkout() {
     require_docker();
     let mut config = ConfigDir::new();
     let repository = format!("{}/gantry-it/{}", registry(), unique("norepo"));
-    config.pipeline("hello", "git://127.0.0.1:9/nothing", &repository, &["latest"]);
+    config.pipeline(
+        "hello",
+        "git://127.0.0.1:9/nothing",
+        &repository,
+        &["latest"],
+    );
     let (output, report) = config.gantry_json(&["build", "hello"]);
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(report["failure"]["stage"], "checkout");
-    assert!(report["failure"]["message"].as_str().unwrap().starts_with("cannot fetch git://127.0.0.1:9/nothing"));
+    assert!(
+        report["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot fetch git://127.0.0.1:9/nothing")
+    );
 }
 
 #[test]
@@ -335,11 +461,18 @@ fn an_unknown_pipeline_is_bad_usage() {
     config.pipeline("hello", "/nowhere", "127.0.0.1:5115/x", &["latest"]);
     let output = config.gantry(&["build", "helo"]);
     assert_eq!(output.status.code(), Some(2));
-    assert_eq!(stderr(&output).trim(), "error: no pipeline `helo` (did you mean `hello`?)");
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: no pipeline `helo` (did you mean `hello`?)"
+    );
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(port: u16) {

@@ -46,7 +46,10 @@ pub fn docker_tls() -> String {
 }
 
 pub fn certs() -> PathBuf {
-    PathBuf::from(variable("GANTRY_TEST_CERTS", "/var/lib/gantry-test-env/certs"))
+    PathBuf::from(variable(
+        "GANTRY_TEST_CERTS",
+        "/var/lib/gantry-test-env/certs",
+    ))
 }
 
 /// Fails the test when no Docker engine answers: these tests never skip.
@@ -229,7 +232,12 @@ impl Drop for ConfigDir {
 }
 
 /// Asks the registry for the digest it serves for `repository:tag`, as Docker would pull it.
-pub fn registry_digest(registry: &str, path: &str, tag: &str, user: Option<(&str, &str)>) -> String {
+pub fn registry_digest(
+    registry: &str,
+    path: &str,
+    tag: &str,
+    user: Option<(&str, &str)>,
+) -> String {
     let mut command = Command::new("curl");
     command.args([
         "-sS",

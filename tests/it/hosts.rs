@@ -33,7 +33,11 @@ fn reachable_hosts_print_versions_and_a_dead_one_is_reported_in_time() {
     let started = Instant::now();
     let (output, reports) = config.gantry_json(&["hosts"]);
     let elapsed = started.elapsed();
-    assert_eq!(output.status.code(), Some(1), "an unreachable host is a failure");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "an unreachable host is a failure"
+    );
     // Hosts are asked in parallel: the silent one costs its own 1s timeout, not a sum.
     assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
 
@@ -49,7 +53,13 @@ fn reachable_hosts_print_versions_and_a_dead_one_is_reported_in_time() {
     for name in ["local", "plain", "secure"] {
         let report = by_name(name);
         assert_eq!(report["reachable"], true, "{report}");
-        assert!(report["engine_version"].as_str().unwrap().starts_with("20."), "{report}");
+        assert!(
+            report["engine_version"]
+                .as_str()
+                .unwrap()
+                .starts_with("20."),
+            "{report}"
+        );
         assert_eq!(report["api_version"], "1.41", "{report}");
     }
     let silent_report = by_name("silent");
@@ -58,18 +68,44 @@ fn reachable_hosts_print_versions_and_a_dead_one_is_reported_in_time() {
         silent_report["error"],
         format!("host `silent` (tcp://127.0.0.1:{silent_port}) did not answer within 1s")
     );
-    assert!(silent_report["elapsed_ms"].as_u64().unwrap() < 3000, "{silent_report}");
+    assert!(
+        silent_report["elapsed_ms"].as_u64().unwrap() < 3000,
+        "{silent_report}"
+    );
     let refused = by_name("refused");
     assert_eq!(refused["reachable"], false);
-    assert!(refused["error"].as_str().unwrap().to_lowercase().contains("refused"), "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("refused"),
+        "{refused}"
+    );
     let nosocket = by_name("nosocket");
-    assert!(nosocket["error"].as_str().unwrap().contains("/nonexistent/docker.sock"), "{nosocket}");
+    assert!(
+        nosocket["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/docker.sock"),
+        "{nosocket}"
+    );
 
     // The text form prints every host, reachable or not.
     let output = config.gantry(&["hosts"]);
     let text = stdout(&output);
-    for line in ["local ", "plain ", "secure ", "silent ", "refused ", "nosocket "] {
-        assert!(text.lines().any(|printed| printed.starts_with(line)), "{line} missing:\n{text}");
+    for line in [
+        "local ",
+        "plain ",
+        "secure ",
+        "silent ",
+        "refused ",
+        "nosocket ",
+    ] {
+        assert!(
+            text.lines().any(|printed| printed.starts_with(line)),
+            "{line} missing:\n{text}"
+        );
     }
     assert!(text.contains("unreachable  host `refused`"), "{text}");
     drop(silent);
@@ -92,12 +128,34 @@ fn a_tls_host_without_the_right_client_certificate_is_refused() {
     );
     let (output, reports) = config.gantry_json(&["hosts"]);
     assert_eq!(output.status.code(), Some(1));
-    let secure = reports.as_array().unwrap().iter().find(|report| report["name"] == "secure").unwrap();
-    assert!(secure["error"].as_str().unwrap().contains("missing-key.pem does not exist"), "{secure}");
+    let secure = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|report| report["name"] == "secure")
+        .unwrap();
+    assert!(
+        secure["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing-key.pem does not exist"),
+        "{secure}"
+    );
 
     // Plain HTTP to the TLS port is not mistaken for an engine.
-    config.write("gantry.yaml", &format!("hosts:\n  secure: {{ docker: {}, timeout: 2s }}\n", docker_tls()));
+    config.write(
+        "gantry.yaml",
+        &format!(
+            "hosts:\n  secure: {{ docker: {}, timeout: 2s }}\n",
+            docker_tls()
+        ),
+    );
     let (_, reports) = config.gantry_json(&["hosts"]);
-    let secure = reports.as_array().unwrap().iter().find(|report| report["name"] == "secure").unwrap();
+    let secure = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|report| report["name"] == "secure")
+        .unwrap();
     assert_eq!(secure["reachable"], false, "{secure}");
 }

@@ -5,4 +5,5 @@
 mod build;
 mod common;
 mod hosts;
+mod transports;
 mod validate;

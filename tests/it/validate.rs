@@ -7,12 +7,20 @@ use crate::common::*;
 #[test]
 fn a_clean_config_prints_a_summary_and_exits_zero() {
     let mut config = ConfigDir::new();
-    config.pipeline("hello", "/srv/hello", "127.0.0.1:5115/team/hello", &["latest"]);
+    config.pipeline(
+        "hello",
+        "/srv/hello",
+        "127.0.0.1:5115/team/hello",
+        &["latest"],
+    );
     let output = config.gantry(&["validate"]);
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(
         stdout(&output).trim(),
-        format!("config OK: 1 pipeline(s), 1 host(s), 0 registries in {}", config.path().display())
+        format!(
+            "config OK: 1 pipeline(s), 1 host(s), 0 registries in {}",
+            config.path().display()
+        )
     );
 }
 
@@ -36,20 +44,38 @@ fn every_error_is_listed_with_its_place_and_exit_is_two() {
     assert_eq!(output.status.code(), Some(2));
     let dir = config.path().display().to_string();
     let expected = [
-        format!("{dir}/pipelines/a.yaml:3:9: `source.poll`: `30x` is not a duration (write it like 30s, 5m or 1h30m)"),
-        format!("{dir}/pipelines/a.yaml:5:3: unknown key `dockerfil` in `build` (did you mean `dockerfile`?)"),
-        format!("{dir}/pipelines/a.yaml:6:3: `build.host`: host `web2` is not defined in gantry.yaml (did you mean `web1`?)"),
-        format!("{dir}/pipelines/a.yaml:9:26: `image.tags`: template `{{{{ nope }}}}` cannot be rendered: `nope` is undefined (known: commit.sha, commit.short, branch, run.number)"),
-        format!("{dir}/pipelines/b.yaml:3:22: environment variable `GANTRY_TEST_UNSET_SECRET` is not set (used in `source.webhook.secret`)"),
+        format!(
+            "{dir}/pipelines/a.yaml:3:9: `source.poll`: `30x` is not a duration (write it like 30s, 5m or 1h30m)"
+        ),
+        format!(
+            "{dir}/pipelines/a.yaml:5:3: unknown key `dockerfil` in `build` (did you mean `dockerfile`?)"
+        ),
+        format!(
+            "{dir}/pipelines/a.yaml:6:3: `build.host`: host `web2` is not defined in gantry.yaml (did you mean `web1`?)"
+        ),
+        format!(
+            "{dir}/pipelines/a.yaml:9:26: `image.tags`: template `{{{{ nope }}}}` cannot be rendered: `nope` is undefined (known: commit.sha, commit.short, branch, run.number)"
+        ),
+        format!(
+            "{dir}/pipelines/b.yaml:3:22: environment variable `GANTRY_TEST_UNSET_SECRET` is not set (used in `source.webhook.secret`)"
+        ),
         format!("{dir}/pipelines/b.yaml:5:12: `build.context`: `../up` is outside the repository"),
-        format!("{dir}/pipelines/b.yaml:7:15: `image.repository`: `127.0.0.1:5115/B` is not a valid repository: `B` must be lowercase letters and digits, separated by `.`, `_`, `__` or `-`"),
+        format!(
+            "{dir}/pipelines/b.yaml:7:15: `image.repository`: `127.0.0.1:5115/B` is not a valid repository: `B` must be lowercase letters and digits, separated by `.`, `_`, `__` or `-`"
+        ),
         format!("{dir}/pipelines/b.yaml:11:23: `requires` forms a cycle: api -> web -> api"),
-        format!("{dir}/pipelines/c.yaml:2:1: YAML syntax error: while parsing a flow sequence, expected ',' or ']'"),
+        format!(
+            "{dir}/pipelines/c.yaml:2:1: YAML syntax error: while parsing a flow sequence, expected ',' or ']'"
+        ),
         "9 error(s); nothing was changed".to_string(),
     ];
     let text = stderr(&output);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines, expected.iter().map(String::as_str).collect::<Vec<_>>(), "{text}");
+    assert_eq!(
+        lines,
+        expected.iter().map(String::as_str).collect::<Vec<_>>(),
+        "{text}"
+    );
 
     // The same errors as JSON.
     let (output, report) = config.gantry_json(&["validate"]);
@@ -69,5 +95,9 @@ fn the_example_pipelines_validate() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(stdout(&output).starts_with("config OK: "), "{}", stdout(&output));
+    assert!(
+        stdout(&output).starts_with("config OK: "),
+        "{}",
+        stdout(&output)
+    );
 }

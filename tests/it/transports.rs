@@ -1,0 +1,165 @@
+//! Authenticated git transports: https with a token (git http-backend behind a TLS
+//! server that wants HTTP Basic auth) and ssh with a key (a private sshd), each against
+//! a server the test starts on a free port of 127.0.0.1 and stops when it ends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// A server the test started; killed when the test ends, however it ends.
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(server: &mut Server, port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("the server exited before listening on port {port}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+fn support(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(file)
+}
+
+/// Appends `text` under `source:` of `pipelines/hello.yaml`.
+fn add_to_source(config: &ConfigDir, text: &str) {
+    let path = config.path().join("pipelines/hello.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    let (source, rest) = yaml.split_once("build:\n").unwrap();
+    config.write(
+        "pipelines/hello.yaml",
+        &format!("{source}{text}build:\n{rest}"),
+    );
+}
+
+/// Runs `gantry --json build hello` with extra environment, and how long it took.
+fn build(
+    config: &ConfigDir,
+    environment: &[(&str, &str)],
+) -> (std::process::Output, serde_json::Value, Duration) {
+    let started = Instant::now();
+    let output = config.gantry_with(&["--json", "build", "hello"], environment);
+    let elapsed = started.elapsed();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "stdout is not JSON ({error}): {}\nstderr: {}",
+            stdout(&output),
+            stderr(&output)
+        )
+    });
+    (output, report, elapsed)
+}
+
+fn assert_authentication_failure(
+    output: &std::process::Output,
+    report: &serde_json::Value,
+    elapsed: Duration,
+) {
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{report}\n{}",
+        stderr(output)
+    );
+    assert_eq!(report["failure"]["stage"], "checkout", "{report}");
+    let message = report["failure"]["message"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(message.contains("authentication"), "{message}");
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "the refused build took {elapsed:?}"
+    );
+}
+
+/// `git http-backend` over TLS with the test environment's certificate for 127.0.0.1,
+/// serving `repo` to `user` with `token` only.
+fn https_server(repo: &Repo, user: &str, token: &str) -> (Server, String) {
+    let port = free_port();
+    let certs = certs();
+    let child = Command::new("python3")
+        .arg(support("git_https_server.py"))
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--root")
+        .arg(repo.path().parent().unwrap())
+        .arg("--cert")
+        .arg(certs.join("server-cert.pem"))
+        .arg("--key")
+        .arg(certs.join("server-key.pem"))
+        .args(["--user", user, "--token", token])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 starts");
+    let mut server = Server { child };
+    wait_for_port(&mut server, port);
+    let name = repo
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    (server, format!("https://127.0.0.1:{port}/{name}"))
+}
+
+#[test]
+fn transports_https_with_a_token_fetches_the_head_commit() {
+    require_docker();
+    let repo = Repo::from_fixture();
+    let (_server, url) = https_server(&repo, "deployer", "s3cret-token");
+    let mut config = ConfigDir::new();
+    let repository = format!("{}/gantry-it/{}", registry(), unique("https"));
+    config.pipeline("hello", &url, &repository, &["latest"]);
+    add_to_source(&config, "  username: deployer\n  token: s3cret-token\n");
+    let ca = certs().join("ca.pem");
+    let (output, report, _) = build(&config, &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    assert!(output.status.success(), "{report}\n{}", stderr(&output));
+    assert_eq!(report["outcome"], "succeeded");
+    assert_eq!(
+        report["commit"]["sha"],
+        repo.git(&["rev-parse", "HEAD"]).trim()
+    );
+}
+
+#[test]
+fn transports_https_with_a_wrong_token_fails_the_checkout() {
+    require_docker();
+    let repo = Repo::from_fixture();
+    let (_server, url) = https_server(&repo, "deployer", "s3cret-token");
+    let mut config = ConfigDir::new();
+    let repository = format!("{}/gantry-it/{}", registry(), unique("https-refused"));
+    config.pipeline("hello", &url, &repository, &["latest"]);
+    add_to_source(&config, "  username: deployer\n  token: wrong-token\n");
+    let ca = certs().join("ca.pem");
+    let (output, report, elapsed) = build(&config, &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    assert_authentication_failure(&output, &report, elapsed);
+}
