@@ -92,7 +92,8 @@ fn assert_authentication_failure(
         .as_str()
         .unwrap()
         .to_lowercase();
-    assert!(message.contains("authentication"), "{message}");
+    // Gantry's own message once its 3 tries are used up: no prompt, no endless retry.
+    assert!(message.contains("authentication failed"), "{message}");
     assert!(
         elapsed < Duration::from_secs(60),
         "the refused build took {elapsed:?}"
@@ -140,6 +141,18 @@ fn transports_https_with_a_token_fetches_the_head_commit() {
     let repository = format!("{}/gantry-it/{}", registry(), unique("https"));
     config.pipeline("hello", &url, &repository, &["latest"]);
     add_to_source(&config, "  username: deployer\n  token: s3cret-token\n");
+    // The server's CA is the test environment's own: without it, TLS verification fails.
+    let (output, report, _) = build(&config, &[]);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert_eq!(report["failure"]["stage"], "checkout", "{report}");
+    assert!(
+        report["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("certificate"),
+        "{report}"
+    );
+    // libgit2 loads OpenSSL's default verify paths, which honour SSL_CERT_FILE.
     let ca = certs().join("ca.pem");
     let (output, report, _) = build(&config, &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
     assert!(output.status.success(), "{report}\n{}", stderr(&output));
@@ -162,4 +175,127 @@ fn transports_https_with_a_wrong_token_fails_the_checkout() {
     let ca = certs().join("ca.pem");
     let (output, report, elapsed) = build(&config, &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
     assert_authentication_failure(&output, &report, elapsed);
+}
+
+/// A private sshd on a free port that lets `root` in with `client_key` only, and a HOME
+/// whose `.ssh/known_hosts` trusts its host key (libgit2 refuses an unknown host key when
+/// no certificate check callback is set, and gantry sets none).
+struct Ssh {
+    _server: Server,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Ssh {
+    fn start() -> Ssh {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        for key in ["host_key", "client_key", "wrong_key"] {
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", key, "-f"])
+                .arg(path.join(key)));
+        }
+        std::fs::copy(path.join("client_key.pub"), path.join("authorized_keys")).unwrap();
+        let port = free_port();
+        // MaxAuthTries is high so that gantry's own limit of tries is what ends a refusal.
+        let sshd_config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nAuthorizedKeysFile {dir}/authorized_keys\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+             PidFile {dir}/sshd.pid\nPermitRootLogin prohibit-password\nMaxAuthTries 50\n",
+            dir = path.display()
+        );
+        std::fs::write(path.join("sshd_config"), sshd_config).unwrap();
+        let host_key = std::fs::read_to_string(path.join("host_key.pub")).unwrap();
+        let host_key: Vec<&str> = host_key.split_whitespace().take(2).collect();
+        std::fs::create_dir_all(path.join("home/.ssh")).unwrap();
+        std::fs::write(
+            path.join("home/.ssh/known_hosts"),
+            format!("[127.0.0.1]:{port} {}\n", host_key.join(" ")),
+        )
+        .unwrap();
+        // sshd's privilege separation directory.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(path.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("/usr/sbin/sshd starts (scripts/test-env.sh installs openssh-server)");
+        let mut server = Server { child };
+        wait_for_port(&mut server, port);
+        Ssh {
+            _server: server,
+            dir,
+            port,
+        }
+    }
+
+    fn url(&self, repo: &Repo) -> String {
+        format!(
+            "ssh://root@127.0.0.1:{}{}",
+            self.port,
+            repo.path().display()
+        )
+    }
+
+    fn key(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn home(&self) -> String {
+        self.dir.path().join("home").display().to_string()
+    }
+}
+
+#[test]
+fn transports_ssh_with_a_key_fetches_the_head_commit() {
+    require_docker();
+    let repo = Repo::from_fixture();
+    let ssh = Ssh::start();
+    let mut config = ConfigDir::new();
+    let repository = format!("{}/gantry-it/{}", registry(), unique("ssh"));
+    config.pipeline("hello", &ssh.url(&repo), &repository, &["latest"]);
+    add_to_source(&config, &format!("  ssh_key: {}\n", ssh.key("client_key")));
+    let (output, report, _) = build(&config, &[("HOME", &ssh.home())]);
+    assert!(output.status.success(), "{report}\n{}", stderr(&output));
+    assert_eq!(report["outcome"], "succeeded");
+    assert_eq!(
+        report["commit"]["sha"],
+        repo.git(&["rev-parse", "HEAD"]).trim()
+    );
+}
+
+#[test]
+fn transports_ssh_with_a_wrong_key_fails_the_checkout() {
+    require_docker();
+    let repo = Repo::from_fixture();
+    let ssh = Ssh::start();
+    let mut config = ConfigDir::new();
+    let repository = format!("{}/gantry-it/{}", registry(), unique("ssh-refused"));
+    config.pipeline("hello", &ssh.url(&repo), &repository, &["latest"]);
+    add_to_source(&config, &format!("  ssh_key: {}\n", ssh.key("wrong_key")));
+    let (output, report, elapsed) = build(&config, &[("HOME", &ssh.home())]);
+    assert_authentication_failure(&output, &report, elapsed);
+}
+
+#[test]
+fn transports_ssh_refuses_an_unknown_host_key() {
+    require_docker();
+    let repo = Repo::from_fixture();
+    let ssh = Ssh::start();
+    let empty_home = tempfile::tempdir().unwrap();
+    let mut config = ConfigDir::new();
+    let repository = format!("{}/gantry-it/{}", registry(), unique("ssh-unknown"));
+    config.pipeline("hello", &ssh.url(&repo), &repository, &["latest"]);
+    add_to_source(&config, &format!("  ssh_key: {}\n", ssh.key("client_key")));
+    let (output, report, _) = build(&config, &[("HOME", empty_home.path().to_str().unwrap())]);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert_eq!(report["failure"]["stage"], "checkout", "{report}");
+    let message = report["failure"]["message"].as_str().unwrap();
+    assert!(
+        message.ends_with("invalid or unknown remote ssh hostkey"),
+        "{message}"
+    );
 }
