@@ -81,6 +81,9 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 # stunnel, not socat, terminates TLS: socat's OpenSSL server sets no session id
 # context, so a client that resumes a session (rustls does) is refused.
 command -v stunnel4 >/dev/null 2>&1 || missing+=(stunnel4)
+# The ssh transport tests start their own sshd on a loopback port.
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
