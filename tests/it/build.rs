@@ -489,3 +489,37 @@ fn base64_encode(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+#[test]
+fn a_target_stage_and_extra_labels_are_built() {
+    require_docker();
+    let repo = Repo::from_fixture();
+    repo.write(
+        "Dockerfile",
+        "FROM gantry-test/busybox:latest AS first\nARG VERSION\nRUN echo \"first $VERSION\" > /stage\n\
+         FROM gantry-test/busybox:latest AS second\nRUN echo second > /stage\n",
+    );
+    let sha = repo.commit("two stages");
+    let mut config = ConfigDir::new();
+    let repository = format!("{}/gantry-it/{}", registry(), unique("target"));
+    config.write(
+        "pipelines/hello.yaml",
+        &format!(
+            "source: {{ repo: \"{}\" }}\nbuild:\n  target: first\n  args: {{ VERSION: \"{{{{ commit.short }}}}\" }}\n  labels: {{ team: platform }}\nimage: {{ repository: {repository}, tags: [latest] }}\n",
+            repo.url()
+        ),
+    );
+    config.repositories.push(repository.clone());
+    let output = config.gantry(&["build", "hello"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let image = format!("{repository}:latest");
+    let stage = run(Command::new("docker").args(["run", "--rm", &image, "cat", "/stage"]));
+    assert_eq!(stage.trim(), format!("first {}", &sha[..7]));
+    let label = run(Command::new("docker").args([
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"team\"}}",
+        &image,
+    ]));
+    assert_eq!(label.trim(), "platform");
+}
