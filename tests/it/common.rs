@@ -52,6 +52,15 @@ pub fn certs() -> PathBuf {
     ))
 }
 
+/// A loopback port nothing listens on right now, for a server the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Fails the test when no Docker engine answers: these tests never skip.
 pub fn require_docker() {
     let output = Command::new("docker")
