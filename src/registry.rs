@@ -42,7 +42,7 @@ pub enum RefusalKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("push of {reference} refused: {reason}{}", hint(*.kind))]
+    #[error("push of {reference} failed: {reason}{}", hint(*.kind))]
     Push {
         reference: String,
         kind: RefusalKind,

@@ -169,6 +169,11 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// Closes every connection, folding the write-ahead log back into the database.
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+
     /// Records a new run as running and gives it the pipeline's next number.
     pub async fn start_run(
         &self,

@@ -264,6 +264,15 @@ impl Config {
 
     /// Loads and validates with variables from `environment`.
     pub fn load_with(dir: &Path, environment: Environment) -> Result<Config, ConfigError> {
+        if !dir.is_dir() {
+            return Err(ConfigError::Read {
+                path: dir.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the config directory does not exist (set --config or GANTRY_CONFIG)",
+                ),
+            });
+        }
         let mut diagnostics = Vec::new();
         let global_path = dir.join(GLOBAL_FILE);
         let global_text = match std::fs::read_to_string(&global_path) {

@@ -101,3 +101,16 @@ fn the_example_pipelines_validate() {
         stdout(&output)
     );
 }
+
+#[test]
+fn a_missing_config_directory_is_bad_usage() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["--config", "/nonexistent/gantry-config", "validate"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: cannot read /nonexistent/gantry-config: the config directory does not exist (set --config or GANTRY_CONFIG)"
+    );
+}
