@@ -426,11 +426,7 @@ fn git_daemon_sources_are_fetched() {
     let (output, report) = config.gantry_json(&["build", "hello"]);
     let _ = daemon.kill();
     let _ = daemon.wait();
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(
-        report["commit"]["sha"],
-        repo.git(&["rev-parse", "HEAD"]).trim()
-    );
+    assert_built_head(&output, &report, &repo);
 }
 
 #[test]

@@ -271,6 +271,16 @@ pub fn registry_digest(
         .unwrap_or_else(|| panic!("no digest for {path}:{tag}: {headers}"))
 }
 
+/// Asserts that a `--json` build succeeded and built exactly the head of `repo`.
+pub fn assert_built_head(output: &Output, report: &serde_json::Value, repo: &Repo) {
+    assert!(output.status.success(), "{report}\n{}", stderr(output));
+    assert_eq!(report["outcome"], "succeeded");
+    assert_eq!(
+        report["commit"]["sha"],
+        repo.git(&["rev-parse", "HEAD"]).trim()
+    );
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

@@ -147,12 +147,7 @@ fn transports_https_with_a_token_fetches_the_head_commit() {
     // libgit2 loads OpenSSL's default verify paths, which honour SSL_CERT_FILE.
     let ca = certs().join("ca.pem");
     let (output, report, _) = build(&config, &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
-    assert!(output.status.success(), "{report}\n{}", stderr(&output));
-    assert_eq!(report["outcome"], "succeeded");
-    assert_eq!(
-        report["commit"]["sha"],
-        repo.git(&["rev-parse", "HEAD"]).trim()
-    );
+    assert_built_head(&output, &report, &repo);
 }
 
 #[test]
@@ -251,12 +246,7 @@ fn transports_ssh_with_a_key_fetches_the_head_commit() {
     config.pipeline("hello", &ssh.url(&repo), &repository, &["latest"]);
     add_to_source(&config, &format!("  ssh_key: {}\n", ssh.key("client_key")));
     let (output, report, _) = build(&config, &[("HOME", &ssh.home())]);
-    assert!(output.status.success(), "{report}\n{}", stderr(&output));
-    assert_eq!(report["outcome"], "succeeded");
-    assert_eq!(
-        report["commit"]["sha"],
-        repo.git(&["rev-parse", "HEAD"]).trim()
-    );
+    assert_built_head(&output, &report, &repo);
 }
 
 #[test]
