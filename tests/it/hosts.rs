@@ -41,17 +41,8 @@ fn reachable_hosts_print_versions_and_a_dead_one_is_reported_in_time() {
     // Hosts are asked in parallel: the silent one costs its own 1s timeout, not a sum.
     assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
 
-    let by_name = |name: &str| {
-        reports
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|report| report["name"] == name)
-            .unwrap_or_else(|| panic!("{name} missing: {reports}"))
-            .clone()
-    };
     for name in ["local", "plain", "secure"] {
-        let report = by_name(name);
+        let report = report_named(&reports, name);
         assert_eq!(report["reachable"], true, "{report}");
         assert!(
             report["engine_version"]
@@ -62,7 +53,7 @@ fn reachable_hosts_print_versions_and_a_dead_one_is_reported_in_time() {
         );
         assert_eq!(report["api_version"], "1.41", "{report}");
     }
-    let silent_report = by_name("silent");
+    let silent_report = report_named(&reports, "silent");
     assert_eq!(silent_report["reachable"], false);
     assert_eq!(
         silent_report["error"],
@@ -72,7 +63,7 @@ fn reachable_hosts_print_versions_and_a_dead_one_is_reported_in_time() {
         silent_report["elapsed_ms"].as_u64().unwrap() < 3000,
         "{silent_report}"
     );
-    let refused = by_name("refused");
+    let refused = report_named(&reports, "refused");
     assert_eq!(refused["reachable"], false);
     assert!(
         refused["error"]
@@ -82,7 +73,7 @@ fn reachable_hosts_print_versions_and_a_dead_one_is_reported_in_time() {
             .contains("refused"),
         "{refused}"
     );
-    let nosocket = by_name("nosocket");
+    let nosocket = report_named(&reports, "nosocket");
     assert!(
         nosocket["error"]
             .as_str()
@@ -116,8 +107,7 @@ fn a_tls_host_without_the_right_client_certificate_is_refused() {
     require_docker();
     let certs = certs();
     let config = ConfigDir::new();
-    // The server's own certificate is not a client certificate the proxy accepts... but
-    // the CA does sign it; use a missing key file instead, which must be named.
+    // A client key file that does not exist is named before anything is sent.
     config.write(
         "gantry.yaml",
         &format!(
@@ -128,12 +118,7 @@ fn a_tls_host_without_the_right_client_certificate_is_refused() {
     );
     let (output, reports) = config.gantry_json(&["hosts"]);
     assert_eq!(output.status.code(), Some(1));
-    let secure = reports
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|report| report["name"] == "secure")
-        .unwrap();
+    let secure = report_named(&reports, "secure");
     assert!(
         secure["error"]
             .as_str()
@@ -151,11 +136,17 @@ fn a_tls_host_without_the_right_client_certificate_is_refused() {
         ),
     );
     let (_, reports) = config.gantry_json(&["hosts"]);
-    let secure = reports
+    let secure = report_named(&reports, "secure");
+    assert_eq!(secure["reachable"], false, "{secure}");
+}
+
+/// The report of one host in `gantry --json hosts` output.
+fn report_named(reports: &serde_json::Value, name: &str) -> serde_json::Value {
+    reports
         .as_array()
         .unwrap()
         .iter()
-        .find(|report| report["name"] == "secure")
-        .unwrap();
-    assert_eq!(secure["reachable"], false, "{secure}");
+        .find(|report| report["name"] == name)
+        .unwrap_or_else(|| panic!("{name} missing: {reports}"))
+        .clone()
 }
