@@ -4,7 +4,14 @@
 #   - a plain registry on 127.0.0.1:5115 and an htpasswd one on 127.0.0.1:5116
 #   - the same engine over TCP (127.0.0.1:2385) and mutual TLS (127.0.0.1:2386)
 #   - the local base image gantry-test/busybox:latest (Docker Hub is never used)
+#   - extra Docker engines ("hosts"), each in its own network namespace gantry-hI,
+#     reached from here at 10.77.I.2; engine 1 also speaks mutual TLS on :2376
 # Idempotent: anything already up is left alone. Writes $STATE/env for tests.
+#
+#   scripts/test-env.sh              all of the above, ${GANTRY_TEST_HOSTS:-3} extra engines
+#   scripts/test-env.sh hosts N      the same with N (0..8) extra engines
+#   scripts/test-env.sh stop-hosts   stop every extra engine (their data dirs are kept)
+# Extra engines are never stopped by a run that asks for fewer: use stop-hosts.
 set -euo pipefail
 
 STATE="${GANTRY_TEST_ENV_DIR:-/var/lib/gantry-test-env}"
@@ -18,9 +25,30 @@ DOCKER_TCP_PORT=2385
 DOCKER_TLS_PORT=2386
 BASE_IMAGE=gantry-test/busybox:latest
 CERTS="$STATE/certs"
+# Extra engines: engine I runs in namespace gantry-hI, state in $HOSTS_DIR/hI.
+HOSTS_MAX=8
+HOSTS_DIR="$STATE/hosts"
+NETNS_DIR=/var/run/netns
+HOST_TLS_PORT=2376
+# The base image as every extra engine pulls it (through its namespace's 127.0.0.1).
+HOST_IMAGE="$REGISTRY_ADDR/$BASE_IMAGE"
 
 log() { printf '[test-env] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+
+MODE=up
+WANT_HOSTS="${GANTRY_TEST_HOSTS:-3}"
+case "${1:-}" in
+  '') [ "$#" -eq 0 ] || die "usage: $0 [hosts N | stop-hosts]" ;;
+  hosts) [ "$#" -eq 2 ] || die "usage: $0 hosts N  (N = 0..$HOSTS_MAX)"; WANT_HOSTS=$2 ;;
+  stop-hosts) [ "$#" -eq 1 ] || die "usage: $0 stop-hosts"; MODE=stop-hosts ;;
+  *) die "usage: $0 [hosts N | stop-hosts]" ;;
+esac
+case "$WANT_HOSTS" in
+  '' | *[!0-9]*) die "number of extra engines must be 0..$HOSTS_MAX, not '$WANT_HOSTS'" ;;
+esac
+WANT_HOSTS=$((10#$WANT_HOSTS))
+[ "$WANT_HOSTS" -le "$HOSTS_MAX" ] || die "at most $HOSTS_MAX extra engines, not $WANT_HOSTS"
 
 # Installing packages and starting daemons needs root; re-run under sudo if possible.
 if [ "$(id -u)" -ne 0 ]; then
@@ -46,6 +74,8 @@ wait_for() {
 
 # port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+# tcp_open ADDR PORT: the same for any address (only ever ours: loopback, 10.77.I.x).
+tcp_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
 
 # start_bg NAME CMD...: run CMD detached (own session, so it outlives this script
 # and the caller's process group), log to $STATE/NAME.log, pid to $STATE/NAME.pid.
@@ -86,6 +116,10 @@ command -v stunnel4 >/dev/null 2>&1 || missing+=(stunnel4)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The extra engines: namespaces and veths (ip), entering them (nsenter), their own containerd.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+command -v containerd >/dev/null 2>&1 && command -v ctr >/dev/null 2>&1 || missing+=(containerd)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -226,14 +260,12 @@ start_registry registry-auth "$AUTH_REGISTRY_ADDR"
 # A throwaway CA, a server cert for localhost/127.0.0.1 and a client cert, laid out
 # the way DOCKER_CERT_PATH expects (ca.pem, cert.pem, key.pem). RSA keys in PKCS#8
 # (genpkey) and v3 certs with SANs, so rustls/webpki accept them.
-certs_regenerated=0
-cert_files=(ca.pem ca-key.pem server-cert.pem server-key.pem cert.pem key.pem)
-have_all_certs=1
-for f in "${cert_files[@]}"; do [ -s "$CERTS/$f" ] || have_all_certs=0; done
-if [ "$have_all_certs" -eq 0 ]; then
-  log "generating TLS certificates in $CERTS"
-  work=$(mktemp -d)
-  cat >"$work/ext.cnf" <<'EOF'
+
+# cert_workdir: a fresh temp dir holding the openssl config (ext.cnf) for the helpers below.
+cert_workdir() {
+  local dir
+  dir=$(mktemp -d)
+  cat >"$dir/ext.cnf" <<EOF
 [req]
 distinguished_name = dn
 prompt = no
@@ -249,6 +281,13 @@ extendedKeyUsage = serverAuth
 subjectAltName = IP:127.0.0.1, DNS:localhost
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
+[h1server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:$(host_addr 1)
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
 [client]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
@@ -256,21 +295,34 @@ extendedKeyUsage = clientAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 EOF
-  gen_key() { openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null; }
-  serial() { echo "0x$(openssl rand -hex 8)"; }
+  echo "$dir"
+}
+# gen_key FILE: a 2048-bit RSA key in PKCS#8.
+gen_key() { openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null; }
+# serial: a random certificate serial number.
+serial() { echo "0x$(openssl rand -hex 8)"; }
+# sign NAME CN SECTION: key + CSR + v3 cert with the SECTION extensions in $work,
+# signed by $work/ca.pem and $work/ca-key.pem.
+sign() {
+  gen_key "$work/$1-key.pem"
+  openssl req -config "$work/ext.cnf" -new -sha256 -key "$work/$1-key.pem" \
+    -subj "/CN=$2" -out "$work/$1.csr"
+  openssl x509 -req -sha256 -days 3650 -in "$work/$1.csr" \
+    -CA "$work/ca.pem" -CAkey "$work/ca-key.pem" -set_serial "$(serial)" \
+    -extfile "$work/ext.cnf" -extensions "$3" -out "$work/$1-cert.pem" 2>/dev/null
+}
+
+certs_regenerated=0
+cert_files=(ca.pem ca-key.pem server-cert.pem server-key.pem cert.pem key.pem)
+have_all_certs=1
+for f in "${cert_files[@]}"; do [ -s "$CERTS/$f" ] || have_all_certs=0; done
+if [ "$have_all_certs" -eq 0 ]; then
+  log "generating TLS certificates in $CERTS"
+  work=$(cert_workdir)
   gen_key "$work/ca-key.pem"
   openssl req -config "$work/ext.cnf" -new -x509 -sha256 -days 3650 \
     -key "$work/ca-key.pem" -subj "/CN=gantry-test-ca" -extensions ca \
     -set_serial "$(serial)" -out "$work/ca.pem"
-  # sign NAME CN SECTION: key + CSR + CA-signed v3 cert with the SECTION extensions
-  sign() {
-    gen_key "$work/$1-key.pem"
-    openssl req -config "$work/ext.cnf" -new -sha256 -key "$work/$1-key.pem" \
-      -subj "/CN=$2" -out "$work/$1.csr"
-    openssl x509 -req -sha256 -days 3650 -in "$work/$1.csr" \
-      -CA "$work/ca.pem" -CAkey "$work/ca-key.pem" -set_serial "$(serial)" \
-      -extfile "$work/ext.cnf" -extensions "$3" -out "$work/$1-cert.pem" 2>/dev/null
-  }
   sign server localhost server
   sign client gantry-test-client client
   openssl verify -CAfile "$work/ca.pem" "$work/server-cert.pem" "$work/client-cert.pem" >/dev/null
@@ -282,6 +334,30 @@ EOF
   chmod 0644 "$CERTS"/*.pem
   rm -rf "$work"
   certs_regenerated=1
+fi
+
+# Extra engine 1's own server certificate (IP:10.77.1.2), from the same CA. Made
+# again when missing, when it no longer verifies against ca.pem (the CA was
+# regenerated) or when its address is not the one engine 1 has.
+# h1_cert_ok: that certificate and its key exist, verify, and name engine 1's address.
+h1_cert_ok() {
+  local san
+  [ -s "$CERTS/h1-server-key.pem" ] || return 1
+  openssl verify -CAfile "$CERTS/ca.pem" "$CERTS/h1-server-cert.pem" >/dev/null 2>&1 || return 1
+  san=$(openssl x509 -in "$CERTS/h1-server-cert.pem" -noout -ext subjectAltName 2>/dev/null) || return 1
+  [ "$(printf '%s\n' "$san" | sed -n '2s/^[[:space:]]*//p')" = "IP Address:$(host_addr 1)" ]
+}
+h1_cert_regenerated=0
+if ! h1_cert_ok; then
+  log "generating the server certificate of extra engine 1 (IP:$(host_addr 1))"
+  work=$(cert_workdir)
+  cp "$CERTS/ca.pem" "$CERTS/ca-key.pem" "$work/"
+  sign h1-server "$(host_addr 1)" h1server
+  openssl verify -CAfile "$work/ca.pem" "$work/h1-server-cert.pem" >/dev/null
+  cp "$work/h1-server-cert.pem" "$work/h1-server-key.pem" "$CERTS/"
+  chmod 0644 "$CERTS"/h1-server-*.pem
+  rm -rf "$work"
+  h1_cert_regenerated=1
 fi
 
 # ---------------------------------------------------------------- engine over TCP/TLS

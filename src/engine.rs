@@ -19,6 +19,13 @@ use crate::registry::{self, RefusalKind, RegistryError};
 use crate::source::{self, Commit, FetchReport, TreeFile, TreeFileKind};
 use crate::store::{FinishedStage, Outcome, RunId, RunResult, Store, StoreError, now_millis};
 
+mod deployment;
+
+pub use deployment::{
+    DeployOptions, DeployReport, LEASE_TTL, RollbackTarget, RunReport, deploy, rollback,
+    run_pipeline,
+};
+
 /// The folder of git caches inside the state directory.
 pub const GIT_CACHE_DIR: &str = "git";
 
@@ -86,7 +93,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(stage: &str, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(stage: &str, message: impl Into<String>) -> Failure {
         Failure {
             stage: stage.to_string(),
             message: message.into(),
@@ -164,8 +171,21 @@ pub async fn build(
     trigger: &str,
     progress: &mut dyn Progress,
 ) -> Result<BuildReport, EngineError> {
+    build_run(config, pipeline, store, reference, trigger, "build", progress).await
+}
+
+/// A build recorded as a run of `kind`: `build`, or `run` when a deploy follows in the same run.
+async fn build_run(
+    config: &Config,
+    pipeline: &Pipeline,
+    store: &Store,
+    reference: Option<&str>,
+    trigger: &str,
+    kind: &str,
+    progress: &mut dyn Progress,
+) -> Result<BuildReport, EngineError> {
     let run_id = store
-        .start_run(&pipeline.name, "build", trigger, reference)
+        .start_run(&pipeline.name, kind, trigger, reference)
         .await?;
     let mut run = BuildRun {
         store,

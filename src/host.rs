@@ -1,4 +1,5 @@
-//! Docker hosts: engines gantry talks to directly over their API, with no agent on them.
+//! Docker hosts: engines gantry talks to directly over their API (`unix://`, `tcp://`,
+//! `tcp://` + TLS, `ssh://`), with no agent on them.
 //!
 //! A `Host` from the config becomes a connected `bollard::Docker` here, with the API
 //! version negotiated (engines as old as 20.10 speak only API 1.41) and every call
@@ -89,6 +90,26 @@ pub async fn connect(host: &Host) -> Result<Connection, HostError> {
                 &tls.ca,
                 timeout_seconds,
                 API_DEFAULT_VERSION,
+            )
+        }
+        // Runs `ssh HOST docker system dial-stdio`: the engine's socket over the ssh channel,
+        // with ssh's own config (~/.ssh/config, known_hosts, agent) as the user has it.
+        (DockerEndpoint::Ssh(destination), _) => {
+            if let Some(key) = &host.ssh_key
+                && !key.is_file()
+            {
+                return Err(unreachable(format!(
+                    "ssh key {} does not exist",
+                    key.display()
+                )));
+            }
+            Docker::connect_with_ssh(
+                &format!("ssh://{destination}"),
+                timeout_seconds,
+                API_DEFAULT_VERSION,
+                host.ssh_key
+                    .as_ref()
+                    .map(|key| key.to_string_lossy().into_owned()),
             )
         }
     }

@@ -6,13 +6,17 @@
 //! - `source`: git repositories: the fetch cache, resolving a branch or ref to a commit, reading its tree.
 //! - `build`: the build context (a tar made from the commit's tree, `.dockerignore` applied) and the image build.
 //! - `registry`: credentials, pushing tags, confirming the pushed digest with the registry itself.
+//! - `deploy`: rolling an image out to a pipeline's instances on their hosts (pull, swap, health gate,
+//!   rollback), what runs where (`status`), and stop/start/restart in dependency order.
 //! - `store`: the state database (SQLite through sqlx, migrations embedded); all SQL lives here.
-//! - `engine`: a run of a pipeline for one commit: checkout, build, push, recorded stage by stage.
+//! - `engine`: runs, recorded stage by stage: build (checkout, context, build, push), deploy
+//!   (resolve, lease, rollout), rollback, and `run` (both in one).
 //! - `cli`: the subcommands and how they print.
 
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod engine;
 pub mod host;
 pub mod registry;

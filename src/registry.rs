@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::query_parameters::PushImageOptions;
+use bollard::query_parameters::{CreateImageOptions, PushImageOptions};
 use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -60,6 +60,12 @@ pub enum RegistryError {
         pushed: String,
         served: String,
     },
+    #[error("pull of {reference} failed: {reason}{}", hint(*.kind))]
+    Pull {
+        reference: String,
+        kind: RefusalKind,
+        reason: String,
+    },
     #[error("cannot read Docker credentials from {path}: {reason}")]
     DockerConfig { path: PathBuf, reason: String },
 }
@@ -70,7 +76,7 @@ fn hint(kind: RefusalKind) -> &'static str {
             " (hint: set `username` and `password` for this registry in gantry.yaml, or `docker login` to it)"
         }
         RefusalKind::Unreachable => {
-            " (hint: is the registry running and reachable from the build host?)"
+            " (hint: is the registry running and reachable from that Docker host?)"
         }
         RefusalKind::Other => "",
     }
@@ -207,6 +213,45 @@ pub async fn push(
         }
     }
     Ok(digest)
+}
+
+/// Pulls `repository@digest` through the engine, so a host has the exact image before it is used.
+pub async fn pull(
+    docker: &Docker,
+    repository: &ImageRepository,
+    digest: &str,
+    credentials: Option<&Credentials>,
+) -> Result<(), RegistryError> {
+    let reference = repository.with_digest(digest);
+    let docker_credentials = credentials.map(|credentials| DockerCredentials {
+        username: Some(credentials.username.clone()),
+        password: Some(credentials.password.expose_secret().to_string()),
+        serveraddress: Some(repository.registry().to_string()),
+        ..DockerCredentials::default()
+    });
+    let options = CreateImageOptions {
+        from_image: Some(reference.clone()),
+        ..CreateImageOptions::default()
+    };
+    let mut stream = docker.create_image(Some(options), None, docker_credentials);
+    while let Some(item) = stream.next().await {
+        let failure = match item {
+            Ok(info) => info.error_detail.map(|detail| {
+                detail
+                    .message
+                    .unwrap_or_else(|| "the pull failed".to_string())
+            }),
+            Err(error) => Some(describe_error(&error)),
+        };
+        if let Some(reason) = failure {
+            return Err(RegistryError::Pull {
+                reference,
+                kind: classify(&reason),
+                reason,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Sorts an engine or registry message into the refusals a user acts on differently.

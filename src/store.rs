@@ -6,6 +6,7 @@
 //! not at compile time, so building gantry needs no database; they stay in
 //! plain SQL that Postgres also accepts, to keep that door open.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -323,6 +324,389 @@ impl Store {
     }
 }
 
+/// A deployment's identity: the row id and the per-pipeline number users see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DeploymentId {
+    pub id: i64,
+    pub number: i64,
+}
+
+/// An image a build run pushed.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuiltImage {
+    pub run: i64,
+    pub image: String,
+    pub digest: String,
+    pub commit: Option<String>,
+}
+
+/// A deployment about to start.
+#[derive(Debug, Clone)]
+pub struct NewDeployment<'a> {
+    pub pipeline: &'a str,
+    pub run: Option<RunId>,
+    /// `deploy`, `rollback` or `run`.
+    pub kind: &'a str,
+    /// repository@digest.
+    pub image: &'a str,
+    pub digest: &'a str,
+    pub commit: Option<&'a str>,
+}
+
+/// What a deployment did to one instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceRecord {
+    pub service: String,
+    pub instance: String,
+    pub host: String,
+    pub action: String,
+    /// The digest the instance runs afterwards, when known.
+    pub digest: Option<String>,
+    pub previous_digest: Option<String>,
+    pub message: Option<String>,
+}
+
+/// One stored deployment with its instances.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentRecord {
+    pub id: i64,
+    pub pipeline: String,
+    pub number: i64,
+    pub run: Option<i64>,
+    pub kind: String,
+    pub image: String,
+    pub digest: String,
+    pub commit: Option<String>,
+    pub state: String,
+    pub message: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub instances: Vec<InstanceRecord>,
+}
+
+/// Why a pipeline takes no automatic deploys.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pin {
+    pub pipeline: String,
+    pub digest: String,
+    pub reason: String,
+    pub pinned_at: i64,
+}
+
+/// Who holds a pipeline's deploy lease, and until when.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseHolder {
+    pub owner: String,
+    pub acquired_at: i64,
+    pub expires_at: i64,
+}
+
+impl Store {
+    /// The newest image a build of the pipeline pushed (a digest is stored only once the push is confirmed).
+    pub async fn latest_built(&self, pipeline: &str) -> Result<Option<BuiltImage>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, image, digest, commit_sha FROM runs
+             WHERE pipeline = ?1 AND digest IS NOT NULL AND kind IN ('build', 'run')
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(pipeline)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| BuiltImage {
+            run: row.get("id"),
+            image: row.get("image"),
+            digest: row.get("digest"),
+            commit: row.get("commit_sha"),
+        }))
+    }
+
+    /// The commit a build of the pipeline made `digest` from, if gantry built it.
+    pub async fn commit_of_digest(
+        &self,
+        pipeline: &str,
+        digest: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let commit: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT commit_sha FROM runs WHERE pipeline = ?1 AND digest = ?2
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(pipeline)
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(commit.flatten())
+    }
+
+    /// Records a deployment as running and gives it the pipeline's next deployment number.
+    pub async fn start_deployment(
+        &self,
+        deployment: &NewDeployment<'_>,
+    ) -> Result<DeploymentId, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO deployments (pipeline, number, run_id, kind, image, digest, commit_sha,
+                                      state, started_at)
+             VALUES (?1, (SELECT COALESCE(MAX(number), 0) + 1 FROM deployments WHERE pipeline = ?1),
+                     ?2, ?3, ?4, ?5, ?6, 'running', ?7)
+             RETURNING id, number",
+        )
+        .bind(deployment.pipeline)
+        .bind(deployment.run.map(|run| run.id))
+        .bind(deployment.kind)
+        .bind(deployment.image)
+        .bind(deployment.digest)
+        .bind(deployment.commit)
+        .bind(now_millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(DeploymentId {
+            id: row.get("id"),
+            number: row.get("number"),
+        })
+    }
+
+    /// Records (or replaces) what a deployment did to one instance.
+    pub async fn record_instance(
+        &self,
+        deployment: DeploymentId,
+        record: &InstanceRecord,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO deployment_instances (deployment_id, service, instance, host, action,
+                                               digest, previous_digest, message, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (deployment_id, instance) DO UPDATE SET
+                 action = excluded.action, digest = excluded.digest,
+                 previous_digest = excluded.previous_digest, message = excluded.message,
+                 finished_at = excluded.finished_at",
+        )
+        .bind(deployment.id)
+        .bind(&record.service)
+        .bind(&record.instance)
+        .bind(&record.host)
+        .bind(&record.action)
+        .bind(&record.digest)
+        .bind(&record.previous_digest)
+        .bind(&record.message)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn finish_deployment(
+        &self,
+        deployment: DeploymentId,
+        outcome: Outcome,
+        message: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deployments SET state = ?1, message = ?2, finished_at = ?3 WHERE id = ?4",
+        )
+        .bind(outcome.as_str())
+        .bind(message)
+        .bind(now_millis())
+        .bind(deployment.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest deployments of a pipeline, newest first, with their instances.
+    pub async fn deployments(
+        &self,
+        pipeline: &str,
+        limit: i64,
+    ) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, pipeline, number, run_id, kind, image, digest, commit_sha, state, message,
+                    started_at, finished_at
+             FROM deployments WHERE pipeline = ?1 ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(pipeline)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut deployments = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.get("id");
+            let instances = sqlx::query(
+                "SELECT service, instance, host, action, digest, previous_digest, message
+                 FROM deployment_instances WHERE deployment_id = ?1 ORDER BY instance",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|instance| InstanceRecord {
+                service: instance.get("service"),
+                instance: instance.get("instance"),
+                host: instance.get("host"),
+                action: instance.get("action"),
+                digest: instance.get("digest"),
+                previous_digest: instance.get("previous_digest"),
+                message: instance.get("message"),
+            })
+            .collect();
+            deployments.push(DeploymentRecord {
+                id,
+                pipeline: row.get("pipeline"),
+                number: row.get("number"),
+                run: row.get("run_id"),
+                kind: row.get("kind"),
+                image: row.get("image"),
+                digest: row.get("digest"),
+                commit: row.get("commit_sha"),
+                state: row.get("state"),
+                message: row.get("message"),
+                started_at: row.get("started_at"),
+                finished_at: row.get("finished_at"),
+                instances,
+            });
+        }
+        Ok(deployments)
+    }
+
+    /// The digest each instance of a pipeline should run, by the newest record that knows it.
+    pub async fn recorded_digests(
+        &self,
+        pipeline: &str,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT i.instance, i.digest FROM deployment_instances i
+             JOIN deployments d ON d.id = i.deployment_id
+             WHERE d.pipeline = ?1 AND i.digest IS NOT NULL
+             ORDER BY d.id DESC",
+        )
+        .bind(pipeline)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut digests = BTreeMap::new();
+        for row in rows {
+            // Newest first: the first row seen for an instance wins.
+            digests
+                .entry(row.get::<String, _>("instance"))
+                .or_insert_with(|| row.get::<String, _>("digest"));
+        }
+        Ok(digests)
+    }
+
+    pub async fn pin(&self, pipeline: &str, digest: &str, reason: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO pins (pipeline, digest, reason, pinned_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (pipeline) DO UPDATE SET
+                 digest = excluded.digest, reason = excluded.reason, pinned_at = excluded.pinned_at",
+        )
+        .bind(pipeline)
+        .bind(digest)
+        .bind(reason)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Lifts a pin; returns whether there was one.
+    pub async fn unpin(&self, pipeline: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM pins WHERE pipeline = ?1")
+            .bind(pipeline)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    pub async fn pin_of(&self, pipeline: &str) -> Result<Option<Pin>, StoreError> {
+        let row = sqlx::query(
+            "SELECT pipeline, digest, reason, pinned_at FROM pins WHERE pipeline = ?1",
+        )
+        .bind(pipeline)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| Pin {
+            pipeline: row.get("pipeline"),
+            digest: row.get("digest"),
+            reason: row.get("reason"),
+            pinned_at: row.get("pinned_at"),
+        }))
+    }
+
+    /// Takes the pipeline's deploy lease for `ttl` unless a live holder has it;
+    /// returns that holder when it does. An expired lease is taken over.
+    pub async fn acquire_lease(
+        &self,
+        pipeline: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<LeaseHolder>, StoreError> {
+        let now = now_millis();
+        // One statement, so two processes racing for a free or expired lease
+        // cannot both win: SQLite serialises the writes, and the loser's
+        // conflict clause sees the winner's fresh expiry.
+        let taken = sqlx::query(
+            "INSERT INTO leases (pipeline, owner, acquired_at, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (pipeline) DO UPDATE SET
+                 owner = excluded.owner, acquired_at = excluded.acquired_at,
+                 expires_at = excluded.expires_at
+             WHERE leases.expires_at < ?3 OR leases.owner = ?2",
+        )
+        .bind(pipeline)
+        .bind(owner)
+        .bind(now)
+        .bind(now + ttl.as_millis() as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if taken > 0 {
+            return Ok(None);
+        }
+        let holder = sqlx::query(
+            "SELECT owner, acquired_at, expires_at FROM leases WHERE pipeline = ?1",
+        )
+        .bind(pipeline)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(Some(holder.map_or_else(
+            // Released between the two statements: report it as about to be free.
+            || LeaseHolder {
+                owner: "a deploy that just finished".to_string(),
+                acquired_at: now,
+                expires_at: now,
+            },
+            |row| LeaseHolder {
+                owner: row.get("owner"),
+                acquired_at: row.get("acquired_at"),
+                expires_at: row.get("expires_at"),
+            },
+        )))
+    }
+
+    /// Pushes the lease's expiry out by `ttl`; false when `owner` no longer holds it.
+    pub async fn renew_lease(
+        &self,
+        pipeline: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE leases SET expires_at = ?1 WHERE pipeline = ?2 AND owner = ?3",
+        )
+        .bind(now_millis() + ttl.as_millis() as i64)
+        .bind(pipeline)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    pub async fn release_lease(&self, pipeline: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE pipeline = ?1 AND owner = ?2")
+            .bind(pipeline)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,5 +771,98 @@ mod tests {
         assert_eq!(runs[1].commit.as_deref(), Some("abc"));
         assert_eq!(runs[1].tags, vec!["r/x:1".to_string()]);
         assert_eq!(runs[1].stages[0].duration_ms, 5);
+    }
+
+    #[tokio::test]
+    async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let ttl = Duration::from_secs(60);
+        assert!(store.acquire_lease("p", "one", ttl).await.unwrap().is_none());
+        // The holder may take it again (renewal by acquiring); another may not.
+        assert!(store.acquire_lease("p", "one", ttl).await.unwrap().is_none());
+        let holder = store.acquire_lease("p", "two", ttl).await.unwrap().unwrap();
+        assert_eq!(holder.owner, "one");
+        // Other pipelines have their own lease.
+        assert!(store.acquire_lease("q", "two", ttl).await.unwrap().is_none());
+        assert!(store.renew_lease("p", "one", ttl).await.unwrap());
+        assert!(!store.renew_lease("p", "two", ttl).await.unwrap());
+        store.release_lease("p", "one").await.unwrap();
+        assert!(store.acquire_lease("p", "two", ttl).await.unwrap().is_none());
+
+        // A lease whose holder stopped renewing is taken over once it expires.
+        assert!(
+            store
+                .acquire_lease("r", "dead", Duration::ZERO)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(store.acquire_lease("r", "alive", ttl).await.unwrap().is_none());
+        assert!(!store.renew_lease("r", "dead", ttl).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn deployments_record_instance_digests_and_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let record = |instance: &str, digest: Option<&str>| InstanceRecord {
+            service: "web".to_string(),
+            instance: instance.to_string(),
+            host: "local".to_string(),
+            action: "updated".to_string(),
+            digest: digest.map(str::to_string),
+            previous_digest: None,
+            message: None,
+        };
+        let first = store
+            .start_deployment(&NewDeployment {
+                pipeline: "p",
+                run: None,
+                kind: "deploy",
+                image: "r/x@sha256:1",
+                digest: "sha256:1",
+                commit: Some("c1"),
+            })
+            .await
+            .unwrap();
+        store.record_instance(first, &record("a", Some("sha256:1"))).await.unwrap();
+        store.record_instance(first, &record("b", Some("sha256:1"))).await.unwrap();
+        store.finish_deployment(first, Outcome::Succeeded, None).await.unwrap();
+        let second = store
+            .start_deployment(&NewDeployment {
+                pipeline: "p",
+                run: None,
+                kind: "deploy",
+                image: "r/x@sha256:2",
+                digest: "sha256:2",
+                commit: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!((first.number, second.number), (1, 2));
+        store.record_instance(second, &record("a", Some("sha256:2"))).await.unwrap();
+        // Unknown afterwards: the older record still says what b should run.
+        store.record_instance(second, &record("b", None)).await.unwrap();
+        store
+            .finish_deployment(second, Outcome::Failed, Some("b failed"))
+            .await
+            .unwrap();
+
+        let digests = store.recorded_digests("p").await.unwrap();
+        assert_eq!(digests["a"], "sha256:2");
+        assert_eq!(digests["b"], "sha256:1");
+        let history = store.deployments("p", 10).await.unwrap();
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[0].state, "failed");
+        assert_eq!(history[0].message.as_deref(), Some("b failed"));
+        assert_eq!(history[1].instances.len(), 2);
+
+        assert!(store.pin_of("p").await.unwrap().is_none());
+        store.pin("p", "sha256:1", "rolled back").await.unwrap();
+        assert_eq!(store.pin_of("p").await.unwrap().unwrap().digest, "sha256:1");
+        assert!(store.unpin("p").await.unwrap());
+        assert!(!store.unpin("p").await.unwrap());
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! Each subcommand loads the config, calls into `engine`/`host`, and prints either
 //! for people or, with `--json`, one JSON document on stdout. Exit codes: 0 success,
-//! 1 the work failed (a build error, a refused push, an unreachable host), 2 bad
+//! 1 the work failed (a build error, a refused push, an unreachable host, a failed
+//! health check), 2 bad
 //! usage or bad config. Progress and diagnostics go to stderr, data to stdout.
 
+mod operate;
 mod progress;
 
 use std::io::IsTerminal;
@@ -15,6 +17,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, Pipeline};
+use crate::deploy::status::Lifecycle;
 use crate::engine::{self, BuildReport};
 use crate::host;
 use crate::store::{Outcome, Store};
@@ -32,7 +35,8 @@ pub const EXIT_USAGE: u8 = 2;
     version,
     about = "Git-push continuous delivery: build the image a pipeline describes, push it, deploy it.",
     long_about = "gantry builds the Docker image a pipeline's YAML describes from an exact git commit, \
-                  pushes it to a registry and (in later versions) redeploys it on your Docker hosts.\n\n\
+                  pushes it to a registry and redeploys it on your Docker hosts: image pulled everywhere first, \
+                  containers replaced in dependency order, health-gated, with rollback.\n\n\
                   The config directory holds an optional gantry.yaml (state directory, hosts, registries) \
                   and one pipelines/NAME.yaml per pipeline."
 )]
@@ -67,6 +71,97 @@ pub enum Command {
         #[arg(long, value_name = "REF")]
         commit: Option<String>,
     },
+    /// Build, push and deploy one commit in one go, with progress per stage and per instance.
+    Run {
+        /// The pipeline (the stem of its file in pipelines/).
+        pipeline: String,
+        /// A branch, tag or commit id to build instead of the head of the pipeline's branch.
+        #[arg(long, value_name = "REF")]
+        commit: Option<String>,
+        #[command(flatten)]
+        deploy: DeployFlags,
+    },
+    /// Redeploy without a build: the latest image gantry built for the pipeline, or --image.
+    ///
+    /// The image is pulled by digest on every target host first; an unreachable host or a
+    /// failed pull stops the deploy before any container is touched. Then, in `requires`
+    /// order and `batch` instances at a time, each instance's container is replaced and
+    /// health-gated; a failed check brings the old container back (and, with
+    /// `on_failure: rollback`, every instance already updated in this deploy).
+    Deploy {
+        /// The pipeline (the stem of its file in pipelines/).
+        pipeline: String,
+        /// The image to deploy: `repo:tag`, `repo@sha256:...`, a tag or a digest of the pipeline's repository.
+        #[arg(long, value_name = "REF")]
+        image: Option<String>,
+        #[command(flatten)]
+        deploy: DeployFlags,
+    },
+    /// Return to the previous image (or --to an earlier deployment) and hold automatic deploys until `gantry unpin`.
+    Rollback {
+        /// The pipeline (the stem of its file in pipelines/).
+        pipeline: String,
+        /// A deployment number (`3` or `#3`), an image digest or a commit id (prefixes work).
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+        /// Wait for another deploy of the pipeline to finish instead of giving up.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Let automatic deploys of a pinned pipeline go ahead again.
+    Unpin {
+        /// The pipeline (the stem of its file in pipelines/).
+        pipeline: String,
+    },
+    /// Every instance on every host: container, image digest, commit, state, health, uptime, drift.
+    Status {
+        /// Only this pipeline.
+        pipeline: Option<String>,
+        /// Also show the last N lines of each instance's container log.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        logs: usize,
+    },
+    /// Stop a pipeline's containers, dependents before what they require.
+    Stop(LifecycleArgs),
+    /// Start a pipeline's containers, required services first, each health-gated.
+    Start(LifecycleArgs),
+    /// Stop (dependents first), then start (required services first) a pipeline's containers.
+    Restart(LifecycleArgs),
+}
+
+/// Options shared by the commands that deploy.
+#[derive(Debug, clap::Args)]
+pub struct DeployFlags {
+    /// Only instances (or services) whose name matches this glob, like `web-*`.
+    #[arg(long, value_name = "GLOB")]
+    only: Option<String>,
+    /// Replace containers that already run this image and spec, and deploy a pinned pipeline.
+    #[arg(long)]
+    force: bool,
+    /// Wait for another deploy of the pipeline to finish instead of giving up.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LifecycleArgs {
+    /// The pipeline (the stem of its file in pipelines/).
+    pipeline: String,
+    /// Only instances (or services) whose name matches this glob, like `web-*`.
+    #[arg(long, value_name = "GLOB")]
+    only: Option<String>,
+}
+
+impl DeployFlags {
+    fn options(&self, image: Option<String>) -> Result<engine::DeployOptions, ExitCode> {
+        Ok(engine::DeployOptions {
+            image,
+            only: operate::parse_only(self.only.as_deref())?,
+            force: self.force,
+            wait: self.wait,
+            trigger: "manual".to_string(),
+        })
+    }
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -109,7 +204,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Build { pipeline, commit } => {
             build(&config, &pipeline, commit.as_deref(), cli.json).await
         }
+        Command::Run {
+            pipeline,
+            commit,
+            deploy,
+        } => match deploy.options(None) {
+            Ok(options) => {
+                operate::run(&config, &pipeline, commit.as_deref(), options, cli.json).await
+            }
+            Err(code) => Ok(code),
+        },
+        Command::Deploy {
+            pipeline,
+            image,
+            deploy,
+        } => match deploy.options(image) {
+            Ok(options) => operate::deploy(&config, &pipeline, options, cli.json).await,
+            Err(code) => Ok(code),
+        },
+        Command::Rollback { pipeline, to, wait } => {
+            let options = engine::DeployOptions {
+                wait,
+                trigger: "manual".to_string(),
+                ..engine::DeployOptions::default()
+            };
+            operate::rollback(&config, &pipeline, to, options, cli.json).await
+        }
+        Command::Unpin { pipeline } => operate::unpin(&config, &pipeline, cli.json).await,
+        Command::Status { pipeline, logs } => {
+            operate::show_status(&config, pipeline.as_deref(), logs, cli.json).await
+        }
+        Command::Stop(args) => lifecycle(&config, args, Lifecycle::Stop, cli.json).await,
+        Command::Start(args) => lifecycle(&config, args, Lifecycle::Start, cli.json).await,
+        Command::Restart(args) => lifecycle(&config, args, Lifecycle::Restart, cli.json).await,
     }
+}
+
+async fn lifecycle(
+    config: &Config,
+    args: LifecycleArgs,
+    command: Lifecycle,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    operate::lifecycle_command(config, &args.pipeline, command, args.only.as_deref(), json).await
 }
 
 fn validate(config: &Config, json: bool) -> anyhow::Result<ExitCode> {

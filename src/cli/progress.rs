@@ -13,7 +13,10 @@ const TICK: Duration = Duration::from_millis(120);
 /// Progress for stderr: a spinner when it is a terminal, prefixed lines when it is a log.
 pub fn for_terminal(is_terminal: bool) -> Box<dyn Progress> {
     if is_terminal {
-        Box::new(Spinner { bar: None })
+        Box::new(Spinner {
+            bar: None,
+            stage: String::new(),
+        })
     } else {
         Box::new(Lines {
             stage: String::new(),
@@ -51,7 +54,11 @@ impl Progress for Lines {
 /// One spinner line per stage, showing the latest output line while it runs.
 struct Spinner {
     bar: Option<ProgressBar>,
+    stage: String,
 }
+
+/// Stages whose every line is worth keeping on screen (one per instance step).
+const KEPT_STAGES: [&str; 1] = ["deploy"];
 
 impl Progress for Spinner {
     fn stage_started(&mut self, stage: &str) {
@@ -61,13 +68,18 @@ impl Progress for Spinner {
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
         bar.set_style(style);
         bar.set_prefix(stage.to_string());
+        self.stage = stage.to_string();
         bar.enable_steady_tick(TICK);
         self.bar = Some(bar);
     }
 
     fn line(&mut self, line: &str) {
         if let Some(bar) = &self.bar {
-            bar.set_message(line.to_string());
+            if KEPT_STAGES.contains(&self.stage.as_str()) {
+                bar.println(format!("  {line}"));
+            } else {
+                bar.set_message(line.to_string());
+            }
         }
     }
 

@@ -96,6 +96,8 @@ pub struct Host {
     /// Where the host's published ports are reached, for health checks.
     pub address: String,
     pub timeout: Duration,
+    /// Private key for an `ssh://` host; ssh's own config and agent are used when absent.
+    pub ssh_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +105,8 @@ pub enum DockerEndpoint {
     Unix(PathBuf),
     /// `host:port` of a `tcp://` URL.
     Tcp(String),
+    /// `[user@]host` of an `ssh://` URL; the engine is reached through `docker system dial-stdio` there.
+    Ssh(String),
 }
 
 impl fmt::Display for DockerEndpoint {
@@ -110,6 +114,7 @@ impl fmt::Display for DockerEndpoint {
         match self {
             DockerEndpoint::Unix(path) => write!(formatter, "unix://{}", path.display()),
             DockerEndpoint::Tcp(authority) => write!(formatter, "tcp://{authority}"),
+            DockerEndpoint::Ssh(destination) => write!(formatter, "ssh://{destination}"),
         }
     }
 }
@@ -529,6 +534,7 @@ fn local_host(environment: Environment) -> Host {
         docker,
         tls: None,
         timeout: DEFAULT_HOST_TIMEOUT,
+        ssh_key: None,
     }
 }
 
@@ -539,6 +545,10 @@ fn default_address(docker: &DockerEndpoint) -> String {
             Some((host, _port)) => host.to_string(),
             None => authority.clone(),
         },
+        DockerEndpoint::Ssh(destination) => destination
+            .rsplit_once('@')
+            .map_or(destination.as_str(), |(_user, host)| host)
+            .to_string(),
     }
 }
 
@@ -561,13 +571,25 @@ fn parse_docker_url(url: &str) -> Result<DockerEndpoint, String> {
         }
         return Ok(DockerEndpoint::Tcp(authority.to_string()));
     }
-    if url.starts_with("ssh://") {
-        return Err(
-            "ssh:// hosts are not supported yet; use unix:// or tcp:// (with tls)".to_string(),
-        );
+    if let Some(destination) = url.strip_prefix("ssh://") {
+        let destination = destination.trim_end_matches('/');
+        let host = destination
+            .rsplit_once('@')
+            .map_or(destination, |(_user, host)| host);
+        if host.is_empty() || host.contains('/') {
+            return Err(format!(
+                "`{url}` needs a host, like ssh://deploy@10.0.0.11"
+            ));
+        }
+        if host.contains(':') {
+            return Err(format!(
+                "`{url}`: ssh:// hosts take no port in the URL; set `Port` for that host in ~/.ssh/config"
+            ));
+        }
+        return Ok(DockerEndpoint::Ssh(destination.to_string()));
     }
     Err(format!(
-        "`{url}` is not a Docker URL (unix:///path or tcp://host:port)"
+        "`{url}` is not a Docker URL (unix:///path, tcp://host:port or ssh://user@host)"
     ))
 }
 
@@ -585,7 +607,11 @@ fn read_host(
             format!("host name `{name}` may hold only letters, digits, `-`, `_` and `.`"),
         );
     }
-    let fields = decoder.mapping(node, &path, &["docker", "tls", "address", "timeout"])?;
+    let fields = decoder.mapping(
+        node,
+        &path,
+        &["docker", "tls", "address", "timeout", "ssh_key"],
+    )?;
     let docker_node = fields.get("docker");
     let url = decoder.required_string(&fields, "docker")?;
     let docker = match parse_docker_url(&url) {
@@ -603,7 +629,7 @@ fn read_host(
             let ca = decoder.required_string(&tls_fields, "ca");
             let cert = decoder.required_string(&tls_fields, "cert");
             let key = decoder.required_string(&tls_fields, "key");
-            if matches!(docker, DockerEndpoint::Unix(_)) {
+            if !matches!(docker, DockerEndpoint::Tcp(_)) {
                 decoder.error(
                     tls_node.position,
                     format!("`{tls_path}` applies to tcp:// hosts only"),
@@ -617,8 +643,16 @@ fn read_host(
         }
         None => None,
     };
+    let ssh_key = decoder.optional_string(&fields, "ssh_key").map(|key| dir.join(key));
+    if ssh_key.is_some() && !matches!(docker, DockerEndpoint::Ssh(_)) {
+        decoder.error(
+            fields.key_position("ssh_key"),
+            format!("`{path}.ssh_key` applies to ssh:// hosts only"),
+        );
+    }
     Some(Host {
         name: name.to_string(),
+        ssh_key,
         address: decoder
             .optional_string(&fields, "address")
             .unwrap_or_else(|| default_address(&docker)),

@@ -175,3 +175,10 @@ mod tests {
         }
     }
 }
+
+/// Serialised as the reference text, as users write it.
+impl serde::Serialize for ImageRepository {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}

@@ -1,0 +1,382 @@
+//! The operator's commands: `deploy`, `run`, `rollback`, `unpin`, `status`, and
+//! `stop`/`start`/`restart`. Each prints for people, or one JSON document with `--json`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline, print_build, progress};
+use crate::config::{Config, Pipeline};
+use crate::deploy::status::{InstanceStatus, Lifecycle, LifecycleReport, lifecycle, status};
+use crate::deploy::{Action, SharedLog, short_digest};
+use crate::engine::{self, DeployOptions, DeployReport, RollbackTarget};
+use crate::store::{Outcome, Store};
+
+/// Parses `--only`; a bad pattern is bad usage.
+pub fn parse_only(only: Option<&str>) -> Result<Option<glob::Pattern>, ExitCode> {
+    match only.map(glob::Pattern::new).transpose() {
+        Ok(pattern) => Ok(pattern),
+        Err(error) => {
+            eprintln!("error: --only: {error}");
+            Err(ExitCode::from(EXIT_USAGE))
+        }
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::open(&config.state_dir)
+        .await
+        .context("opening the state store")
+}
+
+fn exit_for(outcome: Outcome) -> ExitCode {
+    ExitCode::from(match outcome {
+        Outcome::Succeeded => EXIT_OK,
+        Outcome::Failed => EXIT_FAILED,
+    })
+}
+
+pub async fn deploy(
+    config: &Config,
+    name: &str,
+    options: DeployOptions,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let pipeline = match find_pipeline(config, name) {
+        Ok(pipeline) => pipeline,
+        Err(code) => return Ok(code),
+    };
+    let store = open_store(config).await?;
+    let mut progress = progress::for_terminal(std::io::stderr().is_terminal());
+    let report = engine::deploy(config, pipeline, &store, &options, progress.as_mut())
+        .await
+        .context("recording the deploy")?;
+    drop(progress);
+    store.close().await;
+    print_deploy(&report, json)?;
+    Ok(exit_for(report.outcome))
+}
+
+pub async fn rollback(
+    config: &Config,
+    name: &str,
+    to: Option<String>,
+    options: DeployOptions,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let pipeline = match find_pipeline(config, name) {
+        Ok(pipeline) => pipeline,
+        Err(code) => return Ok(code),
+    };
+    let store = open_store(config).await?;
+    let mut progress = progress::for_terminal(std::io::stderr().is_terminal());
+    let report = engine::rollback(
+        config,
+        pipeline,
+        &store,
+        &RollbackTarget(to),
+        &options,
+        progress.as_mut(),
+    )
+    .await
+    .context("recording the rollback")?;
+    drop(progress);
+    store.close().await;
+    print_deploy(&report, json)?;
+    Ok(exit_for(report.outcome))
+}
+
+pub async fn run(
+    config: &Config,
+    name: &str,
+    reference: Option<&str>,
+    options: DeployOptions,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let pipeline = match find_pipeline(config, name) {
+        Ok(pipeline) => pipeline,
+        Err(code) => return Ok(code),
+    };
+    let store = open_store(config).await?;
+    let mut progress = progress::for_terminal(std::io::stderr().is_terminal());
+    let report = engine::run_pipeline(
+        config,
+        pipeline,
+        &store,
+        reference,
+        &options,
+        progress.as_mut(),
+    )
+    .await
+    .context("recording the run")?;
+    drop(progress);
+    store.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_build(&report.build);
+        if let Some(deploy) = &report.deploy {
+            print_deploy(deploy, false)?;
+        }
+    }
+    Ok(exit_for(report.outcome()))
+}
+
+pub async fn unpin(config: &Config, name: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let pipeline = match find_pipeline(config, name) {
+        Ok(pipeline) => pipeline,
+        Err(code) => return Ok(code),
+    };
+    let store = open_store(config).await?;
+    let was_pinned = store.unpin(&pipeline.name).await?;
+    store.close().await;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "pipeline": pipeline.name, "was_pinned": was_pinned })
+        );
+    } else if was_pinned {
+        println!(
+            "unpinned {}: automatic deploys go ahead again",
+            pipeline.name
+        );
+    } else {
+        println!("{} was not pinned", pipeline.name);
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn print_deploy(report: &DeployReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let image = report
+        .image
+        .as_ref()
+        .map(|image| {
+            let commit = image
+                .commit
+                .as_deref()
+                .map(|commit| format!(" (commit {})", &commit[..commit.len().min(7)]))
+                .unwrap_or_default();
+            format!("{}{commit}", image.reference())
+        })
+        .unwrap_or_default();
+    let deployment = report
+        .deployment
+        .map(|deployment| format!(" deployment #{}", deployment.number))
+        .unwrap_or_default();
+    match &report.failure {
+        None => println!(
+            "{} {}{deployment} (run #{}): {image}",
+            match report.kind.as_str() {
+                "rollback" => "rolled back",
+                _ => "deployed",
+            },
+            report.pipeline,
+            report.run.number
+        ),
+        Some(failure) => {
+            eprintln!(
+                "error: {} of {} failed at {}: {}",
+                report.kind, report.pipeline, failure.stage, failure.message
+            );
+            for line in &failure.details {
+                eprintln!("  | {line}");
+            }
+        }
+    }
+    let width = report
+        .instances
+        .iter()
+        .map(|instance| instance.instance.len())
+        .max()
+        .unwrap_or(0);
+    for instance in &report.instances {
+        let detail = match instance.action {
+            Action::Updated => instance
+                .healthy_after_ms
+                .map(|millis| format!("healthy after {millis} ms"))
+                .unwrap_or_default(),
+            _ => instance.message.clone().unwrap_or_default(),
+        };
+        let line = format!(
+            "  {:width$}  {:10}  {:11}  {detail}",
+            instance.instance,
+            instance.host,
+            instance.action.as_str()
+        );
+        if report.failure.is_some() {
+            eprintln!("{}", line.trim_end());
+        } else {
+            println!("{}", line.trim_end());
+        }
+    }
+    if let Some(pin) = &report.pinned {
+        eprintln!("note: {} is pinned: {}", report.pipeline, pin.reason);
+    }
+    Ok(())
+}
+
+/// Pipelines named on the command line, or all of them.
+fn selected<'c>(config: &'c Config, name: Option<&str>) -> Result<Vec<&'c Pipeline>, ExitCode> {
+    match name {
+        Some(name) => find_pipeline(config, name).map(|pipeline| vec![pipeline]),
+        None => Ok(config.pipelines.values().collect()),
+    }
+}
+
+pub async fn show_status(
+    config: &Config,
+    name: Option<&str>,
+    log_lines: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let pipelines = match selected(config, name) {
+        Ok(pipelines) => pipelines,
+        Err(code) => return Ok(code),
+    };
+    let store = open_store(config).await?;
+    let mut recorded = BTreeMap::new();
+    let mut pins = BTreeMap::new();
+    for pipeline in &pipelines {
+        recorded.insert(
+            pipeline.name.clone(),
+            store.recorded_digests(&pipeline.name).await?,
+        );
+        if let Some(pin) = store.pin_of(&pipeline.name).await? {
+            pins.insert(pipeline.name.clone(), pin);
+        }
+    }
+    store.close().await;
+    let instances = status(config, &pipelines, &recorded, log_lines).await;
+    if json {
+        let documents: Vec<_> = pipelines
+            .iter()
+            .map(|pipeline| {
+                let of_pipeline: Vec<&InstanceStatus> = instances
+                    .iter()
+                    .filter(|instance| instance.pipeline == pipeline.name)
+                    .collect();
+                serde_json::json!({
+                    "pipeline": pipeline.name,
+                    "pinned": pins.get(&pipeline.name),
+                    "instances": of_pipeline,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "pipelines": documents }))?
+        );
+        return Ok(ExitCode::from(EXIT_OK));
+    }
+    for pipeline in &pipelines {
+        let rows: Vec<&InstanceStatus> = instances
+            .iter()
+            .filter(|instance| instance.pipeline == pipeline.name)
+            .collect();
+        println!("{}", pipeline.name);
+        if let Some(pin) = pins.get(&pipeline.name) {
+            println!("  pinned: {}", pin.reason);
+        }
+        if rows.is_empty() {
+            println!("  (no instances)");
+            continue;
+        }
+        let width = rows
+            .iter()
+            .map(|row| row.instance.len())
+            .max()
+            .unwrap_or(8)
+            .max(8);
+        println!(
+            "  {:width$}  {:10}  {:12}  {:10}  {:9}  {:19}  {:7}  {:>8}  DRIFT",
+            "INSTANCE", "HOST", "CONTAINER", "STATE", "HEALTH", "DIGEST", "COMMIT", "UPTIME"
+        );
+        for row in rows {
+            println!(
+                "  {:width$}  {:10}  {:12}  {:10}  {:9}  {:19}  {:7}  {:>8}  {}",
+                row.instance,
+                row.host,
+                row.container.as_deref().unwrap_or("-"),
+                row.state,
+                row.health.as_deref().unwrap_or("-"),
+                row.digest.as_deref().map(short_digest).unwrap_or("-".to_string()),
+                row.commit
+                    .as_deref()
+                    .map(|commit| &commit[..commit.len().min(7)])
+                    .unwrap_or("-"),
+                row.uptime_seconds
+                    .map(|seconds| humantime::format_duration(std::time::Duration::from_secs(seconds))
+                        .to_string()
+                        .split(' ')
+                        .next()
+                        .unwrap_or("")
+                        .to_string())
+                    .unwrap_or("-".to_string()),
+                if row.drift.is_empty() {
+                    "-".to_string()
+                } else {
+                    row.drift.join("; ")
+                }
+            );
+            if let Some(error) = &row.error {
+                println!("    error: {error}");
+            }
+            for line in &row.logs {
+                println!("    | {line}");
+            }
+        }
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+pub async fn lifecycle_command(
+    config: &Config,
+    name: &str,
+    command: Lifecycle,
+    only: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let pipeline = match find_pipeline(config, name) {
+        Ok(pipeline) => pipeline,
+        Err(code) => return Ok(code),
+    };
+    let only = match parse_only(only) {
+        Ok(only) => only,
+        Err(code) => return Ok(code),
+    };
+    let shared = SharedLog::new(|line: &str| eprintln!("{line}"));
+    let log = |line: &str| shared.line(line);
+    let report: LifecycleReport = lifecycle(config, pipeline, command, only.as_ref(), &log).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for step in &report.steps {
+            if step.ok {
+                println!(
+                    "{} {} on {}",
+                    if step.action == "stop" {
+                        "stopped"
+                    } else {
+                        "started"
+                    },
+                    step.instance,
+                    step.host
+                );
+            }
+        }
+        if let Some(failure) = &report.failure {
+            eprintln!("error: {failure}");
+        }
+    }
+    Ok(ExitCode::from(if report.failure.is_none() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }))
+}

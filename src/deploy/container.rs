@@ -1,0 +1,462 @@
+//! One instance's container: the spec gantry derives from the pipeline, its labels
+//! and spec hash, and the Docker calls that create, swap, restore and remove it.
+//!
+//! The container is named after its instance. While a replacement is on trial
+//! the old container is kept under the instance name plus `PREVIOUS_SUFFIX`,
+//! stopped or running, so it can be brought back unchanged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    RenameContainerOptions, StopContainerOptions,
+};
+use futures_util::StreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::{ImageRepository, Instance, Pipeline, PortMapping, Service};
+use crate::host::describe_error;
+
+pub const LABEL_PIPELINE: &str = "gantry.pipeline";
+pub const LABEL_SERVICE: &str = "gantry.service";
+pub const LABEL_INSTANCE: &str = "gantry.instance";
+pub const LABEL_IMAGE: &str = "gantry.image";
+pub const LABEL_DIGEST: &str = "gantry.digest";
+pub const LABEL_COMMIT: &str = "gantry.commit";
+pub const LABEL_SPEC: &str = "gantry.spec";
+
+/// Appended to an instance's name while its old container waits for the new one to prove itself.
+pub const PREVIOUS_SUFFIX: &str = ".previous";
+
+/// Networks every engine has; gantry never creates them.
+const BUILTIN_NETWORKS: [&str; 4] = ["bridge", "host", "none", "default"];
+
+/// Everything gantry decides about one instance's container.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub pipeline: String,
+    pub service: String,
+    pub instance: String,
+    pub host: String,
+    pub repository: ImageRepository,
+    pub digest: String,
+    pub commit: Option<String>,
+    pub command: Option<Vec<String>>,
+    /// Service env with the instance's env on top.
+    pub env: BTreeMap<String, String>,
+    pub ports: Vec<PortMapping>,
+    pub volumes: Vec<String>,
+    pub restart: String,
+    pub network: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub stop_timeout: Option<Duration>,
+    /// Hash of everything above except the image digest and commit.
+    pub spec_hash: String,
+}
+
+/// The parts of a spec that make two containers the same, in a stable order.
+#[derive(Serialize)]
+struct HashedSpec<'a> {
+    repository: String,
+    command: &'a Option<Vec<String>>,
+    env: &'a BTreeMap<String, String>,
+    ports: Vec<String>,
+    volumes: &'a [String],
+    restart: &'a str,
+    network: &'a Option<String>,
+    labels: &'a BTreeMap<String, String>,
+    memory: Option<u64>,
+    cpus: Option<f64>,
+    stop_timeout_ms: Option<u128>,
+}
+
+impl ContainerSpec {
+    pub fn new(
+        pipeline: &Pipeline,
+        service: &Service,
+        instance: &Instance,
+        repository: &ImageRepository,
+        digest: &str,
+        commit: Option<&str>,
+    ) -> ContainerSpec {
+        let mut env = service.env.clone();
+        env.extend(instance.env.clone());
+        let mut spec = ContainerSpec {
+            pipeline: pipeline.name.clone(),
+            service: service.name.clone(),
+            instance: instance.name.clone(),
+            host: instance.host.clone(),
+            repository: repository.clone(),
+            digest: digest.to_string(),
+            commit: commit.map(str::to_string),
+            command: service.command.clone(),
+            env,
+            ports: service.ports.clone(),
+            volumes: service.volumes.clone(),
+            restart: service.restart.clone(),
+            network: service.network.clone(),
+            labels: service.labels.clone(),
+            memory: service.memory,
+            cpus: service.cpus,
+            stop_timeout: service.stop_timeout,
+            spec_hash: String::new(),
+        };
+        spec.spec_hash = spec.hash();
+        spec
+    }
+
+    fn hash(&self) -> String {
+        let hashed = HashedSpec {
+            repository: self.repository.to_string(),
+            command: &self.command,
+            env: &self.env,
+            ports: self.ports.iter().map(port_text).collect(),
+            volumes: &self.volumes,
+            restart: &self.restart,
+            network: &self.network,
+            labels: &self.labels,
+            memory: self.memory,
+            cpus: self.cpus,
+            stop_timeout_ms: self.stop_timeout.map(|timeout| timeout.as_millis()),
+        };
+        // Serialising plain structs and BTreeMaps cannot fail.
+        let json = serde_json::to_vec(&hashed).unwrap_or_default();
+        hex::encode(&Sha256::digest(&json)[..8])
+    }
+
+    /// The old container must stop before the new one starts: they would want the same host port.
+    pub fn binds_fixed_host_port(&self) -> bool {
+        self.ports.iter().any(|port| port.host_port.is_some())
+    }
+
+    pub fn image(&self) -> String {
+        self.repository.with_digest(&self.digest)
+    }
+
+    fn all_labels(&self) -> HashMap<String, String> {
+        let mut labels: HashMap<String, String> = self.labels.clone().into_iter().collect();
+        labels.insert(LABEL_PIPELINE.to_string(), self.pipeline.clone());
+        labels.insert(LABEL_SERVICE.to_string(), self.service.clone());
+        labels.insert(LABEL_INSTANCE.to_string(), self.instance.clone());
+        labels.insert(LABEL_IMAGE.to_string(), self.repository.to_string());
+        labels.insert(LABEL_DIGEST.to_string(), self.digest.clone());
+        labels.insert(
+            LABEL_COMMIT.to_string(),
+            self.commit.clone().unwrap_or_default(),
+        );
+        labels.insert(LABEL_SPEC.to_string(), self.spec_hash.clone());
+        labels
+    }
+
+    fn create_body(&self) -> ContainerCreateBody {
+        let mut port_bindings = HashMap::new();
+        for port in &self.ports {
+            let binding = PortBinding {
+                host_ip: port.host_ip.clone(),
+                host_port: Some(port.host_port.map(|port| port.to_string()).unwrap_or_default()),
+            };
+            port_bindings
+                .entry(format!("{}/{}", port.container_port, port.protocol))
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(binding);
+        }
+        let exposed_ports: Vec<String> = port_bindings.keys().cloned().collect();
+        let restart_policy = restart_policy(&self.restart);
+        let networking_config = self.network.as_ref().filter(|network| !is_builtin(network)).map(
+            |network| NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network.clone(),
+                    EndpointSettings {
+                        // Other containers on the network reach the service and
+                        // the instance by name.
+                        aliases: Some(vec![self.service.clone(), self.instance.clone()]),
+                        ..EndpointSettings::default()
+                    },
+                )])),
+            },
+        );
+        ContainerCreateBody {
+            image: Some(self.image()),
+            cmd: self.command.clone(),
+            env: Some(
+                self.env
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}"))
+                    .collect(),
+            ),
+            labels: Some(self.all_labels()),
+            exposed_ports: (!exposed_ports.is_empty()).then_some(exposed_ports),
+            stop_timeout: self.stop_timeout.map(|timeout| timeout.as_secs() as i64),
+            host_config: Some(HostConfig {
+                port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+                binds: (!self.volumes.is_empty()).then(|| self.volumes.clone()),
+                restart_policy: Some(restart_policy),
+                memory: self.memory.map(|bytes| bytes as i64),
+                nano_cpus: self.cpus.map(|cpus| (cpus * 1e9) as i64),
+                network_mode: self.network.clone(),
+                ..HostConfig::default()
+            }),
+            networking_config,
+            ..ContainerCreateBody::default()
+        }
+    }
+}
+
+fn port_text(port: &PortMapping) -> String {
+    format!(
+        "{}:{}:{}/{}",
+        port.host_ip.as_deref().unwrap_or(""),
+        port.host_port.map(|port| port.to_string()).unwrap_or_default(),
+        port.container_port,
+        port.protocol
+    )
+}
+
+fn restart_policy(text: &str) -> RestartPolicy {
+    let (name, count) = match text.split_once(':') {
+        Some((name, count)) => (name, count.parse::<i64>().ok()),
+        None => (text, None),
+    };
+    let name = match name {
+        "no" => RestartPolicyNameEnum::NO,
+        "always" => RestartPolicyNameEnum::ALWAYS,
+        "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+        _ => RestartPolicyNameEnum::UNLESS_STOPPED,
+    };
+    RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: count,
+    }
+}
+
+fn is_builtin(network: &str) -> bool {
+    BUILTIN_NETWORKS.contains(&network) || network.starts_with("container:")
+}
+
+/// The name the old container carries while its replacement is on trial.
+pub fn previous_name(instance: &str) -> String {
+    format!("{instance}{PREVIOUS_SUFFIX}")
+}
+
+/// A Docker call that failed, as one line for the user.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{action}: {reason}")]
+pub struct DockerCallError {
+    pub action: String,
+    pub reason: String,
+}
+
+fn failed(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerCallError {
+    let action = action.into();
+    move |error| DockerCallError {
+        action,
+        reason: describe_error(&error),
+    }
+}
+
+fn is_not_found(error: &bollard::errors::Error) -> bool {
+    matches!(
+        error,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// The container named `name`, or `None` when there is none.
+pub async fn inspect(
+    docker: &Docker,
+    name: &str,
+) -> Result<Option<ContainerInspectResponse>, DockerCallError> {
+    match docker.inspect_container(name, None).await {
+        Ok(inspect) => Ok(Some(inspect)),
+        Err(error) if is_not_found(&error) => Ok(None),
+        Err(error) => Err(failed(format!("inspecting {name}"))(error)),
+    }
+}
+
+/// Creates the spec's network on this host unless it exists (user-defined networks only).
+pub async fn ensure_network(docker: &Docker, spec: &ContainerSpec) -> Result<(), DockerCallError> {
+    let Some(network) = spec.network.as_ref().filter(|network| !is_builtin(network)) else {
+        return Ok(());
+    };
+    match docker.inspect_network(network, None).await {
+        Ok(_) => Ok(()),
+        Err(error) if is_not_found(&error) => {
+            let request = NetworkCreateRequest {
+                name: network.clone(),
+                driver: Some("bridge".to_string()),
+                labels: Some(HashMap::from([(
+                    LABEL_PIPELINE.to_string(),
+                    spec.pipeline.clone(),
+                )])),
+                ..NetworkCreateRequest::default()
+            };
+            match docker.create_network(request).await {
+                Ok(_) => Ok(()),
+                // Another instance of the same batch created it first.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => Ok(()),
+                Err(error) => Err(failed(format!("creating network {network}"))(error)),
+            }
+        }
+        Err(error) => Err(failed(format!("inspecting network {network}"))(error)),
+    }
+}
+
+/// Creates and starts the spec's container under the instance name; returns its id.
+pub async fn create_and_start(
+    docker: &Docker,
+    spec: &ContainerSpec,
+) -> Result<String, DockerCallError> {
+    let options = CreateContainerOptions {
+        name: Some(spec.instance.clone()),
+        ..CreateContainerOptions::default()
+    };
+    let created = docker
+        .create_container(Some(options), spec.create_body())
+        .await
+        .map_err(failed(format!("creating container {}", spec.instance)))?;
+    docker
+        .start_container(&spec.instance, None)
+        .await
+        .map_err(failed(format!("starting container {}", spec.instance)))?;
+    Ok(created.id)
+}
+
+pub async fn start(docker: &Docker, name: &str) -> Result<(), DockerCallError> {
+    match docker.start_container(name, None).await {
+        Ok(()) => Ok(()),
+        // 304: already running.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(()),
+        Err(error) => Err(failed(format!("starting {name}"))(error)),
+    }
+}
+
+pub async fn stop(
+    docker: &Docker,
+    name: &str,
+    timeout: Option<Duration>,
+) -> Result<(), DockerCallError> {
+    let options = StopContainerOptions {
+        t: timeout.map(|timeout| timeout.as_secs() as i32),
+        signal: None,
+    };
+    match docker.stop_container(name, Some(options)).await {
+        Ok(()) => Ok(()),
+        // 304: already stopped.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(()),
+        Err(error) => Err(failed(format!("stopping {name}"))(error)),
+    }
+}
+
+pub async fn rename(docker: &Docker, from: &str, to: &str) -> Result<(), DockerCallError> {
+    docker
+        .rename_container(
+            from,
+            RenameContainerOptions {
+                name: to.to_string(),
+            },
+        )
+        .await
+        .map_err(failed(format!("renaming {from} to {to}")))
+}
+
+/// Removes a container, running or not; one that is already gone is fine.
+pub async fn remove(docker: &Docker, name: &str) -> Result<(), DockerCallError> {
+    let options = RemoveContainerOptions {
+        force: true,
+        ..RemoveContainerOptions::default()
+    };
+    match docker.remove_container(name, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(error) if is_not_found(&error) => Ok(()),
+        Err(error) => Err(failed(format!("removing {name}"))(error)),
+    }
+}
+
+/// The last `lines` lines the container wrote to stdout and stderr.
+pub async fn tail_logs(docker: &Docker, name: &str, lines: usize) -> Vec<String> {
+    let options = LogsOptions {
+        stdout: true,
+        stderr: true,
+        tail: lines.to_string(),
+        ..LogsOptions::default()
+    };
+    let mut stream = docker.logs(name, Some(options));
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        text.push_str(&chunk.to_string());
+    }
+    text.lines().map(str::to_string).collect()
+}
+
+/// The containers of a pipeline on one host, by instance name, from their labels.
+pub async fn list_for_pipeline(
+    docker: &Docker,
+    pipeline: &str,
+) -> Result<Vec<bollard::models::ContainerSummary>, DockerCallError> {
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_PIPELINE}={pipeline}")],
+        )])),
+        ..ListContainersOptions::default()
+    };
+    docker
+        .list_containers(Some(options))
+        .await
+        .map_err(failed("listing containers"))
+}
+
+/// A label of an inspected container.
+pub fn label<'a>(inspect: &'a ContainerInspectResponse, key: &str) -> Option<&'a str> {
+    inspect
+        .config
+        .as_ref()?
+        .labels
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+pub fn is_running(inspect: &ContainerInspectResponse) -> bool {
+    inspect
+        .state
+        .as_ref()
+        .and_then(|state| state.running)
+        .unwrap_or(false)
+}
+
+/// Whether an existing container publishes a fixed host port (so a twin could not start beside it).
+pub fn holds_fixed_host_port(inspect: &ContainerInspectResponse) -> bool {
+    inspect
+        .host_config
+        .as_ref()
+        .and_then(|host_config| host_config.port_bindings.as_ref())
+        .is_some_and(|bindings| {
+            bindings.values().flatten().flatten().any(|binding| {
+                binding
+                    .host_port
+                    .as_deref()
+                    .is_some_and(|port| !port.is_empty() && port != "0")
+            })
+        })
+}

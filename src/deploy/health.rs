@@ -1,0 +1,330 @@
+//! Health gates: whether a freshly started container may take over from the old one.
+//!
+//! A check is asked every `interval` until it passes or `timeout` has passed since
+//! the container started. Before each attempt the container itself is inspected,
+//! so one that exits (or restarts) fails the gate at once instead of at the
+//! deadline. `http` and `tcp` probe the host port Docker published for the named
+//! container port, at the host's `address`; `exec` runs a command inside the
+//! container; `docker` reads the engine's verdict on the image's own HEALTHCHECK.
+
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::HealthStatusEnum;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::config::{Health, HealthCheck};
+use crate::host::describe_error;
+
+/// The longest one probe (an HTTP request, a TCP connect, an exec) may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+const UNHEALTHY: &str = "the engine reports it unhealthy";
+const NO_HEALTHCHECK: &str = "the image has no HEALTHCHECK";
+
+/// Why a container did not become healthy.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthFailure {
+    /// The check, as a person would describe it: `http GET 10.0.0.11:32768/healthz`.
+    pub check: String,
+    /// The last result the check got: `HTTP 500`, `connection refused`, `exit code 1`.
+    pub result: String,
+    /// Set when the container stopped running during the gate.
+    pub exited: bool,
+}
+
+impl std::fmt::Display for HealthFailure {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.exited {
+            write!(formatter, "{} ({})", self.result, self.check)
+        } else {
+            write!(formatter, "{} failed: {}", self.check, self.result)
+        }
+    }
+}
+
+/// Waits until the container passes its check; returns how long that took.
+pub async fn wait_healthy(
+    docker: &Docker,
+    container: &str,
+    health: &Health,
+    address: &str,
+) -> Result<Duration, HealthFailure> {
+    let started = Instant::now();
+    let deadline = started + health.timeout;
+    let mut check = describe_check(&health.check, address, None);
+    let mut last_result: String;
+    loop {
+        let attempt = match container_state(docker, container).await {
+            ContainerState::Gone(reason) => {
+                return Err(HealthFailure {
+                    check,
+                    result: reason,
+                    exited: true,
+                });
+            }
+            ContainerState::Unknown(reason) => Err(reason),
+            ContainerState::Running { published } => {
+                if let Some(host_port) = check_port(&health.check)
+                    .and_then(|container_port| published_port(&published, container_port))
+                {
+                    check = describe_check(&health.check, address, Some(host_port));
+                }
+                probe(docker, container, health, address, &published, started).await
+            }
+        };
+        match attempt {
+            Ok(()) => return Ok(started.elapsed()),
+            Err(result) => last_result = result,
+        }
+        // The engine's verdict on the image's own HEALTHCHECK (or its absence) is final.
+        if matches!(health.check, HealthCheck::Docker)
+            && (last_result == UNHEALTHY || last_result == NO_HEALTHCHECK)
+        {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        tokio::time::sleep(health.interval.min(deadline - now)).await;
+    }
+    Err(HealthFailure {
+        check,
+        result: format!(
+            "{last_result} (not healthy after {})",
+            humantime::format_duration(Duration::from_millis(
+                started.elapsed().as_millis() as u64
+            ))
+        ),
+        exited: false,
+    })
+}
+
+/// The container port an `http` or `tcp` check names.
+fn check_port(check: &HealthCheck) -> Option<u16> {
+    match check {
+        HealthCheck::Http { port, .. } | HealthCheck::Tcp { port } => Some(*port),
+        _ => None,
+    }
+}
+
+/// One attempt of the check against a running container.
+async fn probe(
+    docker: &Docker,
+    container: &str,
+    health: &Health,
+    address: &str,
+    published: &[(u16, u16)],
+    started: Instant,
+) -> Result<(), String> {
+    let host_port = |container_port: u16| {
+        published_port(published, container_port)
+            .ok_or_else(|| format!("container port {container_port} is not published"))
+    };
+    match &health.check {
+        // Nothing to ask: the container counts as healthy once it has kept
+        // running for one interval.
+        HealthCheck::None if started.elapsed() >= health.interval => Ok(()),
+        HealthCheck::None => Err("still starting".to_string()),
+        HealthCheck::Http {
+            port,
+            path,
+            status,
+            body,
+        } => probe_http(address, host_port(*port)?, path, *status, body.as_deref()).await,
+        HealthCheck::Tcp { port } => probe_tcp(address, host_port(*port)?).await,
+        HealthCheck::Exec { command } => probe_exec(docker, container, command).await,
+        HealthCheck::Docker => probe_docker(docker, container).await,
+    }
+}
+
+/// The check in words, with the host port once it is known.
+fn describe_check(check: &HealthCheck, address: &str, host_port: Option<u16>) -> String {
+    let at = |container_port: u16| match host_port {
+        Some(host_port) => format!("{address}:{host_port}"),
+        None => format!("{address}:<port {container_port}>"),
+    };
+    match check {
+        HealthCheck::None => "the container keeps running".to_string(),
+        HealthCheck::Http { port, path, .. } => format!("http GET {}{path}", at(*port)),
+        HealthCheck::Tcp { port } => format!("tcp connect {}", at(*port)),
+        HealthCheck::Exec { command } => format!("exec `{}`", command.join(" ")),
+        HealthCheck::Docker => "the image's HEALTHCHECK".to_string(),
+    }
+}
+
+enum ContainerState {
+    /// Running, with the (container port, host port) pairs Docker published.
+    Running { published: Vec<(u16, u16)> },
+    /// Exited, restarting or removed: it will not become healthy.
+    Gone(String),
+    /// The engine did not answer this time.
+    Unknown(String),
+}
+
+async fn container_state(docker: &Docker, container: &str) -> ContainerState {
+    let inspect = match docker.inspect_container(container, None).await {
+        Ok(inspect) => inspect,
+        Err(error) => return ContainerState::Unknown(describe_error(&error)),
+    };
+    let state = inspect.state.unwrap_or_default();
+    if state.restarting == Some(true) || inspect.restart_count.unwrap_or(0) > 0 {
+        return ContainerState::Gone(format!(
+            "the container exited with code {} and is being restarted",
+            state.exit_code.unwrap_or_default()
+        ));
+    }
+    if state.running != Some(true) {
+        return ContainerState::Gone(format!(
+            "the container exited with code {}",
+            state.exit_code.unwrap_or_default()
+        ));
+    }
+    let published = inspect
+        .network_settings
+        .and_then(|settings| settings.ports)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(key, bindings)| {
+            let container_port = key.split('/').next()?.parse::<u16>().ok()?;
+            let host_port = bindings?
+                .into_iter()
+                .find_map(|binding| binding.host_port?.parse::<u16>().ok())?;
+            Some((container_port, host_port))
+        })
+        .collect();
+    ContainerState::Running { published }
+}
+
+fn published_port(published: &[(u16, u16)], container_port: u16) -> Option<u16> {
+    published
+        .iter()
+        .find(|(port, _)| *port == container_port)
+        .map(|(_, host_port)| *host_port)
+}
+
+async fn probe_http(
+    address: &str,
+    port: u16,
+    path: &str,
+    expected_status: u16,
+    body_pattern: Option<&str>,
+) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(PROBE_TIMEOUT)
+        .no_proxy()
+        .build()
+        .map_err(|error| error.to_string())?;
+    let url = format!("http://{}:{port}{path}", bracket_ipv6(address));
+    let response = client.get(&url).send().await.map_err(|error| {
+        // reqwest nests the cause; the innermost one says what happened.
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            text = cause.to_string();
+            source = cause.source();
+        }
+        text
+    })?;
+    let status = response.status().as_u16();
+    if status != expected_status {
+        return Err(format!("HTTP {status}, expected {expected_status}"));
+    }
+    if let Some(pattern) = body_pattern {
+        let body = response.text().await.map_err(|error| error.to_string())?;
+        // Validated when the config was loaded.
+        let regex = regex::Regex::new(pattern).map_err(|error| error.to_string())?;
+        if !regex.is_match(&body) {
+            let shown: String = body.chars().take(120).collect();
+            return Err(format!(
+                "HTTP {status}, but the body does not match /{pattern}/: {shown:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn probe_tcp(address: &str, port: u16) -> Result<(), String> {
+    let target = format!("{}:{port}", bracket_ipv6(address));
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&target)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("the connection timed out".to_string()),
+    }
+}
+
+async fn probe_exec(docker: &Docker, container: &str, command: &[String]) -> Result<(), String> {
+    let exec = docker
+        .create_exec(
+            container,
+            CreateExecOptions {
+                cmd: Some(command.to_vec()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..CreateExecOptions::default()
+            },
+        )
+        .await
+        .map_err(|error| describe_error(&error))?;
+    let run = async {
+        let mut output = String::new();
+        if let StartExecResults::Attached {
+            output: mut stream, ..
+        } = docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|error| describe_error(&error))?
+        {
+            while let Some(Ok(chunk)) = stream.next().await {
+                output.push_str(&chunk.to_string());
+            }
+        }
+        let inspect = docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|error| describe_error(&error))?;
+        match inspect.exit_code {
+            Some(0) => Ok(()),
+            code => {
+                let last_line = output.lines().last().unwrap_or("").trim().to_string();
+                Err(format!(
+                    "exit code {}{}",
+                    code.map_or("?".to_string(), |code| code.to_string()),
+                    if last_line.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {last_line}")
+                    }
+                ))
+            }
+        }
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, run)
+        .await
+        .unwrap_or_else(|_| Err("the command did not finish in time".to_string()))
+}
+
+async fn probe_docker(docker: &Docker, container: &str) -> Result<(), String> {
+    let inspect = docker
+        .inspect_container(container, None)
+        .await
+        .map_err(|error| describe_error(&error))?;
+    let health = inspect.state.and_then(|state| state.health);
+    match health.and_then(|health| health.status) {
+        Some(HealthStatusEnum::HEALTHY) => Ok(()),
+        Some(HealthStatusEnum::UNHEALTHY) => Err(UNHEALTHY.to_string()),
+        Some(HealthStatusEnum::STARTING) => Err("starting".to_string()),
+        _ => Err(NO_HEALTHCHECK.to_string()),
+    }
+}
+
+fn bracket_ipv6(address: &str) -> String {
+    if address.contains(':') && !address.starts_with('[') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    }
+}

@@ -1,0 +1,685 @@
+//! Deploys: an image digest rolled out to a pipeline's instances on their hosts.
+//!
+//! A rollout has two phases. First the image is pulled by digest on every target
+//! host, in parallel with a bound, before any container is touched: an
+//! unreachable host or a failed pull ends the deploy with nothing changed. Then,
+//! service by service in `requires` order and `batch` instances at a time, each
+//! instance is swapped: skipped when its container already runs this digest with
+//! this spec; otherwise the old container is kept (renamed, and stopped first only
+//! when the two would fight over a fixed host port), the new one is started and
+//! health-gated, and the old one is removed only when the whole rollout is done.
+//! A failed gate brings the old container back and, with `on_failure: rollback`,
+//! every instance already swapped in this rollout too.
+//!
+//! This module talks to the Docker hosts only; recording what happened is the
+//! caller's (`engine`) job, from the returned report.
+
+pub mod container;
+pub mod health;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bollard::Docker;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::config::{Config, ImageRepository, Instance, OnFailure, Pipeline, Service};
+use crate::host;
+use crate::registry;
+use container::{ContainerSpec, DockerCallError};
+
+/// How many hosts are connected to and pulled on at once.
+pub const MAX_PARALLEL_HOSTS: usize = 8;
+/// How many lines of a failed container's log are shown.
+pub const FAILURE_LOG_LINES: usize = 20;
+
+/// The image a deploy rolls out.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployImage {
+    pub repository: ImageRepository,
+    pub digest: String,
+    /// The commit it was built from, when gantry built it.
+    pub commit: Option<String>,
+}
+
+impl DeployImage {
+    pub fn reference(&self) -> String {
+        self.repository.with_digest(&self.digest)
+    }
+}
+
+/// What a rollout should do.
+pub struct Rollout<'a> {
+    pub config: &'a Config,
+    pub pipeline: &'a Pipeline,
+    pub image: &'a DeployImage,
+    /// Only instances (or services) whose name matches.
+    pub only: Option<&'a glob::Pattern>,
+    /// Replace containers even when they already run this digest and spec.
+    pub force: bool,
+}
+
+/// What happened to one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A new container runs the new image.
+    Updated,
+    /// It already ran this digest with this spec.
+    Unchanged,
+    /// Its new container failed; the old one is back.
+    Failed,
+    /// It was updated, then returned to its old container after another instance failed.
+    Reverted,
+    /// The rollout stopped before reaching it.
+    NotReached,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Updated => "updated",
+            Action::Unchanged => "unchanged",
+            Action::Failed => "failed",
+            Action::Reverted => "reverted",
+            Action::NotReached => "not_reached",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceReport {
+    pub service: String,
+    pub instance: String,
+    pub host: String,
+    pub action: Action,
+    /// The new container's id, when one was started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The digest the instance ran before, if it had a container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_digest: Option<String>,
+    /// The digest it runs now, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_after_ms: Option<u128>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Why a rollout stopped.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutFailure {
+    /// `pull` (nothing was touched) or `rollout`.
+    pub phase: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    pub message: String,
+    /// The failed health check, when that is what failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<health::HealthFailure>,
+    /// The new container's last log lines.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutReport {
+    pub instances: Vec<InstanceReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<RolloutFailure>,
+}
+
+/// Where a rollout reports progress; called from several instances at once.
+pub type Log<'a> = &'a (dyn Fn(&str) + Sync);
+
+/// One instance to roll out, with its service.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub service: &'a Service,
+    pub instance: &'a Instance,
+}
+
+/// The pipeline's services, each after every service it requires (config validation ruled out cycles).
+pub fn service_order(pipeline: &Pipeline) -> Vec<&Service> {
+    fn visit<'p>(
+        name: &str,
+        services: &'p BTreeMap<String, Service>,
+        done: &mut Vec<&'p Service>,
+    ) {
+        let Some(service) = services.get(name) else {
+            return;
+        };
+        if done.iter().any(|seen| seen.name == name) {
+            return;
+        }
+        for required in &service.requires {
+            visit(required, services, done);
+        }
+        if !done.iter().any(|seen| seen.name == name) {
+            done.push(service);
+        }
+    }
+    let mut order = Vec::new();
+    for name in pipeline.deploy.services.keys() {
+        visit(name, &pipeline.deploy.services, &mut order);
+    }
+    order
+}
+
+/// The instances selected by `only` (matched against instance and service names), in `requires` order.
+pub fn targets<'p>(pipeline: &'p Pipeline, only: Option<&glob::Pattern>) -> Vec<Target<'p>> {
+    service_order(pipeline)
+        .into_iter()
+        .flat_map(|service| {
+            service
+                .instances
+                .values()
+                .map(move |instance| Target { service, instance })
+        })
+        .filter(|target| {
+            only.is_none_or(|pattern| {
+                pattern.matches(&target.instance.name) || pattern.matches(&target.service.name)
+            })
+        })
+        .collect()
+}
+
+/// Connects to each named host, several at a time; the first failure names its host.
+pub async fn connect_hosts(
+    config: &Config,
+    names: impl IntoIterator<Item = String>,
+) -> Result<BTreeMap<String, Docker>, (String, String)> {
+    let mut names: Vec<String> = names.into_iter().collect();
+    names.sort();
+    names.dedup();
+    let results: Vec<_> = futures_util::stream::iter(names.into_iter().map(|name| async move {
+        let result = match config.hosts.get(&name) {
+            Some(host) => host::connect(host)
+                .await
+                .map(|connection| connection.docker)
+                .map_err(|error| error.to_string()),
+            None => Err(format!("host `{name}` is not defined")),
+        };
+        (name, result)
+    }))
+    .buffer_unordered(MAX_PARALLEL_HOSTS)
+    .collect()
+    .await;
+    let mut connected = BTreeMap::new();
+    let mut failures: Vec<(String, String)> = Vec::new();
+    for (name, result) in results {
+        match result {
+            Ok(docker) => {
+                connected.insert(name, docker);
+            }
+            Err(reason) => failures.push((name, reason)),
+        }
+    }
+    failures.sort();
+    match failures.into_iter().next() {
+        Some(failure) => Err(failure),
+        None => Ok(connected),
+    }
+}
+
+/// Rolls the image out to the selected instances.
+pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
+    let pipeline = request.pipeline;
+    let targets = targets(pipeline, request.only);
+    let not_reached = |targets: &[Target<'_>]| -> Vec<InstanceReport> {
+        targets
+            .iter()
+            .map(|target| report(target, Action::NotReached))
+            .collect()
+    };
+
+    // Phase 1: every host reachable and holding the image, or nothing is touched.
+    let hosts = match connect_hosts(
+        request.config,
+        targets.iter().map(|target| target.instance.host.clone()),
+    )
+    .await
+    {
+        Ok(hosts) => hosts,
+        Err((host, reason)) => {
+            return RolloutReport {
+                instances: not_reached(&targets),
+                failure: Some(RolloutFailure {
+                    phase: "pull".to_string(),
+                    message: format!("{reason}; no container was touched"),
+                    host: Some(host),
+                    instance: None,
+                    check: None,
+                    logs: Vec::new(),
+                }),
+            };
+        }
+    };
+    let image = request.image;
+    let credentials = match registry::credentials(request.config, image.repository.registry()) {
+        Ok(credentials) => credentials,
+        Err(error) => {
+            return RolloutReport {
+                instances: not_reached(&targets),
+                failure: Some(RolloutFailure {
+                    phase: "pull".to_string(),
+                    message: error.to_string(),
+                    host: None,
+                    instance: None,
+                    check: None,
+                    logs: Vec::new(),
+                }),
+            };
+        }
+    };
+    log(&format!(
+        "pulling {} on {}",
+        image.reference(),
+        hosts.keys().cloned().collect::<Vec<_>>().join(", ")
+    ));
+    let pulls: Vec<_> = futures_util::stream::iter(hosts.iter().map(|(name, docker)| {
+        let credentials = credentials.as_ref();
+        async move {
+            let result =
+                registry::pull(docker, &image.repository, &image.digest, credentials).await;
+            (name.clone(), result)
+        }
+    }))
+    .buffer_unordered(MAX_PARALLEL_HOSTS)
+    .collect()
+    .await;
+    let mut pull_failures: Vec<(String, String)> = pulls
+        .into_iter()
+        .filter_map(|(host, result)| result.err().map(|error| (host, error.to_string())))
+        .collect();
+    pull_failures.sort();
+    if let Some((host, reason)) = pull_failures.into_iter().next() {
+        return RolloutReport {
+            instances: not_reached(&targets),
+            failure: Some(RolloutFailure {
+                phase: "pull".to_string(),
+                message: format!("host `{host}`: {reason}; no container was touched"),
+                host: Some(host),
+                instance: None,
+                check: None,
+                logs: Vec::new(),
+            }),
+        };
+    }
+
+    // Phase 2: service by service, batch by batch.
+    let batch_size = pipeline.deploy.batch.max(1) as usize;
+    let mut reports: Vec<InstanceReport> = Vec::new();
+    let mut swapped: Vec<Swapped> = Vec::new();
+    let mut failure: Option<RolloutFailure> = None;
+    let mut remaining = targets.as_slice();
+    'services: for service in service_order(pipeline) {
+        let service_targets: Vec<Target<'_>> = remaining
+            .iter()
+            .take_while(|target| target.service.name == service.name)
+            .copied()
+            .collect();
+        remaining = &remaining[service_targets.len()..];
+        for batch in service_targets.chunks(batch_size) {
+            let outcomes = futures_util::future::join_all(batch.iter().map(|target| {
+                let spec = ContainerSpec::new(
+                    pipeline,
+                    target.service,
+                    target.instance,
+                    &image.repository,
+                    &image.digest,
+                    image.commit.as_deref(),
+                );
+                let docker = &hosts[&target.instance.host];
+                let address = &request.config.hosts[&target.instance.host].address;
+                async move {
+                    let outcome =
+                        swap_instance(docker, &spec, target.service, address, request.force, log)
+                            .await;
+                    (target, spec, outcome)
+                }
+            }))
+            .await;
+            for (target, spec, outcome) in outcomes {
+                let mut instance_report = report(target, Action::Updated);
+                match outcome {
+                    Ok(SwapOutcome::Unchanged) => {
+                        instance_report.action = Action::Unchanged;
+                        instance_report.previous_digest = Some(spec.digest.clone());
+                        instance_report.digest = Some(spec.digest.clone());
+                    }
+                    Ok(SwapOutcome::Swapped(done)) => {
+                        instance_report.container = Some(short_id(&done.container_id));
+                        instance_report.previous_digest =
+                            done.previous.as_ref().and_then(|old| old.digest.clone());
+                        instance_report.digest = Some(spec.digest.clone());
+                        instance_report.healthy_after_ms = Some(done.healthy_after.as_millis());
+                        swapped.push(*done);
+                    }
+                    Err(instance_failure) => {
+                        instance_report.action = Action::Failed;
+                        instance_report.previous_digest = instance_failure.previous_digest.clone();
+                        instance_report.digest = instance_failure.previous_digest.clone();
+                        instance_report.message = Some(instance_failure.message.clone());
+                        // In a batch, the first failure is the one reported.
+                        if failure.is_none() {
+                            failure = Some(RolloutFailure {
+                                phase: "rollout".to_string(),
+                                host: Some(target.instance.host.clone()),
+                                instance: Some(target.instance.name.clone()),
+                                message: instance_failure.message,
+                                check: instance_failure.check,
+                                logs: instance_failure.logs,
+                            });
+                        }
+                    }
+                }
+                reports.push(instance_report);
+            }
+            if failure.is_some() {
+                break 'services;
+            }
+        }
+    }
+    reports.extend(
+        remaining
+            .iter()
+            .map(|target| report(target, Action::NotReached)),
+    );
+
+    if failure.is_some() && pipeline.deploy.on_failure == OnFailure::Rollback {
+        // Newest first, so that dependents go back before what they require.
+        for done in swapped.drain(..).rev() {
+            let docker = &hosts[&done.host];
+            let result = revert(docker, &done, log).await;
+            if let Some(instance_report) = reports
+                .iter_mut()
+                .find(|report| report.instance == done.instance)
+            {
+                match result {
+                    Ok(()) => {
+                        instance_report.action = Action::Reverted;
+                        instance_report.digest = instance_report.previous_digest.clone();
+                    }
+                    Err(error) => {
+                        instance_report.message =
+                            Some(format!("could not be returned to its old container: {error}"));
+                    }
+                }
+            }
+        }
+    }
+    // What was replaced and stays replaced: its old container is no longer needed.
+    for done in &swapped {
+        if let Some(previous) = &done.previous
+            && let Err(error) = container::remove(&hosts[&done.host], &previous.name).await
+        {
+            log(&format!("{}: {error}", done.instance));
+        }
+    }
+    RolloutReport {
+        instances: reports,
+        failure,
+    }
+}
+
+fn report(target: &Target<'_>, action: Action) -> InstanceReport {
+    InstanceReport {
+        service: target.service.name.clone(),
+        instance: target.instance.name.clone(),
+        host: target.instance.host.clone(),
+        action,
+        container: None,
+        previous_digest: None,
+        digest: None,
+        healthy_after_ms: None,
+        message: None,
+    }
+}
+
+fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// The old container, kept under another name while the new one is on trial.
+#[derive(Debug, Clone)]
+struct PreviousContainer {
+    name: String,
+    was_running: bool,
+    digest: Option<String>,
+}
+
+/// An instance whose new container passed its gate.
+#[derive(Debug)]
+struct Swapped {
+    instance: String,
+    host: String,
+    container_id: String,
+    previous: Option<PreviousContainer>,
+    healthy_after: Duration,
+}
+
+enum SwapOutcome {
+    Unchanged,
+    Swapped(Box<Swapped>),
+}
+
+struct InstanceFailure {
+    message: String,
+    check: Option<health::HealthFailure>,
+    logs: Vec<String>,
+    previous_digest: Option<String>,
+}
+
+/// Replaces one instance's container with the spec's, health-gated.
+async fn swap_instance(
+    docker: &Docker,
+    spec: &ContainerSpec,
+    service: &Service,
+    address: &str,
+    force: bool,
+    log: Log<'_>,
+) -> Result<SwapOutcome, InstanceFailure> {
+    let name = spec.instance.as_str();
+    let previous_name = container::previous_name(name);
+    let plain_failure = |error: DockerCallError, previous_digest: Option<String>| InstanceFailure {
+        message: format!("{name} on {}: {error}", spec.host),
+        check: None,
+        logs: Vec::new(),
+        previous_digest,
+    };
+
+    let mut current = container::inspect(docker, name)
+        .await
+        .map_err(|error| plain_failure(error, None))?;
+    // A kept old container means an earlier rollout was interrupted mid-swap.
+    if container::inspect(docker, &previous_name)
+        .await
+        .map_err(|error| plain_failure(error, None))?
+        .is_some()
+    {
+        if current.is_some() {
+            log(&format!(
+                "{name}: removing {previous_name} left by an interrupted deploy"
+            ));
+            container::remove(docker, &previous_name)
+                .await
+                .map_err(|error| plain_failure(error, None))?;
+        } else {
+            log(&format!(
+                "{name}: bringing back {previous_name} left by an interrupted deploy"
+            ));
+            container::rename(docker, &previous_name, name)
+                .await
+                .map_err(|error| plain_failure(error, None))?;
+            current = container::inspect(docker, name)
+                .await
+                .map_err(|error| plain_failure(error, None))?;
+        }
+    }
+    let previous_digest = current
+        .as_ref()
+        .and_then(|inspect| container::label(inspect, container::LABEL_DIGEST))
+        .map(str::to_string);
+    if let Some(inspect) = &current
+        && !force
+        && container::is_running(inspect)
+        && container::label(inspect, container::LABEL_DIGEST) == Some(spec.digest.as_str())
+        && container::label(inspect, container::LABEL_SPEC) == Some(spec.spec_hash.as_str())
+    {
+        log(&format!("{name} on {}: unchanged", spec.host));
+        return Ok(SwapOutcome::Unchanged);
+    }
+    container::ensure_network(docker, spec)
+        .await
+        .map_err(|error| plain_failure(error, previous_digest.clone()))?;
+
+    // Keep the old container under another name; stop it first only when it
+    // holds a host port the new one needs.
+    let previous = match &current {
+        Some(inspect) => {
+            let was_running = container::is_running(inspect);
+            let stop_first = spec.binds_fixed_host_port() || container::holds_fixed_host_port(inspect);
+            if stop_first && was_running {
+                log(&format!(
+                    "{name} on {}: stopping the old container (it holds a fixed host port)",
+                    spec.host
+                ));
+                container::stop(docker, name, spec.stop_timeout)
+                    .await
+                    .map_err(|error| plain_failure(error, previous_digest.clone()))?;
+            }
+            if let Err(error) = container::rename(docker, name, &previous_name).await {
+                if stop_first && was_running {
+                    let _ = container::start(docker, name).await;
+                }
+                return Err(plain_failure(error, previous_digest));
+            }
+            Some(PreviousContainer {
+                name: previous_name.clone(),
+                was_running,
+                digest: previous_digest.clone(),
+            })
+        }
+        None => None,
+    };
+
+    log(&format!(
+        "{name} on {}: starting {}",
+        spec.host,
+        short_digest(&spec.digest)
+    ));
+    let started = container::create_and_start(docker, spec).await;
+    let outcome = match started {
+        Ok(id) => match health::wait_healthy(docker, name, &service.health, address).await {
+            Ok(healthy_after) => Ok((id, healthy_after)),
+            Err(check) => {
+                let logs = container::tail_logs(docker, name, FAILURE_LOG_LINES).await;
+                Err(InstanceFailure {
+                    message: format!("{name} on {}: {check}", spec.host),
+                    check: Some(check),
+                    logs,
+                    previous_digest: previous_digest.clone(),
+                })
+            }
+        },
+        Err(error) => Err(plain_failure(error, previous_digest.clone())),
+    };
+    match outcome {
+        Ok((container_id, healthy_after)) => {
+            log(&format!(
+                "{name} on {}: healthy after {}",
+                spec.host,
+                humantime::format_duration(Duration::from_millis(healthy_after.as_millis() as u64))
+            ));
+            // The old container stays, stopped, until the whole rollout is done.
+            if let Some(previous) = &previous
+                && previous.was_running
+                && let Err(error) = container::stop(docker, &previous.name, spec.stop_timeout).await
+            {
+                log(&format!("{name}: {error}"));
+            }
+            Ok(SwapOutcome::Swapped(Box::new(Swapped {
+                instance: name.to_string(),
+                host: spec.host.clone(),
+                container_id,
+                previous,
+                healthy_after,
+            })))
+        }
+        Err(mut failure) => {
+            log(&format!("{}; bringing the old container back", failure.message));
+            if let Err(error) = container::remove(docker, name).await {
+                failure.message.push_str(&format!(" (and {error})"));
+            }
+            if let Some(previous) = &previous
+                && let Err(error) = restore(docker, previous, name).await
+            {
+                failure
+                    .message
+                    .push_str(&format!(" (and restoring the old container failed: {error})"));
+            }
+            Err(failure)
+        }
+    }
+}
+
+/// Puts a kept old container back under the instance name, running if it was.
+async fn restore(
+    docker: &Docker,
+    previous: &PreviousContainer,
+    name: &str,
+) -> Result<(), DockerCallError> {
+    container::rename(docker, &previous.name, name).await?;
+    if previous.was_running {
+        container::start(docker, name).await?;
+    }
+    Ok(())
+}
+
+/// Returns an updated instance to its old container after a later instance failed.
+async fn revert(docker: &Docker, done: &Swapped, log: Log<'_>) -> Result<(), DockerCallError> {
+    log(&format!(
+        "{} on {}: returning to the old container",
+        done.instance, done.host
+    ));
+    container::remove(docker, &done.instance).await?;
+    if let Some(previous) = &done.previous {
+        restore(docker, previous, &done.instance).await?;
+    }
+    Ok(())
+}
+
+/// `sha256:0123456789ab`: enough of a digest to tell images apart in a log line.
+pub fn short_digest(digest: &str) -> String {
+    digest.chars().take("sha256:".len() + 12).collect()
+}
+
+/// Wraps a progress callback that is not `Sync` so that parallel instances can share it.
+pub struct SharedLog<F: FnMut(&str) + Send> {
+    inner: Mutex<F>,
+}
+
+impl<F: FnMut(&str) + Send> SharedLog<F> {
+    pub fn new(inner: F) -> SharedLog<F> {
+        SharedLog {
+            inner: Mutex::new(inner),
+        }
+    }
+
+    pub fn line(&self, line: &str) {
+        // A poisoned lock means a reporter panicked; the line is still worth printing.
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner(line);
+    }
+}

@@ -1,0 +1,302 @@
+//! What runs where, and the operator's stop/start/restart of it.
+//!
+//! Status reads every instance's container on its host and compares it with what
+//! the state store recorded (drift: missing, stopped, another image). Lifecycle
+//! commands walk the `requires` order: stopping goes from dependents to what they
+//! require, starting the other way, each start health-gated, so a service never
+//! runs without what it needs.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use bollard::Docker;
+use bollard::models::HealthStatusEnum;
+use serde::Serialize;
+
+use super::{Log, Target, connect_hosts, container, health, targets};
+use crate::config::{Config, Pipeline};
+
+/// One instance as it is on its host.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    pub pipeline: String,
+    pub service: String,
+    pub instance: String,
+    pub host: String,
+    /// Short container id; `None` when there is no container.
+    pub container: Option<String>,
+    pub image: Option<String>,
+    pub digest: Option<String>,
+    pub commit: Option<String>,
+    /// `running`, `exited`, `created`, ..., `missing` or `unreachable`.
+    pub state: String,
+    /// The engine's health verdict, for images with a HEALTHCHECK.
+    pub health: Option<String>,
+    pub uptime_seconds: Option<u64>,
+    /// The digest the state store says this instance should run.
+    pub recorded_digest: Option<String>,
+    /// What differs from the recorded deployment; empty when nothing does.
+    pub drift: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
+}
+
+/// Every instance of the pipelines, read from their hosts; `recorded` maps
+/// pipeline → instance → digest from the state store.
+pub async fn status(
+    config: &Config,
+    pipelines: &[&Pipeline],
+    recorded: &BTreeMap<String, BTreeMap<String, String>>,
+    log_lines: usize,
+) -> Vec<InstanceStatus> {
+    let all_targets: Vec<(&Pipeline, Target<'_>)> = pipelines
+        .iter()
+        .flat_map(|pipeline| {
+            targets(pipeline, None)
+                .into_iter()
+                .map(move |target| (*pipeline, target))
+        })
+        .collect();
+    // Each host is connected on its own, so one down host does not hide the others.
+    let mut host_names: Vec<String> = all_targets
+        .iter()
+        .map(|(_, target)| target.instance.host.clone())
+        .collect();
+    host_names.sort();
+    host_names.dedup();
+    let connections: BTreeMap<String, Result<Docker, String>> =
+        futures_util::future::join_all(host_names.into_iter().map(|name| async move {
+            let result = connect_hosts(config, [name.clone()])
+                .await
+                .map(|mut hosts| hosts.remove(&name))
+                .map_err(|(_, reason)| reason)
+                .and_then(|docker| docker.ok_or_else(|| "not connected".to_string()));
+            (name, result)
+        }))
+        .await
+        .into_iter()
+        .collect();
+
+    let statuses = all_targets.iter().map(|(pipeline, target)| {
+        let connection = &connections[&target.instance.host];
+        let recorded_digest = recorded
+            .get(&pipeline.name)
+            .and_then(|digests| digests.get(&target.instance.name))
+            .cloned();
+        async move {
+            let mut status = InstanceStatus {
+                pipeline: pipeline.name.clone(),
+                service: target.service.name.clone(),
+                instance: target.instance.name.clone(),
+                host: target.instance.host.clone(),
+                container: None,
+                image: None,
+                digest: None,
+                commit: None,
+                state: "missing".to_string(),
+                health: None,
+                uptime_seconds: None,
+                recorded_digest,
+                drift: Vec::new(),
+                error: None,
+                logs: Vec::new(),
+            };
+            let docker = match connection {
+                Ok(docker) => docker,
+                Err(reason) => {
+                    status.state = "unreachable".to_string();
+                    status.error = Some(reason.clone());
+                    status.drift.push("host unreachable".to_string());
+                    return status;
+                }
+            };
+            let inspect = match container::inspect(docker, &target.instance.name).await {
+                Ok(Some(inspect)) => inspect,
+                Ok(None) => {
+                    if status.recorded_digest.is_some() {
+                        status.drift.push("container missing".to_string());
+                    }
+                    return status;
+                }
+                Err(error) => {
+                    status.state = "unknown".to_string();
+                    status.error = Some(error.to_string());
+                    return status;
+                }
+            };
+            status.container = inspect.id.as_deref().map(|id| id.chars().take(12).collect());
+            status.image = container::label(&inspect, container::LABEL_IMAGE)
+                .map(str::to_string)
+                .or_else(|| inspect.config.as_ref().and_then(|config| config.image.clone()));
+            status.digest =
+                container::label(&inspect, container::LABEL_DIGEST).map(str::to_string);
+            status.commit = container::label(&inspect, container::LABEL_COMMIT)
+                .filter(|commit| !commit.is_empty())
+                .map(str::to_string);
+            let state = inspect.state.clone().unwrap_or_default();
+            status.state = state
+                .status
+                .map(|status| status.to_string())
+                .unwrap_or_else(|| "unknown".to_string());
+            status.health = state
+                .health
+                .and_then(|health| health.status)
+                .filter(|health| *health != HealthStatusEnum::NONE && *health != HealthStatusEnum::EMPTY)
+                .map(|health| health.to_string());
+            if state.running == Some(true) {
+                status.uptime_seconds = state
+                    .started_at
+                    .as_deref()
+                    .and_then(|started| humantime::parse_rfc3339_weak(started).ok())
+                    .and_then(|started| SystemTime::now().duration_since(started).ok())
+                    .map(|uptime| uptime.as_secs());
+            } else {
+                status.drift.push(format!("container {}", status.state));
+            }
+            if let Some(recorded) = &status.recorded_digest
+                && status.digest.as_deref() != Some(recorded.as_str())
+            {
+                status.drift.push(format!(
+                    "runs {} instead of the deployed {}",
+                    status
+                        .digest
+                        .as_deref()
+                        .map_or_else(|| "an image gantry did not deploy".to_string(), super::short_digest),
+                    super::short_digest(recorded)
+                ));
+            }
+            if log_lines > 0 {
+                status.logs = container::tail_logs(docker, &target.instance.name, log_lines).await;
+            }
+            status
+        }
+    });
+    futures_util::future::join_all(statuses).await
+}
+
+/// An operator's lifecycle command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    Stop,
+    Start,
+    Restart,
+}
+
+/// One step of a lifecycle command, in the order it was taken.
+#[derive(Debug, Clone, Serialize)]
+pub struct LifecycleStep {
+    pub service: String,
+    pub instance: String,
+    pub host: String,
+    /// `stop` or `start`.
+    pub action: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LifecycleReport {
+    pub steps: Vec<LifecycleStep>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// Stops, starts or restarts the selected instances in dependency order; the first failure ends it.
+pub async fn lifecycle(
+    config: &Config,
+    pipeline: &Pipeline,
+    command: Lifecycle,
+    only: Option<&glob::Pattern>,
+    log: Log<'_>,
+) -> LifecycleReport {
+    let selected = targets(pipeline, only);
+    let mut report = LifecycleReport {
+        steps: Vec::new(),
+        failure: None,
+    };
+    let hosts = match connect_hosts(
+        config,
+        selected.iter().map(|target| target.instance.host.clone()),
+    )
+    .await
+    {
+        Ok(hosts) => hosts,
+        Err((host, reason)) => {
+            report.failure = Some(format!("host `{host}`: {reason}; nothing was changed"));
+            return report;
+        }
+    };
+    if matches!(command, Lifecycle::Stop | Lifecycle::Restart) {
+        // Dependents first: nothing runs without what it requires.
+        for target in selected.iter().rev() {
+            let docker = &hosts[&target.instance.host];
+            log(&format!("stopping {} on {}", target.instance.name, target.instance.host));
+            let result = container::stop(docker, &target.instance.name, target.service.stop_timeout)
+                .await
+                .map_err(|error| error.to_string());
+            if !record(&mut report, target, "stop", result) {
+                return report;
+            }
+        }
+    }
+    if matches!(command, Lifecycle::Start | Lifecycle::Restart) {
+        for target in &selected {
+            let docker = &hosts[&target.instance.host];
+            let address = &config.hosts[&target.instance.host].address;
+            log(&format!("starting {} on {}", target.instance.name, target.instance.host));
+            let result = start_gated(docker, target, address).await;
+            if !record(&mut report, target, "start", result) {
+                return report;
+            }
+        }
+    }
+    report
+}
+
+/// Starts an instance's container and waits for its health check.
+async fn start_gated(docker: &Docker, target: &Target<'_>, address: &str) -> Result<(), String> {
+    let name = &target.instance.name;
+    if container::inspect(docker, name)
+        .await
+        .map_err(|error| error.to_string())?
+        .is_none()
+    {
+        return Err(format!(
+            "{name} has no container on {}; deploy it first",
+            target.instance.host
+        ));
+    }
+    container::start(docker, name)
+        .await
+        .map_err(|error| error.to_string())?;
+    health::wait_healthy(docker, name, &target.service.health, address)
+        .await
+        .map(|_: Duration| ())
+        .map_err(|failure| failure.to_string())
+}
+
+/// Adds a step; returns whether to go on.
+fn record(
+    report: &mut LifecycleReport,
+    target: &Target<'_>,
+    action: &str,
+    result: Result<(), String>,
+) -> bool {
+    let ok = result.is_ok();
+    if let Err(message) = &result {
+        report.failure = Some(format!("{} {}: {message}", action, target.instance.name));
+    }
+    report.steps.push(LifecycleStep {
+        service: target.service.name.clone(),
+        instance: target.instance.name.clone(),
+        host: target.instance.host.clone(),
+        action: action.to_string(),
+        ok,
+        message: result.err(),
+    });
+    ok
+}

@@ -1,0 +1,750 @@
+//! Deploy runs: `gantry deploy`, `gantry rollback` and the deploy half of `gantry run`.
+//!
+//! Each is a run in the state store with stages `resolve` (which image; a pinned
+//! pipeline refuses unless forced), `lease` (one deploy per pipeline across
+//! processes) and `deploy` (the rollout itself, recorded per instance). The lease
+//! is renewed while the rollout works and released at the end; a holder that
+//! dies stops renewing, and its lease expires after `LEASE_TTL`.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{BuildReport, EngineError, Failure, Progress, StageReport, build_run};
+use crate::config::{Config, Pipeline};
+use crate::deploy::{self, Action, DeployImage, InstanceReport, Rollout, SharedLog};
+use crate::registry;
+use crate::store::{
+    DeploymentId, FinishedStage, InstanceRecord, LeaseHolder, NewDeployment, Outcome, Pin, RunId,
+    RunResult, Store, now_millis,
+};
+
+/// How long a deploy lease lasts without renewal: the longest a crashed deploy blocks the next.
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
+/// How often a running deploy renews its lease.
+const LEASE_RENEW_EVERY: Duration = Duration::from_secs(5);
+/// How often `--wait` asks for a held lease again.
+const LEASE_POLL: Duration = Duration::from_millis(500);
+
+/// What a deploy should roll out, and how.
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    /// An image reference (`repo:tag` or `repo@digest`); the latest built image when `None`.
+    pub image: Option<String>,
+    pub only: Option<glob::Pattern>,
+    /// Replace unchanged containers too, and deploy a pinned pipeline.
+    pub force: bool,
+    /// Wait for another deploy's lease instead of giving up.
+    pub wait: bool,
+    /// What started it: `manual` from the command line.
+    pub trigger: String,
+}
+
+/// What `gantry rollback` returns to: a deployment number, a digest or a commit (prefixes work).
+#[derive(Debug, Clone)]
+pub struct RollbackTarget(pub Option<String>);
+
+/// What a deploy run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployReport {
+    pub pipeline: String,
+    pub run: RunId,
+    pub kind: String,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<DeployImage>,
+    pub instances: Vec<InstanceReport>,
+    pub stages: Vec<StageReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// Set when the pipeline is pinned after this run (a rollback pins it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<Pin>,
+}
+
+/// What `gantry run` did: the build, then the deploy when the build succeeded.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub build: BuildReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeployReport>,
+}
+
+impl RunReport {
+    pub fn outcome(&self) -> Outcome {
+        match &self.deploy {
+            Some(deploy) => deploy.outcome,
+            None => Outcome::Failed,
+        }
+    }
+}
+
+/// Deploys an image (the latest built one unless `options.image` names one) to a pipeline's instances.
+pub async fn deploy(
+    config: &Config,
+    pipeline: &Pipeline,
+    store: &Store,
+    options: &DeployOptions,
+    progress: &mut dyn Progress,
+) -> Result<DeployReport, EngineError> {
+    let run = store
+        .start_run(
+            &pipeline.name,
+            "deploy",
+            &options.trigger,
+            options.image.as_deref(),
+        )
+        .await?;
+    let mut recorder = Recorder::new(store, run, 0, progress, pipeline, "deploy");
+    let resolved = recorder
+        .stage("resolve", async |progress: &mut dyn Progress| {
+            refuse_if_pinned(store, pipeline, options.force).await?;
+            let image = resolve_image(config, pipeline, store, options.image.as_deref()).await?;
+            progress.line(&describe_image(&image));
+            Ok(image)
+        })
+        .await?;
+    let image = match resolved {
+        Ok(image) => image,
+        Err(failure) => return recorder.fail(failure).await,
+    };
+    deploy_image(recorder, config, image, options, None).await
+}
+
+/// Builds, pushes and deploys one commit as a single run.
+pub async fn run_pipeline(
+    config: &Config,
+    pipeline: &Pipeline,
+    store: &Store,
+    reference: Option<&str>,
+    options: &DeployOptions,
+    progress: &mut dyn Progress,
+) -> Result<RunReport, EngineError> {
+    let build = build_run(
+        config,
+        pipeline,
+        store,
+        reference,
+        &options.trigger,
+        "run",
+        progress,
+    )
+    .await?;
+    let Some(digest) = build.digest.clone() else {
+        return Ok(RunReport {
+            build,
+            deploy: None,
+        });
+    };
+    let image = DeployImage {
+        repository: pipeline.image.repository.clone(),
+        digest,
+        commit: build.commit.as_ref().map(|commit| commit.sha.clone()),
+    };
+    let mut recorder = Recorder::new(
+        store,
+        build.run,
+        build.stages.len() as i64,
+        progress,
+        pipeline,
+        "run",
+    );
+    let allowed = recorder
+        .stage("resolve", async |progress: &mut dyn Progress| {
+            refuse_if_pinned(store, pipeline, options.force).await?;
+            progress.line(&describe_image(&image));
+            Ok(())
+        })
+        .await?;
+    let deploy = match allowed {
+        Ok(()) => deploy_image(recorder, config, image, options, None).await?,
+        Err(failure) => recorder.fail(failure).await?,
+    };
+    Ok(RunReport {
+        build,
+        deploy: Some(deploy),
+    })
+}
+
+/// Redeploys the previous image (or the one `target` names) and pins the pipeline.
+pub async fn rollback(
+    config: &Config,
+    pipeline: &Pipeline,
+    store: &Store,
+    target: &RollbackTarget,
+    options: &DeployOptions,
+    progress: &mut dyn Progress,
+) -> Result<DeployReport, EngineError> {
+    let run = store
+        .start_run(
+            &pipeline.name,
+            "rollback",
+            &options.trigger,
+            target.0.as_deref(),
+        )
+        .await?;
+    let mut recorder = Recorder::new(store, run, 0, progress, pipeline, "rollback");
+    let resolved = recorder
+        .stage("resolve", async |progress: &mut dyn Progress| {
+            let (image, number) = rollback_image(pipeline, store, target.0.as_deref()).await?;
+            progress.line(&format!(
+                "rolling back to deployment #{number}: {}",
+                describe_image(&image)
+            ));
+            Ok((image, number))
+        })
+        .await?;
+    let (image, number) = match resolved {
+        Ok(resolved) => resolved,
+        Err(failure) => return recorder.fail(failure).await,
+    };
+    let reason = format!(
+        "rolled back to deployment #{number} ({}); automatic deploys are held until `gantry unpin {}`",
+        deploy::short_digest(&image.digest),
+        pipeline.name
+    );
+    deploy_image(recorder, config, image, options, Some(reason)).await
+}
+
+/// Refuses a deploy of a pinned pipeline unless forced.
+async fn refuse_if_pinned(store: &Store, pipeline: &Pipeline, force: bool) -> Result<(), Failure> {
+    let pin = store
+        .pin_of(&pipeline.name)
+        .await
+        .map_err(|error| Failure::new("resolve", error.to_string()))?;
+    match pin {
+        Some(pin) if !force => Err(Failure::new(
+            "resolve",
+            format!(
+                "`{}` is pinned: {} (hint: `gantry unpin {}`, or deploy anyway with --force)",
+                pipeline.name, pin.reason, pipeline.name
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn describe_image(image: &DeployImage) -> String {
+    match &image.commit {
+        Some(commit) => format!(
+            "image {} (commit {})",
+            image.reference(),
+            &commit[..commit.len().min(12)]
+        ),
+        None => format!("image {}", image.reference()),
+    }
+}
+
+/// The image to deploy: the one given (its digest asked of the registry for a tag) or the latest built.
+async fn resolve_image(
+    config: &Config,
+    pipeline: &Pipeline,
+    store: &Store,
+    requested: Option<&str>,
+) -> Result<DeployImage, Failure> {
+    let fail = |message: String| Failure::new("resolve", message);
+    let repository = pipeline.image.repository.clone();
+    let Some(requested) = requested else {
+        let built = store
+            .latest_built(&pipeline.name)
+            .await
+            .map_err(|error| fail(error.to_string()))?;
+        return match built {
+            Some(built) => Ok(DeployImage {
+                repository,
+                digest: built.digest,
+                commit: built.commit,
+            }),
+            None => Err(fail(format!(
+                "gantry has not built `{}` yet (hint: `gantry run {}`, or pass --image REF)",
+                pipeline.name, pipeline.name
+            ))),
+        };
+    };
+    // Accept `repo@digest`, `repo:tag`, `@digest`/`sha256:...`, or a bare tag, all of the pipeline's repository.
+    let (name, digest, tag) = split_image_reference(requested);
+    if !name.is_empty() && name != repository.to_string() {
+        return Err(fail(format!(
+            "--image {requested} is not from the pipeline's repository {repository}"
+        )));
+    }
+    let digest = match (digest, tag) {
+        (Some(digest), _) => digest.to_string(),
+        (None, Some(tag)) => {
+            let credentials = registry::credentials(config, repository.registry())
+                .map_err(|error| fail(error.to_string()))?;
+            registry::manifest_digest(config, &repository, tag, credentials.as_ref())
+                .await
+                .map_err(|error| fail(error.to_string()))?
+        }
+        (None, None) => {
+            return Err(fail(format!(
+                "--image {requested} names neither a tag nor a digest"
+            )));
+        }
+    };
+    let commit = store
+        .commit_of_digest(&pipeline.name, &digest)
+        .await
+        .map_err(|error| fail(error.to_string()))?;
+    Ok(DeployImage {
+        repository,
+        digest,
+        commit,
+    })
+}
+
+/// Splits `name[:tag][@digest]`, a bare `sha256:...` digest, or a bare tag.
+fn split_image_reference(text: &str) -> (&str, Option<&str>, Option<&str>) {
+    if text.starts_with("sha256:") {
+        return ("", Some(text), None);
+    }
+    let (rest, digest) = match text.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (text, None),
+    };
+    // A colon after the last slash starts the tag (a colon before it is a registry port).
+    let last_slash = rest.rfind('/').map_or(0, |index| index + 1);
+    match rest[last_slash..].rfind(':') {
+        Some(colon) => {
+            let colon = last_slash + colon;
+            (&rest[..colon], digest, Some(&rest[colon + 1..]))
+        }
+        None if last_slash == 0 && digest.is_none() => ("", None, Some(rest)),
+        None => (rest, digest, None),
+    }
+}
+
+/// Finds the deployment `gantry rollback` returns to, and its number.
+async fn rollback_image(
+    pipeline: &Pipeline,
+    store: &Store,
+    wanted: Option<&str>,
+) -> Result<(DeployImage, i64), Failure> {
+    let fail = |message: String| Failure::new("resolve", message);
+    let history = store
+        .deployments(&pipeline.name, 1000)
+        .await
+        .map_err(|error| fail(error.to_string()))?;
+    let succeeded: Vec<_> = history
+        .iter()
+        .filter(|deployment| deployment.state == "succeeded")
+        .collect();
+    let chosen = match wanted {
+        Some(wanted) => {
+            let wanted = wanted.trim_start_matches('#');
+            succeeded
+                .iter()
+                .find(|deployment| {
+                    deployment.number.to_string() == wanted
+                        || deployment.digest.starts_with(wanted)
+                        || deployment.digest.trim_start_matches("sha256:").starts_with(wanted)
+                        || deployment
+                            .commit
+                            .as_deref()
+                            .is_some_and(|commit| wanted.len() >= 4 && commit.starts_with(wanted))
+                })
+                .ok_or_else(|| {
+                    fail(format!(
+                        "no successful deployment of `{}` matches `{wanted}` (known: {})",
+                        pipeline.name,
+                        known_deployments(&succeeded)
+                    ))
+                })?
+        }
+        None => {
+            let current = succeeded.first().ok_or_else(|| {
+                fail(format!(
+                    "`{}` has no successful deployment to roll back from",
+                    pipeline.name
+                ))
+            })?;
+            succeeded
+                .iter()
+                .find(|deployment| deployment.digest != current.digest)
+                .ok_or_else(|| {
+                    fail(format!(
+                        "`{}` has no earlier image than {} to roll back to",
+                        pipeline.name,
+                        deploy::short_digest(&current.digest)
+                    ))
+                })?
+        }
+    };
+    Ok((
+        DeployImage {
+            repository: pipeline.image.repository.clone(),
+            digest: chosen.digest.clone(),
+            commit: chosen.commit.clone(),
+        },
+        chosen.number,
+    ))
+}
+
+fn known_deployments(deployments: &[&crate::store::DeploymentRecord]) -> String {
+    if deployments.is_empty() {
+        return "none".to_string();
+    }
+    deployments
+        .iter()
+        .take(5)
+        .map(|deployment| {
+            format!(
+                "#{} {}",
+                deployment.number,
+                deploy::short_digest(&deployment.digest)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The lease, the rollout and its record; `pin_reason` pins the pipeline on success (rollback).
+async fn deploy_image(
+    mut recorder: Recorder<'_>,
+    config: &Config,
+    image: DeployImage,
+    options: &DeployOptions,
+    pin_reason: Option<String>,
+) -> Result<DeployReport, EngineError> {
+    let store = recorder.store;
+    let pipeline = recorder.pipeline;
+    recorder.report.image = Some(image.clone());
+    let owner = lease_owner(&recorder.report.kind);
+    let leased = recorder
+        .stage("lease", async |progress: &mut dyn Progress| {
+            acquire_lease(store, &pipeline.name, &owner, options.wait, progress).await
+        })
+        .await?;
+    if let Err(failure) = leased {
+        return recorder.fail(failure).await;
+    }
+    // Renew while the rollout works; the task ends when the rollout does.
+    let renewal = {
+        let store = store.clone();
+        let pipeline = pipeline.name.clone();
+        let owner = owner.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_RENEW_EVERY).await;
+                match store.renew_lease(&pipeline, &owner, LEASE_TTL).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(pipeline, "the deploy lease was lost"),
+                    Err(error) => tracing::warn!(pipeline, %error, "renewing the deploy lease"),
+                }
+            }
+        })
+    };
+    let result = rollout_recorded(&mut recorder, config, &image, options, pin_reason).await;
+    renewal.abort();
+    let released = store.release_lease(&pipeline.name, &owner).await;
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+async fn rollout_recorded(
+    recorder: &mut Recorder<'_>,
+    config: &Config,
+    image: &DeployImage,
+    options: &DeployOptions,
+    pin_reason: Option<String>,
+) -> Result<DeployReport, EngineError> {
+    let store = recorder.store;
+    let pipeline = recorder.pipeline;
+    let deployment = store
+        .start_deployment(&NewDeployment {
+            pipeline: &pipeline.name,
+            run: Some(recorder.run),
+            kind: &recorder.report.kind,
+            image: &image.reference(),
+            digest: &image.digest,
+            commit: image.commit.as_deref(),
+        })
+        .await?;
+    recorder.report.deployment = Some(deployment);
+    let request = Rollout {
+        config,
+        pipeline,
+        image,
+        only: options.only.as_ref(),
+        force: options.force,
+    };
+    let rolled = recorder
+        .stage("deploy", async |progress: &mut dyn Progress| {
+            let shared = SharedLog::new(|line: &str| progress.line(line));
+            let log = |line: &str| shared.line(line);
+            let report = deploy::rollout(&request, &log).await;
+            Ok::<_, Failure>(report)
+        })
+        .await?;
+    // The stage closure never fails; the rollout's own failure is in its report.
+    let rollout = match rolled {
+        Ok(rollout) => rollout,
+        Err(failure) => return recorder.fail(failure).await,
+    };
+    for instance in &rollout.instances {
+        store
+            .record_instance(
+                deployment,
+                &InstanceRecord {
+                    service: instance.service.clone(),
+                    instance: instance.instance.clone(),
+                    host: instance.host.clone(),
+                    action: instance.action.as_str().to_string(),
+                    digest: match instance.action {
+                        Action::NotReached => None,
+                        _ => instance.digest.clone(),
+                    },
+                    previous_digest: instance.previous_digest.clone(),
+                    message: instance.message.clone(),
+                },
+            )
+            .await?;
+    }
+    recorder.report.instances = rollout.instances.clone();
+    match rollout.failure {
+        None => {
+            store
+                .finish_deployment(deployment, Outcome::Succeeded, None)
+                .await?;
+            if let Some(reason) = pin_reason {
+                store.pin(&pipeline.name, &image.digest, &reason).await?;
+            }
+            recorder.report.pinned = store.pin_of(&pipeline.name).await?;
+            store
+                .finish_run(
+                    recorder.run,
+                    &RunResult::Succeeded {
+                        image: pipeline.image.repository.to_string(),
+                        tags: Vec::new(),
+                        digest: image.digest.clone(),
+                    },
+                )
+                .await?;
+            Ok(recorder.report.clone())
+        }
+        Some(failure) => {
+            store
+                .finish_deployment(deployment, Outcome::Failed, Some(&failure.message))
+                .await?;
+            let mut details = Vec::new();
+            if let Some(check) = &failure.check {
+                details.push(format!("check: {}", check.check));
+                details.push(format!("result: {}", check.result));
+            }
+            if !failure.logs.is_empty() {
+                details.push(format!(
+                    "last {} log lines of the new container:",
+                    failure.logs.len()
+                ));
+                details.extend(failure.logs.iter().map(|line| format!("  {line}")));
+            }
+            let reverted = rollout
+                .instances
+                .iter()
+                .filter(|instance| instance.action == Action::Reverted)
+                .map(|instance| instance.instance.as_str())
+                .collect::<Vec<_>>();
+            if !reverted.is_empty() {
+                details.push(format!(
+                    "returned to their previous image: {}",
+                    reverted.join(", ")
+                ));
+            }
+            let stage = if failure.phase == "pull" {
+                "pull"
+            } else {
+                "deploy"
+            };
+            recorder
+                .fail(Failure {
+                    details,
+                    ..Failure::new(stage, failure.message)
+                })
+                .await
+        }
+    }
+}
+
+/// Who holds a lease, as other processes will see it.
+fn lease_owner(kind: &str) -> String {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "this machine".to_string());
+    format!(
+        "gantry {kind} (pid {} on {hostname}, since {})",
+        std::process::id(),
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+    )
+}
+
+async fn acquire_lease(
+    store: &Store,
+    pipeline: &str,
+    owner: &str,
+    wait: bool,
+    progress: &mut dyn Progress,
+) -> Result<(), Failure> {
+    let mut told = false;
+    loop {
+        let holder = store
+            .acquire_lease(pipeline, owner, LEASE_TTL)
+            .await
+            .map_err(|error| Failure::new("lease", error.to_string()))?;
+        let Some(holder) = holder else {
+            return Ok(());
+        };
+        if !wait {
+            return Err(Failure::new(
+                "lease",
+                format!(
+                    "another deploy of `{pipeline}` is running: {} (hint: --wait to wait for it)",
+                    describe_holder(&holder)
+                ),
+            ));
+        }
+        if !told {
+            progress.line(&format!(
+                "waiting for another deploy of `{pipeline}`: {}",
+                describe_holder(&holder)
+            ));
+            told = true;
+        }
+        tokio::time::sleep(LEASE_POLL).await;
+    }
+}
+
+fn describe_holder(holder: &LeaseHolder) -> String {
+    let remaining = (holder.expires_at - now_millis()).max(0) as u64;
+    format!(
+        "{}; its lease expires in {} unless renewed",
+        holder.owner,
+        humantime::format_duration(Duration::from_secs(remaining.div_ceil(1000)))
+    )
+}
+
+/// A deploy run's record as it goes: stages timed, reported and stored.
+struct Recorder<'a> {
+    store: &'a Store,
+    run: RunId,
+    /// Stage positions continue after the stages already recorded in this run.
+    first_position: i64,
+    progress: &'a mut dyn Progress,
+    pipeline: &'a Pipeline,
+    report: DeployReport,
+}
+
+impl<'a> Recorder<'a> {
+    fn new(
+        store: &'a Store,
+        run: RunId,
+        first_position: i64,
+        progress: &'a mut dyn Progress,
+        pipeline: &'a Pipeline,
+        kind: &str,
+    ) -> Recorder<'a> {
+        Recorder {
+            store,
+            run,
+            first_position,
+            progress,
+            pipeline,
+            report: DeployReport {
+                pipeline: pipeline.name.clone(),
+                run,
+                kind: kind.to_string(),
+                outcome: Outcome::Succeeded,
+                deployment: None,
+                image: None,
+                instances: Vec::new(),
+                stages: Vec::new(),
+                failure: None,
+                pinned: None,
+            },
+        }
+    }
+
+    async fn stage<T>(
+        &mut self,
+        name: &str,
+        work: impl AsyncFnOnce(&mut dyn Progress) -> Result<T, Failure>,
+    ) -> Result<Result<T, Failure>, EngineError> {
+        self.progress.stage_started(name);
+        let started_at = now_millis();
+        let started = Instant::now();
+        let result = work(&mut *self.progress).await;
+        let elapsed = started.elapsed();
+        let outcome = if result.is_ok() {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        };
+        self.progress.stage_finished(name, outcome, elapsed);
+        let message = result.as_ref().err().map(|failure| failure.message.clone());
+        self.store
+            .record_stage(
+                self.run,
+                &FinishedStage {
+                    position: self.first_position + self.report.stages.len() as i64,
+                    name,
+                    outcome,
+                    started_at,
+                    duration: elapsed,
+                    message: message.as_deref(),
+                },
+            )
+            .await?;
+        self.report.stages.push(StageReport {
+            name: name.to_string(),
+            outcome,
+            duration_ms: elapsed.as_millis(),
+        });
+        Ok(result)
+    }
+
+    async fn fail(&mut self, failure: Failure) -> Result<DeployReport, EngineError> {
+        self.store
+            .finish_run(
+                self.run,
+                &RunResult::Failed {
+                    stage: failure.stage.clone(),
+                    message: failure.message.clone(),
+                },
+            )
+            .await?;
+        self.report.pinned = self.store.pin_of(&self.pipeline.name).await?;
+        self.report.outcome = Outcome::Failed;
+        self.report.failure = Some(failure);
+        Ok(self.report.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_image_reference;
+
+    #[test]
+    fn image_references_split_into_name_digest_and_tag() {
+        let check = |text: &str, expected: (&str, Option<&str>, Option<&str>)| {
+            assert_eq!(split_image_reference(text), expected, "{text}");
+        };
+        check(
+            "127.0.0.1:5115/team/app:v1",
+            ("127.0.0.1:5115/team/app", None, Some("v1")),
+        );
+        check(
+            "127.0.0.1:5115/team/app@sha256:ab",
+            ("127.0.0.1:5115/team/app", Some("sha256:ab"), None),
+        );
+        check(
+            "127.0.0.1:5115/team/app:v1@sha256:ab",
+            ("127.0.0.1:5115/team/app", Some("sha256:ab"), Some("v1")),
+        );
+        check("127.0.0.1:5115/team/app", ("127.0.0.1:5115/team/app", None, None));
+        check("sha256:ab", ("", Some("sha256:ab"), None));
+        check("v2", ("", None, Some("v2")));
+    }
+}
