@@ -158,6 +158,466 @@ drop_stale_pidfile() {
   proc_live "$(cat "$1" 2>/dev/null)" || rm -f "$1"
 }
 
+# ---------------------------------------------------------------- extra engines
+# Engine I runs in network namespace gantry-hI, joined to this one by a veth pair:
+# gh<I>h here (10.77.I.1/24) and gh<I>n inside (10.77.I.2/24). Its own containerd
+# and dockerd run inside, entered with `nsenter --net` (never `ip netns exec`: it
+# remounts /sys, hiding the cgroup mounts, and dockerd refuses to start). The
+# namespace has no default route: its containers reach nothing but 10.77.I.1.
+
+# host_addr I: where engine I's published ports are reached from here.
+host_addr() { echo "10.77.$1.2"; }
+# host_gw I: this namespace's end of engine I's veth.
+host_gw() { echo "10.77.$1.1"; }
+# host_dir I: engine I's state: data/ (kept by stop-hosts), logs, configs, helper pids.
+host_dir() { echo "$HOSTS_DIR/h$1"; }
+# host_sock I: engine I's API socket.
+host_sock() { echo "$HOSTS_DIR/h$1/docker.sock"; }
+# host_run I: engine I's exec-root, also home of its containerd's socket and state.
+host_run() { echo "/run/gantry-h$1"; }
+# in_ns I CMD...: run CMD in engine I's network namespace.
+in_ns() { local i=$1; shift; nsenter --net="$NETNS_DIR/gantry-h$i" "$@"; }
+# ns_port_open I PORT: something accepts TCP connections on 127.0.0.1:PORT inside namespace I.
+ns_port_open() { in_ns "$1" timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$2" 2>/dev/null; }
+# hdk I ARGS...: the docker CLI against engine I.
+hdk() { local i=$1; shift; docker -H "unix://$(host_sock "$i")" "$@"; }
+# host_engine_up I: engine I's dockerd answers on its socket.
+host_engine_up() {
+  [ "$(curl -s -m 5 --unix-socket "$(host_sock "$1")" http://engine/_ping 2>/dev/null)" = OK ]
+}
+# host_containerd_up I: engine I's containerd answers.
+# (ctr waits ~10 s for a socket that does not exist yet, hence the -S first.)
+host_containerd_up() {
+  local sock
+  sock="$(host_run "$1")/containerd/containerd.sock"
+  [ -S "$sock" ] && ctr --address "$sock" --connect-timeout 2s --timeout 5s version >/dev/null 2>&1
+}
+# host_tls_ok: engine 1 answers over mutual TLS with the certificates in $CERTS.
+host_tls_ok() {
+  curl -fs -m 5 --cacert "$CERTS/ca.pem" --cert "$CERTS/cert.pem" --key "$CERTS/key.pem" \
+    "https://$(host_addr 1):$HOST_TLS_PORT/version" >/dev/null 2>&1
+}
+# host_present I: anything of engine I exists (namespace, veth, runtime dir, helper pids).
+host_present() {
+  [ -e "$NETNS_DIR/gantry-h$1" ] || [ -e "$(host_run "$1")" ] \
+    || ip link show "gh$1h" >/dev/null 2>&1 || compgen -G "$(host_dir "$1")/*.pid" >/dev/null
+}
+# hosts_up: how many engines, from engine 1 on without a gap, answer.
+hosts_up() {
+  local n=0
+  while [ "$n" -lt "$HOSTS_MAX" ] && host_engine_up $((n + 1)); do n=$((n + 1)); done
+  echo "$n"
+}
+
+# proc_gone PID: PID is no longer a running process.
+proc_gone() { ! proc_live "$1"; }
+# proc_comm PID: the command name of PID (fails when there is no such process).
+proc_comm() { local c; read -r c 2>/dev/null <"/proc/$1/comm" && echo "$c"; }
+
+# ns_pids I [COMM]: live processes in namespace gantry-hI, only those named COMM if
+# given. Found through /proc/PID/ns/net, so helpers of another state dir count too.
+ns_pids() {
+  local ino pid
+  ino=$(stat -L -c %i "$NETNS_DIR/gantry-h$1" 2>/dev/null) || return 0
+  for pid in $({ find /proc/[0-9]*/ns/net -maxdepth 0 -lname "net:\[$ino\]" 2>/dev/null || true; } \
+                 | cut -d/ -f3); do
+    if [ -n "${2:-}" ] && [ "$(proc_comm "$pid")" != "$2" ]; then continue; fi
+    if proc_live "$pid"; then echo "$pid"; fi
+  done
+}
+
+# host_pids I COMM PIDFILE: engine I's live COMM processes: those in its namespace, and
+# the one PIDFILE names if that is a COMM (it outlives a namespace deleted under it).
+host_pids() {
+  local pid
+  pid=$(cat "$3" 2>/dev/null || true)
+  {
+    ns_pids "$1" "$2"
+    if [ -n "$pid" ] && [ "$(proc_comm "$pid")" = "$2" ] && proc_live "$pid"; then echo "$pid"; fi
+  } | sort -u
+}
+
+# daemon_pids COMM I...: live COMM (dockerd, containerd) processes of engines I...
+daemon_pids() {
+  local comm=$1 i; shift
+  for i; do
+    if [ "$comm" = dockerd ]; then
+      host_pids "$i" dockerd "$(host_run "$i").pid"
+    else
+      host_pids "$i" "$comm" "$(host_dir "$i")/$comm.pid"
+    fi
+  done
+}
+
+# signal_all SIG CMD...: send SIG to each pid that CMD (a pid lister) lists.
+signal_all() { local sig=$1 pid; shift; for pid in $("$@"); do kill -s "$sig" "$pid" 2>/dev/null || true; done; }
+
+# none_left CMD...: CMD (a pid lister) lists nothing.
+none_left() { [ -z "$("$@")" ]; }
+
+# shim_children I: first processes of containers under engine I's shims. A shim killed
+# before its container would leave that container running, orphaned.
+shim_children() {
+  local shims pid line rest
+  shims=" $(ns_pids "$1" containerd-shim | tr '\n' ' ')"
+  [ "$shims" != " " ] || return 0
+  for pid in /proc/[0-9]*; do
+    read -r line 2>/dev/null <"$pid/stat" || continue
+    rest=${line##*) }        # after "PID (COMM) ": STATE PPID ...
+    rest=${rest#* }
+    case "$shims" in *" ${rest%% *} "*) echo "${pid#/proc/}" ;; esac
+  done
+}
+
+# kill_pidfile FILE COMM: stop the process FILE names if it is a live COMM; drop FILE.
+kill_pidfile() {
+  local pid
+  pid=$(cat "$1" 2>/dev/null || true)
+  if [ -n "$pid" ] && [ "$(proc_comm "$pid")" = "$2" ] && proc_live "$pid"; then
+    kill "$pid" 2>/dev/null || true
+    wait_for 5 "" proc_gone "$pid" || kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$1"
+}
+
+# unmount_under DIR...: unmount what a killed engine left mounted at or below DIR...
+unmount_under() {
+  local d m
+  for d; do
+    awk -v d="$d" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo
+  done | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}
+
+# stop_hosts I...: stop engines I... cleanly: SIGTERM each dockerd (it stops its
+# containers, then itself) and wait up to 20 s; then its containerd; then whatever is
+# left in the namespace (shims, socats); the socats here; the veth and the namespace;
+# the runtime dirs. Data dirs, configs and logs stay for the next start.
+stop_hosts() {
+  local i port
+  [ "$#" -gt 0 ] || return 0
+  log "stopping extra engine(s) $*"
+  signal_all TERM daemon_pids dockerd "$@"
+  if ! wait_for 20 "" none_left daemon_pids dockerd "$@"; then
+    log "killing dockerd $(daemon_pids dockerd "$@" | tr '\n' ' ')(still running 20 s after SIGTERM)"
+    signal_all KILL daemon_pids dockerd "$@"
+  fi
+  signal_all TERM daemon_pids containerd "$@"
+  wait_for 10 "" none_left daemon_pids containerd "$@" || signal_all KILL daemon_pids containerd "$@"
+  for i; do
+    # Normally nothing is left; after a killed dockerd: containers first, then their shims.
+    signal_all KILL shim_children "$i"
+    signal_all TERM ns_pids "$i"
+    wait_for 5 "" none_left ns_pids "$i" || signal_all KILL ns_pids "$i"
+    wait_for 5 "" none_left ns_pids "$i" \
+      || die "processes still run in namespace gantry-h$i: $(ns_pids "$i" | tr '\n' ' ')"
+    for port in "${REGISTRY_ADDR##*:}" "${AUTH_REGISTRY_ADDR##*:}"; do
+      kill_pidfile "$(host_dir "$i")/socat-$port.pid" socat
+    done
+    unmount_under "$(host_run "$i")" "$(host_dir "$i")/data"
+    ip link delete "gh${i}h" 2>/dev/null || true
+    ip netns delete "gantry-h$i" 2>/dev/null || rm -f "$NETNS_DIR/gantry-h$i"
+    rm -rf "$(host_run "$i")" "$(host_run "$i").pid" "$(host_sock "$i")" "$(host_dir "$i")"/*.pid
+    log "extra engine h$i stopped"
+  done
+}
+
+# host_net_ok I: namespace I exists with lo, and both veth ends are up and addressed.
+host_net_ok() {
+  local i=$1 out
+  in_ns "$i" true 2>/dev/null || return 1
+  out=$(ip -o -4 addr show dev "gh${i}h" up 2>/dev/null) || return 1
+  [[ "$out" == *" $(host_gw "$i")/24 "* ]] || return 1
+  out=$(in_ns "$i" ip -o -4 addr show dev "gh${i}n" up 2>/dev/null) || return 1
+  [[ "$out" == *" $(host_addr "$i")/24 "* ]] || return 1
+  out=$(in_ns "$i" ip -o -4 addr show dev lo up 2>/dev/null) || return 1
+  [[ "$out" == *" 127.0.0.1/8 "* ]]
+}
+
+# host_net I: make namespace I and its veth pair; a complete setup is left as it is.
+host_net() {
+  local i=$1 ns=gantry-h$1
+  host_net_ok "$i" && return 0
+  log "setting up namespace $ns: gh${i}h $(host_gw "$i") <-> gh${i}n $(host_addr "$i")"
+  # A namespace file that is no longer a namespace (a reboot with /run on disk).
+  if [ -e "$NETNS_DIR/$ns" ] && ! in_ns "$i" true 2>/dev/null; then
+    ip netns delete "$ns" 2>/dev/null || rm -f "$NETNS_DIR/$ns"
+  fi
+  [ -e "$NETNS_DIR/$ns" ] || ip netns add "$ns"
+  if ! in_ns "$i" ip link show "gh${i}n" >/dev/null 2>&1; then
+    ip link delete "gh${i}h" 2>/dev/null || true
+    ip link add "gh${i}h" type veth peer name "gh${i}n" netns "$ns"
+  fi
+  ip addr replace "$(host_gw "$i")/24" dev "gh${i}h"
+  ip link set "gh${i}h" up
+  in_ns "$i" ip link set lo up
+  in_ns "$i" ip addr replace "$(host_addr "$i")/24" dev "gh${i}n"
+  in_ns "$i" ip link set "gh${i}n" up
+  host_net_ok "$i" || die "namespace $ns is not set up as expected"
+}
+
+# host_configs I: engine I's containerd config and daemon.json (so neither daemon
+# reads the main engine's /etc/docker/daemon.json or uses /run/containerd). The key
+# dockerd 20.10 derives its engine ID from is its own, not the shared /etc/docker/key.json.
+host_configs() {
+  local i=$1 dir run
+  dir=$(host_dir "$i") run=$(host_run "$i")
+  mkdir -p "$dir/data" "$run/containerd"
+  printf '{ "deprecated-key-path": "%s" }\n' "$dir/key.json" | write_if_changed "$dir/daemon.json"
+  write_if_changed "$dir/containerd.toml" <<EOF
+version = 2
+root = "$dir/data/containerd/daemon"
+state = "$run/containerd/daemon"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "$run/containerd/containerd.sock"
+EOF
+}
+
+# host_start_containerd I: start engine I's containerd unless one runs (maybe still
+# starting). Its own, not the main engine's: dockerd would otherwise share
+# /run/containerd's if one runs there, and two engines in one containerd trip over each other.
+host_start_containerd() {
+  local i=$1
+  [ -z "$(host_pids "$i" containerd "$(host_dir "$i")/containerd.pid")" ] || return 0
+  log "starting containerd of engine h$i"
+  start_bg "hosts/h$i/containerd" \
+    nsenter --net="$NETNS_DIR/gantry-h$i" containerd --config "$(host_dir "$i")/containerd.toml"
+}
+
+# host_start_dockerd I: start engine I's dockerd unless it answers or one already runs
+# in the namespace (never two engines in one namespace). Returns 1 when it did not start one.
+host_start_dockerd() {
+  local i=$1 dir run args
+  dir=$(host_dir "$i") run=$(host_run "$i")
+  host_engine_up "$i" && return 1
+  [ -z "$(host_pids "$i" dockerd "$run.pid")" ] || return 1
+  args=(dockerd -H "unix://$dir/docker.sock"
+    --data-root "$dir/data" --exec-root "$run" --pidfile "$run.pid"
+    --insecure-registry 10.77.0.0/16
+    --containerd "$run/containerd/containerd.sock"
+    --config-file "$dir/daemon.json")
+  if [ "$i" -eq 1 ]; then
+    args+=(-H "tcp://$(host_addr 1):$HOST_TLS_PORT" --tlsverify --tlscacert "$CERTS/ca.pem"
+      --tlscert "$CERTS/h1-server-cert.pem" --tlskey "$CERTS/h1-server-key.pem")
+  fi
+  # No dockerd runs here, so a pid file left over is stale (and could name a reused pid).
+  rm -f "$run.pid"
+  log "starting dockerd of engine h$i (log: $dir/dockerd.log)"
+  start_bg "hosts/h$i/dockerd" nsenter --net="$NETNS_DIR/gantry-h$i" "${args[@]}"
+}
+
+# host_wait WHAT I UP-CMD PIDFILE: wait up to 60 s for UP-CMD I; fail fast (after 2 s)
+# when no WHAT process is left, e.g. it exited on a bad flag.
+host_wait() {
+  local what=$1 i=$2 up=$3 pidfile=$4 n
+  for n in $(seq 120); do
+    "$up" "$i" && return 0
+    if [ "$n" -gt 4 ] && [ -z "$(host_pids "$i" "$what" "$pidfile")" ]; then
+      tail -n 30 "$(host_dir "$i")/$what.log" >&2 || true
+      die "$what of engine h$i exited during startup"
+    fi
+    sleep 0.5
+  done
+  "$up" "$i" && return 0
+  tail -n 30 "$(host_dir "$i")/$what.log" >&2 || true
+  if [ "$what" = dockerd ] && [ ! -S "$(host_sock "$i")" ]; then
+    die "a dockerd runs in namespace gantry-h$i but not on $(host_sock "$i")" \
+        "(started with another GANTRY_TEST_ENV_DIR?); run stop-hosts there first"
+  fi
+  die "$what of engine h$i did not answer within 60 s"
+}
+
+# host_registry_proxy I: 127.0.0.1:5115 and :5116 inside namespace I reach the
+# registries here: a socat inside forwards to 10.77.I.1 over the veth, where a socat
+# here (bound to that address only) forwards to 127.0.0.1. Starts what is missing
+# without waiting (host_registry_check waits).
+host_registry_proxy() {
+  local i=$1 port gw dir here inside logged=0
+  gw=$(host_gw "$i") dir=$(host_dir "$i")
+  for port in "${REGISTRY_ADDR##*:}" "${AUTH_REGISTRY_ADDR##*:}"; do
+    here=1 inside=1
+    tcp_open "$gw" "$port" || here=0
+    ns_port_open "$i" "$port" || inside=0
+    [ "$here$inside" = 11 ] && continue
+    if [ "$logged" -eq 0 ]; then
+      log "starting registry proxies of engine h$i (127.0.0.1 inside -> $gw -> 127.0.0.1 here)"
+      logged=1
+    fi
+    if [ "$here" -eq 0 ]; then
+      kill_pidfile "$dir/socat-$port.pid" socat
+      start_bg "hosts/h$i/socat-$port" socat \
+        "TCP-LISTEN:$port,bind=$gw,reuseaddr,fork" "TCP:127.0.0.1:$port"
+    fi
+    if [ "$inside" -eq 0 ]; then
+      kill_pidfile "$dir/socat-ns-$port.pid" socat
+      start_bg "hosts/h$i/socat-ns-$port" nsenter --net="$NETNS_DIR/gantry-h$i" socat \
+        "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" "TCP:$gw:$port"
+    fi
+  done
+}
+
+# ns_http_status I URL EXPECTED: URL fetched inside namespace I answers HTTP EXPECTED.
+ns_http_status() {
+  [ "$(in_ns "$1" curl -s -o /dev/null -m 5 -w '%{http_code}' "$2" 2>/dev/null || true)" = "$3" ]
+}
+
+# host_registry_check I: through both hops, the plain registry answers 200 and the
+# htpasswd one 401 inside namespace I; names the hop that is missing if not.
+host_registry_check() {
+  local i=$1 addr want port
+  for addr in "$REGISTRY_ADDR 200" "$AUTH_REGISTRY_ADDR 401"; do
+    want=${addr#* } addr=${addr% *} port=${addr##*:}
+    wait_for 10 "" ns_http_status "$i" "http://$addr/v2/" "$want" && continue
+    tcp_open "$(host_gw "$i")" "$port" || die "nothing listens on $(host_gw "$i"):$port (socat here)"
+    ns_port_open "$i" "$port" || die "nothing listens on 127.0.0.1:$port in namespace gantry-h$i"
+    die "http://$addr/v2/ in namespace gantry-h$i does not answer HTTP $want"
+  done
+}
+
+# registry_digest: the digest the registry serves for $HOST_IMAGE (empty when none).
+registry_digest() {
+  { curl -fsI -m 5 -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+      "http://$REGISTRY_ADDR/v2/${BASE_IMAGE%:*}/manifests/${BASE_IMAGE##*:}" || true; } \
+    | tr -d '\r' | sed -n 's/^docker-content-digest:[[:space:]]*//Ip'
+}
+
+# has_digest DIGEST SOCKET IMAGE: IMAGE on the engine on SOCKET was pushed or pulled as
+# DIGEST, i.e. it is the registry's current one (the API directly: cheaper than the CLI).
+has_digest() {
+  local got
+  got=$(curl -s -m 5 --unix-socket "$2" "http://engine/images/$3/json" 2>/dev/null || true)
+  [[ "$got" == *"\"$REGISTRY_ADDR/${BASE_IMAGE%:*}@$1\""* ]]
+}
+
+# host_publish_check I: a port that engine I publishes answers here at 10.77.I.2
+# (its own iptables DNAT inside the namespace). Run once, after the engine starts.
+host_publish_check() {
+  local i=$1 id port out n
+  id=$(hdk "$i" run -d -p 0:8080 "$HOST_IMAGE" \
+         sh -c "echo gantry-h$i >/tmp/index.html && exec httpd -f -p 8080 -h /tmp") || return 1
+  port=$(hdk "$i" port "$id" 8080/tcp | sed -n '1s/.*://p')
+  for n in $(seq 20); do
+    out=$(curl -s -m 2 "http://$(host_addr "$i"):$port/" || true)
+    [ "$out" != "gantry-h$i" ] || break
+    sleep 0.25
+  done
+  hdk "$i" rm -f "$id" >/dev/null
+  [ "$out" = "gantry-h$i" ] || { echo "http://$(host_addr "$i"):$port/ answered '$out'"; return 1; }
+}
+
+# ensure_hosts N: engines 1..N up, or more if namespaces of an earlier `hosts M` are
+# still there (a run never stops engines; those are repaired too, so the env file
+# lists engines 1..M without a gap). Stale namespace files do not count.
+ensure_hosts() {
+  local want=$1 i digest waiting=() started=() pids=()
+  for i in $(seq "$HOSTS_MAX"); do
+    if [ "$i" -gt "$want" ] && in_ns "$i" true 2>/dev/null; then want=$i; fi
+  done
+  [ "$want" -gt 0 ] || return 0
+  # Engine 1 serves its certificate from memory: restart it when that one is stale.
+  if host_engine_up 1 && { [ "$h1_cert_regenerated" -eq 1 ] || ! host_tls_ok; }; then
+    log "engine h1 does not serve the current TLS certificate; restarting it"
+    stop_hosts 1
+  fi
+  for i in $(seq "$want"); do host_net "$i"; done
+  for i in $(seq "$want"); do
+    host_configs "$i"
+    host_containerd_up "$i" && continue
+    host_start_containerd "$i"
+    waiting+=("$i")
+  done
+  for i in "${waiting[@]}"; do
+    host_wait containerd "$i" host_containerd_up "$(host_dir "$i")/containerd.pid"
+  done
+  for i in $(seq "$want"); do
+    if host_start_dockerd "$i"; then started+=("$i"); fi
+  done
+  for i in $(seq "$want"); do
+    host_wait dockerd "$i" host_engine_up "$(host_run "$i").pid"
+  done
+  [ "${#started[@]}" -eq 0 ] || log "engine(s) ${started[*]} up"
+  for i in $(seq "$want"); do host_registry_proxy "$i"; done
+  for i in $(seq "$want"); do host_registry_check "$i"; done
+
+  # Readiness: every engine pulls the base image from the registry through its
+  # namespace's 127.0.0.1:5115 (pushed once; later runs only compare digests).
+  digest=$(registry_digest)
+  # (The main engine's check names $BASE_IMAGE, so a rebuilt base image is pushed again.)
+  if [ -z "$digest" ] || ! has_digest "$digest" "$DOCKER_SOCK" "$BASE_IMAGE"; then
+    log "pushing $BASE_IMAGE as $HOST_IMAGE"
+    dk tag "$BASE_IMAGE" "$HOST_IMAGE"
+    dk push "$HOST_IMAGE" >/dev/null || die "cannot push $HOST_IMAGE"
+    digest=$(registry_digest)
+    [ -n "$digest" ] || die "the registry does not serve $HOST_IMAGE after the push"
+  fi
+  for i in $(seq "$want"); do
+    has_digest "$digest" "$(host_sock "$i")" "$HOST_IMAGE" && continue
+    hdk "$i" pull -q "$HOST_IMAGE" >"$(host_dir "$i")/pull.log" 2>&1 &
+    pids+=("$i:$!")
+  done
+  for i in "${pids[@]}"; do
+    wait "${i#*:}" || {
+      cat "$(host_dir "${i%%:*}")/pull.log" >&2
+      die "engine h${i%%:*} cannot pull $HOST_IMAGE through its 127.0.0.1:${REGISTRY_ADDR##*:}"
+    }
+  done
+  [ "${#pids[@]}" -eq 0 ] || log "engine(s) $(printf '%s ' "${pids[@]%%:*}")pulled $HOST_IMAGE"
+
+  pids=()
+  for i in "${started[@]}"; do
+    host_publish_check "$i" >"$(host_dir "$i")/publish-check.log" 2>&1 &
+    pids+=("$i:$!")
+  done
+  for i in "${pids[@]}"; do
+    wait "${i#*:}" || {
+      cat "$(host_dir "${i%%:*}")/publish-check.log" >&2
+      die "a port published by engine h${i%%:*} does not answer at $(host_addr "${i%%:*}")"
+    }
+  done
+  [ "${#pids[@]}" -eq 0 ] || log "engine(s) ${started[*]} publish ports on 10.77.I.2"
+
+  host_tls_ok || die "https://$(host_addr 1):$HOST_TLS_PORT/version fails with the certificates in $CERTS"
+}
+
+# write_env: $STATE/env, listing every extra engine that answers.
+write_env() {
+  local n i
+  n=$(hosts_up)
+  {
+    echo "# Sourced by scripts/test.sh; tests use the same values as defaults."
+    printf 'export GANTRY_TEST_REGISTRY=%q\n' "$REGISTRY_ADDR"
+    printf 'export GANTRY_TEST_AUTH_REGISTRY=%q\n' "$AUTH_REGISTRY_ADDR"
+    printf 'export GANTRY_TEST_AUTH_USER=%q\n' "$AUTH_USER"
+    printf 'export GANTRY_TEST_AUTH_PASSWORD=%q\n' "$AUTH_PASSWORD"
+    printf 'export GANTRY_TEST_DOCKER_TCP=%q\n' "tcp://127.0.0.1:$DOCKER_TCP_PORT"
+    printf 'export GANTRY_TEST_DOCKER_TLS=%q\n' "tcp://127.0.0.1:$DOCKER_TLS_PORT"
+    printf 'export GANTRY_TEST_CERTS=%q\n' "$CERTS"
+    printf 'export GANTRY_TEST_BASE_IMAGE=%q\n' "$BASE_IMAGE"
+    echo "# Extra engines (scripts/test-env.sh hosts N): every engine that answers."
+    printf 'export GANTRY_TEST_HOSTS=%q\n' "$n"
+    for i in $(seq "$n"); do
+      printf 'export GANTRY_TEST_HOST_%s_DOCKER=%q\n' "$i" "unix://$(host_sock "$i")"
+      printf 'export GANTRY_TEST_HOST_%s_ADDRESS=%q\n' "$i" "$(host_addr "$i")"
+    done
+    if [ "$n" -gt 0 ]; then
+      printf 'export GANTRY_TEST_HOST_TLS=%q\n' "tcp://$(host_addr 1):$HOST_TLS_PORT"
+      printf 'export GANTRY_TEST_HOST_IMAGE=%q\n' "$HOST_IMAGE"
+    fi
+  } | write_if_changed "$STATE/env"
+}
+
+if [ "$MODE" = stop-hosts ]; then
+  present=()
+  for i in $(seq "$HOSTS_MAX"); do
+    if host_present "$i"; then present+=("$i"); fi
+  done
+  [ "${#present[@]}" -gt 0 ] || log "no extra engine is running"
+  stop_hosts "${present[@]}"
+  if [ -f "$STATE/env" ]; then write_env; fi
+  exit 0
+fi
+
 if dk version >/dev/null 2>&1; then
   log "docker engine already answers on $DOCKER_SOCK"
 else
@@ -432,18 +892,12 @@ fi
 out=$(dk run --rm "$BASE_IMAGE" sh -c 'echo ok') || die "$BASE_IMAGE does not run"
 [ "$out" = ok ] || die "$BASE_IMAGE printed '$out' instead of 'ok'"
 
+# ---------------------------------------------------------------- extra engines
+ensure_hosts "$WANT_HOSTS"
+
 # ---------------------------------------------------------------- env file + summary
-{
-  echo "# Sourced by scripts/test.sh; tests use the same values as defaults."
-  printf 'export GANTRY_TEST_REGISTRY=%q\n' "$REGISTRY_ADDR"
-  printf 'export GANTRY_TEST_AUTH_REGISTRY=%q\n' "$AUTH_REGISTRY_ADDR"
-  printf 'export GANTRY_TEST_AUTH_USER=%q\n' "$AUTH_USER"
-  printf 'export GANTRY_TEST_AUTH_PASSWORD=%q\n' "$AUTH_PASSWORD"
-  printf 'export GANTRY_TEST_DOCKER_TCP=%q\n' "tcp://127.0.0.1:$DOCKER_TCP_PORT"
-  printf 'export GANTRY_TEST_DOCKER_TLS=%q\n' "tcp://127.0.0.1:$DOCKER_TLS_PORT"
-  printf 'export GANTRY_TEST_CERTS=%q\n' "$CERTS"
-  printf 'export GANTRY_TEST_BASE_IMAGE=%q\n' "$BASE_IMAGE"
-} | write_if_changed "$STATE/env"
+write_env
+hosts=$(hosts_up)
 
 server_version=$(dk version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')
 cat <<EOF
@@ -454,5 +908,14 @@ gantry test environment (state: $STATE)
   docker over tcp   tcp://127.0.0.1:$DOCKER_TCP_PORT
   docker over tls   tcp://127.0.0.1:$DOCKER_TLS_PORT  (certs: $CERTS)
   base image        $BASE_IMAGE
-  env file          $STATE/env
+  extra engines     $hosts (stop: scripts/test-env.sh stop-hosts)
 EOF
+for i in $(seq "$hosts"); do
+  printf '    %-16s%s  ports at %s\n' "h$i" "unix://$(host_sock "$i")" "$(host_addr "$i")"
+done
+if [ "$hosts" -gt 0 ]; then
+  printf '    %-16s%s  (certs: %s)\n' "h1 over tls" "tcp://$(host_addr 1):$HOST_TLS_PORT" "$CERTS"
+  printf '    %-16s%s\n' "registries" "$REGISTRY_ADDR and $AUTH_REGISTRY_ADDR inside every engine too"
+  printf '    %-16s%s\n' "image" "$HOST_IMAGE (pulled by every engine)"
+fi
+echo "  env file          $STATE/env"

@@ -13,6 +13,11 @@ use serde::Serialize;
 
 use crate::config::{DockerEndpoint, Host};
 
+/// The longest one Docker API call may take once the host has answered: stopping a
+/// container waits out its stop timeout, and pulls and builds stream for long.
+/// The host's own (short) `timeout` bounds only the first handshake.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(300);
+
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error("host `{host}` ({endpoint}): {reason}")]
@@ -136,7 +141,7 @@ pub async fn connect(host: &Host) -> Result<Connection, HostError> {
     };
     Ok(Connection {
         name: host.name.clone(),
-        docker: client,
+        docker: client.with_timeout(OPERATION_TIMEOUT),
         engine_version: version.version.unwrap_or_default(),
         api_version: version.api_version.unwrap_or_default(),
     })

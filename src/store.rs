@@ -679,6 +679,22 @@ impl Store {
         )))
     }
 
+    /// Who holds the pipeline's deploy lease now, if anyone (expired leases are nobody's).
+    pub async fn lease_of(&self, pipeline: &str) -> Result<Option<LeaseHolder>, StoreError> {
+        let row = sqlx::query(
+            "SELECT owner, acquired_at, expires_at FROM leases WHERE pipeline = ?1 AND expires_at >= ?2",
+        )
+        .bind(pipeline)
+        .bind(now_millis())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| LeaseHolder {
+            owner: row.get("owner"),
+            acquired_at: row.get("acquired_at"),
+            expires_at: row.get("expires_at"),
+        }))
+    }
+
     /// Pushes the lease's expiry out by `ttl`; false when `owner` no longer holds it.
     pub async fn renew_lease(
         &self,

@@ -216,7 +216,10 @@ fn print_deploy(report: &DeployReport, json: bool) -> anyhow::Result<()> {
         }
     }
     if let Some(pin) = &report.pinned {
-        eprintln!("note: {} is pinned: {}", report.pipeline, pin.reason);
+        eprintln!(
+            "note: {} is pinned ({}): automatic deploys are held until `gantry unpin {}`",
+            report.pipeline, pin.reason, report.pipeline
+        );
     }
     Ok(())
 }
@@ -242,7 +245,11 @@ pub async fn show_status(
     let store = open_store(config).await?;
     let mut recorded = BTreeMap::new();
     let mut pins = BTreeMap::new();
+    let mut leases = BTreeMap::new();
     for pipeline in &pipelines {
+        if let Some(lease) = store.lease_of(&pipeline.name).await? {
+            leases.insert(pipeline.name.clone(), lease);
+        }
         recorded.insert(
             pipeline.name.clone(),
             store.recorded_digests(&pipeline.name).await?,
@@ -264,6 +271,7 @@ pub async fn show_status(
                 serde_json::json!({
                     "pipeline": pipeline.name,
                     "pinned": pins.get(&pipeline.name),
+                    "deploying": leases.get(&pipeline.name),
                     "instances": of_pipeline,
                 })
             })
@@ -281,7 +289,13 @@ pub async fn show_status(
             .collect();
         println!("{}", pipeline.name);
         if let Some(pin) = pins.get(&pipeline.name) {
-            println!("  pinned: {}", pin.reason);
+            println!(
+                "  pinned ({}): automatic deploys are held until `gantry unpin {}`",
+                pin.reason, pipeline.name
+            );
+        }
+        if let Some(lease) = leases.get(&pipeline.name) {
+            println!("  deploying: {}", lease.owner);
         }
         if rows.is_empty() {
             println!("  (no instances)");

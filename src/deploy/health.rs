@@ -213,6 +213,9 @@ async fn probe_http(
     expected_status: u16,
     body_pattern: Option<&str>,
 ) -> Result<(), String> {
+    // reqwest is built without a bundled crypto provider; installing ring (as the
+    // registry client does) is a no-op when it is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .timeout(PROBE_TIMEOUT)
         .no_proxy()

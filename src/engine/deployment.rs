@@ -201,9 +201,8 @@ pub async fn rollback(
         Err(failure) => return recorder.fail(failure).await,
     };
     let reason = format!(
-        "rolled back to deployment #{number} ({}); automatic deploys are held until `gantry unpin {}`",
-        deploy::short_digest(&image.digest),
-        pipeline.name
+        "rolled back to deployment #{number} ({})",
+        deploy::short_digest(&image.digest)
     );
     deploy_image(recorder, config, image, options, Some(reason)).await
 }

@@ -4,6 +4,7 @@
 
 mod build;
 mod common;
+mod deploy;
 mod hosts;
 mod transports;
 mod validate;
