@@ -341,7 +341,7 @@ pub async fn show_status(
             if let Some(error) = &row.error {
                 println!("    error: {error}");
             }
-            for line in &row.logs {
+            for line in row.logs.iter().flatten() {
                 println!("    | {line}");
             }
         }

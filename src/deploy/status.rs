@@ -39,8 +39,9 @@ pub struct InstanceStatus {
     pub drift: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub logs: Vec<String>,
+    /// The container's last log lines, when they were asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Vec<String>>,
 }
 
 /// Every instance of the pipelines, read from their hosts; `recorded` maps
@@ -101,7 +102,7 @@ pub async fn status(
                 recorded_digest,
                 drift: Vec::new(),
                 error: None,
-                logs: Vec::new(),
+                logs: None,
             };
             let docker = match connection {
                 Ok(docker) => docker,
@@ -168,7 +169,8 @@ pub async fn status(
                 ));
             }
             if log_lines > 0 {
-                status.logs = container::tail_logs(docker, &target.instance.name, log_lines).await;
+                status.logs =
+                    Some(container::tail_logs(docker, &target.instance.name, log_lines).await);
             }
             status
         }

@@ -200,7 +200,7 @@ fn deploy_across_three_hosts_follows_requires_and_skips_unchanged_instances_unle
         (db, "[]", "tcp: { port: 8080 }"),
     ] {
         deploy.push_str(&format!(
-            "    {service}:\n      requires: {requires}\n      ports: [\"8080\"]\n      env: {{ ROLE: {service} }}\n      \
+            "    {service}:\n      requires: {requires}\n      ports: [\"8080\"]\n      env: {{ ROLE: {service} }}\n      stop_timeout: 1s\n      \
              health:\n        {check}\n        timeout: 20s\n        interval: 200ms\n      instances:\n"
         ));
         for host in 1..=3 {
@@ -364,7 +364,7 @@ fn deploy_of_an_image_that_fails_its_check_keeps_the_old_version_and_reverts_upd
     let deployment = Deployment::new("failing", &[1, 2]);
     let (first, second) = (deployment.instance("web-1"), deployment.instance("web-2"));
     deployment.pipeline(&format!(
-        "  batch: 1\n  services:\n    web:\n      ports: [\"8080\"]\n      \
+        "  batch: 1\n  services:\n    web:\n      ports: [\"8080\"]\n      stop_timeout: 1s\n      \
          health:\n        http: {{ port: 8080, path: /healthz }}\n        timeout: 3s\n        interval: 200ms\n      \
          instances:\n        {first}: {{ host: h1 }}\n        {second}: {{ host: h2, env: {{ BREAK: \"yes\" }} }}\n"
     ));
@@ -412,7 +412,7 @@ fn deploy_of_an_image_that_fails_its_check_keeps_the_old_version_and_reverts_upd
 
     // With `on_failure: halt` the updated instance stays updated.
     deployment.pipeline(&format!(
-        "  batch: 1\n  on_failure: halt\n  services:\n    web:\n      ports: [\"8080\"]\n      \
+        "  batch: 1\n  on_failure: halt\n  services:\n    web:\n      ports: [\"8080\"]\n      stop_timeout: 1s\n      \
          health:\n        http: {{ port: 8080, path: /healthz }}\n        timeout: 3s\n        interval: 200ms\n      \
          instances:\n        {first}: {{ host: h1 }}\n        {second}: {{ host: h2, env: {{ BREAK: \"yes\" }} }}\n"
     ));
