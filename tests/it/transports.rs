@@ -167,14 +167,14 @@ fn transports_https_with_a_wrong_token_fails_the_checkout() {
 /// A private sshd on a free port that lets `root` in with `client_key` only, and a HOME
 /// whose `.ssh/known_hosts` trusts its host key (libgit2 refuses an unknown host key when
 /// no certificate check callback is set, and gantry sets none).
-struct Ssh {
+pub struct Ssh {
     _server: Server,
     dir: tempfile::TempDir,
-    port: u16,
+    pub port: u16,
 }
 
 impl Ssh {
-    fn start() -> Ssh {
+    pub fn start() -> Ssh {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path();
         for key in ["host_key", "client_key", "wrong_key"] {
@@ -227,11 +227,11 @@ impl Ssh {
         )
     }
 
-    fn key(&self, name: &str) -> String {
+    pub fn key(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
 
-    fn home(&self) -> String {
+    pub fn home(&self) -> String {
         self.dir.path().join("home").display().to_string()
     }
 }
