@@ -427,7 +427,8 @@ impl Store {
         digest: &str,
     ) -> Result<Option<String>, StoreError> {
         let commit: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT commit_sha FROM runs WHERE pipeline = ?1 AND digest = ?2
+            "SELECT commit_sha FROM runs
+             WHERE pipeline = ?1 AND digest = ?2 AND commit_sha IS NOT NULL AND kind IN ('build', 'run')
              ORDER BY id DESC LIMIT 1",
         )
         .bind(pipeline)

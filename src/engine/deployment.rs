@@ -411,6 +411,9 @@ async fn deploy_image(
     let store = recorder.store;
     let pipeline = recorder.pipeline;
     recorder.report.image = Some(image.clone());
+    if let Some(commit) = &image.commit {
+        store.set_commit(recorder.run, commit).await?;
+    }
     let owner = lease_owner(&recorder.report.kind);
     let leased = recorder
         .stage("lease", async |progress: &mut dyn Progress| {
