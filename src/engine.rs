@@ -171,7 +171,10 @@ pub async fn build(
     trigger: &str,
     progress: &mut dyn Progress,
 ) -> Result<BuildReport, EngineError> {
-    build_run(config, pipeline, store, reference, trigger, "build", progress).await
+    build_run(
+        config, pipeline, store, reference, trigger, "build", progress,
+    )
+    .await
 }
 
 /// A build recorded as a run of `kind`: `build`, or `run` when a deploy follows in the same run.

@@ -616,12 +616,11 @@ impl Store {
     }
 
     pub async fn pin_of(&self, pipeline: &str) -> Result<Option<Pin>, StoreError> {
-        let row = sqlx::query(
-            "SELECT pipeline, digest, reason, pinned_at FROM pins WHERE pipeline = ?1",
-        )
-        .bind(pipeline)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT pipeline, digest, reason, pinned_at FROM pins WHERE pipeline = ?1")
+                .bind(pipeline)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|row| Pin {
             pipeline: row.get("pipeline"),
             digest: row.get("digest"),
@@ -659,12 +658,11 @@ impl Store {
         if taken > 0 {
             return Ok(None);
         }
-        let holder = sqlx::query(
-            "SELECT owner, acquired_at, expires_at FROM leases WHERE pipeline = ?1",
-        )
-        .bind(pipeline)
-        .fetch_optional(&self.pool)
-        .await?;
+        let holder =
+            sqlx::query("SELECT owner, acquired_at, expires_at FROM leases WHERE pipeline = ?1")
+                .bind(pipeline)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(Some(holder.map_or_else(
             // Released between the two statements: report it as about to be free.
             || LeaseHolder {
@@ -703,14 +701,13 @@ impl Store {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE leases SET expires_at = ?1 WHERE pipeline = ?2 AND owner = ?3",
-        )
-        .bind(now_millis() + ttl.as_millis() as i64)
-        .bind(pipeline)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
+        let result =
+            sqlx::query("UPDATE leases SET expires_at = ?1 WHERE pipeline = ?2 AND owner = ?3")
+                .bind(now_millis() + ttl.as_millis() as i64)
+                .bind(pipeline)
+                .bind(owner)
+                .execute(&self.pool)
+                .await?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -795,17 +792,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         let ttl = Duration::from_secs(60);
-        assert!(store.acquire_lease("p", "one", ttl).await.unwrap().is_none());
+        assert!(
+            store
+                .acquire_lease("p", "one", ttl)
+                .await
+                .unwrap()
+                .is_none()
+        );
         // The holder may take it again (renewal by acquiring); another may not.
-        assert!(store.acquire_lease("p", "one", ttl).await.unwrap().is_none());
+        assert!(
+            store
+                .acquire_lease("p", "one", ttl)
+                .await
+                .unwrap()
+                .is_none()
+        );
         let holder = store.acquire_lease("p", "two", ttl).await.unwrap().unwrap();
         assert_eq!(holder.owner, "one");
         // Other pipelines have their own lease.
-        assert!(store.acquire_lease("q", "two", ttl).await.unwrap().is_none());
+        assert!(
+            store
+                .acquire_lease("q", "two", ttl)
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(store.renew_lease("p", "one", ttl).await.unwrap());
         assert!(!store.renew_lease("p", "two", ttl).await.unwrap());
         store.release_lease("p", "one").await.unwrap();
-        assert!(store.acquire_lease("p", "two", ttl).await.unwrap().is_none());
+        assert!(
+            store
+                .acquire_lease("p", "two", ttl)
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         // A lease whose holder stopped renewing is taken over once it expires.
         assert!(
@@ -816,7 +837,13 @@ mod tests {
                 .is_none()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(store.acquire_lease("r", "alive", ttl).await.unwrap().is_none());
+        assert!(
+            store
+                .acquire_lease("r", "alive", ttl)
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(!store.renew_lease("r", "dead", ttl).await.unwrap());
     }
 
@@ -844,9 +871,18 @@ mod tests {
             })
             .await
             .unwrap();
-        store.record_instance(first, &record("a", Some("sha256:1"))).await.unwrap();
-        store.record_instance(first, &record("b", Some("sha256:1"))).await.unwrap();
-        store.finish_deployment(first, Outcome::Succeeded, None).await.unwrap();
+        store
+            .record_instance(first, &record("a", Some("sha256:1")))
+            .await
+            .unwrap();
+        store
+            .record_instance(first, &record("b", Some("sha256:1")))
+            .await
+            .unwrap();
+        store
+            .finish_deployment(first, Outcome::Succeeded, None)
+            .await
+            .unwrap();
         let second = store
             .start_deployment(&NewDeployment {
                 pipeline: "p",
@@ -859,9 +895,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((first.number, second.number), (1, 2));
-        store.record_instance(second, &record("a", Some("sha256:2"))).await.unwrap();
+        store
+            .record_instance(second, &record("a", Some("sha256:2")))
+            .await
+            .unwrap();
         // Unknown afterwards: the older record still says what b should run.
-        store.record_instance(second, &record("b", None)).await.unwrap();
+        store
+            .record_instance(second, &record("b", None))
+            .await
+            .unwrap();
         store
             .finish_deployment(second, Outcome::Failed, Some("b failed"))
             .await

@@ -319,18 +319,25 @@ pub async fn show_status(
                 row.container.as_deref().unwrap_or("-"),
                 row.state,
                 row.health.as_deref().unwrap_or("-"),
-                row.digest.as_deref().map(short_digest).unwrap_or("-".to_string()),
+                row.digest
+                    .as_deref()
+                    .map(short_digest)
+                    .unwrap_or("-".to_string()),
                 row.commit
                     .as_deref()
                     .map(|commit| &commit[..commit.len().min(7)])
                     .unwrap_or("-"),
                 row.uptime_seconds
-                    .map(|seconds| humantime::format_duration(std::time::Duration::from_secs(seconds))
+                    .map(
+                        |seconds| humantime::format_duration(std::time::Duration::from_secs(
+                            seconds
+                        ))
                         .to_string()
                         .split(' ')
                         .next()
                         .unwrap_or("")
-                        .to_string())
+                        .to_string()
+                    )
                     .unwrap_or("-".to_string()),
                 if row.drift.is_empty() {
                     "-".to_string()

@@ -577,9 +577,7 @@ fn parse_docker_url(url: &str) -> Result<DockerEndpoint, String> {
             .rsplit_once('@')
             .map_or(destination, |(_user, host)| host);
         if host.is_empty() || host.contains('/') {
-            return Err(format!(
-                "`{url}` needs a host, like ssh://deploy@10.0.0.11"
-            ));
+            return Err(format!("`{url}` needs a host, like ssh://deploy@10.0.0.11"));
         }
         if host.contains(':') {
             return Err(format!(
@@ -643,7 +641,9 @@ fn read_host(
         }
         None => None,
     };
-    let ssh_key = decoder.optional_string(&fields, "ssh_key").map(|key| dir.join(key));
+    let ssh_key = decoder
+        .optional_string(&fields, "ssh_key")
+        .map(|key| dir.join(key));
     if ssh_key.is_some() && !matches!(docker, DockerEndpoint::Ssh(_)) {
         decoder.error(
             fields.key_position("ssh_key"),

@@ -119,6 +119,13 @@ impl fmt::Display for ImageRepository {
     }
 }
 
+/// Serialised as the reference text, as users write it.
+impl serde::Serialize for ImageRepository {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,12 +180,5 @@ mod tests {
         for tag in ["", ".x", "-x", "feature/x", "a:b", &"x".repeat(129)] {
             assert!(!is_valid_tag(tag), "{tag}");
         }
-    }
-}
-
-/// Serialised as the reference text, as users write it.
-impl serde::Serialize for ImageRepository {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
     }
 }

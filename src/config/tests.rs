@@ -342,8 +342,46 @@ fn hosts() {
             "hosts:\n  a: { docker: unix:///run/d.sock }\n  b: { docker: tcp://h:2376, tls: { ca: c, cert: d, key: e } }\n  c: { docker: http://x }\n  d: { docker: tcp://nohost }\n",
         )],
         &[
-            "gantry.yaml:4:16: `hosts.c.docker`: `http://x` is not a Docker URL (unix:///path or tcp://host:port)",
+            "gantry.yaml:4:16: `hosts.c.docker`: `http://x` is not a Docker URL (unix:///path, tcp://host:port or ssh://user@host)",
             "gantry.yaml:5:16: `hosts.d.docker`: `tcp://nohost` needs a host and a port, like tcp://10.0.0.11:2376",
         ],
+    );
+}
+
+#[test]
+fn ssh_hosts() {
+    check(
+        &[(
+            "gantry.yaml",
+            "hosts:\n  a: { docker: ssh://deploy@10.0.0.11, ssh_key: keys/deploy }\n  b: { docker: ssh://web2 }\n",
+        )],
+        &[],
+    );
+    check(
+        &[(
+            "gantry.yaml",
+            "hosts:\n  a: { docker: ssh://deploy@10.0.0.11:2222 }\n  b: { docker: ssh:// }\n  \
+             c: { docker: tcp://h:2376, ssh_key: k }\n  d: { docker: ssh://h, tls: { ca: a, cert: b, key: c } }\n",
+        )],
+        &[
+            "gantry.yaml:2:16: `hosts.a.docker`: `ssh://deploy@10.0.0.11:2222`: ssh:// hosts take no port in the URL; set `Port` for that host in ~/.ssh/config",
+            "gantry.yaml:3:16: `hosts.b.docker`: `ssh://` needs a host, like ssh://deploy@10.0.0.11",
+            "gantry.yaml:4:30: `hosts.c.ssh_key` applies to ssh:// hosts only",
+            "gantry.yaml:5:30: `hosts.d.tls` applies to tcp:// hosts only",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gantry.yaml"),
+        "hosts:\n  a: { docker: ssh://deploy@10.0.0.11, ssh_key: keys/deploy }\n",
+    )
+    .unwrap();
+    let config = Config::load_with(dir.path(), &|_: &str| None).unwrap();
+    let host = &config.hosts["a"];
+    assert_eq!(host.docker.to_string(), "ssh://deploy@10.0.0.11");
+    assert_eq!(host.address, "10.0.0.11");
+    assert_eq!(
+        host.ssh_key.as_deref(),
+        Some(dir.path().join("keys/deploy").as_path())
     );
 }

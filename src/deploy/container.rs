@@ -162,7 +162,11 @@ impl ContainerSpec {
         for port in &self.ports {
             let binding = PortBinding {
                 host_ip: port.host_ip.clone(),
-                host_port: Some(port.host_port.map(|port| port.to_string()).unwrap_or_default()),
+                host_port: Some(
+                    port.host_port
+                        .map(|port| port.to_string())
+                        .unwrap_or_default(),
+                ),
             };
             port_bindings
                 .entry(format!("{}/{}", port.container_port, port.protocol))
@@ -172,8 +176,11 @@ impl ContainerSpec {
         }
         let exposed_ports: Vec<String> = port_bindings.keys().cloned().collect();
         let restart_policy = restart_policy(&self.restart);
-        let networking_config = self.network.as_ref().filter(|network| !is_builtin(network)).map(
-            |network| NetworkingConfig {
+        let networking_config = self
+            .network
+            .as_ref()
+            .filter(|network| !is_builtin(network))
+            .map(|network| NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
                     network.clone(),
                     EndpointSettings {
@@ -183,8 +190,7 @@ impl ContainerSpec {
                         ..EndpointSettings::default()
                     },
                 )])),
-            },
-        );
+            });
         ContainerCreateBody {
             image: Some(self.image()),
             cmd: self.command.clone(),
@@ -216,7 +222,9 @@ fn port_text(port: &PortMapping) -> String {
     format!(
         "{}:{}:{}/{}",
         port.host_ip.as_deref().unwrap_or(""),
-        port.host_port.map(|port| port.to_string()).unwrap_or_default(),
+        port.host_port
+            .map(|port| port.to_string())
+            .unwrap_or_default(),
         port.container_port,
         port.protocol
     )

@@ -95,9 +95,7 @@ pub async fn wait_healthy(
         check,
         result: format!(
             "{last_result} (not healthy after {})",
-            humantime::format_duration(Duration::from_millis(
-                started.elapsed().as_millis() as u64
-            ))
+            humantime::format_duration(Duration::from_millis(started.elapsed().as_millis() as u64))
         ),
         exited: false,
     })

@@ -18,6 +18,9 @@ pub mod container;
 pub mod health;
 pub mod status;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -148,11 +151,7 @@ pub struct Target<'a> {
 
 /// The pipeline's services, each after every service it requires (config validation ruled out cycles).
 pub fn service_order(pipeline: &Pipeline) -> Vec<&Service> {
-    fn visit<'p>(
-        name: &str,
-        services: &'p BTreeMap<String, Service>,
-        done: &mut Vec<&'p Service>,
-    ) {
+    fn visit<'p>(name: &str, services: &'p BTreeMap<String, Service>, done: &mut Vec<&'p Service>) {
         let Some(service) = services.get(name) else {
             return;
         };
@@ -409,8 +408,9 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
                         instance_report.digest = instance_report.previous_digest.clone();
                     }
                     Err(error) => {
-                        instance_report.message =
-                            Some(format!("could not be returned to its old container: {error}"));
+                        instance_report.message = Some(format!(
+                            "could not be returned to its old container: {error}"
+                        ));
                     }
                 }
             }
@@ -546,7 +546,8 @@ async fn swap_instance(
     let previous = match &current {
         Some(inspect) => {
             let was_running = container::is_running(inspect);
-            let stop_first = spec.binds_fixed_host_port() || container::holds_fixed_host_port(inspect);
+            let stop_first =
+                spec.binds_fixed_host_port() || container::holds_fixed_host_port(inspect);
             if stop_first && was_running {
                 log(&format!(
                     "{name} on {}: stopping the old container (it holds a fixed host port)",
@@ -615,16 +616,19 @@ async fn swap_instance(
             })))
         }
         Err(mut failure) => {
-            log(&format!("{}; bringing the old container back", failure.message));
+            log(&format!(
+                "{}; bringing the old container back",
+                failure.message
+            ));
             if let Err(error) = container::remove(docker, name).await {
                 failure.message.push_str(&format!(" (and {error})"));
             }
             if let Some(previous) = &previous
                 && let Err(error) = restore(docker, previous, name).await
             {
-                failure
-                    .message
-                    .push_str(&format!(" (and restoring the old container failed: {error})"));
+                failure.message.push_str(&format!(
+                    " (and restoring the old container failed: {error})"
+                ));
             }
             Err(failure)
         }

@@ -127,12 +127,19 @@ pub async fn status(
                     return status;
                 }
             };
-            status.container = inspect.id.as_deref().map(|id| id.chars().take(12).collect());
+            status.container = inspect
+                .id
+                .as_deref()
+                .map(|id| id.chars().take(12).collect());
             status.image = container::label(&inspect, container::LABEL_IMAGE)
                 .map(str::to_string)
-                .or_else(|| inspect.config.as_ref().and_then(|config| config.image.clone()));
-            status.digest =
-                container::label(&inspect, container::LABEL_DIGEST).map(str::to_string);
+                .or_else(|| {
+                    inspect
+                        .config
+                        .as_ref()
+                        .and_then(|config| config.image.clone())
+                });
+            status.digest = container::label(&inspect, container::LABEL_DIGEST).map(str::to_string);
             status.commit = container::label(&inspect, container::LABEL_COMMIT)
                 .filter(|commit| !commit.is_empty())
                 .map(str::to_string);
@@ -144,7 +151,9 @@ pub async fn status(
             status.health = state
                 .health
                 .and_then(|health| health.status)
-                .filter(|health| *health != HealthStatusEnum::NONE && *health != HealthStatusEnum::EMPTY)
+                .filter(|health| {
+                    *health != HealthStatusEnum::NONE && *health != HealthStatusEnum::EMPTY
+                })
                 .map(|health| health.to_string());
             if state.running == Some(true) {
                 status.uptime_seconds = state
@@ -161,10 +170,10 @@ pub async fn status(
             {
                 status.drift.push(format!(
                     "runs {} instead of the deployed {}",
-                    status
-                        .digest
-                        .as_deref()
-                        .map_or_else(|| "an image gantry did not deploy".to_string(), super::short_digest),
+                    status.digest.as_deref().map_or_else(
+                        || "an image gantry did not deploy".to_string(),
+                        super::short_digest
+                    ),
                     super::short_digest(recorded)
                 ));
             }
@@ -236,10 +245,14 @@ pub async fn lifecycle(
         // Dependents first: nothing runs without what it requires.
         for target in selected.iter().rev() {
             let docker = &hosts[&target.instance.host];
-            log(&format!("stopping {} on {}", target.instance.name, target.instance.host));
-            let result = container::stop(docker, &target.instance.name, target.service.stop_timeout)
-                .await
-                .map_err(|error| error.to_string());
+            log(&format!(
+                "stopping {} on {}",
+                target.instance.name, target.instance.host
+            ));
+            let result =
+                container::stop(docker, &target.instance.name, target.service.stop_timeout)
+                    .await
+                    .map_err(|error| error.to_string());
             if !record(&mut report, target, "stop", result) {
                 return report;
             }
@@ -249,7 +262,10 @@ pub async fn lifecycle(
         for target in &selected {
             let docker = &hosts[&target.instance.host];
             let address = &config.hosts[&target.instance.host].address;
-            log(&format!("starting {} on {}", target.instance.name, target.instance.host));
+            log(&format!(
+                "starting {} on {}",
+                target.instance.name, target.instance.host
+            ));
             let result = start_gated(docker, target, address).await;
             if !record(&mut report, target, "start", result) {
                 return report;

@@ -339,7 +339,10 @@ async fn rollback_image(
                 .find(|deployment| {
                     deployment.number.to_string() == wanted
                         || deployment.digest.starts_with(wanted)
-                        || deployment.digest.trim_start_matches("sha256:").starts_with(wanted)
+                        || deployment
+                            .digest
+                            .trim_start_matches("sha256:")
+                            .starts_with(wanted)
                         || deployment
                             .commit
                             .as_deref()
@@ -745,7 +748,10 @@ mod tests {
             "127.0.0.1:5115/team/app:v1@sha256:ab",
             ("127.0.0.1:5115/team/app", Some("sha256:ab"), Some("v1")),
         );
-        check("127.0.0.1:5115/team/app", ("127.0.0.1:5115/team/app", None, None));
+        check(
+            "127.0.0.1:5115/team/app",
+            ("127.0.0.1:5115/team/app", None, None),
+        );
         check("sha256:ab", ("", Some("sha256:ab"), None));
         check("v2", ("", None, Some("v2")));
     }

@@ -8,9 +8,8 @@ use crate::common::*;
 
 /// The Docker URL of extra engine `index` (1-based).
 fn host_docker(index: usize) -> String {
-    std::env::var(format!("GANTRY_TEST_HOST_{index}_DOCKER")).unwrap_or_else(|_| {
-        format!("unix:///var/lib/gantry-test-env/hosts/h{index}/docker.sock")
-    })
+    std::env::var(format!("GANTRY_TEST_HOST_{index}_DOCKER"))
+        .unwrap_or_else(|_| format!("unix:///var/lib/gantry-test-env/hosts/h{index}/docker.sock"))
 }
 
 /// Where extra engine `index` publishes container ports.
@@ -115,7 +114,10 @@ impl Drop for Deployment {
         for engine in &self.engines {
             for (list, remove) in [
                 (vec!["ps", "-aq", "--filter", &label], vec!["rm", "-f"]),
-                (vec!["network", "ls", "-q", "--filter", &label], vec!["network", "rm"]),
+                (
+                    vec!["network", "ls", "-q", "--filter", &label],
+                    vec!["network", "rm"],
+                ),
                 (vec!["images", "-q", &self.repository], vec!["rmi", "-f"]),
             ] {
                 let Ok(listed) = docker(engine).args(&list).output() else {
@@ -196,7 +198,11 @@ fn deploy_across_three_hosts_follows_requires_and_skips_unchanged_instances_unle
     let mut instances = Vec::new();
     let mut deploy = String::from("  batch: 2\n  services:\n");
     for (service, requires, check) in [
-        (web, "[db]", "http: { port: 8080, path: /healthz, status: 200, body: \"ok\" }"),
+        (
+            web,
+            "[db]",
+            "http: { port: 8080, path: /healthz, status: 200, body: \"ok\" }",
+        ),
         (db, "[]", "tcp: { port: 8080 }"),
     ] {
         deploy.push_str(&format!(
@@ -215,20 +221,31 @@ fn deploy_across_three_hosts_follows_requires_and_skips_unchanged_instances_unle
     let digest = report["build"]["digest"].as_str().unwrap().to_string();
     let deployed = instances_by_name(&report);
     assert_eq!(deployed.len(), 6, "{report}");
-    assert!(deployed.iter().all(|(_, action)| action == "updated"), "{report}");
+    assert!(
+        deployed.iter().all(|(_, action)| action == "updated"),
+        "{report}"
+    );
     // The report lists db's instances before web's, and the engines agree:
     // every db container started before any web container.
-    assert!(deployed[..3].iter().all(|(name, _)| name.contains("-db-")), "{report}");
+    assert!(
+        deployed[..3].iter().all(|(name, _)| name.contains("-db-")),
+        "{report}"
+    );
     let started = |service: &str| -> Vec<SystemTime> {
         instances
             .iter()
             .filter(|(of, _, _)| *of == service)
-            .map(|(_, host, name)| timestamp(&inspect(&host_docker(*host), name)["State"]["StartedAt"]))
+            .map(|(_, host, name)| {
+                timestamp(&inspect(&host_docker(*host), name)["State"]["StartedAt"])
+            })
             .collect()
     };
     let last_db = started(db).into_iter().max().unwrap();
     let first_web = started(web).into_iter().min().unwrap();
-    assert!(last_db < first_web, "db started last at {last_db:?}, web first at {first_web:?}");
+    assert!(
+        last_db < first_web,
+        "db started last at {last_db:?}, web first at {first_web:?}"
+    );
     // Each container carries its labels, and serves from its host's address.
     for (service, host, name) in &instances {
         let container = inspect(&host_docker(*host), name);
@@ -238,7 +255,11 @@ fn deploy_across_three_hosts_follows_requires_and_skips_unchanged_instances_unle
         assert_eq!(labels["gantry.instance"], name.as_str());
         assert_eq!(labels["gantry.digest"], digest.as_str());
         assert_eq!(labels["gantry.commit"], deployment.head().as_str());
-        assert!(labels["gantry.spec"].as_str().is_some_and(|hash| hash.len() == 16));
+        assert!(
+            labels["gantry.spec"]
+                .as_str()
+                .is_some_and(|hash| hash.len() == 16)
+        );
         let port = published_port(&host_docker(*host), name);
         assert_eq!(fetch(&host_address(*host), port).as_deref(), Some("v1\n"));
     }
@@ -260,7 +281,9 @@ fn deploy_across_three_hosts_follows_requires_and_skips_unchanged_instances_unle
         .collect();
     let again = deployment.succeed(&["deploy", &deployment.name]);
     assert!(
-        instances_by_name(&again).iter().all(|(_, action)| action == "unchanged"),
+        instances_by_name(&again)
+            .iter()
+            .all(|(_, action)| action == "unchanged"),
         "{again}"
     );
     let same: Vec<String> = instances
@@ -272,7 +295,9 @@ fn deploy_across_three_hosts_follows_requires_and_skips_unchanged_instances_unle
     // --force replaces every one, and leaves no old container behind.
     let forced = deployment.succeed(&["deploy", &deployment.name, "--force"]);
     assert!(
-        instances_by_name(&forced).iter().all(|(_, action)| action == "updated"),
+        instances_by_name(&forced)
+            .iter()
+            .all(|(_, action)| action == "updated"),
         "{forced}"
     );
     for ((_, host, name), old) in instances.iter().zip(&ids) {
@@ -352,9 +377,21 @@ fn deploy_without_a_fixed_host_port_starts_the_new_container_first_and_drops_no_
     std::thread::sleep(Duration::from_millis(300));
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let answers = prober.join().unwrap();
-    let failed: Vec<&String> = answers.iter().filter_map(|answer| answer.as_ref().err()).collect();
-    assert!(answers.len() > 20, "only {} requests were made", answers.len());
-    assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), answers.len());
+    let failed: Vec<&String> = answers
+        .iter()
+        .filter_map(|answer| answer.as_ref().err())
+        .collect();
+    assert!(
+        answers.len() > 20,
+        "only {} requests were made",
+        answers.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
     assert_eq!(answers.first(), Some(&Ok("v1\n".to_string())));
     assert_eq!(answers.last(), Some(&Ok("v2\n".to_string())));
 }
@@ -392,7 +429,10 @@ fn deploy_of_an_image_that_fails_its_check_keeps_the_old_version_and_reverts_upd
         "the failure names the check: {errors}"
     );
     assert!(errors.contains("HTTP 404, expected 200"), "{errors}");
-    assert!(errors.contains("broken on purpose"), "the new container's log is shown: {errors}");
+    assert!(
+        errors.contains("broken on purpose"),
+        "the new container's log is shown: {errors}"
+    );
     assert!(
         errors.contains(&format!("returned to their previous image: {first}")),
         "{errors}"
@@ -401,7 +441,11 @@ fn deploy_of_an_image_that_fails_its_check_keeps_the_old_version_and_reverts_upd
     for (host, name, old_id) in [(1, &first, &old_ids[0]), (2, &second, &old_ids[1])] {
         assert_eq!(&container_id(&host_docker(host), name), old_id, "{name}");
         let port = published_port(&host_docker(host), name);
-        assert_eq!(fetch(&host_address(host), port).as_deref(), Some("v1\n"), "{name}");
+        assert_eq!(
+            fetch(&host_address(host), port).as_deref(),
+            Some("v1\n"),
+            "{name}"
+        );
     }
     let (_, status) = deployment.gantry_json(&["status", &deployment.name, "--logs", "2"]);
     for instance in status["pipelines"][0]["instances"].as_array().unwrap() {
@@ -420,7 +464,10 @@ fn deploy_of_an_image_that_fails_its_check_keeps_the_old_version_and_reverts_upd
     assert_eq!(output.status.code(), Some(1), "{report}");
     assert_eq!(
         instances_by_name(&report),
-        vec![(first.clone(), "updated".to_string()), (second.clone(), "failed".to_string())]
+        vec![
+            (first.clone(), "updated".to_string()),
+            (second.clone(), "failed".to_string())
+        ]
     );
     let port = published_port(&host_docker(1), &first);
     assert_eq!(fetch(&host_address(1), port).as_deref(), Some("v2\n"));
@@ -442,7 +489,8 @@ fn deploy_stops_before_touching_anything_when_a_host_is_down() {
     let before = container_id(&host_docker(1), &up);
 
     // A host nothing answers on joins the pipeline.
-    let mut gantry_yaml = std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
+    let mut gantry_yaml =
+        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
     gantry_yaml.push_str(&format!(
         "  down: {{ docker: \"tcp://127.0.0.1:{}\", timeout: 1s }}\n",
         free_port()
@@ -464,10 +512,19 @@ fn deploy_stops_before_touching_anything_when_a_host_is_down() {
     // Status reports the host by name and still shows the others.
     let (_, status) = deployment.gantry_json(&["status", &deployment.name]);
     let listed = status["pipelines"][0]["instances"].as_array().unwrap();
-    let unreachable = listed.iter().find(|instance| instance["host"] == "down").unwrap();
+    let unreachable = listed
+        .iter()
+        .find(|instance| instance["host"] == "down")
+        .unwrap();
     assert_eq!(unreachable["state"], "unreachable", "{status}");
-    assert!(unreachable["error"].as_str().unwrap().contains("`down`"), "{status}");
-    let reachable = listed.iter().find(|instance| instance["host"] == "h1").unwrap();
+    assert!(
+        unreachable["error"].as_str().unwrap().contains("`down`"),
+        "{status}"
+    );
+    let reachable = listed
+        .iter()
+        .find(|instance| instance["host"] == "h1")
+        .unwrap();
     assert_eq!(reachable["state"], "running", "{status}");
 }
 
@@ -490,11 +547,24 @@ fn rollback_returns_to_the_previous_digest_and_pins_until_unpinned() {
 
     let rolled = deployment.succeed(&["rollback", &deployment.name]);
     assert_eq!(rolled["image"]["digest"], first_digest.as_str(), "{rolled}");
-    assert!(rolled["pinned"]["reason"].as_str().unwrap().contains("rolled back to deployment #1"));
+    assert!(
+        rolled["pinned"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back to deployment #1")
+    );
     let (_, status) = deployment.gantry_json(&["status", &deployment.name]);
     let pipeline = &status["pipelines"][0];
-    assert_eq!(pipeline["instances"][0]["digest"], first_digest.as_str(), "{status}");
-    assert_eq!(pipeline["instances"][0]["commit"], first_commit.as_str(), "{status}");
+    assert_eq!(
+        pipeline["instances"][0]["digest"],
+        first_digest.as_str(),
+        "{status}"
+    );
+    assert_eq!(
+        pipeline["instances"][0]["commit"],
+        first_commit.as_str(),
+        "{status}"
+    );
     assert!(pipeline["pinned"]["reason"].is_string(), "{status}");
     let port = published_port(LOCAL_DOCKER, &instance);
     assert_eq!(fetch("127.0.0.1", port).as_deref(), Some("v1\n"));
@@ -503,8 +573,14 @@ fn rollback_returns_to_the_previous_digest_and_pins_until_unpinned() {
     let output = deployment.gantry(&["deploy", &deployment.name]);
     let errors = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{errors}");
-    assert!(errors.contains("is pinned: rolled back to deployment #1"), "{errors}");
-    assert!(errors.contains(&format!("gantry unpin {}", deployment.name)), "{errors}");
+    assert!(
+        errors.contains("is pinned: rolled back to deployment #1"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains(&format!("gantry unpin {}", deployment.name)),
+        "{errors}"
+    );
     assert_eq!(
         deployment.gantry_json(&["status", &deployment.name]).1["pipelines"][0]["instances"][0]["digest"],
         first_digest.as_str()
@@ -513,7 +589,11 @@ fn rollback_returns_to_the_previous_digest_and_pins_until_unpinned() {
     let unpinned = deployment.succeed(&["unpin", &deployment.name]);
     assert_eq!(unpinned["was_pinned"], true);
     let redeployed = deployment.succeed(&["deploy", &deployment.name]);
-    assert_eq!(redeployed["image"]["digest"], second_digest.as_str(), "{redeployed}");
+    assert_eq!(
+        redeployed["image"]["digest"],
+        second_digest.as_str(),
+        "{redeployed}"
+    );
     assert!(redeployed["pinned"].is_null(), "{redeployed}");
     let port = published_port(LOCAL_DOCKER, &instance);
     assert_eq!(fetch("127.0.0.1", port).as_deref(), Some("v2\n"));
@@ -523,7 +603,11 @@ fn rollback_returns_to_the_previous_digest_and_pins_until_unpinned() {
     assert_eq!(back["image"]["digest"], first_digest.as_str(), "{back}");
     let output = deployment.gantry(&["rollback", &deployment.name, "--to", "999"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("no successful deployment"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no successful deployment"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 /// Starts `gantry deploy` in the background, with stderr captured.
@@ -548,11 +632,16 @@ fn wait_until_held_by(deployment: &Deployment, holder: u32) -> String {
     let pid = format!("pid {holder} ");
     loop {
         let (_, status) = deployment.gantry_json(&["status", &deployment.name]);
-        let owner = status["pipelines"][0]["deploying"]["owner"].as_str().unwrap_or("");
+        let owner = status["pipelines"][0]["deploying"]["owner"]
+            .as_str()
+            .unwrap_or("");
         if owner.contains(&pid) {
             break;
         }
-        assert!(Instant::now() < deadline, "the lease was never seen held: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "the lease was never seen held: {status}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let output = deployment.gantry(&["deploy", &deployment.name, "--force"]);
@@ -581,7 +670,11 @@ fn deploy_lease_makes_a_second_deploy_wait_or_refuse_and_expires_after_a_kill() 
     // With --wait the second deploy goes ahead once the first is done.
     let waited = deployment.gantry(&["deploy", &deployment.name, "--force", "--wait"]);
     assert!(waited.status.success(), "{}", stderr(&waited));
-    assert!(stderr(&waited).contains("waiting for another deploy"), "{}", stderr(&waited));
+    assert!(
+        stderr(&waited).contains("waiting for another deploy"),
+        "{}",
+        stderr(&waited)
+    );
     let first = first.wait_with_output().unwrap();
     assert!(first.status.success(), "{}", stderr(&first));
 
@@ -603,7 +696,10 @@ fn deploy_lease_makes_a_second_deploy_wait_or_refuse_and_expires_after_a_kill() 
     assert!(started.elapsed() < Duration::from_secs(40));
     // The kill left the instance's old container aside; the next deploy cleaned up.
     let (_, status) = deployment.gantry_json(&["status", &deployment.name]);
-    assert_eq!(status["pipelines"][0]["instances"][0]["state"], "running", "{status}");
+    assert_eq!(
+        status["pipelines"][0]["instances"][0]["state"], "running",
+        "{status}"
+    );
     let leftovers = run(docker(LOCAL_DOCKER).args([
         "ps",
         "-aq",
@@ -658,7 +754,11 @@ fn restart_stops_dependents_first_and_starts_them_last() {
     let (_, status) = deployment.gantry_json(&["status", &deployment.name]);
     for instance in status["pipelines"][0]["instances"].as_array().unwrap() {
         assert_eq!(instance["state"], "exited", "{status}");
-        assert_eq!(instance["drift"], serde_json::json!(["container exited"]), "{status}");
+        assert_eq!(
+            instance["drift"],
+            serde_json::json!(["container exited"]),
+            "{status}"
+        );
     }
     let started = deployment.succeed(&["start", &deployment.name, "--only", "db"]);
     assert_eq!(started["steps"].as_array().unwrap().len(), 1, "{started}");
@@ -675,7 +775,8 @@ fn restart_stops_dependents_first_and_starts_them_last() {
 /// self-signed pair the engine must refuse.
 fn make_client_certificates(dir: &std::path::Path) {
     let ca = certs();
-    let openssl = |arguments: &[&str]| run(Command::new("openssl").args(arguments).current_dir(dir));
+    let openssl =
+        |arguments: &[&str]| run(Command::new("openssl").args(arguments).current_dir(dir));
     std::fs::write(
         dir.join("client.cnf"),
         "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = gantry-deploy-test\n\
@@ -684,19 +785,61 @@ fn make_client_certificates(dir: &std::path::Path) {
     )
     .unwrap();
     for name in ["key.pem", "wrong-key.pem"] {
-        openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", name]);
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            name,
+        ]);
     }
-    openssl(&["req", "-config", "client.cnf", "-new", "-key", "key.pem", "-out", "client.csr"]);
     openssl(&[
-        "x509", "-req", "-sha256", "-days", "1", "-in", "client.csr",
-        "-CA", ca.join("ca.pem").to_str().unwrap(),
-        "-CAkey", ca.join("ca-key.pem").to_str().unwrap(),
-        "-set_serial", "0x1d2c3b4a", "-extfile", "client.cnf", "-extensions", "client",
-        "-out", "cert.pem",
+        "req",
+        "-config",
+        "client.cnf",
+        "-new",
+        "-key",
+        "key.pem",
+        "-out",
+        "client.csr",
     ]);
     openssl(&[
-        "req", "-config", "client.cnf", "-new", "-x509", "-days", "1", "-key", "wrong-key.pem",
-        "-extensions", "client", "-out", "wrong-cert.pem",
+        "x509",
+        "-req",
+        "-sha256",
+        "-days",
+        "1",
+        "-in",
+        "client.csr",
+        "-CA",
+        ca.join("ca.pem").to_str().unwrap(),
+        "-CAkey",
+        ca.join("ca-key.pem").to_str().unwrap(),
+        "-set_serial",
+        "0x1d2c3b4a",
+        "-extfile",
+        "client.cnf",
+        "-extensions",
+        "client",
+        "-out",
+        "cert.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-config",
+        "client.cnf",
+        "-new",
+        "-x509",
+        "-days",
+        "1",
+        "-key",
+        "wrong-key.pem",
+        "-extensions",
+        "client",
+        "-out",
+        "wrong-cert.pem",
     ]);
     std::fs::copy(ca.join("ca.pem"), dir.join("ca.pem")).unwrap();
 }
@@ -721,12 +864,18 @@ fn deploy_over_tcp_with_tls_client_certificates_reaches_a_tlsverify_engine() {
          health:\n        http: {{ port: 8080, path: /healthz }}\n      instances:\n        {instance}: {{ host: secure }}\n"
     ));
     let report = deployment.succeed(&["run", &deployment.name]);
-    assert_eq!(instances_by_name(&report), vec![(instance.clone(), "updated".to_string())]);
+    assert_eq!(
+        instances_by_name(&report),
+        vec![(instance.clone(), "updated".to_string())]
+    );
     // The address defaults to the docker URL's host: the engine in the namespace.
     let port = published_port(&host_docker(1), &instance);
     assert_eq!(fetch(&host_address(1), port).as_deref(), Some("v1\n"));
     let (_, status) = deployment.gantry_json(&["status", &deployment.name]);
-    assert_eq!(status["pipelines"][0]["instances"][0]["state"], "running", "{status}");
+    assert_eq!(
+        status["pipelines"][0]["instances"][0]["state"], "running",
+        "{status}"
+    );
 
     // A certificate the engine's CA did not sign is refused, naming the host.
     deployment.pipeline(&format!(
@@ -760,7 +909,10 @@ fn deploy_over_ssh_runs_the_engine_api_through_the_ssh_channel() {
     let wrapper = tools.path().join("ssh");
     std::fs::write(
         &wrapper,
-        format!("#!/bin/sh\nexec /usr/bin/ssh -F {} \"$@\"\n", ssh_config.display()),
+        format!(
+            "#!/bin/sh\nexec /usr/bin/ssh -F {} \"$@\"\n",
+            ssh_config.display()
+        ),
     )
     .unwrap();
     run(Command::new("chmod").arg("+x").arg(&wrapper));
@@ -783,7 +935,9 @@ fn deploy_over_ssh_runs_the_engine_api_through_the_ssh_channel() {
          health:\n        http: {{ port: 8080, path: /healthz }}\n      instances:\n        {instance}: {{ host: remote }}\n"
     ));
     let environment = [("PATH", path.as_str())];
-    let hosts = deployment.config.gantry_with(&["--json", "hosts"], &environment);
+    let hosts = deployment
+        .config
+        .gantry_with(&["--json", "hosts"], &environment);
     let reports: serde_json::Value = serde_json::from_slice(&hosts.stdout).unwrap();
     let remote = reports
         .as_array()
@@ -831,16 +985,31 @@ fn deploy_applies_every_service_setting_and_status_reports_drift() {
         volume.path().display()
     ));
     let report = deployment.succeed(&["run", &deployment.name, "--only", "*-web-1"]);
-    assert_eq!(instances_by_name(&report), vec![(first.clone(), "updated".to_string())]);
+    assert_eq!(
+        instances_by_name(&report),
+        vec![(first.clone(), "updated".to_string())]
+    );
     let container = inspect(LOCAL_DOCKER, &first);
     let config = &container["Config"];
     let host_config = &container["HostConfig"];
     assert_eq!(
         config["Cmd"],
-        serde_json::json!(["sh", "-c", "echo started as $ROLE; exec httpd -f -p 8080 -h /www"])
+        serde_json::json!([
+            "sh",
+            "-c",
+            "echo started as $ROLE; exec httpd -f -p 8080 -h /www"
+        ])
     );
-    let env: Vec<&str> = config["Env"].as_array().unwrap().iter().map(|value| value.as_str().unwrap()).collect();
-    assert!(env.contains(&"ROLE=primary") && env.contains(&"GREETING=hello"), "{env:?}");
+    let env: Vec<&str> = config["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|value| value.as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(&"ROLE=primary") && env.contains(&"GREETING=hello"),
+        "{env:?}"
+    );
     assert_eq!(config["Labels"]["team"], "platform");
     assert_eq!(config["StopTimeout"], 2);
     assert_eq!(host_config["RestartPolicy"]["Name"], "on-failure");
@@ -848,7 +1017,10 @@ fn deploy_applies_every_service_setting_and_status_reports_drift() {
     assert_eq!(host_config["Memory"], 64 * 1024 * 1024);
     assert_eq!(host_config["NanoCpus"], 500_000_000);
     assert_eq!(host_config["NetworkMode"], network.as_str());
-    assert_eq!(host_config["PortBindings"]["8080/tcp"][0]["HostIp"], "127.0.0.1");
+    assert_eq!(
+        host_config["PortBindings"]["8080/tcp"][0]["HostIp"],
+        "127.0.0.1"
+    );
     assert!(
         container["NetworkSettings"]["Networks"][&network]["Aliases"]
             .as_array()
@@ -865,41 +1037,82 @@ fn deploy_applies_every_service_setting_and_status_reports_drift() {
     let explicit = deployment.succeed(&["deploy", &deployment.name, "--image", &by_digest]);
     assert_eq!(
         instances_by_name(&explicit),
-        vec![(first.clone(), "unchanged".to_string()), (second.clone(), "updated".to_string())]
+        vec![
+            (first.clone(), "unchanged".to_string()),
+            (second.clone(), "updated".to_string())
+        ]
     );
     assert!(run(docker(LOCAL_DOCKER).args(["logs", &second])).contains("started as secondary"));
     let tag = format!("{}:{}", deployment.repository, &deployment.head()[..7]);
     let by_tag = deployment.succeed(&["deploy", &deployment.name, "--image", &tag]);
     assert_eq!(by_tag["image"]["digest"], digest, "{by_tag}");
-    assert_eq!(by_tag["image"]["commit"], deployment.head().as_str(), "{by_tag}");
-    let output = deployment.gantry(&["deploy", &deployment.name, "--image", "127.0.0.1:5115/other/app:v1"]);
+    assert_eq!(
+        by_tag["image"]["commit"],
+        deployment.head().as_str(),
+        "{by_tag}"
+    );
+    let output = deployment.gantry(&[
+        "deploy",
+        &deployment.name,
+        "--image",
+        "127.0.0.1:5115/other/app:v1",
+    ]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("is not from the pipeline's repository"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("is not from the pipeline's repository"),
+        "{}",
+        stderr(&output)
+    );
 
     // Drift: a container replaced by hand, and one removed.
     run(docker(LOCAL_DOCKER).args(["rm", "-f", &first]));
     run(docker(LOCAL_DOCKER).args([
-        "run", "-d", "--name", &first, "--label", &format!("gantry.pipeline={}", deployment.name),
-        "gantry-test/busybox:latest", "sleep", "60",
+        "run",
+        "-d",
+        "--name",
+        &first,
+        "--label",
+        &format!("gantry.pipeline={}", deployment.name),
+        "gantry-test/busybox:latest",
+        "sleep",
+        "60",
     ]));
     run(docker(LOCAL_DOCKER).args(["rm", "-f", &second]));
     let (_, status) = deployment.gantry_json(&["status", &deployment.name, "--logs", "5"]);
     let listed = status["pipelines"][0]["instances"].as_array().unwrap();
-    let replaced = listed.iter().find(|instance| instance["instance"] == first.as_str()).unwrap();
+    let replaced = listed
+        .iter()
+        .find(|instance| instance["instance"] == first.as_str())
+        .unwrap();
     assert_eq!(replaced["state"], "running", "{replaced}");
     assert!(
-        replaced["drift"][0].as_str().unwrap().starts_with("runs an image gantry did not deploy instead of the deployed sha256:"),
+        replaced["drift"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("runs an image gantry did not deploy instead of the deployed sha256:"),
         "{replaced}"
     );
-    let removed = listed.iter().find(|instance| instance["instance"] == second.as_str()).unwrap();
+    let removed = listed
+        .iter()
+        .find(|instance| instance["instance"] == second.as_str())
+        .unwrap();
     assert_eq!(removed["state"], "missing", "{removed}");
-    assert_eq!(removed["drift"], serde_json::json!(["container missing"]), "{removed}");
+    assert_eq!(
+        removed["drift"],
+        serde_json::json!(["container missing"]),
+        "{removed}"
+    );
     let text = stdout(&deployment.gantry(&["status", &deployment.name]));
     assert!(text.contains("container missing"), "{text}");
 
     // A redeploy puts both back.
     let repaired = deployment.succeed(&["deploy", &deployment.name]);
-    assert!(instances_by_name(&repaired).iter().all(|(_, action)| action == "updated"), "{repaired}");
+    assert!(
+        instances_by_name(&repaired)
+            .iter()
+            .all(|(_, action)| action == "updated"),
+        "{repaired}"
+    );
 }
 
 #[test]
@@ -915,10 +1128,18 @@ fn deploy_fails_fast_when_the_new_container_exits() {
     let output = deployment.gantry(&["run", &deployment.name]);
     let errors = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{errors}");
-    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
-    assert!(errors.contains("the container exited with code 3"), "{errors}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        errors.contains("the container exited with code 3"),
+        "{errors}"
+    );
     assert!(errors.contains("cannot start: missing config"), "{errors}");
     // Nothing ran before, so nothing is left: the failed container is removed.
-    let left = run(docker(LOCAL_DOCKER).args(["ps", "-aq", "--filter", &format!("name={instance}")]));
+    let left =
+        run(docker(LOCAL_DOCKER).args(["ps", "-aq", "--filter", &format!("name={instance}")]));
     assert_eq!(left.trim(), "");
 }
