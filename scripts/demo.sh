@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # gantry end to end on one machine: a git repository on disk, a pipeline that
-# points at it, two builds (the second one fetching only what the new commit
-# added), then proof that the registry serves the digest gantry reported and that
-# the pushed image runs. Everything stays on loopback.
+# points at it, deployed to two Docker hosts (the local engine and one in its own
+# network namespace). The first `gantry run` builds, pushes and deploys; a one-line
+# commit is rolled out health-gated with a second run (fetching only what the new
+# commit added); the registry is asked for the digest gantry reported; `gantry
+# rollback` returns to the first version and pins the pipeline. Everything stays
+# on loopback and in the namespaces test-env.sh makes.
 #
 #   scripts/demo.sh                    work in a temp dir, removed at the end
 #   DEMO_DIR=/tmp/gd scripts/demo.sh   work in /tmp/gd, kept for a look afterwards
-#   DEMO_PORT=18080 scripts/demo.sh    publish the demo container on that port
-#                                      (default: one Docker picks)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,14 +34,24 @@ json_value() {
   sed -n "s/^ *\"$2\": \"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" "$1" | head -n 1
 }
 
-CONTAINER="gantry-demo-$$"
+PIPELINE="hello"
 WORK=''
 KEEP_WORK=0
 IMAGE=''
+HOST1=''
+
+# remove_deployed ENGINE: the demo's containers on one engine, found by gantry's label.
+remove_deployed() {
+  local ids
+  ids=$(docker -H "$1" ps -aq --filter "label=gantry.pipeline=$PIPELINE" 2>/dev/null || true)
+  # shellcheck disable=SC2086
+  [ -z "$ids" ] || docker -H "$1" rm -f $ids >/dev/null 2>&1 || true
+}
 
 cleanup() {
   local status=$?
-  docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
+  remove_deployed unix:///var/run/docker.sock
+  [ -z "$HOST1" ] || remove_deployed "$HOST1"
   # Local copies of the demo image only; what was pushed stays in the registry.
   if [ -n "$IMAGE" ]; then
     docker image ls --digests --format '{{.Repository}} {{.Tag}} {{.Digest}}' "$IMAGE" 2>/dev/null |
@@ -65,6 +76,9 @@ STATE="${GANTRY_TEST_ENV_DIR:-/var/lib/gantry-test-env}"
 source "$STATE/env"
 REGISTRY="${GANTRY_TEST_REGISTRY:-127.0.0.1:5115}"
 IMAGE="$REGISTRY/demo/hello"
+HOST1="${GANTRY_TEST_HOST_1_DOCKER:-}"
+HOST1_ADDRESS="${GANTRY_TEST_HOST_1_ADDRESS:-}"
+[ -n "$HOST1" ] || die "test-env.sh started no extra engine (GANTRY_TEST_HOSTS=0?)"
 
 step "Build gantry (cargo build --release)"
 cargo build --release
@@ -96,8 +110,14 @@ git_in "$REPO" log --oneline
 note "files: $(cd "$REPO" && git ls-files | tr '\n' ' ')"
 note "(.dockerignore keeps secret.txt and README.md out of the image)"
 
-step "A config dir with one pipeline ($CONFIG)"
+step "A config dir: two hosts and one pipeline ($CONFIG)"
 mkdir -p "$CONFIG/pipelines"
+cat >"$CONFIG/gantry.yaml" <<EOF
+hosts:
+  local: { docker: "unix:///var/run/docker.sock" }
+  edge:  { docker: "$HOST1", address: "$HOST1_ADDRESS" }   # a dockerd in its own network namespace
+EOF
+sed 's/^/    /' "$CONFIG/gantry.yaml"
 cat >"$CONFIG/pipelines/hello.yaml" <<EOF
 source:
   repo: file://$REPO
@@ -109,6 +129,18 @@ build:
 image:
   repository: $IMAGE
   tags: ["{{ commit.short }}", latest]
+deploy:
+  batch: 1
+  services:
+    web:
+      ports: ["8080"]            # no fixed host port: the new container starts before the old stops
+      stop_timeout: 2s
+      health:
+        http: { port: 8080, path: /healthz, status: 200 }
+        timeout: 20s
+      instances:
+        hello-local: {}          # the default host: local
+        hello-edge: { host: edge }
 EOF
 sed 's/^/    /' "$CONFIG/pipelines/hello.yaml"
 
@@ -119,24 +151,41 @@ step "gantry validate"
 step "gantry hosts"
 "$GANTRY" -c "$CONFIG" hosts
 
-step "gantry build hello (first build: the git cache is cloned)"
-"$GANTRY" -c "$CONFIG" build hello
+# page INSTANCE ENGINE ADDRESS: what the instance's container serves at /.
+page() {
+  local port
+  port=$(docker -H "$2" port "$1" 8080/tcp | head -n 1 | sed 's/.*://')
+  curl -fsS -m 5 "http://$3:$port/"
+}
+
+# both_pages: one line per instance with the heading it serves.
+both_pages() {
+  note "hello-local serves: $(page hello-local unix:///var/run/docker.sock 127.0.0.1 | grep -o 'Hello[^<]*')"
+  note "hello-edge  serves: $(page hello-edge "$HOST1" "$HOST1_ADDRESS" | grep -o 'Hello[^<]*')"
+}
+
+step "gantry run hello (clone, build, push, pull on both hosts, start, health-gate)"
+"$GANTRY" -c "$CONFIG" run hello
+FIRST=$(git_in "$REPO" rev-parse --short=7 HEAD)
+both_pages
 
 step "A one-line change, committed"
 sed -i 's|Hello from gantry!|Hello again from gantry!|' "$REPO/www/index.html"
 git_in "$REPO" commit -q -a -m "hello: say hello again"
 git_in "$REPO" --no-pager show --stat --format='%h %s' HEAD | sed -e '/^$/d' -e 's/^/    /'
 
-step "gantry --json build hello (second build: an incremental fetch into the cache)"
-REPORT="$WORK/build-2.json"
-"$GANTRY" -c "$CONFIG" --json build hello >"$REPORT"
-cat "$REPORT"
+step "gantry --json run hello (an incremental fetch, then a start-first rollout, one host at a time)"
+REPORT="$WORK/run-2.json"
+"$GANTRY" -c "$CONFIG" --json run hello >"$REPORT"
 SHORT=$(json_value "$REPORT" short)
 DIGEST=$(json_value "$REPORT" digest)
 if [ -z "$SHORT" ] || [ -z "$DIGEST" ]; then die "no commit or digest in gantry's report"; fi
 note "fetch: cache created=$(json_value "$REPORT" created)," \
   "$(json_value "$REPORT" received_objects) objects /" \
   "$(json_value "$REPORT" received_bytes) bytes received (only the new commit's objects)"
+
+note "commit $SHORT, digest $DIGEST"
+grep -o '"instance": "[a-z-]*"\|"action": "[a-z_]*"' "$REPORT" | paste - - | sed 's/^/    /'
 
 # ------------------------------------------------------------------ proof
 step "What the registry serves (asked directly over HTTP)"
@@ -150,41 +199,30 @@ for tag in "$SHORT" latest; do
 done
 note "match: the registry serves exactly the digest gantry reported"
 
-step "Run the pushed image by digest"
-# Drop the local copies first, so the image really comes from the registry.
-docker rmi "$IMAGE:$SHORT" "$IMAGE:latest" >/dev/null 2>&1 || true
-docker pull "$IMAGE@$DIGEST"
-docker run -d --name "$CONTAINER" -p "127.0.0.1:${DEMO_PORT:-}:8080" "$IMAGE@$DIGEST" >/dev/null
-HOST_PORT=$(docker port "$CONTAINER" 8080/tcp | sed -n 's/^127\.0\.0\.1:\([0-9]*\)$/\1/p' | head -n 1)
-[ -n "$HOST_PORT" ] || die "container $CONTAINER publishes no port"
-note "container $CONTAINER on http://127.0.0.1:$HOST_PORT"
-note "image env: $(docker inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$CONTAINER" | grep '^HELLO_VERSION=')"
-note "image label: org.opencontainers.image.revision=$(docker inspect \
-  --format '{{index .Config.Labels "org.opencontainers.image.revision"}}' "$CONTAINER")"
+step "gantry status hello"
+"$GANTRY" -c "$CONFIG" status hello
+both_pages
+page hello-edge "$HOST1" "$HOST1_ADDRESS" | grep -q 'Hello again from gantry!' \
+  || die "hello-edge does not serve the second commit's page"
+page hello-local unix:///var/run/docker.sock 127.0.0.1 | grep -q 'Hello again from gantry!' \
+  || die "hello-local does not serve the second commit's page"
 
-# httpd needs a moment after the container starts.
-for _ in $(seq 50); do
-  curl -fs -o /dev/null "http://127.0.0.1:$HOST_PORT/healthz" && break
-  sleep 0.2
-done
+step "gantry rollback hello (back to $FIRST; automatic deploys are held)"
+"$GANTRY" -c "$CONFIG" rollback hello
+both_pages
+page hello-edge "$HOST1" "$HOST1_ADDRESS" | grep -q 'Hello from gantry!' \
+  || die "hello-edge does not serve the first commit's page after the rollback"
+"$GANTRY" -c "$CONFIG" status hello
 
-step "curl http://127.0.0.1:$HOST_PORT/"
-page=$(curl -fsS "http://127.0.0.1:$HOST_PORT/")
-printf '%s\n' "$page" | sed 's/^/    /'
-grep -q 'Hello again from gantry!' <<<"$page" || die "/ does not serve the second commit's page"
+step "gantry deploy hello while pinned: refused"
+if "$GANTRY" -c "$CONFIG" deploy hello; then die "a pinned pipeline was deployed"; fi
 
-step "curl http://127.0.0.1:$HOST_PORT/healthz"
-health=$(curl -fsS "http://127.0.0.1:$HOST_PORT/healthz")
-printf '    %s\n' "$health"
-[ "$health" = ok ] || die "/healthz answered '$health'"
-
-step "Remove the demo container"
-docker rm -f "$CONTAINER" >/dev/null
-note "removed $CONTAINER"
+step "gantry unpin hello"
+"$GANTRY" -c "$CONFIG" unpin hello
 
 step "Done"
 note "gantry built $SHORT, pushed $IMAGE:$SHORT and :latest as $DIGEST,"
-note "and the registry and a running container agree."
+note "rolled it out to two hosts health-gated, and rolled back to $FIRST."
 if [ "$KEEP_WORK" -eq 1 ]; then
   note "work dir kept: $WORK (repo/, config/, config/.gantry/)"
 fi

@@ -217,7 +217,7 @@ fn print_deploy(report: &DeployReport, json: bool) -> anyhow::Result<()> {
     }
     if let Some(pin) = &report.pinned {
         eprintln!(
-            "note: {} is pinned ({}): automatic deploys are held until `gantry unpin {}`",
+            "note: {} is pinned: {}; automatic deploys are held until `gantry unpin {}`",
             report.pipeline, pin.reason, report.pipeline
         );
     }
@@ -290,7 +290,7 @@ pub async fn show_status(
         println!("{}", pipeline.name);
         if let Some(pin) = pins.get(&pipeline.name) {
             println!(
-                "  pinned ({}): automatic deploys are held until `gantry unpin {}`",
+                "  pinned: {}; automatic deploys are held until `gantry unpin {}`",
                 pin.reason, pipeline.name
             );
         }

@@ -533,7 +533,7 @@ fn rollback_returns_to_the_previous_digest_and_pins_until_unpinned() {
     let deployment = Deployment::new("rollback", &[]);
     let instance = deployment.instance("web-1");
     deployment.pipeline(&format!(
-        "  services:\n    web:\n      ports: [\"8080\"]\n      health:\n        http: {{ port: 8080, path: /healthz }}\n      \
+        "  services:\n    web:\n      ports: [\"8080\"]\n      stop_timeout: 1s\n      health:\n        http: {{ port: 8080, path: /healthz }}\n      \
          instances:\n        {instance}: {{}}\n"
     ));
     let first = deployment.succeed(&["run", &deployment.name]);
@@ -658,7 +658,7 @@ fn deploy_lease_makes_a_second_deploy_wait_or_refuse_and_expires_after_a_kill() 
     let instance = deployment.instance("web-1");
     // The container takes two seconds to become ready, so a deploy holds its lease that long.
     deployment.pipeline(&format!(
-        "  services:\n    web:\n      command: [\"sh\", \"-c\", \"sleep 2; touch /tmp/ready; exec httpd -f -p 8080 -h /www\"]\n      \
+        "  services:\n    web:\n      command: [\"sh\", \"-c\", \"sleep 2; touch /tmp/ready; exec httpd -f -p 8080 -h /www\"]\n      stop_timeout: 1s\n      \
          health:\n        exec: [\"test\", \"-f\", \"/tmp/ready\"]\n        timeout: 30s\n        interval: 100ms\n      \
          instances:\n        {instance}: {{}}\n"
     ));
