@@ -202,7 +202,9 @@ impl ContainerSpec {
             ),
             labels: Some(self.all_labels()),
             exposed_ports: (!exposed_ports.is_empty()).then_some(exposed_ports),
-            stop_timeout: self.stop_timeout.map(|timeout| timeout.as_secs() as i64),
+            stop_timeout: self
+                .stop_timeout
+                .map(|timeout| whole_seconds(timeout) as i64),
             host_config: Some(HostConfig {
                 port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
                 binds: (!self.volumes.is_empty()).then(|| self.volumes.clone()),
@@ -249,6 +251,11 @@ fn restart_policy(text: &str) -> RestartPolicy {
 
 fn is_builtin(network: &str) -> bool {
     BUILTIN_NETWORKS.contains(&network) || network.starts_with("container:")
+}
+
+/// Docker takes stop timeouts in whole seconds; round up, so `500ms` still gets a graceful stop.
+fn whole_seconds(timeout: Duration) -> u64 {
+    timeout.as_secs_f64().ceil() as u64
 }
 
 /// The name the old container carries while its replacement is on trial.
@@ -324,11 +331,8 @@ pub async fn ensure_network(docker: &Docker, spec: &ContainerSpec) -> Result<(),
     }
 }
 
-/// Creates and starts the spec's container under the instance name; returns its id.
-pub async fn create_and_start(
-    docker: &Docker,
-    spec: &ContainerSpec,
-) -> Result<String, DockerCallError> {
+/// Creates (without starting) the spec's container under the instance name; returns its id.
+pub async fn create(docker: &Docker, spec: &ContainerSpec) -> Result<String, DockerCallError> {
     let options = CreateContainerOptions {
         name: Some(spec.instance.clone()),
         ..CreateContainerOptions::default()
@@ -337,10 +341,6 @@ pub async fn create_and_start(
         .create_container(Some(options), spec.create_body())
         .await
         .map_err(failed(format!("creating container {}", spec.instance)))?;
-    docker
-        .start_container(&spec.instance, None)
-        .await
-        .map_err(failed(format!("starting container {}", spec.instance)))?;
     Ok(created.id)
 }
 
@@ -361,7 +361,7 @@ pub async fn stop(
     timeout: Option<Duration>,
 ) -> Result<(), DockerCallError> {
     let options = StopContainerOptions {
-        t: timeout.map(|timeout| timeout.as_secs() as i32),
+        t: timeout.map(|timeout| whole_seconds(timeout) as i32),
         signal: None,
     };
     match docker.stop_container(name, Some(options)).await {

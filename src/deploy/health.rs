@@ -188,9 +188,20 @@ async fn container_state(docker: &Docker, container: &str) -> ContainerState {
         .into_iter()
         .filter_map(|(key, bindings)| {
             let container_port = key.split('/').next()?.parse::<u16>().ok()?;
-            let host_port = bindings?
-                .into_iter()
-                .find_map(|binding| binding.host_port?.parse::<u16>().ok())?;
+            // Engines may publish different ports for IPv4 and IPv6; the host's
+            // address is usually IPv4, so its binding comes first.
+            let bindings = bindings?;
+            let is_ipv6 = |binding: &&bollard::models::PortBinding| {
+                binding
+                    .host_ip
+                    .as_deref()
+                    .is_some_and(|ip| ip.contains(':'))
+            };
+            let host_port = bindings
+                .iter()
+                .filter(|binding| !is_ipv6(binding))
+                .chain(bindings.iter().filter(is_ipv6))
+                .find_map(|binding| binding.host_port.as_deref()?.parse::<u16>().ok())?;
             Some((container_port, host_port))
         })
         .collect();

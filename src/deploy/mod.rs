@@ -395,8 +395,10 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
 
     if failure.is_some() && pipeline.deploy.on_failure == OnFailure::Rollback {
         // Newest first, so that dependents go back before what they require.
-        for done in swapped.drain(..).rev() {
+        for mut done in swapped.drain(..).rev() {
             let docker = &hosts[&done.host];
+            // A failed stop leaves it running, which suits a container coming back.
+            let _ = done.stopped().await;
             let result = revert(docker, &done, log).await;
             if let Some(instance_report) = reports
                 .iter_mut()
@@ -416,14 +418,22 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
             }
         }
     }
-    // What was replaced and stays replaced: its old container is no longer needed.
-    for done in &swapped {
-        if let Some(previous) = &done.previous
-            && let Err(error) = container::remove(&hosts[&done.host], &previous.name).await
-        {
-            log(&format!("{}: {error}", done.instance));
+    // What was replaced and stays replaced: its old container is no longer needed
+    // once it has stopped. All hosts at once.
+    futures_util::future::join_all(swapped.iter_mut().map(|done| {
+        let docker = &hosts[&done.host];
+        async move {
+            if let Err(error) = done.stopped().await {
+                log(&format!("{}: {error}", done.instance));
+            }
+            if let Some(previous) = &done.previous
+                && let Err(error) = container::remove(docker, &previous.name).await
+            {
+                log(&format!("{}: {error}", done.instance));
+            }
         }
-    }
+    }))
+    .await;
     RolloutReport {
         instances: reports,
         failure,
@@ -454,6 +464,8 @@ struct PreviousContainer {
     name: String,
     was_running: bool,
     digest: Option<String>,
+    /// It had to stop before the new one started (a fixed host port).
+    stop_first: bool,
 }
 
 /// An instance whose new container passed its gate.
@@ -463,7 +475,24 @@ struct Swapped {
     host: String,
     container_id: String,
     previous: Option<PreviousContainer>,
+    /// The old container's graceful stop, running in the background.
+    stopping: Option<tokio::task::JoinHandle<Result<(), DockerCallError>>>,
     healthy_after: Duration,
+}
+
+impl Swapped {
+    /// Waits for the old container's background stop, if there is one.
+    async fn stopped(&mut self) -> Result<(), DockerCallError> {
+        match self.stopping.take() {
+            Some(stopping) => stopping.await.unwrap_or_else(|error| {
+                Err(DockerCallError {
+                    action: format!("stopping {}", container::previous_name(&self.instance)),
+                    reason: error.to_string(),
+                })
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 enum SwapOutcome {
@@ -541,43 +570,45 @@ async fn swap_instance(
         .await
         .map_err(|error| plain_failure(error, previous_digest.clone()))?;
 
-    // Keep the old container under another name; stop it first only when it
-    // holds a host port the new one needs.
+    // Keep the old container under another name while the new one is on trial.
     let previous = match &current {
         Some(inspect) => {
-            let was_running = container::is_running(inspect);
-            let stop_first =
-                spec.binds_fixed_host_port() || container::holds_fixed_host_port(inspect);
-            if stop_first && was_running {
-                log(&format!(
-                    "{name} on {}: stopping the old container (it holds a fixed host port)",
-                    spec.host
-                ));
-                container::stop(docker, name, spec.stop_timeout)
-                    .await
-                    .map_err(|error| plain_failure(error, previous_digest.clone()))?;
-            }
-            if let Err(error) = container::rename(docker, name, &previous_name).await {
-                if stop_first && was_running {
-                    let _ = container::start(docker, name).await;
-                }
-                return Err(plain_failure(error, previous_digest));
-            }
+            container::rename(docker, name, &previous_name)
+                .await
+                .map_err(|error| plain_failure(error, previous_digest.clone()))?;
             Some(PreviousContainer {
                 name: previous_name.clone(),
-                was_running,
+                was_running: container::is_running(inspect),
                 digest: previous_digest.clone(),
+                stop_first: spec.binds_fixed_host_port()
+                    || container::holds_fixed_host_port(inspect),
             })
         }
         None => None,
     };
-
-    log(&format!(
-        "{name} on {}: starting {}",
-        spec.host,
-        short_digest(&spec.digest)
-    ));
-    let started = container::create_and_start(docker, spec).await;
+    // Created before the old one stops, so a stop-first swap is down only while the
+    // new container starts.
+    let started = async {
+        let id = container::create(docker, spec).await?;
+        if let Some(previous) = &previous
+            && previous.stop_first
+            && previous.was_running
+        {
+            log(&format!(
+                "{name} on {}: stopping the old container (it holds a fixed host port)",
+                spec.host
+            ));
+            container::stop(docker, &previous.name, spec.stop_timeout).await?;
+        }
+        log(&format!(
+            "{name} on {}: starting {}",
+            spec.host,
+            short_digest(&spec.digest)
+        ));
+        container::start(docker, name).await?;
+        Ok::<_, DockerCallError>(id)
+    }
+    .await;
     let outcome = match started {
         Ok(id) => match health::wait_healthy(docker, name, &service.health, address).await {
             Ok(healthy_after) => Ok((id, healthy_after)),
@@ -600,18 +631,23 @@ async fn swap_instance(
                 spec.host,
                 humantime::format_duration(Duration::from_millis(healthy_after.as_millis() as u64))
             ));
-            // The old container stays, stopped, until the whole rollout is done.
-            if let Some(previous) = &previous
-                && previous.was_running
-                && let Err(error) = container::stop(docker, &previous.name, spec.stop_timeout).await
-            {
-                log(&format!("{name}: {error}"));
-            }
+            // The old container stops gracefully in the background (it may take its
+            // whole stop timeout) and stays until the whole rollout is done.
+            let stopping = previous
+                .as_ref()
+                .filter(|previous| previous.was_running && !previous.stop_first)
+                .map(|previous| {
+                    let docker = docker.clone();
+                    let old = previous.name.clone();
+                    let timeout = spec.stop_timeout;
+                    tokio::spawn(async move { container::stop(&docker, &old, timeout).await })
+                });
             Ok(SwapOutcome::Swapped(Box::new(Swapped {
                 instance: name.to_string(),
                 host: spec.host.clone(),
                 container_id,
                 previous,
+                stopping,
                 healthy_after,
             })))
         }

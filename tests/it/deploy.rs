@@ -1143,3 +1143,36 @@ fn deploy_fails_fast_when_the_new_container_exits() {
         run(docker(LOCAL_DOCKER).args(["ps", "-aq", "--filter", &format!("name={instance}")]));
     assert_eq!(left.trim(), "");
 }
+
+#[test]
+fn deploy_with_a_fixed_host_port_stops_the_old_container_first_and_restores_it_on_failure() {
+    let deployment = Deployment::new("fixedport", &[]);
+    let instance = deployment.instance("web-1");
+    let port = free_port();
+    deployment.pipeline(&format!(
+        "  services:\n    web:\n      ports: [\"127.0.0.1:{port}:8080\"]\n      stop_timeout: 1s\n      \
+         health:\n        http: {{ port: 8080, path: /healthz }}\n        timeout: 3s\n        interval: 100ms\n      \
+         instances:\n        {instance}: {{}}\n"
+    ));
+    deployment.succeed(&["run", &deployment.name]);
+    assert_eq!(fetch("127.0.0.1", port).as_deref(), Some("v1\n"));
+
+    deployment.repo.write("www/index.html", "v2\n");
+    deployment.repo.commit("v2");
+    let report = deployment.succeed(&["run", &deployment.name]);
+    let lines = stderr(&deployment.gantry(&["deploy", &deployment.name, "--force"]));
+    assert!(lines.contains("stopping the old container (it holds a fixed host port)"), "{lines}");
+    assert_eq!(instances_by_name(&report), vec![(instance.clone(), "updated".to_string())]);
+    assert_eq!(fetch("127.0.0.1", port).as_deref(), Some("v2\n"));
+    let serving = container_id(LOCAL_DOCKER, &instance);
+
+    // v3 cannot pass its check: the old container comes back on the same port.
+    deployment.repo.git(&["rm", "-q", "www/healthz"]);
+    deployment.repo.write("www/index.html", "v3\n");
+    deployment.repo.commit("v3 without a health endpoint");
+    let output = deployment.gantry(&["run", &deployment.name]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("HTTP 404, expected 200"), "{}", stderr(&output));
+    assert_eq!(container_id(LOCAL_DOCKER, &instance), serving);
+    assert_eq!(fetch("127.0.0.1", port).as_deref(), Some("v2\n"));
+}
