@@ -424,21 +424,32 @@ LIVE="$PREFIX-live"
 write_pipeline "$LIVE" 8080 http "$PREFIX-live=local"
 marker_id=0
 
-# live_gantry: sets LIVE_EXIT and LIVE_SERVED, ms from the start of `gantry run` to its
-# exit and to the new line served, and LIVE_STAGE, its deploy stage.
+# live_gantry: sets LIVE_SERVED, ms from the start of `gantry run` to the first time the
+# instance's container serves the new line (polled while gantry runs: the new container
+# serves as soon as it started, before the old one has finished its graceful stop),
+# LIVE_EXIT, ms to gantry's exit, and LIVE_STAGE, its deploy stage.
 live_gantry() {
-  local text start exited port
+  local text start pid port body served='' deadline status=0
   marker_id=$((marker_id + 1))
   text="bench $PREFIX line $marker_id (gantry)"
   commit_line "$text"
   start=$(now_ms)
-  gantry_json "$WORK/live-$marker_id.json" run "$LIVE"
-  exited=$(now_ms)
-  port=$(host_port "$DOCKER_HOST" "$PREFIX-live")
-  [ -n "$port" ] || die "no published port for $PREFIX-live"
-  wait_for_text "http://127.0.0.1:$port/" "$text" || die "gantry: the new line was never served"
-  LIVE_SERVED=$(($(now_ms) - start))
-  LIVE_EXIT=$((exited - start))
+  "$GANTRY" -c "$CONFIG" --json run "$LIVE" >"$WORK/live-$marker_id.json" 2>>"$LOG" &
+  pid=$!
+  deadline=$((start + PROBE_LIMIT_MS))
+  while [ -z "$served" ] && [ "$(now_ms)" -lt "$deadline" ]; do
+    port=$(host_port "$DOCKER_HOST" "$PREFIX-live")
+    if [ -n "$port" ]; then
+      body=$(fetch "http://127.0.0.1:$port/")
+      case "$body" in *"$text"*) served=$(($(now_ms) - start)) ;; esac
+    fi
+    [ -n "$served" ] || sleep "$PROBE_SLEEP"
+  done
+  wait "$pid" || status=$?
+  LIVE_EXIT=$(($(now_ms) - start))
+  [ "$status" -eq 0 ] || { tail -n 30 "$LOG" >&2; die "gantry run $LIVE failed"; }
+  [ -n "$served" ] || die "gantry: the new line was never served"
+  LIVE_SERVED=$served
   LIVE_STAGE=$(deploy_stage_ms "$WORK/live-$marker_id.json")
 }
 

@@ -6,7 +6,7 @@
 //! failed with its stage and message and returned as a report; `Err` means gantry
 //! itself could not go on (the state store failed). Only this module writes run state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -261,6 +261,21 @@ async fn build_run(
         .map(|tag| pipeline.image.repository.with_tag(tag))
         .collect();
 
+    // The image's labels: the user's, and where it came from.
+    let mut labels: BTreeMap<String, String> = pipeline.build.labels.clone();
+    labels.insert(
+        "org.opencontainers.image.revision".to_string(),
+        commit.sha.clone(),
+    );
+    labels.insert(
+        "org.opencontainers.image.source".to_string(),
+        redact_url(&pipeline.source.repo),
+    );
+    labels.insert("gantry.pipeline".to_string(), pipeline.name.clone());
+    // Without a target stage they go into the Dockerfile as one instruction (one build
+    // step instead of one per label); otherwise the engine adds them to the target.
+    let inline_labels = pipeline.build.target.is_none().then(|| labels.clone());
+
     // Context: the commit's files under `build.context`, filtered by `.dockerignore`.
     let cache = fetch.cache.clone();
     let sha = commit.sha.clone();
@@ -275,6 +290,7 @@ async fn build_run(
                     &build_config.context,
                     &build_config.dockerfile,
                     commit_time,
+                    inline_labels.as_ref(),
                 )
             })
             .await
@@ -286,35 +302,24 @@ async fn build_run(
             Ok(made)
         })
         .await?;
-    let (context_tar, summary) = match context {
+    let (context_tar, summary, labels_inlined) = match context {
         Ok(context) => context,
         Err(failure) => return run.fail(failure).await,
     };
     run.report.context = Some(summary);
 
     // Build on the build host.
-    let mut labels: HashMap<String, String> = pipeline
-        .build
-        .labels
-        .iter()
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
-    labels.insert(
-        "org.opencontainers.image.revision".to_string(),
-        commit.sha.clone(),
-    );
-    labels.insert(
-        "org.opencontainers.image.source".to_string(),
-        redact_url(&pipeline.source.repo),
-    );
-    labels.insert("gantry.pipeline".to_string(), pipeline.name.clone());
     let request = BuildRequest {
         context: context_tar,
         dockerfile: pipeline.build.dockerfile.clone(),
         tags: run.report.tags.clone(),
         args,
         target: pipeline.build.target.clone(),
-        labels,
+        labels: if labels_inlined {
+            HashMap::new()
+        } else {
+            labels.into_iter().collect()
+        },
     };
     let built = run
         .stage("build", async |progress: &mut dyn Progress| {
@@ -460,7 +465,8 @@ fn make_context(
     context: &str,
     dockerfile: &str,
     mtime: u64,
-) -> Result<(Vec<u8>, ContextSummary), Failure> {
+    inline_labels: Option<&BTreeMap<String, String>>,
+) -> Result<(Vec<u8>, ContextSummary, bool), Failure> {
     let fail = |message: String| Failure::new("context", message);
     let in_context = |path: &str| {
         if context.is_empty() {
@@ -486,7 +492,7 @@ fn make_context(
         }
         kept
     };
-    let files: Vec<TreeFile> = source::read_tree(cache, commit, context, &keep)
+    let mut files: Vec<TreeFile> = source::read_tree(cache, commit, context, &keep)
         .map_err(|error| fail(error.to_string()))?;
     match files.iter().find(|file| file.path == dockerfile) {
         None => {
@@ -502,6 +508,14 @@ fn make_context(
         }
         Some(_) => {}
     }
+    let mut labels_inlined = false;
+    if let Some(labels) = inline_labels
+        && let Some(file) = files.iter_mut().find(|file| file.path == dockerfile)
+        && let Some(patched) = build::with_label_instruction(&file.content, labels)
+    {
+        file.content = patched;
+        labels_inlined = true;
+    }
     let tar_bytes = pack(&files, mtime).map_err(|error| fail(error.to_string()))?;
     let summary = ContextSummary {
         files: files
@@ -515,7 +529,7 @@ fn make_context(
         ignored: ignored.into_inner(),
         bytes: tar_bytes.len(),
     };
-    Ok((tar_bytes, summary))
+    Ok((tar_bytes, summary, labels_inlined))
 }
 
 /// A repository URL without its user info, which may hold a token.

@@ -51,6 +51,58 @@ pub struct BuildRequest {
     pub labels: HashMap<String, String>,
 }
 
+/// The Dockerfile with `labels` appended as one `LABEL` instruction.
+///
+/// The classic builder turns the `labels` of a build request into one `LABEL` step per
+/// label, each a container and a commit; one instruction is one step. The labels land
+/// on the last stage, so this is only for builds without a `target`. `None` when
+/// appending could change the Dockerfile's meaning: a parser directive (it may change
+/// the escape character), a last line continued with `\`, or a value with a newline.
+pub fn with_label_instruction(
+    dockerfile: &[u8],
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(dockerfile).ok()?;
+    let has_directive = text
+        .lines()
+        .take_while(|line| line.trim_start().starts_with('#'))
+        .any(|line| {
+            let comment = line.trim_start().trim_start_matches('#').trim_start();
+            comment
+                .split_once('=')
+                .is_some_and(|(name, _)| !name.trim().contains(' ') && !name.trim().is_empty())
+        });
+    let continued = text
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .is_some_and(|line| line.trim_end().ends_with('\\'));
+    if has_directive || continued || labels.is_empty() {
+        return None;
+    }
+    let quote = |text: &str| -> Option<String> {
+        if text.contains(['\n', '\r']) {
+            return None;
+        }
+        let escaped = text
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('$', "\\$");
+        Some(format!("\"{escaped}\""))
+    };
+    let mut instruction = String::from("LABEL");
+    for (key, value) in labels {
+        instruction.push_str(&format!(" {}={}", quote(key)?, quote(value)?));
+    }
+    let mut patched = dockerfile.to_vec();
+    if !patched.ends_with(b"\n") {
+        patched.push(b'\n');
+    }
+    patched.extend_from_slice(instruction.as_bytes());
+    patched.push(b'\n');
+    Some(patched)
+}
+
 /// The image a build made.
 #[derive(Debug, Clone)]
 pub struct BuiltImage {
@@ -180,7 +232,48 @@ pub fn split_reference(reference: &str) -> (&str, &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::split_reference;
+    use super::{split_reference, with_label_instruction};
+
+    fn check_labels(dockerfile: &str, labels: &[(&str, &str)], expected: Option<&str>) {
+        let labels = labels
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        let patched = with_label_instruction(dockerfile.as_bytes(), &labels)
+            .map(|bytes| String::from_utf8(bytes).unwrap());
+        assert_eq!(patched.as_deref(), expected, "{dockerfile:?}");
+    }
+
+    #[test]
+    fn labels_become_one_instruction_unless_that_could_change_the_dockerfile() {
+        check_labels(
+            "FROM a\nCMD x",
+            &[("b.key", "v 1"), ("a.key", "say \"hi\" $HOME \\o/")],
+            Some(
+                "FROM a\nCMD x\nLABEL \"a.key\"=\"say \\\"hi\\\" \\$HOME \\\\o/\" \"b.key\"=\"v 1\"\n",
+            ),
+        );
+        check_labels(
+            "FROM a\n",
+            &[("k", "v")],
+            Some("FROM a\nLABEL \"k\"=\"v\"\n"),
+        );
+        // A comment is not a directive; `# escape=` and `# syntax=` are.
+        check_labels(
+            "# build me\nFROM a\n",
+            &[("k", "v")],
+            Some("# build me\nFROM a\nLABEL \"k\"=\"v\"\n"),
+        );
+        check_labels("# escape=`\nFROM a\n", &[("k", "v")], None);
+        check_labels(
+            "# syntax=docker/dockerfile:1\nFROM a\n",
+            &[("k", "v")],
+            None,
+        );
+        check_labels("FROM a\nRUN true \\\n\n", &[("k", "v")], None);
+        check_labels("FROM a\n", &[("k", "two\nlines")], None);
+        check_labels("FROM a\n", &[], None);
+    }
 
     #[test]
     fn references_split_at_the_tag() {

@@ -258,7 +258,7 @@ fn a_broken_dockerfile_fails_naming_the_step() {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let text = stderr(&output);
     assert!(
-        text.contains("failed at build: Step 2/6 : RUN echo before-the-failure && false"),
+        text.contains("failed at build: Step 2/4 : RUN echo before-the-failure && false"),
         "{text}"
     );
     assert!(text.contains("returned a non-zero code: 1"), "{text}");

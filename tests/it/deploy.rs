@@ -1161,8 +1161,14 @@ fn deploy_with_a_fixed_host_port_stops_the_old_container_first_and_restores_it_o
     deployment.repo.commit("v2");
     let report = deployment.succeed(&["run", &deployment.name]);
     let lines = stderr(&deployment.gantry(&["deploy", &deployment.name, "--force"]));
-    assert!(lines.contains("stopping the old container (it holds a fixed host port)"), "{lines}");
-    assert_eq!(instances_by_name(&report), vec![(instance.clone(), "updated".to_string())]);
+    assert!(
+        lines.contains("stopping the old container (it holds a fixed host port)"),
+        "{lines}"
+    );
+    assert_eq!(
+        instances_by_name(&report),
+        vec![(instance.clone(), "updated".to_string())]
+    );
     assert_eq!(fetch("127.0.0.1", port).as_deref(), Some("v2\n"));
     let serving = container_id(LOCAL_DOCKER, &instance);
 
@@ -1172,7 +1178,11 @@ fn deploy_with_a_fixed_host_port_stops_the_old_container_first_and_restores_it_o
     deployment.repo.commit("v3 without a health endpoint");
     let output = deployment.gantry(&["run", &deployment.name]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(stderr(&output).contains("HTTP 404, expected 200"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("HTTP 404, expected 200"),
+        "{}",
+        stderr(&output)
+    );
     assert_eq!(container_id(LOCAL_DOCKER, &instance), serving);
     assert_eq!(fetch("127.0.0.1", port).as_deref(), Some("v2\n"));
 }
