@@ -72,12 +72,17 @@ impl Outcome {
     }
 }
 
-/// What a finished build run produced or why it failed.
+/// How a finished run ended: what it produced, or why it failed.
 #[derive(Debug, Clone)]
 pub enum RunResult {
     Succeeded {
         image: String,
         tags: Vec<String>,
+        digest: String,
+    },
+    /// A deploy succeeded: the digest it rolled out; a build's image and tags in the same run stay.
+    Deployed {
+        image: String,
         digest: String,
     },
     Failed {
@@ -246,6 +251,14 @@ impl Store {
             )
             .bind(image)
             .bind(serde_json::to_string(tags).unwrap_or_default())
+            .bind(digest),
+            RunResult::Deployed { image, digest } => sqlx::query(
+                "UPDATE runs SET state = 'succeeded', image = ?1, tags = COALESCE(tags, ?2),
+                                 digest = ?3, finished_at = ?4
+                 WHERE id = ?5",
+            )
+            .bind(image)
+            .bind("[]")
             .bind(digest),
             RunResult::Failed { stage, message } => sqlx::query(
                 "UPDATE runs SET state = 'failed', failed_stage = ?1, message = ?2, finished_at = ?4
@@ -418,6 +431,35 @@ impl Store {
             digest: row.get("digest"),
             commit: row.get("commit_sha"),
         }))
+    }
+
+    /// The tags (full references) each digest a build of the pipeline pushed was given.
+    pub async fn tags_by_digest(
+        &self,
+        pipeline: &str,
+    ) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT digest, tags FROM runs
+             WHERE pipeline = ?1 AND digest IS NOT NULL AND kind IN ('build', 'run')
+             ORDER BY id",
+        )
+        .bind(pipeline)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for row in rows {
+            let pushed: Vec<String> = row
+                .get::<Option<String>, _>("tags")
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .unwrap_or_default();
+            let known = tags.entry(row.get("digest")).or_default();
+            for tag in pushed {
+                if !known.contains(&tag) {
+                    known.push(tag);
+                }
+            }
+        }
+        Ok(tags)
     }
 
     /// The commit a build of the pipeline made `digest` from, if gantry built it.

@@ -9,7 +9,9 @@ use anyhow::Context;
 
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline, print_build, progress};
 use crate::config::{Config, Pipeline};
-use crate::deploy::status::{InstanceStatus, Lifecycle, LifecycleReport, lifecycle, status};
+use crate::deploy::status::{
+    InstanceStatus, Lifecycle, LifecycleReport, Recorded, lifecycle, status,
+};
 use crate::deploy::{Action, SharedLog, short_digest};
 use crate::engine::{self, DeployOptions, DeployReport, RollbackTarget};
 use crate::store::{Outcome, Store};
@@ -252,7 +254,10 @@ pub async fn show_status(
         }
         recorded.insert(
             pipeline.name.clone(),
-            store.recorded_digests(&pipeline.name).await?,
+            Recorded {
+                digests: store.recorded_digests(&pipeline.name).await?,
+                tags: store.tags_by_digest(&pipeline.name).await?,
+            },
         );
         if let Some(pin) = store.pin_of(&pipeline.name).await? {
             pins.insert(pipeline.name.clone(), pin);
@@ -308,17 +313,21 @@ pub async fn show_status(
             .unwrap_or(8)
             .max(8);
         println!(
-            "  {:width$}  {:10}  {:12}  {:10}  {:9}  {:19}  {:7}  {:>8}  DRIFT",
-            "INSTANCE", "HOST", "CONTAINER", "STATE", "HEALTH", "DIGEST", "COMMIT", "UPTIME"
+            "  {:width$}  {:10}  {:12}  {:10}  {:9}  {:12}  {:19}  {:7}  {:>8}  DRIFT",
+            "INSTANCE", "HOST", "CONTAINER", "STATE", "HEALTH", "TAG", "DIGEST", "COMMIT", "UPTIME"
         );
         for row in rows {
             println!(
-                "  {:width$}  {:10}  {:12}  {:10}  {:9}  {:19}  {:7}  {:>8}  {}",
+                "  {:width$}  {:10}  {:12}  {:10}  {:9}  {:12}  {:19}  {:7}  {:>8}  {}",
                 row.instance,
                 row.host,
                 row.container.as_deref().unwrap_or("-"),
                 row.state,
                 row.health.as_deref().unwrap_or("-"),
+                row.tags
+                    .first()
+                    .and_then(|reference| reference.rsplit(':').next())
+                    .unwrap_or("-"),
                 row.digest
                     .as_deref()
                     .map(short_digest)

@@ -26,6 +26,8 @@ pub struct InstanceStatus {
     /// Short container id; `None` when there is no container.
     pub container: Option<String>,
     pub image: Option<String>,
+    /// The tags gantry pushed for this digest (full references).
+    pub tags: Vec<String>,
     pub digest: Option<String>,
     pub commit: Option<String>,
     /// `running`, `exited`, `created`, ..., `missing` or `unreachable`.
@@ -44,12 +46,21 @@ pub struct InstanceStatus {
     pub logs: Option<Vec<String>>,
 }
 
-/// Every instance of the pipelines, read from their hosts; `recorded` maps
-/// pipeline → instance → digest from the state store.
+/// What the state store knows of a pipeline, for status.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    /// Instance → the digest it should run.
+    pub digests: BTreeMap<String, String>,
+    /// Digest → the tags gantry pushed for it.
+    pub tags: BTreeMap<String, Vec<String>>,
+}
+
+/// Every instance of the pipelines, read from their hosts and compared with what
+/// the state store recorded for each pipeline.
 pub async fn status(
     config: &Config,
     pipelines: &[&Pipeline],
-    recorded: &BTreeMap<String, BTreeMap<String, String>>,
+    recorded: &BTreeMap<String, Recorded>,
     log_lines: usize,
 ) -> Vec<InstanceStatus> {
     let all_targets: Vec<(&Pipeline, Target<'_>)> = pipelines
@@ -82,9 +93,9 @@ pub async fn status(
 
     let statuses = all_targets.iter().map(|(pipeline, target)| {
         let connection = &connections[&target.instance.host];
-        let recorded_digest = recorded
-            .get(&pipeline.name)
-            .and_then(|digests| digests.get(&target.instance.name))
+        let known = recorded.get(&pipeline.name);
+        let recorded_digest = known
+            .and_then(|known| known.digests.get(&target.instance.name))
             .cloned();
         async move {
             let mut status = InstanceStatus {
@@ -94,6 +105,7 @@ pub async fn status(
                 host: target.instance.host.clone(),
                 container: None,
                 image: None,
+                tags: Vec::new(),
                 digest: None,
                 commit: None,
                 state: "missing".to_string(),
@@ -140,6 +152,11 @@ pub async fn status(
                         .and_then(|config| config.image.clone())
                 });
             status.digest = container::label(&inspect, container::LABEL_DIGEST).map(str::to_string);
+            status.tags = status
+                .digest
+                .as_ref()
+                .and_then(|digest| known?.tags.get(digest).cloned())
+                .unwrap_or_default();
             status.commit = container::label(&inspect, container::LABEL_COMMIT)
                 .filter(|commit| !commit.is_empty())
                 .map(str::to_string);

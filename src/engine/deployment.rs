@@ -522,9 +522,8 @@ async fn rollout_recorded(
             store
                 .finish_run(
                     recorder.run,
-                    &RunResult::Succeeded {
+                    &RunResult::Deployed {
                         image: pipeline.image.repository.to_string(),
-                        tags: Vec::new(),
                         digest: image.digest.clone(),
                     },
                 )

@@ -267,8 +267,10 @@ fn deploy_across_three_hosts_follows_requires_and_skips_unchanged_instances_unle
     let (_, status) = deployment.gantry_json(&["status", &deployment.name]);
     let listed = status["pipelines"][0]["instances"].as_array().unwrap();
     assert_eq!(listed.len(), 6, "{status}");
+    let tag = format!("{}:{}", deployment.repository, &deployment.head()[..7]);
     for instance in listed {
         assert_eq!(instance["digest"], digest.as_str(), "{instance}");
+        assert_eq!(instance["tags"], serde_json::json!([tag]), "{instance}");
         assert_eq!(instance["commit"], deployment.head().as_str(), "{instance}");
         assert_eq!(instance["state"], "running", "{instance}");
         assert_eq!(instance["drift"], serde_json::json!([]), "{instance}");
