@@ -6,6 +6,9 @@
 //! straight from the commit's tree (so a build never sees a stale or untracked file).
 //! git2 is blocking: callers run these functions in `spawn_blocking`.
 
+
+pub mod webhook;
+
 use std::path::{Path, PathBuf};
 
 use git2::{
