@@ -12,7 +12,9 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Row, migrate::Migrator};
 
 /// The database file inside the state directory.
@@ -158,6 +160,9 @@ impl Store {
             .create_if_missing(true)
             // WAL lets the CLI read while the daemon writes.
             .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL writes every commit to the log before it returns (so a
+            // killed process loses nothing it committed) and syncs at checkpoints.
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
@@ -334,6 +339,306 @@ impl Store {
             });
         }
         Ok(runs)
+    }
+}
+
+/// A webhook delivery's first answer, replayed when the forge delivers it again.
+#[derive(Debug, Clone)]
+pub struct DeliveryAnswer {
+    pub status: u16,
+    pub response: String,
+}
+
+/// A run waiting in the queue.
+#[derive(Debug, Clone)]
+pub struct QueuedRun {
+    pub run: RunId,
+    pub pipeline: String,
+    pub trigger: String,
+    /// The commit (or ref) to build.
+    pub requested: Option<String>,
+}
+
+/// One line of a run's log.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    pub seq: i64,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    pub line: String,
+}
+
+impl Store {
+    /// Queues a run for `requested` (a commit id or ref) and, for a webhook, remembers
+    /// the delivery and its answer, in one transaction: once this returns, the
+    /// trigger survives a crash. `answer` makes the JSON answer from the run's id.
+    pub async fn queue_run(
+        &self,
+        pipeline: &str,
+        trigger: &str,
+        requested: Option<&str>,
+        delivery: Option<(&str, &str)>,
+        answer: &(dyn Fn(RunId) -> String + Sync),
+    ) -> Result<Result<RunId, DeliveryAnswer>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let now = now_millis();
+        let row = sqlx::query(
+            "INSERT INTO runs (pipeline, number, kind, trigger, requested, state, started_at)
+             VALUES (?1, (SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE pipeline = ?1),
+                     'run', ?2, ?3, 'queued', ?4)
+             RETURNING id, number",
+        )
+        .bind(pipeline)
+        .bind(trigger)
+        .bind(requested)
+        .bind(now)
+        .fetch_one(&mut *transaction)
+        .await?;
+        let run = RunId {
+            id: row.get("id"),
+            number: row.get("number"),
+        };
+        if let Some((forge, id)) = delivery {
+            let inserted = sqlx::query(
+                "INSERT INTO deliveries (pipeline, forge, delivery_id, status, response, run_id, received_at)
+                 VALUES (?1, ?2, ?3, 202, ?4, ?5, ?6)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(pipeline)
+            .bind(forge)
+            .bind(id)
+            .bind(answer(run))
+            .bind(run.id)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                // Delivered before (or at the same moment by another request): the
+                // first answer stands and this run is not queued.
+                transaction.rollback().await?;
+                let first = self.delivery(pipeline, forge, id).await?;
+                return Ok(Err(first.unwrap_or(DeliveryAnswer {
+                    status: 202,
+                    response: "{}".to_string(),
+                })));
+            }
+        }
+        transaction.commit().await?;
+        Ok(Ok(run))
+    }
+
+    /// The first answer to a delivery, if it was seen before.
+    pub async fn delivery(
+        &self,
+        pipeline: &str,
+        forge: &str,
+        id: &str,
+    ) -> Result<Option<DeliveryAnswer>, StoreError> {
+        let row = sqlx::query(
+            "SELECT status, response FROM deliveries
+             WHERE pipeline = ?1 AND forge = ?2 AND delivery_id = ?3",
+        )
+        .bind(pipeline)
+        .bind(forge)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| DeliveryAnswer {
+            status: row.get::<i64, _>("status") as u16,
+            response: row.get("response"),
+        }))
+    }
+
+    /// Remembers the answer to a delivery that queued nothing (a ping, another branch).
+    pub async fn remember_delivery(
+        &self,
+        pipeline: &str,
+        forge: &str,
+        id: &str,
+        answer: &DeliveryAnswer,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO deliveries (pipeline, forge, delivery_id, status, response, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )
+        .bind(pipeline)
+        .bind(forge)
+        .bind(id)
+        .bind(answer.status as i64)
+        .bind(&answer.response)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The pipelines that have queued runs.
+    pub async fn queued_pipelines(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT pipeline FROM runs WHERE state = 'queued'")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|row| row.get("pipeline")).collect())
+    }
+
+    /// Takes the newest queued run of a pipeline and marks it running; every older
+    /// queued run of the pipeline is coalesced into it.
+    pub async fn take_queued(&self, pipeline: &str) -> Result<Option<QueuedRun>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT id, number, trigger, requested FROM runs
+             WHERE pipeline = ?1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(pipeline)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let id: i64 = row.get("id");
+        sqlx::query(
+            "UPDATE runs SET state = 'coalesced', superseded_by = ?1, finished_at = ?2,
+                             message = 'a newer push superseded it'
+             WHERE pipeline = ?3 AND state = 'queued' AND id < ?1",
+        )
+        .bind(id)
+        .bind(now_millis())
+        .bind(pipeline)
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query("UPDATE runs SET state = 'running', started_at = ?1 WHERE id = ?2")
+            .bind(now_millis())
+            .bind(id)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(Some(QueuedRun {
+            run: RunId {
+                id,
+                number: row.get("number"),
+            },
+            pipeline: pipeline.to_string(),
+            trigger: row.get("trigger"),
+            requested: row.get("requested"),
+        }))
+    }
+
+    /// Marks runs left `running` by a process that died as `interrupted`, and returns
+    /// them so their commits can be queued again.
+    pub async fn interrupt_running(&self) -> Result<Vec<QueuedRun>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE runs SET state = 'interrupted', finished_at = ?1,
+                             message = 'gantry stopped while this run was going'
+             WHERE state = 'running' AND kind = 'run'
+             RETURNING id, number, pipeline, trigger, COALESCE(commit_sha, requested) AS requested",
+        )
+        .bind(now_millis())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| QueuedRun {
+                run: RunId {
+                    id: row.get("id"),
+                    number: row.get("number"),
+                },
+                pipeline: row.get("pipeline"),
+                trigger: row.get("trigger"),
+                requested: row.get("requested"),
+            })
+            .collect())
+    }
+
+    /// Ends a run that did no work, with a state (`held`, `skipped`) and why.
+    pub async fn end_run(&self, run: RunId, state: &str, message: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET state = ?1, message = ?2, finished_at = ?3 WHERE id = ?4")
+            .bind(state)
+            .bind(message)
+            .bind(now_millis())
+            .bind(run.id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn append_log(&self, run: i64, seq: i64, line: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO run_logs (run_id, seq, at, line) VALUES (?1, ?2, ?3, ?4)")
+            .bind(run)
+            .bind(seq)
+            .bind(now_millis())
+            .bind(line)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A run's log lines after `after` (a sequence number; -1 for all).
+    pub async fn log_lines(&self, run: i64, after: i64) -> Result<Vec<LogLine>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, line FROM run_logs WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+        )
+        .bind(run)
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| LogLine {
+                seq: row.get("seq"),
+                at: row.get("at"),
+                line: row.get("line"),
+            })
+            .collect())
+    }
+
+    /// One run by its row id.
+    pub async fn run(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
+        let pipeline: Option<String> = sqlx::query_scalar("SELECT pipeline FROM runs WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(pipeline) = pipeline else {
+            return Ok(None);
+        };
+        Ok(self
+            .runs(Some(&pipeline), i64::MAX)
+            .await?
+            .into_iter()
+            .find(|run| run.id == id))
+    }
+
+    /// The row id of a pipeline's run number.
+    pub async fn run_id(&self, pipeline: &str, number: i64) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM runs WHERE pipeline = ?1 AND number = ?2")
+                .bind(pipeline)
+                .bind(number)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Deletes all but the newest `keep` finished runs of a pipeline (stages and logs go with them).
+    pub async fn prune_runs(&self, pipeline: &str, keep: u32) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "DELETE FROM runs WHERE pipeline = ?1 AND state NOT IN ('queued', 'running')
+               AND id NOT IN (SELECT id FROM runs WHERE pipeline = ?1 ORDER BY id DESC LIMIT ?2)",
+        )
+        .bind(pipeline)
+        .bind(keep as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// Marks a queued or running run as started now (a queued run taken by the CLI).
+    pub async fn begin_run(&self, run: RunId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET state = 'running', started_at = ?1 WHERE id = ?2")
+            .bind(now_millis())
+            .bind(run.id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

@@ -85,7 +85,20 @@ pub struct Config {
 pub struct Server {
     pub listen: SocketAddr,
     pub token: Option<SecretString>,
+    /// The largest webhook body accepted, in bytes.
+    pub max_body: u64,
+    /// Runs kept per pipeline; older ones (with their stages and logs) are deleted.
+    pub keep_runs: u32,
+    /// Builds that may run at once across pipelines.
+    pub max_builds: u32,
 }
+
+/// Webhook bodies up to this size are read (forges send up to 25 MB).
+pub const DEFAULT_MAX_BODY: u64 = 25 * 1024 * 1024;
+/// Runs kept per pipeline by default.
+pub const DEFAULT_KEEP_RUNS: u32 = 100;
+/// Concurrent builds by default: enough for a small machine.
+pub const DEFAULT_MAX_BUILDS: u32 = 2;
 
 /// A Docker engine that gantry talks to directly.
 #[derive(Debug, Clone)]
@@ -164,6 +177,8 @@ pub struct Source {
 #[derive(Debug, Clone)]
 pub struct Webhook {
     pub secret: Option<SecretString>,
+    /// Accept deliveries without a signature: only when set explicitly and no secret is given.
+    pub unsigned: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -452,6 +467,9 @@ fn read_global(
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8700))),
             token: None,
+            max_body: DEFAULT_MAX_BODY,
+            keep_runs: DEFAULT_KEEP_RUNS,
+            max_builds: DEFAULT_MAX_BUILDS,
         },
         hosts: BTreeMap::from([(LOCAL_HOST.to_string(), local_host(environment))]),
         registries: BTreeMap::new(),
@@ -472,8 +490,32 @@ fn read_global(
         global.state_dir = dir.join(state);
     }
     if let Some(server_node) = fields.get("server")
-        && let Some(server) = decoder.mapping(server_node, "server", &["listen", "token"])
+        && let Some(server) = decoder.mapping(
+            server_node,
+            "server",
+            &["listen", "token", "max_body", "keep_runs", "max_builds"],
+        )
     {
+        if let Some(max_body_node) = server.get("max_body")
+            && let Some(text) = decoder.string(max_body_node, "server.max_body")
+        {
+            match parse_bytes(&text) {
+                Some(bytes) if bytes > 0 => global.server.max_body = bytes,
+                _ => decoder.error(
+                    max_body_node.position,
+                    format!("`server.max_body`: `{text}` is not a size (like 25m)"),
+                ),
+            }
+        }
+        if let Some(keep) = decoder.optional_number::<u32>(&server, "keep_runs", "a number of runs")
+        {
+            global.server.keep_runs = keep.max(1);
+        }
+        if let Some(builds) =
+            decoder.optional_number::<u32>(&server, "max_builds", "a number of builds")
+        {
+            global.server.max_builds = builds.max(1);
+        }
         if let Some(listen_node) = server.get("listen")
             && let Some(listen) = decoder.string(listen_node, "server.listen")
         {
@@ -791,10 +833,20 @@ fn read_source(decoder: &mut Decoder, dir: &Path, node: &yaml::Node) -> Option<S
     }
     let webhook = match fields.get("webhook") {
         Some(webhook_node) => {
-            let webhook_fields = decoder.mapping(webhook_node, "source.webhook", &["secret"])?;
-            Some(Webhook {
-                secret: decoder.optional_secret(&webhook_fields, "secret"),
-            })
+            let webhook_fields =
+                decoder.mapping(webhook_node, "source.webhook", &["secret", "unsigned"])?;
+            let secret = decoder.optional_secret(&webhook_fields, "secret");
+            let unsigned = decoder
+                .optional_bool(&webhook_fields, "unsigned")
+                .unwrap_or(false);
+            if unsigned && secret.is_some() {
+                decoder.error(
+                    webhook_fields.key_position("unsigned"),
+                    "`source.webhook`: `unsigned: true` and a `secret` contradict each other"
+                        .to_string(),
+                );
+            }
+            Some(Webhook { secret, unsigned })
         }
         None => None,
     };
