@@ -19,6 +19,7 @@ use crate::registry::{self, RefusalKind, RegistryError};
 use crate::source::{self, Commit, FetchReport, TreeFile, TreeFileKind};
 use crate::store::{FinishedStage, Outcome, RunId, RunResult, Store, StoreError, now_millis};
 
+pub mod daemon;
 mod deployment;
 
 pub use deployment::{
@@ -42,6 +43,58 @@ pub trait Progress: Send {
     fn stage_started(&mut self, stage: &str);
     fn line(&mut self, line: &str);
     fn stage_finished(&mut self, stage: &str, outcome: Outcome, elapsed: Duration);
+}
+
+/// Progress that also keeps every line in the run's stored log, for `gantry logs`.
+pub struct Recording<'a> {
+    inner: &'a mut dyn Progress,
+    stage: String,
+    /// Lines on their way to the store; a task writes them in order.
+    lines: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl<'a> Recording<'a> {
+    pub fn new(store: &Store, run: RunId, inner: &'a mut dyn Progress) -> Recording<'a> {
+        let (lines, mut receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let store = store.clone();
+        tokio::spawn(async move {
+            while let Some(line) = receiver.recv().await {
+                if let Err(error) = store.append_log(run.id, &line).await {
+                    tracing::warn!(run = run.id, %error, "storing a log line");
+                }
+            }
+        });
+        Recording {
+            inner,
+            stage: String::new(),
+            lines,
+        }
+    }
+}
+
+impl Progress for Recording<'_> {
+    fn stage_started(&mut self, stage: &str) {
+        self.stage = stage.to_string();
+        let _ = self.lines.send(format!("[{stage}] started"));
+        self.inner.stage_started(stage);
+    }
+
+    fn line(&mut self, line: &str) {
+        let _ = self.lines.send(format!("[{}] {line}", self.stage));
+        self.inner.line(line);
+    }
+
+    fn stage_finished(&mut self, stage: &str, outcome: Outcome, elapsed: Duration) {
+        let word = match outcome {
+            Outcome::Succeeded => "done",
+            Outcome::Failed => "failed",
+        };
+        let _ = self.lines.send(format!(
+            "[{stage}] {word} in {}",
+            humantime::format_duration(Duration::from_millis(elapsed.as_millis() as u64))
+        ));
+        self.inner.stage_finished(stage, outcome, elapsed);
+    }
 }
 
 /// Progress that goes nowhere.
@@ -172,7 +225,7 @@ pub async fn build(
     progress: &mut dyn Progress,
 ) -> Result<BuildReport, EngineError> {
     build_run(
-        config, pipeline, store, reference, trigger, "build", progress,
+        config, pipeline, store, reference, trigger, "build", None, progress,
     )
     .await
 }
@@ -185,11 +238,20 @@ async fn build_run(
     reference: Option<&str>,
     trigger: &str,
     kind: &str,
+    queued: Option<RunId>,
     progress: &mut dyn Progress,
 ) -> Result<BuildReport, EngineError> {
-    let run_id = store
-        .start_run(&pipeline.name, kind, trigger, reference)
-        .await?;
+    // A run the daemon took from the queue is already recorded (and running).
+    let run_id = match queued {
+        Some(run) => run,
+        None => {
+            store
+                .start_run(&pipeline.name, kind, trigger, reference)
+                .await?
+        }
+    };
+    let mut recording = Recording::new(store, run_id, progress);
+    let progress: &mut dyn Progress = &mut recording;
     let mut run = BuildRun {
         store,
         progress,

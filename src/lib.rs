@@ -11,6 +11,7 @@
 //! - `store`: the state database (SQLite through sqlx, migrations embedded); all SQL lives here.
 //! - `engine`: runs, recorded stage by stage: build (checkout, context, build, push), deploy
 //!   (resolve, lease, rollout), rollback, and `run` (both in one).
+//! - `server`: HTTP: forge webhooks (`POST /hooks/PIPELINE`) and `/healthz`; it records and answers, never builds.
 //! - `cli`: the subcommands and how they print.
 
 pub mod build;
@@ -20,5 +21,6 @@ pub mod deploy;
 pub mod engine;
 pub mod host;
 pub mod registry;
+pub mod server;
 pub mod source;
 pub mod store;

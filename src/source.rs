@@ -126,6 +126,46 @@ pub fn fetch(source: &Source, cache_root: &Path) -> Result<FetchReport, SourceEr
     })
 }
 
+/// The remote's branch heads (`refs/heads/NAME` → commit id), listed without fetching
+/// anything: what a poll asks before deciding whether a fetch is worth it.
+pub fn remote_heads(source: &Source) -> Result<Vec<(String, String)>, SourceError> {
+    let fetch_error = |message: String| SourceError::Fetch {
+        repo: source.repo.clone(),
+        message,
+    };
+    let mut remote = git2::Remote::create_detached(source.repo.as_str())
+        .map_err(|error| fetch_error(error.message().to_string()))?;
+    let connection = remote
+        .connect_auth(git2::Direction::Fetch, Some(callbacks(source)), None)
+        .map_err(|error| fetch_error(error.message().to_string()))?;
+    let heads = connection
+        .list()
+        .map_err(|error| fetch_error(error.message().to_string()))?
+        .iter()
+        .filter(|head| head.name().starts_with("refs/heads/"))
+        .map(|head| (head.name().to_string(), head.oid().to_string()))
+        .collect();
+    Ok(heads)
+}
+
+/// Whether `commit` is `ancestor` or comes after it in history (both must be in the cache).
+pub fn is_descendant(cache: &Path, commit: &str, ancestor: &str) -> Result<bool, SourceError> {
+    let repository = open(cache)?;
+    let tree_error = |message: String| SourceError::Tree {
+        commit: commit.to_string(),
+        message,
+    };
+    let commit_id = Oid::from_str(commit).map_err(|error| tree_error(error.message().to_string()))?;
+    let ancestor_id =
+        Oid::from_str(ancestor).map_err(|error| tree_error(error.message().to_string()))?;
+    if commit_id == ancestor_id {
+        return Ok(true);
+    }
+    repository
+        .graph_descendant_of(commit_id, ancestor_id)
+        .map_err(|error| tree_error(error.message().to_string()))
+}
+
 /// Credentials for https (token) and ssh (key file, then agent), with a bounded number of tries.
 fn callbacks(source: &Source) -> RemoteCallbacks<'_> {
     let mut callbacks = RemoteCallbacks::new();

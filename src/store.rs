@@ -561,10 +561,13 @@ impl Store {
         Ok(())
     }
 
-    pub async fn append_log(&self, run: i64, seq: i64, line: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO run_logs (run_id, seq, at, line) VALUES (?1, ?2, ?3, ?4)")
+    /// Appends a line to a run's log (one writer per run at a time).
+    pub async fn append_log(&self, run: i64, line: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO run_logs (run_id, seq, at, line)
+             VALUES (?1, (SELECT COALESCE(MAX(seq), -1) + 1 FROM run_logs WHERE run_id = ?1), ?2, ?3)",
+        )
             .bind(run)
-            .bind(seq)
             .bind(now_millis())
             .bind(line)
             .execute(&self.pool)

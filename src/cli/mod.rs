@@ -6,6 +6,7 @@
 //! health check), 2 bad
 //! usage or bad config. Progress and diagnostics go to stderr, data to stdout.
 
+mod daemon;
 mod operate;
 mod progress;
 
@@ -121,6 +122,40 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 0)]
         logs: usize,
     },
+    /// The daemon: signed forge webhooks, polling, a durable queue, hot reload of the config.
+    ///
+    /// Webhooks go to POST /hooks/PIPELINE (GitHub, GitLab, Gitea, Forgejo, Bitbucket Cloud,
+    /// or the generic X-Gantry-Signature-256); GET /healthz reports the config's state.
+    /// Runs of one pipeline never overlap, newer pushes coalesce into one pending run, and
+    /// every trigger is stored before it is answered. SIGTERM stops it gracefully.
+    Serve {
+        /// The address to listen on (default: server.listen, 127.0.0.1:8700).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Run history, newest first: trigger, commit, state, duration.
+    Runs {
+        /// Only this pipeline.
+        pipeline: Option<String>,
+        /// How many runs to list.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// A run's stored log: RUN is PIPELINE#NUMBER or the id `gantry runs` shows.
+    Logs {
+        run: String,
+        /// Keep printing new lines until the run ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Queue a run of the pipeline for `gantry serve` (the branch head, or --commit).
+    Trigger {
+        /// The pipeline (the stem of its file in pipelines/).
+        pipeline: String,
+        /// A branch, tag or commit id instead of the branch head at run time.
+        #[arg(long, value_name = "REF")]
+        commit: Option<String>,
+    },
     /// Stop a pipeline's containers, dependents before what they require.
     Stop(LifecycleArgs),
     /// Start a pipeline's containers, required services first, each health-gated.
@@ -233,6 +268,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unpin { pipeline } => operate::unpin(&config, &pipeline, cli.json).await,
         Command::Status { pipeline, logs } => {
             operate::show_status(&config, pipeline.as_deref(), logs, cli.json).await
+        }
+        Command::Serve { listen } => daemon::serve(config, listen).await,
+        Command::Runs { pipeline, limit } => {
+            daemon::runs(&config, pipeline.as_deref(), limit, cli.json).await
+        }
+        Command::Logs { run, follow } => daemon::logs(&config, &run, follow, cli.json).await,
+        Command::Trigger { pipeline, commit } => {
+            daemon::trigger(&config, &pipeline, commit.as_deref(), cli.json).await
         }
         Command::Stop(args) => lifecycle(&config, args, Lifecycle::Stop, cli.json).await,
         Command::Start(args) => lifecycle(&config, args, Lifecycle::Start, cli.json).await,

@@ -109,6 +109,7 @@ pub async fn run(
         &store,
         reference,
         &options,
+        None,
         progress.as_mut(),
     )
     .await

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{BuildReport, EngineError, Failure, Progress, StageReport, build_run};
+use super::{BuildReport, EngineError, Failure, Progress, Recording, StageReport, build_run};
 use crate::config::{Config, Pipeline};
 use crate::deploy::{self, Action, DeployImage, InstanceReport, Rollout, SharedLog};
 use crate::registry;
@@ -97,7 +97,8 @@ pub async fn deploy(
             options.image.as_deref(),
         )
         .await?;
-    let mut recorder = Recorder::new(store, run, 0, progress, pipeline, "deploy");
+    let mut recording = Recording::new(store, run, progress);
+    let mut recorder = Recorder::new(store, run, 0, &mut recording, pipeline, "deploy");
     let resolved = recorder
         .stage("resolve", async |progress: &mut dyn Progress| {
             refuse_if_pinned(store, pipeline, options.force).await?;
@@ -113,13 +114,15 @@ pub async fn deploy(
     deploy_image(recorder, config, image, options, None).await
 }
 
-/// Builds, pushes and deploys one commit as a single run.
+/// Builds, pushes and deploys one commit as a single run (`queued`: a run the
+/// daemon took from the queue, already recorded).
 pub async fn run_pipeline(
     config: &Config,
     pipeline: &Pipeline,
     store: &Store,
     reference: Option<&str>,
     options: &DeployOptions,
+    queued: Option<RunId>,
     progress: &mut dyn Progress,
 ) -> Result<RunReport, EngineError> {
     let build = build_run(
@@ -129,6 +132,7 @@ pub async fn run_pipeline(
         reference,
         &options.trigger,
         "run",
+        queued,
         progress,
     )
     .await?;
@@ -143,11 +147,12 @@ pub async fn run_pipeline(
         digest,
         commit: build.commit.as_ref().map(|commit| commit.sha.clone()),
     };
+    let mut recording = Recording::new(store, build.run, progress);
     let mut recorder = Recorder::new(
         store,
         build.run,
         build.stages.len() as i64,
-        progress,
+        &mut recording,
         pipeline,
         "run",
     );
@@ -185,7 +190,8 @@ pub async fn rollback(
             target.0.as_deref(),
         )
         .await?;
-    let mut recorder = Recorder::new(store, run, 0, progress, pipeline, "rollback");
+    let mut recording = Recording::new(store, run, progress);
+    let mut recorder = Recorder::new(store, run, 0, &mut recording, pipeline, "rollback");
     let resolved = recorder
         .stage("resolve", async |progress: &mut dyn Progress| {
             let (image, number) = rollback_image(pipeline, store, target.0.as_deref()).await?;

@@ -1,0 +1,262 @@
+//! `gantry serve` and the commands that read or feed its queue: `runs`, `logs`, `trigger`.
+//! They work on the state directory, whether or not a daemon is running.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline};
+use crate::config::Config;
+use crate::engine::daemon::{self, LiveConfig, Poller, Scheduler};
+use crate::server::{self, AppState};
+use crate::store::{RunRecord, Store};
+
+/// How often `gantry logs --follow` looks for new lines.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
+pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<ExitCode> {
+    let address = match listen {
+        Some(text) => match text.parse() {
+            Ok(address) => address,
+            Err(_) => {
+                eprintln!("error: --listen `{text}` is not an address like 127.0.0.1:8700");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+        },
+        None => config.server.listen,
+    };
+    let store = Store::open(&config.state_dir)
+        .await
+        .context("opening the state store")?;
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("error: cannot listen on {address}: {error}");
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+    };
+    let dir = config.dir.clone();
+    let (live_sender, live) = watch::channel(LiveConfig {
+        config: Arc::new(config),
+        errors: Vec::new(),
+    });
+    let (events_sender, events) = daemon::events();
+    let shutdown = CancellationToken::new();
+
+    let scheduler = tokio::spawn(
+        Scheduler {
+            config: live.clone(),
+            store: store.clone(),
+            events,
+            sender: events_sender.clone(),
+        }
+        .run(shutdown.child_token()),
+    );
+    let poller = tokio::spawn(
+        Poller {
+            config: live.clone(),
+            store: store.clone(),
+            sender: events_sender.clone(),
+        }
+        .run(shutdown.child_token()),
+    );
+    let watcher = tokio::spawn(daemon::watch_config(dir, live_sender, shutdown.child_token()));
+    let http = tokio::spawn(server::serve(
+        listener,
+        AppState {
+            config: live,
+            store: store.clone(),
+            events: events_sender,
+        },
+        shutdown.child_token(),
+    ));
+    eprintln!("gantry serve: listening on http://{address} (webhooks at /hooks/PIPELINE)");
+    tracing::info!(%address, "serving");
+
+    wait_for_signal().await;
+    eprintln!("gantry serve: stopping (running runs get {}s to finish)", daemon::SHUTDOWN_GRACE.as_secs());
+    shutdown.cancel();
+    // Stop accepting first, then let the scheduler wind down its runs.
+    let _ = http.await;
+    let _ = poller.await;
+    let _ = scheduler.await;
+    if let Ok(Err(error)) = watcher.await {
+        tracing::warn!(%error, "the config watcher failed");
+    }
+    store.close().await;
+    eprintln!("gantry serve: stopped");
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+/// SIGTERM or Ctrl-C.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn runs(
+    config: &Config,
+    name: Option<&str>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(name) = name
+        && let Err(code) = find_pipeline(config, name)
+    {
+        return Ok(code);
+    }
+    let store = Store::open(&config.state_dir)
+        .await
+        .context("opening the state store")?;
+    let runs = store.runs(name, limit).await?;
+    store.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(ExitCode::from(EXIT_OK));
+    }
+    if runs.is_empty() {
+        println!("no runs yet");
+    }
+    for run in &runs {
+        println!("{}", describe(run));
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn describe(run: &RunRecord) -> String {
+    let commit = run
+        .commit
+        .as_deref()
+        .or(run.requested.as_deref())
+        .map(|commit| commit[..commit.len().min(7)].to_string())
+        .unwrap_or_else(|| "-".to_string());
+    let duration = run
+        .finished_at
+        .map(|finished| {
+            humantime::format_duration(Duration::from_millis((finished - run.started_at).max(0) as u64))
+                .to_string()
+        })
+        .unwrap_or_else(|| "-".to_string());
+    let started = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_millis(run.started_at.max(0) as u64),
+    );
+    let detail = match (&run.failed_stage, &run.message) {
+        (Some(stage), Some(message)) => format!("  at {stage}: {message}"),
+        (None, Some(message)) => format!("  {message}"),
+        _ => String::new(),
+    };
+    format!(
+        "{:>6}  {}#{:<4}  {:6}  {:12}  {:7}  {started}  {duration:>10}  {}{detail}",
+        run.id, run.pipeline, run.number, run.kind, run.state, commit, run.trigger
+    )
+}
+
+/// Finds a run by `PIPELINE#NUMBER` or by its id.
+async fn find_run(store: &Store, text: &str) -> anyhow::Result<Option<i64>> {
+    if let Some((pipeline, number)) = text.split_once('#') {
+        let Ok(number) = number.parse() else {
+            return Ok(None);
+        };
+        return Ok(store.run_id(pipeline, number).await?);
+    }
+    match text.parse::<i64>() {
+        Ok(id) => Ok(store.run(id).await?.map(|run| run.id)),
+        Err(_) => Ok(None),
+    }
+}
+
+pub async fn logs(config: &Config, run: &str, follow: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&config.state_dir)
+        .await
+        .context("opening the state store")?;
+    let Some(id) = find_run(&store, run).await? else {
+        eprintln!("error: no run `{run}` (give PIPELINE#NUMBER or the id `gantry runs` shows)");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    };
+    let mut last = -1;
+    loop {
+        let lines = store.log_lines(id, last).await?;
+        for line in &lines {
+            if json {
+                println!("{}", serde_json::to_string(line)?);
+            } else {
+                println!("{}", line.line);
+            }
+            last = line.seq;
+        }
+        let state = store.run(id).await?.map(|run| run.state).unwrap_or_default();
+        let done = !matches!(state.as_str(), "queued" | "running");
+        if !follow || done {
+            if follow {
+                // Lines written just before the run ended.
+                tokio::time::sleep(FOLLOW_EVERY).await;
+                for line in store.log_lines(id, last).await? {
+                    if json {
+                        println!("{}", serde_json::to_string(&line)?);
+                    } else {
+                        println!("{}", line.line);
+                    }
+                }
+            }
+            break;
+        }
+        tokio::time::sleep(FOLLOW_EVERY).await;
+    }
+    store.close().await;
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+pub async fn trigger(
+    config: &Config,
+    name: &str,
+    reference: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let pipeline = match find_pipeline(config, name) {
+        Ok(pipeline) => pipeline,
+        Err(code) => return Ok(code),
+    };
+    let store = Store::open(&config.state_dir)
+        .await
+        .context("opening the state store")?;
+    let queued = store
+        .queue_run(&pipeline.name, "manual", reference, None, &|_| String::new())
+        .await?;
+    store.close().await;
+    let Ok(run) = queued else {
+        anyhow::bail!("the run was not queued");
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "pipeline": pipeline.name, "run": run.number, "run_id": run.id, "queued": true })
+        );
+    } else {
+        println!(
+            "queued {}#{} (id {}); `gantry serve` runs it, `gantry logs {}#{} --follow` shows it",
+            pipeline.name, run.number, run.id, pipeline.name, run.number
+        );
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}

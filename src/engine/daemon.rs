@@ -1,0 +1,507 @@
+//! The daemon's engine: the queue of runs, polling, and the config as it changes.
+//!
+//! Every trigger (webhook, poll, `gantry trigger`, a retry after a crash) is first a
+//! `queued` run in the state store; the scheduler only ever takes work from there,
+//! so nothing answered 2xx is lost. Runs of one pipeline never overlap: while one
+//! runs, newer triggers wait, and when it ends the newest queued one is taken and
+//! the older ones are coalesced into it. A semaphore bounds concurrent runs. A
+//! pinned pipeline's runs are recorded as `held`; a commit that is not a descendant
+//! of the deployed one is `skipped`, so an older push never replaces a newer deploy.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{DeployOptions, GIT_CACHE_DIR, Progress, run_pipeline};
+use crate::config::{Config, ConfigError, Pipeline};
+use crate::source;
+use crate::store::{QueuedRun, Store};
+
+/// How often the scheduler looks at the store for work it was not told about
+/// (`gantry trigger` from another process, a missed event).
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+/// How long a running run may take to finish after a shutdown request.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// The longest wait between polls of a failing remote.
+const MAX_POLL_BACKOFF: Duration = Duration::from_secs(600);
+/// Events waiting for the scheduler; senders fall back on the store scan when it is full.
+const EVENT_CAPACITY: usize = 1024;
+/// How long file changes settle before the config is read again.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// What the scheduler reacts to.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A run of the pipeline was queued.
+    Queued { pipeline: String },
+    /// A run of the pipeline ended.
+    Finished { pipeline: String },
+}
+
+/// The config the daemon serves with, and the errors of the newest edit if it is invalid.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    pub config: Arc<Config>,
+    /// `file:line:column: message` for each problem of the files on disk; empty when they load.
+    pub errors: Vec<String>,
+}
+
+/// The channel the scheduler listens on.
+pub fn events() -> (mpsc::Sender<Event>, mpsc::Receiver<Event>) {
+    mpsc::channel(EVENT_CAPACITY)
+}
+
+/// The scheduler: takes queued runs and runs them, one per pipeline at a time.
+pub struct Scheduler {
+    pub config: watch::Receiver<LiveConfig>,
+    pub store: Store,
+    /// Receives `Queued` from the server and the poller, `Finished` from its own runs.
+    pub events: mpsc::Receiver<Event>,
+    pub sender: mpsc::Sender<Event>,
+}
+
+impl Scheduler {
+    /// Runs until `shutdown`, then gives running runs `SHUTDOWN_GRACE` to end; a run
+    /// still going after that is recorded as interrupted and queued again.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.recover().await;
+        let max_builds = self.config.borrow().config.server.max_builds.max(1) as usize;
+        let permits = Arc::new(Semaphore::new(max_builds));
+        let tracker = TaskTracker::new();
+        let mut busy: BTreeSet<String> = BTreeSet::new();
+        let mut scan = tokio::time::interval(SCAN_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = self.events.recv() => match event {
+                    Some(Event::Finished { pipeline }) => {
+                        busy.remove(&pipeline);
+                        let keep = self.config.borrow().config.server.keep_runs;
+                        if let Err(error) = self.store.prune_runs(&pipeline, keep).await {
+                            tracing::warn!(pipeline, %error, "pruning old runs");
+                        }
+                    }
+                    Some(Event::Queued { .. }) => {}
+                    None => break,
+                },
+                _ = scan.tick() => {}
+            }
+            self.schedule(&mut busy, &permits, &tracker).await;
+        }
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("runs still going after the grace period; they will be retried");
+        }
+        // Whatever did not finish is recorded as interrupted and queued again.
+        self.recover().await;
+    }
+
+    /// Records runs left running as interrupted and queues their commits again.
+    async fn recover(&self) {
+        match self.store.interrupt_running().await {
+            Ok(interrupted) => {
+                for run in interrupted {
+                    tracing::warn!(
+                        pipeline = run.pipeline,
+                        run = run.run.number,
+                        "run was interrupted; queued again"
+                    );
+                    let queued = self
+                        .store
+                        .queue_run(
+                            &run.pipeline,
+                            "retry",
+                            run.requested.as_deref(),
+                            None,
+                            &|_| String::new(),
+                        )
+                        .await;
+                    if let Err(error) = queued {
+                        tracing::error!(%error, "queueing an interrupted run again");
+                    }
+                }
+            }
+            Err(error) => tracing::error!(%error, "recovering interrupted runs"),
+        }
+    }
+
+    /// Starts a run for every pipeline that has queued work and none running.
+    async fn schedule(
+        &self,
+        busy: &mut BTreeSet<String>,
+        permits: &Arc<Semaphore>,
+        tracker: &TaskTracker,
+    ) {
+        let pipelines = match self.store.queued_pipelines().await {
+            Ok(pipelines) => pipelines,
+            Err(error) => {
+                tracing::error!(%error, "reading the queue");
+                return;
+            }
+        };
+        for pipeline in pipelines {
+            if busy.contains(&pipeline) {
+                continue;
+            }
+            busy.insert(pipeline.clone());
+            let store = self.store.clone();
+            let config = self.config.clone();
+            let permits = permits.clone();
+            let sender = self.sender.clone();
+            tracker.spawn(async move {
+                // The permit bounds concurrent runs across pipelines; the queue is
+                // read only once it is held, so the newest trigger is what runs.
+                if let Ok(_permit) = permits.acquire_owned().await {
+                    let live = config.borrow().config.clone();
+                    match store.take_queued(&pipeline).await {
+                        Ok(Some(queued)) => {
+                            // The run's future borrows across its stages in a way the
+                            // compiler cannot prove `Send` for; it runs on a blocking
+                            // thread of its own, driven by this runtime.
+                            let runtime = tokio::runtime::Handle::current();
+                            let ran = tokio::task::spawn_blocking(move || {
+                                runtime.block_on(execute(&live, &store, queued))
+                            })
+                            .await;
+                            if let Err(error) = ran {
+                                tracing::error!(pipeline, %error, "a run panicked");
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(error) => tracing::error!(pipeline, %error, "taking a queued run"),
+                    }
+                }
+                let _ = sender.send(Event::Finished { pipeline }).await;
+            });
+        }
+    }
+}
+
+/// Runs one queued run to its end with the config it started with.
+async fn execute(config: &Config, store: &Store, queued: QueuedRun) {
+    let Some(pipeline) = config.pipeline(&queued.pipeline) else {
+        end(store, &queued, "skipped", "the pipeline is no longer configured").await;
+        return;
+    };
+    match store.pin_of(&pipeline.name).await {
+        Ok(Some(pin)) => {
+            let message = format!("held: the pipeline is pinned ({})", pin.reason);
+            end(store, &queued, "held", &message).await;
+            return;
+        }
+        Ok(None) => {}
+        Err(error) => tracing::error!(%error, "reading the pin"),
+    }
+    if let Some(reason) = older_than_deployed(config, pipeline, store, &queued).await {
+        end(store, &queued, "skipped", &reason).await;
+        return;
+    }
+    tracing::info!(
+        pipeline = pipeline.name,
+        run = queued.run.number,
+        trigger = queued.trigger,
+        "run started"
+    );
+    let options = DeployOptions {
+        wait: true,
+        trigger: queued.trigger.clone(),
+        ..DeployOptions::default()
+    };
+    let mut progress = Logged {
+        pipeline: pipeline.name.clone(),
+        run: queued.run.number,
+    };
+    match run_pipeline(
+        config,
+        pipeline,
+        store,
+        queued.requested.as_deref(),
+        &options,
+        Some(queued.run),
+        &mut progress,
+    )
+    .await
+    {
+        Ok(report) => tracing::info!(
+            pipeline = pipeline.name,
+            run = queued.run.number,
+            outcome = ?report.outcome(),
+            "run ended"
+        ),
+        Err(error) => tracing::error!(pipeline = pipeline.name, %error, "run broke"),
+    }
+}
+
+async fn end(store: &Store, queued: &QueuedRun, state: &str, message: &str) {
+    tracing::info!(pipeline = queued.pipeline, run = queued.run.number, state, message);
+    if let Err(error) = store.end_run(queued.run, state, message).await {
+        tracing::error!(%error, "recording the end of a run");
+    }
+}
+
+/// Why the queued commit must not be deployed: it is not a descendant of the
+/// commit deployed now. `None` when it may go ahead (or nothing is deployed yet).
+async fn older_than_deployed(
+    config: &Config,
+    pipeline: &Pipeline,
+    store: &Store,
+    queued: &QueuedRun,
+) -> Option<String> {
+    let requested = queued.requested.clone()?;
+    let deployed = store
+        .deployments(&pipeline.name, 50)
+        .await
+        .ok()?
+        .into_iter()
+        .find(|deployment| deployment.state == "succeeded")?
+        .commit?;
+    let source = pipeline.source.clone();
+    let cache_root = config.state_dir.join(GIT_CACHE_DIR);
+    let checked = tokio::task::spawn_blocking(move || {
+        let fetched = source::fetch(&source, &cache_root)?;
+        let commit = source::resolve(&fetched.cache, &source, Some(&requested))?;
+        let newer = source::is_descendant(&fetched.cache, &commit.sha, &deployed)?;
+        Ok::<_, source::SourceError>((newer, commit.short, deployed))
+    })
+    .await
+    .ok()?;
+    match checked {
+        Ok((true, _, _)) => None,
+        Ok((false, short, deployed)) => Some(format!(
+            "commit {short} is not a descendant of the deployed {}; an older push never replaces a newer deploy",
+            &deployed[..deployed.len().min(7)]
+        )),
+        // The build itself reports fetch problems with their stage.
+        Err(_) => None,
+    }
+}
+
+/// Progress of a daemon run: into the daemon's log (the run's own log is stored by the engine).
+struct Logged {
+    pipeline: String,
+    run: i64,
+}
+
+impl Progress for Logged {
+    fn stage_started(&mut self, stage: &str) {
+        tracing::debug!(pipeline = self.pipeline, run = self.run, stage, "stage started");
+    }
+
+    fn line(&mut self, line: &str) {
+        tracing::trace!(pipeline = self.pipeline, run = self.run, "{line}");
+    }
+
+    fn stage_finished(&mut self, stage: &str, outcome: crate::store::Outcome, elapsed: Duration) {
+        tracing::info!(
+            pipeline = self.pipeline,
+            run = self.run,
+            stage,
+            ?outcome,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "stage finished"
+        );
+    }
+}
+
+/// Polls the pipelines that have `poll:`; pipelines sharing a repository share one
+/// remote listing. A listing (no fetch) decides whether a branch moved; a remote that
+/// fails is asked again later and later, up to `MAX_POLL_BACKOFF`.
+pub struct Poller {
+    pub config: watch::Receiver<LiveConfig>,
+    pub store: Store,
+    pub sender: mpsc::Sender<Event>,
+}
+
+impl Poller {
+    pub async fn run(self, shutdown: CancellationToken) {
+        // Per repository: when it is due, and how many times in a row it failed.
+        let mut due: HashMap<String, Instant> = HashMap::new();
+        let mut failures: HashMap<String, u32> = HashMap::new();
+        // Per pipeline: the head last seen, so an unchanged head queues nothing.
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let config = self.config.borrow().config.clone();
+            let mut groups: BTreeMap<String, Vec<&Pipeline>> = BTreeMap::new();
+            for pipeline in config.pipelines.values() {
+                if pipeline.source.poll.is_some() {
+                    groups
+                        .entry(pipeline.source.repo.clone())
+                        .or_default()
+                        .push(pipeline);
+                }
+            }
+            let now = Instant::now();
+            for (repo, pipelines) in groups {
+                if due.get(&repo).is_some_and(|at| *at > now) {
+                    continue;
+                }
+                let interval = pipelines
+                    .iter()
+                    .filter_map(|pipeline| pipeline.source.poll)
+                    .min()
+                    .unwrap_or(Duration::from_secs(60));
+                let source = pipelines[0].source.clone();
+                let listed = tokio::task::spawn_blocking(move || source::remote_heads(&source))
+                    .await
+                    .map_err(|error| error.to_string())
+                    .and_then(|result| result.map_err(|error| error.to_string()));
+                let wait = match listed {
+                    Ok(heads) => {
+                        failures.remove(&repo);
+                        for pipeline in &pipelines {
+                            let branch = format!("refs/heads/{}", pipeline.source.branch);
+                            if let Some((_, head)) = heads.iter().find(|(name, _)| *name == branch)
+                            {
+                                self.consider(pipeline, head, &mut seen).await;
+                            }
+                        }
+                        interval
+                    }
+                    Err(reason) => {
+                        let count = failures.entry(repo.clone()).or_insert(0);
+                        *count += 1;
+                        let backoff = interval
+                            .saturating_mul(2u32.saturating_pow(*count))
+                            .min(MAX_POLL_BACKOFF);
+                        tracing::warn!(
+                            repo = crate::engine::redact_url(&repo),
+                            reason,
+                            retry_in_s = backoff.as_secs(),
+                            "polling failed"
+                        );
+                        backoff
+                    }
+                };
+                due.insert(repo, Instant::now() + wait + jitter(wait));
+            }
+        }
+    }
+
+    /// Queues a run when the pipeline's branch head is new to it.
+    async fn consider(&self, pipeline: &Pipeline, head: &str, seen: &mut HashMap<String, String>) {
+        if seen.get(&pipeline.name).map(String::as_str) == Some(head) {
+            return;
+        }
+        // On the first look, a head that the newest run already had is not news.
+        if !seen.contains_key(&pipeline.name)
+            && let Ok(runs) = self.store.runs(Some(&pipeline.name), 1).await
+            && runs.first().is_some_and(|run| {
+                run.commit.as_deref() == Some(head) || run.requested.as_deref() == Some(head)
+            })
+        {
+            seen.insert(pipeline.name.clone(), head.to_string());
+            return;
+        }
+        match self
+            .store
+            .queue_run(&pipeline.name, "poll", Some(head), None, &|_| String::new())
+            .await
+        {
+            Ok(Ok(run)) => {
+                tracing::info!(pipeline = pipeline.name, run = run.number, head, "new commit seen by polling");
+                seen.insert(pipeline.name.clone(), head.to_string());
+                let _ = self
+                    .sender
+                    .try_send(Event::Queued {
+                        pipeline: pipeline.name.clone(),
+                    });
+            }
+            Ok(Err(_)) => {}
+            Err(error) => tracing::error!(%error, "queueing a polled commit"),
+        }
+    }
+}
+
+/// Up to a tenth of `interval`, so that many pipelines do not poll in step.
+fn jitter(interval: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |now| now.subsec_nanos());
+    interval.mul_f64(f64::from(nanos % 1000) / 10_000.0)
+}
+
+/// Loads the config directory; on errors, the messages as `file:line:column: message`.
+pub fn load(dir: &std::path::Path) -> Result<Config, Vec<String>> {
+    match Config::load(dir) {
+        Ok(config) => Ok(config),
+        Err(ConfigError::Invalid(diagnostics)) => {
+            Err(diagnostics.iter().map(ToString::to_string).collect())
+        }
+        Err(error) => Err(vec![error.to_string()]),
+    }
+}
+
+/// Watches the config directory and publishes each valid config; an invalid edit is
+/// logged and kept as `errors` while the last good config goes on serving. Editors
+/// that save by writing a new file and renaming it are seen like any other change.
+pub async fn watch_config(
+    dir: PathBuf,
+    live: watch::Sender<LiveConfig>,
+    shutdown: CancellationToken,
+) -> Result<(), notify::Error> {
+    use notify::RecursiveMode;
+    use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+
+    let (changed, mut changes) = mpsc::channel::<()>(16);
+    let mut debouncer = new_debouncer(RELOAD_DEBOUNCE, None, move |result: DebounceEventResult| {
+        // Only YAML files (and the pipelines folder itself) are config; the state
+        // directory may live in the config directory and changes all the time.
+        let relevant = result.is_ok_and(|events| {
+            events.iter().flat_map(|event| event.paths.iter()).any(|path| {
+                let yaml = path
+                    .extension()
+                    .is_some_and(|extension| extension == "yaml" || extension == "yml");
+                yaml || path.file_name().is_some_and(|name| name == crate::config::PIPELINES_DIR)
+            })
+        });
+        if relevant {
+            let _ = changed.try_send(());
+        }
+    })?;
+    debouncer.watch(&dir, RecursiveMode::NonRecursive)?;
+    let pipelines = dir.join(crate::config::PIPELINES_DIR);
+    if pipelines.is_dir() {
+        debouncer.watch(&pipelines, RecursiveMode::NonRecursive)?;
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            change = changes.recv() => if change.is_none() { return Ok(()) },
+        }
+        let dir_for_load = dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&dir_for_load)).await;
+        let Ok(loaded) = loaded else { continue };
+        match loaded {
+            Ok(config) => {
+                tracing::info!(
+                    pipelines = config.pipelines.len(),
+                    "config reloaded"
+                );
+                live.send_replace(LiveConfig {
+                    config: Arc::new(config),
+                    errors: Vec::new(),
+                });
+            }
+            Err(errors) => {
+                for error in &errors {
+                    tracing::error!("{error}");
+                }
+                tracing::error!("the config has errors; the last good config keeps serving");
+                live.send_modify(|current| current.errors = errors);
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! HTTP: forge webhooks at `POST /hooks/PIPELINE` and `GET /healthz`.
+//!
+//! A handler reads the raw body (up to `server.max_body`), verifies it the forge's
+//! way, and answers only after the trigger is stored: `202` with the run's id once
+//! the queued run is committed, so an answered delivery is never lost. Handlers
+//! never call Docker or git; the scheduler does the work. 4xx answers say why; a
+//! 5xx answer says nothing of the cause, which goes to the log.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::daemon::{Event, LiveConfig};
+use crate::source::webhook::{self, WebhookEvent};
+use crate::store::{DeliveryAnswer, Store};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: watch::Receiver<LiveConfig>,
+    pub store: Store,
+    /// Tells the scheduler a run was queued; when full, its periodic scan finds it.
+    pub events: mpsc::Sender<Event>,
+}
+
+/// An HTTP answer: a status and a JSON body. 5xx bodies never carry the cause.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn internal(error: impl std::fmt::Display) -> ApiError {
+        tracing::error!(%error, "request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// The routes, with the webhook body limit from the config the server starts with.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.borrow().config.server.max_body as usize;
+    Router::new()
+        .route("/hooks/{pipeline}", post(hook))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Serves until `shutdown`; in-flight requests are finished first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let live = state.config.borrow().clone();
+    let body = json!({
+        "status": if live.errors.is_empty() { "ok" } else { "config_errors" },
+        "pipelines": live.config.pipelines.keys().collect::<Vec<_>>(),
+        "config_errors": live.errors,
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+fn answer(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+fn replay(first: DeliveryAnswer) -> Response {
+    let status = StatusCode::from_u16(first.status).unwrap_or(StatusCode::ACCEPTED);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        first.response,
+    )
+        .into_response()
+}
+
+async fn hook(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let live = state.config.borrow().config.clone();
+    let pipeline = live
+        .pipelines
+        .get(&name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no pipeline `{name}`")))?;
+    let webhook_config = pipeline.source.webhook.as_ref();
+    let secret = webhook_config.and_then(|webhook| webhook.secret.as_ref());
+    let unsigned = webhook_config.is_some_and(|webhook| webhook.unsigned);
+    if secret.is_none() && !unsigned {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "pipeline `{name}` takes no webhooks: set source.webhook.secret (or `unsigned: true` to accept unsigned deliveries)"
+            ),
+        ));
+    }
+    let header_value = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+    };
+    let content_type = header_value("content-type");
+    let delivery = webhook::receive(
+        secret.map(|secret| secret.expose_secret().as_bytes()),
+        &header_value,
+        content_type.as_deref(),
+        &body,
+    )
+    .map_err(|error| {
+        let status = if error.is_unauthorized() {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, error.to_string())
+    })?;
+    let forge = delivery.forge.as_str();
+    if let Some(id) = &delivery.id
+        && let Some(first) = state
+            .store
+            .delivery(&name, forge, id)
+            .await
+            .map_err(ApiError::internal)?
+    {
+        return Ok(replay(first));
+    }
+    let branch_ref = format!("refs/heads/{}", pipeline.source.branch);
+    // An answer that queues nothing, remembered so a redelivery gets it again.
+    let nothing = async |status: StatusCode, body: serde_json::Value| {
+        if let Some(id) = &delivery.id {
+            let remembered = DeliveryAnswer {
+                status: status.as_u16(),
+                response: body.to_string(),
+            };
+            if let Err(error) = state.store.remember_delivery(&name, forge, id, &remembered).await
+            {
+                tracing::warn!(%error, "remembering a delivery");
+            }
+        }
+        Ok(answer(status, body))
+    };
+    let pushes = match delivery.event {
+        WebhookEvent::Ping => {
+            return nothing(StatusCode::OK, json!({ "pong": true, "forge": forge })).await;
+        }
+        WebhookEvent::Other(event) => {
+            return nothing(
+                StatusCode::ACCEPTED,
+                json!({ "queued": false, "reason": format!("`{event}` is not a push event") }),
+            )
+            .await;
+        }
+        WebhookEvent::Push(pushes) => pushes,
+    };
+    let Some(push) = pushes.iter().find(|push| push.git_ref == branch_ref) else {
+        let pushed: Vec<&str> = pushes.iter().map(|push| push.git_ref.as_str()).collect();
+        let reason = if pushed.iter().all(|git_ref| git_ref.starts_with("refs/tags/")) {
+            format!("a tag push ({}); `{name}` follows {branch_ref}", pushed.join(", "))
+        } else {
+            format!("a push to {}; `{name}` follows {branch_ref}", pushed.join(", "))
+        };
+        return nothing(StatusCode::ACCEPTED, json!({ "queued": false, "reason": reason })).await;
+    };
+    let Some(commit) = &push.commit else {
+        return nothing(
+            StatusCode::ACCEPTED,
+            json!({ "queued": false, "reason": format!("{branch_ref} was deleted") }),
+        )
+        .await;
+    };
+    let trigger = match &delivery.id {
+        Some(id) => format!("webhook {forge} {id}"),
+        None => format!("webhook {forge}"),
+    };
+    let make_answer = |run: crate::store::RunId| {
+        json!({
+            "queued": true,
+            "pipeline": name,
+            "run": run.number,
+            "run_id": run.id,
+            "commit": commit,
+        })
+        .to_string()
+    };
+    let queued = state
+        .store
+        .queue_run(
+            &name,
+            &trigger,
+            Some(commit),
+            delivery.id.as_deref().map(|id| (forge, id)),
+            &make_answer,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    match queued {
+        Ok(run) => {
+            tracing::info!(pipeline = name, run = run.number, forge, commit, "push queued");
+            let _ = state.events.try_send(Event::Queued {
+                pipeline: name.clone(),
+            });
+            Ok((
+                StatusCode::ACCEPTED,
+                [(header::CONTENT_TYPE, "application/json")],
+                make_answer(run),
+            )
+                .into_response())
+        }
+        // The same delivery arrived twice at once; the first one queued the run.
+        Err(first) => Ok(replay(first)),
+    }
+}
