@@ -7,12 +7,19 @@ use gantry::cli::{self, Cli, EXIT_FAILED};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon tells what it does; one-shot commands speak through their progress.
+    let default_level = if matches!(cli.command, cli::Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

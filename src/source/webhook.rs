@@ -151,7 +151,9 @@ pub fn receive(
             event: WebhookEvent::Other(event_name),
         });
     }
-    let json = json_body(content_type, body).map_err(malformed)?;
+    // GitHub, Gitea and Forgejo can post forms (`payload=`); the others send JSON only.
+    let form_allowed = matches!(forge, Forge::GitHub | Forge::Gitea | Forge::Forgejo);
+    let json = json_body(content_type.filter(|_| form_allowed), body).map_err(malformed)?;
     let pushes = match forge {
         Forge::GitHub | Forge::Gitea | Forge::Forgejo | Forge::Generic => {
             vec![github_style_push(&json).map_err(malformed)?]
