@@ -470,16 +470,17 @@ async fn build_run(
         Err(failure) => return run.fail(failure).await,
     };
 
-    store
-        .finish_run(
-            run_id,
-            &RunResult::Succeeded {
-                image: pipeline.image.repository.to_string(),
-                tags: run.report.tags.clone(),
-                digest: digest.clone(),
-            },
-        )
-        .await?;
+    let result = RunResult::Succeeded {
+        image: pipeline.image.repository.to_string(),
+        tags: run.report.tags.clone(),
+        digest: digest.clone(),
+    };
+    if kind == "run" {
+        // The deploy that follows ends the run; until then it is still running.
+        store.record_build(run_id, &result).await?;
+    } else {
+        store.finish_run(run_id, &result).await?;
+    }
     run.report.digest = Some(digest);
     Ok(run.report)
 }

@@ -6,7 +6,6 @@
 //! straight from the commit's tree (so a build never sees a stale or untracked file).
 //! git2 is blocking: callers run these functions in `spawn_blocking`.
 
-
 pub mod webhook;
 
 use std::path::{Path, PathBuf};
@@ -155,7 +154,8 @@ pub fn is_descendant(cache: &Path, commit: &str, ancestor: &str) -> Result<bool,
         commit: commit.to_string(),
         message,
     };
-    let commit_id = Oid::from_str(commit).map_err(|error| tree_error(error.message().to_string()))?;
+    let commit_id =
+        Oid::from_str(commit).map_err(|error| tree_error(error.message().to_string()))?;
     let ancestor_id =
         Oid::from_str(ancestor).map_err(|error| tree_error(error.message().to_string()))?;
     if commit_id == ancestor_id {

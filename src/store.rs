@@ -281,6 +281,25 @@ impl Store {
         Ok(())
     }
 
+    /// Records what a run's build pushed, leaving the run going (a deploy follows).
+    pub async fn record_build(&self, run: RunId, result: &RunResult) -> Result<(), StoreError> {
+        if let RunResult::Succeeded {
+            image,
+            tags,
+            digest,
+        } = result
+        {
+            sqlx::query("UPDATE runs SET image = ?1, tags = ?2, digest = ?3 WHERE id = ?4")
+                .bind(image)
+                .bind(serde_json::to_string(tags).unwrap_or_default())
+                .bind(digest)
+                .bind(run.id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The newest runs, of one pipeline or all, newest first, with their stages.
     pub async fn runs(
         &self,
@@ -596,10 +615,11 @@ impl Store {
 
     /// One run by its row id.
     pub async fn run(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
-        let pipeline: Option<String> = sqlx::query_scalar("SELECT pipeline FROM runs WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let pipeline: Option<String> =
+            sqlx::query_scalar("SELECT pipeline FROM runs WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(pipeline) = pipeline else {
             return Ok(None);
         };

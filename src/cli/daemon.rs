@@ -1,6 +1,7 @@
 //! `gantry serve` and the commands that read or feed its queue: `runs`, `logs`, `trigger`.
 //! They work on the state directory, whether or not a daemon is running.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +65,11 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
         }
         .run(shutdown.child_token()),
     );
-    let watcher = tokio::spawn(daemon::watch_config(dir, live_sender, shutdown.child_token()));
+    let watcher = tokio::spawn(daemon::watch_config(
+        dir,
+        live_sender,
+        shutdown.child_token(),
+    ));
     let http = tokio::spawn(server::serve(
         listener,
         AppState {
@@ -78,7 +83,10 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
     tracing::info!(%address, "serving");
 
     wait_for_signal().await;
-    eprintln!("gantry serve: stopping (running runs get {}s to finish)", daemon::SHUTDOWN_GRACE.as_secs());
+    eprintln!(
+        "gantry serve: stopping (running runs get {}s to finish)",
+        daemon::SHUTDOWN_GRACE.as_secs()
+    );
     shutdown.cancel();
     // Stop accepting first, then let the scheduler wind down its runs.
     let _ = http.await;
@@ -115,18 +123,20 @@ async fn wait_for_signal() {
     }
 }
 
+/// `config` is `None` when the config directory has errors: history is still shown.
 pub async fn runs(
-    config: &Config,
+    state_dir: &Path,
+    config: Option<&Config>,
     name: Option<&str>,
     limit: i64,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(name) = name
+    if let (Some(name), Some(config)) = (name, config)
         && let Err(code) = find_pipeline(config, name)
     {
         return Ok(code);
     }
-    let store = Store::open(&config.state_dir)
+    let store = Store::open(state_dir)
         .await
         .context("opening the state store")?;
     let runs = store.runs(name, limit).await?;
@@ -154,8 +164,10 @@ fn describe(run: &RunRecord) -> String {
     let duration = run
         .finished_at
         .map(|finished| {
-            humantime::format_duration(Duration::from_millis((finished - run.started_at).max(0) as u64))
-                .to_string()
+            humantime::format_duration(Duration::from_millis(
+                (finished - run.started_at).max(0) as u64
+            ))
+            .to_string()
         })
         .unwrap_or_else(|| "-".to_string());
     let started = humantime::format_rfc3339_seconds(
@@ -186,8 +198,13 @@ async fn find_run(store: &Store, text: &str) -> anyhow::Result<Option<i64>> {
     }
 }
 
-pub async fn logs(config: &Config, run: &str, follow: bool, json: bool) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&config.state_dir)
+pub async fn logs(
+    state_dir: &Path,
+    run: &str,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = Store::open(state_dir)
         .await
         .context("opening the state store")?;
     let Some(id) = find_run(&store, run).await? else {
@@ -205,7 +222,11 @@ pub async fn logs(config: &Config, run: &str, follow: bool, json: bool) -> anyho
             }
             last = line.seq;
         }
-        let state = store.run(id).await?.map(|run| run.state).unwrap_or_default();
+        let state = store
+            .run(id)
+            .await?
+            .map(|run| run.state)
+            .unwrap_or_default();
         let done = !matches!(state.as_str(), "queued" | "running");
         if !follow || done {
             if follow {
@@ -241,7 +262,9 @@ pub async fn trigger(
         .await
         .context("opening the state store")?;
     let queued = store
-        .queue_run(&pipeline.name, "manual", reference, None, &|_| String::new())
+        .queue_run(&pipeline.name, "manual", reference, None, &|_| {
+            String::new()
+        })
         .await?;
     store.close().await;
     let Ok(run) = queued else {

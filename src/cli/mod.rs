@@ -203,6 +203,24 @@ impl DeployFlags {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
+        Err(ConfigError::Invalid(diagnostics))
+            if matches!(cli.command, Command::Runs { .. } | Command::Logs { .. }) =>
+        {
+            // History stays readable while a config file is broken.
+            for diagnostic in &diagnostics {
+                eprintln!("warning: {diagnostic}");
+            }
+            let state_dir = crate::config::state_dir_of(&cli.config);
+            return match cli.command {
+                Command::Runs { pipeline, limit } => {
+                    daemon::runs(&state_dir, None, pipeline.as_deref(), limit, cli.json).await
+                }
+                Command::Logs { run, follow } => {
+                    daemon::logs(&state_dir, &run, follow, cli.json).await
+                }
+                _ => Ok(ExitCode::from(EXIT_USAGE)),
+            };
+        }
         Err(ConfigError::Invalid(diagnostics)) => {
             if cli.json && matches!(cli.command, Command::Validate) {
                 let errors: Vec<_> = diagnostics
@@ -271,9 +289,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { listen } => daemon::serve(config, listen).await,
         Command::Runs { pipeline, limit } => {
-            daemon::runs(&config, pipeline.as_deref(), limit, cli.json).await
+            daemon::runs(
+                &config.state_dir,
+                Some(&config),
+                pipeline.as_deref(),
+                limit,
+                cli.json,
+            )
+            .await
         }
-        Command::Logs { run, follow } => daemon::logs(&config, &run, follow, cli.json).await,
+        Command::Logs { run, follow } => {
+            daemon::logs(&config.state_dir, &run, follow, cli.json).await
+        }
         Command::Trigger { pipeline, commit } => {
             daemon::trigger(&config, &pipeline, commit.as_deref(), cli.json).await
         }

@@ -565,6 +565,34 @@ fn read_global(
     global
 }
 
+/// The state directory a config directory names, read leniently: for commands that
+/// only read history and must work while a pipeline file is broken. A plain `state:`
+/// in gantry.yaml is honoured; anything else gives the default.
+pub fn state_dir_of(dir: &Path) -> PathBuf {
+    let default = dir.join(".gantry");
+    let Ok(text) = std::fs::read_to_string(dir.join(GLOBAL_FILE)) else {
+        return default;
+    };
+    let Ok(root) = yaml::parse(&text) else {
+        return default;
+    };
+    let yaml::NodeKind::Mapping(entries) = &root.kind else {
+        return default;
+    };
+    for (key, value) in entries {
+        if let (
+            yaml::NodeKind::Scalar { value: key, .. },
+            yaml::NodeKind::Scalar { value: state, .. },
+        ) = (&key.kind, &value.kind)
+            && key == "state"
+            && !state.contains('$')
+        {
+            return dir.join(state);
+        }
+    }
+    default
+}
+
 /// The `local` host: `DOCKER_HOST` when set, else the default socket.
 fn local_host(environment: Environment) -> Host {
     let docker = environment("DOCKER_HOST")

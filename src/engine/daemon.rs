@@ -188,7 +188,13 @@ impl Scheduler {
 /// Runs one queued run to its end with the config it started with.
 async fn execute(config: &Config, store: &Store, queued: QueuedRun) {
     let Some(pipeline) = config.pipeline(&queued.pipeline) else {
-        end(store, &queued, "skipped", "the pipeline is no longer configured").await;
+        end(
+            store,
+            &queued,
+            "skipped",
+            "the pipeline is no longer configured",
+        )
+        .await;
         return;
     };
     match store.pin_of(&pipeline.name).await {
@@ -241,7 +247,12 @@ async fn execute(config: &Config, store: &Store, queued: QueuedRun) {
 }
 
 async fn end(store: &Store, queued: &QueuedRun, state: &str, message: &str) {
-    tracing::info!(pipeline = queued.pipeline, run = queued.run.number, state, message);
+    tracing::info!(
+        pipeline = queued.pipeline,
+        run = queued.run.number,
+        state,
+        message
+    );
     if let Err(error) = store.end_run(queued.run, state, message).await {
         tracing::error!(%error, "recording the end of a run");
     }
@@ -292,7 +303,12 @@ struct Logged {
 
 impl Progress for Logged {
     fn stage_started(&mut self, stage: &str) {
-        tracing::debug!(pipeline = self.pipeline, run = self.run, stage, "stage started");
+        tracing::debug!(
+            pipeline = self.pipeline,
+            run = self.run,
+            stage,
+            "stage started"
+        );
     }
 
     fn line(&mut self, line: &str) {
@@ -411,13 +427,16 @@ impl Poller {
             .await
         {
             Ok(Ok(run)) => {
-                tracing::info!(pipeline = pipeline.name, run = run.number, head, "new commit seen by polling");
+                tracing::info!(
+                    pipeline = pipeline.name,
+                    run = run.number,
+                    head,
+                    "new commit seen by polling"
+                );
                 seen.insert(pipeline.name.clone(), head.to_string());
-                let _ = self
-                    .sender
-                    .try_send(Event::Queued {
-                        pipeline: pipeline.name.clone(),
-                    });
+                let _ = self.sender.try_send(Event::Queued {
+                    pipeline: pipeline.name.clone(),
+                });
             }
             Ok(Err(_)) => {}
             Err(error) => tracing::error!(%error, "queueing a polled commit"),
@@ -456,21 +475,27 @@ pub async fn watch_config(
     use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
     let (changed, mut changes) = mpsc::channel::<()>(16);
-    let mut debouncer = new_debouncer(RELOAD_DEBOUNCE, None, move |result: DebounceEventResult| {
-        // Only YAML files (and the pipelines folder itself) are config; the state
-        // directory may live in the config directory and changes all the time.
-        let relevant = result.is_ok_and(|events| {
-            events.iter().flat_map(|event| event.paths.iter()).any(|path| {
-                let yaml = path
-                    .extension()
-                    .is_some_and(|extension| extension == "yaml" || extension == "yml");
-                yaml || path.file_name().is_some_and(|name| name == crate::config::PIPELINES_DIR)
-            })
-        });
-        if relevant {
-            let _ = changed.try_send(());
-        }
-    })?;
+    let mut debouncer =
+        new_debouncer(RELOAD_DEBOUNCE, None, move |result: DebounceEventResult| {
+            // Only YAML files (and the pipelines folder itself) are config; the state
+            // directory may live in the config directory and changes all the time.
+            let relevant = result.is_ok_and(|events| {
+                events
+                    .iter()
+                    .flat_map(|event| event.paths.iter())
+                    .any(|path| {
+                        let yaml = path
+                            .extension()
+                            .is_some_and(|extension| extension == "yaml" || extension == "yml");
+                        yaml || path
+                            .file_name()
+                            .is_some_and(|name| name == crate::config::PIPELINES_DIR)
+                    })
+            });
+            if relevant {
+                let _ = changed.try_send(());
+            }
+        })?;
     debouncer.watch(&dir, RecursiveMode::NonRecursive)?;
     let pipelines = dir.join(crate::config::PIPELINES_DIR);
     if pipelines.is_dir() {
@@ -486,10 +511,7 @@ pub async fn watch_config(
         let Ok(loaded) = loaded else { continue };
         match loaded {
             Ok(config) => {
-                tracing::info!(
-                    pipelines = config.pipelines.len(),
-                    "config reloaded"
-                );
+                tracing::info!(pipelines = config.pipelines.len(), "config reloaded");
                 live.send_replace(LiveConfig {
                     config: Arc::new(config),
                     errors: Vec::new(),

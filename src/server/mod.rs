@@ -168,7 +168,10 @@ async fn hook(
                 status: status.as_u16(),
                 response: body.to_string(),
             };
-            if let Err(error) = state.store.remember_delivery(&name, forge, id, &remembered).await
+            if let Err(error) = state
+                .store
+                .remember_delivery(&name, forge, id, &remembered)
+                .await
             {
                 tracing::warn!(%error, "remembering a delivery");
             }
@@ -190,12 +193,25 @@ async fn hook(
     };
     let Some(push) = pushes.iter().find(|push| push.git_ref == branch_ref) else {
         let pushed: Vec<&str> = pushes.iter().map(|push| push.git_ref.as_str()).collect();
-        let reason = if pushed.iter().all(|git_ref| git_ref.starts_with("refs/tags/")) {
-            format!("a tag push ({}); `{name}` follows {branch_ref}", pushed.join(", "))
+        let reason = if pushed
+            .iter()
+            .all(|git_ref| git_ref.starts_with("refs/tags/"))
+        {
+            format!(
+                "a tag push ({}); `{name}` follows {branch_ref}",
+                pushed.join(", ")
+            )
         } else {
-            format!("a push to {}; `{name}` follows {branch_ref}", pushed.join(", "))
+            format!(
+                "a push to {}; `{name}` follows {branch_ref}",
+                pushed.join(", ")
+            )
         };
-        return nothing(StatusCode::ACCEPTED, json!({ "queued": false, "reason": reason })).await;
+        return nothing(
+            StatusCode::ACCEPTED,
+            json!({ "queued": false, "reason": reason }),
+        )
+        .await;
     };
     let Some(commit) = &push.commit else {
         return nothing(
@@ -231,7 +247,13 @@ async fn hook(
         .map_err(ApiError::internal)?;
     match queued {
         Ok(run) => {
-            tracing::info!(pipeline = name, run = run.number, forge, commit, "push queued");
+            tracing::info!(
+                pipeline = name,
+                run = run.number,
+                forge,
+                commit,
+                "push queued"
+            );
             let _ = state.events.try_send(Event::Queued {
                 pipeline: name.clone(),
             });

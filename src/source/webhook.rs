@@ -46,10 +46,15 @@ impl Forge {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
-    #[error("no forge's webhook headers (X-GitHub-Event, X-Gitlab-Event, X-Gitea-Event, X-Forgejo-Event, X-Event-Key or X-Gantry-Signature-256)")]
+    #[error(
+        "no forge's webhook headers (X-GitHub-Event, X-Gitlab-Event, X-Gitea-Event, X-Forgejo-Event, X-Event-Key or X-Gantry-Signature-256)"
+    )]
     UnknownForge,
     #[error("the {forge} delivery carries no signature ({header})")]
-    Unsigned { forge: &'static str, header: &'static str },
+    Unsigned {
+        forge: &'static str,
+        header: &'static str,
+    },
     #[error("the {forge} delivery's signature does not match the pipeline's secret")]
     BadSignature { forge: &'static str },
     #[error("malformed {forge} delivery: {reason}")]
@@ -373,14 +378,20 @@ mod tests {
         let signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
         assert_eq!(sign(SECRET, b"Hello, World!"), signature);
         let delivery = deliver(
-            &[("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", signature)],
+            &[
+                ("X-GitHub-Event", "ping"),
+                ("X-Hub-Signature-256", signature),
+            ],
             None,
             b"Hello, World!",
         )
         .unwrap();
         assert_eq!(delivery.event, WebhookEvent::Ping);
         let tampered = deliver(
-            &[("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", signature)],
+            &[
+                ("X-GitHub-Event", "ping"),
+                ("X-Hub-Signature-256", signature),
+            ],
             None,
             b"Hello, World?",
         );
@@ -433,7 +444,9 @@ mod tests {
             )],
         );
         let gitea = sample("gitea-push.json");
-        let bare = sign(SECRET, &gitea).trim_start_matches("sha256=").to_string();
+        let bare = sign(SECRET, &gitea)
+            .trim_start_matches("sha256=")
+            .to_string();
         // Gitea also sends GitHub's headers; its own decide.
         check_push(
             &[
@@ -538,7 +551,10 @@ mod tests {
             },
         );
         check(
-            &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", "sha256=zz")],
+            &[
+                ("X-GitHub-Event", "push"),
+                ("X-Hub-Signature-256", "sha256=zz"),
+            ],
             body,
             WebhookError::BadSignature { forge: "github" },
         );
@@ -557,7 +573,13 @@ mod tests {
             malformed,
         );
         assert!(
-            matches!(result, Err(WebhookError::Malformed { forge: "github", .. })),
+            matches!(
+                result,
+                Err(WebhookError::Malformed {
+                    forge: "github",
+                    ..
+                })
+            ),
             "{result:?}"
         );
         // Signed but not a push: reported by name, not refused.

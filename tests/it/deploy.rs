@@ -18,27 +18,27 @@ fn host_address(index: usize) -> String {
         .unwrap_or_else(|_| format!("10.77.{index}.2"))
 }
 
-const LOCAL_DOCKER: &str = "unix:///var/run/docker.sock";
+pub const LOCAL_DOCKER: &str = "unix:///var/run/docker.sock";
 
-fn docker(engine: &str) -> Command {
+pub fn docker(engine: &str) -> Command {
     let mut command = Command::new("docker");
     command.args(["-H", engine]);
     command
 }
 
 /// A pipeline with a deploy section, its repository, and everything it leaves on the engines.
-struct Deployment {
-    config: ConfigDir,
-    repo: Repo,
-    name: String,
-    repository: String,
+pub struct Deployment {
+    pub config: ConfigDir,
+    pub repo: Repo,
+    pub name: String,
+    pub repository: String,
     /// Engines this test deploys to; its containers, networks and images are removed there.
     engines: Vec<String>,
 }
 
 impl Deployment {
     /// `hosts` are the extra engines (1-based) to define as `h1`, `h2`, ... besides `local`.
-    fn new(prefix: &str, hosts: &[usize]) -> Deployment {
+    pub fn new(prefix: &str, hosts: &[usize]) -> Deployment {
         require_docker();
         let name = unique(prefix);
         let repository = format!("{}/gantry-it/{name}", registry());
@@ -68,7 +68,7 @@ impl Deployment {
     }
 
     /// Writes the pipeline with this `deploy:` section (indented by two spaces already).
-    fn pipeline(&self, deploy: &str) {
+    pub fn pipeline(&self, deploy: &str) {
         self.config.write(
             &format!("pipelines/{}.yaml", self.name),
             &format!(
@@ -80,20 +80,20 @@ impl Deployment {
     }
 
     /// An instance name unique to this test.
-    fn instance(&self, suffix: &str) -> String {
+    pub fn instance(&self, suffix: &str) -> String {
         format!("{}-{suffix}", self.name)
     }
 
-    fn gantry(&self, arguments: &[&str]) -> Output {
+    pub fn gantry(&self, arguments: &[&str]) -> Output {
         self.config.gantry(arguments)
     }
 
-    fn gantry_json(&self, arguments: &[&str]) -> (Output, serde_json::Value) {
+    pub fn gantry_json(&self, arguments: &[&str]) -> (Output, serde_json::Value) {
         self.config.gantry_json(arguments)
     }
 
     /// Runs `gantry ARGS` and fails the test unless it succeeds.
-    fn succeed(&self, arguments: &[&str]) -> serde_json::Value {
+    pub fn succeed(&self, arguments: &[&str]) -> serde_json::Value {
         let (output, report) = self.gantry_json(arguments);
         assert!(
             output.status.success(),
@@ -103,7 +103,7 @@ impl Deployment {
         report
     }
 
-    fn head(&self) -> String {
+    pub fn head(&self) -> String {
         self.repo.git(&["rev-parse", "HEAD"]).trim().to_string()
     }
 }
@@ -136,7 +136,7 @@ impl Drop for Deployment {
 }
 
 /// `docker inspect` of one container, parsed.
-fn inspect(engine: &str, container: &str) -> serde_json::Value {
+pub fn inspect(engine: &str, container: &str) -> serde_json::Value {
     let output = run(docker(engine).args(["inspect", container]));
     let parsed: serde_json::Value = serde_json::from_str(&output).unwrap();
     parsed[0].clone()
@@ -154,7 +154,7 @@ fn timestamp(value: &serde_json::Value) -> SystemTime {
 }
 
 /// The host port Docker published for the container's port 8080.
-fn published_port(engine: &str, container: &str) -> u16 {
+pub fn published_port(engine: &str, container: &str) -> u16 {
     let output = run(docker(engine).args(["port", container, "8080/tcp"]));
     output
         .lines()
@@ -165,7 +165,7 @@ fn published_port(engine: &str, container: &str) -> u16 {
 }
 
 /// GET http://ADDRESS:PORT/ through curl; the body, or None when the request failed.
-fn fetch(address: &str, port: u16) -> Option<String> {
+pub fn fetch(address: &str, port: u16) -> Option<String> {
     let output = Command::new("curl")
         .args(["-fsS", "-m", "5", &format!("http://{address}:{port}/")])
         .output()

@@ -6,5 +6,6 @@ mod build;
 mod common;
 mod deploy;
 mod hosts;
+mod serve;
 mod transports;
 mod validate;

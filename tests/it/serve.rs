@@ -1,0 +1,672 @@
+//! The daemon: the real `gantry serve` on a loopback port, fed signed webhooks shaped
+//! like each forge's own examples, building and deploying real commits.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gantry::source::webhook::sign;
+
+use crate::common::*;
+use crate::deploy::{Deployment, LOCAL_DOCKER, inspect};
+
+const SECRET: &str = "webhook-s3cret";
+
+/// A running `gantry serve`; stopped with SIGTERM (then SIGKILL) when dropped.
+struct Daemon {
+    child: Option<Child>,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &ConfigDir) -> Daemon {
+        let port = free_port();
+        let log = config.path().join(format!("serve-{port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .arg("--config")
+            .arg(config.path())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("DOCKER_CONFIG", config.docker_config.path())
+            .env_remove("DOCKER_HOST")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let daemon = Daemon {
+            child: Some(child),
+            port,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while daemon.get("/healthz").0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not answer: {}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        curl(&[&format!("http://127.0.0.1:{}{path}", self.port)])
+    }
+
+    /// POSTs `body` to /hooks/PIPELINE with the headers; returns status and body.
+    fn post(&self, pipeline: &str, headers: &[(String, String)], body: &[u8]) -> (u16, String) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), body).unwrap();
+        let mut arguments = vec![
+            "-X".to_string(),
+            "POST".to_string(),
+            "--data-binary".to_string(),
+            format!("@{}", file.path().display()),
+            "-H".to_string(),
+            "Content-Type: application/json".to_string(),
+        ];
+        for (name, value) in headers {
+            arguments.push("-H".to_string());
+            arguments.push(format!("{name}: {value}"));
+        }
+        arguments.push(format!("http://127.0.0.1:{}/hooks/{pipeline}", self.port));
+        let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+        curl(&arguments)
+    }
+
+    /// Sends SIGKILL: the daemon gets no chance to clean up.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.terminate();
+        }
+    }
+}
+
+/// `curl -s ARGS`: the status and the body.
+fn curl(arguments: &[&str]) -> (u16, String) {
+    let output = Command::new("curl")
+        .args(["-s", "-m", "30", "-w", "\n%{http_code}"])
+        .args(arguments)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// A deployment whose pipeline takes signed webhooks (and `extra` source keys).
+fn webhook_deployment(prefix: &str, extra_source: &str) -> Deployment {
+    let deployment = Deployment::new(prefix, &[]);
+    write_pipeline(&deployment, extra_source, "");
+    deployment
+}
+
+fn write_pipeline(deployment: &Deployment, extra_source: &str, extra_image: &str) {
+    let instance = deployment.instance("web-1");
+    deployment.config.write(
+        &format!("pipelines/{}.yaml", deployment.name),
+        &format!(
+            "source:\n  repo: {}\n  branch: main\n  webhook: {{ secret: {SECRET} }}\n{extra_source}\
+             image:\n  repository: {}\n  tags: [\"{{{{ commit.short }}}}\"{extra_image}]\n\
+             deploy:\n  services:\n    web:\n      ports: [\"8080\"]\n      stop_timeout: 1s\n      \
+             health:\n        http: {{ port: 8080, path: /healthz }}\n        interval: 100ms\n      \
+             instances:\n        {instance}: {{}}\n",
+            deployment.repo.url(),
+            deployment.repository
+        ),
+    );
+}
+
+fn runs(deployment: &Deployment) -> Vec<serde_json::Value> {
+    let (output, runs) = deployment.gantry_json(&["runs", &deployment.name, "--limit", "1000"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    runs.as_array().unwrap().clone()
+}
+
+/// Waits until no run of the pipeline is queued or running; returns the runs.
+fn wait_idle(deployment: &Deployment, daemon: &Daemon, at_least: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let runs = runs(deployment);
+        let busy = runs
+            .iter()
+            .any(|run| run["state"] == "queued" || run["state"] == "running");
+        if !busy && runs.len() >= at_least {
+            return runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs did not finish: {runs:?}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The commit the instance's running container was deployed from.
+fn deployed_commit(deployment: &Deployment) -> String {
+    inspect(LOCAL_DOCKER, &deployment.instance("web-1"))["Config"]["Labels"]["gantry.commit"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn sample(name: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/webhooks")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
+/// A push of `commit` to main as FORGE sends it, signed with `secret`: headers and body.
+fn forge_push(
+    forge: &str,
+    commit: &str,
+    delivery: &str,
+    secret: &str,
+) -> (Vec<(String, String)>, Vec<u8>) {
+    let (body, signature_headers): (serde_json::Value, Vec<(&str, String)>) = match forge {
+        "github" => {
+            let mut body = sample("github-push-new-branch.json");
+            body["ref"] = "refs/heads/main".into();
+            body["after"] = commit.into();
+            (
+                body,
+                vec![
+                    ("X-GitHub-Event", "push".into()),
+                    ("X-GitHub-Delivery", delivery.into()),
+                ],
+            )
+        }
+        "gitlab" => {
+            let mut body = sample("gitlab-push.json");
+            body["ref"] = "refs/heads/main".into();
+            body["after"] = commit.into();
+            body["checkout_sha"] = commit.into();
+            (
+                body,
+                vec![
+                    ("X-Gitlab-Event", "Push Hook".into()),
+                    ("X-Gitlab-Token", secret.into()),
+                    ("Idempotency-Key", delivery.into()),
+                ],
+            )
+        }
+        "gitea" | "forgejo" => {
+            let mut body = sample("gitea-push.json");
+            body["ref"] = "refs/heads/main".into();
+            body["after"] = commit.into();
+            // Both send GitHub's and Gitea's headers too; Forgejo adds its own.
+            let mut sent = vec![
+                ("X-GitHub-Event", "push".to_string()),
+                ("X-Gitea-Event", "push".to_string()),
+            ];
+            if forge == "gitea" {
+                sent.push(("X-Gitea-Delivery", delivery.into()));
+            } else {
+                sent.push(("X-Forgejo-Event", "push".into()));
+                sent.push(("X-Forgejo-Delivery", delivery.into()));
+            }
+            (body, sent)
+        }
+        "bitbucket" => {
+            let mut body = sample("bitbucket-cloud-push.json");
+            body["push"]["changes"][0]["new"]["name"] = "main".into();
+            body["push"]["changes"][0]["new"]["target"]["hash"] = commit.into();
+            (
+                body,
+                vec![
+                    ("X-Event-Key", "repo:push".into()),
+                    ("X-Request-UUID", delivery.into()),
+                ],
+            )
+        }
+        _ => (
+            serde_json::json!({ "ref": "refs/heads/main", "after": commit }),
+            vec![("X-Gantry-Delivery", delivery.into())],
+        ),
+    };
+    let body = serde_json::to_vec(&body).unwrap();
+    let signature = sign(secret.as_bytes(), &body);
+    let mut all: Vec<(String, String)> = signature_headers
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
+    match forge {
+        "github" => all.push(("X-Hub-Signature-256".into(), signature)),
+        "gitea" => all.push((
+            "X-Gitea-Signature".into(),
+            signature.trim_start_matches("sha256=").into(),
+        )),
+        "forgejo" => all.push((
+            "X-Forgejo-Signature".into(),
+            signature.trim_start_matches("sha256=").into(),
+        )),
+        "bitbucket" => all.push(("X-Hub-Signature".into(), signature)),
+        "gitlab" => {}
+        _ => all.push(("X-Gantry-Signature-256".into(), signature)),
+    }
+    (all, body)
+}
+
+#[test]
+fn serve_builds_and_deploys_the_exact_commit_each_forge_pushes() {
+    let deployment = webhook_deployment("forges", "");
+    let daemon = Daemon::start(&deployment.config);
+    let mut expected_runs = 0;
+    for forge in [
+        "github",
+        "gitlab",
+        "gitea",
+        "forgejo",
+        "bitbucket",
+        "generic",
+    ] {
+        deployment
+            .repo
+            .write("www/index.html", &format!("pushed via {forge}\n"));
+        let commit = deployment.repo.commit(&format!("a push via {forge}"));
+        let delivery = unique(&format!("{forge}-delivery"));
+
+        // A wrong signature (or token) is refused and stores nothing.
+        let (bad_headers, bad_body) = forge_push(forge, &commit, &unique("bad"), "not-the-secret");
+        let (status, answer) = daemon.post(&deployment.name, &bad_headers, &bad_body);
+        assert_eq!(status, 401, "{forge}: {answer}");
+        assert_eq!(runs(&deployment).len(), expected_runs, "{forge}");
+
+        let (good_headers, body) = forge_push(forge, &commit, &delivery, SECRET);
+        let (status, answer) = daemon.post(&deployment.name, &good_headers, &body);
+        assert_eq!(status, 202, "{forge}: {answer}\n{}", daemon.log());
+        let answered: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(answered["queued"], true, "{answer}");
+        assert_eq!(answered["commit"], commit.as_str(), "{answer}");
+        // The same delivery again: the same answer, nothing new queued.
+        let (again_status, again) = daemon.post(&deployment.name, &good_headers, &body);
+        assert_eq!((again_status, &again), (202, &answer), "{forge}");
+        expected_runs += 1;
+
+        let all = wait_idle(&deployment, &daemon, expected_runs);
+        assert_eq!(all.len(), expected_runs, "{forge}: {all:?}");
+        let newest = &all[0];
+        assert_eq!(
+            newest["state"],
+            "succeeded",
+            "{forge}: {newest}\n{}",
+            daemon.log()
+        );
+        assert_eq!(newest["commit"], commit.as_str(), "{forge}");
+        assert_eq!(newest["number"], answered["run"], "{forge}");
+        assert!(
+            newest["trigger"].as_str().unwrap().starts_with(&format!(
+                "webhook {}",
+                if forge == "bitbucket" {
+                    "bitbucket"
+                } else {
+                    forge
+                }
+            )),
+            "{newest}"
+        );
+        assert_eq!(deployed_commit(&deployment), commit, "{forge}");
+    }
+    // The log of a webhook run is stored and readable.
+    let output = deployment.gantry(&["logs", &format!("{}#1", deployment.name)]);
+    let log = stdout(&output);
+    assert!(log.contains("[build] Step 1/"), "{log}");
+    assert!(
+        log.contains("[deploy] ") && log.contains("healthy after"),
+        "{log}"
+    );
+}
+
+#[test]
+fn serve_answers_pings_other_refs_and_bad_deliveries_without_queueing() {
+    let deployment = webhook_deployment("answers", "");
+    let mut gantry_yaml =
+        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
+    gantry_yaml.push_str("server:\n  max_body: 64k\n");
+    deployment.config.write("gantry.yaml", &gantry_yaml);
+    deployment.config.write(
+        "pipelines/nosecret.yaml",
+        &format!(
+            "source: {{ repo: {}, branch: main }}\nimage: {{ repository: {}/x }}\n",
+            deployment.repo.url(),
+            deployment.repository
+        ),
+    );
+    let daemon = Daemon::start(&deployment.config);
+    let signed = |event: &str, body: &serde_json::Value| {
+        let body = serde_json::to_vec(body).unwrap();
+        let headers = headers(&[
+            ("X-GitHub-Event", event),
+            ("X-GitHub-Delivery", &unique("d")),
+            ("X-Hub-Signature-256", &sign(SECRET.as_bytes(), &body)),
+        ]);
+        daemon.post(&deployment.name, &headers, &body)
+    };
+    let check = |(status, answer): (u16, String), expected: u16, says: &str| {
+        assert_eq!(status, expected, "{answer}");
+        assert!(answer.contains(says), "{answer} does not say {says}");
+    };
+    let commit = deployment.head();
+    check(
+        signed("ping", &serde_json::json!({ "zen": "hi" })),
+        200,
+        "pong",
+    );
+    check(
+        signed(
+            "push",
+            &serde_json::json!({ "ref": "refs/heads/other", "after": commit }),
+        ),
+        202,
+        "a push to refs/heads/other",
+    );
+    check(
+        signed(
+            "push",
+            &serde_json::json!({ "ref": "refs/tags/v1", "after": commit }),
+        ),
+        202,
+        "a tag push",
+    );
+    check(
+        signed(
+            "push",
+            &serde_json::json!({ "ref": "refs/heads/main", "after": "0000000000000000000000000000000000000000", "deleted": true }),
+        ),
+        202,
+        "was deleted",
+    );
+    check(signed("issues", &serde_json::json!({})), 202, "not a push");
+    let malformed = b"{\"ref\": ";
+    check(
+        daemon.post(
+            &deployment.name,
+            &headers(&[
+                ("X-GitHub-Event", "push"),
+                ("X-Hub-Signature-256", &sign(SECRET.as_bytes(), malformed)),
+            ]),
+            malformed,
+        ),
+        400,
+        "malformed",
+    );
+    check(
+        daemon.post(
+            &deployment.name,
+            &headers(&[("X-GitHub-Event", "push")]),
+            b"{}",
+        ),
+        401,
+        "carries no signature",
+    );
+    let oversized = vec![b' '; 100 * 1024];
+    let (status, _) = daemon.post(
+        &deployment.name,
+        &headers(&[
+            ("X-GitHub-Event", "push"),
+            ("X-Hub-Signature-256", &sign(SECRET.as_bytes(), &oversized)),
+        ]),
+        &oversized,
+    );
+    assert_eq!(status, 413);
+    check(
+        daemon.post("no-such-pipeline", &[], b"{}"),
+        404,
+        "no pipeline",
+    );
+    check(
+        daemon.post("nosecret", &headers(&[("X-GitHub-Event", "push")]), b"{}"),
+        403,
+        "takes no webhooks",
+    );
+    assert_eq!(runs(&deployment), Vec::<serde_json::Value>::new());
+}
+
+#[test]
+fn serve_coalesces_ten_quick_pushes_and_deploys_the_last() {
+    let deployment = webhook_deployment("coalesce", "");
+    let daemon = Daemon::start(&deployment.config);
+    let mut last = String::new();
+    for push in 1..=10 {
+        deployment
+            .repo
+            .write("www/index.html", &format!("push {push}\n"));
+        last = deployment.repo.commit(&format!("push {push}"));
+        let (headers, body) = forge_push("generic", &last, &unique("push"), SECRET);
+        let (status, answer) = daemon.post(&deployment.name, &headers, &body);
+        assert_eq!(status, 202, "{answer}");
+    }
+    let all = wait_idle(&deployment, &daemon, 10);
+    assert_eq!(all.len(), 10, "every push is a recorded run: {all:?}");
+    let worked: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|run| run["state"] != "coalesced")
+        .collect();
+    assert!(
+        worked.len() <= 3,
+        "{} runs did work: {worked:?}",
+        worked.len()
+    );
+    assert!(
+        worked.iter().all(|run| run["state"] == "succeeded"),
+        "{worked:?}"
+    );
+    assert_eq!(all[0]["commit"], last.as_str());
+    assert_eq!(deployed_commit(&deployment), last);
+    assert_eq!(fetch_instance(&deployment).as_deref(), Some("push 10\n"));
+}
+
+fn fetch_instance(deployment: &Deployment) -> Option<String> {
+    let port = crate::deploy::published_port(LOCAL_DOCKER, &deployment.instance("web-1"));
+    crate::deploy::fetch("127.0.0.1", port)
+}
+
+#[test]
+fn serve_polls_a_repository_and_builds_a_new_commit() {
+    let deployment = webhook_deployment("poll", "  poll: 1s\n");
+    let daemon = Daemon::start(&deployment.config);
+    // The head at start is built once (nothing ran before).
+    let first = deployment.head();
+    let runs_now = wait_idle(&deployment, &daemon, 1);
+    assert_eq!(runs_now[0]["commit"], first.as_str(), "{runs_now:?}");
+    assert_eq!(runs_now[0]["trigger"], "poll");
+    deployment.repo.write("www/index.html", "polled\n");
+    let second = deployment.repo.commit("polled");
+    let runs_now = wait_idle(&deployment, &daemon, 2);
+    assert_eq!(runs_now[0]["commit"], second.as_str(), "{runs_now:?}");
+    assert_eq!(runs_now[0]["state"], "succeeded", "{runs_now:?}");
+    assert_eq!(deployed_commit(&deployment), second);
+    // An unchanged head queues nothing more.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(runs(&deployment).len(), 2);
+}
+
+#[test]
+fn serve_keeps_the_last_good_config_through_an_invalid_edit() {
+    let deployment = webhook_deployment("reload", "");
+    let daemon = Daemon::start(&deployment.config);
+    let file = format!("pipelines/{}.yaml", deployment.name);
+    let good = std::fs::read_to_string(deployment.config.path().join(&file)).unwrap();
+    deployment.config.write(
+        &file,
+        &good.replace("branch: main", "branch: main\n  brunch: typo"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        let (_, body) = daemon.get("/healthz");
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if health["status"] == "config_errors" {
+            break health;
+        }
+        assert!(Instant::now() < deadline, "{body}\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let error = health["config_errors"][0].as_str().unwrap();
+    assert!(
+        error.contains(&format!(
+            "{}.yaml:4:3: unknown key `brunch`",
+            deployment.name
+        )),
+        "{error}"
+    );
+    assert!(
+        daemon.log().contains("unknown key `brunch`"),
+        "{}",
+        daemon.log()
+    );
+    // The old pipeline keeps working.
+    let commit = deployment.repo.commit("while the config is broken");
+    let (headers, body) = forge_push("generic", &commit, &unique("d"), SECRET);
+    assert_eq!(daemon.post(&deployment.name, &headers, &body).0, 202);
+    let all = wait_idle(&deployment, &daemon, 1);
+    assert_eq!(all[0]["state"], "succeeded", "{all:?}");
+
+    // Fixed, with one more tag: new runs use it.
+    write_pipeline(&deployment, "", ", \"reloaded\"");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon.get("/healthz").1.contains("\"status\":\"ok\"") {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let commit = deployment.repo.commit("after the fix");
+    let (headers, body) = forge_push("generic", &commit, &unique("d"), SECRET);
+    assert_eq!(daemon.post(&deployment.name, &headers, &body).0, 202);
+    let all = wait_idle(&deployment, &daemon, 2);
+    let tags: Vec<&str> = all[0]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tag| tag.as_str().unwrap())
+        .collect();
+    assert!(
+        tags.iter().any(|tag| tag.ends_with(":reloaded")),
+        "{tags:?}"
+    );
+
+    // A removed pipeline refuses webhooks.
+    std::fs::remove_file(deployment.config.path().join(&file)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon.post(&deployment.name, &headers, &body).0 != 404 {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn serve_retries_a_run_interrupted_by_kill_9_and_keeps_both_in_history() {
+    let deployment = webhook_deployment("crash", "");
+    // A build slow enough to be killed in the middle of.
+    deployment.repo.write(
+        "Dockerfile",
+        "FROM gantry-test/busybox:latest\nRUN sleep 3\nCOPY www /www\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+    );
+    let commit = deployment.repo.commit("slow build");
+    let mut daemon = Daemon::start(&deployment.config);
+    let (headers, body) = forge_push("generic", &commit, &unique("d"), SECRET);
+    assert_eq!(daemon.post(&deployment.name, &headers, &body).0, 202);
+    // Wait until the build stage is under way, then kill the daemon outright.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = stdout(&deployment.gantry(&["logs", &format!("{}#1", deployment.name)]));
+        if log.contains("[build] Step 2/") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the build never started: {log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    daemon.kill();
+    assert_eq!(runs(&deployment)[0]["state"], "running");
+
+    let daemon = Daemon::start(&deployment.config);
+    let all = wait_idle(&deployment, &daemon, 2);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1]["state"], "interrupted", "{all:?}");
+    assert_eq!(all[0]["state"], "succeeded", "{all:?}\n{}", daemon.log());
+    assert_eq!(all[0]["trigger"], "retry");
+    assert_eq!(all[0]["commit"], commit.as_str());
+    assert_eq!(deployed_commit(&deployment), commit);
+}
+
+#[test]
+fn trigger_runs_and_logs_work_on_the_state_directory_with_or_without_the_daemon() {
+    let deployment = webhook_deployment("trigger", "");
+    let mut gantry_yaml =
+        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
+    gantry_yaml.push_str("server:\n  keep_runs: 2\n");
+    deployment.config.write("gantry.yaml", &gantry_yaml);
+    // Without a daemon the run waits in the queue.
+    let queued = deployment.succeed(&["trigger", &deployment.name]);
+    assert_eq!(queued["queued"], true);
+    let listed = runs(&deployment);
+    assert_eq!(listed[0]["state"], "queued", "{listed:?}");
+    let text = stdout(&deployment.gantry(&["runs"]));
+    assert!(text.contains("queued"), "{text}");
+
+    let mut daemon = Daemon::start(&deployment.config);
+    let all = wait_idle(&deployment, &daemon, 1);
+    assert_eq!(all[0]["state"], "succeeded", "{all:?}\n{}", daemon.log());
+    assert_eq!(all[0]["commit"], deployment.head().as_str());
+    // logs --follow of a run that is going prints to its end.
+    deployment.repo.write("www/index.html", "followed\n");
+    let commit = deployment.repo.commit("followed");
+    let triggered = deployment.succeed(&["trigger", &deployment.name, "--commit", &commit]);
+    let run = format!("{}#{}", deployment.name, triggered["run"]);
+    let followed = deployment.gantry(&["logs", &run, "--follow"]);
+    let log = stdout(&followed);
+    assert!(log.contains("[checkout] started"), "{log}");
+    assert!(log.contains("[deploy] done in"), "{log}");
+    deployment.succeed(&["trigger", &deployment.name]);
+    wait_idle(&deployment, &daemon, 2);
+    // keep_runs: 2: the oldest run is gone.
+    let kept = runs(&deployment);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let output = deployment.gantry(&["logs", &format!("{}#1", deployment.name)]);
+    assert_eq!(output.status.code(), Some(2));
+    // SIGTERM: a clean exit.
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("gantry serve: stopped"),
+        "{}",
+        daemon.log()
+    );
+}
