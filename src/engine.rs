@@ -224,25 +224,35 @@ pub async fn build(
     trigger: &str,
     progress: &mut dyn Progress,
 ) -> Result<BuildReport, EngineError> {
-    build_run(
-        config, pipeline, store, reference, trigger, "build", None, progress,
-    )
-    .await
+    let run = RunStart {
+        trigger,
+        kind: "build",
+        queued: None,
+    };
+    build_run(config, pipeline, store, reference, &run, progress).await
 }
 
-/// A build recorded as a run of `kind`: `build`, or `run` when a deploy follows in the same run.
+/// How a build run is recorded.
+struct RunStart<'a> {
+    /// What started it: `manual`, `webhook ...`, `poll`, `retry`.
+    trigger: &'a str,
+    /// `build`, or `run` when a deploy follows in the same run.
+    kind: &'a str,
+    /// A run the daemon took from the queue, already recorded (and running).
+    queued: Option<RunId>,
+}
+
+/// A build recorded as a run.
 async fn build_run(
     config: &Config,
     pipeline: &Pipeline,
     store: &Store,
     reference: Option<&str>,
-    trigger: &str,
-    kind: &str,
-    queued: Option<RunId>,
+    start: &RunStart<'_>,
     progress: &mut dyn Progress,
 ) -> Result<BuildReport, EngineError> {
-    // A run the daemon took from the queue is already recorded (and running).
-    let run_id = match queued {
+    let (trigger, kind) = (start.trigger, start.kind);
+    let run_id = match start.queued {
         Some(run) => run,
         None => {
             store

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{BuildReport, EngineError, Failure, Progress, Recording, StageReport, build_run};
+use super::{
+    BuildReport, EngineError, Failure, Progress, Recording, RunStart, StageReport, build_run,
+};
 use crate::config::{Config, Pipeline};
 use crate::deploy::{self, Action, DeployImage, InstanceReport, Rollout, SharedLog};
 use crate::registry;
@@ -125,17 +127,12 @@ pub async fn run_pipeline(
     queued: Option<RunId>,
     progress: &mut dyn Progress,
 ) -> Result<RunReport, EngineError> {
-    let build = build_run(
-        config,
-        pipeline,
-        store,
-        reference,
-        &options.trigger,
-        "run",
+    let start = RunStart {
+        trigger: &options.trigger,
+        kind: "run",
         queued,
-        progress,
-    )
-    .await?;
+    };
+    let build = build_run(config, pipeline, store, reference, &start, progress).await?;
     let Some(digest) = build.digest.clone() else {
         return Ok(RunReport {
             build,
