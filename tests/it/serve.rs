@@ -670,3 +670,118 @@ fn trigger_runs_and_logs_work_on_the_state_directory_with_or_without_the_daemon(
         daemon.log()
     );
 }
+
+/// Sends a generic push of `commit` and returns the queued run's number.
+fn push(daemon: &Daemon, deployment: &Deployment, commit: &str) -> i64 {
+    let (headers, body) = forge_push("generic", commit, &unique("d"), SECRET);
+    let (status, answer) = daemon.post(&deployment.name, &headers, &body);
+    assert_eq!(status, 202, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    answer["run"].as_i64().unwrap()
+}
+
+fn run_numbered(runs: &[serde_json::Value], number: i64) -> &serde_json::Value {
+    runs.iter().find(|run| run["number"] == number).unwrap()
+}
+
+#[test]
+fn serve_never_replaces_a_newer_deploy_and_holds_a_pinned_pipeline() {
+    let deployment = webhook_deployment("order", "");
+    let daemon = Daemon::start(&deployment.config);
+    let older = deployment.head();
+    push(&daemon, &deployment, &older);
+    wait_idle(&deployment, &daemon, 1);
+    deployment.repo.write("www/index.html", "newer\n");
+    let newer = deployment.repo.commit("newer");
+    push(&daemon, &deployment, &newer);
+    wait_idle(&deployment, &daemon, 2);
+    assert_eq!(deployed_commit(&deployment), newer);
+
+    // A late delivery of the older commit must not replace the newer deploy.
+    let late = push(&daemon, &deployment, &older);
+    let all = wait_idle(&deployment, &daemon, 3);
+    let skipped = run_numbered(&all, late);
+    assert_eq!(skipped["state"], "skipped", "{skipped}");
+    assert!(
+        skipped["message"].as_str().unwrap().contains("not a descendant of the deployed"),
+        "{skipped}"
+    );
+    assert_eq!(deployed_commit(&deployment), newer);
+
+    // After a rollback the pipeline is pinned: pushes are recorded, not deployed.
+    deployment.succeed(&["rollback", &deployment.name]);
+    assert_eq!(deployed_commit(&deployment), older);
+    deployment.repo.write("www/index.html", "held\n");
+    let held_commit = deployment.repo.commit("held");
+    let held = push(&daemon, &deployment, &held_commit);
+    let all = wait_idle(&deployment, &daemon, 5);
+    let held_run = run_numbered(&all, held);
+    assert_eq!(held_run["state"], "held", "{held_run}");
+    assert!(held_run["message"].as_str().unwrap().contains("pinned"), "{held_run}");
+    assert_eq!(deployed_commit(&deployment), older);
+
+    deployment.succeed(&["unpin", &deployment.name]);
+    let released = push(&daemon, &deployment, &held_commit);
+    let all = wait_idle(&deployment, &daemon, 6);
+    assert_eq!(run_numbered(&all, released)["state"], "succeeded");
+    assert_eq!(deployed_commit(&deployment), held_commit);
+}
+
+#[test]
+fn serve_runs_at_most_max_builds_at_once() {
+    let mut deployment = webhook_deployment("bound", "");
+    deployment.repo.write(
+        "Dockerfile",
+        "FROM gantry-test/busybox:latest\nARG PIPELINE\nRUN echo $PIPELINE && sleep 2\nCOPY www /www\n",
+    );
+    deployment.repo.commit("slow builds");
+    let mut gantry_yaml =
+        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
+    gantry_yaml.push_str("server:\n  max_builds: 2\n");
+    deployment.config.write("gantry.yaml", &gantry_yaml);
+    let names: Vec<String> = (1..=3).map(|index| deployment.instance(&format!("p{index}"))).collect();
+    for name in &names {
+        let repository = format!("{}-{name}", deployment.repository);
+        deployment.config.write(
+            &format!("pipelines/{name}.yaml"),
+            &format!(
+                "source: {{ repo: {}, branch: main }}\nbuild: {{ args: {{ PIPELINE: {name} }} }}\n\
+                 image: {{ repository: {repository} }}\n",
+                deployment.repo.url()
+            ),
+        );
+        deployment.config.repositories.push(repository);
+        deployment.succeed(&["trigger", name]);
+    }
+    let daemon = Daemon::start(&deployment.config);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let spans: Vec<(i64, i64)> = loop {
+        let (_, all) = deployment.gantry_json(&["runs", "--limit", "100"]);
+        let ours: Vec<&serde_json::Value> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|run| names.iter().any(|name| run["pipeline"] == name.as_str()))
+            .collect();
+        if ours.len() == 3 && ours.iter().all(|run| run["state"] == "succeeded") {
+            break ours
+                .iter()
+                .map(|run| (run["started_at"].as_i64().unwrap(), run["finished_at"].as_i64().unwrap()))
+                .collect();
+        }
+        assert!(Instant::now() < deadline, "{ours:?}\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // At each run's start, count the runs going: never more than two, and two did overlap.
+    let most = spans
+        .iter()
+        .map(|(start, _)| {
+            spans
+                .iter()
+                .filter(|(other_start, other_end)| other_start <= start && start < other_end)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert_eq!(most, 2, "{spans:?}");
+}
