@@ -519,6 +519,30 @@ fn serve_polls_a_repository_and_builds_a_new_commit() {
     // An unchanged head queues nothing more.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(runs(&deployment).len(), 2);
+
+    // A pipeline removed from the config is no longer polled.
+    std::fs::remove_file(
+        deployment
+            .config
+            .path()
+            .join(format!("pipelines/{}.yaml", deployment.name)),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon.get("/healthz").1.contains(&deployment.name) {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    deployment.repo.commit("after the pipeline was removed");
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, all) = deployment.gantry_json(&["runs", "--limit", "100"]);
+    let ours = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|run| run["pipeline"] == deployment.name.as_str())
+        .count();
+    assert_eq!(ours, 2);
 }
 
 #[test]
@@ -784,4 +808,31 @@ fn serve_runs_at_most_max_builds_at_once() {
         .max()
         .unwrap();
     assert_eq!(most, 2, "{spans:?}");
+}
+
+#[test]
+fn serve_lets_a_running_build_finish_on_sigterm() {
+    let deployment = webhook_deployment("sigterm", "");
+    deployment.repo.write(
+        "Dockerfile",
+        "FROM gantry-test/busybox:latest\nRUN sleep 2\nCOPY www /www\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+    );
+    let commit = deployment.repo.commit("slow build");
+    let mut daemon = Daemon::start(&deployment.config);
+    push(&daemon, &deployment, &commit);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stdout(&deployment.gantry(&["logs", &format!("{}#1", deployment.name)]))
+        .contains("[build] Step 2/")
+    {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = daemon.terminate();
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+    // The run was let finish (build, push and deploy), not cut off.
+    let all = runs(&deployment);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["state"], "succeeded", "{all:?}\n{}", daemon.log());
+    assert_eq!(deployed_commit(&deployment), commit);
+    assert!(daemon.log().contains("gantry serve: stopped"));
 }
