@@ -48,8 +48,14 @@ remove_deployed() {
   [ -z "$ids" ] || docker -H "$1" rm -f $ids >/dev/null 2>&1 || true
 }
 
+SERVE_PID=''
+
 cleanup() {
   local status=$?
+  if [ -n "$SERVE_PID" ]; then
+    kill -TERM "$SERVE_PID" 2>/dev/null || true
+    wait "$SERVE_PID" 2>/dev/null || true
+  fi
   remove_deployed unix:///var/run/docker.sock
   [ -z "$HOST1" ] || remove_deployed "$HOST1"
   # Local copies of the demo image only; what was pushed stays in the registry.
@@ -76,6 +82,8 @@ STATE="${GANTRY_TEST_ENV_DIR:-/var/lib/gantry-test-env}"
 source "$STATE/env"
 REGISTRY="${GANTRY_TEST_REGISTRY:-127.0.0.1:5115}"
 IMAGE="$REGISTRY/demo/hello"
+# The pipeline reads its webhook secret from the environment.
+export HELLO_WEBHOOK_SECRET="demo-secret-$$"
 HOST1="${GANTRY_TEST_HOST_1_DOCKER:-}"
 HOST1_ADDRESS="${GANTRY_TEST_HOST_1_ADDRESS:-}"
 [ -n "$HOST1" ] || die "test-env.sh started no extra engine (GANTRY_TEST_HOSTS=0?)"
@@ -96,6 +104,7 @@ else
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/gantry-demo.XXXXXX")
 fi
 REPO="$WORK/repo"
+ORIGIN="$WORK/origin.git"
 CONFIG="$WORK/config"
 
 step "A git repository with the hello app ($REPO)"
@@ -107,6 +116,10 @@ git_in "$REPO" symbolic-ref HEAD refs/heads/main
 git_in "$REPO" add -A
 git_in "$REPO" commit -q -m "hello: first version"
 git_in "$REPO" log --oneline
+# The shared repository developers push to, as a forge would host it.
+git clone -q --bare "$REPO" "$ORIGIN"
+git_in "$REPO" remote add origin "$ORIGIN"
+note "pushed to $ORIGIN (the repository gantry builds from)"
 note "files: $(cd "$REPO" && git ls-files | tr '\n' ' ')"
 note "(.dockerignore keeps secret.txt and README.md out of the image)"
 
@@ -120,8 +133,9 @@ EOF
 sed 's/^/    /' "$CONFIG/gantry.yaml"
 cat >"$CONFIG/pipelines/hello.yaml" <<EOF
 source:
-  repo: file://$REPO
+  repo: file://$ORIGIN
   branch: main
+  webhook: { secret: "\${HELLO_WEBHOOK_SECRET}" }
 build:
   context: .
   dockerfile: Dockerfile
@@ -172,6 +186,7 @@ both_pages
 step "A one-line change, committed"
 sed -i 's|Hello from gantry!|Hello again from gantry!|' "$REPO/www/index.html"
 git_in "$REPO" commit -q -a -m "hello: say hello again"
+git_in "$REPO" push -q origin main
 git_in "$REPO" --no-pager show --stat --format='%h %s' HEAD | sed -e '/^$/d' -e 's/^/    /'
 
 step "gantry --json run hello (an incremental fetch, then a start-first rollout, one host at a time)"
@@ -220,9 +235,70 @@ if "$GANTRY" -c "$CONFIG" deploy hello; then die "a pinned pipeline was deployed
 step "gantry unpin hello"
 "$GANTRY" -c "$CONFIG" unpin hello
 
+# ------------------------------------------------------------------ the daemon
+SERVE_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+step "gantry serve on 127.0.0.1:$SERVE_PORT (webhooks, polling, queue, hot reload)"
+GANTRY_LOG=info "$GANTRY" -c "$CONFIG" serve --listen "127.0.0.1:$SERVE_PORT" 2>"$WORK/serve.log" &
+SERVE_PID=$!
+for _ in $(seq 100); do
+  curl -fs -o /dev/null "http://127.0.0.1:$SERVE_PORT/healthz" && break
+  sleep 0.1
+done
+note "healthz: $(curl -fsS "http://127.0.0.1:$SERVE_PORT/healthz")"
+
+step "A post-receive hook in $ORIGIN: each push becomes a signed webhook"
+cat >"$ORIGIN/hooks/post-receive" <<EOF
+#!/bin/sh
+# Sends gantry's generic webhook: {"ref", "after"} signed with HMAC-SHA256.
+while read -r old new ref; do
+  body="{\"ref\":\"\$ref\",\"after\":\"\$new\"}"
+  signature=\$(printf '%s' "\$body" | openssl dgst -sha256 -hmac "$HELLO_WEBHOOK_SECRET" | sed 's/^.* //')
+  curl -sS -X POST -H 'Content-Type: application/json' \\
+    -H "X-Gantry-Signature-256: sha256=\$signature" -H "X-Gantry-Delivery: \$new" \\
+    --data-binary "\$body" "http://127.0.0.1:$SERVE_PORT/hooks/hello"
+  echo
+done
+EOF
+chmod +x "$ORIGIN/hooks/post-receive"
+sed 's/^/    /' "$ORIGIN/hooks/post-receive"
+
+step "A developer commits and pushes; gantry serve picks it up"
+sed -i 's|Hello again from gantry!|Hello from a git push!|' "$REPO/www/index.html"
+git_in "$REPO" commit -q -a -m "hello: a pushed change"
+PUSHED=$(git_in "$REPO" rev-parse --short=7 HEAD)
+git_in "$REPO" push origin main 2>&1 | sed 's/^/    /'
+# The hook's answer named the run; wait for it to be recorded, then follow its log.
+RUN=''
+for _ in $(seq 100); do
+  "$GANTRY" -c "$CONFIG" --json runs hello --limit 1 >"$WORK/runs.json"
+  if grep -q "\"requested\": \"$(git_in "$REPO" rev-parse HEAD)\"" "$WORK/runs.json"; then
+    RUN=$(json_value "$WORK/runs.json" number)
+    break
+  fi
+  sleep 0.1
+done
+[ -n "$RUN" ] || die "gantry serve queued no run for the pushed commit $PUSHED (log: $WORK/serve.log)"
+step "gantry logs hello#$RUN --follow (the run's log as it goes; last lines)"
+"$GANTRY" -c "$CONFIG" logs "hello#$RUN" --follow | tail -n 8 | sed 's/^/    /'
+"$GANTRY" -c "$CONFIG" runs hello --limit 4
+"$GANTRY" -c "$CONFIG" runs hello --limit 1 | grep -q ' succeeded ' \
+  || die "run hello#$RUN did not succeed (log: $WORK/serve.log)"
+both_pages
+page hello-edge "$HOST1" "$HOST1_ADDRESS" | grep -q 'Hello from a git push!' \
+  || die "hello-edge does not serve the pushed commit"
+page hello-local unix:///var/run/docker.sock 127.0.0.1 | grep -q 'Hello from a git push!' \
+  || die "hello-local does not serve the pushed commit"
+
+step "Stop gantry serve (SIGTERM)"
+kill -TERM "$SERVE_PID"
+wait "$SERVE_PID" || die "gantry serve did not exit cleanly"
+SERVE_PID=''
+tail -n 3 "$WORK/serve.log" | sed 's/^/    /'
+
 step "Done"
 note "gantry built $SHORT, pushed $IMAGE:$SHORT and :latest as $DIGEST,"
-note "rolled it out to two hosts health-gated, and rolled back to $FIRST."
+note "rolled it out to two hosts health-gated, rolled back to $FIRST,"
+note "and deployed the pushed commit $PUSHED when gantry serve got its webhook."
 if [ "$KEEP_WORK" -eq 1 ]; then
   note "work dir kept: $WORK (repo/, config/, config/.gantry/)"
 fi

@@ -727,7 +727,10 @@ fn serve_never_replaces_a_newer_deploy_and_holds_a_pinned_pipeline() {
     let skipped = run_numbered(&all, late);
     assert_eq!(skipped["state"], "skipped", "{skipped}");
     assert!(
-        skipped["message"].as_str().unwrap().contains("not a descendant of the deployed"),
+        skipped["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a descendant of the deployed"),
         "{skipped}"
     );
     assert_eq!(deployed_commit(&deployment), newer);
@@ -741,7 +744,10 @@ fn serve_never_replaces_a_newer_deploy_and_holds_a_pinned_pipeline() {
     let all = wait_idle(&deployment, &daemon, 5);
     let held_run = run_numbered(&all, held);
     assert_eq!(held_run["state"], "held", "{held_run}");
-    assert!(held_run["message"].as_str().unwrap().contains("pinned"), "{held_run}");
+    assert!(
+        held_run["message"].as_str().unwrap().contains("pinned"),
+        "{held_run}"
+    );
     assert_eq!(deployed_commit(&deployment), older);
 
     deployment.succeed(&["unpin", &deployment.name]);
@@ -763,7 +769,9 @@ fn serve_runs_at_most_max_builds_at_once() {
         std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
     gantry_yaml.push_str("server:\n  max_builds: 2\n");
     deployment.config.write("gantry.yaml", &gantry_yaml);
-    let names: Vec<String> = (1..=3).map(|index| deployment.instance(&format!("p{index}"))).collect();
+    let names: Vec<String> = (1..=3)
+        .map(|index| deployment.instance(&format!("p{index}")))
+        .collect();
     for name in &names {
         let repository = format!("{}-{name}", deployment.repository);
         deployment.config.write(
@@ -790,7 +798,12 @@ fn serve_runs_at_most_max_builds_at_once() {
         if ours.len() == 3 && ours.iter().all(|run| run["state"] == "succeeded") {
             break ours
                 .iter()
-                .map(|run| (run["started_at"].as_i64().unwrap(), run["finished_at"].as_i64().unwrap()))
+                .map(|run| {
+                    (
+                        run["started_at"].as_i64().unwrap(),
+                        run["finished_at"].as_i64().unwrap(),
+                    )
+                })
                 .collect();
         }
         assert!(Instant::now() < deadline, "{ours:?}\n{}", daemon.log());
