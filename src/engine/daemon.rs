@@ -482,6 +482,8 @@ pub async fn watch_config(
             let relevant = result.is_ok_and(|events| {
                 events
                     .iter()
+                    // Reading a file (as every `gantry` command does) changes nothing.
+                    .filter(|event| !matches!(event.kind, notify::EventKind::Access(_)))
                     .flat_map(|event| event.paths.iter())
                     .any(|path| {
                         let yaml = path
