@@ -3,14 +3,16 @@
 //! # Layout
 //! - `config`: the config directory (`gantry.yaml`, `pipelines/*.yaml`) read into a validated `Config`.
 //! - `host`: Docker engines gantry talks to over their API (`unix://`, `tcp://`, TLS).
-//! - `source`: git repositories: the fetch cache, resolving a branch or ref to a commit, reading its tree.
+//! - `source`: git repositories: the fetch cache, resolving a branch or ref to a commit, reading its tree,
+//!   listing remote heads; `source::webhook` verifies and parses forge push webhooks.
 //! - `build`: the build context (a tar made from the commit's tree, `.dockerignore` applied) and the image build.
 //! - `registry`: credentials, pushing tags, confirming the pushed digest with the registry itself.
 //! - `deploy`: rolling an image out to a pipeline's instances on their hosts (pull, swap, health gate,
 //!   rollback), what runs where (`status`), and stop/start/restart in dependency order.
 //! - `store`: the state database (SQLite through sqlx, migrations embedded); all SQL lives here.
 //! - `engine`: runs, recorded stage by stage: build (checkout, context, build, push), deploy
-//!   (resolve, lease, rollout), rollback, and `run` (both in one).
+//!   (resolve, lease, rollout), rollback, and `run` (both in one); `engine::daemon` is the
+//!   scheduler, queue, poller and config watcher of `gantry serve`.
 //! - `server`: HTTP: forge webhooks (`POST /hooks/PIPELINE`) and `/healthz`; it records and answers, never builds.
 //! - `cli`: the subcommands and how they print.
 
