@@ -94,6 +94,18 @@ pub fn fetch(source: &Source, cache_root: &Path) -> Result<FetchReport, SourceEr
         path: path.clone(),
         message,
     };
+    // One fetch into a cache at a time, across runs and processes: libgit2 refuses
+    // to write a ref or the config while another writer holds its lock file.
+    std::fs::create_dir_all(cache_root).map_err(|error| cache_error(error.to_string()))?;
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_extension("lock"))
+        .map_err(|error| cache_error(error.to_string()))?;
+    lock_file
+        .lock()
+        .map_err(|error| cache_error(format!("locking the cache: {error}")))?;
     let (repository, created) = match Repository::open_bare(&path) {
         Ok(repository) => (repository, false),
         Err(_) => {

@@ -27,7 +27,8 @@ pub enum Forge {
     Gitea,
     Forgejo,
     BitbucketCloud,
-    /// `X-Gantry-Signature-256` over `{ "ref": ..., "after": ... }`, for scripts.
+    /// `X-Gantry-Signature-256` over `{ "ref": ..., "after": ... }`, for scripts
+    /// (`X-Gantry-Event: push` names it when a pipeline takes unsigned deliveries).
     Generic,
 }
 
@@ -47,7 +48,7 @@ impl Forge {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
     #[error(
-        "no forge's webhook headers (X-GitHub-Event, X-Gitlab-Event, X-Gitea-Event, X-Forgejo-Event, X-Event-Key or X-Gantry-Signature-256)"
+        "no forge's webhook headers (X-GitHub-Event, X-Gitlab-Event, X-Gitea-Event, X-Forgejo-Event, X-Event-Key, X-Gantry-Signature-256 or X-Gantry-Event)"
     )]
     UnknownForge,
     #[error("the {forge} delivery carries no signature ({header})")]
@@ -185,7 +186,7 @@ fn detect(header: &dyn Fn(&str) -> Option<String>) -> Option<Forge> {
         Some(Forge::BitbucketCloud)
     } else if header("x-github-event").is_some() {
         Some(Forge::GitHub)
-    } else if header("x-gantry-signature-256").is_some() {
+    } else if header("x-gantry-signature-256").is_some() || header("x-gantry-event").is_some() {
         Some(Forge::Generic)
     } else {
         None

@@ -372,6 +372,14 @@ fn serve_answers_pings_other_refs_and_bad_deliveries_without_queueing() {
             deployment.repository
         ),
     );
+    deployment.config.write(
+        "pipelines/open.yaml",
+        &format!(
+            "source: {{ repo: {}, branch: main, webhook: {{ unsigned: true }} }}\nimage: {{ repository: {}/open }}\n",
+            deployment.repo.url(),
+            deployment.repository
+        ),
+    );
     let daemon = Daemon::start(&deployment.config);
     let signed = |event: &str, body: &serde_json::Value| {
         let body = serde_json::to_vec(body).unwrap();
@@ -458,6 +466,25 @@ fn serve_answers_pings_other_refs_and_bad_deliveries_without_queueing() {
         daemon.post("nosecret", &headers(&[("X-GitHub-Event", "push")]), b"{}"),
         403,
         "takes no webhooks",
+    );
+    // A pipeline that opted out of signatures takes an unsigned delivery.
+    check(
+        daemon.post(
+            "open",
+            &headers(&[("X-Gantry-Event", "push")]),
+            br#"{"ref": "refs/heads/elsewhere", "after": "abc"}"#,
+        ),
+        202,
+        "a push to refs/heads/elsewhere",
+    );
+    check(
+        daemon.post(
+            "open",
+            &[],
+            br#"{"ref": "refs/heads/main", "after": "abc"}"#,
+        ),
+        400,
+        "no forge's webhook headers",
     );
     assert_eq!(runs(&deployment), Vec::<serde_json::Value>::new());
 }

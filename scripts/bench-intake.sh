@@ -1,0 +1,308 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): webhook intake figures for the README.
+#   `gantry serve` on a loopback port takes BENCH_DELIVERIES signed generic deliveries
+#   (X-Gantry-Signature-256, a unique X-Gantry-Delivery each) from BENCH_CONCURRENCY
+#   connections (examples/intake_bench.rs): deliveries/s and latency to the 202; then
+#   every 202 must be a stored run row (queued, coalesced, running or done).
+# The pipeline has no `deploy:` section and the scheduler coalesces queued runs, so
+# while the flood goes on the daemon builds and pushes at most a few images.
+# Traffic goes to loopback only (the daemon, the local engine, the registry).
+#
+#   BENCH_DELIVERIES=10000   measured deliveries (after BENCH_WARMUP uncounted ones)
+#   BENCH_CONCURRENCY=32     requests in flight at once
+#   BENCH_WARMUP=200         warm-up deliveries (stored and checked too, not timed)
+#   BENCH_LOG=file           keep the daemon's log there
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+DELIVERIES="${BENCH_DELIVERIES:-10000}"
+CONCURRENCY="${BENCH_CONCURRENCY:-32}"
+WARMUP="${BENCH_WARMUP:-200}"
+for pair in "BENCH_DELIVERIES=$DELIVERIES" "BENCH_CONCURRENCY=$CONCURRENCY"; do
+  case "${pair#*=}" in '' | *[!0-9]* | 0) echo "bench: ${pair%%=*} must be a positive integer" >&2; exit 2 ;; esac
+done
+case "$WARMUP" in '' | *[!0-9]*) echo "bench: BENCH_WARMUP must be an integer" >&2; exit 2 ;; esac
+# The goal (from the issue): at least this many deliveries/s, p99 below this many ms.
+GOAL_RATE=2000
+GOAL_P99_MS=50
+SECRET=bench-secret
+# How long the daemon may take to answer /healthz, to drain its queue, to stop (s).
+START_LIMIT=30
+DRAIN_LIMIT=180
+STOP_LIMIT=60
+
+# The engine test-env.sh starts; the daemon's builds use it.
+export DOCKER_HOST=unix:///var/run/docker.sock
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+now_ms() { local us=${EPOCHREALTIME//[!0-9]/}; echo $((us / 1000)); }
+# goal VALUE OP LIMIT: "met" or "missed" (OP is ge, lt or eq).
+goal() {
+  awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
+    ok = (op == "ge") ? v + 0 >= l + 0 : (op == "lt") ? v + 0 < l + 0 : v == l
+    print (v == "n/a" || v == "") ? "n/a" : ok ? "met" : "missed" }'
+}
+
+# Commits must not depend on (or be refused by) the caller's git identity or signing setup.
+git_in() {
+  git -C "$1" -c user.name="gantry bench" -c user.email=bench@gantry.invalid \
+    -c commit.gpgsign=false "${@:2}"
+}
+
+# Everything this run creates is named after it: the pipeline (and so the image
+# label gantry.pipeline) "$NAME", the image repository "$IMAGE".
+NAME="intake-$$"
+WORK=''
+REGISTRY=''
+IMAGE=''
+DAEMON_PID=''
+
+# delete_pushed REPOSITORY: delete every manifest of the repository from the registry
+# (it runs with deletes enabled; the blobs go at its next garbage collection).
+delete_pushed() {
+  local path=${1#"$REGISTRY"/} tags tag digest
+  tags=$(curl -s -m 5 --noproxy '*' "http://$REGISTRY/v2/$path/tags/list" |
+    tr -d '[]{}"' | sed -n 's/.*tags://p' | tr ',' ' ') || return 0
+  for tag in $tags; do
+    digest=$(curl -s -m 5 --noproxy '*' -I \
+      -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+      "http://$REGISTRY/v2/$path/manifests/$tag" |
+      tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: *//p') || continue
+    [ -z "$digest" ] ||
+      curl -s -m 5 --noproxy '*' -o /dev/null -X DELETE "http://$REGISTRY/v2/$path/manifests/$digest" ||
+      true
+  done
+}
+
+cleanup() {
+  local status=$?
+  if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+    log "cleanup: stopping the daemon (pid $DAEMON_PID)"
+    kill -TERM "$DAEMON_PID" 2>/dev/null || true
+    for _ in $(seq $((STOP_LIMIT * 10))); do
+      kill -0 "$DAEMON_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$DAEMON_PID" 2>/dev/null || true
+    wait "$DAEMON_PID" 2>/dev/null || true
+  fi
+  if [ -n "$IMAGE" ]; then
+    # Containers: none without a deploy section, but a build interrupted by the
+    # cleanup may leave one of ours behind.
+    local ids
+    ids=$(docker ps -aq --filter "label=gantry.pipeline=$NAME" 2>/dev/null) || true
+    [ -z "$ids" ] || printf '%s\n' "$ids" | xargs docker rm -f >/dev/null 2>&1 || true
+    docker image ls --digests --format '{{.Repository}} {{.Tag}} {{.Digest}}' 2>/dev/null |
+      while read -r repo tag digest; do
+        [ "$repo" = "$IMAGE" ] || continue
+        [ "$tag" = '<none>' ] || docker rmi "$repo:$tag" >/dev/null 2>&1 || true
+        [ "$digest" = '<none>' ] || docker rmi "$repo@$digest" >/dev/null 2>&1 || true
+      done
+    delete_pushed "$IMAGE"
+  fi
+  [ -z "$WORK" ] || rm -rf "$WORK"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# free_port: a TCP port nothing listens on at 127.0.0.1, below Docker's ephemeral range.
+free_port() {
+  local port
+  for _ in $(seq 50); do
+    port=$((20000 + RANDOM % 12000))
+    if ! timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+# field NAME FILE: a top-level number or string of the load generator's pretty JSON.
+field() { sed -n "s/^  \"$1\": \"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" "$2" | head -n 1; }
+# status_count STATUS FILE: the measured answers with that HTTP status (0 when none).
+status_count() {
+  awk -v s="$1" '/^  "statuses": \{/ { on = 1; next } on && /^  \}/ { on = 0 }
+    on { gsub(/[",]/, ""); if ($1 == s ":") n = $2 } END { print n + 0 }' "$2"
+}
+# run_states FILE: "state count" for each run state in a `gantry --json runs` answer.
+run_states() {
+  awk '/^    "state": / { gsub(/[",]/, "", $2); n[$2]++ } END { for (s in n) print s, n[s] }' "$1" | sort
+}
+# run_count FILE: the runs (top-level array entries) in a `gantry --json runs` answer.
+run_count() { grep -c '^  {$' "$1" || true; }
+# gantry_runs OUT: every run of the pipeline, as JSON.
+gantry_runs() {
+  "$GANTRY" -c "$CONFIG" --json runs "$NAME" --limit 1000000 >"$1" 2>>"$LOG" ||
+    { tail -n 20 "$LOG" >&2; die "gantry runs failed"; }
+}
+
+# ------------------------------------------------------------------ setup
+log "test environment"
+bash scripts/test-env.sh >/dev/null
+STATE="${GANTRY_TEST_ENV_DIR:-/var/lib/gantry-test-env}"
+# shellcheck source=/dev/null
+source "$STATE/env"
+REGISTRY="${GANTRY_TEST_REGISTRY:-127.0.0.1:5115}"
+
+log "cargo build --release (gantry and examples/intake_bench.rs)"
+cargo build --release --quiet --bin gantry --example intake_bench
+GANTRY="$ROOT/target/release/gantry"
+LOADGEN="$ROOT/target/release/examples/intake_bench"
+[ -x "$GANTRY" ] || die "no gantry binary at $GANTRY"
+[ -x "$LOADGEN" ] || die "no load generator at $LOADGEN"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gantry-bench-intake.XXXXXX")
+REPO="$WORK/repo"
+CONFIG="$WORK/config"
+LOG="${BENCH_LOG:-$WORK/serve.log}"
+: >"$LOG"
+IMAGE="$REGISTRY/bench/$NAME"
+
+mkdir -p "$REPO"
+cp -R fixtures/hello/. "$REPO/"
+git_in "$REPO" init -q
+git_in "$REPO" symbolic-ref HEAD refs/heads/main
+git_in "$REPO" add -A
+git_in "$REPO" commit -q -m "bench: fixture"
+COMMIT=$(git_in "$REPO" rev-parse HEAD)
+
+mkdir -p "$CONFIG/pipelines"
+# keep_runs: the scheduler prunes all but the newest keep_runs finished runs whenever a
+# run ends; the check below counts every run row, so none may be pruned.
+cat >"$CONFIG/gantry.yaml" <<EOF
+server:
+  max_builds: 1
+  keep_runs: 1000000
+EOF
+cat >"$CONFIG/pipelines/$NAME.yaml" <<EOF
+source:
+  repo: $REPO
+  branch: main
+  webhook: { secret: $SECRET }
+image:
+  repository: $IMAGE
+  tags: ["{{ commit.short }}"]
+EOF
+"$GANTRY" -c "$CONFIG" validate >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "the bench config does not validate"; }
+
+# ------------------------------------------------------------------ daemon
+PORT=$(free_port)
+log "gantry serve on 127.0.0.1:$PORT (pipeline $NAME)"
+GANTRY_LOG="${GANTRY_LOG:-warn}" "$GANTRY" -c "$CONFIG" serve --listen "127.0.0.1:$PORT" >>"$LOG" 2>&1 &
+DAEMON_PID=$!
+deadline=$(($(now_ms) + START_LIMIT * 1000))
+until curl -s -f -m 1 --noproxy '*' "http://127.0.0.1:$PORT/healthz" 2>/dev/null | grep -q '"status":"ok"'; do
+  kill -0 "$DAEMON_PID" 2>/dev/null || { tail -n 20 "$LOG" >&2; die "gantry serve exited"; }
+  [ "$(now_ms)" -lt "$deadline" ] || { tail -n 20 "$LOG" >&2; die "gantry serve did not answer /healthz in ${START_LIMIT}s"; }
+  sleep 0.1
+done
+DAEMON_RSS_START=$(awk '/^VmRSS:/ { print $2 }' "/proc/$DAEMON_PID/status" 2>/dev/null || echo 0)
+
+# ------------------------------------------------------------------ flood
+log "$WARMUP warm-up + $DELIVERIES measured deliveries at concurrency $CONCURRENCY"
+RESULT="$WORK/result.json"
+CPU_BEFORE=$(awk '{ print $14 + $15 }' "/proc/$DAEMON_PID/stat")
+loadgen_status=0
+"$LOADGEN" --url "http://127.0.0.1:$PORT/hooks/$NAME" --secret "$SECRET" --commit "$COMMIT" \
+  --deliveries "$DELIVERIES" --concurrency "$CONCURRENCY" --warmup "$WARMUP" \
+  --timeout 10s >"$RESULT" 2>"$WORK/loadgen.err" || loadgen_status=$?
+CPU_AFTER=$(awk '{ print $14 + $15 }' "/proc/$DAEMON_PID/stat")
+DAEMON_RSS_END=$(awk '/^VmRSS:/ { print $2 }' "/proc/$DAEMON_PID/status" 2>/dev/null || echo 0)
+[ -s "$RESULT" ] || { cat "$WORK/loadgen.err" >&2; die "the load generator printed nothing (exit $loadgen_status)"; }
+cat "$WORK/loadgen.err" >&2
+
+per_second=$(field per_second "$RESULT")
+seconds=$(field seconds "$RESULT")
+p50=$(field p50_ms "$RESULT")
+p90=$(field p90_ms "$RESULT")
+p99=$(field p99_ms "$RESULT")
+max=$(field max_ms "$RESULT")
+mean=$(field mean_ms "$RESULT")
+errors=$(field errors "$RESULT")
+distinct_runs=$(field distinct_runs "$RESULT")
+accepted=$(status_count 202 "$RESULT")
+accepted_total=$(field accepted_total "$RESULT")
+statuses=$(awk '/^  "statuses": \{/ { on = 1; next } on && /^  \}/ { on = 0 } on { gsub(/[",]/, ""); printf "%s%s %s", sep, $1, $2; sep = ", " }' "$RESULT")
+# The daemon's CPU during warm-up + flood, in seconds of CPU per wall second (2 = both cores).
+ticks=$(getconf CLK_TCK)
+daemon_cpu=$(awk -v a="$CPU_BEFORE" -v b="$CPU_AFTER" -v t="$ticks" 'BEGIN { printf "%.1f", (b - a) / t }')
+
+# ------------------------------------------------------------------ every delivery stored?
+log "counting stored runs"
+gantry_runs "$WORK/runs.json"
+stored=$(run_count "$WORK/runs.json")
+states=$(run_states "$WORK/runs.json" | awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }')
+# Second witness, when the sqlite3 CLI is there: remembered deliveries that point at a run.
+deliveries_rows='n/a'
+if command -v sqlite3 >/dev/null 2>&1; then
+  deliveries_rows=$(sqlite3 -readonly "$CONFIG/.gantry/state.db" \
+    "SELECT COUNT(*) FROM deliveries WHERE pipeline = '$NAME' AND run_id IS NOT NULL" 2>>"$LOG") ||
+    deliveries_rows='n/a'
+fi
+if [ "$stored" -eq "$accepted_total" ] && [ "$stored" -gt 0 ]; then stored_goal=met; else stored_goal=missed; fi
+case "$deliveries_rows" in n/a) ;; *) [ "$deliveries_rows" -eq "$accepted_total" ] || stored_goal=missed ;; esac
+
+# Let the coalesced queue drain, so the number of builds is known and none is cut short.
+log "waiting for the queue to drain (builds coalesce)"
+deadline=$(($(now_ms) + DRAIN_LIMIT * 1000))
+while :; do
+  gantry_runs "$WORK/runs-after.json"
+  pending=$(run_states "$WORK/runs-after.json" | awk '$1 == "queued" || $1 == "running" { n += $2 } END { print n + 0 }')
+  [ "$pending" -gt 0 ] || break
+  [ "$(now_ms)" -lt "$deadline" ] || { log "still $pending run(s) queued or running after ${DRAIN_LIMIT}s"; break; }
+  sleep 1
+done
+final_states=$(run_states "$WORK/runs-after.json" | awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }')
+builds=$(run_states "$WORK/runs-after.json" | awk '$1 != "queued" && $1 != "coalesced" { n += $2 } END { print n + 0 }')
+
+log "stopping the daemon (SIGTERM)"
+stop_start=$(now_ms)
+kill -TERM "$DAEMON_PID"
+daemon_status=0
+wait "$DAEMON_PID" || daemon_status=$?
+stop_ms=$(($(now_ms) - stop_start))
+DAEMON_PID=''
+[ "$daemon_status" -eq 0 ] || { tail -n 20 "$LOG" >&2; die "gantry serve exited with $daemon_status after SIGTERM"; }
+
+# ------------------------------------------------------------------ report
+engine=$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')
+revision=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || revision+="+changes"
+rate_goal=$(goal "$per_second" ge "$GOAL_RATE")
+p99_goal=$(goal "$p99" lt "$GOAL_P99_MS")
+all_202=met
+[ "$accepted" -eq "$DELIVERIES" ] && [ "$errors" -eq 0 ] || all_202=missed
+
+cat <<EOF
+
+gantry webhook intake benchmark ($DELIVERIES signed deliveries after $WARMUP warm-up ones,
+concurrency $CONCURRENCY, one keep-alive connection per task, loopback)
+  wall clock:            $seconds s  ->  $per_second deliveries/s
+  latency to the 202:    mean $mean ms, p50 $p50 ms, p90 $p90 ms, p99 $p99 ms, max $max ms
+  answers:               $statuses; transport errors $errors; distinct run ids $distinct_runs
+  stored:                $stored run rows for $accepted_total 202 answers (warm-up included); deliveries rows $deliveries_rows
+  run states then:       $states
+  after the queue drained: $final_states ($builds build(s) ran)
+  daemon:                $daemon_cpu CPU-s during warm-up + flood; RSS $((DAEMON_RSS_START / 1024)) -> $((DAEMON_RSS_END / 1024)) MiB; stopped $stop_ms ms after SIGTERM (exit $daemon_status)
+
+| Figure | Value |
+| --- | --- |
+| Webhook intake, $DELIVERIES signed deliveries at concurrency $CONCURRENCY over loopback (goal ≥ $GOAL_RATE/s) | $per_second deliveries/s ($rate_goal) |
+| Latency to the 202, p50 / p90 | $p50 / $p90 ms |
+| Latency to the 202, p99 (goal < $GOAL_P99_MS ms) | $p99 ms ($p99_goal) |
+| Latency to the 202, max | $max ms |
+| Deliveries answered 202 | $accepted of $DELIVERIES ($all_202) |
+| Every delivery stored: run rows / 202 answers, warm-up included (goal: equal) | $stored / $accepted_total ($stored_goal) |
+| Builds the flood caused (queued runs coalesce; max_builds 1) | $builds |
+
+Measured on $(nproc) CPU(s) shared by the daemon and the load generator, Docker engine $engine,
+local registry $REGISTRY, gantry $revision, SQLite state in $(df -P "${TMPDIR:-/tmp}" | awk 'NR == 2 { print $1 }') (${TMPDIR:-/tmp}), GANTRY_LOG=${GANTRY_LOG:-warn}.
+EOF
+
+[ "$all_202" = met ] || die "not every delivery was answered 202 (load generator exit $loadgen_status)"
+[ "$stored_goal" = met ] || die "stored $stored run rows (deliveries rows $deliveries_rows) for $accepted_total 202 answers"
