@@ -612,8 +612,15 @@ fn serve_keeps_the_last_good_config_through_an_invalid_edit() {
     let all = wait_idle(&deployment, &daemon, 1);
     assert_eq!(all[0]["state"], "succeeded", "{all:?}");
 
-    // Fixed, with one more tag: new runs use it.
+    // Fixed, with one more tag, saved the way many editors save (a new file renamed
+    // over the old one): new runs use it.
     write_pipeline(&deployment, "", ", \"reloaded\"");
+    let path = deployment.config.path().join(&file);
+    let saved = path.with_file_name(format!(".{}.yaml.swp", deployment.name));
+    std::fs::rename(&path, &saved).unwrap();
+    std::fs::write(&path, &good.replace("branch: main", "branch: main\n  brunch: again")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::rename(&saved, &path).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !daemon.get("/healthz").1.contains("\"status\":\"ok\"") {
         assert!(Instant::now() < deadline, "{}", daemon.log());
