@@ -258,7 +258,7 @@ while :; do
   sleep 1
 done
 final_states=$(run_states "$WORK/runs-after.json" | awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }')
-builds=$(run_states "$WORK/runs-after.json" | awk '$1 != "queued" && $1 != "coalesced" { n += $2 } END { print n + 0 }')
+builds=$(run_states "$WORK/runs-after.json" | awk '$1 == "succeeded" || $1 == "failed" { n += $2 } END { print n + 0 }')
 
 log "stopping the daemon (SIGTERM)"
 stop_start=$(now_ms)
@@ -298,7 +298,7 @@ concurrency $CONCURRENCY, one keep-alive connection per task, loopback)
 | Latency to the 202, max | $max ms |
 | Deliveries answered 202 | $accepted of $DELIVERIES ($all_202) |
 | Every delivery stored: run rows / 202 answers, warm-up included (goal: equal) | $stored / $accepted_total ($stored_goal) |
-| Builds the flood caused (queued runs coalesce; max_builds 1) | $builds |
+| Builds the flood caused (queued runs coalesce; a commit already deployed is skipped; max_builds 1) | $builds |
 
 Measured on $(nproc) CPU(s) shared by the daemon and the load generator, Docker engine $engine,
 local registry $REGISTRY, gantry $revision, SQLite state in $(df -P "${TMPDIR:-/tmp}" | awk 'NR == 2 { print $1 }') (${TMPDIR:-/tmp}), GANTRY_LOG=${GANTRY_LOG:-warn}.

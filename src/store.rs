@@ -48,6 +48,9 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Queue writers of this process wait here, in order, instead of in SQLite's busy
+    /// handler, whose growing sleeps (1, 2, 5, 10 ms...) would make the slow tail.
+    queue_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A run's identity: the row id and the per-pipeline number users see.
@@ -177,7 +180,10 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { path, source })?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            queue_writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
     /// Closes every connection, folding the write-ahead log back into the database.
@@ -399,6 +405,7 @@ impl Store {
         delivery: Option<(&str, &str)>,
         answer: &(dyn Fn(RunId) -> String + Sync),
     ) -> Result<Result<RunId, DeliveryAnswer>, StoreError> {
+        let _writer = self.queue_writer.lock().await;
         let mut transaction = self.pool.begin().await?;
         let now = now_millis();
         let row = sqlx::query(
@@ -503,6 +510,7 @@ impl Store {
     /// Takes the newest queued run of a pipeline and marks it running; every older
     /// queued run of the pipeline is coalesced into it.
     pub async fn take_queued(&self, pipeline: &str) -> Result<Option<QueuedRun>, StoreError> {
+        let _writer = self.queue_writer.lock().await;
         let mut transaction = self.pool.begin().await?;
         let row = sqlx::query(
             "SELECT id, number, trigger, requested FROM runs

@@ -76,22 +76,38 @@ impl Scheduler {
         let mut busy: BTreeSet<String> = BTreeSet::new();
         let mut scan = tokio::time::interval(SCAN_EVERY);
         loop {
-            tokio::select! {
+            let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 event = self.events.recv() => match event {
-                    Some(Event::Finished { pipeline }) => {
+                    Some(event) => Some(event),
+                    None => break,
+                },
+                _ = scan.tick() => None,
+            };
+            // Take every event already waiting, so a flood of pushes costs one look
+            // at the queue, and a run's end is not stuck behind them.
+            let mut events: Vec<Event> = first.into_iter().collect();
+            while let Ok(event) = self.events.try_recv() {
+                events.push(event);
+            }
+            let mut worth_a_look = events.is_empty();
+            for event in events {
+                match event {
+                    Event::Finished { pipeline } => {
                         busy.remove(&pipeline);
                         let keep = self.config.borrow().config.server.keep_runs;
                         if let Err(error) = self.store.prune_runs(&pipeline, keep).await {
                             tracing::warn!(pipeline, %error, "pruning old runs");
                         }
+                        worth_a_look = true;
                     }
-                    Some(Event::Queued { .. }) => {}
-                    None => break,
-                },
-                _ = scan.tick() => {}
+                    // A push to a pipeline that is running waits for its end anyway.
+                    Event::Queued { pipeline } => worth_a_look |= !busy.contains(&pipeline),
+                }
             }
-            self.schedule(&mut busy, &permits, &tracker).await;
+            if worth_a_look {
+                self.schedule(&mut busy, &permits, &tracker).await;
+            }
         }
         tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
@@ -206,6 +222,10 @@ async fn execute(config: &Config, store: &Store, queued: QueuedRun) {
         Ok(None) => {}
         Err(error) => tracing::error!(%error, "reading the pin"),
     }
+    if let Some(reason) = already_done(store, &queued).await {
+        end(store, &queued, "skipped", &reason).await;
+        return;
+    }
     if let Some(reason) = older_than_deployed(config, pipeline, store, &queued).await {
         end(store, &queued, "skipped", &reason).await;
         return;
@@ -256,6 +276,29 @@ async fn end(store: &Store, queued: &QueuedRun, state: &str, message: &str) {
     if let Err(error) = store.end_run(queued.run, state, message).await {
         tracing::error!(%error, "recording the end of a run");
     }
+}
+
+/// A webhook or poll for the commit the pipeline's newest deployment rolled out
+/// has nothing to do (forges redeliver; a push and a poll may both see
+/// one commit). Manual triggers and retries always run.
+async fn already_done(store: &Store, queued: &QueuedRun) -> Option<String> {
+    if !(queued.trigger.starts_with("webhook") || queued.trigger == "poll") {
+        return None;
+    }
+    let requested = queued.requested.as_deref()?;
+    let newest = store
+        .deployments(&queued.pipeline, 1)
+        .await
+        .ok()?
+        .into_iter()
+        .next()?;
+    (newest.state == "succeeded" && newest.commit.as_deref() == Some(requested)).then(|| {
+        format!(
+            "commit {} is already deployed (deployment #{})",
+            &requested[..requested.len().min(7)],
+            newest.number
+        )
+    })
 }
 
 /// Why the queued commit must not be deployed: it is not a descendant of the

@@ -618,7 +618,11 @@ fn serve_keeps_the_last_good_config_through_an_invalid_edit() {
     let path = deployment.config.path().join(&file);
     let saved = path.with_file_name(format!(".{}.yaml.swp", deployment.name));
     std::fs::rename(&path, &saved).unwrap();
-    std::fs::write(&path, &good.replace("branch: main", "branch: main\n  brunch: again")).unwrap();
+    std::fs::write(
+        &path,
+        good.replace("branch: main", "branch: main\n  brunch: again"),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     std::fs::rename(&saved, &path).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -755,9 +759,22 @@ fn serve_never_replaces_a_newer_deploy_and_holds_a_pinned_pipeline() {
     wait_idle(&deployment, &daemon, 2);
     assert_eq!(deployed_commit(&deployment), newer);
 
+    // The same commit again (another delivery id, or a poll) has nothing to do.
+    let again = push(&daemon, &deployment, &newer);
+    let all = wait_idle(&deployment, &daemon, 3);
+    let repeated = run_numbered(&all, again);
+    assert_eq!(repeated["state"], "skipped", "{repeated}");
+    assert!(
+        repeated["message"]
+            .as_str()
+            .unwrap()
+            .contains("already deployed"),
+        "{repeated}"
+    );
+
     // A late delivery of the older commit must not replace the newer deploy.
     let late = push(&daemon, &deployment, &older);
-    let all = wait_idle(&deployment, &daemon, 3);
+    let all = wait_idle(&deployment, &daemon, 4);
     let skipped = run_numbered(&all, late);
     assert_eq!(skipped["state"], "skipped", "{skipped}");
     assert!(
@@ -775,7 +792,7 @@ fn serve_never_replaces_a_newer_deploy_and_holds_a_pinned_pipeline() {
     deployment.repo.write("www/index.html", "held\n");
     let held_commit = deployment.repo.commit("held");
     let held = push(&daemon, &deployment, &held_commit);
-    let all = wait_idle(&deployment, &daemon, 5);
+    let all = wait_idle(&deployment, &daemon, 6);
     let held_run = run_numbered(&all, held);
     assert_eq!(held_run["state"], "held", "{held_run}");
     assert!(
@@ -786,7 +803,7 @@ fn serve_never_replaces_a_newer_deploy_and_holds_a_pinned_pipeline() {
 
     deployment.succeed(&["unpin", &deployment.name]);
     let released = push(&daemon, &deployment, &held_commit);
-    let all = wait_idle(&deployment, &daemon, 6);
+    let all = wait_idle(&deployment, &daemon, 7);
     assert_eq!(run_numbered(&all, released)["state"], "succeeded");
     assert_eq!(deployed_commit(&deployment), held_commit);
 }
