@@ -21,6 +21,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &ConfigDir) -> Daemon {
+        Daemon::start_with(config, "info")
+    }
+
+    /// Starts the daemon with `GANTRY_LOG` set to `log_filter`.
+    fn start_with(config: &ConfigDir, log_filter: &str) -> Daemon {
         let port = free_port();
         let log = config.path().join(format!("serve-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
@@ -29,6 +34,7 @@ impl Daemon {
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("DOCKER_CONFIG", config.docker_config.path())
             .env_remove("DOCKER_HOST")
+            .env("GANTRY_LOG", log_filter)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -899,4 +905,108 @@ fn serve_lets_a_running_build_finish_on_sigterm() {
     assert_eq!(all[0]["state"], "succeeded", "{all:?}\n{}", daemon.log());
     assert_eq!(deployed_commit(&deployment), commit);
     assert!(daemon.log().contains("gantry serve: stopped"));
+}
+
+#[test]
+fn serve_shares_one_poll_per_repository_and_backs_off_a_failing_remote() {
+    let mut deployment = webhook_deployment("pollshare", "  poll: 1s\n");
+    let twin = deployment.instance("twin");
+    let twin_repository = format!("{}-twin", deployment.repository);
+    deployment.config.repositories.push(twin_repository);
+    deployment.config.write(
+        &format!("pipelines/{twin}.yaml"),
+        &format!(
+            "source: {{ repo: {}, branch: main, poll: 1s }}\nimage: {{ repository: {}-twin }}\n",
+            deployment.repo.url(),
+            deployment.repository
+        ),
+    );
+    let missing = tempfile::tempdir().unwrap();
+    let broken = deployment.instance("broken");
+    deployment.config.write(
+        &format!("pipelines/{broken}.yaml"),
+        &format!(
+            "source: {{ repo: \"file://{}/gone\", branch: main, poll: 1s }}\nimage: {{ repository: {}-broken }}\n",
+            missing.path().display(),
+            deployment.repository
+        ),
+    );
+    let daemon = Daemon::start_with(&deployment.config, "info,gantry::engine::daemon=debug");
+    std::thread::sleep(Duration::from_secs(8));
+    let log = daemon.log();
+    // One listing serves both pipelines of the repository.
+    let shared = log
+        .lines()
+        .filter(|line| line.contains("listed remote heads"))
+        .find(|line| line.contains(&deployment.name) && line.contains(&twin));
+    assert!(shared.is_some(), "{log}");
+    // The failing remote is asked again later and later: 2 s, then 4 s, then 8 s.
+    let retries: Vec<u64> = log
+        .lines()
+        .filter(|line| line.contains("polling failed"))
+        .filter_map(|line| {
+            line.split("retry_in_s=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(retries.len() >= 2, "{log}");
+    assert!(
+        retries.windows(2).all(|pair| pair[1] > pair[0]),
+        "{retries:?}"
+    );
+    assert!(
+        retries.len() <= 4,
+        "a failing remote was asked too often: {retries:?}"
+    );
+}
+
+#[test]
+fn serve_finishes_a_running_run_with_the_config_it_started_with() {
+    let deployment = webhook_deployment("snapshot", "");
+    deployment.repo.write(
+        "Dockerfile",
+        "FROM gantry-test/busybox:latest\nRUN sleep 2\nCOPY www /www\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+    );
+    let first = deployment.repo.commit("slow build");
+    let daemon = Daemon::start(&deployment.config);
+    push(&daemon, &deployment, &first);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stdout(&deployment.gantry(&["logs", &format!("{}#1", deployment.name)]))
+        .contains("[build] Step 2/")
+    {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // An edit while the run builds: a new tag for new runs only.
+    write_pipeline(&deployment, "", ", \"edited\"");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon.log().contains("config reloaded") {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let all = wait_idle(&deployment, &daemon, 1);
+    let tags_of = |run: &serde_json::Value| -> Vec<String> {
+        run["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|tag| tag.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(all[0]["state"], "succeeded", "{all:?}");
+    assert!(
+        !tags_of(&all[0]).iter().any(|tag| tag.ends_with(":edited")),
+        "{all:?}"
+    );
+    let second = deployment.repo.commit("after the edit");
+    push(&daemon, &deployment, &second);
+    let all = wait_idle(&deployment, &daemon, 2);
+    assert!(
+        tags_of(&all[0]).iter().any(|tag| tag.ends_with(":edited")),
+        "{all:?}"
+    );
 }
