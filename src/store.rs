@@ -312,13 +312,29 @@ impl Store {
         pipeline: Option<&str>,
         limit: i64,
     ) -> Result<Vec<RunRecord>, StoreError> {
+        self.runs_page(pipeline, None, None, limit).await
+    }
+
+    /// A page of runs, newest first: of one pipeline and in one state when given,
+    /// with ids below `before` (the last id of the previous page).
+    pub async fn runs_page(
+        &self,
+        pipeline: Option<&str>,
+        state: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, pipeline, number, kind, trigger, requested, commit_sha, state, failed_stage,
                     message, image, tags, digest, started_at, finished_at
-             FROM runs WHERE (?1 IS NULL OR pipeline = ?1)
-             ORDER BY id DESC LIMIT ?2",
+             FROM runs
+             WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR state = ?2)
+               AND (?3 IS NULL OR id < ?3)
+             ORDER BY id DESC LIMIT ?4",
         )
         .bind(pipeline)
+        .bind(state)
+        .bind(before)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;

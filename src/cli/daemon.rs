@@ -30,6 +30,12 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
         },
         None => config.server.listen,
     };
+    if !address.ip().is_loopback() && config.server.token.is_none() {
+        eprintln!(
+            "error: refusing to listen on {address} without server.token: anyone who can reach it could act              (set server.token in gantry.yaml, or listen on 127.0.0.1)"
+        );
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
     let store = Store::open(&config.state_dir)
         .await
         .context("opening the state store")?;

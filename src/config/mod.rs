@@ -84,7 +84,12 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Server {
     pub listen: SocketAddr,
+    /// The operator's bearer token: reads and actions through the HTTP API.
     pub token: Option<SecretString>,
+    /// A bearer token that may only read.
+    pub read_token: Option<SecretString>,
+    /// Read-only endpoints answer without a token.
+    pub public_read: bool,
     /// The largest webhook body accepted, in bytes.
     pub max_body: u64,
     /// Runs kept per pipeline; older ones (with their stages and logs) are deleted.
@@ -467,6 +472,8 @@ fn read_global(
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8700))),
             token: None,
+            read_token: None,
+            public_read: false,
             max_body: DEFAULT_MAX_BODY,
             keep_runs: DEFAULT_KEEP_RUNS,
             max_builds: DEFAULT_MAX_BUILDS,
@@ -493,7 +500,15 @@ fn read_global(
         && let Some(server) = decoder.mapping(
             server_node,
             "server",
-            &["listen", "token", "max_body", "keep_runs", "max_builds"],
+            &[
+                "listen",
+                "token",
+                "read_token",
+                "public_read",
+                "max_body",
+                "keep_runs",
+                "max_builds",
+            ],
         )
     {
         if let Some(max_body_node) = server.get("max_body")
@@ -528,6 +543,10 @@ fn read_global(
             }
         }
         global.server.token = decoder.optional_secret(&server, "token");
+        global.server.read_token = decoder.optional_secret(&server, "read_token");
+        global.server.public_read = decoder
+            .optional_bool(&server, "public_read")
+            .unwrap_or(false);
     }
     if let Some(hosts_node) = fields.get("hosts") {
         for (name, key, node) in decoder.entries(hosts_node, "hosts").unwrap_or_default() {

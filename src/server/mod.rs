@@ -6,6 +6,11 @@
 //! never call Docker or git; the scheduler does the work. 4xx answers say why; a
 //! 5xx answer says nothing of the cause, which goes to the log.
 
+pub mod api;
+
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -40,14 +45,14 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
         }
     }
 
-    fn internal(error: impl std::fmt::Display) -> ApiError {
+    pub fn internal(error: impl std::fmt::Display) -> ApiError {
         tracing::error!(%error, "request failed");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     }
@@ -65,6 +70,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/hooks/{pipeline}", post(hook))
         .route("/healthz", get(healthz))
+        .merge(api::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }

@@ -1,0 +1,503 @@
+//! The JSON API under `/api/v1`: pipelines, runs (paged), a run's log (whole, or
+//! followed as server-sent events), and the actions that only record: trigger a run,
+//! pin and unpin. Every action goes through the same store and queue as webhooks and
+//! the CLI.
+//!
+//! Access: `server.token` may read and act; `server.read_token` may only read (an
+//! action with it is 403); without a token, reads answer only when `server.public_read`
+//! is set. Tokens are compared in constant time and never appear in an answer.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::{ApiError, AppState};
+use crate::engine::daemon::Event;
+use crate::engine::redact_url;
+
+/// The most runs one page holds.
+pub const MAX_PAGE: i64 = 500;
+/// How often a followed log is read for new lines.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
+/// What a request may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Operate,
+}
+
+fn matches(given: &str, token: Option<&SecretString>) -> bool {
+    token.is_some_and(|token| bool::from(given.as_bytes().ct_eq(token.expose_secret().as_bytes())))
+}
+
+/// The access the request's bearer token gives.
+fn access(state: &AppState, headers: &HeaderMap) -> Result<Access, ApiError> {
+    let live = state.config.borrow().config.clone();
+    let server = &live.server;
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match bearer {
+        Some(given) if matches(given, server.token.as_ref()) => Ok(Access::Operate),
+        Some(given) if matches(given, server.read_token.as_ref()) => Ok(Access::Read),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the bearer token is not valid",
+        )),
+        None if server.public_read => Ok(Access::Read),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required (Authorization: Bearer TOKEN)",
+        )),
+    }
+}
+
+fn may_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    access(state, headers).map(|_| ())
+}
+
+fn may_operate(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match access(state, headers)? {
+        Access::Operate => Ok(()),
+        Access::Read => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this token may only read; actions need server.token",
+        )),
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/openapi.json", axum::routing::get(openapi))
+        .route("/api/v1/pipelines", axum::routing::get(pipelines))
+        .route("/api/v1/pipelines/{name}", axum::routing::get(pipeline))
+        .route(
+            "/api/v1/pipelines/{name}/trigger",
+            axum::routing::post(trigger),
+        )
+        .route("/api/v1/pipelines/{name}/pin", axum::routing::post(pin))
+        .route("/api/v1/pipelines/{name}/unpin", axum::routing::post(unpin))
+        .route("/api/v1/runs", axum::routing::get(runs))
+        .route("/api/v1/runs/{id}", axum::routing::get(run))
+        .route("/api/v1/runs/{id}/log", axum::routing::get(log))
+}
+
+/// One pipeline as the API shows it: its config summary (no secrets) and state.
+async fn summary(state: &AppState, name: &str) -> Result<Value, ApiError> {
+    let live = state.config.borrow().config.clone();
+    let pipeline = live
+        .pipelines
+        .get(name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no pipeline `{name}`")))?;
+    let store = &state.store;
+    let last_run = store
+        .runs(Some(name), 1)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .next();
+    let pinned = store.pin_of(name).await.map_err(ApiError::internal)?;
+    let deploying = store.lease_of(name).await.map_err(ApiError::internal)?;
+    Ok(json!({
+        "name": pipeline.name,
+        "repo": redact_url(&pipeline.source.repo),
+        "branch": pipeline.source.branch,
+        "poll_seconds": pipeline.source.poll.map(|poll| poll.as_secs()),
+        "webhook": pipeline.source.webhook.is_some(),
+        "image": pipeline.image.repository.to_string(),
+        "services": pipeline.deploy.services.keys().collect::<Vec<_>>(),
+        "instances": pipeline.deploy.services.values()
+            .flat_map(|service| service.instances.values().map(|instance| json!({
+                "service": service.name, "instance": instance.name, "host": instance.host,
+            })))
+            .collect::<Vec<_>>(),
+        "last_run": last_run,
+        "pinned": pinned,
+        "deploying": deploying,
+    }))
+}
+
+async fn pipelines(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    may_read(&state, &headers)?;
+    let (names, errors) = {
+        let live = state.config.borrow();
+        (
+            live.config.pipelines.keys().cloned().collect::<Vec<_>>(),
+            live.errors.clone(),
+        )
+    };
+    let mut listed = Vec::with_capacity(names.len());
+    for name in names {
+        listed.push(summary(&state, &name).await?);
+    }
+    Ok(Json(json!({ "pipelines": listed, "config_errors": errors })).into_response())
+}
+
+async fn pipeline(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    may_read(&state, &headers)?;
+    Ok(Json(summary(&state, &name).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct RunFilter {
+    pipeline: Option<String>,
+    state: Option<String>,
+    /// The `next_before` of the previous page.
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn runs(
+    State(state): State<AppState>,
+    Query(filter): Query<RunFilter>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    may_read(&state, &headers)?;
+    let limit = filter.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    let page = state
+        .store
+        .runs_page(
+            filter.pipeline.as_deref(),
+            filter.state.as_deref(),
+            filter.before,
+            limit,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    let next_before = (page.len() as i64 == limit)
+        .then(|| page.last().map(|run| run.id))
+        .flatten();
+    Ok(Json(json!({ "runs": page, "next_before": next_before })).into_response())
+}
+
+async fn run(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    may_read(&state, &headers)?;
+    let run = state
+        .store
+        .run(id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run {id}")))?;
+    Ok(Json(run).into_response())
+}
+
+fn is_finished(state: &str) -> bool {
+    !matches!(state, "queued" | "running")
+}
+
+/// The whole log as JSON, or with `Accept: text/event-stream` every line as an event
+/// (`line`, with the line as JSON) until the run ends (`end`, with its state).
+async fn log(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    may_read(&state, &headers)?;
+    let store = state.store.clone();
+    let run = store
+        .run(id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run {id}")))?;
+    let wants_events = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"));
+    if !wants_events {
+        let lines = store.log_lines(id, -1).await.map_err(ApiError::internal)?;
+        return Ok(Json(json!({ "run": id, "state": run.state, "lines": lines })).into_response());
+    }
+    let stream = async_stream(store, id);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// The events of a followed log.
+fn async_stream(
+    store: crate::store::Store,
+    id: i64,
+) -> impl futures_util::Stream<Item = Result<SseEvent, Infallible>> {
+    futures_util::stream::unfold(
+        (store, -1_i64, false),
+        move |(store, last, ended)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let lines = store.log_lines(id, last).await.unwrap_or_default();
+                if let Some(line) = lines.first() {
+                    let event = SseEvent::default()
+                        .event("line")
+                        .data(serde_json::to_string(line).unwrap_or_default());
+                    return Some((Ok(event), (store, line.seq, false)));
+                }
+                let state = store
+                    .run(id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|run| run.state)
+                    .unwrap_or_else(|| "gone".to_string());
+                if is_finished(&state) {
+                    // Lines written just before the run ended.
+                    tokio::time::sleep(FOLLOW_EVERY).await;
+                    if store
+                        .log_lines(id, last)
+                        .await
+                        .is_ok_and(|lines| !lines.is_empty())
+                    {
+                        continue;
+                    }
+                    let event = SseEvent::default()
+                        .event("end")
+                        .data(json!({ "state": state }).to_string());
+                    return Some((Ok(event), (store, last, true)));
+                }
+                tokio::time::sleep(FOLLOW_EVERY).await;
+            }
+        },
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TriggerBody {
+    /// A branch, tag or commit id; the branch head at run time when absent.
+    commit: Option<String>,
+}
+
+async fn trigger(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<TriggerBody>>,
+) -> Result<Response, ApiError> {
+    may_operate(&state, &headers)?;
+    ensure_pipeline(&state, &name)?;
+    let body = body.map(|Json(body)| body).unwrap_or_default();
+    let queued = state
+        .store
+        .queue_run(&name, "api", body.commit.as_deref(), None, &|_| {
+            String::new()
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|_| ApiError::internal("a trigger without a delivery was refused"))?;
+    let _ = state.events.try_send(Event::Queued {
+        pipeline: name.clone(),
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            json!({ "queued": true, "pipeline": name, "run": queued.number, "run_id": queued.id }),
+        ),
+    )
+        .into_response())
+}
+
+fn ensure_pipeline(state: &AppState, name: &str) -> Result<(), ApiError> {
+    if state.config.borrow().config.pipelines.contains_key(name) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no pipeline `{name}`"),
+        ))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PinBody {
+    reason: Option<String>,
+}
+
+async fn pin(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<PinBody>>,
+) -> Result<Response, ApiError> {
+    may_operate(&state, &headers)?;
+    ensure_pipeline(&state, &name)?;
+    let reason = body
+        .and_then(|Json(body)| body.reason)
+        .unwrap_or_else(|| "pinned through the API".to_string());
+    // The pin names what runs now: the newest deployment's digest, if any.
+    let digest = state
+        .store
+        .deployments(&name, 1)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .next()
+        .map(|deployment| deployment.digest)
+        .unwrap_or_default();
+    state
+        .store
+        .pin(&name, &digest, &reason)
+        .await
+        .map_err(ApiError::internal)?;
+    let pinned = state
+        .store
+        .pin_of(&name)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "pipeline": name, "pinned": pinned })).into_response())
+}
+
+async fn unpin(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    may_operate(&state, &headers)?;
+    ensure_pipeline(&state, &name)?;
+    let was_pinned = state.store.unpin(&name).await.map_err(ApiError::internal)?;
+    Ok(Json(json!({ "pipeline": name, "was_pinned": was_pinned })).into_response())
+}
+
+/// Every route the API serves, with its method: the OpenAPI document lists exactly these.
+pub const ROUTES: [(&str, &str); 9] = [
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v1/pipelines"),
+    ("get", "/api/v1/pipelines/{name}"),
+    ("post", "/api/v1/pipelines/{name}/trigger"),
+    ("post", "/api/v1/pipelines/{name}/pin"),
+    ("post", "/api/v1/pipelines/{name}/unpin"),
+    ("get", "/api/v1/runs"),
+    ("get", "/api/v1/runs/{id}"),
+    ("get", "/api/v1/runs/{id}/log"),
+];
+
+/// The OpenAPI 3.1 description of the API.
+pub fn openapi_document() -> Value {
+    let error = json!({ "$ref": "#/components/schemas/Error" });
+    let errors = |codes: &[&str]| -> Value {
+        let mut map = serde_json::Map::new();
+        for code in codes {
+            map.insert(
+                code.to_string(),
+                json!({ "description": "an error", "content": { "application/json": { "schema": error } } }),
+            );
+        }
+        Value::Object(map)
+    };
+    let with = |mut ok: Value, codes: &[&str]| {
+        if let (Some(ok), Value::Object(more)) = (ok.as_object_mut(), errors(codes)) {
+            ok.extend(more);
+        }
+        ok
+    };
+    let name =
+        json!({ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } });
+    let id =
+        json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } });
+    let json_ok = |description: &str| json!({ "200": { "description": description, "content": { "application/json": { "schema": { "type": "object" } } } } });
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "gantry", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "Runs, pipelines and actions of a gantry daemon." },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": { "Error": { "type": "object", "required": ["error"],
+                                    "properties": { "error": { "type": "string" } } } }
+        },
+        "security": [{ "bearer": [] }],
+        "paths": {
+            "/api/v1/openapi.json": { "get": {
+                "summary": "This document", "security": [],
+                "responses": json_ok("the OpenAPI document") } },
+            "/api/v1/pipelines": { "get": {
+                "summary": "Every pipeline: config summary, last run, pin, deploy in progress, config errors",
+                "responses": with(json_ok("pipelines"), &["401"]) } },
+            "/api/v1/pipelines/{name}": { "get": {
+                "summary": "One pipeline", "parameters": [name],
+                "responses": with(json_ok("the pipeline"), &["401", "404"]) } },
+            "/api/v1/pipelines/{name}/trigger": { "post": {
+                "summary": "Queue a run of the branch head, or of `commit`", "parameters": [name],
+                "requestBody": { "required": false, "content": { "application/json": { "schema": {
+                    "type": "object", "properties": { "commit": { "type": "string" } } } } } },
+                "responses": with(json!({ "202": { "description": "queued: `run` and `run_id`" } }), &["401", "403", "404"]) } },
+            "/api/v1/pipelines/{name}/pin": { "post": {
+                "summary": "Hold automatic deploys", "parameters": [name],
+                "requestBody": { "required": false, "content": { "application/json": { "schema": {
+                    "type": "object", "properties": { "reason": { "type": "string" } } } } } },
+                "responses": with(json_ok("the pin"), &["401", "403", "404"]) } },
+            "/api/v1/pipelines/{name}/unpin": { "post": {
+                "summary": "Let automatic deploys go ahead", "parameters": [name],
+                "responses": with(json_ok("`was_pinned`"), &["401", "403", "404"]) } },
+            "/api/v1/runs": { "get": {
+                "summary": "Runs, newest first, a page at a time",
+                "parameters": [
+                    { "name": "pipeline", "in": "query", "schema": { "type": "string" } },
+                    { "name": "state", "in": "query", "schema": { "type": "string" } },
+                    { "name": "before", "in": "query", "description": "`next_before` of the previous page", "schema": { "type": "integer" } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": MAX_PAGE } }
+                ],
+                "responses": with(json_ok("`runs` and `next_before`"), &["401"]) } },
+            "/api/v1/runs/{id}": { "get": {
+                "summary": "One run with its stages", "parameters": [id],
+                "responses": with(json_ok("the run"), &["401", "404"]) } },
+            "/api/v1/runs/{id}/log": { "get": {
+                "summary": "A run's log; with `Accept: text/event-stream`, followed live (`line` events, then `end`)",
+                "parameters": [id],
+                "responses": with(json!({ "200": { "description": "the log", "content": {
+                    "application/json": { "schema": { "type": "object" } },
+                    "text/event-stream": { "schema": { "type": "string" } } } } }), &["401", "404"]) } }
+        }
+    })
+}
+
+async fn openapi() -> Response {
+    Json(openapi_document()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes() {
+        let document = openapi_document();
+        let paths = document["paths"].as_object().unwrap();
+        let mut documented: Vec<(String, String)> = paths
+            .iter()
+            .flat_map(|(path, methods)| {
+                methods
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |method| (method.clone(), path.clone()))
+            })
+            .collect();
+        documented.sort();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(method, path)| (method.to_string(), path.to_string()))
+            .collect();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+}

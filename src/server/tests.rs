@@ -1,0 +1,335 @@
+//! The HTTP API in-process: the router with a real store and config, no socket.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use super::*;
+use crate::config::Config;
+use crate::engine::daemon::{self, LiveConfig};
+
+const OPERATOR: &str = "operator-token-1";
+const READER: &str = "reader-token-2";
+
+struct Api {
+    _dir: tempfile::TempDir,
+    state: AppState,
+}
+
+impl Api {
+    async fn new(server: &str) -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+        std::fs::write(
+            dir.path().join("gantry.yaml"),
+            format!("server:\n  token: {OPERATOR}\n  read_token: {READER}\n{server}"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("pipelines/app.yaml"),
+            "source: { repo: \"https://user:t0k3n@git.example.com/app.git\", branch: main, webhook: { secret: hook-s3cret } }\n\
+             image: { repository: 127.0.0.1:5000/app }\n",
+        )
+        .unwrap();
+        let config = Config::load_with(dir.path(), &|_: &str| None).unwrap();
+        let store = Store::open(&config.state_dir).await.unwrap();
+        let (_sender, live) = watch::channel(LiveConfig {
+            config: Arc::new(config),
+            errors: vec!["pipelines/other.yaml:1:1: broken".to_string()],
+        });
+        let (events, _receiver) = daemon::events();
+        Api {
+            _dir: dir,
+            state: AppState {
+                config: live,
+                store,
+                events,
+            },
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, String) {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if !body.is_empty() {
+            request = request.header("content-type", "application/json");
+        }
+        let response = router(self.state.clone())
+            .oneshot(request.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let (status, text) = self.call(method, path, token, body).await;
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+#[tokio::test]
+async fn every_endpoint_checks_its_token() {
+    let api = Api::new("").await;
+    for (method, path) in api::ROUTES {
+        let path = path.replace("{name}", "app").replace("{id}", "1");
+        let method = method.to_uppercase();
+        let (status, _) = api.call(&method, &path, None, "").await;
+        let public = path.ends_with("openapi.json");
+        assert_eq!(
+            status == StatusCode::UNAUTHORIZED,
+            !public,
+            "{method} {path} without a token"
+        );
+        let (status, body) = api.call(&method, &path, Some("wrong"), "").await;
+        assert_eq!(
+            status == StatusCode::UNAUTHORIZED,
+            !public,
+            "{method} {path}: {body}"
+        );
+        let (status, body) = api.call(&method, &path, Some(READER), "").await;
+        if method == "POST" {
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {body}");
+            assert!(body.contains("may only read"), "{body}");
+        } else {
+            assert_ne!(status, StatusCode::FORBIDDEN, "{method} {path}");
+            assert_ne!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn reads_may_be_opened_to_anonymous_readers_but_actions_never() {
+    let api = Api::new("  public_read: true\n").await;
+    let (status, _) = api.call("GET", "/api/v1/pipelines", None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = api
+        .call("POST", "/api/v1/pipelines/app/trigger", None, "")
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn pipelines_show_state_and_config_errors_without_secrets() {
+    let api = Api::new("").await;
+    let (status, text) = api.call("GET", "/api/v1/pipelines", Some(READER), "").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["pipelines"][0]["name"], "app");
+    assert_eq!(
+        body["pipelines"][0]["repo"],
+        "https://git.example.com/app.git"
+    );
+    assert_eq!(body["pipelines"][0]["webhook"], true);
+    assert_eq!(body["config_errors"][0], "pipelines/other.yaml:1:1: broken");
+    for secret in ["t0k3n", "hook-s3cret", OPERATOR, READER] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+    let (status, body) = api
+        .json("GET", "/api/v1/pipelines/nope", Some(READER), "")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "no pipeline `nope`");
+}
+
+#[tokio::test]
+async fn actions_record_and_answer_with_the_run() {
+    let api = Api::new("").await;
+    let (status, body) = api
+        .json(
+            "POST",
+            "/api/v1/pipelines/app/trigger",
+            Some(OPERATOR),
+            r#"{"commit": "v1"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["run"], 1);
+    let (status, run) = api
+        .json(
+            "GET",
+            &format!("/api/v1/runs/{}", body["run_id"]),
+            Some(READER),
+            "",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(run["state"], "queued");
+    assert_eq!(run["requested"], "v1");
+    assert_eq!(run["trigger"], "api");
+    let (status, body) = api
+        .json(
+            "POST",
+            "/api/v1/pipelines/app/pin",
+            Some(OPERATOR),
+            r#"{"reason": "freeze"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["pinned"]["reason"], "freeze");
+    let (_, pipeline) = api
+        .json("GET", "/api/v1/pipelines/app", Some(READER), "")
+        .await;
+    assert_eq!(pipeline["pinned"]["reason"], "freeze");
+    assert_eq!(pipeline["last_run"]["number"], 1);
+    let (_, body) = api
+        .json("POST", "/api/v1/pipelines/app/unpin", Some(OPERATOR), "")
+        .await;
+    assert_eq!(body["was_pinned"], true);
+    let (status, _) = api
+        .call("POST", "/api/v1/pipelines/nope/trigger", Some(OPERATOR), "")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = api
+        .json(
+            "POST",
+            "/api/v1/pipelines/app/trigger",
+            Some(OPERATOR),
+            "{not json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn runs_come_a_page_at_a_time() {
+    let api = Api::new("").await;
+    for _ in 0..7 {
+        api.state
+            .store
+            .queue_run("app", "api", None, None, &|_| String::new())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let (_, first) = api
+        .json("GET", "/api/v1/runs?limit=3", Some(READER), "")
+        .await;
+    let numbers = |page: &serde_json::Value| -> Vec<i64> {
+        page["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| run["number"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(numbers(&first), vec![7, 6, 5]);
+    let (_, second) = api
+        .json(
+            "GET",
+            &format!("/api/v1/runs?limit=3&before={}", first["next_before"]),
+            Some(READER),
+            "",
+        )
+        .await;
+    assert_eq!(numbers(&second), vec![4, 3, 2]);
+    let (_, last) = api
+        .json(
+            "GET",
+            &format!("/api/v1/runs?limit=3&before={}", second["next_before"]),
+            Some(READER),
+            "",
+        )
+        .await;
+    assert_eq!(numbers(&last), vec![1]);
+    assert!(last["next_before"].is_null());
+    let (_, filtered) = api
+        .json(
+            "GET",
+            "/api/v1/runs?pipeline=app&state=queued&limit=2",
+            Some(READER),
+            "",
+        )
+        .await;
+    assert_eq!(numbers(&filtered), vec![7, 6]);
+    let (_, none) = api
+        .json("GET", "/api/v1/runs?state=succeeded", Some(READER), "")
+        .await;
+    assert_eq!(numbers(&none), Vec::<i64>::new());
+}
+
+#[tokio::test]
+async fn a_log_is_whole_as_json_and_followed_as_events_to_its_end() {
+    let api = Api::new("").await;
+    let run = api
+        .state
+        .store
+        .queue_run("app", "api", None, None, &|_| String::new())
+        .await
+        .unwrap()
+        .unwrap();
+    api.state.store.begin_run(run).await.unwrap();
+    api.state
+        .store
+        .append_log(run.id, "[build] first")
+        .await
+        .unwrap();
+    // A writer adds lines while a follower reads, then ends the run.
+    let store = api.state.store.clone();
+    let writer = tokio::spawn(async move {
+        for index in 0..5 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            store
+                .append_log(run.id, &format!("[build] line {index}"))
+                .await
+                .unwrap();
+        }
+        store.end_run(run, "failed", "done").await.unwrap();
+    });
+    let request = Request::builder()
+        .uri(format!("/api/v1/runs/{}/log", run.id))
+        .header("authorization", format!("Bearer {READER}"))
+        .header("accept", "text/event-stream")
+        .body(Body::empty())
+        .unwrap();
+    let response = router(api.state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("data: {\"seq\""))
+        .collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(text.contains("[build] line 4"), "{text}");
+    assert!(
+        text.contains("event: end\ndata: {\"state\":\"failed\"}"),
+        "{text}"
+    );
+    let (_, whole) = api
+        .json(
+            "GET",
+            &format!("/api/v1/runs/{}/log", run.id),
+            Some(READER),
+            "",
+        )
+        .await;
+    assert_eq!(whole["lines"].as_array().unwrap().len(), 6);
+    assert_eq!(whole["state"], "failed");
+}
