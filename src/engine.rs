@@ -21,6 +21,7 @@ use crate::store::{FinishedStage, Outcome, RunId, RunResult, Store, StoreError, 
 
 pub mod daemon;
 mod deployment;
+pub mod metrics;
 
 pub use deployment::{
     DeployOptions, DeployReport, LEASE_TTL, RollbackTarget, RunReport, deploy, rollback,
@@ -143,6 +144,9 @@ pub struct Failure {
     pub details: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<RefusalKind>,
+    /// The health check that stopped a deploy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<Box<crate::deploy::health::HealthFailure>>,
 }
 
 impl Failure {
@@ -152,6 +156,7 @@ impl Failure {
             message: message.into(),
             details: Vec::new(),
             refusal: None,
+            check: None,
         }
     }
 }

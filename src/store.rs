@@ -637,6 +637,46 @@ impl Store {
             .collect())
     }
 
+    /// Queued runs per pipeline (zero for pipelines with none queued).
+    pub async fn queue_depths(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT pipeline, SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END) AS depth
+             FROM runs GROUP BY pipeline",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get("pipeline"), row.get("depth")))
+            .collect())
+    }
+
+    /// Deployments per pipeline, kind and outcome, with the newest success's end time.
+    #[allow(clippy::type_complexity)]
+    pub async fn deployment_counts(
+        &self,
+    ) -> Result<Vec<(String, String, String, i64, Option<i64>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT pipeline, kind, state, COUNT(*) AS count,
+                    MAX(CASE WHEN state = 'succeeded' THEN finished_at END) AS last_success
+             FROM deployments GROUP BY pipeline, kind, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                (
+                    row.get("pipeline"),
+                    row.get("kind"),
+                    row.get("state"),
+                    row.get("count"),
+                    row.get("last_success"),
+                )
+            })
+            .collect())
+    }
+
     /// One run by its row id.
     pub async fn run(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
         let pipeline: Option<String> =

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline};
 use crate::config::Config;
 use crate::engine::daemon::{self, LiveConfig, Poller, Scheduler};
+use crate::engine::metrics::Metrics;
 use crate::server::{self, AppState};
 use crate::store::{RunRecord, Store};
 
@@ -53,11 +54,13 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
     });
     let (events_sender, events) = daemon::events();
     let shutdown = CancellationToken::new();
+    let metrics = Metrics::new();
 
     let scheduler = tokio::spawn(
         Scheduler {
             config: live.clone(),
             store: store.clone(),
+            metrics: metrics.clone(),
             events,
             sender: events_sender.clone(),
         }
@@ -82,6 +85,7 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
             config: live,
             store: store.clone(),
             events: events_sender,
+            metrics,
         },
         shutdown.child_token(),
     ));

@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::metrics::{Metrics, PipelineLabels, RunLabels, StageLabels};
 use super::{DeployOptions, GIT_CACHE_DIR, Progress, run_pipeline};
 use crate::config::{Config, ConfigError, Pipeline};
 use crate::source;
@@ -60,6 +61,7 @@ pub fn events() -> (mpsc::Sender<Event>, mpsc::Receiver<Event>) {
 pub struct Scheduler {
     pub config: watch::Receiver<LiveConfig>,
     pub store: Store,
+    pub metrics: Metrics,
     /// Receives `Queued` from the server and the poller, `Finished` from its own runs.
     pub events: mpsc::Receiver<Event>,
     pub sender: mpsc::Sender<Event>,
@@ -172,6 +174,7 @@ impl Scheduler {
             let config = self.config.clone();
             let permits = permits.clone();
             let sender = self.sender.clone();
+            let metrics = self.metrics.clone();
             tracker.spawn(async move {
                 // The permit bounds concurrent runs across pipelines; the queue is
                 // read only once it is held, so the newest trigger is what runs.
@@ -184,7 +187,7 @@ impl Scheduler {
                             // thread of its own, driven by this runtime.
                             let runtime = tokio::runtime::Handle::current();
                             let ran = tokio::task::spawn_blocking(move || {
-                                runtime.block_on(execute(&live, &store, queued))
+                                runtime.block_on(execute(&live, &store, &metrics, queued))
                             })
                             .await;
                             if let Err(error) = ran {
@@ -202,7 +205,7 @@ impl Scheduler {
 }
 
 /// Runs one queued run to its end with the config it started with.
-async fn execute(config: &Config, store: &Store, queued: QueuedRun) {
+async fn execute(config: &Config, store: &Store, metrics: &Metrics, queued: QueuedRun) {
     let Some(pipeline) = config.pipeline(&queued.pipeline) else {
         end(
             store,
@@ -244,6 +247,7 @@ async fn execute(config: &Config, store: &Store, queued: QueuedRun) {
     let mut progress = Logged {
         pipeline: pipeline.name.clone(),
         run: queued.run.number,
+        metrics: metrics.clone(),
     };
     match run_pipeline(
         config,
@@ -256,12 +260,38 @@ async fn execute(config: &Config, store: &Store, queued: QueuedRun) {
     )
     .await
     {
-        Ok(report) => tracing::info!(
-            pipeline = pipeline.name,
-            run = queued.run.number,
-            outcome = ?report.outcome(),
-            "run ended"
-        ),
+        Ok(report) => {
+            let outcome = match report.outcome() {
+                crate::store::Outcome::Succeeded => "succeeded",
+                crate::store::Outcome::Failed => "failed",
+            };
+            metrics
+                .runs
+                .get_or_create(&RunLabels {
+                    pipeline: pipeline.name.clone(),
+                    outcome: outcome.to_string(),
+                })
+                .inc();
+            let stopped_by_check = report
+                .deploy
+                .as_ref()
+                .and_then(|deploy| deploy.failure.as_ref())
+                .is_some_and(|failure| failure.check.is_some());
+            if stopped_by_check {
+                metrics
+                    .health_check_failures
+                    .get_or_create(&PipelineLabels {
+                        pipeline: pipeline.name.clone(),
+                    })
+                    .inc();
+            }
+            tracing::info!(
+                pipeline = pipeline.name,
+                run = queued.run.number,
+                outcome,
+                "run ended"
+            );
+        }
         Err(error) => tracing::error!(pipeline = pipeline.name, %error, "run broke"),
     }
 }
@@ -338,10 +368,12 @@ async fn older_than_deployed(
     }
 }
 
-/// Progress of a daemon run: into the daemon's log (the run's own log is stored by the engine).
+/// Progress of a daemon run: into the daemon's log (the run's own log is stored by the
+/// engine) and the stage-duration histogram.
 struct Logged {
     pipeline: String,
     run: i64,
+    metrics: Metrics,
 }
 
 impl Progress for Logged {
@@ -359,6 +391,13 @@ impl Progress for Logged {
     }
 
     fn stage_finished(&mut self, stage: &str, outcome: crate::store::Outcome, elapsed: Duration) {
+        self.metrics
+            .stage_seconds
+            .get_or_create(&StageLabels {
+                pipeline: self.pipeline.clone(),
+                stage: stage.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
         tracing::info!(
             pipeline = self.pipeline,
             run = self.run,

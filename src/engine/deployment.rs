@@ -569,6 +569,7 @@ async fn rollout_recorded(
             recorder
                 .fail(Failure {
                     details,
+                    check: failure.check.clone().map(Box::new),
                     ..Failure::new(stage, failure.message)
                 })
                 .await

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::daemon::{Event, LiveConfig};
+use crate::engine::metrics::{DeliveryLabels, Metrics};
 use crate::source::webhook::{self, WebhookEvent};
 use crate::store::{DeliveryAnswer, Store};
 
@@ -35,6 +36,7 @@ pub struct AppState {
     pub store: Store,
     /// Tells the scheduler a run was queued; when full, its periodic scan finds it.
     pub events: mpsc::Sender<Event>,
+    pub metrics: Metrics,
 }
 
 /// An HTTP answer: a status and a JSON body. 5xx bodies never carry the cause.
@@ -70,6 +72,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/hooks/{pipeline}", post(hook))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .merge(api::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -99,6 +102,23 @@ async fn healthz(State(state): State<AppState>) -> Response {
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
+/// Prometheus text format; open like `/healthz` (it holds pipeline names and counts only).
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state
+        .metrics
+        .render(&state.store)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
 fn answer(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
@@ -113,11 +133,64 @@ fn replay(first: DeliveryAnswer) -> Response {
         .into_response()
 }
 
+/// Counts each delivery by forge and what became of it.
 async fn hook(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
+) -> Result<Response, ApiError> {
+    let forge = detect_forge_name(&headers);
+    let result = receive_hook(&state, name, &headers, &body).await;
+    let outcome = match &result {
+        Ok(response) => match response.status().as_u16() {
+            200 => "ping",
+            202 if response.headers().contains_key("x-gantry-queued") => "queued",
+            _ => "ignored",
+        },
+        Err(error) => match error.status.as_u16() {
+            401 => "unauthorized",
+            400 => "malformed",
+            403 | 404 => "refused",
+            _ => "error",
+        },
+    };
+    state
+        .metrics
+        .deliveries
+        .get_or_create(&DeliveryLabels {
+            forge: forge.to_string(),
+            result: outcome.to_string(),
+        })
+        .inc();
+    result.map(|mut response| {
+        response.headers_mut().remove("x-gantry-queued");
+        response
+    })
+}
+
+/// The forge by its headers, for counting; `unknown` when none matches.
+fn detect_forge_name(headers: &HeaderMap) -> &'static str {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+    };
+    webhook::receive(None, &header, None, b"")
+        .map(|delivery| delivery.forge.as_str())
+        .or_else(|error| match error {
+            webhook::WebhookError::Malformed { forge, .. } => Ok(forge),
+            _ => Err(()),
+        })
+        .unwrap_or("unknown")
+}
+
+async fn receive_hook(
+    state: &AppState,
+    name: String,
+    headers: &HeaderMap,
+    body: &Bytes,
 ) -> Result<Response, ApiError> {
     let live = state.config.borrow().config.clone();
     let pipeline = live
@@ -146,7 +219,7 @@ async fn hook(
         secret.map(|secret| secret.expose_secret().as_bytes()),
         &header_value,
         content_type.as_deref(),
-        &body,
+        body,
     )
     .map_err(|error| {
         let status = if error.is_unauthorized() {
@@ -265,7 +338,11 @@ async fn hook(
             });
             Ok((
                 StatusCode::ACCEPTED,
-                [(header::CONTENT_TYPE, "application/json")],
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    // Read (and removed) by `hook` to count the delivery as queued.
+                    (header::HeaderName::from_static("x-gantry-queued"), "1"),
+                ],
                 make_answer(run),
             )
                 .into_response())

@@ -47,6 +47,7 @@ impl Api {
                 config: live,
                 store,
                 events,
+                metrics: crate::engine::metrics::Metrics::new(),
             },
         }
     }
@@ -332,4 +333,49 @@ async fn a_log_is_whole_as_json_and_followed_as_events_to_its_end() {
         .await;
     assert_eq!(whole["lines"].as_array().unwrap().len(), 6);
     assert_eq!(whole["state"], "failed");
+}
+
+#[tokio::test]
+async fn metrics_count_deliveries_and_show_the_queue() {
+    let api = Api::new("").await;
+    let body =
+        br#"{"ref": "refs/heads/main", "after": "0123456789012345678901234567890123456789"}"#;
+    let signed = |secret: &str| {
+        Request::builder()
+            .method("POST")
+            .uri("/hooks/app")
+            .header("x-github-event", "push")
+            .header(
+                "x-hub-signature-256",
+                crate::source::webhook::sign(secret.as_bytes(), body),
+            )
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_vec()))
+            .unwrap()
+    };
+    for secret in ["hook-s3cret", "wrong", "wrong"] {
+        router(api.state.clone())
+            .oneshot(signed(secret))
+            .await
+            .unwrap();
+    }
+    let (status, text) = api.call("GET", "/metrics", None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text.contains(r#"gantry_webhook_deliveries_total{forge="github",result="queued"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"gantry_webhook_deliveries_total{forge="github",result="unauthorized"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"gantry_queue_depth{pipeline="app"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("gantry_process_resident_memory_bytes "),
+        "{text}"
+    );
+    assert!(text.contains("# EOF"), "{text}");
 }

@@ -730,6 +730,30 @@ fn trigger_runs_and_logs_work_on_the_state_directory_with_or_without_the_daemon(
     assert_eq!(kept.len(), 2, "{kept:?}");
     let output = deployment.gantry(&["logs", &format!("{}#1", deployment.name)]);
     assert_eq!(output.status.code(), Some(2));
+    // The runs and their stages are counted for Prometheus.
+    let (status, metrics) = daemon.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(&format!(
+            "gantry_runs_total{{pipeline=\"{}\",outcome=\"succeeded\"}} 3",
+            deployment.name
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "gantry_stage_duration_seconds_count{{pipeline=\"{}\",stage=\"build\"}} 3",
+            deployment.name
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "gantry_deployments{{pipeline=\"{}\",kind=\"run\",outcome=\"succeeded\"}} 3",
+            deployment.name
+        )),
+        "{metrics}"
+    );
     // SIGTERM: a clean exit.
     assert!(daemon.terminate().success(), "{}", daemon.log());
     assert!(
@@ -1008,5 +1032,50 @@ fn serve_finishes_a_running_run_with_the_config_it_started_with() {
     assert!(
         tags_of(&all[0]).iter().any(|tag| tag.ends_with(":edited")),
         "{all:?}"
+    );
+}
+
+#[test]
+fn serve_api_answers_over_tcp_with_the_token() {
+    let deployment = webhook_deployment("api", "");
+    let mut gantry_yaml =
+        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
+    gantry_yaml.push_str("server:\n  token: api-operator-token\n");
+    deployment.config.write("gantry.yaml", &gantry_yaml);
+    let daemon = Daemon::start(&deployment.config);
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", daemon.port);
+    let (status, _) = curl(&[&url("/api/v1/runs")]);
+    assert_eq!(status, 401);
+    let auth = "Authorization: Bearer api-operator-token";
+    let (status, answer) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        auth,
+        &url(&format!("/api/v1/pipelines/{}/trigger", deployment.name)),
+    ]);
+    assert_eq!(status, 202, "{answer}");
+    let all = wait_idle(&deployment, &daemon, 1);
+    assert_eq!(all[0]["state"], "succeeded", "{all:?}\n{}", daemon.log());
+    assert_eq!(all[0]["trigger"], "api");
+    let (status, page) = curl(&["-H", auth, &url("/api/v1/runs?limit=1")]);
+    assert_eq!(status, 200);
+    let page: serde_json::Value = serde_json::from_str(&page).unwrap();
+    assert_eq!(page["runs"][0]["state"], "succeeded");
+    let (status, document) = curl(&[&url("/api/v1/openapi.json")]);
+    assert_eq!(status, 200);
+    assert!(document.contains("\"openapi\":\"3.1.0\""), "{document}");
+    assert!(!document.contains("api-operator-token"));
+}
+
+#[test]
+fn serve_refuses_to_listen_beyond_loopback_without_a_token() {
+    let deployment = webhook_deployment("exposed", "");
+    let output = deployment.gantry(&["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("without server.token"),
+        "{}",
+        stderr(&output)
     );
 }
