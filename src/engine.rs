@@ -22,6 +22,7 @@ use crate::store::{FinishedStage, Outcome, RunId, RunResult, Store, StoreError, 
 pub mod daemon;
 mod deployment;
 pub mod metrics;
+pub mod notification;
 
 pub use deployment::{
     DeployOptions, DeployReport, LEASE_TTL, RollbackTarget, RunReport, deploy, rollback,

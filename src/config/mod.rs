@@ -78,6 +78,7 @@ pub struct Config {
     pub server: Server,
     pub hosts: BTreeMap<String, Host>,
     pub registries: BTreeMap<String, Registry>,
+    pub notifications: BTreeMap<String, Notification>,
     pub pipelines: BTreeMap<String, Pipeline>,
 }
 
@@ -90,6 +91,8 @@ pub struct Server {
     pub read_token: Option<SecretString>,
     /// Read-only endpoints answer without a token.
     pub public_read: bool,
+    /// The daemon's address as users reach it, for links in notifications.
+    pub public_url: Option<String>,
     /// The largest webhook body accepted, in bytes.
     pub max_body: u64,
     /// Runs kept per pipeline; older ones (with their stages and logs) are deleted.
@@ -135,6 +138,27 @@ impl fmt::Display for DockerEndpoint {
             DockerEndpoint::Ssh(destination) => write!(formatter, "ssh://{destination}"),
         }
     }
+}
+
+/// Where run outcomes are announced.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub name: String,
+    /// Incoming-webhook URLs carry their credentials in the path: kept secret.
+    pub url: SecretString,
+    pub format: NotificationFormat,
+    /// `success`, `failure`, `rollback`.
+    pub on: Vec<String>,
+    /// Only these pipelines; all when `None`.
+    pub pipelines: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationFormat {
+    /// `{pipeline, run, kind, commit, author, outcome, message, url}`.
+    Json,
+    /// Slack's incoming webhook: `{text}`.
+    Slack,
 }
 
 /// Client certificate files for a `tcp://` host, resolved against the config directory.
@@ -354,6 +378,7 @@ impl Config {
             server: global.server,
             hosts: global.hosts,
             registries: global.registries,
+            notifications: global.notifications,
             pipelines,
         })
     }
@@ -456,6 +481,7 @@ struct Global {
     server: Server,
     hosts: BTreeMap<String, Host>,
     registries: BTreeMap<String, Registry>,
+    notifications: BTreeMap<String, Notification>,
 }
 
 fn read_global(
@@ -474,12 +500,14 @@ fn read_global(
             token: None,
             read_token: None,
             public_read: false,
+            public_url: None,
             max_body: DEFAULT_MAX_BODY,
             keep_runs: DEFAULT_KEEP_RUNS,
             max_builds: DEFAULT_MAX_BUILDS,
         },
         hosts: BTreeMap::from([(LOCAL_HOST.to_string(), local_host(environment))]),
         registries: BTreeMap::new(),
+        notifications: BTreeMap::new(),
     };
     let Some(root) = parse_file(file, text, diagnostics) else {
         return global;
@@ -489,8 +517,11 @@ fn read_global(
         diagnostics,
         environment,
     };
-    let Some(fields) = decoder.mapping(&root, "", &["state", "server", "hosts", "registries"])
-    else {
+    let Some(fields) = decoder.mapping(
+        &root,
+        "",
+        &["state", "server", "hosts", "registries", "notifications"],
+    ) else {
         return global;
     };
     if let Some(state) = decoder.optional_string(&fields, "state") {
@@ -505,6 +536,7 @@ fn read_global(
                 "token",
                 "read_token",
                 "public_read",
+                "public_url",
                 "max_body",
                 "keep_runs",
                 "max_builds",
@@ -544,6 +576,7 @@ fn read_global(
         }
         global.server.token = decoder.optional_secret(&server, "token");
         global.server.read_token = decoder.optional_secret(&server, "read_token");
+        global.server.public_url = decoder.optional_string(&server, "public_url");
         global.server.public_read = decoder
             .optional_bool(&server, "public_read")
             .unwrap_or(false);
@@ -552,6 +585,16 @@ fn read_global(
         for (name, key, node) in decoder.entries(hosts_node, "hosts").unwrap_or_default() {
             if let Some(host) = read_host(&mut decoder, dir, name, key.position, node) {
                 global.hosts.insert(name.to_string(), host);
+            }
+        }
+    }
+    if let Some(notifications_node) = fields.get("notifications") {
+        for (name, _, node) in decoder
+            .entries(notifications_node, "notifications")
+            .unwrap_or_default()
+        {
+            if let Some(notification) = read_notification(&mut decoder, name, node) {
+                global.notifications.insert(name.to_string(), notification);
             }
         }
     }
@@ -750,6 +793,52 @@ fn read_host(
             .unwrap_or(DEFAULT_HOST_TIMEOUT),
         docker,
         tls,
+    })
+}
+
+fn read_notification(decoder: &mut Decoder, name: &str, node: &yaml::Node) -> Option<Notification> {
+    let path = decode::join_path("notifications", name);
+    let fields = decoder.mapping(node, &path, &["url", "format", "on", "pipelines"])?;
+    let url = decoder.required_string(&fields, "url")?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        decoder.error(
+            fields.key_position("url"),
+            format!("`{path}.url` must be an http:// or https:// URL"),
+        );
+    }
+    let format = match decoder.optional_string(&fields, "format").as_deref() {
+        None | Some("json") => NotificationFormat::Json,
+        Some("slack") => NotificationFormat::Slack,
+        Some(other) => {
+            decoder.error(
+                fields.key_position("format"),
+                format!("`{path}.format` is json or slack, not `{other}`"),
+            );
+            NotificationFormat::Json
+        }
+    };
+    let mut on = Vec::new();
+    for (event, position) in decoder.positioned_list(&fields, "on") {
+        match event.as_str() {
+            "success" | "failure" | "rollback" => on.push(event),
+            other => decoder.error(
+                position,
+                format!("`{path}.on`: `{other}` is not success, failure or rollback"),
+            ),
+        }
+    }
+    if fields.get("on").is_none() {
+        on = vec!["success".into(), "failure".into(), "rollback".into()];
+    }
+    let pipelines = fields
+        .get("pipelines")
+        .map(|node| decoder.string_list(node, &fields.path("pipelines")));
+    Some(Notification {
+        name: name.to_string(),
+        url: SecretString::from(url),
+        format,
+        on,
+        pipelines,
     })
 }
 

@@ -385,3 +385,26 @@ fn ssh_hosts() {
         Some(dir.path().join("keys/deploy").as_path())
     );
 }
+
+#[test]
+fn notifications() {
+    check(
+        &[(
+            "gantry.yaml",
+            "notifications:\n  chat: { url: \"https://hooks.slack.example/T1/B2/x\", format: slack, on: [failure, rollback] }\n  audit: { url: \"http://127.0.0.1:9000/in\" }\n",
+        )],
+        &[],
+    );
+    check(
+        &[(
+            "gantry.yaml",
+            "notifications:\n  a: { url: \"ftp://x\", format: xml, on: [sucess] }\n  b: { format: json }\n",
+        )],
+        &[
+            "gantry.yaml:2:8: `notifications.a.url` must be an http:// or https:// URL",
+            "gantry.yaml:2:24: `notifications.a.format` is json or slack, not `xml`",
+            "gantry.yaml:2:42: `notifications.a.on`: `sucess` is not success, failure or rollback",
+            "gantry.yaml:3:6: missing key `url` in `notifications.b`",
+        ],
+    );
+}

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::metrics::{Metrics, PipelineLabels, RunLabels, StageLabels};
+use super::notification;
 use super::{DeployOptions, GIT_CACHE_DIR, Progress, run_pipeline};
 use crate::config::{Config, ConfigError, Pipeline};
 use crate::source;
@@ -290,6 +291,34 @@ async fn execute(config: &Config, store: &Store, metrics: &Metrics, queued: Queu
                 run = queued.run.number,
                 outcome,
                 "run ended"
+            );
+            let commit = report.build.commit.as_ref();
+            let failure = report
+                .deploy
+                .as_ref()
+                .and_then(|deploy| deploy.failure.as_ref())
+                .or(report.build.failure.as_ref());
+            notification::announce(
+                config,
+                store,
+                notification::Notice {
+                    pipeline: pipeline.name.clone(),
+                    run: queued.run.number,
+                    run_id: queued.run.id,
+                    kind: "run".to_string(),
+                    outcome: if outcome == "succeeded" {
+                        "success"
+                    } else {
+                        "failure"
+                    }
+                    .to_string(),
+                    commit: commit.map(|commit| commit.sha.clone()),
+                    author: commit.map(|commit| commit.author.clone()),
+                    message: failure
+                        .map(|failure| format!("failed at {}: {}", failure.stage, failure.message))
+                        .or_else(|| commit.map(|commit| commit.message.clone())),
+                    url: notification::run_url(config, queued.run.id),
+                },
             );
         }
         Err(error) => tracing::error!(pipeline = pipeline.name, %error, "run broke"),

@@ -1079,3 +1079,140 @@ fn serve_refuses_to_listen_beyond_loopback_without_a_token() {
         stderr(&output)
     );
 }
+
+/// A tiny HTTP receiver on loopback: records each POST's path and body, answers 200.
+struct Receiver {
+    port: u16,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = received.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_string();
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                sink.lock()
+                    .unwrap()
+                    .push((path, String::from_utf8_lossy(&body).into_owned()));
+                let _ = reader.into_inner().write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        Receiver { port, received }
+    }
+
+    fn messages(&self, path: &str) -> Vec<serde_json::Value> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(received, _)| received == path)
+            .map(|(_, body)| serde_json::from_str(body).unwrap())
+            .collect()
+    }
+}
+
+#[test]
+fn serve_notifies_each_outcome_once_and_a_dead_receiver_delays_nothing() {
+    let deployment = webhook_deployment("notify", "");
+    let receiver = Receiver::start();
+    let dead = free_port();
+    let mut gantry_yaml =
+        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
+    gantry_yaml.push_str(&format!(
+        "notifications:\n  \
+         audit: {{ url: \"http://127.0.0.1:{port}/audit\" }}\n  \
+         chat: {{ url: \"http://127.0.0.1:{port}/chat\", format: slack, on: [failure] }}\n  \
+         gone: {{ url: \"http://127.0.0.1:{dead}/gone\" }}\n",
+        port = receiver.port
+    ));
+    deployment.config.write("gantry.yaml", &gantry_yaml);
+    let daemon = Daemon::start(&deployment.config);
+    let good = deployment.head();
+    push(&daemon, &deployment, &good);
+    let all = wait_idle(&deployment, &daemon, 1);
+    assert_eq!(all[0]["state"], "succeeded", "{all:?}");
+    deployment
+        .repo
+        .write("Dockerfile", "FROM gantry-test/busybox:latest\nRUN false\n");
+    let bad = deployment.repo.commit("a broken build");
+    push(&daemon, &deployment, &bad);
+    let all = wait_idle(&deployment, &daemon, 2);
+    assert_eq!(all[0]["state"], "failed", "{all:?}");
+
+    // The dead receiver is retried with backoff, after the runs ended, and its failure
+    // lands in the run's log.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = stdout(&deployment.gantry(&["logs", &format!("{}#2", deployment.name)]));
+        if log.contains("[notify] gone: failure notification failed after 4 attempts") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        log.contains("[notify] audit: failure notification delivered"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&format!("{dead}/gone")),
+        "the URL is kept out of the log: {log}"
+    );
+
+    let audit = receiver.messages("/audit");
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!(audit[0]["outcome"], "success");
+    assert_eq!(audit[0]["commit"], good.as_str());
+    assert_eq!(audit[0]["author"], "Test");
+    assert_eq!(audit[0]["pipeline"], deployment.name.as_str());
+    assert!(
+        audit[0]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/api/v1/runs/{}", all[1]["id"]))
+    );
+    assert_eq!(audit[1]["outcome"], "failure");
+    assert!(
+        audit[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed at build"),
+        "{audit:?}"
+    );
+    let chat = receiver.messages("/chat");
+    assert_eq!(chat.len(), 1, "{chat:?}");
+    assert!(
+        chat[0]["text"].as_str().unwrap().contains("failure"),
+        "{chat:?}"
+    );
+}
