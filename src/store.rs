@@ -395,6 +395,8 @@ pub struct DeliveryAnswer {
 pub struct QueuedRun {
     pub run: RunId,
     pub pipeline: String,
+    /// `run` (build and deploy), `deploy` (an image) or `rollback`.
+    pub kind: String,
     pub trigger: String,
     /// The commit (or ref) to build.
     pub requested: Option<String>,
@@ -416,6 +418,7 @@ impl Store {
     pub async fn queue_run(
         &self,
         pipeline: &str,
+        kind: &str,
         trigger: &str,
         requested: Option<&str>,
         delivery: Option<(&str, &str)>,
@@ -427,13 +430,14 @@ impl Store {
         let row = sqlx::query(
             "INSERT INTO runs (pipeline, number, kind, trigger, requested, state, started_at)
              VALUES (?1, (SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE pipeline = ?1),
-                     'run', ?2, ?3, 'queued', ?4)
+                     ?5, ?2, ?3, 'queued', ?4)
              RETURNING id, number",
         )
         .bind(pipeline)
         .bind(trigger)
         .bind(requested)
         .bind(now)
+        .bind(kind)
         .fetch_one(&mut *transaction)
         .await?;
         let run = RunId {
@@ -529,7 +533,7 @@ impl Store {
         let _writer = self.queue_writer.lock().await;
         let mut transaction = self.pool.begin().await?;
         let row = sqlx::query(
-            "SELECT id, number, trigger, requested FROM runs
+            "SELECT id, number, kind, trigger, requested FROM runs
              WHERE pipeline = ?1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
         )
         .bind(pipeline)
@@ -549,11 +553,13 @@ impl Store {
         .bind(pipeline)
         .execute(&mut *transaction)
         .await?;
-        sqlx::query("UPDATE runs SET state = 'running', started_at = ?1 WHERE id = ?2")
-            .bind(now_millis())
-            .bind(id)
-            .execute(&mut *transaction)
-            .await?;
+        sqlx::query(
+            "UPDATE runs SET state = 'running', runner = 'daemon', started_at = ?1 WHERE id = ?2",
+        )
+        .bind(now_millis())
+        .bind(id)
+        .execute(&mut *transaction)
+        .await?;
         transaction.commit().await?;
         Ok(Some(QueuedRun {
             run: RunId {
@@ -561,6 +567,7 @@ impl Store {
                 number: row.get("number"),
             },
             pipeline: pipeline.to_string(),
+            kind: row.get("kind"),
             trigger: row.get("trigger"),
             requested: row.get("requested"),
         }))
@@ -572,8 +579,10 @@ impl Store {
         let rows = sqlx::query(
             "UPDATE runs SET state = 'interrupted', finished_at = ?1,
                              message = 'gantry stopped while this run was going'
-             WHERE state = 'running' AND kind = 'run'
-             RETURNING id, number, pipeline, trigger, COALESCE(commit_sha, requested) AS requested",
+             WHERE state = 'running' AND runner = 'daemon'
+             RETURNING id, number, pipeline, kind, trigger,
+                       CASE WHEN kind = 'run' THEN COALESCE(commit_sha, requested) ELSE requested END
+                           AS requested",
         )
         .bind(now_millis())
         .fetch_all(&self.pool)
@@ -586,6 +595,7 @@ impl Store {
                     number: row.get("number"),
                 },
                 pipeline: row.get("pipeline"),
+                kind: row.get("kind"),
                 trigger: row.get("trigger"),
                 requested: row.get("requested"),
             })
@@ -1357,5 +1367,31 @@ mod tests {
         assert_eq!(store.pin_of("p").await.unwrap().unwrap().digest, "sha256:1");
         assert!(store.unpin("p").await.unwrap());
         assert!(!store.unpin("p").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn only_runs_the_daemon_took_are_recovered_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        // A `gantry run` in the foreground of another process.
+        let foreground = store.start_run("p", "run", "manual", None).await.unwrap();
+        let queued = store
+            .queue_run("p", "deploy", "api", Some("r/x:1"), None, &|_| {
+                String::new()
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let taken = store.take_queued("p").await.unwrap().unwrap();
+        assert_eq!((taken.run, taken.kind.as_str()), (queued, "deploy"));
+        let recovered = store.interrupt_running().await.unwrap();
+        assert_eq!(recovered.len(), 1);
+        assert_eq!(recovered[0].run, queued);
+        assert_eq!(recovered[0].kind, "deploy");
+        assert_eq!(recovered[0].requested.as_deref(), Some("r/x:1"));
+        let runs = store.runs(Some("p"), 10).await.unwrap();
+        let state_of = |id: i64| runs.iter().find(|run| run.id == id).unwrap().state.clone();
+        assert_eq!(state_of(foreground.id), "running");
+        assert_eq!(state_of(queued.id), "interrupted");
     }
 }

@@ -272,7 +272,7 @@ pub async fn trigger(
         .await
         .context("opening the state store")?;
     let queued = store
-        .queue_run(&pipeline.name, "manual", reference, None, &|_| {
+        .queue_run(&pipeline.name, "run", "manual", reference, None, &|_| {
             String::new()
         })
         .await?;

@@ -195,6 +195,7 @@ impl DeployFlags {
             force: self.force,
             wait: self.wait,
             trigger: "manual".to_string(),
+            queued: None,
         })
     }
 }

@@ -137,6 +137,7 @@ impl Scheduler {
                         .store
                         .queue_run(
                             &run.pipeline,
+                            &run.kind,
                             "retry",
                             run.requested.as_deref(),
                             None,
@@ -217,6 +218,10 @@ async fn execute(config: &Config, store: &Store, metrics: &Metrics, queued: Queu
         .await;
         return;
     };
+    if queued.kind != "run" {
+        execute_deploy(config, store, metrics, pipeline, &queued).await;
+        return;
+    }
     match store.pin_of(&pipeline.name).await {
         Ok(Some(pin)) => {
             let message = format!("held: the pipeline is pinned ({})", pin.reason);
@@ -317,6 +322,88 @@ async fn execute(config: &Config, store: &Store, metrics: &Metrics, queued: Queu
                     message: failure
                         .map(|failure| format!("failed at {}: {}", failure.stage, failure.message))
                         .or_else(|| commit.map(|commit| commit.message.clone())),
+                    url: notification::run_url(config, queued.run.id),
+                },
+            );
+        }
+        Err(error) => tracing::error!(pipeline = pipeline.name, %error, "run broke"),
+    }
+}
+
+/// A queued `deploy` (of an image) or `rollback` (to an earlier deployment): the
+/// engine's own checks apply (a pinned pipeline refuses a deploy; a rollback pins).
+async fn execute_deploy(
+    config: &Config,
+    store: &Store,
+    metrics: &Metrics,
+    pipeline: &Pipeline,
+    queued: &QueuedRun,
+) {
+    tracing::info!(
+        pipeline = pipeline.name,
+        run = queued.run.number,
+        kind = queued.kind,
+        "run started"
+    );
+    let options = DeployOptions {
+        wait: true,
+        trigger: queued.trigger.clone(),
+        queued: Some(queued.run),
+        image: if queued.kind == "deploy" {
+            queued.requested.clone()
+        } else {
+            None
+        },
+        ..DeployOptions::default()
+    };
+    let mut progress = Logged {
+        pipeline: pipeline.name.clone(),
+        run: queued.run.number,
+        metrics: metrics.clone(),
+    };
+    let report = if queued.kind == "rollback" {
+        super::rollback(
+            config,
+            pipeline,
+            store,
+            &super::RollbackTarget(queued.requested.clone()),
+            &options,
+            &mut progress,
+        )
+        .await
+    } else {
+        super::deploy(config, pipeline, store, &options, &mut progress).await
+    };
+    match report {
+        Ok(report) => {
+            let succeeded = report.outcome == crate::store::Outcome::Succeeded;
+            let outcome = match (succeeded, queued.kind.as_str()) {
+                (true, "rollback") => "rollback",
+                (true, _) => "success",
+                (false, _) => "failure",
+            };
+            metrics
+                .runs
+                .get_or_create(&RunLabels {
+                    pipeline: pipeline.name.clone(),
+                    outcome: if succeeded { "succeeded" } else { "failed" }.to_string(),
+                })
+                .inc();
+            notification::announce(
+                config,
+                store,
+                notification::Notice {
+                    pipeline: pipeline.name.clone(),
+                    run: queued.run.number,
+                    run_id: queued.run.id,
+                    kind: queued.kind.clone(),
+                    outcome: outcome.to_string(),
+                    commit: report.image.as_ref().and_then(|image| image.commit.clone()),
+                    author: None,
+                    message: report
+                        .failure
+                        .as_ref()
+                        .map(|failure| format!("failed at {}: {}", failure.stage, failure.message)),
                     url: notification::run_url(config, queued.run.id),
                 },
             );
@@ -539,7 +626,9 @@ impl Poller {
         }
         match self
             .store
-            .queue_run(&pipeline.name, "poll", Some(head), None, &|_| String::new())
+            .queue_run(&pipeline.name, "run", "poll", Some(head), None, &|_| {
+                String::new()
+            })
             .await
         {
             Ok(Ok(run)) => {

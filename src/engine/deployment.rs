@@ -40,6 +40,8 @@ pub struct DeployOptions {
     pub wait: bool,
     /// What started it: `manual` from the command line.
     pub trigger: String,
+    /// A deploy or rollback the daemon took from the queue, already recorded (and running).
+    pub queued: Option<RunId>,
 }
 
 /// What `gantry rollback` returns to: a deployment number, a digest or a commit (prefixes work).
@@ -91,14 +93,19 @@ pub async fn deploy(
     options: &DeployOptions,
     progress: &mut dyn Progress,
 ) -> Result<DeployReport, EngineError> {
-    let run = store
-        .start_run(
-            &pipeline.name,
-            "deploy",
-            &options.trigger,
-            options.image.as_deref(),
-        )
-        .await?;
+    let run = match options.queued {
+        Some(run) => run,
+        None => {
+            store
+                .start_run(
+                    &pipeline.name,
+                    "deploy",
+                    &options.trigger,
+                    options.image.as_deref(),
+                )
+                .await?
+        }
+    };
     let mut recording = Recording::new(store, run, progress);
     let mut recorder = Recorder::new(store, run, 0, &mut recording, pipeline, "deploy");
     let resolved = recorder
@@ -179,14 +186,19 @@ pub async fn rollback(
     options: &DeployOptions,
     progress: &mut dyn Progress,
 ) -> Result<DeployReport, EngineError> {
-    let run = store
-        .start_run(
-            &pipeline.name,
-            "rollback",
-            &options.trigger,
-            target.0.as_deref(),
-        )
-        .await?;
+    let run = match options.queued {
+        Some(run) => run,
+        None => {
+            store
+                .start_run(
+                    &pipeline.name,
+                    "rollback",
+                    &options.trigger,
+                    target.0.as_deref(),
+                )
+                .await?
+        }
+    };
     let mut recording = Recording::new(store, run, progress);
     let mut recorder = Recorder::new(store, run, 0, &mut recording, pipeline, "rollback");
     let resolved = recorder

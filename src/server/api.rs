@@ -86,6 +86,14 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/pipelines/{name}/trigger",
             axum::routing::post(trigger),
         )
+        .route(
+            "/api/v1/pipelines/{name}/deploy",
+            axum::routing::post(deploy),
+        )
+        .route(
+            "/api/v1/pipelines/{name}/rollback",
+            axum::routing::post(rollback),
+        )
         .route("/api/v1/pipelines/{name}/pin", axum::routing::post(pin))
         .route("/api/v1/pipelines/{name}/unpin", axum::routing::post(unpin))
         .route("/api/v1/runs", axum::routing::get(runs))
@@ -299,7 +307,7 @@ async fn trigger(
     let body = body.map(|Json(body)| body).unwrap_or_default();
     let queued = state
         .store
-        .queue_run(&name, "api", body.commit.as_deref(), None, &|_| {
+        .queue_run(&name, "run", "api", body.commit.as_deref(), None, &|_| {
             String::new()
         })
         .await
@@ -313,6 +321,64 @@ async fn trigger(
         Json(
             json!({ "queued": true, "pipeline": name, "run": queued.number, "run_id": queued.id }),
         ),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DeployBody {
+    image: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RollbackBody {
+    to: Option<String>,
+}
+
+async fn deploy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<DeployBody>>,
+) -> Result<Response, ApiError> {
+    let image = body.and_then(|Json(body)| body.image);
+    queue_action(&state, &headers, name, "deploy", image).await
+}
+
+async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<RollbackBody>>,
+) -> Result<Response, ApiError> {
+    let to = body.and_then(|Json(body)| body.to);
+    queue_action(&state, &headers, name, "rollback", to).await
+}
+
+/// Queues a deploy or rollback; the scheduler runs it under the pipeline's lease.
+async fn queue_action(
+    state: &AppState,
+    headers: &HeaderMap,
+    name: String,
+    kind: &str,
+    requested: Option<String>,
+) -> Result<Response, ApiError> {
+    may_operate(state, headers)?;
+    ensure_pipeline(state, &name)?;
+    let queued = state
+        .store
+        .queue_run(&name, kind, "api", requested.as_deref(), None, &|_| {
+            String::new()
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|_| ApiError::internal("an action without a delivery was refused"))?;
+    let _ = state.events.try_send(Event::Queued {
+        pipeline: name.clone(),
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "queued": true, "kind": kind, "pipeline": name, "run": queued.number, "run_id": queued.id })),
     )
         .into_response())
 }
@@ -379,11 +445,13 @@ async fn unpin(
 }
 
 /// Every route the API serves, with its method: the OpenAPI document lists exactly these.
-pub const ROUTES: [(&str, &str); 9] = [
+pub const ROUTES: [(&str, &str); 11] = [
     ("get", "/api/v1/openapi.json"),
     ("get", "/api/v1/pipelines"),
     ("get", "/api/v1/pipelines/{name}"),
     ("post", "/api/v1/pipelines/{name}/trigger"),
+    ("post", "/api/v1/pipelines/{name}/deploy"),
+    ("post", "/api/v1/pipelines/{name}/rollback"),
     ("post", "/api/v1/pipelines/{name}/pin"),
     ("post", "/api/v1/pipelines/{name}/unpin"),
     ("get", "/api/v1/runs"),
@@ -439,6 +507,18 @@ pub fn openapi_document() -> Value {
                 "summary": "Queue a run of the branch head, or of `commit`", "parameters": [name],
                 "requestBody": { "required": false, "content": { "application/json": { "schema": {
                     "type": "object", "properties": { "commit": { "type": "string" } } } } } },
+                "responses": with(json!({ "202": { "description": "queued: `run` and `run_id`" } }), &["401", "403", "404"]) } },
+            "/api/v1/pipelines/{name}/deploy": { "post": {
+                "summary": "Queue a deploy of the latest built image, or of `image` (repo:tag, repo@digest, a tag or a digest)",
+                "parameters": [name],
+                "requestBody": { "required": false, "content": { "application/json": { "schema": {
+                    "type": "object", "properties": { "image": { "type": "string" } } } } } },
+                "responses": with(json!({ "202": { "description": "queued: `run` and `run_id`" } }), &["401", "403", "404"]) } },
+            "/api/v1/pipelines/{name}/rollback": { "post": {
+                "summary": "Queue a rollback to the previous image, or `to` a deployment number, digest or commit; it pins the pipeline",
+                "parameters": [name],
+                "requestBody": { "required": false, "content": { "application/json": { "schema": {
+                    "type": "object", "properties": { "to": { "type": "string" } } } } } },
                 "responses": with(json!({ "202": { "description": "queued: `run` and `run_id`" } }), &["401", "403", "404"]) } },
             "/api/v1/pipelines/{name}/pin": { "post": {
                 "summary": "Hold automatic deploys", "parameters": [name],

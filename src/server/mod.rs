@@ -317,6 +317,7 @@ async fn receive_hook(
         .store
         .queue_run(
             &name,
+            "run",
             &trigger,
             Some(commit),
             delivery.id.as_deref().map(|id| (forge, id)),

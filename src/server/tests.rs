@@ -221,7 +221,7 @@ async fn runs_come_a_page_at_a_time() {
     for _ in 0..7 {
         api.state
             .store
-            .queue_run("app", "api", None, None, &|_| String::new())
+            .queue_run("app", "run", "api", None, None, &|_| String::new())
             .await
             .unwrap()
             .unwrap();
@@ -278,7 +278,7 @@ async fn a_log_is_whole_as_json_and_followed_as_events_to_its_end() {
     let run = api
         .state
         .store
-        .queue_run("app", "api", None, None, &|_| String::new())
+        .queue_run("app", "run", "api", None, None, &|_| String::new())
         .await
         .unwrap()
         .unwrap();

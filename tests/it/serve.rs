@@ -1062,6 +1062,55 @@ fn serve_api_answers_over_tcp_with_the_token() {
     assert_eq!(status, 200);
     let page: serde_json::Value = serde_json::from_str(&page).unwrap();
     assert_eq!(page["runs"][0]["state"], "succeeded");
+    // A second version, then a rollback and deploys through the API: they go through
+    // the queue and the lease like everything else.
+    let first = deployment.head();
+    deployment.repo.write("www/index.html", "v2\n");
+    let second = deployment.repo.commit("v2");
+    let post = |path: &str, body: &str| {
+        curl(&[
+            "-X",
+            "POST",
+            "-H",
+            auth,
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            body,
+            &url(&format!("/api/v1/pipelines/{}/{path}", deployment.name)),
+        ])
+    };
+    assert_eq!(post("trigger", "{}").0, 202);
+    wait_idle(&deployment, &daemon, 2);
+    assert_eq!(deployed_commit(&deployment), second);
+    let (status, answer) = post("rollback", "{}");
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer.contains("\"kind\":\"rollback\""), "{answer}");
+    let all = wait_idle(&deployment, &daemon, 3);
+    assert_eq!(all[0]["kind"], "rollback");
+    assert_eq!(all[0]["state"], "succeeded", "{all:?}\n{}", daemon.log());
+    assert_eq!(deployed_commit(&deployment), first);
+    let (_, summary) = curl(&[
+        "-H",
+        auth,
+        &url(&format!("/api/v1/pipelines/{}", deployment.name)),
+    ]);
+    assert!(
+        summary.contains("rolled back to deployment #1"),
+        "{summary}"
+    );
+    // Pinned: a deploy through the API is refused like any other, until unpinned.
+    let tag = format!("{}:{}", deployment.repository, &second[..7]);
+    assert_eq!(post("deploy", &format!("{{\"image\": \"{tag}\"}}")).0, 202);
+    let all = wait_idle(&deployment, &daemon, 4);
+    assert_eq!(all[0]["state"], "failed", "{all:?}");
+    assert_eq!(all[0]["failed_stage"], "resolve");
+    assert_eq!(post("unpin", "").0, 200);
+    assert_eq!(post("deploy", &format!("{{\"image\": \"{tag}\"}}")).0, 202);
+    let all = wait_idle(&deployment, &daemon, 5);
+    assert_eq!(all[0]["state"], "succeeded", "{all:?}\n{}", daemon.log());
+    assert_eq!(deployed_commit(&deployment), second);
+
     let (status, document) = curl(&[&url("/api/v1/openapi.json")]);
     assert_eq!(status, 200);
     assert!(document.contains("\"openapi\":\"3.1.0\""), "{document}");
