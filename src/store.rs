@@ -110,7 +110,7 @@ pub struct FinishedStage<'a> {
 }
 
 /// One stored run, as listed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunRecord {
     pub id: i64,
     pub pipeline: String,
@@ -130,7 +130,7 @@ pub struct RunRecord {
     pub stages: Vec<StageRecord>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StageRecord {
     pub name: String,
     pub state: String,
@@ -403,7 +403,7 @@ pub struct QueuedRun {
 }
 
 /// One line of a run's log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct LogLine {
     pub seq: i64,
     /// Milliseconds since the epoch.

@@ -164,7 +164,8 @@ pub async fn runs(
     Ok(ExitCode::from(EXIT_OK))
 }
 
-fn describe(run: &RunRecord) -> String {
+/// One line per run, as `gantry runs` prints it.
+pub(super) fn describe(run: &RunRecord) -> String {
     let commit = run
         .commit
         .as_deref()

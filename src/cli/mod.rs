@@ -9,6 +9,7 @@
 mod daemon;
 mod operate;
 mod progress;
+mod remote;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -54,6 +55,13 @@ pub struct Cli {
     /// Print data as one JSON document on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Drive the daemon at this URL through its API instead of the local state directory
+    /// (runs, logs, trigger, deploy, rollback, pin, unpin).
+    #[arg(long, global = true, env = "GANTRY_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// The API bearer token for --server.
+    #[arg(long, global = true, env = "GANTRY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -108,6 +116,14 @@ pub enum Command {
         /// Wait for another deploy of the pipeline to finish instead of giving up.
         #[arg(long)]
         wait: bool,
+    },
+    /// Hold automatic deploys of a pipeline (webhooks and polls are recorded, not deployed).
+    Pin {
+        /// The pipeline (the stem of its file in pipelines/).
+        pipeline: String,
+        /// Why, for whoever looks at `gantry status`.
+        #[arg(long, default_value = "pinned by an operator")]
+        reason: String,
     },
     /// Let automatic deploys of a pinned pipeline go ahead again.
     Unpin {
@@ -202,6 +218,9 @@ impl DeployFlags {
 
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(server) = cli.server.clone() {
+        return remote_command(cli, &server).await;
+    }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(ConfigError::Invalid(diagnostics))
@@ -285,6 +304,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             operate::rollback(&config, &pipeline, to, options, cli.json).await
         }
         Command::Unpin { pipeline } => operate::unpin(&config, &pipeline, cli.json).await,
+        Command::Pin { pipeline, reason } => {
+            operate::pin(&config, &pipeline, &reason, cli.json).await
+        }
         Command::Status { pipeline, logs } => {
             operate::show_status(&config, pipeline.as_deref(), logs, cli.json).await
         }
@@ -309,6 +331,53 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start(args) => lifecycle(&config, args, Lifecycle::Start, cli.json).await,
         Command::Restart(args) => lifecycle(&config, args, Lifecycle::Restart, cli.json).await,
     }
+}
+
+/// A command against a daemon's API.
+async fn remote_command(cli: Cli, server: &str) -> anyhow::Result<ExitCode> {
+    let remote = remote::Remote::new(server, cli.token.map(secrecy::SecretString::from))?;
+    let json = cli.json;
+    Ok(match cli.command {
+        Command::Runs { pipeline, limit } => {
+            remote::runs(&remote, pipeline.as_deref(), limit, json).await
+        }
+        Command::Logs { run, follow } => remote::logs(&remote, &run, follow, json).await,
+        Command::Trigger { pipeline, commit } => {
+            let body = remote::body(&[("commit", commit.as_deref())]);
+            remote::act(&remote, &pipeline, "trigger", body, false, json).await
+        }
+        Command::Deploy {
+            pipeline, image, ..
+        } => {
+            let body = remote::body(&[("image", image.as_deref())]);
+            remote::act(&remote, &pipeline, "deploy", body, true, json).await
+        }
+        Command::Rollback { pipeline, to, .. } => {
+            let body = remote::body(&[("to", to.as_deref())]);
+            remote::act(&remote, &pipeline, "rollback", body, true, json).await
+        }
+        Command::Pin { pipeline, reason } => {
+            let body = remote::body(&[("reason", Some(reason.as_str()))]);
+            remote::act(&remote, &pipeline, "pin", body, false, json).await
+        }
+        Command::Unpin { pipeline } => {
+            remote::act(
+                &remote,
+                &pipeline,
+                "unpin",
+                serde_json::json!({}),
+                false,
+                json,
+            )
+            .await
+        }
+        _ => {
+            eprintln!(
+                "error: with --server only runs, logs, trigger, deploy, rollback, pin and unpin go to the daemon;                  run this command where the config is, without --server"
+            );
+            ExitCode::from(EXIT_USAGE)
+        }
+    })
 }
 
 async fn lifecycle(

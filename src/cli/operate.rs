@@ -127,6 +127,42 @@ pub async fn run(
     Ok(exit_for(report.outcome()))
 }
 
+pub async fn pin(
+    config: &Config,
+    name: &str,
+    reason: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let pipeline = match find_pipeline(config, name) {
+        Ok(pipeline) => pipeline,
+        Err(code) => return Ok(code),
+    };
+    let store = open_store(config).await?;
+    // The pin names what runs now: the newest deployment's digest, if any.
+    let digest = store
+        .deployments(&pipeline.name, 1)
+        .await?
+        .into_iter()
+        .next()
+        .map(|deployment| deployment.digest)
+        .unwrap_or_default();
+    store.pin(&pipeline.name, &digest, reason).await?;
+    let pinned = store.pin_of(&pipeline.name).await?;
+    store.close().await;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "pipeline": pipeline.name, "pinned": pinned })
+        );
+    } else {
+        println!(
+            "pinned {}: {reason}; automatic deploys are held until `gantry unpin {}`",
+            pipeline.name, pipeline.name
+        );
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
 pub async fn unpin(config: &Config, name: &str, json: bool) -> anyhow::Result<ExitCode> {
     let pipeline = match find_pipeline(config, name) {
         Ok(pipeline) => pipeline,

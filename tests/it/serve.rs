@@ -1265,3 +1265,100 @@ fn serve_notifies_each_outcome_once_and_a_dead_receiver_delays_nothing() {
         "{chat:?}"
     );
 }
+
+#[test]
+fn the_cli_drives_a_remote_daemon_with_a_token() {
+    let deployment = webhook_deployment("remote", "");
+    let mut gantry_yaml =
+        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
+    gantry_yaml.push_str("server:\n  token: remote-operator-token\n");
+    deployment.config.write("gantry.yaml", &gantry_yaml);
+    let daemon = Daemon::start(&deployment.config);
+    // Somewhere without any config: everything goes through the API.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let server = format!("http://127.0.0.1:{}", daemon.port);
+    let remote = |arguments: &[&str], token: &str| {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .current_dir(elsewhere.path())
+            .args(["--server", &server])
+            .args(arguments)
+            .env("GANTRY_TOKEN", token)
+            .env_remove("GANTRY_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let token = "remote-operator-token";
+    let output = remote(&["trigger", &deployment.name], "wrong");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("answered 401"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = remote(&["trigger", &deployment.name], token);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains(&format!("queued {}#1", deployment.name)));
+    let followed = remote(
+        &["logs", &format!("{}#1", deployment.name), "--follow"],
+        token,
+    );
+    assert!(followed.status.success(), "{}", stderr(&followed));
+    assert!(
+        stdout(&followed).contains("[deploy] done in"),
+        "{}",
+        stdout(&followed)
+    );
+    let listed = remote(&["--json", "runs", &deployment.name], token);
+    let runs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(runs[0]["state"], "succeeded", "{runs}");
+    let first = deployment.head();
+
+    deployment.repo.write("www/index.html", "v2\n");
+    let second = deployment.repo.commit("v2");
+    assert!(
+        remote(&["trigger", &deployment.name], token)
+            .status
+            .success()
+    );
+    wait_idle(&deployment, &daemon, 2);
+    assert_eq!(deployed_commit(&deployment), second);
+
+    // rollback and deploy follow their run to the end and exit as the local ones do.
+    let rolled = remote(&["rollback", &deployment.name], token);
+    assert!(rolled.status.success(), "{}", stderr(&rolled));
+    assert!(
+        stdout(&rolled).contains("rollback succeeded"),
+        "{}",
+        stdout(&rolled)
+    );
+    assert_eq!(deployed_commit(&deployment), first);
+    let refused = remote(&["deploy", &deployment.name], token);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "pinned: {}",
+        stdout(&refused)
+    );
+    assert!(
+        stderr(&refused).contains("failed at resolve"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(remote(&["unpin", &deployment.name], token).status.success());
+    let deployed = remote(&["deploy", &deployment.name], token);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    assert_eq!(deployed_commit(&deployment), second);
+    assert!(
+        remote(&["pin", &deployment.name, "--reason", "freeze"], token)
+            .status
+            .success()
+    );
+    let (_, all) = deployment.gantry_json(&["status", &deployment.name]);
+    assert_eq!(all["pipelines"][0]["pinned"]["reason"], "freeze");
+
+    let output = remote(&["validate"], token);
+    assert_eq!(output.status.code(), Some(2));
+    let output = remote(&["logs", "nope#1"], token);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+}

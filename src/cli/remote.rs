@@ -1,0 +1,274 @@
+//! The commands that can drive a remote daemon through its HTTP API (`--server URL`
+//! with `--token`): `runs`, `logs [--follow]`, `trigger`, `deploy`, `rollback`, `pin`
+//! and `unpin`. They print what the local commands print and exit the same way; a
+//! deploy or rollback is queued on the daemon and followed to its end.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::store::{LogLine, RunRecord};
+
+/// How often a followed run is asked for new log lines.
+const FOLLOW_EVERY: Duration = Duration::from_millis(300);
+/// The longest one API call may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A daemon's API, with the token to use.
+pub struct Remote {
+    base: String,
+    token: Option<SecretString>,
+    client: reqwest::Client,
+}
+
+/// An API call that did not give the expected answer: the exit code and why.
+pub struct Refused {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Remote {
+    pub fn new(base: &str, token: Option<SecretString>) -> anyhow::Result<Remote> {
+        // reqwest is built without a bundled crypto provider; ring is the one used throughout.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .context("making the HTTP client")?;
+        Ok(Remote {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            client,
+        })
+    }
+
+    /// Calls the API; a 4xx is the caller's fault (exit 2 for 400/404, 1 otherwise).
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Refused> {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.expose_secret());
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|error| Refused {
+            code: EXIT_FAILED,
+            message: format!("cannot reach {}: {}", self.base, describe(&error)),
+        })?;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(answer);
+        }
+        let reason = answer["error"]
+            .as_str()
+            .unwrap_or("no reason given")
+            .to_string();
+        let code = match status {
+            StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => EXIT_USAGE,
+            _ => EXIT_FAILED,
+        };
+        let hint = match status {
+            StatusCode::UNAUTHORIZED => " (hint: pass --token or set GANTRY_TOKEN)",
+            _ => "",
+        };
+        Err(Refused {
+            code,
+            message: format!("{} answered {}: {reason}{hint}", self.base, status.as_u16()),
+        })
+    }
+}
+
+/// The innermost cause of a request error, without the URL (it may hold a credential).
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text = cause.to_string();
+        source = cause.source();
+    }
+    text
+}
+
+fn refused(refusal: Refused) -> ExitCode {
+    eprintln!("error: {}", refusal.message);
+    ExitCode::from(refusal.code)
+}
+
+pub async fn runs(remote: &Remote, pipeline: Option<&str>, limit: i64, json: bool) -> ExitCode {
+    let mut path = format!("/api/v1/runs?limit={}", limit.clamp(1, 500));
+    if let Some(pipeline) = pipeline {
+        path.push_str(&format!("&pipeline={pipeline}"));
+    }
+    let page = match remote.call(Method::GET, &path, None).await {
+        Ok(page) => page,
+        Err(refusal) => return refused(refusal),
+    };
+    let runs: Vec<RunRecord> = serde_json::from_value(page["runs"].clone()).unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&runs).unwrap_or_default()
+        );
+    } else if runs.is_empty() {
+        println!("no runs yet");
+    } else {
+        for run in &runs {
+            println!("{}", super::daemon::describe(run));
+        }
+    }
+    ExitCode::from(EXIT_OK)
+}
+
+/// Finds a run's id from `PIPELINE#NUMBER` or an id.
+async fn run_id(remote: &Remote, run: &str) -> Result<i64, Refused> {
+    let not_found = || Refused {
+        code: EXIT_USAGE,
+        message: format!("no run `{run}` (give PIPELINE#NUMBER or the id `gantry runs` shows)"),
+    };
+    if let Ok(id) = run.parse::<i64>() {
+        return Ok(id);
+    }
+    let (pipeline, number) = run.split_once('#').ok_or_else(not_found)?;
+    let number: i64 = number.parse().map_err(|_| not_found())?;
+    // Runs of a pipeline are numbered 1, 2, ...; page back until the number shows.
+    let mut before: Option<i64> = None;
+    loop {
+        let mut path = format!("/api/v1/runs?pipeline={pipeline}&limit=500");
+        if let Some(before) = before {
+            path.push_str(&format!("&before={before}"));
+        }
+        let page = remote.call(Method::GET, &path, None).await?;
+        let runs: Vec<RunRecord> = serde_json::from_value(page["runs"].clone()).unwrap_or_default();
+        if let Some(found) = runs.iter().find(|run| run.number == number) {
+            return Ok(found.id);
+        }
+        match page["next_before"].as_i64() {
+            Some(next) => before = Some(next),
+            None => return Err(not_found()),
+        }
+    }
+}
+
+pub async fn logs(remote: &Remote, run: &str, follow: bool, json: bool) -> ExitCode {
+    let id = match run_id(remote, run).await {
+        Ok(id) => id,
+        Err(refusal) => return refused(refusal),
+    };
+    match print_log(remote, id, follow, json).await {
+        Ok(_) => ExitCode::from(EXIT_OK),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+/// Prints a run's log (following it to the end when asked); returns the run's state.
+async fn print_log(remote: &Remote, id: i64, follow: bool, json: bool) -> Result<String, Refused> {
+    let mut printed = -1;
+    loop {
+        let answer = remote
+            .call(Method::GET, &format!("/api/v1/runs/{id}/log"), None)
+            .await?;
+        let lines: Vec<LogLine> =
+            serde_json::from_value(answer["lines"].clone()).unwrap_or_default();
+        let already = printed;
+        for line in lines.iter().filter(|line| line.seq > already) {
+            if json {
+                println!("{}", serde_json::to_string(line).unwrap_or_default());
+            } else {
+                println!("{}", line.line);
+            }
+            printed = line.seq;
+        }
+        let state = answer["state"].as_str().unwrap_or("").to_string();
+        if !follow || !matches!(state.as_str(), "queued" | "running") {
+            return Ok(state);
+        }
+        tokio::time::sleep(FOLLOW_EVERY).await;
+    }
+}
+
+/// Queues an action and, unless it is a plain trigger, follows its run to the end.
+pub async fn act(
+    remote: &Remote,
+    pipeline: &str,
+    action: &str,
+    body: Value,
+    follow: bool,
+    json: bool,
+) -> ExitCode {
+    let path = format!("/api/v1/pipelines/{pipeline}/{action}");
+    let answer = match remote.call(Method::POST, &path, Some(body)).await {
+        Ok(answer) => answer,
+        Err(refusal) => return refused(refusal),
+    };
+    if !follow {
+        if json {
+            println!("{answer}");
+        } else if let Some(run) = answer["run"].as_i64() {
+            println!(
+                "queued {pipeline}#{run} (id {}) on {}",
+                answer["run_id"], remote.base
+            );
+        } else {
+            println!("{pipeline}: {action} done");
+        }
+        return ExitCode::from(EXIT_OK);
+    }
+    let Some(id) = answer["run_id"].as_i64() else {
+        return refused(Refused {
+            code: EXIT_FAILED,
+            message: format!("the daemon queued no run: {answer}"),
+        });
+    };
+    eprintln!(
+        "queued {pipeline}#{} on {}; following it",
+        answer["run"], remote.base
+    );
+    let state = match print_log(remote, id, true, false).await {
+        Ok(state) => state,
+        Err(refusal) => return refused(refusal),
+    };
+    let run = remote
+        .call(Method::GET, &format!("/api/v1/runs/{id}"), None)
+        .await
+        .unwrap_or(Value::Null);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run).unwrap_or_default());
+    }
+    if state == "succeeded" {
+        if !json {
+            println!("{pipeline}#{}: {action} succeeded", answer["run"]);
+        }
+        ExitCode::from(EXIT_OK)
+    } else {
+        eprintln!(
+            "error: {action} of {pipeline} {state}{}",
+            run["failed_stage"]
+                .as_str()
+                .map(|stage| format!(" at {stage}: {}", run["message"].as_str().unwrap_or("")))
+                .unwrap_or_default()
+        );
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+/// The JSON body of an action.
+pub fn body(pairs: &[(&str, Option<&str>)]) -> Value {
+    let mut body = json!({});
+    for (key, value) in pairs {
+        if let Some(value) = value {
+            body[*key] = Value::String(value.to_string());
+        }
+    }
+    body
+}
