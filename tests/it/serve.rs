@@ -1362,3 +1362,118 @@ fn the_cli_drives_a_remote_daemon_with_a_token() {
     let output = remote(&["logs", "nope#1"], token);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
 }
+
+#[test]
+fn no_secret_appears_in_logs_api_answers_or_metrics() {
+    let mut deployment = Deployment::new("secrets", &[]);
+    let instance = deployment.instance("web-1");
+    let repository = format!("{}/gantry-it/{}", auth_registry(), deployment.name);
+    deployment.config.repositories.push(repository.clone());
+    let receiver = Receiver::start();
+    let secrets = [
+        SECRET.to_string(),
+        auth_password(),
+        "api-operator-s3cret".to_string(),
+        "api-reader-s3cret".to_string(),
+        "T000/B000/notify-s3cret".to_string(),
+    ];
+    let mut gantry_yaml =
+        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
+    gantry_yaml.push_str(&format!(
+        "server:\n  token: \"${{API_TOKEN}}\"\n  read_token: api-reader-s3cret\n\
+         registries:\n  \"{}\": {{ username: {}, password: \"${{REGISTRY_PASSWORD}}\" }}\n\
+         notifications:\n  chat: {{ url: \"http://127.0.0.1:{}/{}\", format: slack }}\n",
+        auth_registry(),
+        auth_user(),
+        receiver.port,
+        secrets[4]
+    ));
+    deployment.config.write("gantry.yaml", &gantry_yaml);
+    deployment.config.write(
+        &format!("pipelines/{}.yaml", deployment.name),
+        &format!(
+            "source:\n  repo: {}\n  branch: main\n  webhook: {{ secret: \"${{HOOK_SECRET}}\" }}\n\
+             image:\n  repository: {repository}\n\
+             deploy:\n  services:\n    web:\n      ports: [\"8080\"]\n      stop_timeout: 1s\n      \
+             health:\n        http: {{ port: 8080, path: /healthz }}\n      instances:\n        {instance}: {{}}\n",
+            deployment.repo.url()
+        ),
+    );
+    // The secrets reach gantry through the environment, as in production.
+    let port = free_port();
+    let log_path = deployment.config.path().join("secrets-serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("--config")
+        .arg(deployment.config.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DOCKER_CONFIG", deployment.config.docker_config.path())
+        .env_remove("DOCKER_HOST")
+        .env("GANTRY_LOG", "debug")
+        .env("HOOK_SECRET", &secrets[0])
+        .env("REGISTRY_PASSWORD", &secrets[1])
+        .env("API_TOKEN", &secrets[2])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while curl(&[&url("/healthz")]).0 != 200 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (headers, body) = forge_push("github", &deployment.head(), &unique("d"), &secrets[0]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &body).unwrap();
+    let mut arguments = vec![
+        "-X".to_string(),
+        "POST".to_string(),
+        "--data-binary".to_string(),
+        format!("@{}", file.path().display()),
+        "-H".to_string(),
+        "Content-Type: application/json".to_string(),
+    ];
+    for (name, value) in &headers {
+        arguments.push("-H".to_string());
+        arguments.push(format!("{name}: {value}"));
+    }
+    arguments.push(url(&format!("/hooks/{}", deployment.name)));
+    let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+    assert_eq!(curl(&arguments).0, 202);
+    // Wait for the run (built, pushed to the auth registry, deployed) to end.
+    let auth = format!("Authorization: Bearer {}", secrets[2]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let runs = loop {
+        let (_, runs) = curl(&["-H", &auth, &url("/api/v1/runs")]);
+        if runs.contains("\"state\":\"succeeded\"") || runs.contains("\"state\":\"failed\"") {
+            break runs;
+        }
+        assert!(Instant::now() < deadline, "{runs}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(runs.contains("\"state\":\"succeeded\""), "{runs}");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut seen = vec![runs];
+    for path in [
+        "/api/v1/pipelines",
+        "/api/v1/openapi.json",
+        "/metrics",
+        "/healthz",
+    ] {
+        seen.push(curl(&["-H", &auth, &url(path)]).1);
+    }
+    let (_, page) = curl(&["-H", &auth, &url("/api/v1/runs")]);
+    let page: serde_json::Value = serde_json::from_str(&page).unwrap();
+    let id = page["runs"][0]["id"].as_i64().unwrap();
+    seen.push(curl(&["-H", &auth, &url(&format!("/api/v1/runs/{id}/log"))]).1);
+    run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    child.wait().unwrap();
+    seen.push(std::fs::read_to_string(&log_path).unwrap());
+    let all = seen.join("\n");
+    assert!(all.contains("[push]"), "the run log was read: {all}");
+    for secret in &secrets {
+        assert!(!all.contains(secret.as_str()), "`{secret}` leaked:\n{all}");
+    }
+    // The notification itself did go out.
+    assert_eq!(receiver.messages(&format!("/{}", secrets[4])).len(), 1);
+}
