@@ -1474,6 +1474,13 @@ fn no_secret_appears_in_logs_api_answers_or_metrics() {
     for secret in &secrets {
         assert!(!all.contains(secret.as_str()), "`{secret}` leaked:\n{all}");
     }
+    // Nor the registry credentials as a client sends them.
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{}:{}", auth_user(), auth_password()),
+    );
+    assert!(!all.contains(&basic), "Basic credentials leaked:\n{all}");
+    assert!(!all.to_ascii_lowercase().contains("x-registry-auth"), "{all}");
     // The notification itself did go out.
     assert_eq!(receiver.messages(&format!("/{}", secrets[4])).len(), 1);
 }
