@@ -23,6 +23,7 @@ pub mod daemon;
 mod deployment;
 pub mod metrics;
 pub mod notification;
+pub mod status;
 
 pub use deployment::{
     DeployOptions, DeployReport, LEASE_TTL, RollbackTarget, RunReport, deploy, rollback,

@@ -800,7 +800,7 @@ pub struct DeploymentRecord {
 }
 
 /// Why a pipeline takes no automatic deploys.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Pin {
     pub pipeline: String,
     pub digest: String,
@@ -809,7 +809,7 @@ pub struct Pin {
 }
 
 /// Who holds a pipeline's deploy lease, and until when.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct LeaseHolder {
     pub owner: String,
     pub acquired_at: i64,

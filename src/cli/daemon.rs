@@ -14,6 +14,7 @@ use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline};
 use crate::config::Config;
 use crate::engine::daemon::{self, LiveConfig, Poller, Scheduler};
 use crate::engine::metrics::Metrics;
+use crate::engine::status::{StatusSnapshot, StatusWatcher};
 use crate::server::{self, AppState};
 use crate::store::{RunRecord, Store};
 
@@ -79,6 +80,15 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
         live_sender,
         shutdown.child_token(),
     ));
+    let (status_sender, status) = watch::channel(Arc::new(StatusSnapshot::default()));
+    let status_watcher = tokio::spawn(
+        StatusWatcher {
+            config: live.clone(),
+            store: store.clone(),
+            snapshot: status_sender,
+        }
+        .run(shutdown.child_token()),
+    );
     let http = tokio::spawn(server::serve(
         listener,
         AppState {
@@ -86,6 +96,7 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
             store: store.clone(),
             events: events_sender,
             metrics,
+            status,
         },
         shutdown.child_token(),
     ));
@@ -101,6 +112,7 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
     // Stop accepting first, then let the scheduler wind down its runs.
     let _ = http.await;
     let _ = poller.await;
+    let _ = status_watcher.await;
     let _ = scheduler.await;
     if let Ok(Err(error)) = watcher.await {
         tracing::warn!(%error, "the config watcher failed");

@@ -371,9 +371,13 @@ async fn remote_command(cli: Cli, server: &str) -> anyhow::Result<ExitCode> {
             )
             .await
         }
+        Command::Status { pipeline, .. } => {
+            remote::status(&remote, pipeline.as_deref(), json).await
+        }
         _ => {
             eprintln!(
-                "error: with --server only runs, logs, trigger, deploy, rollback, pin and unpin go to the daemon;                  run this command where the config is, without --server"
+                "error: with --server only status, runs, logs, trigger, deploy, rollback, pin and unpin \
+                 go to the daemon; run this command where the config is, without --server"
             );
             ExitCode::from(EXIT_USAGE)
         }

@@ -1,7 +1,6 @@
 //! The operator's commands: `deploy`, `run`, `rollback`, `unpin`, `status`, and
 //! `stop`/`start`/`restart`. Each prints for people, or one JSON document with `--json`.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -9,10 +8,9 @@ use anyhow::Context;
 
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline, print_build, progress};
 use crate::config::{Config, Pipeline};
-use crate::deploy::status::{
-    InstanceStatus, Lifecycle, LifecycleReport, Recorded, lifecycle, status,
-};
+use crate::deploy::status::{Lifecycle, LifecycleReport, lifecycle};
 use crate::deploy::{Action, SharedLog, short_digest};
+use crate::engine::status::PipelineStatus;
 use crate::engine::{self, DeployOptions, DeployReport, RollbackTarget};
 use crate::store::{Outcome, Store};
 
@@ -282,68 +280,39 @@ pub async fn show_status(
         Err(code) => return Ok(code),
     };
     let store = open_store(config).await?;
-    let mut recorded = BTreeMap::new();
-    let mut pins = BTreeMap::new();
-    let mut leases = BTreeMap::new();
-    for pipeline in &pipelines {
-        if let Some(lease) = store.lease_of(&pipeline.name).await? {
-            leases.insert(pipeline.name.clone(), lease);
-        }
-        recorded.insert(
-            pipeline.name.clone(),
-            Recorded {
-                digests: store.recorded_digests(&pipeline.name).await?,
-                tags: store.tags_by_digest(&pipeline.name).await?,
-            },
-        );
-        if let Some(pin) = store.pin_of(&pipeline.name).await? {
-            pins.insert(pipeline.name.clone(), pin);
-        }
-    }
+    let documents = engine::status::collect(config, &store, &pipelines, log_lines).await?;
     store.close().await;
-    let instances = status(config, &pipelines, &recorded, log_lines).await;
+    render_status(&documents, json)?;
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+/// Prints `gantry status`: one JSON document, or a table per pipeline.
+pub(super) fn render_status(documents: &[PipelineStatus], json: bool) -> anyhow::Result<()> {
     if json {
-        let documents: Vec<_> = pipelines
-            .iter()
-            .map(|pipeline| {
-                let of_pipeline: Vec<&InstanceStatus> = instances
-                    .iter()
-                    .filter(|instance| instance.pipeline == pipeline.name)
-                    .collect();
-                serde_json::json!({
-                    "pipeline": pipeline.name,
-                    "pinned": pins.get(&pipeline.name),
-                    "deploying": leases.get(&pipeline.name),
-                    "instances": of_pipeline,
-                })
-            })
-            .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "pipelines": documents }))?
         );
-        return Ok(ExitCode::from(EXIT_OK));
+        return Ok(());
     }
-    for pipeline in &pipelines {
-        let rows: Vec<&InstanceStatus> = instances
-            .iter()
-            .filter(|instance| instance.pipeline == pipeline.name)
-            .collect();
-        println!("{}", pipeline.name);
-        if let Some(pin) = pins.get(&pipeline.name) {
+    for document in documents {
+        let name = &document.pipeline;
+        println!("{name}");
+        if let Some(pin) = &document.pinned {
             println!(
-                "  pinned: {}; automatic deploys are held until `gantry unpin {}`",
-                pin.reason, pipeline.name
+                "  pinned: {}; automatic deploys are held until `gantry unpin {name}`",
+                pin.reason
             );
         }
-        if let Some(lease) = leases.get(&pipeline.name) {
+        if let Some(lease) = &document.deploying {
             println!("  deploying: {}", lease.owner);
         }
-        if rows.is_empty() {
+        if document.instances.is_empty() {
             println!("  (no instances)");
             continue;
         }
-        let width = rows
+        let width = document
+            .instances
             .iter()
             .map(|row| row.instance.len())
             .max()
@@ -353,7 +322,7 @@ pub async fn show_status(
             "  {:width$}  {:10}  {:12}  {:10}  {:9}  {:12}  {:19}  {:7}  {:>8}  DRIFT",
             "INSTANCE", "HOST", "CONTAINER", "STATE", "HEALTH", "TAG", "DIGEST", "COMMIT", "UPTIME"
         );
-        for row in rows {
+        for row in &document.instances {
             println!(
                 "  {:width$}  {:10}  {:12}  {:10}  {:9}  {:12}  {:19}  {:7}  {:>8}  {}",
                 row.instance,
@@ -374,16 +343,14 @@ pub async fn show_status(
                     .map(|commit| &commit[..commit.len().min(7)])
                     .unwrap_or("-"),
                 row.uptime_seconds
-                    .map(
-                        |seconds| humantime::format_duration(std::time::Duration::from_secs(
-                            seconds
-                        ))
-                        .to_string()
-                        .split(' ')
-                        .next()
-                        .unwrap_or("")
-                        .to_string()
-                    )
+                    .map(|seconds| {
+                        humantime::format_duration(std::time::Duration::from_secs(seconds))
+                            .to_string()
+                            .split(' ')
+                            .next()
+                            .unwrap_or("")
+                            .to_string()
+                    })
                     .unwrap_or("-".to_string()),
                 if row.drift.is_empty() {
                     "-".to_string()
@@ -399,7 +366,7 @@ pub async fn show_status(
             }
         }
     }
-    Ok(ExitCode::from(EXIT_OK))
+    Ok(())
 }
 
 pub async fn lifecycle_command(

@@ -130,6 +130,37 @@ pub async fn runs(remote: &Remote, pipeline: Option<&str>, limit: i64, json: boo
     ExitCode::from(EXIT_OK)
 }
 
+/// `gantry status` from the daemon's latest reading of every instance.
+pub async fn status(remote: &Remote, pipeline: Option<&str>, json: bool) -> ExitCode {
+    let path = match pipeline {
+        Some(pipeline) => format!("/api/v1/instances?pipeline={pipeline}"),
+        None => "/api/v1/instances".to_string(),
+    };
+    let answer = match remote.call(Method::GET, &path, None).await {
+        Ok(answer) => answer,
+        Err(refusal) => return refused(refusal),
+    };
+    let documents: Vec<crate::engine::status::PipelineStatus> =
+        serde_json::from_value(answer["pipelines"].clone()).unwrap_or_default();
+    if let Some(pipeline) = pipeline
+        && documents.is_empty()
+    {
+        return refused(Refused {
+            code: EXIT_USAGE,
+            message: format!(
+                "the daemon has no pipeline `{pipeline}` (or has not read its instances yet)"
+            ),
+        });
+    }
+    match super::operate::render_status(&documents, json) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(error) => refused(Refused {
+            code: EXIT_FAILED,
+            message: error.to_string(),
+        }),
+    }
+}
+
 /// Finds a run's id from `PIPELINE#NUMBER` or an id.
 async fn run_id(remote: &Remote, run: &str) -> Result<i64, Refused> {
     let not_found = || Refused {

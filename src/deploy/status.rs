@@ -17,7 +17,7 @@ use super::{Log, Target, connect_hosts, container, health, targets};
 use crate::config::{Config, Pipeline};
 
 /// One instance as it is on its host.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct InstanceStatus {
     pub pipeline: String,
     pub service: String,

@@ -96,6 +96,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/pipelines/{name}/pin", axum::routing::post(pin))
         .route("/api/v1/pipelines/{name}/unpin", axum::routing::post(unpin))
+        .route("/api/v1/instances", axum::routing::get(instances))
         .route("/api/v1/runs", axum::routing::get(runs))
         .route("/api/v1/runs/{id}", axum::routing::get(run))
         .route("/api/v1/runs/{id}/log", axum::routing::get(log))
@@ -162,6 +163,32 @@ async fn pipeline(
 ) -> Result<Response, ApiError> {
     may_read(&state, &headers)?;
     Ok(Json(summary(&state, &name).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct InstanceFilter {
+    pipeline: Option<String>,
+}
+
+/// The daemon's latest reading (refreshed every few seconds); handlers never call Docker.
+async fn instances(
+    State(state): State<AppState>,
+    Query(filter): Query<InstanceFilter>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    may_read(&state, &headers)?;
+    let snapshot = state.status.borrow().clone();
+    let pipelines: Vec<_> = snapshot
+        .pipelines
+        .iter()
+        .filter(|document| {
+            filter
+                .pipeline
+                .as_ref()
+                .is_none_or(|pipeline| *pipeline == document.pipeline)
+        })
+        .collect();
+    Ok(Json(json!({ "taken_at": snapshot.taken_at, "pipelines": pipelines })).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -445,7 +472,8 @@ async fn unpin(
 }
 
 /// Every route the API serves, with its method: the OpenAPI document lists exactly these.
-pub const ROUTES: [(&str, &str); 11] = [
+pub const ROUTES: [(&str, &str); 12] = [
+    ("get", "/api/v1/instances"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/api/v1/pipelines"),
     ("get", "/api/v1/pipelines/{name}"),
@@ -528,6 +556,10 @@ pub fn openapi_document() -> Value {
             "/api/v1/pipelines/{name}/unpin": { "post": {
                 "summary": "Let automatic deploys go ahead", "parameters": [name],
                 "responses": with(json_ok("`was_pinned`"), &["401", "403", "404"]) } },
+            "/api/v1/instances": { "get": {
+                "summary": "Every instance on every host (what `gantry status` shows), as last read by the daemon",
+                "parameters": [{ "name": "pipeline", "in": "query", "schema": { "type": "string" } }],
+                "responses": with(json_ok("`taken_at` and `pipelines` with their instances"), &["401"]) } },
             "/api/v1/runs": { "get": {
                 "summary": "Runs, newest first, a page at a time",
                 "parameters": [

@@ -37,6 +37,8 @@ pub struct AppState {
     /// Tells the scheduler a run was queued; when full, its periodic scan finds it.
     pub events: mpsc::Sender<Event>,
     pub metrics: Metrics,
+    /// The latest reading of every instance, kept fresh by `engine::status::StatusWatcher`.
+    pub status: watch::Receiver<std::sync::Arc<crate::engine::status::StatusSnapshot>>,
 }
 
 /// An HTTP answer: a status and a JSON body. 5xx bodies never carry the cause.

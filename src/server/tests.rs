@@ -48,6 +48,8 @@ impl Api {
                 store,
                 events,
                 metrics: crate::engine::metrics::Metrics::new(),
+                status: watch::channel(Arc::new(crate::engine::status::StatusSnapshot::default()))
+                    .1,
             },
         }
     }

@@ -1349,6 +1349,23 @@ fn the_cli_drives_a_remote_daemon_with_a_token() {
     let deployed = remote(&["deploy", &deployment.name], token);
     assert!(deployed.status.success(), "{}", stderr(&deployed));
     assert_eq!(deployed_commit(&deployment), second);
+    // status from the daemon's reading matches the local one.
+    let (_, local) = deployment.gantry_json(&["status", &deployment.name]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = remote(&["--json", "status", &deployment.name], token);
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        let instance = &answer["pipelines"][0]["instances"][0];
+        if instance["digest"] == local["pipelines"][0]["instances"][0]["digest"] {
+            assert_eq!(instance["commit"], second.as_str(), "{answer}");
+            assert_eq!(instance["state"], "running", "{answer}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{answer}\nlocal: {local}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let text = stdout(&remote(&["status"], token));
+    assert!(text.contains(&deployment.instance("web-1")), "{text}");
     assert!(
         remote(&["pin", &deployment.name, "--reason", "freeze"], token)
             .status
@@ -1480,7 +1497,10 @@ fn no_secret_appears_in_logs_api_answers_or_metrics() {
         format!("{}:{}", auth_user(), auth_password()),
     );
     assert!(!all.contains(&basic), "Basic credentials leaked:\n{all}");
-    assert!(!all.to_ascii_lowercase().contains("x-registry-auth"), "{all}");
+    assert!(
+        !all.to_ascii_lowercase().contains("x-registry-auth"),
+        "{all}"
+    );
     // The notification itself did go out.
     assert_eq!(receiver.messages(&format!("/{}", secrets[4])).len(), 1);
 }

@@ -1,0 +1,100 @@
+//! What runs where, per pipeline, with what the state store says about it: the
+//! document `gantry status` prints and `GET /api/v1/instances` serves.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::daemon::LiveConfig;
+use crate::config::{Config, Pipeline};
+use crate::deploy::status::{InstanceStatus, Recorded, status};
+use crate::store::{LeaseHolder, Pin, Store, StoreError, now_millis};
+
+/// How often the daemon reads every instance on every host again.
+pub const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// One pipeline's instances, pin and deploy in progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineStatus {
+    pub pipeline: String,
+    pub pinned: Option<Pin>,
+    pub deploying: Option<LeaseHolder>,
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// The daemon's latest reading of every pipeline.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatusSnapshot {
+    /// Milliseconds since the epoch; 0 before the first reading.
+    pub taken_at: i64,
+    pub pipelines: Vec<PipelineStatus>,
+}
+
+/// Reads the pipelines' instances on their hosts and what the store knows of them.
+pub async fn collect(
+    config: &Config,
+    store: &Store,
+    pipelines: &[&Pipeline],
+    log_lines: usize,
+) -> Result<Vec<PipelineStatus>, StoreError> {
+    let mut recorded = BTreeMap::new();
+    let mut documents = Vec::new();
+    for pipeline in pipelines {
+        recorded.insert(
+            pipeline.name.clone(),
+            Recorded {
+                digests: store.recorded_digests(&pipeline.name).await?,
+                tags: store.tags_by_digest(&pipeline.name).await?,
+            },
+        );
+        documents.push(PipelineStatus {
+            pipeline: pipeline.name.clone(),
+            pinned: store.pin_of(&pipeline.name).await?,
+            deploying: store.lease_of(&pipeline.name).await?,
+            instances: Vec::new(),
+        });
+    }
+    let instances = status(config, pipelines, &recorded, log_lines).await;
+    for document in &mut documents {
+        document.instances = instances
+            .iter()
+            .filter(|instance| instance.pipeline == document.pipeline)
+            .cloned()
+            .collect();
+    }
+    Ok(documents)
+}
+
+/// Keeps a reading of every pipeline fresh for the API (whose handlers never call Docker).
+pub struct StatusWatcher {
+    pub config: watch::Receiver<LiveConfig>,
+    pub store: Store,
+    pub snapshot: watch::Sender<Arc<StatusSnapshot>>,
+}
+
+impl StatusWatcher {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(STATUS_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let config = self.config.borrow().config.clone();
+            let pipelines: Vec<&Pipeline> = config.pipelines.values().collect();
+            match collect(&config, &self.store, &pipelines, 0).await {
+                Ok(pipelines) => {
+                    self.snapshot.send_replace(Arc::new(StatusSnapshot {
+                        taken_at: now_millis(),
+                        pipelines,
+                    }));
+                }
+                Err(error) => tracing::warn!(%error, "reading the instances' status"),
+            }
+        }
+    }
+}
