@@ -27,6 +27,9 @@ case "$WARMUP" in '' | *[!0-9]*) echo "bench: BENCH_WARMUP must be an integer" >
 # The goal (from the issue): at least this many deliveries/s, p99 below this many ms.
 GOAL_RATE=2000
 GOAL_P99_MS=50
+GOAL_API_P99_MS=20
+API_REQUESTS=200
+API_TOKEN=bench-api-token
 SECRET=bench-secret
 # How long the daemon may take to answer /healthz, to drain its queue, to stop (s).
 START_LIMIT=30
@@ -178,6 +181,7 @@ cat >"$CONFIG/gantry.yaml" <<EOF
 server:
   max_builds: 1
   keep_runs: 1000000
+  token: $API_TOKEN
 EOF
 cat >"$CONFIG/pipelines/$NAME.yaml" <<EOF
 source:
@@ -260,6 +264,20 @@ done
 final_states=$(run_states "$WORK/runs-after.json" | awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }')
 builds=$(run_states "$WORK/runs-after.json" | awk '$1 == "succeeded" || $1 == "failed" { n += $2 } END { print n + 0 }')
 
+# The API with every delivery's run stored: one page of runs, as the dashboard and
+# `gantry --server ... runs` ask for it, timed by curl (connection included).
+log "timing GET /api/v1/runs with $stored runs stored ($API_REQUESTS requests)"
+api_times="$WORK/api-times"
+: >"$api_times"
+for _ in $(seq "$API_REQUESTS"); do
+  curl -s -o /dev/null -m 5 --noproxy '*' -H "Authorization: Bearer $API_TOKEN" \
+    -w '%{http_code} %{time_total}\n' "http://127.0.0.1:$PORT/api/v1/runs?limit=50" >>"$api_times"
+done
+api_ok=$(awk '$1 == 200' "$api_times" | wc -l | tr -d ' ')
+api_p50=$(awk '$1 == 200 { printf "%.2f\n", $2 * 1000 }' "$api_times" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+api_p99=$(awk '$1 == 200 { printf "%.2f\n", $2 * 1000 }' "$api_times" | sort -n | awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; print v[i] }')
+api_goal=$(goal "$api_p99" lt "$GOAL_API_P99_MS")
+
 log "stopping the daemon (SIGTERM)"
 stop_start=$(now_ms)
 kill -TERM "$DAEMON_PID"
@@ -299,6 +317,7 @@ concurrency $CONCURRENCY, one keep-alive connection per task, loopback)
 | Deliveries answered 202 | $accepted of $DELIVERIES ($all_202) |
 | Every delivery stored: run rows / 202 answers, warm-up included (goal: equal) | $stored / $accepted_total ($stored_goal) |
 | Builds the flood caused (queued runs coalesce; a commit already deployed is skipped; max_builds 1) | $builds |
+| \`GET /api/v1/runs?limit=50\` with $stored runs stored, p50 / p99 over $api_ok requests (goal p99 < $GOAL_API_P99_MS ms) | $api_p50 / $api_p99 ms ($api_goal) |
 
 Measured on $(nproc) CPU(s) shared by the daemon and the load generator, Docker engine $engine,
 local registry $REGISTRY, gantry $revision, SQLite state in $(df -P "${TMPDIR:-/tmp}" | awk 'NR == 2 { print $1 }') (${TMPDIR:-/tmp}), GANTRY_LOG=${GANTRY_LOG:-warn}.
