@@ -177,32 +177,17 @@ impl BuildRun<'_> {
         name: &str,
         work: impl AsyncFnOnce(&mut dyn Progress) -> Result<T, Failure>,
     ) -> Result<Result<T, Failure>, EngineError> {
-        self.progress.stage_started(name);
-        let started_at = now_millis();
-        let started = Instant::now();
-        let result = work(&mut *self.progress).await;
-        let elapsed = started.elapsed();
-        let outcome = if result.is_ok() {
-            Outcome::Succeeded
-        } else {
-            Outcome::Failed
-        };
-        self.progress.stage_finished(name, outcome, elapsed);
-        let message = result.as_ref().err().map(|failure| failure.message.clone());
-        let stage = FinishedStage {
-            position: self.report.stages.len() as i64,
+        let position = self.report.stages.len() as i64;
+        let (result, report) = timed_stage(
+            self.store,
+            self.report.run,
+            position,
+            &mut *self.progress,
             name,
-            outcome,
-            started_at,
-            duration: elapsed,
-            message: message.as_deref(),
-        };
-        self.store.record_stage(self.report.run, &stage).await?;
-        self.report.stages.push(StageReport {
-            name: name.to_string(),
-            outcome,
-            duration_ms: elapsed.as_millis(),
-        });
+            work,
+        )
+        .await?;
+        self.report.stages.push(report);
         Ok(result)
     }
 
@@ -220,6 +205,45 @@ impl BuildRun<'_> {
         self.report.failure = Some(failure);
         Ok(self.report)
     }
+}
+
+/// Runs one stage of a run: reports its start and end to `progress`, times it, and
+/// records it as stage number `position` of `run`. Build and deploy runs share it.
+async fn timed_stage<T>(
+    store: &Store,
+    run: RunId,
+    position: i64,
+    progress: &mut dyn Progress,
+    name: &str,
+    work: impl AsyncFnOnce(&mut dyn Progress) -> Result<T, Failure>,
+) -> Result<(Result<T, Failure>, StageReport), EngineError> {
+    progress.stage_started(name);
+    let started_at = now_millis();
+    let started = Instant::now();
+    let result = work(&mut *progress).await;
+    let elapsed = started.elapsed();
+    let outcome = if result.is_ok() {
+        Outcome::Succeeded
+    } else {
+        Outcome::Failed
+    };
+    progress.stage_finished(name, outcome, elapsed);
+    let message = result.as_ref().err().map(|failure| failure.message.clone());
+    let stage = FinishedStage {
+        position,
+        name,
+        outcome,
+        started_at,
+        duration: elapsed,
+        message: message.as_deref(),
+    };
+    store.record_stage(run, &stage).await?;
+    let report = StageReport {
+        name: name.to_string(),
+        outcome,
+        duration_ms: elapsed.as_millis(),
+    };
+    Ok((result, report))
 }
 
 /// Checks out, builds and pushes one commit of a pipeline (the branch head unless `reference` names one).

@@ -6,19 +6,20 @@
 //! is renewed while the rollout works and released at the end; a holder that
 //! dies stops renewing, and its lease expires after `LEASE_TTL`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::{
     BuildReport, EngineError, Failure, Progress, Recording, RunStart, StageReport, build_run,
+    timed_stage,
 };
 use crate::config::{Config, Pipeline};
 use crate::deploy::{self, Action, DeployImage, InstanceReport, Rollout, SharedLog};
 use crate::registry;
 use crate::store::{
-    DeploymentId, FinishedStage, InstanceRecord, LeaseHolder, NewDeployment, Outcome, Pin, RunId,
-    RunResult, Store, now_millis,
+    DeploymentId, InstanceRecord, LeaseHolder, NewDeployment, Outcome, Pin, RunId, RunResult,
+    Store, now_millis,
 };
 
 /// How long a deploy lease lasts without renewal: the longest a crashed deploy blocks the next.
@@ -692,36 +693,17 @@ impl<'a> Recorder<'a> {
         name: &str,
         work: impl AsyncFnOnce(&mut dyn Progress) -> Result<T, Failure>,
     ) -> Result<Result<T, Failure>, EngineError> {
-        self.progress.stage_started(name);
-        let started_at = now_millis();
-        let started = Instant::now();
-        let result = work(&mut *self.progress).await;
-        let elapsed = started.elapsed();
-        let outcome = if result.is_ok() {
-            Outcome::Succeeded
-        } else {
-            Outcome::Failed
-        };
-        self.progress.stage_finished(name, outcome, elapsed);
-        let message = result.as_ref().err().map(|failure| failure.message.clone());
-        self.store
-            .record_stage(
-                self.run,
-                &FinishedStage {
-                    position: self.first_position + self.report.stages.len() as i64,
-                    name,
-                    outcome,
-                    started_at,
-                    duration: elapsed,
-                    message: message.as_deref(),
-                },
-            )
-            .await?;
-        self.report.stages.push(StageReport {
-            name: name.to_string(),
-            outcome,
-            duration_ms: elapsed.as_millis(),
-        });
+        let position = self.first_position + self.report.stages.len() as i64;
+        let (result, report) = timed_stage(
+            self.store,
+            self.run,
+            position,
+            &mut *self.progress,
+            name,
+            work,
+        )
+        .await?;
+        self.report.stages.push(report);
         Ok(result)
     }
 
