@@ -17,7 +17,9 @@ use crate::build::{self, BuildError, BuildRequest};
 use crate::config::{Config, Pipeline, TemplateValues};
 use crate::registry::{self, RefusalKind, RegistryError};
 use crate::source::{self, Commit, FetchReport, TreeFile, TreeFileKind};
-use crate::store::{FinishedStage, Outcome, RunId, RunResult, Store, StoreError, now_millis};
+use crate::store::{
+    CommitDetails, FinishedStage, Outcome, RunId, RunResult, Store, StoreError, now_millis,
+};
 
 pub mod daemon;
 mod deployment;
@@ -343,7 +345,17 @@ async fn build_run(
         Ok(checkout) => checkout,
         Err(failure) => return run.fail(failure).await,
     };
-    store.set_commit(run_id, &commit.sha).await?;
+    let subject = commit.message.lines().next().unwrap_or_default();
+    store
+        .set_commit(
+            run_id,
+            &commit.sha,
+            Some(CommitDetails {
+                subject,
+                author: &commit.author,
+            }),
+        )
+        .await?;
     run.report.fetch = Some(fetch.clone());
     run.report.commit = Some(commit.clone());
 

@@ -109,6 +109,22 @@ pub struct FinishedStage<'a> {
     pub message: Option<&'a str>,
 }
 
+/// The columns a `RunRecord` is read from.
+macro_rules! run_columns {
+    () => {
+        "id, pipeline, number, kind, trigger, requested, commit_sha, commit_message, commit_author,
+         state, failed_stage, message, image, tags, digest, started_at, finished_at"
+    };
+}
+
+/// What a run shows of its commit besides the id.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitDetails<'a> {
+    /// The message's first line.
+    pub subject: &'a str,
+    pub author: &'a str,
+}
+
 /// One stored run, as listed.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunRecord {
@@ -119,6 +135,9 @@ pub struct RunRecord {
     pub trigger: String,
     pub requested: Option<String>,
     pub commit: Option<String>,
+    /// The commit's first line.
+    pub commit_message: Option<String>,
+    pub author: Option<String>,
     pub state: String,
     pub failed_stage: Option<String>,
     pub message: Option<String>,
@@ -219,12 +238,46 @@ impl Store {
         })
     }
 
-    pub async fn set_commit(&self, run: RunId, commit: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET commit_sha = ?1 WHERE id = ?2")
-            .bind(commit)
-            .bind(run.id)
-            .execute(&self.pool)
-            .await?;
+    /// Records the run's commit. Without `details` (a deploy of an image built
+    /// earlier), the subject and author come from a run that checked out that commit.
+    pub async fn set_commit(
+        &self,
+        run: RunId,
+        commit: &str,
+        details: Option<CommitDetails<'_>>,
+    ) -> Result<(), StoreError> {
+        match details {
+            Some(details) => {
+                sqlx::query(
+                    "UPDATE runs SET commit_sha = ?1, commit_message = ?2, commit_author = ?3
+                     WHERE id = ?4",
+                )
+                .bind(commit)
+                .bind(details.subject)
+                .bind(details.author)
+                .bind(run.id)
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE runs SET commit_sha = ?1,
+                       commit_message = (SELECT commit_message FROM runs AS built
+                                         WHERE built.pipeline = runs.pipeline AND built.commit_sha = ?1
+                                           AND built.commit_message IS NOT NULL
+                                         ORDER BY built.id DESC LIMIT 1),
+                       commit_author = (SELECT commit_author FROM runs AS built
+                                        WHERE built.pipeline = runs.pipeline AND built.commit_sha = ?1
+                                          AND built.commit_author IS NOT NULL
+                                        ORDER BY built.id DESC LIMIT 1)
+                     WHERE id = ?2",
+                )
+                .bind(commit)
+                .bind(run.id)
+                .execute(&self.pool)
+                .await?;
+            }
+        }
         Ok(())
     }
 
@@ -324,20 +377,28 @@ impl Store {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, pipeline, number, kind, trigger, requested, commit_sha, state, failed_stage,
-                    message, image, tags, digest, started_at, finished_at
-             FROM runs
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs
              WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR state = ?2)
                AND (?3 IS NULL OR id < ?3)
-             ORDER BY id DESC LIMIT ?4",
-        )
+             ORDER BY id DESC LIMIT ?4"
+        ))
         .bind(pipeline)
         .bind(state)
         .bind(before)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
+        self.with_stages(rows).await
+    }
+
+    /// Run rows made records, each with its stages.
+    async fn with_stages(
+        &self,
+        rows: Vec<sqlx::sqlite::SqliteRow>,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let mut runs = Vec::with_capacity(rows.len());
         for row in rows {
             let id: i64 = row.get("id");
@@ -366,6 +427,8 @@ impl Store {
                 trigger: row.get("trigger"),
                 requested: row.get("requested"),
                 commit: row.get("commit_sha"),
+                commit_message: row.get("commit_message"),
+                author: row.get("commit_author"),
                 state: row.get("state"),
                 failed_stage: row.get("failed_stage"),
                 message: row.get("message"),
@@ -689,19 +752,15 @@ impl Store {
 
     /// One run by its row id.
     pub async fn run(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
-        let pipeline: Option<String> =
-            sqlx::query_scalar("SELECT pipeline FROM runs WHERE id = ?1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some(pipeline) = pipeline else {
-            return Ok(None);
-        };
-        Ok(self
-            .runs(Some(&pipeline), i64::MAX)
-            .await?
-            .into_iter()
-            .find(|run| run.id == id))
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(self.with_stages(rows).await?.into_iter().next())
     }
 
     /// The row id of a pipeline's run number.
@@ -1181,7 +1240,7 @@ mod tests {
             .unwrap();
         assert_eq!((first.number, other.number, second.number), (1, 1, 2));
 
-        store.set_commit(first, "abc").await.unwrap();
+        store.set_commit(first, "abc", None).await.unwrap();
         store
             .record_stage(
                 first,

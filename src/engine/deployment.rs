@@ -431,7 +431,7 @@ async fn deploy_image(
     let pipeline = recorder.pipeline;
     recorder.report.image = Some(image.clone());
     if let Some(commit) = &image.commit {
-        store.set_commit(recorder.run, commit).await?;
+        store.set_commit(recorder.run, commit, None).await?;
     }
     let owner = lease_owner(&recorder.report.kind);
     let leased = recorder

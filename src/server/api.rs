@@ -31,7 +31,7 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 
 /// What a request may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
+pub(super) enum Access {
     Read,
     Operate,
 }
@@ -244,9 +244,16 @@ fn is_finished(state: &str) -> bool {
 
 /// The whole log as JSON, or with `Accept: text/event-stream` every line as an event
 /// (`line`, with the line as JSON) until the run ends (`end`, with its state).
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    /// Only lines after this sequence number.
+    after: Option<i64>,
+}
+
 async fn log(
     State(state): State<AppState>,
     Path(id): Path<i64>,
+    Query(query): Query<LogQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     may_read(&state, &headers)?;
@@ -260,23 +267,35 @@ async fn log(
         .get(header::ACCEPT)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|accept| accept.contains("text/event-stream"));
+    let after = query.after.unwrap_or(-1);
     if !wants_events {
-        let lines = store.log_lines(id, -1).await.map_err(ApiError::internal)?;
+        let lines = store
+            .log_lines(id, after)
+            .await
+            .map_err(ApiError::internal)?;
         return Ok(Json(json!({ "run": id, "state": run.state, "lines": lines })).into_response());
     }
-    let stream = async_stream(store, id);
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(follow_log(store, id, after).into_response())
+}
+
+/// A run's log lines after `after` as server-sent events: `line` for each, then `end`
+/// with the run's final state.
+pub(super) fn follow_log(
+    store: crate::store::Store,
+    id: i64,
+    after: i64,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    Sse::new(log_events(store, id, after)).keep_alive(KeepAlive::default())
 }
 
 /// The events of a followed log.
-fn async_stream(
+fn log_events(
     store: crate::store::Store,
     id: i64,
+    after: i64,
 ) -> impl futures_util::Stream<Item = Result<SseEvent, Infallible>> {
     futures_util::stream::unfold(
-        (store, -1_i64, false),
+        (store, after, false),
         move |(store, last, ended)| async move {
             if ended {
                 return None;
@@ -332,17 +351,7 @@ async fn trigger(
     may_operate(&state, &headers)?;
     ensure_pipeline(&state, &name)?;
     let body = body.map(|Json(body)| body).unwrap_or_default();
-    let queued = state
-        .store
-        .queue_run(&name, "run", "api", body.commit.as_deref(), None, &|_| {
-            String::new()
-        })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|_| ApiError::internal("a trigger without a delivery was refused"))?;
-    let _ = state.events.try_send(Event::Queued {
-        pipeline: name.clone(),
-    });
+    let queued = enqueue(&state, &name, "run", "api", body.commit.as_deref()).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(
@@ -392,22 +401,33 @@ async fn queue_action(
 ) -> Result<Response, ApiError> {
     may_operate(state, headers)?;
     ensure_pipeline(state, &name)?;
-    let queued = state
-        .store
-        .queue_run(&name, kind, "api", requested.as_deref(), None, &|_| {
-            String::new()
-        })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|_| ApiError::internal("an action without a delivery was refused"))?;
-    let _ = state.events.try_send(Event::Queued {
-        pipeline: name.clone(),
-    });
+    let queued = enqueue(state, &name, kind, "api", requested.as_deref()).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "queued": true, "kind": kind, "pipeline": name, "run": queued.number, "run_id": queued.id })),
     )
         .into_response())
+}
+
+/// Queues a run of `kind` (`run`, `deploy` or `rollback`) as the API or the dashboard
+/// asked, and wakes the scheduler.
+pub(super) async fn enqueue(
+    state: &AppState,
+    name: &str,
+    kind: &str,
+    trigger: &str,
+    requested: Option<&str>,
+) -> Result<crate::store::RunId, ApiError> {
+    let queued = state
+        .store
+        .queue_run(name, kind, trigger, requested, None, &|_| String::new())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|_| ApiError::internal("a run without a delivery was refused"))?;
+    let _ = state.events.try_send(Event::Queued {
+        pipeline: name.to_string(),
+    });
+    Ok(queued)
 }
 
 fn ensure_pipeline(state: &AppState, name: &str) -> Result<(), ApiError> {
@@ -574,7 +594,7 @@ pub fn openapi_document() -> Value {
                 "responses": with(json_ok("the run"), &["401", "404"]) } },
             "/api/v1/runs/{id}/log": { "get": {
                 "summary": "A run's log; with `Accept: text/event-stream`, followed live (`line` events, then `end`)",
-                "parameters": [id],
+                "parameters": [id, { "name": "after", "in": "query", "description": "only lines after this `seq`", "schema": { "type": "integer" } }],
                 "responses": with(json!({ "200": { "description": "the log", "content": {
                     "application/json": { "schema": { "type": "object" } },
                     "text/event-stream": { "schema": { "type": "string" } } } } }), &["401", "404"]) } }

@@ -7,6 +7,7 @@
 //! 5xx answer says nothing of the cause, which goes to the log.
 
 pub mod api;
+mod dashboard;
 
 #[cfg(test)]
 mod tests;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(api::routes())
+        .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }

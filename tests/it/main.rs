@@ -4,6 +4,7 @@
 
 mod build;
 mod common;
+mod dashboard;
 mod deploy;
 mod hosts;
 mod serve;

@@ -10,22 +10,22 @@ use gantry::source::webhook::sign;
 use crate::common::*;
 use crate::deploy::{Deployment, LOCAL_DOCKER, inspect};
 
-const SECRET: &str = "webhook-s3cret";
+pub const SECRET: &str = "webhook-s3cret";
 
 /// A running `gantry serve`; stopped with SIGTERM (then SIGKILL) when dropped.
-struct Daemon {
+pub struct Daemon {
     child: Option<Child>,
-    port: u16,
+    pub port: u16,
     log: std::path::PathBuf,
 }
 
 impl Daemon {
-    fn start(config: &ConfigDir) -> Daemon {
+    pub fn start(config: &ConfigDir) -> Daemon {
         Daemon::start_with(config, "info")
     }
 
     /// Starts the daemon with `GANTRY_LOG` set to `log_filter`.
-    fn start_with(config: &ConfigDir, log_filter: &str) -> Daemon {
+    pub fn start_with(config: &ConfigDir, log_filter: &str) -> Daemon {
         let port = free_port();
         let log = config.path().join(format!("serve-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
@@ -56,16 +56,16 @@ impl Daemon {
         daemon
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn get(&self, path: &str) -> (u16, String) {
+    pub fn get(&self, path: &str) -> (u16, String) {
         curl(&[&format!("http://127.0.0.1:{}{path}", self.port)])
     }
 
     /// POSTs `body` to /hooks/PIPELINE with the headers; returns status and body.
-    fn post(&self, pipeline: &str, headers: &[(String, String)], body: &[u8]) -> (u16, String) {
+    pub fn post(&self, pipeline: &str, headers: &[(String, String)], body: &[u8]) -> (u16, String) {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), body).unwrap();
         let mut arguments = vec![
@@ -86,7 +86,7 @@ impl Daemon {
     }
 
     /// Sends SIGKILL: the daemon gets no chance to clean up.
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
             child.wait().unwrap();
@@ -94,7 +94,7 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and returns the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
         run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -120,7 +120,7 @@ impl Drop for Daemon {
 }
 
 /// `curl -s ARGS`: the status and the body.
-fn curl(arguments: &[&str]) -> (u16, String) {
+pub fn curl(arguments: &[&str]) -> (u16, String) {
     let output = Command::new("curl")
         .args(["-s", "-m", "30", "-w", "\n%{http_code}"])
         .args(arguments)
@@ -132,13 +132,13 @@ fn curl(arguments: &[&str]) -> (u16, String) {
 }
 
 /// A deployment whose pipeline takes signed webhooks (and `extra` source keys).
-fn webhook_deployment(prefix: &str, extra_source: &str) -> Deployment {
+pub fn webhook_deployment(prefix: &str, extra_source: &str) -> Deployment {
     let deployment = Deployment::new(prefix, &[]);
     write_pipeline(&deployment, extra_source, "");
     deployment
 }
 
-fn write_pipeline(deployment: &Deployment, extra_source: &str, extra_image: &str) {
+pub fn write_pipeline(deployment: &Deployment, extra_source: &str, extra_image: &str) {
     let instance = deployment.instance("web-1");
     deployment.config.write(
         &format!("pipelines/{}.yaml", deployment.name),
@@ -154,14 +154,18 @@ fn write_pipeline(deployment: &Deployment, extra_source: &str, extra_image: &str
     );
 }
 
-fn runs(deployment: &Deployment) -> Vec<serde_json::Value> {
+pub fn runs(deployment: &Deployment) -> Vec<serde_json::Value> {
     let (output, runs) = deployment.gantry_json(&["runs", &deployment.name, "--limit", "1000"]);
     assert!(output.status.success(), "{}", stderr(&output));
     runs.as_array().unwrap().clone()
 }
 
 /// Waits until no run of the pipeline is queued or running; returns the runs.
-fn wait_idle(deployment: &Deployment, daemon: &Daemon, at_least: usize) -> Vec<serde_json::Value> {
+pub fn wait_idle(
+    deployment: &Deployment,
+    daemon: &Daemon,
+    at_least: usize,
+) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let runs = runs(deployment);
@@ -181,7 +185,7 @@ fn wait_idle(deployment: &Deployment, daemon: &Daemon, at_least: usize) -> Vec<s
 }
 
 /// The commit the instance's running container was deployed from.
-fn deployed_commit(deployment: &Deployment) -> String {
+pub fn deployed_commit(deployment: &Deployment) -> String {
     inspect(LOCAL_DOCKER, &deployment.instance("web-1"))["Config"]["Labels"]["gantry.commit"]
         .as_str()
         .unwrap_or("")
