@@ -1385,7 +1385,7 @@ fn the_cli_drives_a_remote_daemon_with_a_token() {
 }
 
 #[test]
-fn no_secret_appears_in_logs_api_answers_or_metrics() {
+fn no_secret_appears_in_logs_api_answers_metrics_or_dashboard() {
     let mut deployment = Deployment::new("secrets", &[]);
     let instance = deployment.instance("web-1");
     let repository = format!("{}/gantry-it/{}", auth_registry(), deployment.name);
@@ -1487,6 +1487,33 @@ fn no_secret_appears_in_logs_api_answers_or_metrics() {
     let page: serde_json::Value = serde_json::from_str(&page).unwrap();
     let id = page["runs"][0]["id"].as_i64().unwrap();
     seen.push(curl(&["-H", &auth, &url(&format!("/api/v1/runs/{id}/log"))]).1);
+    // The dashboard, logged in as the operator: every page, and the cookie itself.
+    let jar = tempfile::NamedTempFile::new().unwrap();
+    let jar = jar.path().to_str().unwrap();
+    let (status, login) = curl(&[
+        "-i",
+        "-c",
+        jar,
+        "--data",
+        &format!("token={}&next=/", secrets[2]),
+        &url("/login"),
+    ]);
+    assert_eq!(status, 303, "{login}");
+    seen.push(login);
+    let name = &deployment.name;
+    for path in [
+        "/".to_string(),
+        format!("/pipelines/{name}"),
+        format!("/runs/{id}"),
+        format!("/pipelines/{name}/rollback"),
+        format!("/pipelines/{name}/trigger"),
+        "/login".to_string(),
+    ] {
+        let (status, page) = curl(&["-b", jar, &url(&path)]);
+        assert_eq!(status, 200, "{path}: {page}");
+        assert!(page.contains("</html>"), "{path}: {page}");
+        seen.push(page);
+    }
     run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
     child.wait().unwrap();
     seen.push(std::fs::read_to_string(&log_path).unwrap());
@@ -1507,4 +1534,169 @@ fn no_secret_appears_in_logs_api_answers_or_metrics() {
     );
     // The notification itself did go out.
     assert_eq!(receiver.messages(&format!("/{}", secrets[4])).len(), 1);
+}
+
+/// A real Prometheus (Debian's package) on loopback, scraping one target every second.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _data: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: u16) -> Prometheus {
+        let data = tempfile::tempdir().unwrap();
+        let config = data.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: gantry\n    static_configs:\n      \
+                 - targets: [\"127.0.0.1:{target}\"]\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                data.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(data.path().join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("prometheus runs (scripts/test-env.sh installs it)");
+        Prometheus {
+            child,
+            port,
+            _data: data,
+        }
+    }
+
+    fn api(&self, path: &str) -> serde_json::Value {
+        let (status, body) = curl(&[&format!("http://127.0.0.1:{}{path}", self.port)]);
+        if status != 200 {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The value of an instant query's first sample, if it has one.
+    fn value(&self, query: &str) -> Option<f64> {
+        let query: String = form_urlencoded_query(query);
+        let answer = self.api(&format!("/api/v1/query?query={query}"));
+        answer["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|value| value.parse().ok())
+    }
+
+    /// Waits until `query`'s value satisfies `check`; returns it.
+    fn wait_value(&self, query: &str, check: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(value) = self.value(query).filter(|value| check(*value)) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus never saw `{query}` as expected; now {:?}",
+                self.value(query)
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn form_urlencoded_query(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_real_prometheus_scrapes_metrics_and_sees_each_run_counted() {
+    let deployment = webhook_deployment("prom", "");
+    let mut gantry_yaml =
+        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
+    gantry_yaml.push_str("server:\n  token: prom-operator-token\n");
+    deployment.config.write("gantry.yaml", &gantry_yaml);
+    let daemon = Daemon::start(&deployment.config);
+    let prometheus = Prometheus::start(daemon.port);
+
+    // The target is up: Prometheus reads the daemon's OpenMetrics text.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let targets = prometheus.api("/api/v1/targets");
+        let active = &targets["data"]["activeTargets"][0];
+        if active["health"] == "up" {
+            assert_eq!(
+                active["scrapeUrl"],
+                format!("http://127.0.0.1:{}/metrics", daemon.port)
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the target is not up: {targets}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let started = prometheus.wait_value("gantry_process_start_time_seconds", |value| value > 0.0);
+    assert!(started > 1.7e9, "{started}");
+
+    let succeeded = format!(
+        "gantry_runs_total{{pipeline=\"{}\",outcome=\"succeeded\"}}",
+        deployment.name
+    );
+    assert_eq!(prometheus.value(&succeeded), None, "no run has ended yet");
+    let trigger = || {
+        let (status, answer) = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Authorization: Bearer prom-operator-token",
+            &format!(
+                "http://127.0.0.1:{}/api/v1/pipelines/{}/trigger",
+                daemon.port, deployment.name
+            ),
+        ]);
+        assert_eq!(status, 202, "{answer}");
+    };
+    trigger();
+    let all = wait_idle(&deployment, &daemon, 1);
+    assert_eq!(all[0]["state"], "succeeded", "{all:?}\n{}", daemon.log());
+    assert_eq!(prometheus.wait_value(&succeeded, |value| value >= 1.0), 1.0);
+
+    // A second run moves the counter again; the other figures came along.
+    deployment.repo.write("www/index.html", "v2\n");
+    deployment.repo.commit("v2");
+    trigger();
+    let all = wait_idle(&deployment, &daemon, 2);
+    assert_eq!(all[0]["state"], "succeeded", "{all:?}");
+    assert_eq!(prometheus.wait_value(&succeeded, |value| value >= 2.0), 2.0);
+    let name = &deployment.name;
+    let last_deploy = prometheus.wait_value(
+        &format!("gantry_last_successful_deploy_timestamp_seconds{{pipeline=\"{name}\"}}"),
+        |value| value > 0.0,
+    );
+    assert!(last_deploy > 1.7e9, "{last_deploy}");
+    prometheus.wait_value(
+        &format!("sum(gantry_stage_duration_seconds_count{{pipeline=\"{name}\",stage=\"build\"}})"),
+        |value| value >= 2.0,
+    );
+    prometheus.wait_value(
+        &format!("sum(gantry_deployments{{pipeline=\"{name}\",outcome=\"succeeded\"}})"),
+        |value| value >= 2.0,
+    );
 }
