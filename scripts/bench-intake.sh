@@ -3,7 +3,8 @@
 #   `gantry serve` on a loopback port takes BENCH_DELIVERIES signed generic deliveries
 #   (X-Gantry-Signature-256, a unique X-Gantry-Delivery each) from BENCH_CONCURRENCY
 #   connections (examples/intake_bench.rs): deliveries/s and latency to the 202; then
-#   every 202 must be a stored run row (queued, coalesced, running or done).
+#   every 202 must be a stored run row (queued, coalesced, running or done). With all
+#   those runs stored it times GET /api/v1/runs and the dashboard home page.
 # The pipeline has no `deploy:` section and the scheduler coalesces queued runs, so
 # while the flood goes on the daemon builds and pushes at most a few images.
 # Traffic goes to loopback only (the daemon, the local engine, the registry).
@@ -28,6 +29,7 @@ case "$WARMUP" in '' | *[!0-9]*) echo "bench: BENCH_WARMUP must be an integer" >
 GOAL_RATE=2000
 GOAL_P99_MS=50
 GOAL_API_P99_MS=20
+GOAL_HOME_MS=50
 API_REQUESTS=200
 API_TOKEN=bench-api-token
 SECRET=bench-secret
@@ -278,6 +280,24 @@ api_p50=$(awk '$1 == 200 { printf "%.2f\n", $2 * 1000 }' "$api_times" | sort -n 
 api_p99=$(awk '$1 == 200 { printf "%.2f\n", $2 * 1000 }' "$api_times" | sort -n | awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; print v[i] }')
 api_goal=$(goal "$api_p99" lt "$GOAL_API_P99_MS")
 
+# The dashboard's home page at that size, logged in with the operator token (a
+# session cookie), rendered in full each time, as a browser or its refresh asks for it.
+log "timing the dashboard home page with $stored runs stored ($API_REQUESTS requests)"
+jar="$WORK/cookies"
+curl -s -o /dev/null -m 5 --noproxy '*' -c "$jar" --data "token=$API_TOKEN&next=/" \
+  "http://127.0.0.1:$PORT/login" || die "logging in to the dashboard failed"
+home_times="$WORK/home-times"
+: >"$home_times"
+for _ in $(seq "$API_REQUESTS"); do
+  curl -s -o /dev/null -m 5 --noproxy '*' -b "$jar" \
+    -w '%{http_code} %{time_total}\n' "http://127.0.0.1:$PORT/" >>"$home_times"
+done
+home_ok=$(awk '$1 == 200' "$home_times" | wc -l | tr -d ' ')
+home_p50=$(awk '$1 == 200 { printf "%.2f\n", $2 * 1000 }' "$home_times" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+home_p99=$(awk '$1 == 200 { printf "%.2f\n", $2 * 1000 }' "$home_times" | sort -n | awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; print v[i] }')
+home_goal=$(goal "$home_p99" lt "$GOAL_HOME_MS")
+[ "$home_ok" -eq "$API_REQUESTS" ] || home_goal=missed
+
 log "stopping the daemon (SIGTERM)"
 stop_start=$(now_ms)
 kill -TERM "$DAEMON_PID"
@@ -318,6 +338,7 @@ concurrency $CONCURRENCY, one keep-alive connection per task, loopback)
 | Every delivery stored: run rows / 202 answers, warm-up included (goal: equal) | $stored / $accepted_total ($stored_goal) |
 | Builds the flood caused (queued runs coalesce; a commit already deployed is skipped; max_builds 1) | $builds |
 | \`GET /api/v1/runs?limit=50\` with $stored runs stored, p50 / p99 over $api_ok requests (goal p99 < $GOAL_API_P99_MS ms) | $api_p50 / $api_p99 ms ($api_goal) |
+| Dashboard home page with $stored runs stored, p50 / p99 over $home_ok requests (goal < $GOAL_HOME_MS ms) | $home_p50 / $home_p99 ms ($home_goal) |
 
 Measured on $(nproc) CPU(s) shared by the daemon and the load generator, Docker engine $engine,
 local registry $REGISTRY, gantry $revision, SQLite state in $(df -P "${TMPDIR:-/tmp}" | awk 'NR == 2 { print $1 }') (${TMPDIR:-/tmp}), GANTRY_LOG=${GANTRY_LOG:-warn}.
