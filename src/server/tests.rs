@@ -381,3 +381,98 @@ async fn metrics_count_deliveries_and_show_the_queue() {
     );
     assert!(text.contains("# EOF"), "{text}");
 }
+
+impl Api {
+    /// A dashboard request with a session cookie made by logging in with `token`.
+    async fn page(&self, path: &str, token: Option<&str>) -> (StatusCode, String) {
+        let mut request = Request::builder().uri(path);
+        if let Some(token) = token {
+            let login = router(self.state.clone())
+                .oneshot(
+                    Request::builder()
+                        .method("POST")
+                        .uri("/login")
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(Body::from(format!("token={token}&next=/")))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(login.status(), StatusCode::SEE_OTHER);
+            let cookie = login.headers()["set-cookie"].to_str().unwrap();
+            let session = cookie.split(';').next().unwrap().to_string();
+            request = request.header("cookie", session);
+        }
+        let response = router(self.state.clone())
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn the_dashboard_escapes_what_a_commit_says_and_hides_the_repository_password() {
+    let api = Api::new("").await;
+    let run = api
+        .state
+        .store
+        .start_run("app", "run", "webhook", None)
+        .await
+        .unwrap();
+    api.state
+        .store
+        .set_commit(
+            run,
+            "0123456789abcdef0123456789abcdef01234567",
+            Some(crate::store::CommitDetails {
+                subject: "<script>alert('owned')</script> & \"quotes\"",
+                author: "<img src=x onerror=alert(1)>",
+            }),
+        )
+        .await
+        .unwrap();
+    api.state
+        .store
+        .append_log(run.id, "[build] <b>bold</b>")
+        .await
+        .unwrap();
+    for path in [
+        "/".to_string(),
+        "/pipelines/app".to_string(),
+        format!("/runs/{}", run.id),
+    ] {
+        let (status, page) = api.page(&path, Some(READER)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        assert!(!page.contains("<script>alert"), "{path}: {page}");
+        assert!(!page.contains("<img src=x"), "{path}: {page}");
+        assert!(page.contains("&#60;script&#62;alert("), "{path}: {page}");
+        assert!(!page.contains("t0k3n"), "{path}: {page}");
+        assert!(!page.contains("hook-s3cret"), "{path}: {page}");
+    }
+    let (_, page) = api.page(&format!("/runs/{}", run.id), Some(READER)).await;
+    assert!(page.contains("&#60;b&#62;bold&#60;/b&#62;"), "{page}");
+    // The home page shows the config errors; the pipeline page the redacted repository.
+    let (_, page) = api.page("/", Some(READER)).await;
+    assert!(page.contains("pipelines/other.yaml:1:1: broken"), "{page}");
+    let (_, page) = api.page("/pipelines/app", Some(READER)).await;
+    assert!(page.contains("git.example.com/app.git"), "{page}");
+    // Without a session: to the login page; a stale cookie counts for nothing.
+    let (status, _) = api.page("/", None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let response = router(api.state.clone())
+        .oneshot(
+            Request::builder()
+                .uri("/")
+                .header("cookie", format!("gantry_session={}", "0".repeat(64)))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+}
