@@ -84,6 +84,8 @@ REGISTRY="${GANTRY_TEST_REGISTRY:-127.0.0.1:5115}"
 IMAGE="$REGISTRY/demo/hello"
 # The pipeline reads its webhook secret from the environment.
 export HELLO_WEBHOOK_SECRET="demo-secret-$$"
+# The operator token of the daemon's API and dashboard (read from the environment too).
+export DEMO_API_TOKEN="demo-token-$$"
 HOST1="${GANTRY_TEST_HOST_1_DOCKER:-}"
 HOST1_ADDRESS="${GANTRY_TEST_HOST_1_ADDRESS:-}"
 [ -n "$HOST1" ] || die "test-env.sh started no extra engine (GANTRY_TEST_HOSTS=0?)"
@@ -129,6 +131,8 @@ cat >"$CONFIG/gantry.yaml" <<EOF
 hosts:
   local: { docker: "unix:///var/run/docker.sock" }
   edge:  { docker: "$HOST1", address: "$HOST1_ADDRESS" }   # a dockerd in its own network namespace
+server:
+  token: "\${DEMO_API_TOKEN}"                             # the API's and the dashboard's operator token
 EOF
 sed 's/^/    /' "$CONFIG/gantry.yaml"
 cat >"$CONFIG/pipelines/hello.yaml" <<EOF
@@ -288,6 +292,20 @@ page hello-edge "$HOST1" "$HOST1_ADDRESS" | grep -q 'Hello from a git push!' \
   || die "hello-edge does not serve the pushed commit"
 page hello-local unix:///var/run/docker.sock 127.0.0.1 | grep -q 'Hello from a git push!' \
   || die "hello-local does not serve the pushed commit"
+
+SERVER="http://127.0.0.1:$SERVE_PORT"
+step "The same daemon from anywhere: the CLI with --server, the API, the dashboard, metrics"
+"$GANTRY" --server "$SERVER" --token "$DEMO_API_TOKEN" runs hello --limit 2 | sed 's/^/    /'
+"$GANTRY" --server "$SERVER" --token "$DEMO_API_TOKEN" status hello | sed 's/^/    /'
+note "GET /api/v1/runs?pipeline=hello: $(curl -fsS -H "Authorization: Bearer $DEMO_API_TOKEN" \
+  "$SERVER/api/v1/runs?pipeline=hello&limit=1" | grep -o '"state":"[a-z]*"' | head -n 1)"
+# The dashboard, as a browser without JavaScript sees it: log in, then read the home page.
+curl -fsS -o /dev/null -c "$WORK/cookies" --data "token=$DEMO_API_TOKEN&next=/" "$SERVER/login"
+curl -fsS -b "$WORK/cookies" "$SERVER/" >"$WORK/dashboard.html"
+grep -q 'Hello from a git push\|hello: a pushed change' "$WORK/dashboard.html" \
+  || die "the dashboard does not show the pushed commit"
+note "dashboard $SERVER/ lists hello: $(grep -o 'badge [a-z]*">[a-z]*</span> #[0-9]*' "$WORK/dashboard.html" | head -n 1 | sed 's/.*">//; s/<\/span>//'), \"hello: a pushed change\""
+note "metrics: $(curl -fsS "$SERVER/metrics" | grep '^gantry_runs_total' | tr '\n' ' ')"
 
 step "Stop gantry serve (SIGTERM)"
 kill -TERM "$SERVE_PID"

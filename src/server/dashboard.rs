@@ -38,6 +38,8 @@ const MAX_FORM: usize = 64 * 1024;
 const RUNS_PER_PAGE: i64 = 25;
 /// Runs of every pipeline on the home page.
 const RECENT_RUNS: i64 = 15;
+/// The most log lines a run page shows (the last ones); `/runs/ID/log.txt` has them all.
+const PAGE_LOG_LINES: usize = 5_000;
 
 #[derive(RustEmbed)]
 #[folder = "assets/"]
@@ -50,6 +52,7 @@ pub fn routes() -> Router<AppState> {
         .route("/pipelines/{name}/{action}", get(confirm_page).post(act))
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/events", get(run_events))
+        .route("/runs/{id}/log.txt", get(run_log_text))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/assets/{*file}", get(asset))
@@ -378,6 +381,8 @@ struct RunPage {
     run: RunView,
     stages: Vec<StageView>,
     lines: Vec<LineView>,
+    /// Earlier lines left off the page.
+    hidden_lines: usize,
     last_seq: i64,
 }
 
@@ -583,10 +588,12 @@ async fn run_page(
         }
         Err(error) => return internal(&viewer, error),
     };
-    let lines = match store.log_lines(id, -1).await {
+    let mut lines = match store.log_lines(id, -1).await {
         Ok(lines) => lines,
         Err(error) => return internal(&viewer, error),
     };
+    let hidden_lines = lines.len().saturating_sub(PAGE_LOG_LINES);
+    lines.drain(..hidden_lines);
     let view = RunView::new(&run, now_millis());
     let refresh = if view.finished { 0 } else { 2 };
     page(&RunPage {
@@ -605,6 +612,7 @@ async fn run_page(
                 message: stage.message.clone().unwrap_or_default(),
             })
             .collect(),
+        hidden_lines,
         last_seq: lines.last().map_or(-1, |line| line.seq),
         lines: lines
             .into_iter()
@@ -633,6 +641,34 @@ async fn run_events(
         return StatusCode::UNAUTHORIZED.into_response();
     }
     api::follow_log(state.store.clone(), id, after.after.unwrap_or(-1)).into_response()
+}
+
+/// The whole log as plain text, to read or save.
+async fn run_log_text(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(viewer) = viewer(&state, &headers) else {
+        return to_login(&format!("/runs/{id}/log.txt"));
+    };
+    let lines = match state.store.log_lines(id, -1).await {
+        Ok(lines) => lines,
+        Err(error) => return internal(&viewer, error),
+    };
+    let mut text = String::with_capacity(lines.iter().map(|line| line.line.len() + 1).sum());
+    for line in lines {
+        text.push_str(&line.line);
+        text.push('\n');
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
 }
 
 // ---------------------------------------------------------------- actions

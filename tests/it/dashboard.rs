@@ -521,6 +521,14 @@ fn dashboard_pages_read_without_javascript_and_every_action_needs_the_operator()
         assert!(page.contains(part), "`{part}` in {page}");
     }
 
+    let (status, text) = operator.get(&format!("{run_page}/log.txt"));
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("text/plain") && text.contains("[deploy] "),
+        "{text}"
+    );
+    assert_eq!(stranger.get(&format!("{run_page}/log.txt")).0, 303);
+
     // A second version, then a rollback: it pins the pipeline, and unpin lifts it.
     deployment.repo.write("www/index.html", "v2\n");
     let second = deployment.repo.commit("Second version");
