@@ -296,7 +296,10 @@ page hello-local unix:///var/run/docker.sock 127.0.0.1 | grep -q 'Hello from a g
 SERVER="http://127.0.0.1:$SERVE_PORT"
 step "The same daemon from anywhere: the CLI with --server, the API, the dashboard, metrics"
 "$GANTRY" --server "$SERVER" --token "$DEMO_API_TOKEN" runs hello --limit 2 | sed 's/^/    /'
-"$GANTRY" --server "$SERVER" --token "$DEMO_API_TOKEN" status hello | sed 's/^/    /'
+"$GANTRY" --server "$SERVER" --token "$DEMO_API_TOKEN" status hello >"$WORK/remote-status.txt"
+sed 's/^/    /' "$WORK/remote-status.txt"
+[ "$(grep -c " $PUSHED " "$WORK/remote-status.txt")" -eq 2 ] \
+  || die "gantry --server ... status does not show both instances on the pushed commit $PUSHED"
 note "GET /api/v1/runs?pipeline=hello: $(curl -fsS -H "Authorization: Bearer $DEMO_API_TOKEN" \
   "$SERVER/api/v1/runs?pipeline=hello&limit=1" | grep -o '"state":"[a-z]*"' | head -n 1)"
 # The dashboard, as a browser without JavaScript sees it: log in, then read the home page.

@@ -750,6 +750,22 @@ impl Store {
             .collect())
     }
 
+    /// When the newest finished run (of one pipeline, or of any) ended.
+    pub async fn last_finished_at(
+        &self,
+        pipeline: Option<&str>,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT finished_at FROM runs
+             WHERE (?1 IS NULL OR pipeline = ?1) AND finished_at IS NOT NULL
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(pipeline)
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten())
+    }
+
     /// One run by its row id.
     pub async fn run(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
         let rows = sqlx::query(concat!(

@@ -57,6 +57,7 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
     let shutdown = CancellationToken::new();
     let metrics = Metrics::new();
 
+    let status_refresh = Arc::new(tokio::sync::Notify::new());
     let scheduler = tokio::spawn(
         Scheduler {
             config: live.clone(),
@@ -64,6 +65,7 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
             metrics: metrics.clone(),
             events,
             sender: events_sender.clone(),
+            status_refresh: status_refresh.clone(),
         }
         .run(shutdown.child_token()),
     );
@@ -86,6 +88,7 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
             config: live.clone(),
             store: store.clone(),
             snapshot: status_sender,
+            refresh: status_refresh,
         }
         .run(shutdown.child_token()),
     );

@@ -66,6 +66,8 @@ pub struct Scheduler {
     /// Receives `Queued` from the server and the poller, `Finished` from its own runs.
     pub events: mpsc::Receiver<Event>,
     pub sender: mpsc::Sender<Event>,
+    /// Poked when a run ends, so the instances are read again at once.
+    pub status_refresh: Arc<tokio::sync::Notify>,
 }
 
 impl Scheduler {
@@ -177,6 +179,7 @@ impl Scheduler {
             let permits = permits.clone();
             let sender = self.sender.clone();
             let metrics = self.metrics.clone();
+            let status_refresh = self.status_refresh.clone();
             tracker.spawn(async move {
                 // The permit bounds concurrent runs across pipelines; the queue is
                 // read only once it is held, so the newest trigger is what runs.
@@ -200,6 +203,7 @@ impl Scheduler {
                         Err(error) => tracing::error!(pipeline, %error, "taking a queued run"),
                     }
                 }
+                status_refresh.notify_one();
                 let _ = sender.send(Event::Finished { pipeline }).await;
             });
         }

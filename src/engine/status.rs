@@ -69,11 +69,40 @@ pub async fn collect(
     Ok(documents)
 }
 
+/// The newest reading, or, when a run of `pipeline` (any pipeline: `None`) ended after
+/// it was taken, the next one (waiting at most `STATUS_EVERY` twice): a client that saw
+/// a deploy end then sees what it did.
+pub async fn fresh_snapshot(
+    status: &watch::Receiver<Arc<StatusSnapshot>>,
+    store: &Store,
+    pipeline: Option<&str>,
+) -> Arc<StatusSnapshot> {
+    let mut status = status.clone();
+    let current = status.borrow_and_update().clone();
+    let ended = match store.last_finished_at(pipeline).await {
+        Ok(Some(ended)) => ended,
+        _ => return current,
+    };
+    if current.taken_at >= ended {
+        return current;
+    }
+    let newer = tokio::time::timeout(
+        STATUS_EVERY * 2,
+        status.wait_for(|snapshot| snapshot.taken_at >= ended),
+    )
+    .await
+    .ok()
+    .and_then(|found| found.ok().map(|snapshot| snapshot.clone()));
+    newer.unwrap_or_else(|| status.borrow().clone())
+}
+
 /// Keeps a reading of every pipeline fresh for the API (whose handlers never call Docker).
 pub struct StatusWatcher {
     pub config: watch::Receiver<LiveConfig>,
     pub store: Store,
     pub snapshot: watch::Sender<Arc<StatusSnapshot>>,
+    /// Reads again at once when poked (a run ended), besides every `STATUS_EVERY`.
+    pub refresh: Arc<tokio::sync::Notify>,
 }
 
 impl StatusWatcher {
@@ -83,6 +112,7 @@ impl StatusWatcher {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+                _ = self.refresh.notified() => tick.reset(),
             }
             let config = self.config.borrow().config.clone();
             let pipelines: Vec<&Pipeline> = config.pipelines.values().collect();

@@ -177,7 +177,12 @@ async fn instances(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     may_read(&state, &headers)?;
-    let snapshot = state.status.borrow().clone();
+    let snapshot = crate::engine::status::fresh_snapshot(
+        &state.status,
+        &state.store,
+        filter.pipeline.as_deref(),
+    )
+    .await;
     let pipelines: Vec<_> = snapshot
         .pipelines
         .iter()

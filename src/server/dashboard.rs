@@ -540,7 +540,8 @@ async fn pipeline_page(
     let older = (runs.len() as i64 == RUNS_PER_PAGE)
         .then(|| runs.last().map(|run| run.id))
         .flatten();
-    let snapshot = state.status.borrow().clone();
+    let snapshot =
+        crate::engine::status::fresh_snapshot(&state.status, &state.store, Some(&name)).await;
     let instances: Vec<InstanceStatus> = snapshot
         .pipelines
         .iter()
