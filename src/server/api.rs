@@ -26,6 +26,8 @@ use crate::engine::redact_url;
 
 /// The most runs one page holds.
 pub const MAX_PAGE: i64 = 500;
+/// The most an API request body may hold (actions take a few short fields).
+pub const MAX_BODY: usize = 64 * 1024;
 /// How often a followed log is read for new lines.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 
@@ -100,6 +102,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs", axum::routing::get(runs))
         .route("/api/v1/runs/{id}", axum::routing::get(run))
         .route("/api/v1/runs/{id}/log", axum::routing::get(log))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
 
 /// One pipeline as the API shows it: its config summary (no secrets) and state.

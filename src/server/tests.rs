@@ -215,6 +215,23 @@ async fn actions_record_and_answer_with_the_run() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // An action's body is a few short fields; a big one is refused before it is read.
+    let big = format!(r#"{{"commit": "{}"}}"#, "a".repeat(api::MAX_BODY));
+    let (status, _) = api
+        .call(
+            "POST",
+            "/api/v1/pipelines/app/trigger",
+            Some(OPERATOR),
+            &big,
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (_, page) = api.json("GET", "/api/v1/runs", Some(READER), "").await;
+    assert_eq!(
+        page["runs"].as_array().unwrap().len(),
+        1,
+        "nothing more was queued: {page}"
+    );
 }
 
 #[tokio::test]
