@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use headless_chrome::protocol::cdp::Emulation;
 use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
 use headless_chrome::{Browser, LaunchOptions, Tab};
 use serde_json::Value;
@@ -295,9 +296,27 @@ fn dashboard_in_a_browser_shows_a_triggered_run_and_follows_its_log_live() {
     screenshot(&tab, "pipeline");
     let run_url = format!("{base}/runs/{}", runs(&deployment)[0]["id"]);
 
-    // On a phone-sized screen no page is wider than the screen.
+    // On a phone (390 × 844 CSS pixels, mobile) no page is wider than the screen.
     let phone = self::browser(390, 844);
     let small = phone.new_tab().unwrap();
+    small
+        .call_method(Emulation::SetDeviceMetricsOverride {
+            width: 390,
+            height: 844,
+            device_scale_factor: 2.0,
+            mobile: true,
+            scale: None,
+            screen_width: None,
+            screen_height: None,
+            position_x: None,
+            position_y: None,
+            dont_set_visible_size: None,
+            screen_orientation: None,
+            viewport: None,
+            display_feature: None,
+            device_posture: None,
+        })
+        .unwrap();
     log_in(&small, &base, OPERATOR);
     for (page, url) in [
         ("home", format!("{base}/")),
