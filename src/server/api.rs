@@ -250,14 +250,15 @@ fn is_finished(state: &str) -> bool {
     !matches!(state, "queued" | "running")
 }
 
-/// The whole log as JSON, or with `Accept: text/event-stream` every line as an event
-/// (`line`, with the line as JSON) until the run ends (`end`, with its state).
+/// Which lines of a log to send.
 #[derive(Debug, Deserialize)]
-struct LogQuery {
+pub(super) struct LogQuery {
     /// Only lines after this sequence number.
-    after: Option<i64>,
+    pub after: Option<i64>,
 }
 
+/// The whole log as JSON, or with `Accept: text/event-stream` every line as an event
+/// (`line`, with the line as JSON) until the run ends (`end`, with its state).
 async fn log(
     State(state): State<AppState>,
     Path(id): Path<i64>,

@@ -626,22 +626,17 @@ async fn run_page(
     })
 }
 
-#[derive(Debug, Deserialize)]
-struct After {
-    after: Option<i64>,
-}
-
 /// The run's log as server-sent events, for the run page's script.
 async fn run_events(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-    Query(after): Query<After>,
+    Query(query): Query<api::LogQuery>,
     headers: HeaderMap,
 ) -> Response {
     if viewer(&state, &headers).is_none() {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    api::follow_log(state.store.clone(), id, after.after.unwrap_or(-1)).into_response()
+    api::follow_log(state.store.clone(), id, query.after.unwrap_or(-1)).into_response()
 }
 
 /// The whole log as plain text, to read or save.

@@ -72,11 +72,7 @@ impl Api {
             .oneshot(request.body(Body::from(body.to_string())).unwrap())
             .await
             .unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
+        status_and_text(response).await
     }
 
     async fn json(
@@ -92,6 +88,14 @@ impl Api {
             serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
         )
     }
+}
+
+async fn status_and_text(response: Response) -> (StatusCode, String) {
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[tokio::test]
@@ -424,11 +428,7 @@ impl Api {
             .oneshot(request.body(Body::empty()).unwrap())
             .await
             .unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
+        status_and_text(response).await
     }
 }
 

@@ -4,7 +4,6 @@
 //! `$GANTRY_TEST_ARTIFACTS/dashboard/`).
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use headless_chrome::protocol::cdp::Emulation;
@@ -14,7 +13,7 @@ use serde_json::Value;
 
 use crate::common::*;
 use crate::deploy::Deployment;
-use crate::serve::{Daemon, deployed_commit, runs, wait_idle, webhook_deployment};
+use crate::serve::{Daemon, curl, deployed_commit, runs, wait_idle, webhook_deployment};
 
 const OPERATOR: &str = "dash-operator-t0ken";
 const READER: &str = "dash-reader-t0ken";
@@ -345,14 +344,9 @@ fn dashboard_in_a_browser_shows_a_triggered_run_and_follows_its_log_live() {
 
 /// `curl -s -i ARGS`: the status and the headers plus body.
 fn fetch(arguments: &[&str]) -> (u16, String) {
-    let output = Command::new("curl")
-        .args(["-s", "-i", "-m", "30", "-w", "\n%{http_code}"])
-        .args(arguments)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (status.trim().parse().unwrap_or(0), body.to_string())
+    let mut with_headers = vec!["-i"];
+    with_headers.extend_from_slice(arguments);
+    curl(&with_headers)
 }
 
 fn location(answer: &str) -> String {
