@@ -5,11 +5,17 @@
   const live = document.getElementById("live");
   const every = Number(live && live.dataset.refresh) || 0;
 
-  // Fetches the page again and swaps in its live part; no reload, no lost scroll.
+  // Fetches the page again (`live=1`: without what lies outside the live part, such as
+  // a run's log) and swaps in its live part; no reload, no lost scroll. One fetch at a
+  // time, so a slow answer never overwrites a newer one.
+  let fetching = false;
   async function refresh() {
-    if (!live) return;
+    if (!live || fetching) return;
+    fetching = true;
     try {
-      const response = await fetch(location.href, { credentials: "same-origin", cache: "no-store" });
+      const url = new URL(location.href);
+      url.searchParams.set("live", "1");
+      const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
       if (!response.ok || response.redirected) return;
       const page = new DOMParser().parseFromString(await response.text(), "text/html");
       const fresh = page.getElementById("live");
@@ -19,6 +25,8 @@
       }
     } catch (_) {
       // The daemon may be restarting; the next tick tries again.
+    } finally {
+      fetching = false;
     }
   }
 

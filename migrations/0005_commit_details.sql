@@ -3,3 +3,6 @@
 -- built the same commit, for a deploy).
 ALTER TABLE runs ADD COLUMN commit_message TEXT;
 ALTER TABLE runs ADD COLUMN commit_author TEXT;
+
+-- The last run to end, for readers that must not be shown a status older than it.
+CREATE INDEX runs_by_finished ON runs (finished_at);

@@ -750,15 +750,17 @@ impl Store {
             .collect())
     }
 
-    /// When the newest finished run (of one pipeline, or of any) ended.
+    /// When the last run that did any work (of one pipeline, or of any) ended; runs
+    /// that were coalesced, skipped or held did nothing to the instances.
     pub async fn last_finished_at(
         &self,
         pipeline: Option<&str>,
     ) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT finished_at FROM runs
-             WHERE (?1 IS NULL OR pipeline = ?1) AND finished_at IS NOT NULL
-             ORDER BY id DESC LIMIT 1",
+             WHERE finished_at IS NOT NULL AND (?1 IS NULL OR pipeline = ?1)
+               AND state NOT IN ('coalesced', 'skipped', 'held')
+             ORDER BY finished_at DESC LIMIT 1",
         )
         .bind(pipeline)
         .fetch_optional(&self.pool)

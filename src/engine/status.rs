@@ -70,12 +70,13 @@ pub async fn collect(
 }
 
 /// The newest reading, or, when a run of `pipeline` (any pipeline: `None`) ended after
-/// it was taken, the next one (waiting at most `STATUS_EVERY` twice): a client that saw
-/// a deploy end then sees what it did.
+/// it was taken, the next one (waiting at most `wait`): a client that saw a deploy end
+/// then sees what it did.
 pub async fn fresh_snapshot(
     status: &watch::Receiver<Arc<StatusSnapshot>>,
     store: &Store,
     pipeline: Option<&str>,
+    wait: Duration,
 ) -> Arc<StatusSnapshot> {
     let mut status = status.clone();
     let current = status.borrow_and_update().clone();
@@ -86,13 +87,10 @@ pub async fn fresh_snapshot(
     if current.taken_at >= ended {
         return current;
     }
-    let newer = tokio::time::timeout(
-        STATUS_EVERY * 2,
-        status.wait_for(|snapshot| snapshot.taken_at >= ended),
-    )
-    .await
-    .ok()
-    .and_then(|found| found.ok().map(|snapshot| snapshot.clone()));
+    let newer = tokio::time::timeout(wait, status.wait_for(|snapshot| snapshot.taken_at >= ended))
+        .await
+        .ok()
+        .and_then(|found| found.ok().map(|snapshot| snapshot.clone()));
     newer.unwrap_or_else(|| status.borrow().clone())
 }
 
@@ -116,15 +114,72 @@ impl StatusWatcher {
             }
             let config = self.config.borrow().config.clone();
             let pipelines: Vec<&Pipeline> = config.pipelines.values().collect();
+            // Stamped when the reading starts: a reading begun during a deploy is older
+            // than that deploy's end, however late it finishes.
+            let started = now_millis();
             match collect(&config, &self.store, &pipelines, 0).await {
                 Ok(pipelines) => {
                     self.snapshot.send_replace(Arc::new(StatusSnapshot {
-                        taken_at: now_millis(),
+                        taken_at: started,
                         pipelines,
                     }));
                 }
                 Err(error) => tracing::warn!(%error, "reading the instances' status"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn reading(taken_at: i64) -> Arc<StatusSnapshot> {
+        Arc::new(StatusSnapshot {
+            taken_at,
+            pipelines: Vec::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_reading_older_than_the_last_run_waits_for_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let run = store.start_run("web", "run", "manual", None).await.unwrap();
+        store.end_run(run, "succeeded", "").await.unwrap();
+        let ended = store.last_finished_at(Some("web")).await.unwrap().unwrap();
+        let (sender, receiver) = watch::channel(reading(ended - 1));
+
+        // No newer reading comes: the old one, after the wait.
+        let started = Instant::now();
+        let got = fresh_snapshot(&receiver, &store, Some("web"), Duration::from_millis(200)).await;
+        assert_eq!(got.taken_at, ended - 1);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+
+        // A newer reading that comes while waiting is the answer, at once.
+        let publisher = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            sender.send_replace(reading(ended + 5));
+            sender
+        });
+        let started = Instant::now();
+        let got = fresh_snapshot(&receiver, &store, Some("web"), Duration::from_secs(10)).await;
+        assert_eq!(got.taken_at, ended + 5);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let sender = publisher.await.unwrap();
+
+        // A reading newer than every run, or a pipeline with no run, needs no wait.
+        let started = Instant::now();
+        fresh_snapshot(&receiver, &store, None, Duration::from_secs(10)).await;
+        sender.send_replace(reading(1));
+        fresh_snapshot(&receiver, &store, Some("db"), Duration::from_secs(10)).await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+
+        // Runs that did nothing (coalesced) do not count.
+        let idle = store.start_run("db", "run", "manual", None).await.unwrap();
+        store.end_run(idle, "coalesced", "").await.unwrap();
+        assert_eq!(store.last_finished_at(Some("db")).await.unwrap(), None);
     }
 }

@@ -184,6 +184,7 @@ async fn instances(
         &state.status,
         &state.store,
         filter.pipeline.as_deref(),
+        crate::engine::status::STATUS_EVERY * 2,
     )
     .await;
     let pipelines: Vec<_> = snapshot

@@ -4,9 +4,10 @@
 //!
 //! Access follows the API's rules: a browser logs in with `server.token` (may act) or
 //! `server.read_token` (may only look), or reads anonymously when `server.public_read`
-//! is set. The session cookie holds an HMAC of the token, never the token, so changing
-//! the token ends every session. Every action is a confirmation page, then a `POST`
-//! that carries a per-session form key.
+//! is set. The session cookie holds its level, its issue time and an HMAC of both under
+//! the token, never the token: the server checks the HMAC and the age (30 days), and
+//! changing the token ends every session. Every action is a confirmation page, then a
+//! `POST` that carries a form key derived from the session.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -76,6 +77,44 @@ fn same(given: &str, expected: &str) -> bool {
     bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
+/// True when `given` is `token`; both are hashed first, so the time taken says
+/// nothing of the token's length.
+fn is_token(given: &str, token: &SecretString) -> bool {
+    same(
+        &derived(&SecretString::from(given.to_string()), "login"),
+        &derived(token, "login"),
+    )
+}
+
+/// What a session may do, as its cookie names it.
+const OPERATE: &str = "operate";
+const READ: &str = "read";
+
+/// A session cookie's value: `LEVEL.ISSUED.MAC`, the MAC an HMAC under the token of the
+/// level and the issue time (seconds since the epoch).
+fn session_value(token: &SecretString, level: &str, issued: u64) -> String {
+    let mac = derived(token, &format!("session {level} {issued}"));
+    format!("{level}.{issued}.{mac}")
+}
+
+/// True when `value` is a session of `level` under `token` that has not expired.
+fn is_session(value: &str, token: &SecretString, level: &str, now: u64) -> bool {
+    let mut parts = value.splitn(3, '.');
+    let (Some(given_level), Some(issued), Some(_)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let Ok(issued) = issued.parse::<u64>() else {
+        return false;
+    };
+    let fresh = issued <= now + 60 && now.saturating_sub(issued) <= SESSION_DAYS * 86_400;
+    given_level == level && fresh && same(value, &session_value(token, level, issued))
+}
+
+fn now_seconds() -> u64 {
+    u64::try_from(now_millis() / 1000).unwrap_or_default()
+}
+
 /// Who is looking, and what they may do.
 #[derive(Debug, Clone)]
 struct Viewer {
@@ -106,18 +145,19 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// The viewer the request's session cookie (or the public-read setting) makes.
 fn viewer(state: &AppState, headers: &HeaderMap) -> Option<Viewer> {
     let server = state.config.borrow().config.server.clone();
+    let now = now_seconds();
     if let Some(session) = cookie(headers, SESSION_COOKIE) {
         if let Some(token) = &server.token
-            && same(session, &derived(token, "session operate"))
+            && is_session(session, token, OPERATE, now)
         {
             return Some(Viewer {
                 access: Access::Operate,
                 logged_in: true,
-                form_key: Some(derived(token, "form")),
+                form_key: Some(derived(token, &format!("form {session}"))),
             });
         }
         if let Some(token) = &server.read_token
-            && same(session, &derived(token, "session read"))
+            && is_session(session, token, READ, now)
         {
             return Some(Viewer {
                 access: Access::Read,
@@ -139,10 +179,17 @@ fn to_login(path: &str) -> Response {
     Redirect::to(&format!("/login?next={next}")).into_response()
 }
 
-/// Only a path on this server may follow a login.
+/// Only a path on this server may follow a login: it starts with one `/`, and holds
+/// no space, control character (browsers drop tabs, so `/\t/host` is `//host`) or
+/// backslash.
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(next) if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') => {
+        Some(next)
+            if next.starts_with('/')
+                && !next.starts_with("//")
+                && !next.contains('\\')
+                && next.bytes().all(|byte| byte.is_ascii_graphic()) =>
+        {
             next
         }
         _ => "/",
@@ -540,8 +587,15 @@ async fn pipeline_page(
     let older = (runs.len() as i64 == RUNS_PER_PAGE)
         .then(|| runs.last().map(|run| run.id))
         .flatten();
-    let snapshot =
-        crate::engine::status::fresh_snapshot(&state.status, &state.store, Some(&name)).await;
+    // A page waits less than the API for a reading newer than the last run: it
+    // refreshes itself anyway.
+    let snapshot = crate::engine::status::fresh_snapshot(
+        &state.status,
+        &state.store,
+        Some(&name),
+        Duration::from_secs(2),
+    )
+    .await;
     let instances: Vec<InstanceStatus> = snapshot
         .pipelines
         .iter()
@@ -568,9 +622,16 @@ async fn pipeline_page(
     })
 }
 
+#[derive(Debug, Deserialize)]
+struct RunPageQuery {
+    /// Set by the page's own refresh, which only swaps the header and stages: no log.
+    live: Option<String>,
+}
+
 async fn run_page(
     State(state): State<AppState>,
     Path(id): Path<i64>,
+    Query(query): Query<RunPageQuery>,
     headers: HeaderMap,
 ) -> Response {
     let Some(viewer) = viewer(&state, &headers) else {
@@ -589,9 +650,13 @@ async fn run_page(
         }
         Err(error) => return internal(&viewer, error),
     };
-    let mut lines = match store.log_lines(id, -1).await {
-        Ok(lines) => lines,
-        Err(error) => return internal(&viewer, error),
+    let mut lines = if query.live.is_some() {
+        Vec::new()
+    } else {
+        match store.log_lines(id, -1).await {
+            Ok(lines) => lines,
+            Err(error) => return internal(&viewer, error),
+        }
     };
     let hidden_lines = lines.len().saturating_sub(PAGE_LOG_LINES);
     lines.drain(..hidden_lines);
@@ -905,26 +970,18 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let server = state.config.borrow().config.server.clone();
     let given = form.token.trim();
-    let matches = |token: &Option<SecretString>| {
-        token
-            .as_ref()
-            .is_some_and(|token| same(given, token.expose_secret()))
-    };
-    let session = if matches(&server.token) {
-        server
-            .token
-            .as_ref()
-            .map(|token| derived(token, "session operate"))
-    } else if matches(&server.read_token) {
-        server
-            .read_token
-            .as_ref()
-            .map(|token| derived(token, "session read"))
-    } else {
-        None
+    let now = now_seconds();
+    let session = match (&server.token, &server.read_token) {
+        (Some(token), _) if is_token(given, token) => Some(session_value(token, OPERATE, now)),
+        (_, Some(token)) if is_token(given, token) => Some(session_value(token, READ, now)),
+        _ => None,
     };
     let next = safe_next(form.next.as_deref()).to_string();
     let Some(session) = session else {
@@ -937,18 +994,18 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
         *response.status_mut() = StatusCode::UNAUTHORIZED;
         return response;
     };
-    let secure = if server
+    // Over https (directly, or behind a proxy that says so) the cookie is never sent in the clear.
+    let https = server
         .public_url
         .as_deref()
         .is_some_and(|url| url.starts_with("https://"))
-    {
-        "; Secure"
-    } else {
-        ""
-    };
+        || headers
+            .get("x-forwarded-proto")
+            .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
     let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-        SESSION_DAYS * 86_400
+        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_DAYS * 86_400,
+        if https { "; Secure" } else { "" }
     );
     let mut response = Redirect::to(&next).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -957,6 +1014,8 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
     response
 }
 
+/// Removes the cookie from this browser. (A session is not stored on the server: a copy
+/// taken elsewhere stays valid until it expires or the token changes.)
 async fn logout() -> Response {
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().insert(
@@ -1006,6 +1065,10 @@ mod tests {
             "//evil.example",
             "https://evil.example/",
             "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "/caf\u{e9}",
             "runs/4",
             "",
         ] {
@@ -1015,18 +1078,30 @@ mod tests {
     }
 
     #[test]
-    fn a_session_is_an_hmac_of_the_token_and_ends_when_the_token_changes() {
+    fn a_session_is_an_hmac_of_the_token_that_expires_and_ends_when_the_token_changes() {
         let token = SecretString::from("operator-token");
-        let session = derived(&token, "session operate");
-        assert_eq!(session.len(), 64);
+        let now = 1_800_000_000;
+        let session = session_value(&token, OPERATE, now);
         assert!(!session.contains("operator-token"));
-        assert_eq!(session, derived(&token, "session operate"));
-        assert_ne!(session, derived(&token, "session read"));
-        assert_ne!(session, derived(&token, "form"));
-        assert_ne!(
-            session,
-            derived(&SecretString::from("new-token"), "session operate")
+        assert!(is_session(&session, &token, OPERATE, now));
+        assert!(is_session(&session, &token, OPERATE, now + 29 * 86_400));
+        assert!(
+            !is_session(&session, &token, OPERATE, now + 31 * 86_400),
+            "expired"
         );
+        assert!(!is_session(&session, &token, READ, now), "another level");
+        let other = SecretString::from("new-token");
+        assert!(!is_session(&session, &other, OPERATE, now), "token changed");
+        // Editing the level or the time breaks the MAC.
+        let forged = session.replacen(&now.to_string(), &(now + 86_400).to_string(), 1);
+        assert!(!is_session(&forged, &token, OPERATE, now + 86_400));
+        let promoted = session_value(&token, READ, now).replacen("read", "operate", 1);
+        assert!(!is_session(&promoted, &token, OPERATE, now));
+        for junk in ["", "operate", "operate.x.y", "operate..", &"0".repeat(64)] {
+            assert!(!is_session(junk, &token, OPERATE, now), "{junk}");
+        }
+        assert!(is_token("operator-token", &token));
+        assert!(!is_token("operator-toke", &token));
     }
 
     #[test]

@@ -19,16 +19,37 @@ const OPERATOR: &str = "dash-operator-t0ken";
 const READER: &str = "dash-reader-t0ken";
 
 /// Adds both tokens (and `extra` server keys) to the deployment's gantry.yaml.
-fn with_tokens(deployment: &Deployment, extra: &str) {
-    let path = deployment.config.path().join("gantry.yaml");
-    let mut gantry_yaml = std::fs::read_to_string(&path).unwrap();
-    if let Some(start) = gantry_yaml.find("server:\n") {
-        gantry_yaml.truncate(start);
+fn with_tokens<'a>(deployment: &'a Deployment, extra: &str) -> ServerSection<'a> {
+    let section = ServerSection {
+        deployment,
+        text: format!("server:\n  token: {OPERATOR}\n  read_token: {READER}\n{extra}"),
+    };
+    section.write();
+    section
+}
+
+/// The `server:` section of a deployment's gantry.yaml, as written.
+struct ServerSection<'a> {
+    deployment: &'a Deployment,
+    text: String,
+}
+
+impl ServerSection<'_> {
+    fn write(&self) {
+        let path = self.deployment.config.path().join("gantry.yaml");
+        let mut gantry_yaml = std::fs::read_to_string(&path).unwrap();
+        if let Some(start) = gantry_yaml.find("server:\n") {
+            gantry_yaml.truncate(start);
+        }
+        gantry_yaml.push_str(&self.text);
+        self.deployment.config.write("gantry.yaml", &gantry_yaml);
     }
-    gantry_yaml.push_str(&format!(
-        "server:\n  token: {OPERATOR}\n  read_token: {READER}\n{extra}"
-    ));
-    deployment.config.write("gantry.yaml", &gantry_yaml);
+
+    /// Writes the section again with another read token.
+    fn replace_reader(mut self, token: &str) {
+        self.text = self.text.replace(READER, token);
+        self.write();
+    }
 }
 
 /// Where screenshots are saved.
@@ -243,6 +264,7 @@ fn dashboard_in_a_browser_shows_a_triggered_run_and_follows_its_log_live() {
     // The open pipeline list catches up by itself once in view: last run, commit,
     // message, author.
     home.activate().unwrap();
+    assert_eq!(eval(&tab, "document.hidden"), Value::Bool(true));
     wait_for(
         &home,
         "the open pipeline list shows the finished run",
@@ -273,8 +295,14 @@ fn dashboard_in_a_browser_shows_a_triggered_run_and_follows_its_log_live() {
     );
     screenshot(&home, "home");
     // Only the visible tab refreshes itself; bring the first one back.
-    home.close(true).unwrap();
     tab.activate().unwrap();
+    wait_for(
+        &home,
+        "a tab out of view is hidden",
+        "document.hidden",
+        Duration::from_secs(10),
+    );
+    home.close(true).unwrap();
 
     // The pipeline page shows the instance the daemon read on its host.
     open(&tab, &format!("{base}/pipelines/{name}"));
@@ -534,6 +562,11 @@ fn dashboard_pages_read_without_javascript_and_every_action_needs_the_operator()
         assert!(page.contains(part), "`{part}` in {page}");
     }
 
+    // The page's own refresh asks for the live part only: no log.
+    let (status, live) = operator.get(&format!("{run_page}?live=1"));
+    assert_eq!(status, 200);
+    assert!(live.contains("id=\"run-state\">succeeded"), "{live}");
+    assert!(!live.contains("<span class=\"line\""), "{live}");
     let (status, text) = operator.get(&format!("{run_page}/log.txt"));
     assert_eq!(status, 200);
     assert!(
@@ -618,11 +651,26 @@ fn dashboard_pages_read_without_javascript_and_every_action_needs_the_operator()
     }
     std::fs::remove_file(deployment.config.path().join("pipelines/broken.yaml")).unwrap();
 
-    // Logging out ends the session.
+    // Logging out removes the cookie from this browser.
     let (status, answer) = operator.post("/logout", &[]);
     assert_eq!(status, 303);
     assert!(answer.contains("Max-Age=0"), "{answer}");
     assert_eq!(operator.get("/").0, 303);
+
+    // A new token ends the sessions made with the old one, on the server's side.
+    assert_eq!(reader.get("/").0, 200);
+    with_tokens(&deployment, "").replace_reader("rotated-reader-t0ken");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reader.get("/").0 != 303 {
+        assert!(
+            Instant::now() < deadline,
+            "the old reader session still works"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(reader.log_in(READER, "/").0, 401);
+    assert_eq!(reader.log_in("rotated-reader-t0ken", "/").0, 303);
+    assert_eq!(reader.get("/").0, 200);
 
     // With public_read, anyone reads (and still cannot act).
     with_tokens(&deployment, "  public_read: true\n");
