@@ -377,20 +377,33 @@ impl Store {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs
-             WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR state = ?2)
-               AND (?3 IS NULL OR id < ?3)
-             ORDER BY id DESC LIMIT ?4"
-        ))
-        .bind(pipeline)
-        .bind(state)
-        .bind(before)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        // One statement per case, with plain comparisons, so SQLite walks the
+        // `runs_by_pipeline_id` index (or the table) backwards from `before`.
+        let query = match pipeline {
+            Some(_) => sqlx::query(concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs
+                 WHERE pipeline = ?1 AND (?2 IS NULL OR state = ?2)
+                   AND id < COALESCE(?3, 9223372036854775807)
+                 ORDER BY id DESC LIMIT ?4"
+            )),
+            None => sqlx::query(concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs
+                 WHERE ?1 IS NULL AND (?2 IS NULL OR state = ?2)
+                   AND id < COALESCE(?3, 9223372036854775807)
+                 ORDER BY id DESC LIMIT ?4"
+            )),
+        };
+        let rows = query
+            .bind(pipeline)
+            .bind(state)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         self.with_stages(rows).await
     }
 
@@ -1470,5 +1483,42 @@ mod tests {
         let state_of = |id: i64| runs.iter().find(|run| run.id == id).unwrap().state.clone();
         assert_eq!(state_of(foreground.id), "running");
         assert_eq!(state_of(queued.id), "interrupted");
+    }
+
+    #[tokio::test]
+    async fn runs_page_by_pipeline_and_state_from_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let mut web = Vec::new();
+        for index in 0..7 {
+            let run = store.start_run("web", "run", "manual", None).await.unwrap();
+            store.start_run("db", "run", "manual", None).await.unwrap();
+            if index % 2 == 0 {
+                store.end_run(run, "skipped", "").await.unwrap();
+            }
+            web.push(run.id);
+        }
+        let ids = |runs: Vec<RunRecord>| runs.iter().map(|run| run.id).collect::<Vec<_>>();
+        let first = store.runs_page(Some("web"), None, None, 3).await.unwrap();
+        assert_eq!(ids(first.clone()), [web[6], web[5], web[4]]);
+        let next = store
+            .runs_page(Some("web"), None, Some(first[2].id), 3)
+            .await
+            .unwrap();
+        assert_eq!(ids(next), [web[3], web[2], web[1]]);
+        let skipped = store
+            .runs_page(Some("web"), Some("skipped"), Some(web[6]), 10)
+            .await
+            .unwrap();
+        assert_eq!(ids(skipped), [web[4], web[2], web[0]]);
+        let all = store.runs_page(None, None, None, 100).await.unwrap();
+        assert_eq!(all.len(), 14);
+        assert!(all.windows(2).all(|pair| pair[0].id > pair[1].id));
+        let before = store
+            .runs_page(None, None, Some(web[1]), 100)
+            .await
+            .unwrap();
+        assert_eq!(ids(before).len(), 2, "web[0] and db's first");
+        assert_eq!(store.last_finished_at(Some("db")).await.unwrap(), None);
     }
 }
