@@ -243,21 +243,11 @@ async fn execute(config: &Config, store: &Store, metrics: &Metrics, queued: Queu
         end(store, &queued, "skipped", &reason).await;
         return;
     }
-    tracing::info!(
-        pipeline = pipeline.name,
-        run = queued.run.number,
-        trigger = queued.trigger,
-        "run started"
-    );
+    let mut progress = Logged::start(metrics, pipeline, &queued);
     let options = DeployOptions {
         wait: true,
         trigger: queued.trigger.clone(),
         ..DeployOptions::default()
-    };
-    let mut progress = Logged {
-        pipeline: pipeline.name.clone(),
-        run: queued.run.number,
-        metrics: metrics.clone(),
     };
     match run_pipeline(
         config,
@@ -271,62 +261,27 @@ async fn execute(config: &Config, store: &Store, metrics: &Metrics, queued: Queu
     .await
     {
         Ok(report) => {
-            let outcome = match report.outcome() {
-                crate::store::Outcome::Succeeded => "succeeded",
-                crate::store::Outcome::Failed => "failed",
-            };
-            metrics
-                .runs
-                .get_or_create(&RunLabels {
-                    pipeline: pipeline.name.clone(),
-                    outcome: outcome.to_string(),
-                })
-                .inc();
-            let stopped_by_check = report
-                .deploy
-                .as_ref()
-                .and_then(|deploy| deploy.failure.as_ref())
-                .is_some_and(|failure| failure.check.is_some());
-            if stopped_by_check {
-                metrics
-                    .health_check_failures
-                    .get_or_create(&PipelineLabels {
-                        pipeline: pipeline.name.clone(),
-                    })
-                    .inc();
-            }
-            tracing::info!(
-                pipeline = pipeline.name,
-                run = queued.run.number,
-                outcome,
-                "run ended"
-            );
+            let succeeded = report.outcome() == crate::store::Outcome::Succeeded;
             let commit = report.build.commit.as_ref();
-            let failure = report
+            let deploy_failure = report
                 .deploy
                 .as_ref()
-                .and_then(|deploy| deploy.failure.as_ref())
-                .or(report.build.failure.as_ref());
-            notification::announce(
+                .and_then(|deploy| deploy.failure.as_ref());
+            let failure = deploy_failure.or(report.build.failure.as_ref());
+            ended(
                 config,
                 store,
-                notification::Notice {
-                    pipeline: pipeline.name.clone(),
-                    run: queued.run.number,
-                    run_id: queued.run.id,
-                    kind: "run".to_string(),
-                    outcome: if outcome == "succeeded" {
-                        "success"
-                    } else {
-                        "failure"
-                    }
-                    .to_string(),
+                metrics,
+                &queued,
+                Ended {
+                    succeeded,
+                    stopped_by_check: deploy_failure.is_some_and(|failure| failure.check.is_some()),
+                    notice: if succeeded { "success" } else { "failure" },
                     commit: commit.map(|commit| commit.sha.clone()),
                     author: commit.map(|commit| commit.author.clone()),
                     message: failure
                         .map(|failure| format!("failed at {}: {}", failure.stage, failure.message))
                         .or_else(|| commit.map(|commit| commit.message.clone())),
-                    url: notification::run_url(config, queued.run.id),
                 },
             );
         }
@@ -343,12 +298,7 @@ async fn execute_deploy(
     pipeline: &Pipeline,
     queued: &QueuedRun,
 ) {
-    tracing::info!(
-        pipeline = pipeline.name,
-        run = queued.run.number,
-        kind = queued.kind,
-        "run started"
-    );
+    let mut progress = Logged::start(metrics, pipeline, queued);
     let options = DeployOptions {
         wait: true,
         trigger: queued.trigger.clone(),
@@ -359,11 +309,6 @@ async fn execute_deploy(
             None
         },
         ..DeployOptions::default()
-    };
-    let mut progress = Logged {
-        pipeline: pipeline.name.clone(),
-        run: queued.run.number,
-        metrics: metrics.clone(),
     };
     let report = if queued.kind == "rollback" {
         super::rollback(
@@ -381,39 +326,87 @@ async fn execute_deploy(
     match report {
         Ok(report) => {
             let succeeded = report.outcome == crate::store::Outcome::Succeeded;
-            let outcome = match (succeeded, queued.kind.as_str()) {
-                (true, "rollback") => "rollback",
-                (true, _) => "success",
-                (false, _) => "failure",
-            };
-            metrics
-                .runs
-                .get_or_create(&RunLabels {
-                    pipeline: pipeline.name.clone(),
-                    outcome: if succeeded { "succeeded" } else { "failed" }.to_string(),
-                })
-                .inc();
-            notification::announce(
+            ended(
                 config,
                 store,
-                notification::Notice {
-                    pipeline: pipeline.name.clone(),
-                    run: queued.run.number,
-                    run_id: queued.run.id,
-                    kind: queued.kind.clone(),
-                    outcome: outcome.to_string(),
+                metrics,
+                queued,
+                Ended {
+                    succeeded,
+                    stopped_by_check: report
+                        .failure
+                        .as_ref()
+                        .is_some_and(|failure| failure.check.is_some()),
+                    notice: match (succeeded, queued.kind.as_str()) {
+                        (true, "rollback") => "rollback",
+                        (true, _) => "success",
+                        (false, _) => "failure",
+                    },
                     commit: report.image.as_ref().and_then(|image| image.commit.clone()),
                     author: None,
                     message: report
                         .failure
                         .as_ref()
                         .map(|failure| format!("failed at {}: {}", failure.stage, failure.message)),
-                    url: notification::run_url(config, queued.run.id),
                 },
             );
         }
         Err(error) => tracing::error!(pipeline = pipeline.name, %error, "run broke"),
     }
+}
+
+/// How a daemon run that did its work ended.
+struct Ended {
+    succeeded: bool,
+    /// A health check stopped its deploy.
+    stopped_by_check: bool,
+    /// `success`, `failure` or `rollback`, as notifications name it.
+    notice: &'static str,
+    commit: Option<String>,
+    author: Option<String>,
+    message: Option<String>,
+}
+
+/// Counts the run, logs its end and announces it to the notification targets.
+fn ended(config: &Config, store: &Store, metrics: &Metrics, queued: &QueuedRun, run: Ended) {
+    let outcome = if run.succeeded { "succeeded" } else { "failed" };
+    metrics
+        .runs
+        .get_or_create(&RunLabels {
+            pipeline: queued.pipeline.clone(),
+            outcome: outcome.to_string(),
+        })
+        .inc();
+    if run.stopped_by_check {
+        metrics
+            .health_check_failures
+            .get_or_create(&PipelineLabels {
+                pipeline: queued.pipeline.clone(),
+            })
+            .inc();
+    }
+    tracing::info!(
+        pipeline = queued.pipeline,
+        run = queued.run.number,
+        kind = queued.kind,
+        outcome,
+        "run ended"
+    );
+    notification::announce(
+        config,
+        store,
+        notification::Notice {
+            pipeline: queued.pipeline.clone(),
+            run: queued.run.number,
+            run_id: queued.run.id,
+            kind: queued.kind.clone(),
+            outcome: run.notice.to_string(),
+            commit: run.commit,
+            author: run.author,
+            message: run.message,
+            url: notification::run_url(config, queued.run.id),
+        },
+    );
 }
 
 async fn end(store: &Store, queued: &QueuedRun, state: &str, message: &str) {
@@ -494,6 +487,24 @@ struct Logged {
     pipeline: String,
     run: i64,
     metrics: Metrics,
+}
+
+impl Logged {
+    /// Logs that the queued run starts; its progress goes to the daemon's log.
+    fn start(metrics: &Metrics, pipeline: &Pipeline, queued: &QueuedRun) -> Logged {
+        tracing::info!(
+            pipeline = pipeline.name,
+            run = queued.run.number,
+            kind = queued.kind,
+            trigger = queued.trigger,
+            "run started"
+        );
+        Logged {
+            pipeline: pipeline.name.clone(),
+            run: queued.run.number,
+            metrics: metrics.clone(),
+        }
+    }
 }
 
 impl Progress for Logged {

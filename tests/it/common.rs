@@ -177,6 +177,13 @@ impl ConfigDir {
         std::fs::write(full, text).unwrap();
     }
 
+    /// Adds `text` at the end of a config file.
+    pub fn append(&self, path: &str, text: &str) {
+        let mut content = std::fs::read_to_string(self.path().join(path)).unwrap();
+        content.push_str(text);
+        self.write(path, &content);
+    }
+
     /// Writes `pipelines/NAME.yaml` building `repo` into `repository` with the given tags.
     pub fn pipeline(&mut self, name: &str, repo_url: &str, repository: &str, tags: &[&str]) {
         let tags = tags

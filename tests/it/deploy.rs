@@ -491,13 +491,13 @@ fn deploy_stops_before_touching_anything_when_a_host_is_down() {
     let before = container_id(&host_docker(1), &up);
 
     // A host nothing answers on joins the pipeline.
-    let mut gantry_yaml =
-        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
-    gantry_yaml.push_str(&format!(
-        "  down: {{ docker: \"tcp://127.0.0.1:{}\", timeout: 1s }}\n",
-        free_port()
-    ));
-    deployment.config.write("gantry.yaml", &gantry_yaml);
+    deployment.config.append(
+        "gantry.yaml",
+        &format!(
+            "  down: {{ docker: \"tcp://127.0.0.1:{}\", timeout: 1s }}\n",
+            free_port()
+        ),
+    );
     deployment.pipeline(&services(&format!(
         "        {up}: {{ host: h1 }}\n        {down}: {{ host: down }}\n"
     )));
@@ -853,13 +853,10 @@ fn deploy_over_tcp_with_tls_client_certificates_reaches_a_tlsverify_engine() {
     let certificates = tempfile::tempdir().unwrap();
     make_client_certificates(certificates.path());
     let dir = certificates.path().display();
-    let mut gantry_yaml =
-        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
-    gantry_yaml.push_str(&format!(
+    deployment.config.append("gantry.yaml", &format!(
         "  secure: {{ docker: \"{tls_url}\", tls: {{ ca: {dir}/ca.pem, cert: {dir}/cert.pem, key: {dir}/key.pem }} }}\n\
          \x20 impostor: {{ docker: \"{tls_url}\", timeout: 3s, tls: {{ ca: {dir}/ca.pem, cert: {dir}/wrong-cert.pem, key: {dir}/wrong-key.pem }} }}\n"
     ));
-    deployment.config.write("gantry.yaml", &gantry_yaml);
     let instance = deployment.instance("web-1");
     deployment.pipeline(&format!(
         "  services:\n    web:\n      ports: [\"8080\"]\n      stop_timeout: 1s\n      \
@@ -924,13 +921,10 @@ fn deploy_over_ssh_runs_the_engine_api_through_the_ssh_channel() {
         std::env::var("PATH").unwrap_or_default()
     );
 
-    let mut gantry_yaml =
-        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
-    gantry_yaml.push_str(&format!(
+    deployment.config.append("gantry.yaml", &format!(
         "  remote: {{ docker: \"ssh://gantry-ssh-test\", ssh_key: {}, address: 127.0.0.1, timeout: 20s }}\n",
         ssh.key("client_key")
     ));
-    deployment.config.write("gantry.yaml", &gantry_yaml);
     let instance = deployment.instance("web-1");
     deployment.pipeline(&format!(
         "  services:\n    web:\n      ports: [\"8080\"]\n      stop_timeout: 1s\n      \

@@ -370,10 +370,9 @@ fn serve_builds_and_deploys_the_exact_commit_each_forge_pushes() {
 #[test]
 fn serve_answers_pings_other_refs_and_bad_deliveries_without_queueing() {
     let deployment = webhook_deployment("answers", "");
-    let mut gantry_yaml =
-        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
-    gantry_yaml.push_str("server:\n  max_body: 64k\n");
-    deployment.config.write("gantry.yaml", &gantry_yaml);
+    deployment
+        .config
+        .append("gantry.yaml", "server:\n  max_body: 64k\n");
     deployment.config.write(
         "pipelines/nosecret.yaml",
         &format!(
@@ -702,10 +701,9 @@ fn serve_retries_a_run_interrupted_by_kill_9_and_keeps_both_in_history() {
 #[test]
 fn trigger_runs_and_logs_work_on_the_state_directory_with_or_without_the_daemon() {
     let deployment = webhook_deployment("trigger", "");
-    let mut gantry_yaml =
-        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
-    gantry_yaml.push_str("server:\n  keep_runs: 2\n");
-    deployment.config.write("gantry.yaml", &gantry_yaml);
+    deployment
+        .config
+        .append("gantry.yaml", "server:\n  keep_runs: 2\n");
     // Without a daemon the run waits in the queue.
     let queued = deployment.succeed(&["trigger", &deployment.name]);
     assert_eq!(queued["queued"], true);
@@ -850,10 +848,9 @@ fn serve_runs_at_most_max_builds_at_once() {
         "FROM gantry-test/busybox:latest\nARG PIPELINE\nRUN echo $PIPELINE && sleep 2\nCOPY www /www\n",
     );
     deployment.repo.commit("slow builds");
-    let mut gantry_yaml =
-        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
-    gantry_yaml.push_str("server:\n  max_builds: 2\n");
-    deployment.config.write("gantry.yaml", &gantry_yaml);
+    deployment
+        .config
+        .append("gantry.yaml", "server:\n  max_builds: 2\n");
     let names: Vec<String> = (1..=3)
         .map(|index| deployment.instance(&format!("p{index}")))
         .collect();
@@ -1042,10 +1039,9 @@ fn serve_finishes_a_running_run_with_the_config_it_started_with() {
 #[test]
 fn serve_api_answers_over_tcp_with_the_token() {
     let deployment = webhook_deployment("api", "");
-    let mut gantry_yaml =
-        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
-    gantry_yaml.push_str("server:\n  token: api-operator-token\n");
-    deployment.config.write("gantry.yaml", &gantry_yaml);
+    deployment
+        .config
+        .append("gantry.yaml", "server:\n  token: api-operator-token\n");
     let daemon = Daemon::start(&deployment.config);
     let url = |path: &str| format!("http://127.0.0.1:{}{path}", daemon.port);
     let (status, _) = curl(&[&url("/api/v1/runs")]);
@@ -1199,16 +1195,16 @@ fn serve_notifies_each_outcome_once_and_a_dead_receiver_delays_nothing() {
     let deployment = webhook_deployment("notify", "");
     let receiver = Receiver::start();
     let dead = free_port();
-    let mut gantry_yaml =
-        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
-    gantry_yaml.push_str(&format!(
-        "notifications:\n  \
+    deployment.config.append(
+        "gantry.yaml",
+        &format!(
+            "notifications:\n  \
          audit: {{ url: \"http://127.0.0.1:{port}/audit\" }}\n  \
          chat: {{ url: \"http://127.0.0.1:{port}/chat\", format: slack, on: [failure] }}\n  \
          gone: {{ url: \"http://127.0.0.1:{dead}/gone\" }}\n",
-        port = receiver.port
-    ));
-    deployment.config.write("gantry.yaml", &gantry_yaml);
+            port = receiver.port
+        ),
+    );
     let daemon = Daemon::start(&deployment.config);
     let good = deployment.head();
     push(&daemon, &deployment, &good);
@@ -1273,10 +1269,9 @@ fn serve_notifies_each_outcome_once_and_a_dead_receiver_delays_nothing() {
 #[test]
 fn the_cli_drives_a_remote_daemon_with_a_token() {
     let deployment = webhook_deployment("remote", "");
-    let mut gantry_yaml =
-        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
-    gantry_yaml.push_str("server:\n  token: remote-operator-token\n");
-    deployment.config.write("gantry.yaml", &gantry_yaml);
+    deployment
+        .config
+        .append("gantry.yaml", "server:\n  token: remote-operator-token\n");
     let daemon = Daemon::start(&deployment.config);
     // Somewhere without any config: everything goes through the API.
     let elsewhere = tempfile::tempdir().unwrap();
@@ -1396,18 +1391,18 @@ fn no_secret_appears_in_logs_api_answers_metrics_or_dashboard() {
         "api-reader-s3cret".to_string(),
         "T000/B000/notify-s3cret".to_string(),
     ];
-    let mut gantry_yaml =
-        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
-    gantry_yaml.push_str(&format!(
-        "server:\n  token: \"${{API_TOKEN}}\"\n  read_token: api-reader-s3cret\n\
+    deployment.config.append(
+        "gantry.yaml",
+        &format!(
+            "server:\n  token: \"${{API_TOKEN}}\"\n  read_token: api-reader-s3cret\n\
          registries:\n  \"{}\": {{ username: {}, password: \"${{REGISTRY_PASSWORD}}\" }}\n\
          notifications:\n  chat: {{ url: \"http://127.0.0.1:{}/{}\", format: slack }}\n",
-        auth_registry(),
-        auth_user(),
-        receiver.port,
-        secrets[4]
-    ));
-    deployment.config.write("gantry.yaml", &gantry_yaml);
+            auth_registry(),
+            auth_user(),
+            receiver.port,
+            secrets[4]
+        ),
+    );
     deployment.config.write(
         &format!("pipelines/{}.yaml", deployment.name),
         &format!(
@@ -1628,10 +1623,9 @@ fn form_urlencoded_query(text: &str) -> String {
 #[test]
 fn a_real_prometheus_scrapes_metrics_and_sees_each_run_counted() {
     let deployment = webhook_deployment("prom", "");
-    let mut gantry_yaml =
-        std::fs::read_to_string(deployment.config.path().join("gantry.yaml")).unwrap();
-    gantry_yaml.push_str("server:\n  token: prom-operator-token\n");
-    deployment.config.write("gantry.yaml", &gantry_yaml);
+    deployment
+        .config
+        .append("gantry.yaml", "server:\n  token: prom-operator-token\n");
     let daemon = Daemon::start(&deployment.config);
     let prometheus = Prometheus::start(daemon.port);
 
