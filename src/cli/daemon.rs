@@ -10,7 +10,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline};
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline, open_store};
 use crate::config::Config;
 use crate::engine::daemon::{self, LiveConfig, Poller, Scheduler};
 use crate::engine::metrics::Metrics;
@@ -38,9 +38,7 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
         );
         return Ok(ExitCode::from(EXIT_USAGE));
     }
-    let store = Store::open(&config.state_dir)
-        .await
-        .context("opening the state store")?;
+    let store = open_store(&config).await?;
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -284,9 +282,7 @@ pub async fn trigger(
         Ok(pipeline) => pipeline,
         Err(code) => return Ok(code),
     };
-    let store = Store::open(&config.state_dir)
-        .await
-        .context("opening the state store")?;
+    let store = open_store(config).await?;
     let queued = store
         .queue_run(&pipeline.name, "run", "manual", reference, None, &|_| {
             String::new()

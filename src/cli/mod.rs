@@ -483,6 +483,13 @@ fn find_pipeline<'c>(config: &'c Config, name: &str) -> Result<&'c Pipeline, Exi
     }
 }
 
+/// The config's state store, opened (and migrated) for a command.
+pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::open(&config.state_dir)
+        .await
+        .context("opening the state store")
+}
+
 async fn build(
     config: &Config,
     name: &str,
@@ -493,9 +500,7 @@ async fn build(
         Ok(pipeline) => pipeline,
         Err(code) => return Ok(code),
     };
-    let store = Store::open(&config.state_dir)
-        .await
-        .context("opening the state store")?;
+    let store = open_store(config).await?;
     let mut progress = progress::for_terminal(std::io::stderr().is_terminal());
     let report = engine::build(
         config,

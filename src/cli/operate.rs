@@ -6,13 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline, print_build, progress};
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline, open_store, print_build, progress};
 use crate::config::{Config, Pipeline};
 use crate::deploy::status::{Lifecycle, LifecycleReport, lifecycle};
 use crate::deploy::{Action, SharedLog, short_digest};
 use crate::engine::status::PipelineStatus;
 use crate::engine::{self, DeployOptions, DeployReport, RollbackTarget};
-use crate::store::{Outcome, Store};
+use crate::store::Outcome;
 
 /// Parses `--only`; a bad pattern is bad usage.
 pub fn parse_only(only: Option<&str>) -> Result<Option<glob::Pattern>, ExitCode> {
@@ -23,12 +23,6 @@ pub fn parse_only(only: Option<&str>) -> Result<Option<glob::Pattern>, ExitCode>
             Err(ExitCode::from(EXIT_USAGE))
         }
     }
-}
-
-async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::open(&config.state_dir)
-        .await
-        .context("opening the state store")
 }
 
 fn exit_for(outcome: Outcome) -> ExitCode {
