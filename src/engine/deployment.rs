@@ -86,6 +86,23 @@ impl RunReport {
     }
 }
 
+/// The run a deploy or rollback records into: the queued one the daemon took, or a
+/// new one asking for `requested`.
+async fn run_of(
+    store: &Store,
+    pipeline: &Pipeline,
+    kind: &str,
+    options: &DeployOptions,
+    requested: Option<&str>,
+) -> Result<RunId, EngineError> {
+    match options.queued {
+        Some(run) => Ok(run),
+        None => Ok(store
+            .start_run(&pipeline.name, kind, &options.trigger, requested)
+            .await?),
+    }
+}
+
 /// Deploys an image (the latest built one unless `options.image` names one) to a pipeline's instances.
 pub async fn deploy(
     config: &Config,
@@ -94,19 +111,7 @@ pub async fn deploy(
     options: &DeployOptions,
     progress: &mut dyn Progress,
 ) -> Result<DeployReport, EngineError> {
-    let run = match options.queued {
-        Some(run) => run,
-        None => {
-            store
-                .start_run(
-                    &pipeline.name,
-                    "deploy",
-                    &options.trigger,
-                    options.image.as_deref(),
-                )
-                .await?
-        }
-    };
+    let run = run_of(store, pipeline, "deploy", options, options.image.as_deref()).await?;
     let mut recording = Recording::new(store, run, progress);
     let mut recorder = Recorder::new(store, run, 0, &mut recording, pipeline, "deploy");
     let resolved = recorder
@@ -187,19 +192,7 @@ pub async fn rollback(
     options: &DeployOptions,
     progress: &mut dyn Progress,
 ) -> Result<DeployReport, EngineError> {
-    let run = match options.queued {
-        Some(run) => run,
-        None => {
-            store
-                .start_run(
-                    &pipeline.name,
-                    "rollback",
-                    &options.trigger,
-                    target.0.as_deref(),
-                )
-                .await?
-        }
-    };
+    let run = run_of(store, pipeline, "rollback", options, target.0.as_deref()).await?;
     let mut recording = Recording::new(store, run, progress);
     let mut recorder = Recorder::new(store, run, 0, &mut recording, pipeline, "rollback");
     let resolved = recorder
