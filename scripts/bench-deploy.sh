@@ -33,30 +33,10 @@ export DOCKER_HOST=unix:///var/run/docker.sock
 # same builder, or the comparison measures BuildKit against it.
 export DOCKER_BUILDKIT=0
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-# now_ms: wall clock in ms, without forking date (the probe loops run it often).
-now_ms() { local us=${EPOCHREALTIME//[!0-9]/}; echo $((us / 1000)); }
-# median: of the integers on stdin (the mean of the middle two for an even count).
-median() {
-  sort -n | awk '{ v[NR] = $1 } END {
-    if (NR == 0) { print "n/a"; exit }
-    if (NR % 2) print v[(NR + 1) / 2]; else printf "%d\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
+# shellcheck source=scripts/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 maximum() { sort -n | tail -n 1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-# goal VALUE OP LIMIT: "met" or "missed" (OP is le or lt or eq).
-goal() {
-  awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
-    ok = (op == "le") ? v <= l : (op == "lt") ? v < l : v == l
-    print (v == "n/a") ? "n/a" : ok ? "met" : "missed" }'
-}
-
-# Commits must not depend on (or be refused by) the caller's git identity or signing setup.
-git_in() {
-  git -C "$1" -c user.name="gantry bench" -c user.email=bench@gantry.invalid \
-    -c commit.gpgsign=false "${@:2}"
-}
 
 # Everything this run creates is named after it: pipelines (and so container labels)
 # and instances "$PREFIX-...", image repositories "$IMAGE_PREFIX...".
@@ -93,23 +73,6 @@ remove_images() {
       [ "$tag" = '<none>' ] || docker -H "$1" rmi "$repo:$tag" >/dev/null 2>&1 || true
       [ "$digest" = '<none>' ] || docker -H "$1" rmi "$repo@$digest" >/dev/null 2>&1 || true
     done
-}
-
-# delete_pushed REPOSITORY: delete every manifest of one of our repositories from the
-# registry (it runs with deletes enabled; the blobs go at its next garbage collection).
-delete_pushed() {
-  local path=${1#"$REGISTRY"/} tags tag digest
-  tags=$(curl -s -m 5 --noproxy '*' "http://$REGISTRY/v2/$path/tags/list" |
-    tr -d '[]{}"' | sed -n 's/.*tags://p' | tr ',' ' ') || return 0
-  for tag in $tags; do
-    digest=$(curl -s -m 5 --noproxy '*' -I \
-      -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
-      "http://$REGISTRY/v2/$path/manifests/$tag" |
-      tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: *//p') || continue
-    [ -z "$digest" ] ||
-      curl -s -m 5 --noproxy '*' -o /dev/null -X DELETE "http://$REGISTRY/v2/$path/manifests/$digest" ||
-      true
-  done
 }
 
 cleanup() {
@@ -256,19 +219,6 @@ wait_for_text() {
     sleep "$PROBE_SLEEP"
   done
   return 1
-}
-
-# free_port: a TCP port nothing listens on at 127.0.0.1, below Docker's ephemeral range.
-free_port() {
-  local port
-  for _ in $(seq 50); do
-    port=$((20000 + RANDOM % 12000))
-    if ! timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-  done
-  die "no free port found"
 }
 
 # One-line commit: a new unique line in the page.

@@ -41,21 +41,8 @@ STOP_LIMIT=60
 # The engine test-env.sh starts; the daemon's builds use it.
 export DOCKER_HOST=unix:///var/run/docker.sock
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-now_ms() { local us=${EPOCHREALTIME//[!0-9]/}; echo $((us / 1000)); }
-# goal VALUE OP LIMIT: "met" or "missed" (OP is ge, lt or eq).
-goal() {
-  awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
-    ok = (op == "ge") ? v + 0 >= l + 0 : (op == "lt") ? v + 0 < l + 0 : v == l
-    print (v == "n/a" || v == "") ? "n/a" : ok ? "met" : "missed" }'
-}
-
-# Commits must not depend on (or be refused by) the caller's git identity or signing setup.
-git_in() {
-  git -C "$1" -c user.name="gantry bench" -c user.email=bench@gantry.invalid \
-    -c commit.gpgsign=false "${@:2}"
-}
+# shellcheck source=scripts/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
 # Everything this run creates is named after it: the pipeline (and so the image
 # label gantry.pipeline) "$NAME", the image repository "$IMAGE".
@@ -64,23 +51,6 @@ WORK=''
 REGISTRY=''
 IMAGE=''
 DAEMON_PID=''
-
-# delete_pushed REPOSITORY: delete every manifest of the repository from the registry
-# (it runs with deletes enabled; the blobs go at its next garbage collection).
-delete_pushed() {
-  local path=${1#"$REGISTRY"/} tags tag digest
-  tags=$(curl -s -m 5 --noproxy '*' "http://$REGISTRY/v2/$path/tags/list" |
-    tr -d '[]{}"' | sed -n 's/.*tags://p' | tr ',' ' ') || return 0
-  for tag in $tags; do
-    digest=$(curl -s -m 5 --noproxy '*' -I \
-      -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
-      "http://$REGISTRY/v2/$path/manifests/$tag" |
-      tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: *//p') || continue
-    [ -z "$digest" ] ||
-      curl -s -m 5 --noproxy '*' -o /dev/null -X DELETE "http://$REGISTRY/v2/$path/manifests/$digest" ||
-      true
-  done
-}
 
 cleanup() {
   local status=$?
@@ -113,19 +83,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# free_port: a TCP port nothing listens on at 127.0.0.1, below Docker's ephemeral range.
-free_port() {
-  local port
-  for _ in $(seq 50); do
-    port=$((20000 + RANDOM % 12000))
-    if ! timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
 
 # field NAME FILE: a top-level number or string of the load generator's pretty JSON.
 field() { sed -n "s/^  \"$1\": \"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" "$2" | head -n 1; }

@@ -17,16 +17,8 @@ TOKEN=bench-sse-token
 export DOCKER_HOST=unix:///var/run/docker.sock
 export DOCKER_BUILDKIT=0
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-now_ms() { local us=${EPOCHREALTIME//[!0-9]/}; echo $((us / 1000)); }
-git_in() {
-  git -C "$1" -c user.name="gantry bench" -c user.email=bench@gantry.invalid \
-    -c commit.gpgsign=false "${@:2}"
-}
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=scripts/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
 WORK=''
 DAEMON_PID=''

@@ -24,22 +24,9 @@ export DOCKER_HOST=unix:///var/run/docker.sock
 # same builder, or the comparison measures BuildKit against it.
 export DOCKER_BUILDKIT=0
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-# median: of the integers on stdin (the mean of the middle two for an even count).
-median() {
-  sort -n | awk '{ v[NR] = $1 } END {
-    if (NR == 0) { print "n/a"; exit }
-    if (NR % 2) print v[(NR + 1) / 2]; else printf "%d\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
+# shellcheck source=scripts/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
-
-# Commits must not depend on (or be refused by) the caller's git identity or signing setup.
-git_in() {
-  git -C "$1" -c user.name="gantry bench" -c user.email=bench@gantry.invalid \
-    -c commit.gpgsign=false "${@:2}"
-}
 
 WORK=''
 REGISTRY=''
