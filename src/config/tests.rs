@@ -1,5 +1,6 @@
 //! Validation, file by file: each case writes a config directory and compares every message.
 
+use super::service::parse_port;
 use super::*;
 
 /// A pipeline that passes validation, for cases that change one thing.

@@ -1,0 +1,379 @@
+//! `gantry.yaml`: the state directory, the server, hosts, registries and notifications.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+
+use super::decode::{self, Decoder, Environment};
+use super::service::parse_bytes;
+use super::yaml::{self, Position};
+use super::*;
+
+/// What `gantry.yaml` holds, with defaults filled in.
+pub(super) struct Global {
+    pub(super) state_dir: PathBuf,
+    pub(super) server: Server,
+    pub(super) hosts: BTreeMap<String, Host>,
+    pub(super) registries: BTreeMap<String, Registry>,
+    pub(super) notifications: BTreeMap<String, Notification>,
+}
+
+pub(super) fn read_global(
+    dir: &Path,
+    file: &Path,
+    text: &str,
+    environment: Environment,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Global {
+    let mut global = Global {
+        state_dir: dir.join(".gantry"),
+        server: Server {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8700))),
+            token: None,
+            read_token: None,
+            public_read: false,
+            public_url: None,
+            max_body: DEFAULT_MAX_BODY,
+            keep_runs: DEFAULT_KEEP_RUNS,
+            max_builds: DEFAULT_MAX_BUILDS,
+        },
+        hosts: BTreeMap::from([(LOCAL_HOST.to_string(), local_host(environment))]),
+        registries: BTreeMap::new(),
+        notifications: BTreeMap::new(),
+    };
+    let Some(root) = parse_file(file, text, diagnostics) else {
+        return global;
+    };
+    let mut decoder = Decoder {
+        file: file.to_path_buf(),
+        diagnostics,
+        environment,
+    };
+    let Some(fields) = decoder.mapping(
+        &root,
+        "",
+        &["state", "server", "hosts", "registries", "notifications"],
+    ) else {
+        return global;
+    };
+    if let Some(state) = decoder.optional_string(&fields, "state") {
+        global.state_dir = dir.join(state);
+    }
+    if let Some(server_node) = fields.get("server")
+        && let Some(server) = decoder.mapping(
+            server_node,
+            "server",
+            &[
+                "listen",
+                "token",
+                "read_token",
+                "public_read",
+                "public_url",
+                "max_body",
+                "keep_runs",
+                "max_builds",
+            ],
+        )
+    {
+        if let Some(max_body_node) = server.get("max_body")
+            && let Some(text) = decoder.string(max_body_node, "server.max_body")
+        {
+            match parse_bytes(&text) {
+                Some(bytes) if bytes > 0 => global.server.max_body = bytes,
+                _ => decoder.error(
+                    max_body_node.position,
+                    format!("`server.max_body`: `{text}` is not a size (like 25m)"),
+                ),
+            }
+        }
+        if let Some(keep) = decoder.optional_number::<u32>(&server, "keep_runs", "a number of runs")
+        {
+            global.server.keep_runs = keep.max(1);
+        }
+        if let Some(builds) =
+            decoder.optional_number::<u32>(&server, "max_builds", "a number of builds")
+        {
+            global.server.max_builds = builds.max(1);
+        }
+        if let Some(listen_node) = server.get("listen")
+            && let Some(listen) = decoder.string(listen_node, "server.listen")
+        {
+            match listen.parse() {
+                Ok(address) => global.server.listen = address,
+                Err(_) => decoder.error(
+                    listen_node.position,
+                    format!("`server.listen`: `{listen}` is not an address like 127.0.0.1:8700"),
+                ),
+            }
+        }
+        global.server.token = decoder.optional_secret(&server, "token");
+        global.server.read_token = decoder.optional_secret(&server, "read_token");
+        global.server.public_url = decoder.optional_string(&server, "public_url");
+        global.server.public_read = decoder
+            .optional_bool(&server, "public_read")
+            .unwrap_or(false);
+    }
+    if let Some(hosts_node) = fields.get("hosts") {
+        for (name, key, node) in decoder.entries(hosts_node, "hosts").unwrap_or_default() {
+            if let Some(host) = read_host(&mut decoder, dir, name, key.position, node) {
+                global.hosts.insert(name.to_string(), host);
+            }
+        }
+    }
+    if let Some(notifications_node) = fields.get("notifications") {
+        for (name, _, node) in decoder
+            .entries(notifications_node, "notifications")
+            .unwrap_or_default()
+        {
+            if let Some(notification) = read_notification(&mut decoder, name, node) {
+                global.notifications.insert(name.to_string(), notification);
+            }
+        }
+    }
+    if let Some(registries_node) = fields.get("registries") {
+        for (name, _, node) in decoder
+            .entries(registries_node, "registries")
+            .unwrap_or_default()
+        {
+            let path = decode::join_path("registries", name);
+            let Some(entry) = decoder.mapping(node, &path, &["username", "password", "insecure"])
+            else {
+                continue;
+            };
+            let registry = Registry {
+                username: decoder.optional_string(&entry, "username"),
+                password: decoder.optional_secret(&entry, "password"),
+                insecure: decoder
+                    .optional_bool(&entry, "insecure")
+                    .unwrap_or_else(|| is_loopback_registry(name)),
+            };
+            if registry.password.is_some() && registry.username.is_none() {
+                decoder.error(
+                    entry.key_position("password"),
+                    format!("`{path}` has a password but no username"),
+                );
+            }
+            global.registries.insert(name.to_string(), registry);
+        }
+    }
+    global
+}
+
+/// The state directory a config directory names, read leniently: for commands that
+/// only read history and must work while a pipeline file is broken. A plain `state:`
+/// in gantry.yaml is honoured; anything else gives the default.
+pub fn state_dir_of(dir: &Path) -> PathBuf {
+    let default = dir.join(".gantry");
+    let Ok(text) = std::fs::read_to_string(dir.join(GLOBAL_FILE)) else {
+        return default;
+    };
+    let Ok(root) = yaml::parse(&text) else {
+        return default;
+    };
+    let yaml::NodeKind::Mapping(entries) = &root.kind else {
+        return default;
+    };
+    for (key, value) in entries {
+        if let (
+            yaml::NodeKind::Scalar { value: key, .. },
+            yaml::NodeKind::Scalar { value: state, .. },
+        ) = (&key.kind, &value.kind)
+            && key == "state"
+            && !state.contains('$')
+        {
+            return dir.join(state);
+        }
+    }
+    default
+}
+
+/// The `local` host: `DOCKER_HOST` when set, else the default socket.
+fn local_host(environment: Environment) -> Host {
+    let docker = environment("DOCKER_HOST")
+        .and_then(|url| parse_docker_url(&url).ok())
+        .unwrap_or_else(|| DockerEndpoint::Unix(PathBuf::from("/var/run/docker.sock")));
+    Host {
+        name: LOCAL_HOST.to_string(),
+        address: default_address(&docker),
+        docker,
+        tls: None,
+        timeout: DEFAULT_HOST_TIMEOUT,
+        ssh_key: None,
+    }
+}
+
+fn default_address(docker: &DockerEndpoint) -> String {
+    match docker {
+        DockerEndpoint::Unix(_) => "127.0.0.1".to_string(),
+        DockerEndpoint::Tcp(authority) => match authority.rsplit_once(':') {
+            Some((host, _port)) => host.to_string(),
+            None => authority.clone(),
+        },
+        DockerEndpoint::Ssh(destination) => destination
+            .rsplit_once('@')
+            .map_or(destination.as_str(), |(_user, host)| host)
+            .to_string(),
+    }
+}
+
+pub(super) fn parse_docker_url(url: &str) -> Result<DockerEndpoint, String> {
+    if let Some(path) = url.strip_prefix("unix://") {
+        if path.is_empty() {
+            return Err("a unix:// URL needs a socket path".to_string());
+        }
+        return Ok(DockerEndpoint::Unix(PathBuf::from(path)));
+    }
+    if let Some(authority) = url.strip_prefix("tcp://") {
+        let authority = authority.trim_end_matches('/');
+        let valid = authority
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(format!(
+                "`{url}` needs a host and a port, like tcp://10.0.0.11:2376"
+            ));
+        }
+        return Ok(DockerEndpoint::Tcp(authority.to_string()));
+    }
+    if let Some(destination) = url.strip_prefix("ssh://") {
+        let destination = destination.trim_end_matches('/');
+        let host = destination
+            .rsplit_once('@')
+            .map_or(destination, |(_user, host)| host);
+        if host.is_empty() || host.contains('/') {
+            return Err(format!("`{url}` needs a host, like ssh://deploy@10.0.0.11"));
+        }
+        if host.contains(':') {
+            return Err(format!(
+                "`{url}`: ssh:// hosts take no port in the URL; set `Port` for that host in ~/.ssh/config"
+            ));
+        }
+        return Ok(DockerEndpoint::Ssh(destination.to_string()));
+    }
+    Err(format!(
+        "`{url}` is not a Docker URL (unix:///path, tcp://host:port or ssh://user@host)"
+    ))
+}
+
+fn read_host(
+    decoder: &mut Decoder,
+    dir: &Path,
+    name: &str,
+    name_position: Position,
+    node: &yaml::Node,
+) -> Option<Host> {
+    let path = decode::join_path("hosts", name);
+    if !is_simple_name(name) {
+        decoder.error(
+            name_position,
+            format!("host name `{name}` may hold only letters, digits, `-`, `_` and `.`"),
+        );
+    }
+    let fields = decoder.mapping(
+        node,
+        &path,
+        &["docker", "tls", "address", "timeout", "ssh_key"],
+    )?;
+    let docker_node = fields.get("docker");
+    let url = decoder.required_string(&fields, "docker")?;
+    let docker = match parse_docker_url(&url) {
+        Ok(docker) => docker,
+        Err(message) => {
+            let position = docker_node.map_or(fields.position(), |node| node.position);
+            decoder.error(position, format!("`{path}.docker`: {message}"));
+            return None;
+        }
+    };
+    let tls = match fields.get("tls") {
+        Some(tls_node) => {
+            let tls_path = format!("{path}.tls");
+            let tls_fields = decoder.mapping(tls_node, &tls_path, &["ca", "cert", "key"])?;
+            let ca = decoder.required_string(&tls_fields, "ca");
+            let cert = decoder.required_string(&tls_fields, "cert");
+            let key = decoder.required_string(&tls_fields, "key");
+            if !matches!(docker, DockerEndpoint::Tcp(_)) {
+                decoder.error(
+                    tls_node.position,
+                    format!("`{tls_path}` applies to tcp:// hosts only"),
+                );
+            }
+            Some(TlsFiles {
+                ca: dir.join(ca?),
+                cert: dir.join(cert?),
+                key: dir.join(key?),
+            })
+        }
+        None => None,
+    };
+    let ssh_key = decoder
+        .optional_string(&fields, "ssh_key")
+        .map(|key| dir.join(key));
+    if ssh_key.is_some() && !matches!(docker, DockerEndpoint::Ssh(_)) {
+        decoder.error(
+            fields.key_position("ssh_key"),
+            format!("`{path}.ssh_key` applies to ssh:// hosts only"),
+        );
+    }
+    Some(Host {
+        name: name.to_string(),
+        ssh_key,
+        address: decoder
+            .optional_string(&fields, "address")
+            .unwrap_or_else(|| default_address(&docker)),
+        timeout: decoder
+            .optional_duration(&fields, "timeout")
+            .unwrap_or(DEFAULT_HOST_TIMEOUT),
+        docker,
+        tls,
+    })
+}
+
+fn read_notification(decoder: &mut Decoder, name: &str, node: &yaml::Node) -> Option<Notification> {
+    let path = decode::join_path("notifications", name);
+    let fields = decoder.mapping(node, &path, &["url", "format", "on", "pipelines"])?;
+    let url = decoder.required_string(&fields, "url")?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        decoder.error(
+            fields.key_position("url"),
+            format!("`{path}.url` must be an http:// or https:// URL"),
+        );
+    }
+    let format = match decoder.optional_string(&fields, "format").as_deref() {
+        None | Some("json") => NotificationFormat::Json,
+        Some("slack") => NotificationFormat::Slack,
+        Some(other) => {
+            decoder.error(
+                fields.key_position("format"),
+                format!("`{path}.format` is json or slack, not `{other}`"),
+            );
+            NotificationFormat::Json
+        }
+    };
+    let mut on = Vec::new();
+    for (event, position) in decoder.positioned_list(&fields, "on") {
+        match event.as_str() {
+            "success" | "failure" | "rollback" => on.push(event),
+            other => decoder.error(
+                position,
+                format!("`{path}.on`: `{other}` is not success, failure or rollback"),
+            ),
+        }
+    }
+    if fields.get("on").is_none() {
+        on = vec!["success".into(), "failure".into(), "rollback".into()];
+    }
+    let pipelines = fields
+        .get("pipelines")
+        .map(|node| decoder.string_list(node, &fields.path("pipelines")));
+    Some(Notification {
+        name: name.to_string(),
+        url: SecretString::from(url),
+        format,
+        on,
+        pipelines,
+    })
+}

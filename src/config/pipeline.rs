@@ -1,0 +1,395 @@
+//! A pipeline file: its source, build and image; `deploy` is read by `service`.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::decode::{self, Decoder, Environment, closest};
+use super::global::Global;
+use super::service::read_deploy;
+use super::yaml::{self, Position};
+use super::*;
+
+pub(super) fn read_pipeline(
+    dir: &Path,
+    name: &str,
+    file: PathBuf,
+    text: &str,
+    global: &Global,
+    environment: Environment,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Pipeline> {
+    let root = parse_file(&file, text, diagnostics)?;
+    let mut decoder = Decoder {
+        file: file.clone(),
+        diagnostics,
+        environment,
+    };
+    if !is_container_name(name) {
+        decoder.error(
+            Position { line: 1, column: 1 },
+            format!(
+                "pipeline name `{name}` (from the file name) may hold only letters, digits, `-`, `_` and `.`"
+            ),
+        );
+    }
+    let fields = decoder.mapping(&root, "", &["source", "build", "image", "deploy"])?;
+    let source = match fields.get("source") {
+        Some(node) => read_source(&mut decoder, dir, node),
+        None => {
+            decoder.missing(&fields, "source");
+            None
+        }
+    };
+    let branch = source.as_ref().map(|source| source.branch.clone());
+    let build = match fields.get("build") {
+        Some(node) => read_build(&mut decoder, node, global, branch.as_deref()),
+        None => read_build(
+            &mut decoder,
+            &empty_mapping(root.position),
+            global,
+            branch.as_deref(),
+        ),
+    };
+    let image = match fields.get("image") {
+        Some(node) => read_image(&mut decoder, node, global, branch.as_deref()),
+        None => {
+            decoder.missing(&fields, "image");
+            None
+        }
+    };
+    let deploy = match fields.get("deploy") {
+        Some(node) => read_deploy(&mut decoder, node, global),
+        None => Some(Deploy {
+            batch: 1,
+            on_failure: OnFailure::Rollback,
+            services: BTreeMap::new(),
+        }),
+    };
+    Some(Pipeline {
+        name: name.to_string(),
+        file,
+        source: source?,
+        build: build?,
+        image: image?,
+        deploy: deploy?,
+    })
+}
+
+pub(super) fn empty_mapping(position: Position) -> yaml::Node {
+    yaml::Node {
+        kind: yaml::NodeKind::Mapping(Vec::new()),
+        position,
+    }
+}
+
+fn read_source(decoder: &mut Decoder, dir: &Path, node: &yaml::Node) -> Option<Source> {
+    let fields = decoder.mapping(
+        node,
+        "source",
+        &[
+            "repo", "branch", "poll", "webhook", "token", "username", "ssh_key",
+        ],
+    )?;
+    let repo_node = fields.get("repo");
+    let repo = decoder.required_string(&fields, "repo").and_then(|repo| {
+        let position = repo_node.map_or(fields.position(), |node| node.position);
+        match normalize_repo(dir, &repo) {
+            Ok(repo) => Some(repo),
+            Err(message) => {
+                decoder.error(position, format!("`source.repo`: {message}"));
+                None
+            }
+        }
+    });
+    let branch = decoder
+        .optional_string(&fields, "branch")
+        .unwrap_or_else(|| "main".to_string());
+    if let Some(branch_node) = fields.get("branch")
+        && !is_valid_branch(&branch)
+    {
+        decoder.error(
+            branch_node.position,
+            format!("`source.branch`: `{branch}` is not a valid branch name"),
+        );
+    }
+    let poll = decoder.optional_duration(&fields, "poll");
+    if let (Some(poll), Some(poll_node)) = (poll, fields.get("poll"))
+        && poll < Duration::from_secs(1)
+    {
+        decoder.error(
+            poll_node.position,
+            "`source.poll` must be at least 1s".to_string(),
+        );
+    }
+    let webhook = match fields.get("webhook") {
+        Some(webhook_node) => {
+            let webhook_fields =
+                decoder.mapping(webhook_node, "source.webhook", &["secret", "unsigned"])?;
+            let secret = decoder.optional_secret(&webhook_fields, "secret");
+            let unsigned = decoder
+                .optional_bool(&webhook_fields, "unsigned")
+                .unwrap_or(false);
+            if unsigned && secret.is_some() {
+                decoder.error(
+                    webhook_fields.key_position("unsigned"),
+                    "`source.webhook`: `unsigned: true` and a `secret` contradict each other"
+                        .to_string(),
+                );
+            }
+            Some(Webhook { secret, unsigned })
+        }
+        None => None,
+    };
+    let token = decoder.optional_secret(&fields, "token");
+    let username = decoder.optional_string(&fields, "username");
+    let ssh_key = decoder
+        .optional_string(&fields, "ssh_key")
+        .map(|key| dir.join(key));
+    Some(Source {
+        repo: repo?,
+        branch,
+        poll,
+        webhook,
+        token,
+        username,
+        ssh_key,
+    })
+}
+
+/// Checks a repository location and makes a local path absolute.
+fn normalize_repo(dir: &Path, repo: &str) -> Result<String, String> {
+    const SCHEMES: [&str; 6] = [
+        "file://",
+        "git://",
+        "http://",
+        "https://",
+        "ssh://",
+        "git+ssh://",
+    ];
+    if SCHEMES.iter().any(|scheme| repo.starts_with(scheme)) {
+        return Ok(repo.to_string());
+    }
+    if repo.contains("://") {
+        return Err(format!(
+            "`{repo}` uses a scheme gantry does not fetch from (use file://, git://, https:// or ssh://)"
+        ));
+    }
+    // scp-like `user@host:path`, as git itself accepts.
+    if let Some((before, _)) = repo.split_once(':')
+        && before.contains('@')
+        && !before.contains('/')
+    {
+        return Ok(repo.to_string());
+    }
+    let path = Path::new(repo);
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::path::absolute(dir.join(path)).map_err(|error| error.to_string())?
+    };
+    Ok(absolute.to_string_lossy().into_owned())
+}
+
+/// git's own rules for a ref name component, enough to catch typos.
+pub(super) fn is_valid_branch(branch: &str) -> bool {
+    !branch.is_empty()
+        && !branch.starts_with(['-', '/'])
+        && !branch.ends_with(['/', '.'])
+        && !branch.ends_with(".lock")
+        && !branch.contains("..")
+        && !branch.contains("//")
+        && !branch.contains("@{")
+        && !branch
+            .chars()
+            .any(|character| character.is_ascii_control() || " ~^:?*[\\".contains(character))
+}
+
+fn read_build(
+    decoder: &mut Decoder,
+    node: &yaml::Node,
+    global: &Global,
+    branch: Option<&str>,
+) -> Option<Build> {
+    let fields = decoder.mapping(
+        node,
+        "build",
+        &["context", "dockerfile", "args", "target", "labels", "host"],
+    )?;
+    let context_text = decoder
+        .optional_string(&fields, "context")
+        .unwrap_or_else(|| ".".to_string());
+    let context = match normalize_inside(&context_text) {
+        Some(context) => Some(context),
+        None => {
+            decoder.error(
+                fields
+                    .get("context")
+                    .map_or(fields.position(), |node| node.position),
+                format!("`build.context`: `{context_text}` is outside the repository"),
+            );
+            None
+        }
+    };
+    let dockerfile_text = decoder
+        .optional_string(&fields, "dockerfile")
+        .unwrap_or_else(|| "Dockerfile".to_string());
+    let dockerfile = match normalize_inside(&dockerfile_text) {
+        Some(dockerfile) if !dockerfile.is_empty() => Some(dockerfile),
+        _ => {
+            decoder.error(
+                fields
+                    .get("dockerfile")
+                    .map_or(fields.position(), |node| node.position),
+                format!("`build.dockerfile`: `{dockerfile_text}` is outside the build context"),
+            );
+            None
+        }
+    };
+    let mut args = BTreeMap::new();
+    if let Some(args_node) = fields.get("args") {
+        for (name, _, value) in decoder.entries(args_node, "build.args").unwrap_or_default() {
+            let path = decode::join_path("build.args", name);
+            let Some(text) = decoder.string(value, &path) else {
+                continue;
+            };
+            match Template::parse(&text) {
+                Ok(template) => {
+                    if let Err(message) = template.render(&TemplateValues::sample(branch)) {
+                        decoder.error(value.position, format!("`{path}`: {message}"));
+                    }
+                    args.insert(name.to_string(), template);
+                }
+                Err(message) => decoder.error(value.position, format!("`{path}`: {message}")),
+            }
+        }
+    }
+    let target = decoder.optional_string(&fields, "target");
+    let labels = decoder.string_map(&fields, "labels");
+    let host = decoder
+        .optional_string(&fields, "host")
+        .unwrap_or_else(|| LOCAL_HOST.to_string());
+    check_host(
+        decoder,
+        global,
+        &host,
+        fields.key_position("host"),
+        "build.host",
+    );
+    Some(Build {
+        context: context?,
+        dockerfile: dockerfile?,
+        args,
+        target,
+        labels,
+        host,
+    })
+}
+
+/// Cleans a relative path (`./a/../b` → `b`); `None` when it leaves its root or is absolute.
+fn normalize_inside(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for component in Path::new(path).components() {
+        match component {
+            Component::CurDir => {}
+            Component::Normal(part) => parts.push(part.to_str()?),
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(parts.join("/"))
+}
+
+pub(super) fn check_host(
+    decoder: &mut Decoder,
+    global: &Global,
+    host: &str,
+    position: Position,
+    path: &str,
+) {
+    if global.hosts.contains_key(host) {
+        return;
+    }
+    let suggestion = match closest(host, global.hosts.keys().map(String::as_str)) {
+        Some(near) => format!(" (did you mean `{near}`?)"),
+        None => format!(
+            " (defined: {})",
+            global
+                .hosts
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    decoder.error(
+        position,
+        format!("`{path}`: host `{host}` is not defined in gantry.yaml{suggestion}"),
+    );
+}
+
+fn read_image(
+    decoder: &mut Decoder,
+    node: &yaml::Node,
+    global: &Global,
+    branch: Option<&str>,
+) -> Option<Image> {
+    let fields = decoder.mapping(node, "image", &["repository", "tags"])?;
+    let repository_node = fields.get("repository");
+    let repository_text = decoder.required_string(&fields, "repository")?;
+    let position = repository_node.map_or(fields.position(), |node| node.position);
+    let repository = match ImageRepository::parse(&repository_text) {
+        Ok(repository) => repository,
+        Err(message) => {
+            decoder.error(position, format!("`image.repository`: {message}"));
+            return None;
+        }
+    };
+    let registry = repository.registry();
+    if !global.registries.contains_key(registry) && !is_loopback_registry(registry) {
+        decoder.error(
+            position,
+            format!(
+                "`image.repository`: registry `{registry}` is not defined in gantry.yaml `registries` \
+                 (add `{registry}: {{}}` to use the credentials in ~/.docker/config.json)"
+            ),
+        );
+    }
+    let mut tags = Vec::new();
+    let tag_items = if fields.get("tags").is_some() {
+        decoder.positioned_list(&fields, "tags")
+    } else {
+        vec![("{{ commit.short }}".to_string(), fields.position())]
+    };
+    let tags_is_list = fields
+        .get("tags")
+        .is_none_or(|node| !matches!(node.kind, yaml::NodeKind::Mapping(_)));
+    if tag_items.is_empty() && tags_is_list {
+        decoder.error(
+            fields.key_position("tags"),
+            "`image.tags` must name at least one tag",
+        );
+    }
+    for (text, tag_position) in tag_items {
+        match Template::parse(&text) {
+            Ok(template) => {
+                match template.render(&TemplateValues::sample(branch)) {
+                    Ok(tag) if !is_valid_tag(&tag) => decoder.error(
+                        tag_position,
+                        format!(
+                            "`image.tags`: `{text}` gives `{tag}`, which Docker refuses as a tag \
+                             (letters, digits, `_`, `.` and `-`, at most 128, not starting with `.` or `-`)"
+                        ),
+                    ),
+                    Ok(_) => {}
+                    Err(message) => decoder.error(tag_position, format!("`image.tags`: {message}")),
+                }
+                tags.push(template);
+            }
+            Err(message) => decoder.error(tag_position, format!("`image.tags`: {message}")),
+        }
+    }
+    Some(Image { repository, tags })
+}

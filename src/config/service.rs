@@ -1,0 +1,447 @@
+//! A pipeline's `deploy`: services, their instances and health checks, and the
+//! checks that span services (`requires` defined and free of cycles, instance names unique).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::decode::{self, Decoder, Fields, closest};
+use super::global::Global;
+use super::pipeline::{check_host, empty_mapping};
+use super::yaml::{self, Position};
+use super::*;
+
+pub(super) fn read_deploy(
+    decoder: &mut Decoder,
+    node: &yaml::Node,
+    global: &Global,
+) -> Option<Deploy> {
+    let fields = decoder.mapping(node, "deploy", &["batch", "on_failure", "services"])?;
+    let batch = decoder
+        .optional_number::<u32>(&fields, "batch", "a whole number of instances")
+        .unwrap_or(1);
+    if batch == 0 {
+        decoder.error(
+            fields.key_position("batch"),
+            "`deploy.batch` must be at least 1",
+        );
+    }
+    let on_failure = match decoder.optional_string(&fields, "on_failure").as_deref() {
+        None | Some("rollback") => OnFailure::Rollback,
+        Some("halt") => OnFailure::Halt,
+        Some(other) => {
+            decoder.error(
+                fields
+                    .get("on_failure")
+                    .map_or(fields.position(), |node| node.position),
+                format!("`deploy.on_failure` must be `rollback` or `halt`, not `{other}`"),
+            );
+            OnFailure::Rollback
+        }
+    };
+    let mut services = BTreeMap::new();
+    let mut requires_positions = Vec::new();
+    let mut instance_names: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(services_node) = fields.get("services") {
+        for (name, key, node) in decoder
+            .entries(services_node, "deploy.services")
+            .unwrap_or_default()
+        {
+            if !is_container_name(name) {
+                decoder.error(
+                    key.position,
+                    format!(
+                        "service name `{name}` may hold only letters, digits, `-`, `_` and `.`"
+                    ),
+                );
+            }
+            if let Some((service, positions)) = read_service(decoder, name, node, global) {
+                for instance in service.instances.keys() {
+                    if let Some(other) = instance_names.insert(instance.clone(), name.to_string()) {
+                        decoder.error(
+                            key.position,
+                            format!(
+                                "instance `{instance}` is defined in services `{other}` and `{name}`; \
+                                 instance names are container names and must be unique"
+                            ),
+                        );
+                    }
+                }
+                requires_positions.extend(positions);
+                services.insert(name.to_string(), service);
+            }
+        }
+    }
+    for (service, required, position) in &requires_positions {
+        if !services.contains_key(required) {
+            let suggestion = closest(required, services.keys().map(String::as_str))
+                .map(|near| format!(" (did you mean `{near}`?)"))
+                .unwrap_or_default();
+            decoder.error(
+                *position,
+                format!(
+                    "`deploy.services.{service}.requires`: service `{required}` is not defined{suggestion}"
+                ),
+            );
+        }
+    }
+    if let Some(cycle) = find_cycle(&services) {
+        let position = requires_positions
+            .iter()
+            .find(|(service, _, _)| *service == cycle[0])
+            .map_or(fields.position(), |(_, _, position)| *position);
+        decoder.error(
+            position,
+            format!("`requires` forms a cycle: {}", cycle.join(" -> ")),
+        );
+    }
+    Some(Deploy {
+        batch: batch.max(1),
+        on_failure,
+        services,
+    })
+}
+
+/// A service and the positions of its `requires` entries (service, required, where).
+type ServiceWithRequires = (Service, Vec<(String, String, Position)>);
+
+fn read_service(
+    decoder: &mut Decoder,
+    name: &str,
+    node: &yaml::Node,
+    global: &Global,
+) -> Option<ServiceWithRequires> {
+    let path = decode::join_path("deploy.services", name);
+    let fields = decoder.mapping(
+        node,
+        &path,
+        &[
+            "requires",
+            "command",
+            "env",
+            "ports",
+            "volumes",
+            "restart",
+            "network",
+            "labels",
+            "memory",
+            "cpus",
+            "stop_timeout",
+            "health",
+            "instances",
+        ],
+    )?;
+    let requires_items = decoder.positioned_list(&fields, "requires");
+    let requires_positions = requires_items
+        .iter()
+        .map(|(required, position)| (name.to_string(), required.clone(), *position))
+        .collect();
+    let command = fields
+        .get("command")
+        .map(|node| decoder.string_list(node, &fields.path("command")));
+    let mut ports = Vec::new();
+    for (text, position) in decoder.positioned_list(&fields, "ports") {
+        match parse_port(&text) {
+            Ok(port) => ports.push(port),
+            Err(message) => decoder.error(position, format!("`{path}.ports`: {message}")),
+        }
+    }
+    let volumes = fields
+        .get("volumes")
+        .map(|node| decoder.string_list(node, &fields.path("volumes")))
+        .unwrap_or_default();
+    let restart = decoder
+        .optional_string(&fields, "restart")
+        .unwrap_or_else(|| "unless-stopped".to_string());
+    let restart_valid = matches!(
+        restart.as_str(),
+        "no" | "always" | "unless-stopped" | "on-failure"
+    ) || restart
+        .strip_prefix("on-failure:")
+        .is_some_and(|count| count.parse::<u32>().is_ok());
+    if !restart_valid {
+        decoder.error(
+            fields.get("restart").map_or(fields.position(), |node| node.position),
+            format!("`{path}.restart` must be no, always, unless-stopped or on-failure[:N], not `{restart}`"),
+        );
+    }
+    let memory = fields.get("memory").and_then(|memory_node| {
+        let text = decoder.string(memory_node, &fields.path("memory"))?;
+        let bytes = parse_bytes(&text);
+        if bytes.is_none() {
+            decoder.error(
+                memory_node.position,
+                format!("`{path}.memory`: `{text}` is not a size (like 256m or 1g)"),
+            );
+        }
+        bytes
+    });
+    let health = match fields.get("health") {
+        Some(health_node) => read_health(decoder, &format!("{path}.health"), health_node, &ports),
+        None => Some(Health {
+            check: HealthCheck::None,
+            timeout: DEFAULT_HEALTH_TIMEOUT,
+            interval: DEFAULT_HEALTH_INTERVAL,
+        }),
+    };
+    let mut instances = BTreeMap::new();
+    match fields.get("instances") {
+        Some(instances_node) => {
+            let instances_path = format!("{path}.instances");
+            for (instance_name, key, instance_node) in decoder
+                .entries(instances_node, &instances_path)
+                .unwrap_or_default()
+            {
+                if !is_container_name(instance_name) {
+                    decoder.error(
+                        key.position,
+                        format!(
+                            "instance name `{instance_name}` may hold only letters, digits, `-`, `_` and `.`"
+                        ),
+                    );
+                }
+                let instance_path = decode::join_path(&instances_path, instance_name);
+                let instance_node = if instance_node.is_null() {
+                    empty_mapping(instance_node.position)
+                } else {
+                    instance_node.clone()
+                };
+                let Some(instance_fields) =
+                    decoder.mapping(&instance_node, &instance_path, &["host", "env"])
+                else {
+                    continue;
+                };
+                let host = decoder
+                    .optional_string(&instance_fields, "host")
+                    .unwrap_or_else(|| LOCAL_HOST.to_string());
+                check_host(
+                    decoder,
+                    global,
+                    &host,
+                    instance_fields.key_position("host"),
+                    &format!("{instance_path}.host"),
+                );
+                let env = decoder.string_map(&instance_fields, "env");
+                instances.insert(
+                    instance_name.to_string(),
+                    Instance {
+                        name: instance_name.to_string(),
+                        host,
+                        env,
+                    },
+                );
+            }
+        }
+        None => decoder.missing(&fields, "instances"),
+    }
+    let service = Service {
+        name: name.to_string(),
+        requires: requires_items
+            .into_iter()
+            .map(|(required, _)| required)
+            .collect(),
+        command,
+        env: decoder.string_map(&fields, "env"),
+        ports,
+        volumes,
+        restart,
+        network: decoder.optional_string(&fields, "network"),
+        labels: decoder.string_map(&fields, "labels"),
+        memory,
+        cpus: decoder.optional_number(&fields, "cpus", "a number of CPUs like 0.5"),
+        stop_timeout: decoder.optional_duration(&fields, "stop_timeout"),
+        health: health?,
+        instances,
+    };
+    Some((service, requires_positions))
+}
+
+fn read_health(
+    decoder: &mut Decoder,
+    path: &str,
+    node: &yaml::Node,
+    ports: &[PortMapping],
+) -> Option<Health> {
+    let fields = decoder.mapping(
+        node,
+        path,
+        &["http", "tcp", "exec", "docker", "timeout", "interval"],
+    )?;
+    let kinds: Vec<&str> = ["http", "tcp", "exec", "docker"]
+        .into_iter()
+        .filter(|kind| fields.get(kind).is_some())
+        .collect();
+    if kinds.len() > 1 {
+        decoder.error(
+            fields.position(),
+            format!(
+                "`{path}` names several checks ({}); choose one",
+                kinds.join(", ")
+            ),
+        );
+    }
+    let check_port = |decoder: &mut Decoder, check_fields: &Fields, check_path: &str| {
+        let port: Option<u16> = decoder.optional_number(check_fields, "port", "a port number");
+        if port.is_none() && check_fields.get("port").is_none() {
+            decoder.missing(check_fields, "port");
+        }
+        if let Some(port) = port
+            && !ports.iter().any(|mapping| mapping.container_port == port)
+        {
+            decoder.error(
+                check_fields.key_position("port"),
+                format!(
+                    "`{check_path}.port`: container port {port} is not published in `ports`; \
+                     use an `exec` or `docker` check for an unpublished port"
+                ),
+            );
+        }
+        port
+    };
+    let check = match kinds.first().copied() {
+        None => HealthCheck::None,
+        Some("http") => {
+            let http_path = format!("{path}.http");
+            let http = decoder.mapping(
+                fields.get("http")?,
+                &http_path,
+                &["port", "path", "status", "body"],
+            )?;
+            let port = check_port(decoder, &http, &http_path);
+            let request_path = decoder
+                .optional_string(&http, "path")
+                .unwrap_or_else(|| "/".to_string());
+            if !request_path.starts_with('/') {
+                decoder.error(
+                    http.key_position("path"),
+                    format!("`{http_path}.path` must start with `/`"),
+                );
+            }
+            let status = decoder
+                .optional_number(&http, "status", "an HTTP status like 200")
+                .unwrap_or(200);
+            let body = decoder.optional_string(&http, "body");
+            if let Some(pattern) = &body
+                && let Err(error) = regex::Regex::new(pattern)
+            {
+                decoder.error(
+                    http.key_position("body"),
+                    format!("`{http_path}.body` is not a valid regex: {error}"),
+                );
+            }
+            HealthCheck::Http {
+                port: port?,
+                path: request_path,
+                status,
+                body,
+            }
+        }
+        Some("tcp") => {
+            let tcp_path = format!("{path}.tcp");
+            let tcp = decoder.mapping(fields.get("tcp")?, &tcp_path, &["port"])?;
+            HealthCheck::Tcp {
+                port: check_port(decoder, &tcp, &tcp_path)?,
+            }
+        }
+        Some("exec") => {
+            let command = decoder.string_list(fields.get("exec")?, &format!("{path}.exec"));
+            if command.is_empty() {
+                decoder.error(
+                    fields.key_position("exec"),
+                    format!("`{path}.exec` needs a command"),
+                );
+            }
+            HealthCheck::Exec { command }
+        }
+        Some(_) => match decoder.optional_bool(&fields, "docker") {
+            Some(true) => HealthCheck::Docker,
+            _ => HealthCheck::None,
+        },
+    };
+    Some(Health {
+        check,
+        timeout: decoder
+            .optional_duration(&fields, "timeout")
+            .unwrap_or(DEFAULT_HEALTH_TIMEOUT),
+        interval: decoder
+            .optional_duration(&fields, "interval")
+            .unwrap_or(DEFAULT_HEALTH_INTERVAL),
+    })
+}
+
+/// Parses Docker's short port syntax: `8080`, `80:8080`, `127.0.0.1:80:8080`, `53:53/udp`.
+pub(super) fn parse_port(text: &str) -> Result<PortMapping, String> {
+    let (mapping, protocol) = match text.split_once('/') {
+        Some((mapping, protocol)) => (mapping, protocol),
+        None => (text, "tcp"),
+    };
+    if !matches!(protocol, "tcp" | "udp" | "sctp") {
+        return Err(format!("`{text}`: protocol must be tcp, udp or sctp"));
+    }
+    let parts: Vec<&str> = mapping.rsplitn(3, ':').collect();
+    let parse = |part: &str| {
+        part.parse::<u16>()
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(|| {
+                format!("`{text}` is not a port mapping like 8080:80 (`{part}` is not a port)")
+            })
+    };
+    let container_port = parse(parts[0])?;
+    let host_port = match parts.get(1) {
+        Some(part) if !part.is_empty() => Some(parse(part)?),
+        _ => None,
+    };
+    let host_ip = parts.get(2).map(|ip| ip.to_string());
+    Ok(PortMapping {
+        host_ip,
+        host_port,
+        container_port,
+        protocol: protocol.to_string(),
+    })
+}
+
+/// Parses a size like `512m`, `1g`, `1048576`.
+pub(super) fn parse_bytes(text: &str) -> Option<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let lower = lower.trim_end_matches('b');
+    let (number, multiplier) = match lower.chars().last()? {
+        'k' => (&lower[..lower.len() - 1], 1024),
+        'm' => (&lower[..lower.len() - 1], 1024 * 1024),
+        'g' => (&lower[..lower.len() - 1], 1024 * 1024 * 1024),
+        _ => (lower, 1),
+    };
+    number.parse::<u64>().ok()?.checked_mul(multiplier)
+}
+
+/// Finds one `requires` cycle, returned as the path that closes it (`a, b, a`).
+fn find_cycle(services: &BTreeMap<String, Service>) -> Option<Vec<String>> {
+    fn visit(
+        name: &str,
+        services: &BTreeMap<String, Service>,
+        finished: &mut BTreeSet<String>,
+        stack: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = stack.iter().position(|entry| entry == name) {
+            let mut cycle = stack[start..].to_vec();
+            cycle.push(name.to_string());
+            return Some(cycle);
+        }
+        if finished.contains(name) {
+            return None;
+        }
+        stack.push(name.to_string());
+        if let Some(service) = services.get(name) {
+            for required in &service.requires {
+                if let Some(cycle) = visit(required, services, finished, stack) {
+                    return Some(cycle);
+                }
+            }
+        }
+        stack.pop();
+        finished.insert(name.to_string());
+        None
+    }
+    let mut finished = BTreeSet::new();
+    services
+        .keys()
+        .find_map(|name| visit(name, services, &mut finished, &mut Vec::new()))
+}

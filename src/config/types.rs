@@ -1,0 +1,251 @@
+//! The validated configuration's types: what the rest of gantry reads.
+//!
+//! Values here are consistent by construction (`config::Config::load` checked
+//! them); they hold no positions and do no IO.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use super::{ImageRepository, Template};
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config directory as given; relative paths in the files are relative to it.
+    pub dir: PathBuf,
+    /// Where state.db, git caches and logs live.
+    pub state_dir: PathBuf,
+    pub server: Server,
+    pub hosts: BTreeMap<String, Host>,
+    pub registries: BTreeMap<String, Registry>,
+    pub notifications: BTreeMap<String, Notification>,
+    pub pipelines: BTreeMap<String, Pipeline>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// The operator's bearer token: reads and actions through the HTTP API.
+    pub token: Option<SecretString>,
+    /// A bearer token that may only read.
+    pub read_token: Option<SecretString>,
+    /// Read-only endpoints answer without a token.
+    pub public_read: bool,
+    /// The daemon's address as users reach it, for links in notifications.
+    pub public_url: Option<String>,
+    /// The largest webhook body accepted, in bytes.
+    pub max_body: u64,
+    /// Runs kept per pipeline; older ones (with their stages and logs) are deleted.
+    pub keep_runs: u32,
+    /// Builds that may run at once across pipelines.
+    pub max_builds: u32,
+}
+
+/// Webhook bodies up to this size are read (forges send up to 25 MB).
+pub const DEFAULT_MAX_BODY: u64 = 25 * 1024 * 1024;
+/// Runs kept per pipeline by default.
+pub const DEFAULT_KEEP_RUNS: u32 = 100;
+/// Concurrent builds by default: enough for a small machine.
+pub const DEFAULT_MAX_BUILDS: u32 = 2;
+
+/// A Docker engine that gantry talks to directly.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    pub docker: DockerEndpoint,
+    pub tls: Option<TlsFiles>,
+    /// Where the host's published ports are reached, for health checks.
+    pub address: String,
+    pub timeout: Duration,
+    /// Private key for an `ssh://` host; ssh's own config and agent are used when absent.
+    pub ssh_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerEndpoint {
+    Unix(PathBuf),
+    /// `host:port` of a `tcp://` URL.
+    Tcp(String),
+    /// `[user@]host` of an `ssh://` URL; the engine is reached through `docker system dial-stdio` there.
+    Ssh(String),
+}
+
+impl fmt::Display for DockerEndpoint {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DockerEndpoint::Unix(path) => write!(formatter, "unix://{}", path.display()),
+            DockerEndpoint::Tcp(authority) => write!(formatter, "tcp://{authority}"),
+            DockerEndpoint::Ssh(destination) => write!(formatter, "ssh://{destination}"),
+        }
+    }
+}
+
+/// Where run outcomes are announced.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub name: String,
+    /// Incoming-webhook URLs carry their credentials in the path: kept secret.
+    pub url: SecretString,
+    pub format: NotificationFormat,
+    /// `success`, `failure`, `rollback`.
+    pub on: Vec<String>,
+    /// Only these pipelines; all when `None`.
+    pub pipelines: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationFormat {
+    /// `{pipeline, run, kind, commit, author, outcome, message, url}`.
+    Json,
+    /// Slack's incoming webhook: `{text}`.
+    Slack,
+}
+
+/// Client certificate files for a `tcp://` host, resolved against the config directory.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Credentials and transport for one registry, keyed by its host (`registry.example.com`, `10.0.0.5:5000`).
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// Plain HTTP instead of HTTPS.
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The file's stem.
+    pub name: String,
+    pub file: PathBuf,
+    pub source: Source,
+    pub build: Build,
+    pub image: Image,
+    pub deploy: Deploy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// A URL (`file://`, `git://`, `https://`, `ssh://`, `user@host:path`) or a local path made absolute.
+    pub repo: String,
+    pub branch: String,
+    pub poll: Option<Duration>,
+    pub webhook: Option<Webhook>,
+    /// HTTPS token (sent as the password, with `username` or `git`).
+    pub token: Option<SecretString>,
+    pub username: Option<String>,
+    /// SSH private key file for `ssh://` URLs; the SSH agent is tried when absent.
+    pub ssh_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub secret: Option<SecretString>,
+    /// Accept deliveries without a signature: only when set explicitly and no secret is given.
+    pub unsigned: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Build {
+    /// The context directory inside the repository, `/`-separated, empty for the root.
+    pub context: String,
+    /// The Dockerfile inside the context, `/`-separated.
+    pub dockerfile: String,
+    pub args: BTreeMap<String, Template>,
+    pub target: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub host: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub repository: ImageRepository,
+    pub tags: Vec<Template>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Deploy {
+    pub batch: u32,
+    pub on_failure: OnFailure,
+    pub services: BTreeMap<String, Service>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    Rollback,
+    Halt,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub requires: Vec<String>,
+    pub command: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub ports: Vec<PortMapping>,
+    pub volumes: Vec<String>,
+    pub restart: String,
+    pub network: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub stop_timeout: Option<Duration>,
+    pub health: Health,
+    pub instances: BTreeMap<String, Instance>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMapping {
+    pub host_ip: Option<String>,
+    /// `None` lets Docker choose a free host port.
+    pub host_port: Option<u16>,
+    pub container_port: u16,
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub check: HealthCheck,
+    pub timeout: Duration,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthCheck {
+    None,
+    Http {
+        port: u16,
+        path: String,
+        status: u16,
+        body: Option<String>,
+    },
+    Tcp {
+        port: u16,
+    },
+    Exec {
+        command: Vec<String>,
+    },
+    Docker,
+}
+
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub name: String,
+    pub host: String,
+    pub env: BTreeMap<String, String>,
+}
+
+/// Health check defaults: how long a new container has to become healthy, and how often it is asked.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
