@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use gantry::cli::{self, Cli, EXIT_FAILED};
 
+/// How long blocking work left over at exit may take to finish.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon tells what it does; one-shot commands speak through their progress.
@@ -28,11 +31,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    let code = match runtime.block_on(cli::run(cli)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(EXIT_FAILED)
         }
-    }
+    };
+    // Work that is still going on a blocking thread (a git fetch stuck on a silent
+    // remote) must not keep a finished command or a stopped daemon from exiting.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    code
 }

@@ -38,6 +38,9 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
         );
         return Ok(ExitCode::from(EXIT_USAGE));
     }
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let store = open_store(&config).await?;
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,

@@ -397,11 +397,15 @@ fn validate(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         let pipelines: Vec<&String> = config.pipelines.keys().collect();
         let hosts: Vec<&String> = config.hosts.keys().collect();
+        let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
         println!(
             "{}",
-            serde_json::json!({ "valid": true, "pipelines": pipelines, "hosts": hosts })
+            serde_json::json!({ "valid": true, "pipelines": pipelines, "hosts": hosts, "warnings": warnings })
         );
     } else {
+        for warning in &config.warnings {
+            eprintln!("warning: {warning}");
+        }
         println!(
             "config OK: {} pipeline(s), {} host(s), {} registr{} in {}",
             config.pipelines.len(),

@@ -5,7 +5,7 @@
 //! never hides the next. `${VAR}` interpolation happens here, on scalars only,
 //! so positions stay those of the file as written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -134,13 +134,15 @@ impl Decoder<'_> {
             );
             return None;
         };
-        let mut entries: Vec<(&str, &Node, &Node)> = Vec::new();
+        let mut entries: Vec<(&str, &Node, &Node)> = Vec::with_capacity(pairs.len());
+        // A set, so that a mapping of many keys is checked in linear time.
+        let mut seen: HashSet<&str> = HashSet::with_capacity(pairs.len());
         for (key, value) in pairs {
             let NodeKind::Scalar { value: name, .. } = &key.kind else {
                 self.error(key.position, "a key must be a plain name");
                 continue;
             };
-            if entries.iter().any(|(seen, _, _)| seen == name) {
+            if !seen.insert(name.as_str()) {
                 self.error(
                     key.position,
                     format!("duplicate key `{name}` in `{}`", display_path(path)),
@@ -191,9 +193,23 @@ impl Decoder<'_> {
         self.error(fields.position, message);
     }
 
-    /// A secret: interpolated like any string, then kept out of `Debug` output.
+    /// A secret: interpolated like any string, then kept out of `Debug` output. An
+    /// empty (or blank) secret is an error, never "no secret": an unset variable behind
+    /// `${VAR:-}` must not turn a token or a signature check into one anybody passes.
     pub fn optional_secret(&mut self, fields: &Fields, key: &str) -> Option<SecretString> {
-        self.optional_string(fields, key).map(SecretString::from)
+        let node = fields.get(key)?;
+        let text = self.string(node, &fields.path(key))?;
+        if text.trim().is_empty() {
+            self.error(
+                node.position,
+                format!(
+                    "`{}` is empty; give it a value (an unset variable with a `:-` default?) or remove the key",
+                    fields.path(key)
+                ),
+            );
+            return None;
+        }
+        Some(SecretString::from(text))
     }
 
     pub fn optional_bool(&mut self, fields: &Fields, key: &str) -> Option<bool> {

@@ -4,12 +4,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::decode::{self, Decoder, Environment};
 use super::service::parse_bytes;
 use super::yaml::{self, Position};
 use super::*;
+
+/// Tokens shorter than this load, with a warning.
+const MIN_TOKEN_LEN: usize = 16;
 
 /// What `gantry.yaml` holds, with defaults filled in.
 pub(super) struct Global {
@@ -18,6 +21,8 @@ pub(super) struct Global {
     pub(super) hosts: BTreeMap<String, Host>,
     pub(super) registries: BTreeMap<String, Registry>,
     pub(super) notifications: BTreeMap<String, Notification>,
+    /// Problems that do not stop the config from loading.
+    pub(super) warnings: Vec<Diagnostic>,
 }
 
 pub(super) fn read_global(
@@ -44,6 +49,7 @@ pub(super) fn read_global(
         hosts: BTreeMap::from([(LOCAL_HOST.to_string(), local_host(environment))]),
         registries: BTreeMap::new(),
         notifications: BTreeMap::new(),
+        warnings: Vec::new(),
     };
     let Some(root) = parse_file(file, text, diagnostics) else {
         return global;
@@ -112,6 +118,24 @@ pub(super) fn read_global(
         }
         global.server.token = decoder.optional_secret(&server, "token");
         global.server.read_token = decoder.optional_secret(&server, "read_token");
+        for (key, token) in [
+            ("token", &global.server.token),
+            ("read_token", &global.server.read_token),
+        ] {
+            if let Some(token) = token
+                && token.expose_secret().chars().count() < MIN_TOKEN_LEN
+            {
+                let position = server.key_position(key);
+                global.warnings.push(Diagnostic {
+                    file: file.to_path_buf(),
+                    line: position.line,
+                    column: position.column,
+                    message: format!(
+                        "`server.{key}` is shorter than {MIN_TOKEN_LEN} characters; a long random token (`openssl rand -hex 32`) is much harder to guess"
+                    ),
+                });
+            }
+        }
         global.server.public_url = decoder.optional_string(&server, "public_url");
         global.server.public_read = decoder
             .optional_bool(&server, "public_read")

@@ -36,6 +36,12 @@ pub const PIPELINES_DIR: &str = "pipelines";
 pub const LOCAL_HOST: &str = "local";
 /// How long `gantry hosts` and every Docker call wait for a host to answer by default.
 pub const DEFAULT_HOST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest config file read: the biggest real pipeline is a few KiB; the loader
+/// holds a file and its tree in memory on every reload.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// Diagnostics listed per file; a file with thousands of errors is shown the first ones
+/// and a count of the rest.
+pub const MAX_DIAGNOSTICS_PER_FILE: usize = 100;
 /// The API listen address when `server.listen` is not set.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 
@@ -90,20 +96,11 @@ impl Config {
             });
         }
         let mut diagnostics = Vec::new();
-        let global_path = dir.join(GLOBAL_FILE);
-        let global_text = match std::fs::read_to_string(&global_path) {
-            Ok(text) => Some(text),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: global_path,
-                    source,
-                });
-            }
-        };
+        let global_file = display_file(dir, GLOBAL_FILE);
+        let global_text = read_file(&dir.join(GLOBAL_FILE), &global_file, &mut diagnostics)?;
         let global = read_global(
             dir,
-            &display_file(dir, GLOBAL_FILE),
+            &global_file,
             global_text.as_deref().unwrap_or(""),
             environment,
             &mut diagnostics,
@@ -111,12 +108,11 @@ impl Config {
 
         let mut pipelines = BTreeMap::new();
         for path in pipeline_files(dir)? {
-            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
-                source,
-            })?;
             let relative = Path::new(PIPELINES_DIR).join(path.file_name().unwrap_or_default());
             let file = display_file(dir, &relative.to_string_lossy());
+            let Some(text) = read_file(&path, &file, &mut diagnostics)? else {
+                continue;
+            };
             let name = path
                 .file_stem()
                 .unwrap_or_default()
@@ -136,8 +132,7 @@ impl Config {
         }
 
         if !diagnostics.is_empty() {
-            diagnostics.sort();
-            return Err(ConfigError::Invalid(diagnostics));
+            return Err(ConfigError::Invalid(bounded(diagnostics)));
         }
         Ok(Config {
             dir: dir.to_path_buf(),
@@ -146,6 +141,7 @@ impl Config {
             hosts: global.hosts,
             registries: global.registries,
             notifications: global.notifications,
+            warnings: global.warnings,
             pipelines,
         })
     }
@@ -224,6 +220,97 @@ fn display_file(dir: &Path, relative: &str) -> PathBuf {
     } else {
         dir.join(relative)
     }
+}
+
+/// Reads a config file's text: `None` when it does not exist, or when it is too large
+/// or not UTF-8 (reported as a diagnostic, so the other files are still checked).
+fn read_file(
+    path: &Path,
+    file: &Path,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<Option<String>, ConfigError> {
+    let read_error = |source: std::io::Error| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let opened = match std::fs::File::open(path) {
+        Ok(opened) => opened,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(read_error(source)),
+    };
+    let problem = |message: String| Diagnostic {
+        file: file.to_path_buf(),
+        line: 1,
+        column: 1,
+        message,
+    };
+    // Not a regular file (a FIFO would block the loader forever).
+    if !opened.metadata().map_err(read_error)?.is_file() {
+        diagnostics.push(problem("not a regular file".to_string()));
+        return Ok(None);
+    }
+    // Read at most one byte past the limit, so a file that grows while it is read
+    // is caught too.
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(opened, MAX_FILE_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        diagnostics.push(problem(format!(
+            "the file is larger than {} KiB, the most a config file may be",
+            MAX_FILE_BYTES / 1024
+        )));
+        return Ok(None);
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) => {
+            diagnostics.push(problem(format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                error.utf8_error().valid_up_to()
+            )));
+            Ok(None)
+        }
+    }
+}
+
+/// The diagnostics sorted, with at most `MAX_DIAGNOSTICS_PER_FILE` of each file and a
+/// count of the rest.
+fn bounded(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diagnostics.sort();
+    let mut kept: Vec<Diagnostic> = Vec::new();
+    let mut left_out: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    let mut of_this_file = 0;
+    for diagnostic in diagnostics {
+        if kept.last().is_none_or(|last| last.file != diagnostic.file) {
+            of_this_file = 0;
+        }
+        of_this_file += 1;
+        if of_this_file > MAX_DIAGNOSTICS_PER_FILE {
+            *left_out.entry(diagnostic.file.clone()).or_default() += 1;
+        } else {
+            kept.push(diagnostic);
+        }
+    }
+    for (file, count) in left_out {
+        let last = kept
+            .iter()
+            .rposition(|diagnostic| diagnostic.file == file)
+            .unwrap_or(kept.len());
+        let at = kept.get(last).map_or(1, |diagnostic| diagnostic.line);
+        kept.insert(
+            last + 1,
+            Diagnostic {
+                file,
+                line: at,
+                column: 1,
+                message: format!("... and {count} more errors in this file"),
+            },
+        );
+    }
+    kept
 }
 
 /// Parses a file into a tree, reporting a syntax error as a diagnostic.

@@ -2,8 +2,20 @@
 //!
 //! Templates are parsed and test-rendered at load time with sample values, so an
 //! unknown variable or a tag Docker would refuse is a config error, not a failed run.
+//! The config loader renders them on every reload, so their work is bounded: the
+//! source's length, the instructions a render may run (minijinja's fuel), and the
+//! length of what it makes.
 
 use minijinja::{Environment, UndefinedBehavior, context};
+
+/// The longest template source: a tag is at most 128 characters, a build argument a
+/// short value; a longer template is a mistake or an attack.
+pub const MAX_TEMPLATE_LEN: usize = 1024;
+/// Instructions one render may run. `{{ branch }}-{{ run.number }}` takes a few
+/// dozen; a loop over a large range runs out of fuel instead of stalling the loader.
+const TEMPLATE_FUEL: u64 = 10_000;
+/// The longest text a render may make (a tag is at most 128 characters).
+pub const MAX_RENDERED_LEN: usize = 4096;
 
 /// A parsed template; rendering it needs the run's values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +49,12 @@ impl TemplateValues {
 
 impl Template {
     pub fn parse(source: &str) -> Result<Template, String> {
+        if source.len() > MAX_TEMPLATE_LEN {
+            return Err(format!(
+                "a template of {} bytes is longer than the {MAX_TEMPLATE_LEN} allowed",
+                source.len()
+            ));
+        }
         environment()
             .template_from_str(source)
             .map_err(|error| format!("bad template `{source}`: {}", error_text(&error)))?;
@@ -56,13 +74,22 @@ impl Template {
                 branch => &values.branch,
                 run => context! { number => values.run_number },
             })
-            .map(|text| text.trim().to_string())
             .map_err(|error| {
                 format!(
                     "template `{}` cannot be rendered: {} (known: commit.sha, commit.short, branch, run.number)",
                     self.source,
                     error_text(&error)
                 )
+            })
+            .and_then(|text| {
+                if text.len() > MAX_RENDERED_LEN {
+                    return Err(format!(
+                        "template `{}` makes {} bytes, more than the {MAX_RENDERED_LEN} allowed",
+                        self.source,
+                        text.len()
+                    ));
+                }
+                Ok(text.trim().to_string())
             })
     }
 
@@ -71,10 +98,12 @@ impl Template {
     }
 }
 
-/// Strict: a misspelled variable is an error, not an empty string.
+/// Strict: a misspelled variable is an error, not an empty string. Fueled: a render
+/// that runs too long stops with an error.
 fn environment() -> Environment<'static> {
     let mut environment = Environment::new();
     environment.set_undefined_behavior(UndefinedBehavior::Strict);
+    environment.set_fuel(Some(TEMPLATE_FUEL));
     environment
 }
 
@@ -116,5 +145,16 @@ mod tests {
         check("{{ branch }}-{{ run.number }}", Ok("main-42"));
         check("{{ commit.shaa }}", Err("cannot be rendered"));
         check("{{ commit.short", Err("bad template"));
+    }
+
+    #[test]
+    fn template_work_is_bounded() {
+        check(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            Err("cannot be rendered"),
+        );
+        check("{{ 'x' * 100000000 }}", Err("cannot be rendered"));
+        check(&"x".repeat(MAX_TEMPLATE_LEN + 1), Err("longer than"));
+        check("{{ 'ab' * 3000 }}", Err("more than the"));
     }
 }

@@ -409,3 +409,150 @@ fn notifications() {
         ],
     );
 }
+
+#[test]
+fn empty_secrets_are_errors_not_absent() {
+    check(
+        &[(
+            "gantry.yaml",
+            "server:\n  token: \"${GANTRY_TOKEN:-}\"\n  read_token: \"  \"\nregistries:\n  registry.example.com: { username: ci, password: \"${REGISTRY_PASSWORD:-}\" }\n",
+        )],
+        &[
+            "gantry.yaml:2:10: `server.token` is empty; give it a value (an unset variable with a `:-` default?) or remove the key",
+            "gantry.yaml:3:15: `server.read_token` is empty; give it a value (an unset variable with a `:-` default?) or remove the key",
+            "gantry.yaml:5:51: `registries.registry.example.com.password` is empty; give it a value (an unset variable with a `:-` default?) or remove the key",
+        ],
+    );
+    let text = GOOD_PIPELINE.replace(
+        "  branch: main\n",
+        "  branch: main\n  webhook: { secret: \"${HOOK_SECRET:-}\" }\n  token: ''\n",
+    );
+    check_pipeline(
+        &text,
+        &[
+            "pipelines/hello.yaml:4:22: `source.webhook.secret` is empty; give it a value (an unset variable with a `:-` default?) or remove the key",
+            "pipelines/hello.yaml:5:10: `source.token` is empty; give it a value (an unset variable with a `:-` default?) or remove the key",
+        ],
+    );
+}
+
+#[test]
+fn short_tokens_load_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gantry.yaml"),
+        "server:\n  token: short\n  read_token: a-long-enough-read-token\n",
+    )
+    .unwrap();
+    let config = Config::load_with(dir.path(), &|_: &str| None).unwrap();
+    let warnings: Vec<String> = config
+        .warnings
+        .iter()
+        .map(|warning| format!("{}:{}: {}", warning.line, warning.column, warning.message))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "2:3: `server.token` is shorter than 16 characters; a long random token (`openssl rand -hex 32`) is much harder to guess"
+        ]
+    );
+}
+
+/// A pipeline whose `build.labels` holds `count` keys, the last one twice.
+fn pipeline_with_labels(count: usize) -> String {
+    let mut text = GOOD_PIPELINE.replace("build:\n", "build:\n  labels:\n");
+    let mut labels = String::new();
+    for index in 0..count {
+        labels.push_str(&format!("    l{index}: v\n"));
+    }
+    labels.push_str(&format!("    l{}: again\n", count - 1));
+    text = text.replace("  labels:\n", &format!("  labels:\n{labels}"));
+    text
+}
+
+#[test]
+fn hostile_files_are_refused_with_a_clear_error() {
+    // An alias bomb of a few hundred bytes.
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..9 {
+        let items = vec![format!("*a{}", level - 1); 10].join(", ");
+        bomb.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+    }
+    let errors = diagnostics(&[("pipelines/bomb.yaml", &bomb)]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("pipelines/bomb.yaml:")
+            && errors[0].contains("YAML syntax error: the document holds more than"),
+        "{errors:?}"
+    );
+    // Sixty thousand nested lists.
+    let deep = format!("{}x\n", "- ".repeat(60_000));
+    assert_eq!(
+        diagnostics(&[("pipelines/deep.yaml", &deep)]),
+        ["pipelines/deep.yaml:1:129: YAML syntax error: nested deeper than 64 levels"]
+    );
+    // A tag template that would loop ten billion times.
+    let looping = GOOD_PIPELINE.replace(
+        "latest]",
+        "\"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x\"]",
+    );
+    let errors = diagnostics(&[("pipelines/hello.yaml", &looping)]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("cannot be rendered"), "{errors:?}");
+    // Too large, and not text.
+    let large = format!("{GOOD_PIPELINE}# {}\n", "x".repeat(MAX_FILE_BYTES as usize));
+    assert_eq!(
+        diagnostics(&[("pipelines/large.yaml", &large)]),
+        [
+            "pipelines/large.yaml:1:1: the file is larger than 1024 KiB, the most a config file may be"
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+    std::fs::write(
+        dir.path().join("pipelines/binary.yaml"),
+        b"source: \xff\xfe\n",
+    )
+    .unwrap();
+    match Config::load_with(dir.path(), &|_: &str| None) {
+        Err(ConfigError::Invalid(errors)) => {
+            assert_eq!(errors.len(), 1);
+            assert_eq!(
+                errors[0].message,
+                "not UTF-8 text (invalid byte at offset 8)"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn duplicate_keys_are_found_among_many() {
+    // 60,000 keys: found in linear time (checking each key against all before it took
+    // seconds at this size and grows with its square).
+    let errors = diagnostics(&[("pipelines/hello.yaml", &pipeline_with_labels(60_000))]);
+    assert_eq!(
+        errors,
+        ["pipelines/hello.yaml:60006:5: duplicate key `l59999` in `build.labels`"]
+    );
+}
+
+#[test]
+fn a_file_with_many_errors_lists_the_first_hundred_and_counts_the_rest() {
+    let mut text = String::from(GOOD_PIPELINE);
+    for index in 0..250 {
+        text.push_str(&format!("unknown{index}: 1\n"));
+    }
+    let errors = diagnostics(&[("pipelines/hello.yaml", &text)]);
+    assert_eq!(errors.len(), MAX_DIAGNOSTICS_PER_FILE + 1);
+    assert_eq!(
+        errors.last().unwrap(),
+        &format!(
+            "pipelines/hello.yaml:{}:1: ... and 150 more errors in this file",
+            errors[MAX_DIAGNOSTICS_PER_FILE - 1]
+                .split(':')
+                .nth(1)
+                .unwrap()
+        )
+    );
+}

@@ -25,6 +25,8 @@ pub struct Config {
     pub registries: BTreeMap<String, Registry>,
     pub notifications: BTreeMap<String, Notification>,
     pub pipelines: BTreeMap<String, Pipeline>,
+    /// Problems that do not stop it from loading (a short token), for `validate` and `serve` to show.
+    pub warnings: Vec<super::Diagnostic>,
 }
 
 #[derive(Debug, Clone)]

@@ -5,10 +5,27 @@
 //! positions, so the config is read through this span-keeping tree instead and
 //! decoded by hand in `decode`. This module only parses: it knows nothing of
 //! gantry's keys and does no IO.
+//!
+//! A config file comes from whoever may write to the config directory, and the
+//! daemon reloads it by itself, so the tree is bounded: how deep it nests and how
+//! many nodes it holds once aliases are expanded.
 
 use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+
+/// Collections nested deeper than this are refused. Real configs nest fewer than ten
+/// levels; every walk of the tree (decoding, cloning, dropping) recurses once per
+/// level, and tens of thousands of levels would overflow a thread's stack.
+pub const MAX_DEPTH: usize = 64;
+/// How big a document may be with its aliases expanded, in nodes: each value counts
+/// one, plus one for every `TEXT_PER_NODE` bytes of a scalar's text, and an anchored
+/// value counts again for the copy kept to expand its aliases. A large config holds a
+/// few thousand; a few hundred bytes of nested aliases (an "alias bomb") expand to
+/// billions, which would take all memory.
+pub const MAX_NODES: usize = 200_000;
+/// Bytes of scalar text that count as one more node towards `MAX_NODES`.
+const TEXT_PER_NODE: usize = 32;
 
 /// A 1-based line and column in a config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,7 +99,11 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
                 line: error.marker().line(),
                 column: error.marker().col() + 1,
             },
-            message: error.info().to_string(),
+            // The parser bounds its own recursion into flow collections (`[[[...`).
+            message: match error.info() {
+                "recursion limit exceeded" => format!("nested deeper than {MAX_DEPTH} levels"),
+                info => info.to_string(),
+            },
         })?;
         if let Some(document) = builder.push(event, span)? {
             return Ok(document);
@@ -94,17 +115,30 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     })
 }
 
-/// Collections under construction, innermost last.
-enum Open {
-    Sequence(Position, Vec<Node>, usize),
-    Mapping(Position, Vec<(Node, Node)>, Option<Node>, usize),
+/// A collection under construction: where it starts, its anchor id, and how many
+/// nodes the document had before it (so its own size is known when it ends).
+struct Open {
+    position: Position,
+    anchor: usize,
+    nodes_before: usize,
+    items: OpenItems,
+}
+
+enum OpenItems {
+    Sequence(Vec<Node>),
+    /// The entries so far and a key waiting for its value.
+    Mapping(Vec<(Node, Node)>, Option<Node>),
 }
 
 #[derive(Default)]
 struct TreeBuilder {
+    /// Collections under construction, innermost last.
     open: Vec<Open>,
-    /// Anchored nodes by anchor id, so that aliases can be expanded.
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes by anchor id, with their size in nodes, so that aliases can be
+    /// expanded and counted.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes in the document so far, aliases counted as the nodes they expand to.
+    nodes: usize,
 }
 
 impl TreeBuilder {
@@ -113,6 +147,8 @@ impl TreeBuilder {
         let position = Position::from_span(&span);
         let finished = match event {
             Event::Scalar(value, style, anchor, _tag) => {
+                let size = 1 + value.len() / TEXT_PER_NODE;
+                self.count(size, position)?;
                 let node = Node {
                     kind: NodeKind::Scalar {
                         value: value.into_owned(),
@@ -120,49 +156,43 @@ impl TreeBuilder {
                     },
                     position,
                 };
-                self.remember(anchor, &node);
+                self.remember(anchor, &node, size)?;
                 node
             }
-            Event::Alias(anchor) => match self.anchors.get(&anchor) {
-                Some(node) => Node {
-                    position,
-                    ..node.clone()
-                },
-                None => {
+            Event::Alias(anchor) => {
+                let Some((node, size)) = self.anchors.get(&anchor) else {
                     return Err(SyntaxError {
                         position,
                         message: "alias to an unknown anchor".to_string(),
                     });
-                }
-            },
+                };
+                let (node, size) = (node.clone(), *size);
+                // Counted before it is copied, so a bomb stops at the first copy too many.
+                self.count(size, position)?;
+                Node { position, ..node }
+            }
             Event::SequenceStart(anchor, _tag) => {
-                self.open.push(Open::Sequence(position, Vec::new(), anchor));
+                self.open_collection(position, anchor, OpenItems::Sequence(Vec::new()))?;
                 return Ok(None);
             }
             Event::MappingStart(anchor, _tag) => {
-                self.open
-                    .push(Open::Mapping(position, Vec::new(), None, anchor));
+                self.open_collection(position, anchor, OpenItems::Mapping(Vec::new(), None))?;
                 return Ok(None);
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let (node, anchor) = match self.open.pop() {
-                    Some(Open::Sequence(position, items, anchor)) => (
-                        Node {
-                            kind: NodeKind::Sequence(items),
-                            position,
-                        },
-                        anchor,
-                    ),
-                    Some(Open::Mapping(position, entries, _, anchor)) => (
-                        Node {
-                            kind: NodeKind::Mapping(entries),
-                            position,
-                        },
-                        anchor,
-                    ),
-                    None => return Ok(None),
+                let Some(open) = self.open.pop() else {
+                    return Ok(None);
                 };
-                self.remember(anchor, &node);
+                let kind = match open.items {
+                    OpenItems::Sequence(items) => NodeKind::Sequence(items),
+                    OpenItems::Mapping(entries, _) => NodeKind::Mapping(entries),
+                };
+                let node = Node {
+                    kind,
+                    position: open.position,
+                };
+                let size = self.nodes - open.nodes_before;
+                self.remember(open.anchor, &node, size)?;
                 node
             }
             Event::Nothing
@@ -174,22 +204,63 @@ impl TreeBuilder {
         Ok(self.attach(finished))
     }
 
-    fn remember(&mut self, anchor: usize, node: &Node) {
+    fn open_collection(
+        &mut self,
+        position: Position,
+        anchor: usize,
+        items: OpenItems,
+    ) -> Result<(), SyntaxError> {
+        if self.open.len() >= MAX_DEPTH {
+            return Err(SyntaxError {
+                position,
+                message: format!("nested deeper than {MAX_DEPTH} levels"),
+            });
+        }
+        self.count(1, position)?;
+        self.open.push(Open {
+            position,
+            anchor,
+            nodes_before: self.nodes - 1,
+            items,
+        });
+        Ok(())
+    }
+
+    /// Adds `nodes` to the document's size, refusing a document that grows past `MAX_NODES`.
+    fn count(&mut self, nodes: usize, position: Position) -> Result<(), SyntaxError> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        if self.nodes > MAX_NODES {
+            return Err(SyntaxError {
+                position,
+                message: format!(
+                    "the document holds more than {MAX_NODES} values with its aliases expanded"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Keeps a copy of an anchored node of `size` for its aliases; the copy counts too.
+    fn remember(&mut self, anchor: usize, node: &Node, size: usize) -> Result<(), SyntaxError> {
         // The parser numbers anchors from 1; 0 means "no anchor".
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.count(size, node.position)?;
+            self.anchors.insert(anchor, (node.clone(), size));
         }
+        Ok(())
     }
 
     /// Puts a finished node into its parent, or returns it when it is the root.
     fn attach(&mut self, node: Node) -> Option<Node> {
-        match self.open.last_mut() {
-            None => Some(node),
-            Some(Open::Sequence(_, items, _)) => {
+        let Some(open) = self.open.last_mut() else {
+            return Some(node);
+        };
+        match &mut open.items {
+            OpenItems::Sequence(items) => {
                 items.push(node);
                 None
             }
-            Some(Open::Mapping(_, entries, pending_key, _)) => {
+            OpenItems::Mapping(entries, pending_key) => {
                 match pending_key.take() {
                     Some(key) => entries.push((key, node)),
                     None => *pending_key = Some(node),
@@ -253,6 +324,46 @@ mod tests {
         assert!(error.position.line >= 1, "{error:?}");
         let error = parse("a: 1\n  b: 2\n").unwrap_err();
         assert_eq!(error.position.line, 2, "{error:?}");
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_takes_memory() {
+        // Nine levels of ten aliases each: 10^9 scalars from a few hundred bytes.
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..9 {
+            let previous = format!("*a{}", level - 1);
+            let items = [previous.as_str(); 10].join(", ");
+            text.push_str(&format!("a{level}: &a{level} [{items}]\n"));
+        }
+        assert!(text.len() < 600, "{}", text.len());
+        let error = parse(&text).unwrap_err();
+        assert!(error.message.contains("aliases expanded"), "{error:?}");
+        // A long scalar copied by aliases counts by its length.
+        let long = "y".repeat(10_000);
+        let mut copies = format!("s: &s {long}\nl: [");
+        copies.push_str(&vec!["*s"; 1_000].join(", "));
+        copies.push_str("]\n");
+        assert!(parse(&copies).is_err());
+        // Aliases used the ordinary way stay fine.
+        assert!(parse("base: &base {a: 1}\nweb: *base\nworker: *base\n").is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflowing_the_stack() {
+        for text in [
+            format!("{}x", "- ".repeat(60_000)),
+            format!("{}{}", "[".repeat(60_000), "]".repeat(60_000)),
+            format!("{}x", "{a: ".repeat(60_000)),
+        ] {
+            let error = parse(&text).unwrap_err();
+            assert_eq!(
+                error.message,
+                format!("nested deeper than {MAX_DEPTH} levels")
+            );
+            assert_eq!(error.position.line, 1);
+        }
+        let fine = format!("{}x", "- ".repeat(MAX_DEPTH - 1));
+        assert!(parse(&fine).is_ok());
     }
 
     #[test]

@@ -723,29 +723,57 @@ pub async fn watch_config(
     if pipelines.is_dir() {
         debouncer.watch(&pipelines, RecursiveMode::NonRecursive)?;
     }
+    // Each change is loaded on a blocking thread of its own, so that a load that takes
+    // long can never hold up the next edit; results are numbered, and only one newer
+    // than the last applied is applied.
+    let (loaded_sender, mut loaded) = mpsc::channel::<(u64, Result<Config, Vec<String>>)>(16);
+    let mut requested: u64 = 0;
+    let mut applied: u64 = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            change = changes.recv() => if change.is_none() { return Ok(()) },
-        }
-        let dir_for_load = dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&dir_for_load)).await;
-        let Ok(loaded) = loaded else { continue };
-        match loaded {
-            Ok(config) => {
-                tracing::info!(pipelines = config.pipelines.len(), "config reloaded");
-                live.send_replace(LiveConfig {
-                    config: Arc::new(config),
-                    errors: Vec::new(),
+            change = changes.recv() => {
+                if change.is_none() {
+                    return Ok(());
+                }
+                requested += 1;
+                let generation = requested;
+                let dir = dir.clone();
+                let sender = loaded_sender.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = sender.blocking_send((generation, load(&dir)));
                 });
             }
-            Err(errors) => {
-                for error in &errors {
-                    tracing::error!("{error}");
+            Some((generation, result)) = loaded.recv() => {
+                if generation <= applied {
+                    continue;
                 }
-                tracing::error!("the config has errors; the last good config keeps serving");
-                live.send_modify(|current| current.errors = errors);
+                applied = generation;
+                apply(&live, result);
             }
+        }
+    }
+}
+
+/// Publishes a freshly loaded config, or keeps the last good one and records the errors.
+fn apply(live: &watch::Sender<LiveConfig>, loaded: Result<Config, Vec<String>>) {
+    match loaded {
+        Ok(config) => {
+            tracing::info!(pipelines = config.pipelines.len(), "config reloaded");
+            for warning in &config.warnings {
+                tracing::warn!("{warning}");
+            }
+            live.send_replace(LiveConfig {
+                config: Arc::new(config),
+                errors: Vec::new(),
+            });
+        }
+        Err(errors) => {
+            for error in &errors {
+                tracing::error!("{error}");
+            }
+            tracing::error!("the config has errors; the last good config keeps serving");
+            live.send_modify(|current| current.errors = errors);
         }
     }
 }

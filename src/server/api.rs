@@ -38,8 +38,13 @@ pub(super) enum Access {
     Operate,
 }
 
+/// True when `given` is the configured token. An empty token never matches (the config
+/// refuses one; this holds even if one got through).
 fn matches(given: &str, token: Option<&SecretString>) -> bool {
-    token.is_some_and(|token| bool::from(given.as_bytes().ct_eq(token.expose_secret().as_bytes())))
+    token.is_some_and(|token| {
+        let expected = token.expose_secret().as_bytes();
+        !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected))
+    })
 }
 
 /// The access the request's bearer token gives.

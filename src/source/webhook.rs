@@ -199,6 +199,12 @@ fn verify(
     header: &dyn Fn(&str) -> Option<String>,
     body: &[u8],
 ) -> Result<(), WebhookError> {
+    // An empty secret proves nothing: anybody can sign with it (the config refuses one).
+    if secret.is_empty() {
+        return Err(WebhookError::BadSignature {
+            forge: forge.as_str(),
+        });
+    }
     let (name, prefixed) = match forge {
         Forge::GitHub => ("x-hub-signature-256", true),
         Forge::Gitea => ("x-gitea-signature", false),

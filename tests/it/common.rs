@@ -295,3 +295,23 @@ pub fn stderr(output: &Output) -> String {
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// Waits until `check` gives a value, asking again every 50 ms; fails the test after
+/// `timeout` with what `check` said last.
+pub fn eventually<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within {timeout:?}; last seen: {seen}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

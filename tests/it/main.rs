@@ -6,6 +6,7 @@ mod build;
 mod common;
 mod dashboard;
 mod deploy;
+mod hostile;
 mod hosts;
 mod serve;
 mod transports;

@@ -207,7 +207,7 @@ fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// A push of `commit` to main as FORGE sends it, signed with `secret`: headers and body.
-fn forge_push(
+pub fn forge_push(
     forge: &str,
     commit: &str,
     delivery: &str,
