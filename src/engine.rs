@@ -319,7 +319,7 @@ async fn build_run(
     let wanted = reference.map(str::to_string);
     let checkout = run
         .stage("checkout", async |progress: &mut dyn Progress| {
-            progress.line(&format!("fetching {}", redact_url(&source.repo)));
+            progress.line(&format!("fetching {}", source::display_url(&source.repo)));
             let fetched = tokio::task::spawn_blocking(move || {
                 let fetch = source::fetch(&source, &cache_root)?;
                 let commit = source::resolve(&fetch.cache, &source, wanted.as_deref())?;
@@ -384,7 +384,7 @@ async fn build_run(
     );
     labels.insert(
         "org.opencontainers.image.source".to_string(),
-        redact_url(&pipeline.source.repo),
+        source::display_url(&pipeline.source.repo),
     );
     labels.insert("gantry.pipeline".to_string(), pipeline.name.clone());
     // Without a target stage they go into the Dockerfile as one instruction (one build
@@ -646,33 +646,4 @@ fn make_context(
         bytes: tar_bytes.len(),
     };
     Ok((tar_bytes, summary, labels_inlined))
-}
-
-/// A repository URL without its user info, which may hold a token.
-pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((user_info, host_and_path)) = rest.split_once('@')
-        && !user_info.contains('/')
-    {
-        return format!("{scheme}://{host_and_path}");
-    }
-    url.to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn urls_lose_their_credentials() {
-        assert_eq!(
-            redact_url("https://u:t0ken@git.example.com/a.git"),
-            "https://git.example.com/a.git"
-        );
-        assert_eq!(
-            redact_url("https://git.example.com/a@b.git"),
-            "https://git.example.com/a@b.git"
-        );
-        assert_eq!(redact_url("/srv/repo"), "/srv/repo");
-    }
 }

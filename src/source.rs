@@ -18,7 +18,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::Source;
+use crate::config::{Source, redact_urls};
 
 /// How many times the credentials callback may answer before giving up; libgit2
 /// asks again after every refusal and would otherwise loop forever.
@@ -30,6 +30,7 @@ const FETCH_REFSPECS: [&str; 2] = [
     "+refs/tags/*:refs/tags/*",
 ];
 
+/// Errors name the repository by `display_url`: never with its credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot fetch {repo}: {message}")]
@@ -81,6 +82,35 @@ pub enum TreeFileKind {
     Symlink,
 }
 
+/// A repository URL as it may be shown: without its user info, which may hold a token.
+pub fn display_url(url: &str) -> String {
+    redact_urls(url)
+}
+
+/// A message about `source` made safe to show: URLs without user info, and the
+/// credentials themselves masked wherever the message quotes them without a URL
+/// (libgit2 names a `file://` path with its user info, for one).
+fn scrub(source: &Source, message: &str) -> String {
+    let mut secrets: Vec<String> = Vec::new();
+    if let Some((_, rest)) = source.repo.split_once("://")
+        && let Some((user_info, _)) = rest.split_once('@')
+        && !user_info.contains('/')
+    {
+        secrets.push(user_info.to_string());
+        if let Some((_, password)) = user_info.split_once(':') {
+            secrets.push(password.to_string());
+        }
+    }
+    if let Some(token) = &source.token {
+        secrets.push(token.expose_secret().to_string());
+    }
+    let mut scrubbed = redact_urls(message);
+    for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
+        scrubbed = scrubbed.replace(secret.as_str(), "***");
+    }
+    scrubbed
+}
+
 /// Where the cache of a repository lives: one directory per URL, named by its hash.
 pub fn cache_path(cache_root: &Path, repo: &str) -> PathBuf {
     let digest = Sha256::digest(repo.as_bytes());
@@ -116,8 +146,8 @@ pub fn fetch(source: &Source, cache_root: &Path) -> Result<FetchReport, SourceEr
         }
     };
     let fetch_error = |message: String| SourceError::Fetch {
-        repo: source.repo.clone(),
-        message,
+        repo: display_url(&source.repo),
+        message: scrub(source, &message),
     };
     let mut remote = repository
         .remote_anonymous(&source.repo)
@@ -141,8 +171,8 @@ pub fn fetch(source: &Source, cache_root: &Path) -> Result<FetchReport, SourceEr
 /// anything: what a poll asks before deciding whether a fetch is worth it.
 pub fn remote_heads(source: &Source) -> Result<Vec<(String, String)>, SourceError> {
     let fetch_error = |message: String| SourceError::Fetch {
-        repo: source.repo.clone(),
-        message,
+        repo: display_url(&source.repo),
+        message: scrub(source, &message),
     };
     let mut remote = git2::Remote::create_detached(source.repo.as_str())
         .map_err(|error| fetch_error(error.message().to_string()))?;
@@ -224,7 +254,7 @@ pub fn resolve(
     let repository = open(cache)?;
     let wanted = reference.unwrap_or(&source.branch);
     let unknown = || SourceError::UnknownRef {
-        repo: source.repo.clone(),
+        repo: display_url(&source.repo),
         reference: wanted.to_string(),
     };
     // A branch name wins over a commit id prefix, as in git itself.
@@ -354,5 +384,30 @@ fn tree_error(commit: &str, error: git2::Error) -> SourceError {
     SourceError::Tree {
         commit: commit.to_string(),
         message: error.message().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_about_a_source_never_quote_its_credentials() {
+        let source = Source {
+            repo: "file://deploy:p4ss@/srv/repo".to_string(),
+            branch: "main".to_string(),
+            poll: None,
+            webhook: None,
+            token: Some(secrecy::SecretString::from("tok3n".to_string())),
+            username: None,
+            ssh_key: None,
+        };
+        assert_eq!(
+            scrub(
+                &source,
+                "failed to resolve path 'deploy:p4ss@/srv/repo'; token tok3n; file://deploy:p4ss@/srv/repo"
+            ),
+            "failed to resolve path '***@/srv/repo'; token ***; file:///srv/repo"
+        );
     }
 }

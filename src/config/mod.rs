@@ -222,6 +222,29 @@ fn display_file(dir: &Path, relative: &str) -> PathBuf {
     }
 }
 
+/// `text` with the user info of every URL in it removed (`https://u:TOKEN@host/x`
+/// becomes `https://host/x`), for messages that quote a URL they were given.
+pub fn redact_urls(text: &str) -> String {
+    let mut output = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(index) = rest.find("://") {
+        let (before, after) = rest.split_at(index + 3);
+        output.push_str(before);
+        // The authority runs to the first `/`, space or quote; user info ends at its last `@`.
+        let authority_end = after
+            .find(|character: char| {
+                character == '/' || character.is_whitespace() || "'\"`<>".contains(character)
+            })
+            .unwrap_or(after.len());
+        rest = match after[..authority_end].rfind('@') {
+            Some(at) => &after[at + 1..],
+            None => after,
+        };
+    }
+    output.push_str(rest);
+    output
+}
+
 /// Reads a config file's text: `None` when it does not exist, or when it is too large
 /// or not UTF-8 (reported as a diagnostic, so the other files are still checked).
 fn read_file(
@@ -348,3 +371,27 @@ pub(super) fn is_container_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redact_urls as redact;
+
+    #[test]
+    fn urls_lose_their_credentials_wherever_they_appear() {
+        let check = |text: &str, expected: &str| assert_eq!(redact(text), expected, "{text}");
+        check(
+            "https://u:t0ken@git.example.com/a.git",
+            "https://git.example.com/a.git",
+        );
+        check(
+            "https://git.example.com/a@b.git",
+            "https://git.example.com/a@b.git",
+        );
+        check("/srv/repo", "/srv/repo");
+        check(
+            "cannot fetch 'file://me:s3cret@/srv/repo': failed; see https://x:y@h:1/p and ssh://git@h/r",
+            "cannot fetch 'file:///srv/repo': failed; see https://h:1/p and ssh://h/r",
+        );
+        check("git@github.com:team/app.git", "git@github.com:team/app.git");
+    }
+}

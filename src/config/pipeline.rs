@@ -172,7 +172,8 @@ fn normalize_repo(dir: &Path, repo: &str) -> Result<String, String> {
     }
     if repo.contains("://") {
         return Err(format!(
-            "`{repo}` uses a scheme gantry does not fetch from (use file://, git://, https:// or ssh://)"
+            "`{}` uses a scheme gantry does not fetch from (use file://, git://, https:// or ssh://)",
+            redact_urls(repo)
         ));
     }
     // scp-like `user@host:path`, as git itself accepts.

@@ -591,7 +591,7 @@ impl Poller {
                     Ok(heads) => {
                         failures.remove(&repo);
                         tracing::debug!(
-                            repo = crate::engine::redact_url(&repo),
+                            repo = source::display_url(&repo),
                             pipelines = ?pipelines.iter().map(|pipeline| &pipeline.name).collect::<Vec<_>>(),
                             "listed remote heads"
                         );
@@ -611,7 +611,7 @@ impl Poller {
                             .saturating_mul(2u32.saturating_pow(*count))
                             .min(MAX_POLL_BACKOFF);
                         tracing::warn!(
-                            repo = crate::engine::redact_url(&repo),
+                            repo = source::display_url(&repo),
                             reason,
                             retry_in_s = backoff.as_secs(),
                             "polling failed"

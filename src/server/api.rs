@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
 use crate::engine::daemon::Event;
-use crate::engine::redact_url;
+use crate::source::display_url;
 
 /// The most runs one page holds.
 pub const MAX_PAGE: i64 = 500;
@@ -128,7 +128,7 @@ async fn summary(state: &AppState, name: &str) -> Result<Value, ApiError> {
     let deploying = store.lease_of(name).await.map_err(ApiError::internal)?;
     Ok(json!({
         "name": pipeline.name,
-        "repo": redact_url(&pipeline.source.repo),
+        "repo": display_url(&pipeline.source.repo),
         "branch": pipeline.source.branch,
         "poll_seconds": pipeline.source.poll.map(|poll| poll.as_secs()),
         "webhook": pipeline.source.webhook.is_some(),

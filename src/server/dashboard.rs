@@ -26,7 +26,7 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::api::{self, Access};
 use crate::deploy::status::InstanceStatus;
-use crate::engine::redact_url;
+use crate::source::display_url;
 use crate::store::{RunRecord, now_millis};
 
 /// The browser's session cookie.
@@ -607,7 +607,7 @@ async fn pipeline_page(
         .collect();
     page(&PipelinePage {
         layout: Layout::new(name.clone(), &viewer, 3),
-        repo: redact_url(&pipeline.source.repo),
+        repo: display_url(&pipeline.source.repo),
         branch: pipeline.source.branch.clone(),
         image: pipeline.image.repository.to_string(),
         pinned: pin.map(|pin| pin.reason).unwrap_or_default(),

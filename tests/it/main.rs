@@ -8,6 +8,7 @@ mod dashboard;
 mod deploy;
 mod hostile;
 mod hosts;
+mod leaks;
 mod serve;
 mod transports;
 mod validate;

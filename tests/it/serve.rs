@@ -1130,13 +1130,13 @@ fn serve_refuses_to_listen_beyond_loopback_without_a_token() {
 }
 
 /// A tiny HTTP receiver on loopback: records each POST's path and body, answers 200.
-struct Receiver {
-    port: u16,
+pub struct Receiver {
+    pub port: u16,
     received: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl Receiver {
-    fn start() -> Receiver {
+    pub fn start() -> Receiver {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -1179,7 +1179,17 @@ impl Receiver {
         Receiver { port, received }
     }
 
-    fn messages(&self, path: &str) -> Vec<serde_json::Value> {
+    /// Every body received, whatever its path.
+    pub fn bodies(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+
+    pub fn messages(&self, path: &str) -> Vec<serde_json::Value> {
         self.received
             .lock()
             .unwrap()
