@@ -32,6 +32,45 @@ pub use deployment::{
     run_pipeline,
 };
 
+/// The longest ref, image or rollback target a request from outside may name.
+pub const MAX_REQUESTED_LEN: usize = 256;
+
+/// Why what a run request names (a commit or ref for `run`, an image for `deploy`, a
+/// deployment, digest or commit for `rollback`) is refused before it is queued. Text
+/// from outside is checked here, once, so that no module shows or stores anything else.
+pub fn check_requested(kind: &str, requested: &str) -> Result<(), String> {
+    if requested.is_empty() || requested.len() > MAX_REQUESTED_LEN {
+        return Err(format!(
+            "`{}` must be 1 to {MAX_REQUESTED_LEN} characters",
+            source::prefix(requested, 40)
+        ));
+    }
+    let plain = |extra: &str| {
+        requested
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || extra.contains(character))
+    };
+    let valid = match kind {
+        "run" => source::is_commit_id(requested) || crate::config::is_valid_branch(requested),
+        "deploy" => plain("._-/:@"),
+        "rollback" => plain("#:"),
+        _ => false,
+    };
+    if valid {
+        return Ok(());
+    }
+    let what = match kind {
+        "run" => "a commit id, branch or tag",
+        "deploy" => "an image reference (repo:tag, repo@digest, a tag or a digest)",
+        "rollback" => "a deployment number, digest or commit",
+        _ => "something gantry queues",
+    };
+    Err(format!(
+        "`{}` is not {what}",
+        source::prefix(requested, 80).escape_debug()
+    ))
+}
+
 /// The folder of git caches inside the state directory.
 pub const GIT_CACHE_DIR: &str = "git";
 
@@ -614,7 +653,7 @@ fn make_context(
         None => {
             return Err(fail(format!(
                 "the Dockerfile `{dockerfile}` does not exist in the build context at commit {}",
-                &commit[..commit.len().min(7)]
+                source::short_commit(commit)
             )));
         }
         Some(file) if file.kind == TreeFileKind::Symlink => {

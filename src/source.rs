@@ -82,6 +82,28 @@ pub enum TreeFileKind {
     Symlink,
 }
 
+/// How many characters of a commit id are shown, as `git rev-parse --short` does.
+pub const SHORT_COMMIT: usize = 7;
+
+/// The first `chars` characters of `text`, never cut inside a character: for showing
+/// commit ids and other ids that arrived from outside and may be anything.
+pub fn prefix(text: &str, chars: usize) -> &str {
+    match text.char_indices().nth(chars) {
+        Some((index, _)) => &text[..index],
+        None => text,
+    }
+}
+
+/// A commit id as people read it: its first `SHORT_COMMIT` characters.
+pub fn short_commit(commit: &str) -> &str {
+    prefix(commit, SHORT_COMMIT)
+}
+
+/// A full commit id: 40 hex digits (SHA-1), or 64 (SHA-256 repositories).
+pub fn is_commit_id(text: &str) -> bool {
+    matches!(text.len(), 40 | 64) && text.bytes().all(|byte| byte.is_ascii_hexdigit())
+}
+
 /// A repository URL as it may be shown: without its user info, which may hold a token.
 pub fn display_url(url: &str) -> String {
     redact_urls(url)
@@ -270,7 +292,7 @@ pub fn resolve(
     let commit = object.peel_to_commit().map_err(|_| unknown())?;
     let sha = commit.id().to_string();
     Ok(Commit {
-        short: sha[..7].to_string(),
+        short: short_commit(&sha).to_string(),
         message: commit
             .summary_bytes()
             .map(|bytes| String::from_utf8_lossy(bytes).into_owned())

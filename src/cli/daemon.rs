@@ -186,7 +186,7 @@ pub(super) fn describe(run: &RunRecord) -> String {
         .commit
         .as_deref()
         .or(run.requested.as_deref())
-        .map(|commit| commit[..commit.len().min(7)].to_string())
+        .map(|commit| crate::source::short_commit(commit).to_string())
         .unwrap_or_else(|| "-".to_string());
     let duration = run
         .finished_at
@@ -285,6 +285,12 @@ pub async fn trigger(
         Ok(pipeline) => pipeline,
         Err(code) => return Ok(code),
     };
+    if let Some(reference) = reference
+        && let Err(message) = crate::engine::check_requested("run", reference)
+    {
+        eprintln!("error: --commit {message}");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
     let store = open_store(config).await?;
     let queued = store
         .queue_run(&pipeline.name, "run", "manual", reference, None, &|_| {

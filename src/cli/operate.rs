@@ -191,7 +191,7 @@ fn print_deploy(report: &DeployReport, json: bool) -> anyhow::Result<()> {
             let commit = image
                 .commit
                 .as_deref()
-                .map(|commit| format!(" (commit {})", &commit[..commit.len().min(7)]))
+                .map(|commit| format!(" (commit {})", crate::source::short_commit(commit)))
                 .unwrap_or_default();
             format!("{}{commit}", image.reference())
         })
@@ -334,7 +334,7 @@ pub(super) fn render_status(documents: &[PipelineStatus], json: bool) -> anyhow:
                     .unwrap_or("-".to_string()),
                 row.commit
                     .as_deref()
-                    .map(|commit| &commit[..commit.len().min(7)])
+                    .map(crate::source::short_commit)
                     .unwrap_or("-"),
                 row.uptime_seconds
                     .map(|seconds| {

@@ -23,6 +23,7 @@ use std::time::Duration;
 use decode::{Environment, closest};
 use global::read_global;
 pub use global::state_dir_of;
+pub use pipeline::is_valid_branch;
 use pipeline::read_pipeline;
 pub use reference::{DEFAULT_REGISTRY, ImageRepository, is_valid_tag};
 pub use template::{Template, TemplateValues};

@@ -192,8 +192,9 @@ fn normalize_repo(dir: &Path, repo: &str) -> Result<String, String> {
     Ok(absolute.to_string_lossy().into_owned())
 }
 
-/// git's own rules for a ref name component, enough to catch typos.
-pub(super) fn is_valid_branch(branch: &str) -> bool {
+/// git's own rules for a ref name, enough to catch typos and refuse anything that
+/// is not one.
+pub fn is_valid_branch(branch: &str) -> bool {
     !branch.is_empty()
         && !branch.starts_with(['-', '/'])
         && !branch.ends_with(['/', '.'])

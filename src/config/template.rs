@@ -43,7 +43,10 @@ impl TemplateValues {
 
     /// The short commit id, as `git rev-parse --short` gives it by default.
     pub fn commit_short(&self) -> &str {
-        &self.commit_sha[..self.commit_sha.len().min(7)]
+        match self.commit_sha.char_indices().nth(7) {
+            Some((index, _)) => &self.commit_sha[..index],
+            None => &self.commit_sha,
+        }
     }
 }
 

@@ -27,6 +27,8 @@ use crate::store::{QueuedRun, Store};
 /// How often the scheduler looks at the store for work it was not told about
 /// (`gantry trigger` from another process, a missed event).
 const SCAN_EVERY: Duration = Duration::from_secs(1);
+/// How many scans pass between prunings of every pipeline's deliveries.
+const PRUNE_EVERY_SCANS: u64 = 60;
 /// How long a running run may take to finish after a shutdown request.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The longest wait between polls of a failing remote.
@@ -80,6 +82,7 @@ impl Scheduler {
         let tracker = TaskTracker::new();
         let mut busy: BTreeSet<String> = BTreeSet::new();
         let mut scan = tokio::time::interval(SCAN_EVERY);
+        let mut scans: u64 = 0;
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -96,14 +99,29 @@ impl Scheduler {
                 events.push(event);
             }
             let mut worth_a_look = events.is_empty();
+            if worth_a_look {
+                scans += 1;
+                // Deliveries that queue nothing (pings, other branches) end no run;
+                // they are pruned on this slower beat.
+                if scans.is_multiple_of(PRUNE_EVERY_SCANS) {
+                    let pipelines: Vec<String> = self
+                        .config
+                        .borrow()
+                        .config
+                        .pipelines
+                        .keys()
+                        .cloned()
+                        .collect();
+                    for pipeline in pipelines {
+                        self.prune(&pipeline).await;
+                    }
+                }
+            }
             for event in events {
                 match event {
                     Event::Finished { pipeline } => {
                         busy.remove(&pipeline);
-                        let keep = self.config.borrow().config.server.keep_runs;
-                        if let Err(error) = self.store.prune_runs(&pipeline, keep).await {
-                            tracing::warn!(pipeline, %error, "pruning old runs");
-                        }
+                        self.prune(&pipeline).await;
                         worth_a_look = true;
                     }
                     // A push to a pipeline that is running waits for its end anyway.
@@ -123,6 +141,18 @@ impl Scheduler {
         }
         // Whatever did not finish is recorded as interrupted and queued again.
         self.recover().await;
+    }
+
+    /// Deletes a pipeline's runs beyond `server.keep_runs`, and as many of its
+    /// deliveries that no longer answer for a run.
+    async fn prune(&self, pipeline: &str) {
+        let keep = self.config.borrow().config.server.keep_runs;
+        if let Err(error) = self.store.prune_runs(pipeline, keep).await {
+            tracing::warn!(pipeline, %error, "pruning old runs");
+        }
+        if let Err(error) = self.store.prune_deliveries(pipeline, keep).await {
+            tracing::warn!(pipeline, %error, "pruning old deliveries");
+        }
     }
 
     /// Records runs left running as interrupted and queues their commits again.
@@ -438,7 +468,7 @@ async fn already_done(store: &Store, queued: &QueuedRun) -> Option<String> {
     (newest.state == "succeeded" && newest.commit.as_deref() == Some(requested)).then(|| {
         format!(
             "commit {} is already deployed (deployment #{})",
-            &requested[..requested.len().min(7)],
+            source::short_commit(requested),
             newest.number
         )
     })
@@ -474,7 +504,7 @@ async fn older_than_deployed(
         Ok((true, _, _)) => None,
         Ok((false, short, deployed)) => Some(format!(
             "commit {short} is not a descendant of the deployed {}; an older push never replaces a newer deploy",
-            &deployed[..deployed.len().min(7)]
+            source::short_commit(&deployed)
         )),
         // The build itself reports fetch problems with their stage.
         Err(_) => None,

@@ -239,7 +239,7 @@ fn describe_image(image: &DeployImage) -> String {
         Some(commit) => format!(
             "image {} (commit {})",
             image.reference(),
-            &commit[..commit.len().min(12)]
+            crate::source::prefix(commit, 12)
         ),
         None => format!("image {}", image.reference()),
     }

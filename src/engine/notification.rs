@@ -45,7 +45,7 @@ impl Notice {
         let commit = self
             .commit
             .as_deref()
-            .map(|commit| format!(" `{}`", &commit[..commit.len().min(7)]))
+            .map(|commit| format!(" `{}`", crate::source::short_commit(commit)))
             .unwrap_or_default();
         let mark = match self.outcome.as_str() {
             "success" => ":white_check_mark:",

@@ -121,11 +121,11 @@ async fn summary(state: &AppState, name: &str) -> Result<Value, ApiError> {
     let last_run = store
         .runs(Some(name), 1)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::store)?
         .into_iter()
         .next();
-    let pinned = store.pin_of(name).await.map_err(ApiError::internal)?;
-    let deploying = store.lease_of(name).await.map_err(ApiError::internal)?;
+    let pinned = store.pin_of(name).await.map_err(ApiError::store)?;
+    let deploying = store.lease_of(name).await.map_err(ApiError::store)?;
     Ok(json!({
         "name": pipeline.name,
         "repo": display_url(&pipeline.source.repo),
@@ -230,7 +230,7 @@ async fn runs(
             limit,
         )
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     let next_before = (page.len() as i64 == limit)
         .then(|| page.last().map(|run| run.id))
         .flatten();
@@ -247,7 +247,7 @@ async fn run(
         .store
         .run(id)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run {id}")))?;
     Ok(Json(run).into_response())
 }
@@ -276,7 +276,7 @@ async fn log(
     let run = store
         .run(id)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run {id}")))?;
     let wants_events = headers
         .get(header::ACCEPT)
@@ -284,10 +284,7 @@ async fn log(
         .is_some_and(|accept| accept.contains("text/event-stream"));
     let after = query.after.unwrap_or(-1);
     if !wants_events {
-        let lines = store
-            .log_lines(id, after)
-            .await
-            .map_err(ApiError::internal)?;
+        let lines = store.log_lines(id, after).await.map_err(ApiError::store)?;
         return Ok(Json(json!({ "run": id, "state": run.state, "lines": lines })).into_response());
     }
     Ok(follow_log(store, id, after).into_response())
@@ -433,11 +430,15 @@ pub(super) async fn enqueue(
     trigger: &str,
     requested: Option<&str>,
 ) -> Result<crate::store::RunId, ApiError> {
+    if let Some(requested) = requested {
+        crate::engine::check_requested(kind, requested)
+            .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, message))?;
+    }
     let queued = state
         .store
         .queue_run(name, kind, trigger, requested, None, &|_| String::new())
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::store)?
         .map_err(|_| ApiError::internal("a run without a delivery was refused"))?;
     let _ = state.events.try_send(Event::Queued {
         pipeline: name.to_string(),
@@ -477,7 +478,7 @@ async fn pin(
         .store
         .deployments(&name, 1)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::store)?
         .into_iter()
         .next()
         .map(|deployment| deployment.digest)
@@ -486,12 +487,8 @@ async fn pin(
         .store
         .pin(&name, &digest, &reason)
         .await
-        .map_err(ApiError::internal)?;
-    let pinned = state
-        .store
-        .pin_of(&name)
-        .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
+    let pinned = state.store.pin_of(&name).await.map_err(ApiError::store)?;
     Ok(Json(json!({ "pipeline": name, "pinned": pinned })).into_response())
 }
 
@@ -502,7 +499,7 @@ async fn unpin(
 ) -> Result<Response, ApiError> {
     may_operate(&state, &headers)?;
     ensure_pipeline(&state, &name)?;
-    let was_pinned = state.store.unpin(&name).await.map_err(ApiError::internal)?;
+    let was_pinned = state.store.unpin(&name).await.map_err(ApiError::store)?;
     Ok(Json(json!({ "pipeline": name, "was_pinned": was_pinned })).into_response())
 }
 

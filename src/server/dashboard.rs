@@ -938,7 +938,9 @@ async fn act(
     };
     match queued {
         Ok(run) => Redirect::to(&format!("/runs/{}", run.id)).into_response(),
-        Err(error) => internal(&viewer, format!("{error:?}")),
+        // A request that was refused (a bad ref, a store that cannot write) says why;
+        // an internal error was logged where it happened.
+        Err(error) => problem(&viewer, error.status(), "Not queued", error.message()),
     }
 }
 

@@ -16,8 +16,9 @@ use subtle::ConstantTimeEq;
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
-/// A commit id of all zeros: what forges send as `after` when a ref is deleted.
-const ZERO_COMMIT: &str = "0000000000000000000000000000000000000000";
+/// The longest ref name taken from a delivery (git allows long names; forges cap
+/// them near this).
+const MAX_REF_LEN: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -27,6 +28,8 @@ pub enum Forge {
     Gitea,
     Forgejo,
     BitbucketCloud,
+    /// Bitbucket Server (Data Center): `repo:refs_changed`, signed like Bitbucket Cloud.
+    BitbucketServer,
     /// `X-Gantry-Signature-256` over `{ "ref": ..., "after": ... }`, for scripts
     /// (`X-Gantry-Event: push` names it when a pipeline takes unsigned deliveries).
     Generic,
@@ -40,6 +43,7 @@ impl Forge {
             Forge::Gitea => "gitea",
             Forge::Forgejo => "forgejo",
             Forge::BitbucketCloud => "bitbucket",
+            Forge::BitbucketServer => "bitbucket-server",
             Forge::Generic => "generic",
         }
     }
@@ -63,6 +67,16 @@ pub enum WebhookError {
 }
 
 impl WebhookError {
+    /// The forge the delivery came from, when its headers named one.
+    pub fn forge(&self) -> Option<&'static str> {
+        match self {
+            WebhookError::UnknownForge => None,
+            WebhookError::Unsigned { forge, .. }
+            | WebhookError::BadSignature { forge }
+            | WebhookError::Malformed { forge, .. } => Some(forge),
+        }
+    }
+
     /// Whether the sender failed to prove it knows the secret (401), rather than sent nonsense (400).
     pub fn is_unauthorized(&self) -> bool {
         matches!(
@@ -99,6 +113,52 @@ pub struct Delivery {
     pub event: WebhookEvent,
 }
 
+/// What a verified delivery means for a pipeline that follows one branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The forge checking that the hook works.
+    Ping,
+    /// Nothing to build, and why (another event, another ref, a deletion).
+    Ignore(String),
+    /// Build and deploy this commit, pushed to the pipeline's branch.
+    Queue { commit: String },
+}
+
+/// Decides what `delivery` means for pipeline `pipeline`, which follows `branch`.
+pub fn decide(delivery: &Delivery, pipeline: &str, branch: &str) -> Decision {
+    let branch_ref = format!("refs/heads/{branch}");
+    let pushes = match &delivery.event {
+        WebhookEvent::Ping => return Decision::Ping,
+        WebhookEvent::Other(event) => {
+            return Decision::Ignore(format!("`{event}` is not a push event"));
+        }
+        WebhookEvent::Push(pushes) => pushes,
+    };
+    let Some(push) = pushes.iter().find(|push| push.git_ref == branch_ref) else {
+        let pushed: Vec<&str> = pushes.iter().map(|push| push.git_ref.as_str()).collect();
+        let what = if pushed
+            .iter()
+            .all(|git_ref| git_ref.starts_with("refs/tags/"))
+        {
+            "a tag push"
+        } else {
+            "a push to"
+        };
+        let separator = if what == "a tag push" { " (" } else { " " };
+        let close = if what == "a tag push" { ")" } else { "" };
+        return Decision::Ignore(format!(
+            "{what}{separator}{}{close}; `{pipeline}` follows {branch_ref}",
+            pushed.join(", ")
+        ));
+    };
+    match &push.commit {
+        Some(commit) => Decision::Queue {
+            commit: commit.clone(),
+        },
+        None => Decision::Ignore(format!("{branch_ref} was deleted")),
+    }
+}
+
 /// Detects the forge, verifies the signature against `secret` (skipped only when
 /// `secret` is `None`, which the caller allows only for pipelines that opted out),
 /// and parses the push.
@@ -121,7 +181,7 @@ pub fn receive(
         Forge::GitLab => header("x-gitlab-event"),
         Forge::Gitea => header("x-gitea-event"),
         Forge::Forgejo => header("x-forgejo-event"),
-        Forge::BitbucketCloud => header("x-event-key"),
+        Forge::BitbucketCloud | Forge::BitbucketServer => header("x-event-key"),
         Forge::Generic => Some("push".to_string()),
     }
     .unwrap_or_default();
@@ -131,16 +191,18 @@ pub fn receive(
         Forge::Gitea => header("x-gitea-delivery"),
         Forge::Forgejo => header("x-forgejo-delivery"),
         Forge::BitbucketCloud => header("x-request-uuid"),
+        Forge::BitbucketServer => header("x-request-id"),
         Forge::Generic => header("x-gantry-delivery"),
     };
     let is_push = match forge {
         Forge::GitHub | Forge::Gitea | Forge::Forgejo | Forge::Generic => event_name == "push",
         Forge::GitLab => event_name == "Push Hook" || event_name == "Tag Push Hook",
         Forge::BitbucketCloud => event_name == "repo:push",
+        Forge::BitbucketServer => event_name == "repo:refs_changed",
     };
     let is_ping = match forge {
         Forge::GitHub => event_name == "ping",
-        Forge::BitbucketCloud => event_name == "diagnostics:ping",
+        Forge::BitbucketCloud | Forge::BitbucketServer => event_name == "diagnostics:ping",
         _ => false,
     };
     if is_ping {
@@ -166,6 +228,7 @@ pub fn receive(
         }
         Forge::GitLab => vec![gitlab_push(&json).map_err(malformed)?],
         Forge::BitbucketCloud => bitbucket_pushes(&json).map_err(malformed)?,
+        Forge::BitbucketServer => bitbucket_server_pushes(&json).map_err(malformed)?,
     };
     Ok(Delivery {
         forge,
@@ -183,7 +246,18 @@ fn detect(header: &dyn Fn(&str) -> Option<String>) -> Option<Forge> {
     } else if header("x-gitlab-event").is_some() {
         Some(Forge::GitLab)
     } else if header("x-event-key").is_some() {
-        Some(Forge::BitbucketCloud)
+        // Bitbucket Cloud sends `X-Request-UUID` and `X-Hook-UUID`; Bitbucket Server
+        // sends `X-Request-Id` and its own event names.
+        let server = header("x-request-uuid").is_none()
+            && header("x-hook-uuid").is_none()
+            && (header("x-request-id").is_some()
+                || header("x-event-key")
+                    .is_some_and(|key| key == "repo:refs_changed" || key.starts_with("pr:")));
+        Some(if server {
+            Forge::BitbucketServer
+        } else {
+            Forge::BitbucketCloud
+        })
     } else if header("x-github-event").is_some() {
         Some(Forge::GitHub)
     } else if header("x-gantry-signature-256").is_some() || header("x-gantry-event").is_some() {
@@ -209,7 +283,7 @@ fn verify(
         Forge::GitHub => ("x-hub-signature-256", true),
         Forge::Gitea => ("x-gitea-signature", false),
         Forge::Forgejo => ("x-forgejo-signature", false),
-        Forge::BitbucketCloud => ("x-hub-signature", true),
+        Forge::BitbucketCloud | Forge::BitbucketServer => ("x-hub-signature", true),
         Forge::Generic => ("x-gantry-signature-256", true),
         Forge::GitLab => {
             let token = header("x-gitlab-token").ok_or(WebhookError::Unsigned {
@@ -271,37 +345,71 @@ fn string_at<'v>(json: &'v Value, pointer: &str) -> Option<&'v str> {
     json.pointer(pointer).and_then(Value::as_str)
 }
 
-/// A commit id, or `None` for the all-zeros id of a deletion.
-fn commit_id(text: Option<&str>) -> Option<String> {
-    text.filter(|id| !id.is_empty() && *id != ZERO_COMMIT)
-        .map(str::to_string)
+/// What a delivery's commit field says: `None` for a deletion (all zeros, or nothing),
+/// else a commit id; anything else is malformed, so that no text from outside is
+/// queued as a commit.
+fn commit_id(field: &str, text: Option<&str>) -> Result<Option<String>, String> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(id) if !id.is_empty() && id.bytes().all(|byte| byte == b'0') => Ok(None),
+        Some(id) if crate::source::is_commit_id(id) => Ok(Some(id.to_ascii_lowercase())),
+        Some(_) => Err(format!("`{field}` is not a commit id")),
+    }
+}
+
+/// A ref name from a delivery: `refs/...`, of bounded length, without control characters.
+fn ref_name(field: &str, text: Option<&str>) -> Result<String, String> {
+    let text = text.ok_or_else(|| format!("no `{field}`"))?;
+    let valid = text.starts_with("refs/")
+        && text.len() <= MAX_REF_LEN
+        && !text
+            .chars()
+            .any(|character| character.is_control() || character == ' ');
+    if valid {
+        Ok(text.to_string())
+    } else {
+        Err(format!("`{field}` is not a ref name"))
+    }
 }
 
 fn github_style_push(json: &Value) -> Result<Push, String> {
-    let git_ref = string_at(json, "/ref").ok_or("no `ref`")?.to_string();
+    let git_ref = ref_name("ref", string_at(json, "/ref"))?;
     let deleted = json.get("deleted").and_then(Value::as_bool) == Some(true);
     // An annotated tag's `after` is the tag object; `head_commit.id` is the commit.
-    let after = if git_ref.starts_with("refs/tags/") {
-        string_at(json, "/head_commit/id").or_else(|| string_at(json, "/after"))
-    } else {
-        string_at(json, "/after")
+    let (field, after) = match string_at(json, "/head_commit/id") {
+        Some(head) if git_ref.starts_with("refs/tags/") => ("head_commit.id", Some(head)),
+        _ => ("after", string_at(json, "/after")),
     };
     if !deleted && after.is_none() {
         return Err("no `after`".to_string());
     }
     Ok(Push {
         git_ref,
-        commit: if deleted { None } else { commit_id(after) },
+        commit: if deleted {
+            None
+        } else {
+            commit_id(field, after)?
+        },
     })
 }
 
+/// GitLab: the commit is `checkout_sha` (what the ref points at, also for an annotated
+/// tag), or `after` where `checkout_sha` is absent (older GitLab). A deletion has `after`
+/// all zeros (and `checkout_sha: null`).
 fn gitlab_push(json: &Value) -> Result<Push, String> {
-    let git_ref = string_at(json, "/ref").ok_or("no `ref`")?.to_string();
-    Ok(Push {
-        git_ref,
-        // `checkout_sha` is null when the ref was deleted.
-        commit: commit_id(string_at(json, "/checkout_sha")),
-    })
+    let git_ref = ref_name("ref", string_at(json, "/ref"))?;
+    let after = string_at(json, "/after").ok_or("no `after`")?;
+    if commit_id("after", Some(after))?.is_none() {
+        return Ok(Push {
+            git_ref,
+            commit: None,
+        });
+    }
+    let commit = match string_at(json, "/checkout_sha") {
+        Some(checkout) => commit_id("checkout_sha", Some(checkout))?,
+        None => commit_id("after", Some(after))?,
+    };
+    Ok(Push { git_ref, commit })
 }
 
 fn bitbucket_pushes(json: &Value) -> Result<Vec<Push>, String> {
@@ -316,7 +424,7 @@ fn bitbucket_pushes(json: &Value) -> Result<Vec<Push>, String> {
             if let Some(name) = string_at(change, "/old/name") {
                 let prefix = ref_prefix(string_at(change, "/old/type"));
                 pushes.push(Push {
-                    git_ref: format!("{prefix}{name}"),
+                    git_ref: ref_name("old.name", Some(&format!("{prefix}{name}")))?,
                     commit: None,
                 });
             }
@@ -325,9 +433,33 @@ fn bitbucket_pushes(json: &Value) -> Result<Vec<Push>, String> {
         let name = string_at(new, "/name").ok_or("a change without `new.name`")?;
         let prefix = ref_prefix(string_at(new, "/type"));
         pushes.push(Push {
-            git_ref: format!("{prefix}{name}"),
-            commit: commit_id(string_at(new, "/target/hash")),
+            git_ref: ref_name("new.name", Some(&format!("{prefix}{name}")))?,
+            commit: commit_id("new.target.hash", string_at(new, "/target/hash"))?,
         });
+    }
+    Ok(pushes)
+}
+
+/// Bitbucket Server's `repo:refs_changed`: `changes[].refId` and `toHash`; a deleted
+/// ref has `type: DELETE` and `toHash` all zeros.
+fn bitbucket_server_pushes(json: &Value) -> Result<Vec<Push>, String> {
+    let changes = json
+        .get("changes")
+        .and_then(Value::as_array)
+        .ok_or("no `changes`")?;
+    let mut pushes = Vec::new();
+    for change in changes {
+        let git_ref = ref_name(
+            "changes[].refId",
+            string_at(change, "/refId").or_else(|| string_at(change, "/ref/id")),
+        )?;
+        let deleted = string_at(change, "/type") == Some("DELETE");
+        let commit = if deleted {
+            None
+        } else {
+            commit_id("changes[].toHash", string_at(change, "/toHash"))?
+        };
+        pushes.push(Push { git_ref, commit });
     }
     Ok(pushes)
 }
@@ -495,12 +627,16 @@ mod tests {
                 Some("709d658dc5b6d6afcd46049c2f332ee3f515a67d"),
             )],
         );
-        let generic = br#"{"ref": "refs/heads/main", "after": "abc123"}"#;
+        let generic =
+            br#"{"ref": "refs/heads/main", "after": "0123456789abcdef0123456789abcdef01234567"}"#;
         check_push(
             &[("X-Gantry-Signature-256", &sign(SECRET, generic))],
             generic,
             Forge::Generic,
-            &[push("refs/heads/main", Some("abc123"))],
+            &[push(
+                "refs/heads/main",
+                Some("0123456789abcdef0123456789abcdef01234567"),
+            )],
         );
     }
 
@@ -526,7 +662,7 @@ mod tests {
             Forge::GitLab,
             &[push("refs/heads/gone", None)],
         );
-        let form = b"payload=%7B%22ref%22%3A%22refs%2Fheads%2Fmain%22%2C%22after%22%3A%22abc%22%7D";
+        let form = b"payload=%7B%22ref%22%3A%22refs%2Fheads%2Fmain%22%2C%22after%22%3A%220123456789abcdef0123456789abcdef01234567%22%7D";
         let delivery = deliver(
             &[
                 ("X-GitHub-Event", "push"),
@@ -538,7 +674,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             delivery.event,
-            WebhookEvent::Push(vec![push("refs/heads/main", Some("abc"))])
+            WebhookEvent::Push(vec![push(
+                "refs/heads/main",
+                Some("0123456789abcdef0123456789abcdef01234567")
+            )])
         );
     }
 
@@ -601,5 +740,166 @@ mod tests {
         )
         .unwrap();
         assert_eq!(delivery.event, WebhookEvent::Other("issues".to_string()));
+    }
+
+    fn gitlab(body: &[u8]) -> Result<Delivery, WebhookError> {
+        deliver(
+            &[
+                ("X-Gitlab-Event", "Push Hook"),
+                ("X-Gitlab-Token", "It's a Secret to Everybody"),
+            ],
+            Some("application/json"),
+            body,
+        )
+    }
+
+    #[test]
+    fn gitlab_takes_checkout_sha_else_after_and_a_deletion_is_after_all_zeros() {
+        // GitLab 8.x's documented example: no `checkout_sha` at all.
+        let old = br#"{"ref": "refs/heads/master", "before": "95790bf891e76fee5e1747ab589903a6a1f80f22", "after": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"}"#;
+        assert_eq!(
+            gitlab(old).unwrap().event,
+            WebhookEvent::Push(vec![push(
+                "refs/heads/master",
+                Some("da1560886d4f094c3e6c9ef40349f7d38b5d27d7")
+            )])
+        );
+        // A tag push: `checkout_sha` is the commit, `after` the tag object.
+        let tag = br#"{"ref": "refs/tags/v1", "after": "82b3d5ae55f7080f1e6022629cdb57bfae7cccc7", "checkout_sha": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"}"#;
+        assert_eq!(
+            gitlab(tag).unwrap().event,
+            WebhookEvent::Push(vec![push(
+                "refs/tags/v1",
+                Some("da1560886d4f094c3e6c9ef40349f7d38b5d27d7")
+            )])
+        );
+        // A new branch: `before` is zeros, the commit is there.
+        let created = br#"{"ref": "refs/heads/new", "before": "0000000000000000000000000000000000000000", "after": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7", "checkout_sha": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"}"#;
+        assert_eq!(
+            gitlab(created).unwrap().event,
+            WebhookEvent::Push(vec![push(
+                "refs/heads/new",
+                Some("da1560886d4f094c3e6c9ef40349f7d38b5d27d7")
+            )])
+        );
+    }
+
+    #[test]
+    fn bitbucket_server_refs_changed_is_a_push_and_delete_has_no_commit() {
+        let deleted = sample("bitbucket-server-refs-changed-delete.json");
+        let headers = |body: &[u8]| {
+            vec![
+                ("X-Event-Key".to_string(), "repo:refs_changed".to_string()),
+                ("X-Request-Id".to_string(), "r1".to_string()),
+                ("X-Hub-Signature".to_string(), sign(SECRET, body)),
+            ]
+        };
+        let sent = headers(&deleted);
+        let pairs: Vec<(&str, &str)> = sent
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let delivery = deliver(&pairs, Some("application/json"), &deleted).unwrap();
+        assert_eq!(delivery.forge, Forge::BitbucketServer);
+        assert_eq!(delivery.id.as_deref(), Some("r1"));
+        assert_eq!(
+            delivery.event,
+            WebhookEvent::Push(vec![push("refs/heads/feature/wip", None)])
+        );
+        let pushed = br#"{"eventKey": "repo:refs_changed", "changes": [{"refId": "refs/heads/main", "fromHash": "32a0b8a740c2963c6f56bd8baf3dc05683d299e0", "toHash": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7", "type": "UPDATE"}]}"#;
+        let sent = headers(pushed);
+        let pairs: Vec<(&str, &str)> = sent
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        assert_eq!(
+            deliver(&pairs, Some("application/json"), pushed)
+                .unwrap()
+                .event,
+            WebhookEvent::Push(vec![push(
+                "refs/heads/main",
+                Some("da1560886d4f094c3e6c9ef40349f7d38b5d27d7")
+            )])
+        );
+    }
+
+    #[test]
+    fn a_commit_that_is_not_a_commit_id_is_malformed() {
+        for after in [
+            "abc",
+            "ünïcødé-and-more-than-seven",
+            "0123456789abcdef0123456789abcdef0123456z",
+        ] {
+            let body = format!(r#"{{"ref": "refs/heads/main", "after": "{after}"}}"#);
+            let result = deliver(
+                &[("X-Gantry-Signature-256", &sign(SECRET, body.as_bytes()))],
+                Some("application/json"),
+                body.as_bytes(),
+            );
+            assert_eq!(
+                result,
+                Err(WebhookError::Malformed {
+                    forge: "generic",
+                    reason: "`after` is not a commit id".to_string()
+                }),
+                "{after}"
+            );
+        }
+        let bad_ref = br#"{"ref": "main
+X", "after": "0123456789abcdef0123456789abcdef01234567"}"#;
+        assert!(matches!(
+            deliver(
+                &[("X-Gantry-Signature-256", &sign(SECRET, bad_ref))],
+                Some("application/json"),
+                bad_ref
+            ),
+            Err(WebhookError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn decisions_name_what_was_pushed_and_why_nothing_is_queued() {
+        let delivery = |event: WebhookEvent| Delivery {
+            forge: Forge::GitHub,
+            id: None,
+            event,
+        };
+        let check = |event: WebhookEvent, expected: Decision| {
+            assert_eq!(decide(&delivery(event), "app", "main"), expected);
+        };
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        check(WebhookEvent::Ping, Decision::Ping);
+        check(
+            WebhookEvent::Other("issues".into()),
+            Decision::Ignore("`issues` is not a push event".into()),
+        );
+        check(
+            WebhookEvent::Push(vec![push("refs/heads/main", Some(commit))]),
+            Decision::Queue {
+                commit: commit.into(),
+            },
+        );
+        check(
+            WebhookEvent::Push(vec![push("refs/heads/main", None)]),
+            Decision::Ignore("refs/heads/main was deleted".into()),
+        );
+        check(
+            WebhookEvent::Push(vec![push("refs/heads/dev", Some(commit))]),
+            Decision::Ignore("a push to refs/heads/dev; `app` follows refs/heads/main".into()),
+        );
+        check(
+            WebhookEvent::Push(vec![push("refs/tags/v1", Some(commit))]),
+            Decision::Ignore("a tag push (refs/tags/v1); `app` follows refs/heads/main".into()),
+        );
+        // Bitbucket sends several changes at once: the branch's is found among them.
+        check(
+            WebhookEvent::Push(vec![
+                push("refs/heads/dev", Some(commit)),
+                push("refs/heads/main", Some(commit)),
+            ]),
+            Decision::Queue {
+                commit: commit.into(),
+            },
+        );
     }
 }

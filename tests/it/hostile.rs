@@ -163,3 +163,184 @@ fn hot_reload_survives_files_made_to_exhaust_it_and_loads_the_next_good_edit() {
     let status = daemon.terminate();
     assert!(status.success(), "{status:?}\n{}", daemon.log());
 }
+
+#[test]
+fn commits_from_outside_are_checked_at_intake_and_shown_whole_characters() {
+    let deployment = webhook_deployment("commits", "");
+    let config = &deployment.config;
+    let token = "commits-operator-token-0123456789";
+    config.append("gantry.yaml", &format!("server:\n  token: {token}\n"));
+    let daemon = Daemon::start(config);
+    let api = |path: &str, body: &str| {
+        curl(&[
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            body,
+            &format!(
+                "http://127.0.0.1:{}/api/v1/pipelines/{}/{path}",
+                daemon.port, deployment.name
+            ),
+        ])
+    };
+    // Not a ref, not an image, not a deployment: 400, nothing queued.
+    for (path, body) in [
+        ("trigger", r#"{"commit": "main~1 --upload-pack=x"}"#),
+        ("trigger", r#"{"commit": ""}"#),
+        ("deploy", r#"{"image": "app:v1; rm -rf /"}"#),
+        ("rollback", r#"{"to": "../../etc"}"#),
+    ] {
+        let (status, answer) = api(path, body);
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        assert!(answer.contains("\"error\""), "{answer}");
+    }
+    let long = format!(r#"{{"commit": "{}"}}"#, "a".repeat(300));
+    assert_eq!(api("trigger", &long).0, 400);
+    // A delivery whose commit is not a commit id.
+    let (headers, body) = forge_push("generic", "ünïcødé-not-a-commit", &unique("d"), SECRET);
+    let answer = daemon.post(&deployment.name, &headers, &body);
+    assert_eq!(answer.0, 400, "{}", answer.1);
+    assert!(answer.1.contains("not a commit id"), "{}", answer.1);
+    let runs = config.gantry_json(&["runs", &deployment.name]).1;
+    assert_eq!(runs, serde_json::json!([]), "nothing was queued");
+
+    // A branch name may hold any letter; it is queued, fails to resolve, and every
+    // listing shows it cut between characters, never inside one.
+    let (status, answer) = api("trigger", r#"{"commit": "ünïcødé-branch"}"#);
+    assert_eq!(status, 202, "{answer}");
+    let runs = eventually("the run ends", Duration::from_secs(60), || {
+        let runs = config.gantry_json(&["runs", &deployment.name]).1;
+        match runs[0]["state"].as_str() {
+            Some("failed") => Ok(runs),
+            _ => Err(runs.to_string()),
+        }
+    });
+    assert!(
+        runs[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ünïcødé-branch"),
+        "{runs}"
+    );
+    let local = config.gantry(&["runs", &deployment.name]);
+    assert!(local.status.success(), "{}", stderr(&local));
+    assert!(stdout(&local).contains("ünïcødé"), "{}", stdout(&local));
+    let remote = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["--server", &format!("http://127.0.0.1:{}", daemon.port)])
+        .args(["runs", &deployment.name])
+        .env("GANTRY_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(remote.status.success(), "{}", stderr(&remote));
+    assert_eq!(stdout(&remote), stdout(&local));
+}
+
+/// Rows of the state database's `deliveries` table for a pipeline: (id, run id).
+fn stored_deliveries(config: &ConfigDir, pipeline: &str) -> Vec<(Option<String>, Option<i64>)> {
+    let path = config.path().join(".gantry/state.db");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Row;
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
+            .await
+            .unwrap();
+        let rows = sqlx::query("SELECT delivery_id, run_id FROM deliveries WHERE pipeline = ?1")
+            .bind(pipeline)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        rows.iter()
+            .map(|row| (row.get("delivery_id"), row.get("run_id")))
+            .collect()
+    })
+}
+
+#[test]
+fn deliveries_are_known_by_id_and_signed_body_and_pruned_with_the_runs() {
+    let deployment = webhook_deployment("dedupe", "");
+    let config = &deployment.config;
+    config.append("gantry.yaml", "server:\n  keep_runs: 3\n");
+    // Pinned: the runs end at once (held), which is all this test needs of them.
+    let pinned = config.gantry(&["pin", &deployment.name, "--reason", "test"]);
+    assert!(pinned.status.success(), "{}", stderr(&pinned));
+    let daemon = Daemon::start(config);
+    let name = &deployment.name;
+    let runs = || {
+        config
+            .gantry_json(&["runs", name])
+            .1
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    let first = deployment.repo.commit("first");
+    let (headers, body) = forge_push("github", &first, "d-1", SECRET);
+    let queued = daemon.post(name, &headers, &body);
+    assert_eq!(queued.0, 202, "{}", queued.1);
+    assert!(queued.1.contains("\"queued\":true"), "{}", queued.1);
+    // The same delivery again (a forge's redelivery): its first answer, nothing queued.
+    assert_eq!(daemon.post(name, &headers, &body), queued);
+    assert_eq!(runs(), 1);
+    // The captured body with a fresh id is a delivery of its own: queued, and held
+    // back by the rules for old and repeated commits (here, the pin).
+    let fresh_id: Vec<(String, String)> = headers
+        .iter()
+        .map(|(name, value)| match name.as_str() {
+            "X-GitHub-Delivery" => (name.clone(), "d-replayed".to_string()),
+            _ => (name.clone(), value.clone()),
+        })
+        .collect();
+    let replayed = daemon.post(name, &fresh_id, &body);
+    assert_eq!(replayed.0, 202, "{}", replayed.1);
+    assert_eq!(runs(), 2);
+
+    // Someone uses the id the next real delivery will carry, with a captured push to
+    // another branch; the real delivery is still taken for what it is.
+    let mut other_branch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    other_branch["ref"] = "refs/heads/feature".into();
+    let other_branch = serde_json::to_vec(&other_branch).unwrap();
+    let signed = |body: &[u8], id: &str| -> Vec<(String, String)> {
+        vec![
+            ("X-GitHub-Event".into(), "push".into()),
+            ("X-GitHub-Delivery".into(), id.into()),
+            (
+                "X-Hub-Signature-256".into(),
+                gantry::source::webhook::sign(SECRET.as_bytes(), body),
+            ),
+        ]
+    };
+    let ignored = daemon.post(name, &signed(&other_branch, "d-next"), &other_branch);
+    assert!(ignored.1.contains("\"queued\":false"), "{}", ignored.1);
+    let second = deployment.repo.commit("second");
+    let (_, body) = forge_push("github", &second, "d-next", SECRET);
+    let real = daemon.post(name, &signed(&body, "d-next"), &body);
+    assert_eq!(real.0, 202, "{}", real.1);
+    assert!(real.1.contains("\"queued\":true"), "{}", real.1);
+    assert_eq!(runs(), 3);
+
+    // An id longer than any forge's is refused.
+    let (_, body) = forge_push("github", &second, "x", SECRET);
+    let long = daemon.post(name, &signed(&body, &"x".repeat(200)), &body);
+    assert_eq!(long.0, 400, "{}", long.1);
+
+    // Deliveries that queue nothing are kept only as many as runs are.
+    for index in 0..10 {
+        let ping = format!("{{\"zen\": \"ping {index}\"}}").into_bytes();
+        let mut headers = signed(&ping, &format!("p-{index}"));
+        headers[0].1 = "ping".into();
+        assert_eq!(daemon.post(name, &headers, &ping).0, 200);
+    }
+    let stored = stored_deliveries(config, name);
+    let unlinked = stored.iter().filter(|(_, run)| run.is_none()).count();
+    assert!(unlinked <= 3, "{stored:?}");
+    assert!(
+        stored.iter().any(|(id, _)| id.as_deref() == Some("p-9")),
+        "the newest stays: {stored:?}"
+    );
+    assert_eq!(stored.iter().filter(|(_, run)| run.is_some()).count(), 3);
+}

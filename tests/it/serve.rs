@@ -481,7 +481,7 @@ fn serve_answers_pings_other_refs_and_bad_deliveries_without_queueing() {
         daemon.post(
             "open",
             &headers(&[("X-Gantry-Event", "push")]),
-            br#"{"ref": "refs/heads/elsewhere", "after": "abc"}"#,
+            format!(r#"{{"ref": "refs/heads/elsewhere", "after": "{commit}"}}"#).as_bytes(),
         ),
         202,
         "a push to refs/heads/elsewhere",
@@ -490,7 +490,7 @@ fn serve_answers_pings_other_refs_and_bad_deliveries_without_queueing() {
         daemon.post(
             "open",
             &[],
-            br#"{"ref": "refs/heads/main", "after": "abc"}"#,
+            format!(r#"{{"ref": "refs/heads/main", "after": "{commit}"}}"#).as_bytes(),
         ),
         400,
         "no forge's webhook headers",

@@ -1,0 +1,218 @@
+//! The state store: `state.db` in the state directory, SQLite through sqlx.
+//!
+//! All SQL of gantry lives here, behind methods named for what they record.
+//! Migrations are embedded in the binary and run on open, so a new gantry
+//! upgrades an old state directory by itself. Queries are checked at run time,
+//! not at compile time, so building gantry needs no database; they stay in
+//! plain SQL that Postgres also accepts, to keep that door open.
+
+mod deployments;
+mod leases;
+mod logs;
+mod queue;
+mod runs;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use deployments::{BuiltImage, DeploymentId, DeploymentRecord, InstanceRecord, NewDeployment};
+pub use leases::{LeaseHolder, Pin};
+pub use logs::LogLine;
+pub use queue::{DeliveryAnswer, DeliveryKey, Queued, QueuedRun};
+pub use runs::{CommitDetails, FinishedStage, RunRecord, RunResult, StageRecord};
+
+/// The database file inside the state directory.
+pub const DATABASE_FILE: &str = "state.db";
+/// How long a writer waits for another process's write to finish before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections per process: the CLI needs one, the daemon a few.
+const MAX_CONNECTIONS: u32 = 4;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state directory {path}: {source}")]
+    Directory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state database {path}: {source}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("state database {path}: migration failed: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("state database: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// Why the database cannot take writes right now, when that is the cause: a full
+    /// disk, a failing disk, a read-only file, a lock another process holds. Callers
+    /// answer "try again later" (503) to these; other errors are gantry's own.
+    pub fn unwritable(&self) -> Option<&'static str> {
+        let StoreError::Query(sqlx::Error::Database(error)) = self else {
+            return None;
+        };
+        // SQLite's extended result codes carry the primary code in their low byte.
+        let code: i64 = error.code()?.parse().ok()?;
+        match code & 0xff {
+            13 => Some("the disk holding the state database is full"),
+            10 => Some("the disk holding the state database failed a write"),
+            8 => Some("the state database is read-only"),
+            5 | 6 => Some("the state database is locked by another writer"),
+            14 => Some("the state database cannot be opened"),
+            _ => None,
+        }
+    }
+}
+
+/// A handle on the state database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    /// Queue writers of this process wait here, in order, instead of in SQLite's busy
+    /// handler, whose growing sleeps (1, 2, 5, 10 ms...) would make the slow tail.
+    queue_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Why the last write failed, while no write has succeeded since: what `/healthz`
+    /// and refused requests tell.
+    write_failure: std::sync::Arc<std::sync::Mutex<Option<&'static str>>>,
+}
+
+/// A run's identity: the row id and the per-pipeline number users see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RunId {
+    pub id: i64,
+    pub number: i64,
+}
+
+/// How a stage or run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+}
+
+impl Outcome {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// Milliseconds since the epoch, the store's one time format.
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `state_dir` and brings its schema up to date.
+    pub async fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Directory {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let path = state_dir.join(DATABASE_FILE);
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?
+            .filename(&path)
+            .create_if_missing(true)
+            // WAL lets the CLI read while the daemon writes.
+            .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL writes every commit to the log before it returns (so a
+            // killed process loses nothing it committed) and syncs at checkpoints.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate { path, source })?;
+        Ok(Store {
+            pool,
+            queue_writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+            write_failure: std::sync::Arc::new(std::sync::Mutex::new(None)),
+        })
+    }
+
+    /// Why the store cannot write, if its last write failed for that reason.
+    pub fn write_failure(&self) -> Option<&'static str> {
+        *self
+            .write_failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Remembers how a write ended, for `write_failure`.
+    fn wrote<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        let failure = match &result {
+            Ok(_) => None,
+            Err(error) => match error.unwritable() {
+                Some(reason) => Some(reason),
+                None => return result,
+            },
+        };
+        *self
+            .write_failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = failure;
+        result
+    }
+
+    /// Runs `work` in a transaction on a connection of its own. When anything fails
+    /// (a statement, or the commit itself), that connection is closed instead of going
+    /// back to the pool: SQLite may leave it inside the transaction (a failed commit on
+    /// a full disk does), and a reused one would hold the write lock for good and
+    /// answer later writes from inside a transaction that is never committed.
+    async fn transaction<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        let result = async {
+            let mut transaction = sqlx::Connection::begin(&mut *connection).await?;
+            let value = work(&mut transaction).await?;
+            transaction.commit().await?;
+            Ok::<T, sqlx::Error>(value)
+        }
+        .await;
+        if result.is_err() {
+            // Closing rolls back whatever SQLite kept open and releases its locks.
+            let _ = connection.close().await;
+        }
+        self.wrote(result.map_err(StoreError::from))
+    }
+
+    /// Closes every connection, folding the write-ahead log back into the database.
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+}

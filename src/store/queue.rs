@@ -1,0 +1,285 @@
+//! The queue: runs waiting for the daemon, taken newest first with older ones
+//! coalesced, and webhook deliveries remembered with their first answer.
+
+use sqlx::Row;
+
+use super::{RunId, Store, StoreError, now_millis};
+
+/// A webhook delivery's first answer, replayed when the forge delivers it again.
+#[derive(Debug, Clone)]
+pub struct DeliveryAnswer {
+    pub status: u16,
+    pub response: String,
+}
+
+/// A run waiting in the queue.
+#[derive(Debug, Clone)]
+pub struct QueuedRun {
+    pub run: RunId,
+    pub pipeline: String,
+    /// `run` (build and deploy), `deploy` (an image) or `rollback`.
+    pub kind: String,
+    pub trigger: String,
+    /// The commit (or ref) to build.
+    pub requested: Option<String>,
+}
+
+/// A webhook delivery as the queue knows it: a redelivery carries the same id and the
+/// same body. The id alone is not enough: it is an unsigned header anybody can choose.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryKey<'a> {
+    pub forge: &'a str,
+    /// The forge's delivery id.
+    pub id: &'a str,
+    /// Hex SHA-256 of the raw body.
+    pub body_sha256: &'a str,
+}
+
+/// What queueing did: a new run, or the first answer to a delivery seen before.
+pub type Queued = Result<RunId, DeliveryAnswer>;
+
+impl Store {
+    /// Queues a run for `requested` (a commit id or ref) and, for a webhook, remembers
+    /// the delivery and its answer, in one transaction: once this returns `Ok`, the
+    /// trigger survives a crash. `answer` makes the JSON answer from the run's id.
+    pub async fn queue_run(
+        &self,
+        pipeline: &str,
+        kind: &str,
+        trigger: &str,
+        requested: Option<&str>,
+        delivery: Option<DeliveryKey<'_>>,
+        answer: &(dyn Fn(RunId) -> String + Sync),
+    ) -> Result<Queued, StoreError> {
+        let _writer = self.queue_writer.lock().await;
+        let now = now_millis();
+        let queued = self
+            .transaction(async |connection| {
+                if let Some(delivery) = delivery
+                    && let Some(first) = delivery_answer(connection, pipeline, &delivery).await?
+                {
+                    // Delivered before (or a moment ago by another request): the first
+                    // answer stands and nothing is queued.
+                    return Ok(Err(first));
+                }
+                let row = sqlx::query(
+                    "INSERT INTO runs (pipeline, number, kind, trigger, requested, state, started_at)
+                     VALUES (?1, (SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE pipeline = ?1),
+                             ?5, ?2, ?3, 'queued', ?4)
+                     RETURNING id, number",
+                )
+                .bind(pipeline)
+                .bind(trigger)
+                .bind(requested)
+                .bind(now)
+                .bind(kind)
+                .fetch_one(&mut *connection)
+                .await?;
+                let run = RunId {
+                    id: row.get("id"),
+                    number: row.get("number"),
+                };
+                if let Some(delivery) = delivery {
+                    insert_delivery(
+                        connection,
+                        pipeline,
+                        &delivery,
+                        &DeliveryAnswer {
+                            status: 202,
+                            response: answer(run),
+                        },
+                        Some(run.id),
+                    )
+                    .await?;
+                }
+                Ok(Ok(run))
+            })
+            .await?;
+        Ok(queued)
+    }
+
+    /// The first answer to a delivery, if it was seen before (same id, same body).
+    pub async fn delivery(
+        &self,
+        pipeline: &str,
+        delivery: &DeliveryKey<'_>,
+    ) -> Result<Option<DeliveryAnswer>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        Ok(delivery_answer(&mut connection, pipeline, delivery).await?)
+    }
+
+    /// Remembers the answer to a delivery that queued nothing (a ping, another branch).
+    pub async fn remember_delivery(
+        &self,
+        pipeline: &str,
+        delivery: &DeliveryKey<'_>,
+        answer: &DeliveryAnswer,
+    ) -> Result<(), StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        let result = insert_delivery(&mut connection, pipeline, delivery, answer, None).await;
+        self.wrote(result.map_err(StoreError::from))
+    }
+
+    /// Keeps the newest `keep` deliveries of a pipeline that no longer point at a run
+    /// (pings, other branches, runs pruned since) and deletes the older ones, so the
+    /// table lives as long as the runs it answered for.
+    pub async fn prune_deliveries(&self, pipeline: &str, keep: u32) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "DELETE FROM deliveries WHERE pipeline = ?1 AND run_id IS NULL AND received_at <
+               (SELECT received_at FROM deliveries WHERE pipeline = ?1 AND run_id IS NULL
+                ORDER BY received_at DESC LIMIT 1 OFFSET ?2)",
+        )
+        .bind(pipeline)
+        // Older than the keep-th newest (same-millisecond ties stay).
+        .bind(i64::from(keep.max(1)) - 1)
+        .execute(&self.pool)
+        .await;
+        Ok(self
+            .wrote(result.map_err(StoreError::from))?
+            .rows_affected())
+    }
+
+    /// The pipelines that have queued runs.
+    pub async fn queued_pipelines(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT pipeline FROM runs WHERE state = 'queued'")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|row| row.get("pipeline")).collect())
+    }
+
+    /// Takes the newest queued run of a pipeline and marks it running; every older
+    /// queued run of the pipeline is coalesced into it.
+    pub async fn take_queued(&self, pipeline: &str) -> Result<Option<QueuedRun>, StoreError> {
+        let _writer = self.queue_writer.lock().await;
+        self.transaction(async |transaction| {
+            let row = sqlx::query(
+                "SELECT id, number, kind, trigger, requested FROM runs
+             WHERE pipeline = ?1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
+            )
+            .bind(pipeline)
+            .fetch_optional(&mut *transaction)
+            .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let id: i64 = row.get("id");
+            sqlx::query(
+                "UPDATE runs SET state = 'coalesced', superseded_by = ?1, finished_at = ?2,
+                             message = 'a newer push superseded it'
+             WHERE pipeline = ?3 AND state = 'queued' AND id < ?1",
+            )
+            .bind(id)
+            .bind(now_millis())
+            .bind(pipeline)
+            .execute(&mut *transaction)
+            .await?;
+            sqlx::query(
+            "UPDATE runs SET state = 'running', runner = 'daemon', started_at = ?1 WHERE id = ?2",
+        )
+        .bind(now_millis())
+        .bind(id)
+        .execute(&mut *transaction)
+        .await?;
+            Ok(Some(QueuedRun {
+                run: RunId {
+                    id,
+                    number: row.get("number"),
+                },
+                pipeline: pipeline.to_string(),
+                kind: row.get("kind"),
+                trigger: row.get("trigger"),
+                requested: row.get("requested"),
+            }))
+        })
+        .await
+    }
+
+    /// Marks runs left `running` by a process that died as `interrupted`, and returns
+    /// them so their commits can be queued again.
+    pub async fn interrupt_running(&self) -> Result<Vec<QueuedRun>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE runs SET state = 'interrupted', finished_at = ?1,
+                             message = 'gantry stopped while this run was going'
+             WHERE state = 'running' AND runner = 'daemon'
+             RETURNING id, number, pipeline, kind, trigger,
+                       CASE WHEN kind = 'run' THEN COALESCE(commit_sha, requested) ELSE requested END
+                           AS requested",
+        )
+        .bind(now_millis())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| QueuedRun {
+                run: RunId {
+                    id: row.get("id"),
+                    number: row.get("number"),
+                },
+                pipeline: row.get("pipeline"),
+                kind: row.get("kind"),
+                trigger: row.get("trigger"),
+                requested: row.get("requested"),
+            })
+            .collect())
+    }
+
+    /// Queued runs per pipeline (zero for pipelines with none queued).
+    pub async fn queue_depths(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT pipeline, SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END) AS depth
+             FROM runs GROUP BY pipeline",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get("pipeline"), row.get("depth")))
+            .collect())
+    }
+}
+
+async fn delivery_answer(
+    connection: &mut sqlx::SqliteConnection,
+    pipeline: &str,
+    delivery: &DeliveryKey<'_>,
+) -> Result<Option<DeliveryAnswer>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT status, response FROM deliveries
+         WHERE pipeline = ?1 AND forge = ?2 AND delivery_id = ?3 AND body_sha256 = ?4",
+    )
+    .bind(pipeline)
+    .bind(delivery.forge)
+    .bind(delivery.id)
+    .bind(delivery.body_sha256)
+    .fetch_optional(&mut *connection)
+    .await?;
+    Ok(row.map(|row| DeliveryAnswer {
+        status: row.get::<i64, _>("status") as u16,
+        response: row.get("response"),
+    }))
+}
+
+async fn insert_delivery(
+    connection: &mut sqlx::SqliteConnection,
+    pipeline: &str,
+    delivery: &DeliveryKey<'_>,
+    answer: &DeliveryAnswer,
+    run: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO deliveries (pipeline, forge, body_sha256, delivery_id, status, response,
+                                 run_id, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+    )
+    .bind(pipeline)
+    .bind(delivery.forge)
+    .bind(delivery.body_sha256)
+    .bind(delivery.id)
+    .bind(i64::from(answer.status))
+    .bind(&answer.response)
+    .bind(run)
+    .bind(now_millis())
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}

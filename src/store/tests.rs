@@ -1,0 +1,266 @@
+//! The store against a real SQLite file in a temporary directory.
+
+use super::*;
+
+#[tokio::test]
+async fn runs_are_numbered_per_pipeline_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let first = store.start_run("a", "build", "manual", None).await.unwrap();
+    let other = store.start_run("b", "build", "manual", None).await.unwrap();
+    let second = store
+        .start_run("a", "build", "manual", Some("v1"))
+        .await
+        .unwrap();
+    assert_eq!((first.number, other.number, second.number), (1, 1, 2));
+
+    store.set_commit(first, "abc", None).await.unwrap();
+    store
+        .record_stage(
+            first,
+            &FinishedStage {
+                position: 0,
+                name: "checkout",
+                outcome: Outcome::Succeeded,
+                started_at: 1,
+                duration: Duration::from_millis(5),
+                message: None,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .finish_run(
+            first,
+            &RunResult::Succeeded {
+                image: "r/x".to_string(),
+                tags: vec!["r/x:1".to_string()],
+                digest: "sha256:1".to_string(),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .finish_run(
+            second,
+            &RunResult::Failed {
+                stage: "build".to_string(),
+                message: "boom".to_string(),
+            },
+        )
+        .await
+        .unwrap();
+
+    // Reopening runs no migration twice and sees the same rows.
+    drop(store);
+    let store = Store::open(dir.path()).await.unwrap();
+    let runs = store.runs(Some("a"), 10).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].state, "failed");
+    assert_eq!(runs[0].failed_stage.as_deref(), Some("build"));
+    assert_eq!(runs[1].state, "succeeded");
+    assert_eq!(runs[1].commit.as_deref(), Some("abc"));
+    assert_eq!(runs[1].tags, vec!["r/x:1".to_string()]);
+    assert_eq!(runs[1].stages[0].duration_ms, 5);
+}
+
+#[tokio::test]
+async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let ttl = Duration::from_secs(60);
+    assert!(
+        store
+            .acquire_lease("p", "one", ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The holder may take it again (renewal by acquiring); another may not.
+    assert!(
+        store
+            .acquire_lease("p", "one", ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let holder = store.acquire_lease("p", "two", ttl).await.unwrap().unwrap();
+    assert_eq!(holder.owner, "one");
+    // Other pipelines have their own lease.
+    assert!(
+        store
+            .acquire_lease("q", "two", ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.renew_lease("p", "one", ttl).await.unwrap());
+    assert!(!store.renew_lease("p", "two", ttl).await.unwrap());
+    store.release_lease("p", "one").await.unwrap();
+    assert!(
+        store
+            .acquire_lease("p", "two", ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A lease whose holder stopped renewing is taken over once it expires.
+    assert!(
+        store
+            .acquire_lease("r", "dead", Duration::ZERO)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(
+        store
+            .acquire_lease("r", "alive", ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!store.renew_lease("r", "dead", ttl).await.unwrap());
+}
+
+#[tokio::test]
+async fn deployments_record_instance_digests_and_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let record = |instance: &str, digest: Option<&str>| InstanceRecord {
+        service: "web".to_string(),
+        instance: instance.to_string(),
+        host: "local".to_string(),
+        action: "updated".to_string(),
+        digest: digest.map(str::to_string),
+        previous_digest: None,
+        message: None,
+    };
+    let first = store
+        .start_deployment(&NewDeployment {
+            pipeline: "p",
+            run: None,
+            kind: "deploy",
+            image: "r/x@sha256:1",
+            digest: "sha256:1",
+            commit: Some("c1"),
+        })
+        .await
+        .unwrap();
+    store
+        .record_instance(first, &record("a", Some("sha256:1")))
+        .await
+        .unwrap();
+    store
+        .record_instance(first, &record("b", Some("sha256:1")))
+        .await
+        .unwrap();
+    store
+        .finish_deployment(first, Outcome::Succeeded, None)
+        .await
+        .unwrap();
+    let second = store
+        .start_deployment(&NewDeployment {
+            pipeline: "p",
+            run: None,
+            kind: "deploy",
+            image: "r/x@sha256:2",
+            digest: "sha256:2",
+            commit: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!((first.number, second.number), (1, 2));
+    store
+        .record_instance(second, &record("a", Some("sha256:2")))
+        .await
+        .unwrap();
+    // Unknown afterwards: the older record still says what b should run.
+    store
+        .record_instance(second, &record("b", None))
+        .await
+        .unwrap();
+    store
+        .finish_deployment(second, Outcome::Failed, Some("b failed"))
+        .await
+        .unwrap();
+
+    let digests = store.recorded_digests("p").await.unwrap();
+    assert_eq!(digests["a"], "sha256:2");
+    assert_eq!(digests["b"], "sha256:1");
+    let history = store.deployments("p", 10).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].state, "failed");
+    assert_eq!(history[0].message.as_deref(), Some("b failed"));
+    assert_eq!(history[1].instances.len(), 2);
+
+    assert!(store.pin_of("p").await.unwrap().is_none());
+    store.pin("p", "sha256:1", "rolled back").await.unwrap();
+    assert_eq!(store.pin_of("p").await.unwrap().unwrap().digest, "sha256:1");
+    assert!(store.unpin("p").await.unwrap());
+    assert!(!store.unpin("p").await.unwrap());
+}
+
+#[tokio::test]
+async fn only_runs_the_daemon_took_are_recovered_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    // A `gantry run` in the foreground of another process.
+    let foreground = store.start_run("p", "run", "manual", None).await.unwrap();
+    let queued = store
+        .queue_run("p", "deploy", "api", Some("r/x:1"), None, &|_| {
+            String::new()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let taken = store.take_queued("p").await.unwrap().unwrap();
+    assert_eq!((taken.run, taken.kind.as_str()), (queued, "deploy"));
+    let recovered = store.interrupt_running().await.unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].run, queued);
+    assert_eq!(recovered[0].kind, "deploy");
+    assert_eq!(recovered[0].requested.as_deref(), Some("r/x:1"));
+    let runs = store.runs(Some("p"), 10).await.unwrap();
+    let state_of = |id: i64| runs.iter().find(|run| run.id == id).unwrap().state.clone();
+    assert_eq!(state_of(foreground.id), "running");
+    assert_eq!(state_of(queued.id), "interrupted");
+}
+
+#[tokio::test]
+async fn runs_page_by_pipeline_and_state_from_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let mut web = Vec::new();
+    for index in 0..7 {
+        let run = store.start_run("web", "run", "manual", None).await.unwrap();
+        store.start_run("db", "run", "manual", None).await.unwrap();
+        if index % 2 == 0 {
+            store.end_run(run, "skipped", "").await.unwrap();
+        }
+        web.push(run.id);
+    }
+    let ids = |runs: Vec<RunRecord>| runs.iter().map(|run| run.id).collect::<Vec<_>>();
+    let first = store.runs_page(Some("web"), None, None, 3).await.unwrap();
+    assert_eq!(ids(first.clone()), [web[6], web[5], web[4]]);
+    let next = store
+        .runs_page(Some("web"), None, Some(first[2].id), 3)
+        .await
+        .unwrap();
+    assert_eq!(ids(next), [web[3], web[2], web[1]]);
+    let skipped = store
+        .runs_page(Some("web"), Some("skipped"), Some(web[6]), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(skipped), [web[4], web[2], web[0]]);
+    let all = store.runs_page(None, None, None, 100).await.unwrap();
+    assert_eq!(all.len(), 14);
+    assert!(all.windows(2).all(|pair| pair[0].id > pair[1].id));
+    let before = store
+        .runs_page(None, None, Some(web[1]), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(before).len(), 2, "web[0] and db's first");
+    assert_eq!(store.last_finished_at(Some("db")).await.unwrap(), None);
+}
