@@ -22,11 +22,14 @@ use super::notification;
 use super::{DeployOptions, GIT_CACHE_DIR, Progress, run_pipeline};
 use crate::config::{Config, ConfigError, Pipeline};
 use crate::source;
-use crate::store::{QueuedRun, Store};
+use crate::store::{QueuedRun, Store, StoreError};
 
 /// How often the scheduler looks at the store for work it was not told about
 /// (`gantry trigger` from another process, a missed event).
 const SCAN_EVERY: Duration = Duration::from_secs(1);
+/// How long the end of a run that broke on a store error is tried, and how often.
+const RECORD_RETRY_FOR: Duration = Duration::from_secs(120);
+const RECORD_RETRY_EVERY: Duration = Duration::from_secs(2);
 /// How many scans pass between prunings of every pipeline's deliveries.
 const PRUNE_EVERY_SCANS: u64 = 60;
 /// How long a running run may take to finish after a shutdown request.
@@ -315,7 +318,7 @@ async fn execute(config: &Config, store: &Store, metrics: &Metrics, queued: Queu
                 },
             );
         }
-        Err(error) => tracing::error!(pipeline = pipeline.name, %error, "run broke"),
+        Err(error) => record_broken(store, &queued, &error).await,
     }
 }
 
@@ -381,7 +384,7 @@ async fn execute_deploy(
                 },
             );
         }
-        Err(error) => tracing::error!(pipeline = pipeline.name, %error, "run broke"),
+        Err(error) => record_broken(store, queued, &error).await,
     }
 }
 
@@ -439,6 +442,20 @@ fn ended(config: &Config, store: &Store, metrics: &Metrics, queued: &QueuedRun, 
     );
 }
 
+/// A run that broke on gantry's side (its state store failed a write) still ends with
+/// an outcome: recorded as failed once the store takes writes again.
+async fn record_broken(store: &Store, queued: &QueuedRun, error: &super::EngineError) {
+    tracing::error!(pipeline = queued.pipeline, run = queued.run.number, %error, "run broke");
+    let result = crate::store::RunResult::Failed {
+        stage: "record".to_string(),
+        message: format!("gantry could not record this run: {error}"),
+    };
+    retrying("recording the end of a broken run", async || {
+        store.finish_run(queued.run, &result).await
+    })
+    .await;
+}
+
 async fn end(store: &Store, queued: &QueuedRun, state: &str, message: &str) {
     tracing::info!(
         pipeline = queued.pipeline,
@@ -446,8 +463,29 @@ async fn end(store: &Store, queued: &QueuedRun, state: &str, message: &str) {
         state,
         message
     );
-    if let Err(error) = store.end_run(queued.run, state, message).await {
-        tracing::error!(%error, "recording the end of a run");
+    retrying("recording the end of a run", async || {
+        store.end_run(queued.run, state, message).await
+    })
+    .await;
+}
+
+/// Tries a write of a run's end until the store takes it, for `RECORD_RETRY_FOR` (a
+/// full disk may get space back); after that a restarted daemon finds the run
+/// interrupted and queues it again.
+async fn retrying(what: &str, mut write: impl AsyncFnMut() -> Result<(), StoreError>) {
+    let deadline = Instant::now() + RECORD_RETRY_FOR;
+    loop {
+        match write().await {
+            Ok(()) => return,
+            Err(error) if Instant::now() < deadline => {
+                tracing::warn!(%error, "{what}; trying again");
+                tokio::time::sleep(RECORD_RETRY_EVERY).await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "{what}: giving up");
+                return;
+            }
+        }
     }
 }
 

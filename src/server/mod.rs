@@ -118,14 +118,27 @@ pub async fn serve(
     .await
 }
 
+/// The daemon's health: the config's state, and whether the store takes writes. A
+/// store that cannot write makes it `503`, so a load balancer sends webhooks elsewhere.
 async fn healthz(State(state): State<AppState>) -> Response {
     let live = state.config.borrow().clone();
+    let store_failure = state.store.write_failure();
+    let status = match (store_failure, live.errors.is_empty()) {
+        (Some(_), _) => "store_unwritable",
+        (None, true) => "ok",
+        (None, false) => "config_errors",
+    };
     let body = json!({
-        "status": if live.errors.is_empty() { "ok" } else { "config_errors" },
+        "status": status,
+        "store": store_failure.unwrap_or("ok"),
         "pipelines": live.config.pipelines.keys().collect::<Vec<_>>(),
         "config_errors": live.errors,
     });
-    (StatusCode::OK, axum::Json(body)).into_response()
+    let code = match store_failure {
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+        None => StatusCode::OK,
+    };
+    (code, axum::Json(body)).into_response()
 }
 
 /// Prometheus text format; open like `/healthz` (it holds pipeline names and counts only).

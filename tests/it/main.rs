@@ -6,6 +6,7 @@ mod build;
 mod common;
 mod dashboard;
 mod deploy;
+mod full_disk;
 mod hostile;
 mod hosts;
 mod leaks;
