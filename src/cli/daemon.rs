@@ -101,6 +101,7 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
             events: events_sender,
             metrics,
             status,
+            failed_auth: Arc::default(),
         },
         shutdown.child_token(),
     ));

@@ -8,6 +8,7 @@
 
 pub mod api;
 mod dashboard;
+pub mod guard;
 mod hooks;
 
 #[cfg(test)]
@@ -15,11 +16,11 @@ mod tests;
 
 use std::net::SocketAddr;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Router, middleware};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The latest reading of every instance, kept fresh by `engine::status::StatusWatcher`.
     pub status: watch::Receiver<std::sync::Arc<crate::engine::status::StatusSnapshot>>,
+    /// Failed logins and bearer tokens per client address (`guard`).
+    pub failed_auth: std::sync::Arc<guard::FailedAuth>,
 }
 
 /// An HTTP answer: a status and a JSON body. 5xx bodies never carry the cause.
@@ -94,13 +97,22 @@ impl IntoResponse for ApiError {
 /// The routes, with the webhook body limit from the config the server starts with.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.borrow().config.server.max_body as usize;
-    Router::new()
+    // Machines read JSON, errors included; people read pages, framed by nobody.
+    let machines = Router::new()
         .route("/hooks/{pipeline}", post(hooks::hook))
+        .merge(api::routes())
+        .layer(middleware::from_fn(guard::json_errors));
+    let pages = dashboard::routes().layer(middleware::from_fn(guard::page_headers));
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .merge(api::routes())
-        .merge(dashboard::routes())
+        .merge(machines)
+        .merge(pages)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::limit_guessing,
+        ))
         .with_state(state)
 }
 

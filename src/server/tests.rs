@@ -50,6 +50,7 @@ impl Api {
                 metrics: crate::engine::metrics::Metrics::new(),
                 status: watch::channel(Arc::new(crate::engine::status::StatusSnapshot::default()))
                     .1,
+                failed_auth: Arc::default(),
             },
         }
     }

@@ -344,3 +344,84 @@ fn deliveries_are_known_by_id_and_signed_body_and_pruned_with_the_runs() {
     );
     assert_eq!(stored.iter().filter(|(_, run)| run.is_some()).count(), 3);
 }
+
+#[test]
+fn guessing_is_limited_errors_are_json_and_pages_refuse_framing() {
+    let deployment = webhook_deployment("guard", "");
+    let config = &deployment.config;
+    let token = "guard-operator-token-0123456789";
+    config.append("gantry.yaml", &format!("server:\n  token: {token}\n"));
+    let daemon = Daemon::start(config);
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", daemon.port);
+    let trigger = url(&format!("/api/v1/pipelines/{}/trigger", deployment.name));
+    let bearer = format!("Authorization: Bearer {token}");
+
+    // axum's own rejections answer in the API's shape.
+    for (content_type, body, expected) in [
+        ("application/json", "{not json".to_string(), 400),
+        ("text/plain", "{}".to_string(), 415),
+        (
+            "application/json",
+            format!("{{\"commit\": \"{}\"}}", "a".repeat(70_000)),
+            413,
+        ),
+    ] {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &body).unwrap();
+        let (status, answer) = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            &bearer,
+            "-H",
+            &format!("Content-Type: {content_type}"),
+            "--data-binary",
+            &format!("@{}", file.path().display()),
+            &trigger,
+        ]);
+        assert_eq!(status, expected, "{answer}");
+        let answer: serde_json::Value =
+            serde_json::from_str(&answer).unwrap_or_else(|_| panic!("not JSON: {answer}"));
+        assert!(answer["error"].is_string(), "{answer}");
+    }
+
+    // Dashboard pages: a policy for scripts and styles, no framing, no sniffing.
+    let (_, headers) = curl(&["-s", "-o", "/dev/null", "-D", "-", &url("/login")]);
+    let headers = headers.to_ascii_lowercase();
+    assert!(
+        headers.contains("content-security-policy: default-src 'none'"),
+        "{headers}"
+    );
+    assert!(headers.contains("frame-ancestors 'none'"), "{headers}");
+    assert!(headers.contains("x-frame-options: deny"), "{headers}");
+    assert!(
+        headers.contains("x-content-type-options: nosniff"),
+        "{headers}"
+    );
+
+    // Ten wrong tokens, then this address waits, whatever it sends.
+    for attempt in 0..10 {
+        let (status, _) = curl(&[
+            "-H",
+            &format!("Authorization: Bearer wrong-{attempt}"),
+            &url("/api/v1/pipelines"),
+        ]);
+        assert_eq!(status, 401);
+    }
+    let (status, headers) = curl(&["-D", "-", "-H", &bearer, &url("/api/v1/pipelines")]);
+    assert_eq!(status, 429, "{headers}");
+    assert!(
+        headers.to_ascii_lowercase().contains("retry-after:"),
+        "{headers}"
+    );
+    assert!(headers.contains("too many failed attempts"), "{headers}");
+    let (status, _) = curl(&["--data", &format!("token={token}"), &url("/login")]);
+    assert_eq!(status, 429);
+    // Reading without credentials is not an attempt: `/healthz` still answers.
+    assert_eq!(daemon.get("/healthz").0, 200);
+    assert!(
+        daemon.log().contains("failed authentication"),
+        "{}",
+        daemon.log()
+    );
+}
