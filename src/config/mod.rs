@@ -132,6 +132,7 @@ impl Config {
             }
         }
 
+        check_container_names(&pipelines, &global.hosts, &mut diagnostics);
         if !diagnostics.is_empty() {
             return Err(ConfigError::Invalid(bounded(diagnostics)));
         }
@@ -244,6 +245,58 @@ pub fn redact_urls(text: &str) -> String {
     }
     output.push_str(rest);
     output
+}
+
+/// Two pipelines' instances that would own one container: the same name on the same
+/// Docker engine (two host names may reach one engine). Both places are reported.
+fn check_container_names(
+    pipelines: &BTreeMap<String, Pipeline>,
+    hosts: &BTreeMap<String, Host>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let mut owners: BTreeMap<(String, &str), (&Pipeline, &Instance)> = BTreeMap::new();
+    for pipeline in pipelines.values() {
+        for instance in pipeline
+            .deploy
+            .services
+            .values()
+            .flat_map(|service| service.instances.values())
+        {
+            let Some(host) = hosts.get(&instance.host) else {
+                continue;
+            };
+            let engine = host.docker.to_string();
+            let Some((other, other_instance)) = owners.get(&(engine.clone(), &instance.name))
+            else {
+                owners.insert((engine, &instance.name), (pipeline, instance));
+                continue;
+            };
+            if other.name == pipeline.name {
+                // Within one pipeline the service reader reports it already.
+                continue;
+            }
+            diagnostics.push(clash(pipeline, instance, other, other_instance));
+            diagnostics.push(clash(other, other_instance, pipeline, instance));
+        }
+    }
+}
+
+/// The error at one of two instances that would own one container.
+fn clash(here: &Pipeline, instance: &Instance, there: &Pipeline, other: &Instance) -> Diagnostic {
+    Diagnostic {
+        file: here.file.clone(),
+        line: instance.position.line,
+        column: instance.position.column,
+        message: format!(
+            "instance `{}` on host `{}` is also pipeline `{}`'s ({}:{}:{}); one container name on one engine belongs to one instance",
+            instance.name,
+            instance.host,
+            there.name,
+            there.file.display(),
+            other.position.line,
+            other.position.column
+        ),
+    }
 }
 
 /// Reads a config file's text: `None` when it does not exist, or when it is too large

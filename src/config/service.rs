@@ -198,6 +198,14 @@ fn read_service(
                         ),
                     );
                 }
+                if instance_name.ends_with(".previous") {
+                    decoder.error(
+                        key.position,
+                        format!(
+                            "instance name `{instance_name}`: names ending in `.previous` are the old containers gantry keeps during a swap"
+                        ),
+                    );
+                }
                 let instance_path = decode::join_path(&instances_path, instance_name);
                 let instance_node = if instance_node.is_null() {
                     empty_mapping(instance_node.position)
@@ -226,6 +234,7 @@ fn read_service(
                         name: instance_name.to_string(),
                         host,
                         env,
+                        position: key.position,
                     },
                 );
             }

@@ -39,7 +39,10 @@ fn diagnostics(files: &[(&str, &str)]) -> Vec<String> {
                     relative.display(),
                     diagnostic.line,
                     diagnostic.column,
-                    diagnostic.message
+                    // Messages that name another file name it as the user typed the dir.
+                    diagnostic
+                        .message
+                        .replace(&format!("{}/", dir.path().display()), "")
                 )
             })
             .collect(),
@@ -554,5 +557,34 @@ fn a_file_with_many_errors_lists_the_first_hundred_and_counts_the_rest() {
                 .nth(1)
                 .unwrap()
         )
+    );
+}
+
+#[test]
+fn two_pipelines_may_not_own_one_container() {
+    let deploy = |instance: &str, host: &str| {
+        format!(
+            "{GOOD_PIPELINE}deploy:\n  services:\n    web:\n      instances:\n        {instance}: {{ host: {host} }}\n"
+        )
+    };
+    // `local` and `again` reach the same engine.
+    let gantry_yaml = "hosts:\n  again: { docker: \"unix:///var/run/docker.sock\" }\n  other: { docker: \"tcp://10.0.0.9:2376\" }\n";
+    check(
+        &[
+            ("gantry.yaml", gantry_yaml),
+            ("pipelines/alpha.yaml", &deploy("web-1", "local")),
+            ("pipelines/beta.yaml", &deploy("web-1", "again")),
+            ("pipelines/gamma.yaml", &deploy("web-1", "other")),
+        ],
+        &[
+            "pipelines/alpha.yaml:14:9: instance `web-1` on host `local` is also pipeline `beta`'s (pipelines/beta.yaml:14:9); one container name on one engine belongs to one instance",
+            "pipelines/beta.yaml:14:9: instance `web-1` on host `again` is also pipeline `alpha`'s (pipelines/alpha.yaml:14:9); one container name on one engine belongs to one instance",
+        ],
+    );
+    check_pipeline(
+        &deploy("web.previous", "local"),
+        &[
+            "pipelines/hello.yaml:14:9: instance name `web.previous`: names ending in `.previous` are the old containers gantry keeps during a swap",
+        ],
     );
 }

@@ -246,6 +246,8 @@ pub struct Instance {
     pub name: String,
     pub host: String,
     pub env: BTreeMap<String, String>,
+    /// Where its name is written in the pipeline file, for messages that point at it.
+    pub position: super::yaml::Position,
 }
 
 /// Health check defaults: how long a new container has to become healthy, and how often it is asked.

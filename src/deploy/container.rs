@@ -445,6 +445,32 @@ pub fn label<'a>(inspect: &'a ContainerInspectResponse, key: &str) -> Option<&'a
         .map(String::as_str)
 }
 
+/// Refuses a container that gantry did not create for this pipeline and instance: a
+/// hand-made one, or another pipeline's that carries the same name. The message names
+/// the container and its owner.
+pub fn check_owner(
+    inspect: &ContainerInspectResponse,
+    name: &str,
+    host: &str,
+    pipeline: &str,
+    instance: &str,
+) -> Result<(), String> {
+    match (
+        label(inspect, LABEL_PIPELINE),
+        label(inspect, LABEL_INSTANCE),
+    ) {
+        (Some(owner), Some(owner_instance)) if owner == pipeline && owner_instance == instance => {
+            Ok(())
+        }
+        (Some(owner), Some(owner_instance)) => Err(format!(
+            "container `{name}` on `{host}` belongs to pipeline `{owner}` (instance `{owner_instance}`), not to `{pipeline}`'s `{instance}`; gantry leaves it alone (give one of the instances another name)"
+        )),
+        _ => Err(format!(
+            "container `{name}` on `{host}` was not created by gantry; gantry leaves it alone (remove or rename it, or give the instance another name)"
+        )),
+    }
+}
+
 pub fn is_running(inspect: &ContainerInspectResponse) -> bool {
     inspect
         .state

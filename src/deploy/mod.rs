@@ -261,6 +261,20 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
             };
         }
     };
+    // Every container the rollout would touch is this pipeline's, or nothing is touched.
+    if let Err((host, instance, message)) = check_ownership(&hosts, &targets, pipeline).await {
+        return RolloutReport {
+            instances: not_reached(&targets),
+            failure: Some(RolloutFailure {
+                phase: "check".to_string(),
+                message: format!("{message}; no container was touched"),
+                host: Some(host),
+                instance: Some(instance),
+                check: None,
+                logs: Vec::new(),
+            }),
+        };
+    }
     let image = request.image;
     let credentials = match registry::credentials(request.config, image.repository.registry()) {
         Ok(credentials) => credentials,
@@ -437,6 +451,44 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     RolloutReport {
         instances: reports,
         failure,
+    }
+}
+
+/// Checks that each target's container (and a kept `.previous` one) is this pipeline's
+/// instance, on every host at once; the first that is not, as (host, instance, why).
+pub async fn check_ownership(
+    hosts: &BTreeMap<String, Docker>,
+    targets: &[Target<'_>],
+    pipeline: &Pipeline,
+) -> Result<(), (String, String, String)> {
+    let checks = futures_util::stream::iter(targets.iter().flat_map(|target| {
+        let instance = &target.instance.name;
+        [instance.clone(), container::previous_name(instance)]
+            .into_iter()
+            .map(move |name| async move {
+                let host = &target.instance.host;
+                let verdict = match container::inspect(&hosts[host], &name).await {
+                    Ok(Some(inspect)) => container::check_owner(
+                        &inspect,
+                        &name,
+                        host,
+                        &pipeline.name,
+                        &target.instance.name,
+                    ),
+                    Ok(None) => Ok(()),
+                    Err(error) => Err(error.to_string()),
+                };
+                verdict.map_err(|message| (host.clone(), target.instance.name.clone(), message))
+            })
+    }))
+    .buffer_unordered(MAX_PARALLEL_HOSTS)
+    .collect::<Vec<_>>()
+    .await;
+    let mut refusals: Vec<_> = checks.into_iter().filter_map(Result::err).collect();
+    refusals.sort();
+    match refusals.into_iter().next() {
+        Some(refusal) => Err(refusal),
+        None => Ok(()),
     }
 }
 

@@ -30,7 +30,8 @@ pub struct InstanceStatus {
     pub tags: Vec<String>,
     pub digest: Option<String>,
     pub commit: Option<String>,
-    /// `running`, `exited`, `created`, ..., `missing` or `unreachable`.
+    /// `running`, `exited`, `created`, ..., `missing`, `unreachable`, or `foreign` (a
+    /// container under its name that gantry did not create for it).
     pub state: String,
     /// The engine's health verdict, for images with a HEALTHCHECK.
     pub health: Option<String>,
@@ -143,6 +144,21 @@ pub async fn status(
                 .id
                 .as_deref()
                 .map(|id| id.chars().take(12).collect());
+            // A container under this name that is not this instance's says nothing of it.
+            if let Err(message) = container::check_owner(
+                &inspect,
+                &target.instance.name,
+                &target.instance.host,
+                &pipeline.name,
+                &target.instance.name,
+            ) {
+                status.state = "foreign".to_string();
+                status.error = Some(message);
+                status
+                    .drift
+                    .push("the container under its name is not this instance's".to_string());
+                return status;
+            }
             status.image = container::label(&inspect, container::LABEL_IMAGE)
                 .map(str::to_string)
                 .or_else(|| {
@@ -258,6 +274,10 @@ pub async fn lifecycle(
             return report;
         }
     };
+    if let Err((_, _, message)) = super::check_ownership(&hosts, &selected, pipeline).await {
+        report.failure = Some(format!("{message}; nothing was changed"));
+        return report;
+    }
     if matches!(command, Lifecycle::Stop | Lifecycle::Restart) {
         // Dependents first: nothing runs without what it requires.
         for target in selected.iter().rev() {
