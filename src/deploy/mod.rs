@@ -63,6 +63,9 @@ pub struct Rollout<'a> {
     pub only: Option<&'a glob::Pattern>,
     /// Replace containers even when they already run this digest and spec.
     pub force: bool,
+    /// Asked before each instance is changed: `Some(why)` stops the rollout there, as
+    /// a failure (the caller's deploy lease was lost, say). `on_failure` then applies.
+    pub stop: Option<&'a (dyn Fn() -> Option<String> + Sync)>,
 }
 
 /// What happened to one instance.
@@ -340,7 +343,32 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
             .copied()
             .collect();
         remaining = &remaining[service_targets.len()..];
-        for batch in service_targets.chunks(batch_size) {
+        for (index, batch) in service_targets.chunks(batch_size).enumerate() {
+            // The instances after this batch, when the rollout ends before them.
+            let later = || {
+                service_targets[((index + 1) * batch_size).min(service_targets.len())..]
+                    .iter()
+                    .map(|target| report(target, Action::NotReached))
+                    .collect::<Vec<_>>()
+            };
+            if let Some(reason) = request.stop.and_then(|stop| stop()) {
+                log(&format!("stopping the rollout: {reason}"));
+                failure = Some(RolloutFailure {
+                    phase: "rollout".to_string(),
+                    host: None,
+                    instance: None,
+                    message: format!("stopped before changing more containers: {reason}"),
+                    check: None,
+                    logs: Vec::new(),
+                });
+                reports.extend(
+                    batch
+                        .iter()
+                        .map(|target| report(target, Action::NotReached)),
+                );
+                reports.extend(later());
+                break 'services;
+            }
             let outcomes = futures_util::future::join_all(batch.iter().map(|target| {
                 let spec = ContainerSpec::new(
                     pipeline,
@@ -397,6 +425,7 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
                 reports.push(instance_report);
             }
             if failure.is_some() {
+                reports.extend(later());
                 break 'services;
             }
         }

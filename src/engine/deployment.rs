@@ -6,7 +6,8 @@
 //! is renewed while the rollout works and released at the end; a holder that
 //! dies stops renewing, and its lease expires after `LEASE_TTL`.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -435,28 +436,65 @@ async fn deploy_image(
     if let Err(failure) = leased {
         return recorder.fail(failure).await;
     }
-    // Renew while the rollout works; the task ends when the rollout does.
-    let renewal = {
-        let store = store.clone();
-        let pipeline = pipeline.name.clone();
-        let owner = owner.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(LEASE_RENEW_EVERY).await;
-                match store.renew_lease(&pipeline, &owner, LEASE_TTL).await {
-                    Ok(true) => {}
-                    Ok(false) => tracing::warn!(pipeline, "the deploy lease was lost"),
-                    Err(error) => tracing::warn!(pipeline, %error, "renewing the deploy lease"),
-                }
-            }
-        })
+    // Renew while the rollout works; the task ends when the rollout does. A lease that
+    // is lost (taken over, or not renewed before it expired) stops the rollout before
+    // it changes another container.
+    let lost: Arc<Mutex<Option<String>>> = Arc::default();
+    let renewal = tokio::spawn(keep_lease(
+        store.clone(),
+        pipeline.name.clone(),
+        owner.clone(),
+        lost.clone(),
+    ));
+    let stop = || {
+        lost.lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     };
-    let result = rollout_recorded(&mut recorder, config, &image, options, pin_reason).await;
+    let result = rollout_recorded(&mut recorder, config, &image, options, pin_reason, &stop).await;
     renewal.abort();
     let released = store.release_lease(&pipeline.name, &owner).await;
     let report = result?;
     released?;
     Ok(report)
+}
+
+/// Renews the deploy lease every `LEASE_RENEW_EVERY` until it is lost; then says why in
+/// `lost`. A failed renewal is tried again while the lease has time left.
+async fn keep_lease(
+    store: Store,
+    pipeline: String,
+    owner: String,
+    lost: Arc<Mutex<Option<String>>>,
+) {
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(LEASE_RENEW_EVERY).await;
+        let reason = match store.renew_lease(&pipeline, &owner, LEASE_TTL).await {
+            Ok(true) => {
+                renewed = Instant::now();
+                continue;
+            }
+            Ok(false) => {
+                let holder = store
+                    .lease_of(&pipeline)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|holder| format!(" (now held by {})", holder.owner))
+                    .unwrap_or_default();
+                format!("the deploy lease was taken over{holder}")
+            }
+            Err(error) if renewed.elapsed() < LEASE_TTL => {
+                tracing::warn!(pipeline, %error, "renewing the deploy lease; trying again");
+                continue;
+            }
+            Err(error) => format!("the deploy lease expired: it could not be renewed ({error})"),
+        };
+        tracing::error!(pipeline, reason, "deploy lease lost");
+        *lost.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reason);
+        return;
+    }
 }
 
 async fn rollout_recorded(
@@ -465,6 +503,7 @@ async fn rollout_recorded(
     image: &DeployImage,
     options: &DeployOptions,
     pin_reason: Option<String>,
+    stop: &(dyn Fn() -> Option<String> + Sync),
 ) -> Result<DeployReport, EngineError> {
     let store = recorder.store;
     let pipeline = recorder.pipeline;
@@ -485,6 +524,7 @@ async fn rollout_recorded(
         image,
         only: options.only.as_ref(),
         force: options.force,
+        stop: Some(stop),
     };
     let rolled = recorder
         .stage("deploy", async |progress: &mut dyn Progress| {

@@ -10,6 +10,7 @@ mod full_disk;
 mod hostile;
 mod hosts;
 mod leaks;
+mod lease;
 mod ownership;
 mod serve;
 mod transports;
