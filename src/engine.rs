@@ -25,6 +25,7 @@ pub mod daemon;
 mod deployment;
 pub mod metrics;
 pub mod notification;
+pub mod poller;
 pub mod status;
 
 pub use deployment::{

@@ -9,6 +9,7 @@
 pub mod webhook;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use git2::{
     AutotagOption, Cred, CredentialType, FetchOptions, ObjectType, Oid, RemoteCallbacks,
@@ -19,6 +20,13 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Source, redact_urls};
+
+/// How long connecting to a remote may take before libgit2 gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a remote may stay silent in the middle of a fetch or listing.
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one fetch may take in all, however steadily data comes.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// How many times the credentials callback may answer before giving up; libgit2
 /// asks again after every refusal and would otherwise loop forever.
@@ -80,6 +88,23 @@ pub struct TreeFile {
 pub enum TreeFileKind {
     File { executable: bool },
     Symlink,
+}
+
+/// Bounds how long libgit2 waits for a remote: `CONNECT_TIMEOUT` to connect and
+/// `SILENCE_TIMEOUT` between reads, so that a remote that stops answering fails a
+/// fetch or a poll instead of holding its thread forever.
+///
+/// # Safety
+/// libgit2 keeps these settings in globals without synchronization: call this once,
+/// before any thread that uses git starts.
+pub unsafe fn bound_network_waits() {
+    // libgit2 takes an `int` of milliseconds.
+    let millis = |duration: Duration| i32::try_from(duration.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the caller guarantees no other thread uses libgit2 yet.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis(CONNECT_TIMEOUT));
+        let _ = git2::opts::set_server_timeout_in_milliseconds(millis(SILENCE_TIMEOUT));
+    }
 }
 
 /// How many characters of a commit id are shown, as `git rev-parse --short` does.
@@ -175,11 +200,24 @@ pub fn fetch(source: &Source, cache_root: &Path) -> Result<FetchReport, SourceEr
         .remote_anonymous(&source.repo)
         .map_err(|error| fetch_error(error.message().to_string()))?;
     let mut options = FetchOptions::new();
-    options.remote_callbacks(callbacks(source));
+    let mut remote_callbacks = callbacks(source);
+    // A fetch that goes on past its deadline is cancelled at its next progress report.
+    let deadline = Instant::now() + FETCH_TIMEOUT;
+    remote_callbacks.transfer_progress(move |_| Instant::now() < deadline);
+    options.remote_callbacks(remote_callbacks);
     options.download_tags(AutotagOption::All);
     remote
         .fetch(&FETCH_REFSPECS, Some(&mut options), None)
-        .map_err(|error| fetch_error(error.message().to_string()))?;
+        .map_err(|error| {
+            if Instant::now() >= deadline {
+                fetch_error(format!(
+                    "the fetch took longer than {}",
+                    humantime::format_duration(FETCH_TIMEOUT)
+                ))
+            } else {
+                fetch_error(error.message().to_string())
+            }
+        })?;
     let stats = remote.stats();
     Ok(FetchReport {
         cache: path,

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline, open_store};
 use crate::config::Config;
-use crate::engine::daemon::{self, LiveConfig, Poller, Scheduler};
+use crate::engine::daemon::{self, LiveConfig, Scheduler};
 use crate::engine::metrics::Metrics;
+use crate::engine::poller::Poller;
 use crate::engine::status::{StatusSnapshot, StatusWatcher};
 use crate::server::{self, AppState};
 use crate::store::{RunRecord, Store};

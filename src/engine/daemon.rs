@@ -1,4 +1,5 @@
-//! The daemon's engine: the queue of runs, polling, and the config as it changes.
+//! The daemon's engine: the queue of runs, and the config as it changes (polling is
+//! `engine::poller`).
 //!
 //! Every trigger (webhook, poll, `gantry trigger`, a retry after a crash) is first a
 //! `queued` run in the state store; the scheduler only ever takes work from there,
@@ -8,7 +9,7 @@
 //! pinned pipeline's runs are recorded as `held`; a commit that is not a descendant
 //! of the deployed one is `skipped`, so an older push never replaces a newer deploy.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,8 +35,6 @@ const RECORD_RETRY_EVERY: Duration = Duration::from_secs(2);
 const PRUNE_EVERY_SCANS: u64 = 60;
 /// How long a running run may take to finish after a shutdown request.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// The longest wait between polls of a failing remote.
-const MAX_POLL_BACKOFF: Duration = Duration::from_secs(600);
 /// Events waiting for the scheduler; senders fall back on the store scan when it is full.
 const EVENT_CAPACITY: usize = 1024;
 /// How long file changes settle before the config is read again.
@@ -606,138 +605,6 @@ impl Progress for Logged {
             "stage finished"
         );
     }
-}
-
-/// Polls the pipelines that have `poll:`; pipelines sharing a repository share one
-/// remote listing. A listing (no fetch) decides whether a branch moved; a remote that
-/// fails is asked again later and later, up to `MAX_POLL_BACKOFF`.
-pub struct Poller {
-    pub config: watch::Receiver<LiveConfig>,
-    pub store: Store,
-    pub sender: mpsc::Sender<Event>,
-}
-
-impl Poller {
-    pub async fn run(self, shutdown: CancellationToken) {
-        // Per repository: when it is due, and how many times in a row it failed.
-        let mut due: HashMap<String, Instant> = HashMap::new();
-        let mut failures: HashMap<String, u32> = HashMap::new();
-        // Per pipeline: the head last seen, so an unchanged head queues nothing.
-        let mut seen: HashMap<String, String> = HashMap::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let config = self.config.borrow().config.clone();
-            let mut groups: BTreeMap<String, Vec<&Pipeline>> = BTreeMap::new();
-            for pipeline in config.pipelines.values() {
-                if pipeline.source.poll.is_some() {
-                    groups
-                        .entry(pipeline.source.repo.clone())
-                        .or_default()
-                        .push(pipeline);
-                }
-            }
-            let now = Instant::now();
-            for (repo, pipelines) in groups {
-                if due.get(&repo).is_some_and(|at| *at > now) {
-                    continue;
-                }
-                let interval = pipelines
-                    .iter()
-                    .filter_map(|pipeline| pipeline.source.poll)
-                    .min()
-                    .unwrap_or(Duration::from_secs(60));
-                let source = pipelines[0].source.clone();
-                let listed = tokio::task::spawn_blocking(move || source::remote_heads(&source))
-                    .await
-                    .map_err(|error| error.to_string())
-                    .and_then(|result| result.map_err(|error| error.to_string()));
-                let wait = match listed {
-                    Ok(heads) => {
-                        failures.remove(&repo);
-                        tracing::debug!(
-                            repo = source::display_url(&repo),
-                            pipelines = ?pipelines.iter().map(|pipeline| &pipeline.name).collect::<Vec<_>>(),
-                            "listed remote heads"
-                        );
-                        for pipeline in &pipelines {
-                            let branch = format!("refs/heads/{}", pipeline.source.branch);
-                            if let Some((_, head)) = heads.iter().find(|(name, _)| *name == branch)
-                            {
-                                self.consider(pipeline, head, &mut seen).await;
-                            }
-                        }
-                        interval
-                    }
-                    Err(reason) => {
-                        let count = failures.entry(repo.clone()).or_insert(0);
-                        *count += 1;
-                        let backoff = interval
-                            .saturating_mul(2u32.saturating_pow(*count))
-                            .min(MAX_POLL_BACKOFF);
-                        tracing::warn!(
-                            repo = source::display_url(&repo),
-                            reason,
-                            retry_in_s = backoff.as_secs(),
-                            "polling failed"
-                        );
-                        backoff
-                    }
-                };
-                due.insert(repo, Instant::now() + wait + jitter(wait));
-            }
-        }
-    }
-
-    /// Queues a run when the pipeline's branch head is new to it.
-    async fn consider(&self, pipeline: &Pipeline, head: &str, seen: &mut HashMap<String, String>) {
-        if seen.get(&pipeline.name).map(String::as_str) == Some(head) {
-            return;
-        }
-        // On the first look, a head that the newest run already had is not news.
-        if !seen.contains_key(&pipeline.name)
-            && let Ok(runs) = self.store.runs(Some(&pipeline.name), 1).await
-            && runs.first().is_some_and(|run| {
-                run.commit.as_deref() == Some(head) || run.requested.as_deref() == Some(head)
-            })
-        {
-            seen.insert(pipeline.name.clone(), head.to_string());
-            return;
-        }
-        match self
-            .store
-            .queue_run(&pipeline.name, "run", "poll", Some(head), None, &|_| {
-                String::new()
-            })
-            .await
-        {
-            Ok(Ok(run)) => {
-                tracing::info!(
-                    pipeline = pipeline.name,
-                    run = run.number,
-                    head,
-                    "new commit seen by polling"
-                );
-                seen.insert(pipeline.name.clone(), head.to_string());
-                let _ = self.sender.try_send(Event::Queued {
-                    pipeline: pipeline.name.clone(),
-                });
-            }
-            Ok(Err(_)) => {}
-            Err(error) => tracing::error!(%error, "queueing a polled commit"),
-        }
-    }
-}
-
-/// Up to a tenth of `interval`, so that many pipelines do not poll in step.
-fn jitter(interval: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |now| now.subsec_nanos());
-    interval.mul_f64(f64::from(nanos % 1000) / 10_000.0)
 }
 
 /// Loads the config directory; on errors, the messages as `file:line:column: message`.

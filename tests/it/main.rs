@@ -12,6 +12,7 @@ mod hosts;
 mod leaks;
 mod lease;
 mod ownership;
+mod polling;
 mod serve;
 mod transports;
 mod validate;

@@ -1,0 +1,195 @@
+//! Polling: pipelines with `poll:` have their remote's branch heads listed (no fetch)
+//! on their interval; a moved head queues a run. Repositories are asked concurrently
+//! (at most `MAX_PARALLEL_POLLS` at once), each listing bounded by `LIST_TIMEOUT`, so
+//! a remote that hangs delays only its own pipelines. A remote that fails is asked
+//! again later and later, up to `MAX_POLL_BACKOFF`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::daemon::{Event, LiveConfig};
+use crate::config::{Pipeline, Source};
+use crate::source;
+use crate::store::Store;
+
+/// The longest wait between polls of a failing remote.
+const MAX_POLL_BACKOFF: Duration = Duration::from_secs(600);
+/// How long one listing of a remote's heads may take: a healthy remote answers in
+/// well under a second; one that does not answer in this long counts as failing.
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Remotes listed at once.
+const MAX_PARALLEL_POLLS: usize = 8;
+/// How often the poller looks for repositories that are due.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Polls the pipelines that have `poll:`; pipelines sharing a repository share one
+/// remote listing.
+pub struct Poller {
+    pub config: watch::Receiver<LiveConfig>,
+    pub store: Store,
+    pub sender: mpsc::Sender<Event>,
+}
+
+/// One repository's listing, as it came back.
+struct Listed {
+    repo: String,
+    heads: Result<Vec<(String, String)>, String>,
+}
+
+impl Poller {
+    pub async fn run(self, shutdown: CancellationToken) {
+        // Per repository: when it is due, and how many times in a row it failed.
+        let mut due: HashMap<String, Instant> = HashMap::new();
+        let mut failures: HashMap<String, u32> = HashMap::new();
+        // Per pipeline: the head last seen, so an unchanged head queues nothing.
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let permits = Arc::new(Semaphore::new(MAX_PARALLEL_POLLS));
+        let mut listings: JoinSet<Listed> = JoinSet::new();
+        // Repositories with a listing under way, which are not asked again meanwhile.
+        let mut asking: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            let listed = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => None,
+                Some(Ok(listed)) = listings.join_next(), if !listings.is_empty() => Some(listed),
+            };
+            let config = self.config.borrow().config.clone();
+            let mut groups: BTreeMap<String, Vec<&Pipeline>> = BTreeMap::new();
+            for pipeline in config.pipelines.values() {
+                if pipeline.source.poll.is_some() {
+                    groups
+                        .entry(pipeline.source.repo.clone())
+                        .or_default()
+                        .push(pipeline);
+                }
+            }
+            if let Some(Listed { repo, heads }) = listed {
+                asking.remove(&repo);
+                let pipelines = groups.get(&repo).cloned().unwrap_or_default();
+                let interval = poll_interval(&pipelines);
+                let wait = match heads {
+                    Ok(heads) => {
+                        failures.remove(&repo);
+                        for pipeline in &pipelines {
+                            let branch = format!("refs/heads/{}", pipeline.source.branch);
+                            if let Some((_, head)) = heads.iter().find(|(name, _)| *name == branch)
+                            {
+                                self.consider(pipeline, head, &mut seen).await;
+                            }
+                        }
+                        interval
+                    }
+                    Err(reason) => {
+                        let count = failures.entry(repo.clone()).or_insert(0);
+                        *count += 1;
+                        let backoff = interval
+                            .saturating_mul(2u32.saturating_pow(*count))
+                            .min(MAX_POLL_BACKOFF);
+                        tracing::warn!(
+                            repo = source::display_url(&repo),
+                            reason,
+                            retry_in_s = backoff.as_secs(),
+                            "polling failed"
+                        );
+                        backoff
+                    }
+                };
+                due.insert(repo, Instant::now() + wait + jitter(wait));
+                continue;
+            }
+            let now = Instant::now();
+            for (repo, pipelines) in groups {
+                if asking.contains(&repo) || due.get(&repo).is_some_and(|at| *at > now) {
+                    continue;
+                }
+                asking.insert(repo.clone());
+                let source = pipelines[0].source.clone();
+                listings.spawn(list(repo, source, permits.clone()));
+            }
+        }
+    }
+
+    /// Queues a run when the pipeline's branch head is new to it.
+    async fn consider(&self, pipeline: &Pipeline, head: &str, seen: &mut HashMap<String, String>) {
+        if seen.get(&pipeline.name).map(String::as_str) == Some(head) {
+            return;
+        }
+        // On the first look, a head that the newest run already had is not news.
+        if !seen.contains_key(&pipeline.name)
+            && let Ok(runs) = self.store.runs(Some(&pipeline.name), 1).await
+            && runs.first().is_some_and(|run| {
+                run.commit.as_deref() == Some(head) || run.requested.as_deref() == Some(head)
+            })
+        {
+            seen.insert(pipeline.name.clone(), head.to_string());
+            return;
+        }
+        match self
+            .store
+            .queue_run(&pipeline.name, "run", "poll", Some(head), None, &|_| {
+                String::new()
+            })
+            .await
+        {
+            Ok(Ok(run)) => {
+                tracing::info!(
+                    pipeline = pipeline.name,
+                    run = run.number,
+                    head,
+                    "new commit seen by polling"
+                );
+                seen.insert(pipeline.name.clone(), head.to_string());
+                let _ = self.sender.try_send(Event::Queued {
+                    pipeline: pipeline.name.clone(),
+                });
+            }
+            Ok(Err(_)) => {}
+            Err(error) => tracing::error!(%error, "queueing a polled commit"),
+        }
+    }
+}
+
+/// The shortest `poll` of the pipelines sharing a repository.
+fn poll_interval(pipelines: &[&Pipeline]) -> Duration {
+    pipelines
+        .iter()
+        .filter_map(|pipeline| pipeline.source.poll)
+        .min()
+        .unwrap_or(Duration::from_secs(60))
+}
+
+/// Lists a remote's heads on a blocking thread, waiting at most `LIST_TIMEOUT` (a
+/// listing that outlasts it goes on on its thread, bounded by libgit2's own timeouts,
+/// and its result is dropped).
+async fn list(repo: String, source: Source, permits: Arc<Semaphore>) -> Listed {
+    let Ok(_permit) = permits.acquire_owned().await else {
+        return Listed {
+            repo,
+            heads: Err("the poller is stopping".to_string()),
+        };
+    };
+    let listing = tokio::task::spawn_blocking(move || source::remote_heads(&source));
+    let heads = match tokio::time::timeout(LIST_TIMEOUT, listing).await {
+        Ok(Ok(result)) => result.map_err(|error| error.to_string()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!(
+            "the remote did not answer within {}s",
+            LIST_TIMEOUT.as_secs()
+        )),
+    };
+    Listed { repo, heads }
+}
+
+/// Up to a tenth of `interval`, so that many pipelines do not poll in step.
+fn jitter(interval: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |now| now.subsec_nanos());
+    interval.mul_f64(f64::from(nanos % 1000) / 10_000.0)
+}
