@@ -7,11 +7,11 @@
 //! itself could not go on (the state store failed). Only this module writes run state.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::build::context::{ContextSummary, pack};
+use crate::build::context::{ContextSummary, Packer};
 use crate::build::dockerignore::DockerIgnore;
 use crate::build::{self, BuildError, BuildRequest};
 use crate::config::{Config, Pipeline, TemplateValues};
@@ -26,11 +26,15 @@ mod deployment;
 pub mod metrics;
 pub mod notification;
 pub mod poller;
+mod record;
 pub mod status;
 
 pub use deployment::{
     DeployOptions, DeployReport, LEASE_TTL, RollbackTarget, RunReport, deploy, rollback,
     run_pipeline,
+};
+pub use record::{
+    MAX_LINE_BYTES, MAX_LOG_BYTES, MAX_LOG_LINES, Progress, Recording, RunLog, Silent,
 };
 
 /// The longest ref, image or rollback target a request from outside may name.
@@ -72,6 +76,9 @@ pub fn check_requested(kind: &str, requested: &str) -> Result<(), String> {
     ))
 }
 
+/// The folder inside the state directory where build contexts are spooled (as unnamed
+/// files, gone when closed).
+pub const SPOOL_DIR: &str = "tmp";
 /// The folder of git caches inside the state directory.
 pub const GIT_CACHE_DIR: &str = "git";
 
@@ -81,74 +88,6 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("a blocking task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
-}
-
-/// Where a run reports what it is doing, for a terminal, a log or nothing.
-pub trait Progress: Send {
-    fn stage_started(&mut self, stage: &str);
-    fn line(&mut self, line: &str);
-    fn stage_finished(&mut self, stage: &str, outcome: Outcome, elapsed: Duration);
-}
-
-/// Progress that also keeps every line in the run's stored log, for `gantry logs`.
-pub struct Recording<'a> {
-    inner: &'a mut dyn Progress,
-    stage: String,
-    /// Lines on their way to the store; a task writes them in order.
-    lines: tokio::sync::mpsc::UnboundedSender<String>,
-}
-
-impl<'a> Recording<'a> {
-    pub fn new(store: &Store, run: RunId, inner: &'a mut dyn Progress) -> Recording<'a> {
-        let (lines, mut receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let store = store.clone();
-        tokio::spawn(async move {
-            while let Some(line) = receiver.recv().await {
-                if let Err(error) = store.append_log(run.id, &line).await {
-                    tracing::warn!(run = run.id, %error, "storing a log line");
-                }
-            }
-        });
-        Recording {
-            inner,
-            stage: String::new(),
-            lines,
-        }
-    }
-}
-
-impl Progress for Recording<'_> {
-    fn stage_started(&mut self, stage: &str) {
-        self.stage = stage.to_string();
-        let _ = self.lines.send(format!("[{stage}] started"));
-        self.inner.stage_started(stage);
-    }
-
-    fn line(&mut self, line: &str) {
-        let _ = self.lines.send(format!("[{}] {line}", self.stage));
-        self.inner.line(line);
-    }
-
-    fn stage_finished(&mut self, stage: &str, outcome: Outcome, elapsed: Duration) {
-        let word = match outcome {
-            Outcome::Succeeded => "done",
-            Outcome::Failed => "failed",
-        };
-        let _ = self.lines.send(format!(
-            "[{stage}] {word} in {}",
-            humantime::format_duration(Duration::from_millis(elapsed.as_millis() as u64))
-        ));
-        self.inner.stage_finished(stage, outcome, elapsed);
-    }
-}
-
-/// Progress that goes nowhere.
-pub struct Silent;
-
-impl Progress for Silent {
-    fn stage_started(&mut self, _stage: &str) {}
-    fn line(&mut self, _line: &str) {}
-    fn stage_finished(&mut self, _stage: &str, _outcome: Outcome, _elapsed: Duration) {}
 }
 
 /// What a build run did, whether it succeeded or not.
@@ -297,22 +236,27 @@ pub async fn build(
     trigger: &str,
     progress: &mut dyn Progress,
 ) -> Result<BuildReport, EngineError> {
-    let run = RunStart {
-        trigger,
+    let run = store
+        .start_run(&pipeline.name, "build", trigger, reference)
+        .await?;
+    let log = RunLog::new(store, run);
+    let start = RunStart {
+        run,
         kind: "build",
-        queued: None,
+        log: &log,
     };
-    build_run(config, pipeline, store, reference, &run, progress).await
+    let report = build_run(config, pipeline, store, reference, &start, progress).await;
+    log.finish().await;
+    report
 }
 
-/// How a build run is recorded.
+/// A build run's record: its id, kind and log.
 struct RunStart<'a> {
-    /// What started it: `manual`, `webhook ...`, `poll`, `retry`.
-    trigger: &'a str,
+    run: RunId,
     /// `build`, or `run` when a deploy follows in the same run.
     kind: &'a str,
-    /// A run the daemon took from the queue, already recorded (and running).
-    queued: Option<RunId>,
+    /// The run's log, which a deploy in the same run goes on writing.
+    log: &'a RunLog,
 }
 
 /// A build recorded as a run.
@@ -324,16 +268,8 @@ async fn build_run(
     start: &RunStart<'_>,
     progress: &mut dyn Progress,
 ) -> Result<BuildReport, EngineError> {
-    let (trigger, kind) = (start.trigger, start.kind);
-    let run_id = match start.queued {
-        Some(run) => run,
-        None => {
-            store
-                .start_run(&pipeline.name, kind, trigger, reference)
-                .await?
-        }
-    };
-    let mut recording = Recording::new(store, run_id, progress);
+    let (run_id, kind) = (start.run, start.kind);
+    let mut recording = Recording::new(start.log, progress);
     let progress: &mut dyn Progress = &mut recording;
     let mut run = BuildRun {
         store,
@@ -436,10 +372,12 @@ async fn build_run(
     let sha = commit.sha.clone();
     let build_config = pipeline.build.clone();
     let commit_time = commit.time.max(0) as u64;
+    let spool = config.state_dir.join(SPOOL_DIR);
     let context = run
         .stage("context", async |progress: &mut dyn Progress| {
             let made = tokio::task::spawn_blocking(move || {
                 make_context(
+                    &spool,
                     &cache,
                     &sha,
                     &build_config.context,
@@ -614,15 +552,18 @@ fn render_tags_and_args(
     Ok((tags, args))
 }
 
-/// Reads the commit's files for the context, applying `.dockerignore`, and packs them.
+/// Reads the commit's files for the context, applying `.dockerignore`, and packs them
+/// into an unnamed file under `spool` (the state directory's): one file's content is
+/// in memory at a time, however large the context.
 fn make_context(
+    spool: &std::path::Path,
     cache: &std::path::Path,
     commit: &str,
     context: &str,
     dockerfile: &str,
     mtime: u64,
     inline_labels: Option<&BTreeMap<String, String>>,
-) -> Result<(Vec<u8>, ContextSummary, bool), Failure> {
+) -> Result<(std::fs::File, ContextSummary, bool), Failure> {
     let fail = |message: String| Failure::new("context", message);
     let in_context = |path: &str| {
         if context.is_empty() {
@@ -648,42 +589,49 @@ fn make_context(
         }
         kept
     };
-    let mut files: Vec<TreeFile> = source::read_tree(cache, commit, context, &keep)
-        .map_err(|error| fail(error.to_string()))?;
-    match files.iter().find(|file| file.path == dockerfile) {
+    std::fs::create_dir_all(spool).map_err(|error| fail(error.to_string()))?;
+    let file = tempfile::tempfile_in(spool).map_err(|error| fail(error.to_string()))?;
+    let mut packer = Packer::new(std::io::BufWriter::new(file), mtime);
+    let mut found_dockerfile: Option<TreeFileKind> = None;
+    let mut labels_inlined = false;
+    source::walk_tree(cache, commit, context, &keep, &mut |mut file: TreeFile<
+        '_,
+    >| {
+        if file.path == dockerfile {
+            found_dockerfile = Some(file.kind);
+            if file.kind != TreeFileKind::Symlink
+                && let Some(labels) = inline_labels
+                && let Some(patched) = build::with_label_instruction(&file.content, labels)
+            {
+                file.content = patched.into();
+                labels_inlined = true;
+            }
+        }
+        packer.append(&file).map_err(|error| error.to_string())
+    })
+    .map_err(|error| fail(error.to_string()))?;
+    match found_dockerfile {
         None => {
             return Err(fail(format!(
                 "the Dockerfile `{dockerfile}` does not exist in the build context at commit {}",
                 source::short_commit(commit)
             )));
         }
-        Some(file) if file.kind == TreeFileKind::Symlink => {
+        Some(TreeFileKind::Symlink) => {
             return Err(fail(format!(
                 "the Dockerfile `{dockerfile}` is a symlink; gantry builds only from a Dockerfile inside the context"
             )));
         }
         Some(_) => {}
     }
-    let mut labels_inlined = false;
-    if let Some(labels) = inline_labels
-        && let Some(file) = files.iter_mut().find(|file| file.path == dockerfile)
-        && let Some(patched) = build::with_label_instruction(&file.content, labels)
-    {
-        file.content = patched;
-        labels_inlined = true;
-    }
-    let tar_bytes = pack(&files, mtime).map_err(|error| fail(error.to_string()))?;
-    let summary = ContextSummary {
-        files: files
-            .iter()
-            .filter(|file| matches!(file.kind, TreeFileKind::File { .. }))
-            .count(),
-        symlinks: files
-            .iter()
-            .filter(|file| file.kind == TreeFileKind::Symlink)
-            .count(),
-        ignored: ignored.into_inner(),
-        bytes: tar_bytes.len(),
-    };
-    Ok((tar_bytes, summary, labels_inlined))
+    let (writer, mut summary) = packer.finish().map_err(|error| fail(error.to_string()))?;
+    let mut file = writer
+        .into_inner()
+        .map_err(|error| fail(error.error().to_string()))?;
+    let bytes = std::io::Seek::seek(&mut file, std::io::SeekFrom::Current(0))
+        .map_err(|error| fail(error.to_string()))?;
+    std::io::Seek::rewind(&mut file).map_err(|error| fail(error.to_string()))?;
+    summary.ignored = ignored.into_inner();
+    summary.bytes = bytes as usize;
+    Ok((file, summary, labels_inlined))
 }

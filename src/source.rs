@@ -76,12 +76,13 @@ pub struct Commit {
 
 /// A file of a commit's tree.
 #[derive(Debug, Clone)]
-pub struct TreeFile {
+pub struct TreeFile<'a> {
     /// Relative to the directory that was read, `/`-separated.
     pub path: String,
     pub kind: TreeFileKind,
-    /// The file's bytes; for a symlink, its target as written in the repository.
-    pub content: Vec<u8>,
+    /// The file's bytes (borrowed from git's copy while it is visited); for a
+    /// symlink, its target as written in the repository.
+    pub content: std::borrow::Cow<'a, [u8]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,14 +365,16 @@ pub fn read_file(cache: &Path, commit: &str, path: &str) -> Result<Option<Vec<u8
     Ok(Some(blob.content().to_vec()))
 }
 
-/// Reads every file under `directory` (empty for the root) of a commit, keeping those
-/// `keep` accepts. Symlinks come back as symlinks with their target; they are never followed.
-pub fn read_tree(
+/// Visits every file under `directory` (empty for the root) of a commit that `keep`
+/// accepts, one at a time, so that only one file's content is in memory at once.
+/// Symlinks come as symlinks with their target; they are never followed.
+pub fn walk_tree(
     cache: &Path,
     commit: &str,
     directory: &str,
     keep: &dyn Fn(&str) -> bool,
-) -> Result<Vec<TreeFile>, SourceError> {
+    visit: &mut dyn FnMut(TreeFile<'_>) -> Result<(), String>,
+) -> Result<(), SourceError> {
     let repository = open(cache)?;
     let root = commit_tree(&repository, commit)?;
     let tree = if directory.is_empty() {
@@ -395,6 +398,7 @@ pub fn read_tree(
             .map_err(|error| tree_error(commit, error))?
     };
 
+    // The walk only lists (paths and ids); contents are read afterwards, one by one.
     let mut wanted = Vec::new();
     tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
         if entry.kind() != Some(ObjectType::Blob) {
@@ -409,24 +413,26 @@ pub fn read_tree(
     })
     .map_err(|error| tree_error(commit, error))?;
 
-    wanted
-        .into_iter()
-        .map(|(path, id, mode)| {
-            let blob = repository
-                .find_blob(id)
-                .map_err(|error| tree_error(commit, error))?;
-            let kind = match mode {
-                0o120000 => TreeFileKind::Symlink,
-                0o100755 => TreeFileKind::File { executable: true },
-                _ => TreeFileKind::File { executable: false },
-            };
-            Ok(TreeFile {
-                path,
-                kind,
-                content: blob.content().to_vec(),
-            })
+    for (path, id, mode) in wanted {
+        let blob = repository
+            .find_blob(id)
+            .map_err(|error| tree_error(commit, error))?;
+        let kind = match mode {
+            0o120000 => TreeFileKind::Symlink,
+            0o100755 => TreeFileKind::File { executable: true },
+            _ => TreeFileKind::File { executable: false },
+        };
+        visit(TreeFile {
+            path,
+            kind,
+            content: std::borrow::Cow::Borrowed(blob.content()),
         })
-        .collect()
+        .map_err(|message| SourceError::Tree {
+            commit: commit.to_string(),
+            message,
+        })?;
+    }
+    Ok(())
 }
 
 fn commit_tree<'r>(

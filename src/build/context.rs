@@ -3,7 +3,7 @@
 //! Files come from the commit's tree, never from a work tree, and symlinks go into
 //! the tar as symlinks: their targets are never read, so a link that points out of
 //! the repository cannot bring outside content in (the engine resolves links inside
-//! the context only). This module does no IO beyond writing the tar into memory.
+//! the context only). This module does no IO beyond writing the tar where it is told.
 
 use std::io;
 
@@ -20,13 +20,27 @@ pub struct ContextSummary {
     pub bytes: usize,
 }
 
-/// Packs files into an uncompressed tar; `mtime` is given to every entry so that
-/// the same commit always makes the same bytes.
-pub fn pack(files: &[TreeFile], mtime: u64) -> io::Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for file in files {
+/// Packs files into an uncompressed tar written to `W` as they come, so that only
+/// one file is in memory at a time; `mtime` is given to every entry so that the same
+/// commit always makes the same bytes.
+pub struct Packer<W: io::Write> {
+    builder: tar::Builder<W>,
+    mtime: u64,
+    summary: ContextSummary,
+}
+
+impl<W: io::Write> Packer<W> {
+    pub fn new(writer: W, mtime: u64) -> Packer<W> {
+        Packer {
+            builder: tar::Builder::new(writer),
+            mtime,
+            summary: ContextSummary::default(),
+        }
+    }
+
+    pub fn append(&mut self, file: &TreeFile<'_>) -> io::Result<()> {
         let mut header = tar::Header::new_gnu();
-        header.set_mtime(mtime);
+        header.set_mtime(self.mtime);
         header.set_uid(0);
         header.set_gid(0);
         match file.kind {
@@ -34,18 +48,26 @@ pub fn pack(files: &[TreeFile], mtime: u64) -> io::Result<Vec<u8>> {
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_mode(if executable { 0o755 } else { 0o644 });
                 header.set_size(file.content.len() as u64);
-                builder.append_data(&mut header, &file.path, file.content.as_slice())?;
+                self.builder
+                    .append_data(&mut header, &file.path, &file.content[..])?;
+                self.summary.files += 1;
             }
             TreeFileKind::Symlink => {
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_mode(0o777);
                 header.set_size(0);
                 let target = String::from_utf8_lossy(&file.content).into_owned();
-                builder.append_link(&mut header, &file.path, target)?;
+                self.builder.append_link(&mut header, &file.path, target)?;
+                self.summary.symlinks += 1;
             }
         }
+        Ok(())
     }
-    builder.into_inner()
+
+    /// Ends the tar; the writer, and what went in (`ignored` and `bytes` are the caller's).
+    pub fn finish(self) -> io::Result<(W, ContextSummary)> {
+        Ok((self.builder.into_inner()?, self.summary))
+    }
 }
 
 #[cfg(test)]
@@ -58,15 +80,20 @@ mod tests {
             TreeFile {
                 path: "app/run.sh".to_string(),
                 kind: TreeFileKind::File { executable: true },
-                content: b"#!/bin/sh\n".to_vec(),
+                content: b"#!/bin/sh\n".as_slice().into(),
             },
             TreeFile {
                 path: "leak".to_string(),
                 kind: TreeFileKind::Symlink,
-                content: b"/etc/shadow".to_vec(),
+                content: b"/etc/shadow".as_slice().into(),
             },
         ];
-        let tar_bytes = pack(&files, 1_700_000_000).unwrap();
+        let mut packer = Packer::new(Vec::new(), 1_700_000_000);
+        for file in &files {
+            packer.append(file).unwrap();
+        }
+        let (tar_bytes, summary) = packer.finish().unwrap();
+        assert_eq!((summary.files, summary.symlinks), (1, 1));
         let mut archive = tar::Archive::new(tar_bytes.as_slice());
         let entries: Vec<_> = archive
             .entries()

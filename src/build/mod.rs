@@ -38,10 +38,10 @@ pub enum BuildError {
 }
 
 /// What to build.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BuildRequest {
-    /// The context as an uncompressed tar.
-    pub context: Vec<u8>,
+    /// The context as an uncompressed tar, read from its start and streamed to the engine.
+    pub context: std::fs::File,
     /// The Dockerfile's path inside the context.
     pub dockerfile: String,
     /// Full references (`repository:tag`); the first is given to the build, the rest are added after.
@@ -126,7 +126,8 @@ pub async fn build_image(
         forcerm: true,
         ..BuildImageOptions::default()
     };
-    let body = bollard::body_full(bytes::Bytes::from(request.context));
+    let context = tokio::fs::File::from_std(request.context);
+    let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(context));
     let mut stream = docker.build_image(options, None, Some(body));
 
     let mut current_step: Option<String> = None;

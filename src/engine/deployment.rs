@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{
-    BuildReport, EngineError, Failure, Progress, Recording, RunStart, StageReport, build_run,
-    timed_stage,
+    BuildReport, EngineError, Failure, Progress, Recording, RunLog, RunStart, StageReport,
+    build_run, timed_stage,
 };
 use crate::config::{Config, Pipeline};
 use crate::deploy::{self, Action, DeployImage, InstanceReport, Rollout, SharedLog};
@@ -113,7 +113,22 @@ pub async fn deploy(
     progress: &mut dyn Progress,
 ) -> Result<DeployReport, EngineError> {
     let run = run_of(store, pipeline, "deploy", options, options.image.as_deref()).await?;
-    let mut recording = Recording::new(store, run, progress);
+    let log = RunLog::new(store, run);
+    let report = deploy_run(config, pipeline, store, options, run, &log, progress).await;
+    log.finish().await;
+    report
+}
+
+async fn deploy_run(
+    config: &Config,
+    pipeline: &Pipeline,
+    store: &Store,
+    options: &DeployOptions,
+    run: RunId,
+    log: &RunLog,
+    progress: &mut dyn Progress,
+) -> Result<DeployReport, EngineError> {
+    let mut recording = Recording::new(log, progress);
     let mut recorder = Recorder::new(store, run, 0, &mut recording, pipeline, "deploy");
     let resolved = recorder
         .stage("resolve", async |progress: &mut dyn Progress| {
@@ -141,10 +156,38 @@ pub async fn run_pipeline(
     queued: Option<RunId>,
     progress: &mut dyn Progress,
 ) -> Result<RunReport, EngineError> {
+    let run = match queued {
+        Some(run) => run,
+        None => {
+            store
+                .start_run(&pipeline.name, "run", &options.trigger, reference)
+                .await?
+        }
+    };
+    let log = RunLog::new(store, run);
+    let report = build_and_deploy(
+        config, pipeline, store, reference, options, run, &log, progress,
+    )
+    .await;
+    log.finish().await;
+    report
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn build_and_deploy(
+    config: &Config,
+    pipeline: &Pipeline,
+    store: &Store,
+    reference: Option<&str>,
+    options: &DeployOptions,
+    run: RunId,
+    log: &RunLog,
+    progress: &mut dyn Progress,
+) -> Result<RunReport, EngineError> {
     let start = RunStart {
-        trigger: &options.trigger,
+        run,
         kind: "run",
-        queued,
+        log,
     };
     let build = build_run(config, pipeline, store, reference, &start, progress).await?;
     let Some(digest) = build.digest.clone() else {
@@ -158,7 +201,7 @@ pub async fn run_pipeline(
         digest,
         commit: build.commit.as_ref().map(|commit| commit.sha.clone()),
     };
-    let mut recording = Recording::new(store, build.run, progress);
+    let mut recording = Recording::new(log, progress);
     let mut recorder = Recorder::new(
         store,
         build.run,
@@ -194,7 +237,27 @@ pub async fn rollback(
     progress: &mut dyn Progress,
 ) -> Result<DeployReport, EngineError> {
     let run = run_of(store, pipeline, "rollback", options, target.0.as_deref()).await?;
-    let mut recording = Recording::new(store, run, progress);
+    let log = RunLog::new(store, run);
+    let report = rollback_run(
+        config, pipeline, store, target, options, run, &log, progress,
+    )
+    .await;
+    log.finish().await;
+    report
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn rollback_run(
+    config: &Config,
+    pipeline: &Pipeline,
+    store: &Store,
+    target: &RollbackTarget,
+    options: &DeployOptions,
+    run: RunId,
+    log: &RunLog,
+    progress: &mut dyn Progress,
+) -> Result<DeployReport, EngineError> {
+    let mut recording = Recording::new(log, progress);
     let mut recorder = Recorder::new(store, run, 0, &mut recording, pipeline, "rollback");
     let resolved = recorder
         .stage("resolve", async |progress: &mut dyn Progress| {

@@ -39,6 +39,8 @@ const MAX_FORM: usize = 64 * 1024;
 const RUNS_PER_PAGE: i64 = 25;
 /// Runs of every pipeline on the home page.
 const RECENT_RUNS: i64 = 15;
+/// Lines `/runs/ID/log.txt` reads from the store at a time.
+const LOG_TEXT_PAGE: i64 = 1_000;
 /// The most log lines a run page shows (the last ones); `/runs/ID/log.txt` has them all.
 const PAGE_LOG_LINES: usize = 5_000;
 
@@ -653,16 +655,16 @@ async fn run_page(
         }
         Err(error) => return internal(&viewer, error),
     };
-    let mut lines = if query.live.is_some() {
+    let lines = if query.live.is_some() {
         Vec::new()
     } else {
-        match store.log_lines(id, -1).await {
+        match store.log_tail(id, PAGE_LOG_LINES as i64).await {
             Ok(lines) => lines,
             Err(error) => return internal(&viewer, error),
         }
     };
-    let hidden_lines = lines.len().saturating_sub(PAGE_LOG_LINES);
-    lines.drain(..hidden_lines);
+    // Sequence numbers count from 0: the first line shown says how many come before.
+    let hidden_lines = lines.first().map_or(0, |line| line.seq.max(0) as usize);
     let view = RunView::new(&run, now_millis());
     let refresh = if view.finished { 0 } else { 2 };
     page(&RunPage {
@@ -713,24 +715,39 @@ async fn run_log_text(
     Path(id): Path<i64>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(viewer) = viewer(&state, &headers) else {
+    if viewer(&state, &headers).is_none() {
         return to_login(&format!("/runs/{id}/log.txt"));
-    };
-    let lines = match state.store.log_lines(id, -1).await {
-        Ok(lines) => lines,
-        Err(error) => return internal(&viewer, error),
-    };
-    let mut text = String::with_capacity(lines.iter().map(|line| line.line.len() + 1).sum());
-    for line in lines {
-        text.push_str(&line.line);
-        text.push('\n');
     }
+    // Streamed a page of lines at a time, so a long log is never held whole.
+    let store = state.store.clone();
+    let pages = futures_util::stream::unfold(Some(-1_i64), move |after| {
+        let store = store.clone();
+        async move {
+            let after = after?;
+            match store.log_page(id, after, LOG_TEXT_PAGE).await {
+                Ok(lines) if lines.is_empty() => None,
+                Ok(lines) => {
+                    let last = lines.last().map(|line| line.seq);
+                    let mut text = String::new();
+                    for line in lines {
+                        text.push_str(&line.line);
+                        text.push('\n');
+                    }
+                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from(text)), last))
+                }
+                Err(error) => {
+                    tracing::error!(%error, "reading a run's log");
+                    None
+                }
+            }
+        }
+    });
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         )],
-        text,
+        axum::body::Body::from_stream(pages),
     )
         .into_response()
 }

@@ -1,0 +1,230 @@
+//! Where a run's progress goes: to whoever watches (a terminal, the daemon's log) and
+//! into the run's stored log, line by line, in order.
+//!
+//! A run has one `RunLog` from its first stage to its last, shared by build and
+//! deploy. Its lines go to the store on a task of their own, so a slow disk never
+//! holds up a build, and only up to `MAX_LOG_LINES` lines and `MAX_LOG_BYTES` bytes:
+//! a build that prints without end cannot fill memory or the disk. What is left out
+//! is counted, and the count is the log's last line.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::store::{Outcome, RunId, Store};
+
+/// The most lines a run's stored log keeps. A verbose build prints a few thousand.
+pub const MAX_LOG_LINES: usize = 20_000;
+/// The most bytes a run's stored log keeps.
+pub const MAX_LOG_BYTES: usize = 8 * 1024 * 1024;
+/// Lines written to the store in one transaction, at most.
+const WRITE_AT_ONCE: usize = 500;
+/// The longest line kept whole; a longer one is cut and says so.
+pub const MAX_LINE_BYTES: usize = 4096;
+
+/// Where a run reports what it is doing, for a terminal, a log or nothing.
+pub trait Progress: Send {
+    fn stage_started(&mut self, stage: &str);
+    fn line(&mut self, line: &str);
+    fn stage_finished(&mut self, stage: &str, outcome: Outcome, elapsed: Duration);
+}
+
+/// Progress that goes nowhere.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn stage_started(&mut self, _stage: &str) {}
+    fn line(&mut self, _line: &str) {}
+    fn stage_finished(&mut self, _stage: &str, _outcome: Outcome, _elapsed: Duration) {}
+}
+
+/// A run's stored log; cheap to clone, and every clone writes to the same log.
+#[derive(Clone)]
+pub struct RunLog {
+    /// Lines on their way to the store; one task writes them in order.
+    messages: tokio::sync::mpsc::UnboundedSender<Message>,
+    budget: Arc<Budget>,
+}
+
+enum Message {
+    Line(String),
+    /// Write the count of what was left out, then say so: the run is over.
+    Finish(tokio::sync::oneshot::Sender<()>),
+}
+
+/// What a run's log has kept and left out so far.
+#[derive(Debug, Default)]
+struct Budget {
+    lines: AtomicUsize,
+    bytes: AtomicUsize,
+    left_out_lines: AtomicUsize,
+    left_out_bytes: AtomicUsize,
+}
+
+impl RunLog {
+    /// Starts the writer of `run`'s log.
+    pub fn new(store: &Store, run: RunId) -> RunLog {
+        let (messages, receiver) = tokio::sync::mpsc::unbounded_channel::<Message>();
+        let budget = Arc::new(Budget::default());
+        tokio::spawn(write(store.clone(), run, receiver, budget.clone()));
+        RunLog { messages, budget }
+    }
+
+    /// Stores one line, cut to `MAX_LINE_BYTES`, unless the log is full.
+    pub fn line(&self, line: &str) {
+        let line = cut(line);
+        let bytes = line.len();
+        let budget = &self.budget;
+        let lines_before = budget.lines.fetch_add(1, Ordering::Relaxed);
+        let bytes_before = budget.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if lines_before >= MAX_LOG_LINES || bytes_before + bytes > MAX_LOG_BYTES {
+            budget.left_out_lines.fetch_add(1, Ordering::Relaxed);
+            budget.left_out_bytes.fetch_add(bytes, Ordering::Relaxed);
+            return;
+        }
+        let _ = self.messages.send(Message::Line(line));
+    }
+
+    /// Waits until every line so far is stored, and the count of what was left out.
+    pub async fn finish(&self) {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        if self.messages.send(Message::Finish(done)).is_ok() {
+            let _ = finished.await;
+        }
+    }
+}
+
+/// The writer of one run's log: lines in order, a batch per write.
+async fn write(
+    store: Store,
+    run: RunId,
+    mut receiver: tokio::sync::mpsc::UnboundedReceiver<Message>,
+    budget: Arc<Budget>,
+) {
+    let mut batch: Vec<Message> = Vec::new();
+    // Whatever has piled up while the last lines were written goes in one write.
+    while receiver.recv_many(&mut batch, WRITE_AT_ONCE).await > 0 {
+        let mut lines = Vec::with_capacity(batch.len());
+        let mut finished = Vec::new();
+        for message in batch.drain(..) {
+            match message {
+                Message::Line(line) => lines.push(line),
+                Message::Finish(done) => finished.push(done),
+            }
+        }
+        let left_out = budget.left_out_lines.load(Ordering::Relaxed);
+        if !finished.is_empty() && left_out > 0 {
+            lines.push(format!(
+                "[log] {left_out} more lines ({} bytes) were not kept: a run's log keeps at most {MAX_LOG_LINES} lines and {} MiB",
+                budget.left_out_bytes.load(Ordering::Relaxed),
+                MAX_LOG_BYTES / (1024 * 1024)
+            ));
+        }
+        if !lines.is_empty()
+            && let Err(error) = store.append_logs(run.id, &lines).await
+        {
+            tracing::warn!(run = run.id, %error, "storing log lines");
+        }
+        for done in finished {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// A line no longer than `MAX_LINE_BYTES`, cut between characters.
+fn cut(line: &str) -> String {
+    if line.len() <= MAX_LINE_BYTES {
+        return line.to_string();
+    }
+    let mut end = MAX_LINE_BYTES;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} [{} more bytes cut]", &line[..end], line.len() - end)
+}
+
+/// Progress that also keeps every line in the run's stored log, for `gantry logs`.
+pub struct Recording<'a> {
+    inner: &'a mut dyn Progress,
+    stage: String,
+    log: RunLog,
+}
+
+impl<'a> Recording<'a> {
+    pub fn new(log: &RunLog, inner: &'a mut dyn Progress) -> Recording<'a> {
+        Recording {
+            inner,
+            stage: String::new(),
+            log: log.clone(),
+        }
+    }
+}
+
+impl Progress for Recording<'_> {
+    fn stage_started(&mut self, stage: &str) {
+        self.stage = stage.to_string();
+        self.log.line(&format!("[{stage}] started"));
+        self.inner.stage_started(stage);
+    }
+
+    fn line(&mut self, line: &str) {
+        self.log.line(&format!("[{}] {line}", self.stage));
+        self.inner.line(line);
+    }
+
+    fn stage_finished(&mut self, stage: &str, outcome: Outcome, elapsed: Duration) {
+        let word = match outcome {
+            Outcome::Succeeded => "done",
+            Outcome::Failed => "failed",
+        };
+        self.log.line(&format!(
+            "[{stage}] {word} in {}",
+            humantime::format_duration(Duration::from_millis(elapsed.as_millis() as u64))
+        ));
+        self.inner.stage_finished(stage, outcome, elapsed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_cut_between_characters() {
+        let long = "é".repeat(MAX_LINE_BYTES);
+        let kept = cut(&long);
+        assert!(kept.starts_with(&"é".repeat(MAX_LINE_BYTES / 2)));
+        assert!(kept.ends_with(&format!("[{} more bytes cut]", MAX_LINE_BYTES)));
+        assert_eq!(cut("short"), "short");
+    }
+
+    #[tokio::test]
+    async fn a_log_keeps_its_limit_and_counts_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let run = store.start_run("p", "build", "manual", None).await.unwrap();
+        let log = RunLog::new(&store, run);
+        let other = log.clone();
+        for index in 0..MAX_LOG_LINES + 500 {
+            if index % 2 == 0 {
+                log.line(&format!("line {index}"));
+            } else {
+                other.line(&format!("line {index}"));
+            }
+        }
+        other.finish().await;
+        let lines = store.log_lines(run.id, -1).await.unwrap();
+        assert_eq!(lines.len(), MAX_LOG_LINES + 1);
+        assert_eq!(
+            lines[MAX_LOG_LINES - 1].line,
+            format!("line {}", MAX_LOG_LINES - 1)
+        );
+        assert!(
+            lines[MAX_LOG_LINES]
+                .line
+                .starts_with("[log] 500 more lines"),
+            "{}",
+            lines[MAX_LOG_LINES].line
+        );
+    }
+}
