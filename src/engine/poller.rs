@@ -76,6 +76,11 @@ impl Poller {
                 let wait = match heads {
                     Ok(heads) => {
                         failures.remove(&repo);
+                        tracing::debug!(
+                            repo = source::display_url(&repo),
+                            pipelines = ?pipelines.iter().map(|pipeline| &pipeline.name).collect::<Vec<_>>(),
+                            "listed remote heads"
+                        );
                         for pipeline in &pipelines {
                             let branch = format!("refs/heads/{}", pipeline.source.branch);
                             if let Some((_, head)) = heads.iter().find(|(name, _)| *name == branch)

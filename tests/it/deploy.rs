@@ -1080,12 +1080,18 @@ fn deploy_applies_every_service_setting_and_status_reports_drift() {
         .iter()
         .find(|instance| instance["instance"] == first.as_str())
         .unwrap();
-    assert_eq!(replaced["state"], "running", "{replaced}");
+    // A container gantry did not create says nothing of the instance: it is named.
+    assert_eq!(replaced["state"], "foreign", "{replaced}");
+    assert_eq!(
+        replaced["drift"],
+        serde_json::json!(["the container under its name is not this instance's"]),
+        "{replaced}"
+    );
     assert!(
-        replaced["drift"][0]
+        replaced["error"]
             .as_str()
             .unwrap()
-            .starts_with("runs an image gantry did not deploy instead of the deployed sha256:"),
+            .contains("was not created by gantry"),
         "{replaced}"
     );
     let removed = listed
@@ -1101,7 +1107,16 @@ fn deploy_applies_every_service_setting_and_status_reports_drift() {
     let text = stdout(&deployment.gantry(&["status", &deployment.name]));
     assert!(text.contains("container missing"), "{text}");
 
-    // A redeploy puts both back.
+    // A redeploy leaves the hand-made container alone and says so; once it is gone,
+    // a redeploy puts both back.
+    let refused = deployment.gantry(&["deploy", &deployment.name]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("was not created by gantry"),
+        "{}",
+        stderr(&refused)
+    );
+    run(docker(LOCAL_DOCKER).args(["rm", "-f", &first]));
     let repaired = deployment.succeed(&["deploy", &deployment.name]);
     assert!(
         instances_by_name(&repaired)

@@ -147,7 +147,11 @@ fn hot_reload_survives_files_made_to_exhaust_it_and_loads_the_next_good_edit() {
 
     // The next good edit is loaded: the bad file goes, a new pipeline comes.
     std::fs::remove_file(config.path().join("pipelines/bomb.yaml")).unwrap();
-    config.write("pipelines/second.yaml", &pipeline);
+    let second = pipeline.replace(
+        &deployment.instance("web-1"),
+        &deployment.instance("second"),
+    );
+    config.write("pipelines/second.yaml", &second);
     eventually("the good edit is loaded", Duration::from_secs(20), || {
         let health = health(&daemon);
         let loaded = health["status"] == "ok"

@@ -956,7 +956,7 @@ fn serve_shares_one_poll_per_repository_and_backs_off_a_failing_remote() {
             deployment.repository
         ),
     );
-    let daemon = Daemon::start_with(&deployment.config, "info,gantry::engine::daemon=debug");
+    let daemon = Daemon::start_with(&deployment.config, "info,gantry::engine::poller=debug");
     std::thread::sleep(Duration::from_secs(8));
     let log = daemon.log();
     // One listing serves both pipelines of the repository.
