@@ -240,7 +240,11 @@ impl Drop for ConfigDir {
                 .output();
             if let Ok(listed) = listed {
                 for image in String::from_utf8_lossy(&listed.stdout).lines() {
-                    let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+                    // Parent layers stay: tests build from the same steps in parallel, and
+                    // another build may be using them as its cache this very moment.
+                    let _ = Command::new("docker")
+                        .args(["rmi", "-f", "--no-prune", image])
+                        .output();
                 }
             }
         }

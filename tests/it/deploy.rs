@@ -118,7 +118,12 @@ impl Drop for Deployment {
                     vec!["network", "ls", "-q", "--filter", &label],
                     vec!["network", "rm"],
                 ),
-                (vec!["images", "-q", &self.repository], vec!["rmi", "-f"]),
+                // Parent layers stay: parallel tests build from the same steps and
+                // may be using them as their cache.
+                (
+                    vec!["images", "-q", &self.repository],
+                    vec!["rmi", "-f", "--no-prune"],
+                ),
             ] {
                 let Ok(listed) = docker(engine).args(&list).output() else {
                     continue;
