@@ -16,13 +16,13 @@ use crate::build::dockerignore::DockerIgnore;
 use crate::build::{self, BuildError, BuildRequest};
 use crate::config::{Config, Pipeline, TemplateValues};
 use crate::registry::{self, RefusalKind, RegistryError};
+use crate::run::{Outcome, RunId, RunKind, Stage, Trigger};
 use crate::source::{self, Commit, FetchReport, TreeFile, TreeFileKind};
-use crate::store::{
-    CommitDetails, FinishedStage, Outcome, RunId, RunResult, Store, StoreError, now_millis,
-};
+use crate::store::{CommitDetails, FinishedStage, RunResult, Store, StoreError, now_millis};
 
 pub mod daemon;
 mod deployment;
+pub mod intake;
 pub mod metrics;
 pub mod notification;
 pub mod poller;
@@ -36,45 +36,6 @@ pub use deployment::{
 pub use record::{
     MAX_LINE_BYTES, MAX_LOG_BYTES, MAX_LOG_LINES, Progress, Recording, RunLog, Silent,
 };
-
-/// The longest ref, image or rollback target a request from outside may name.
-pub const MAX_REQUESTED_LEN: usize = 256;
-
-/// Why what a run request names (a commit or ref for `run`, an image for `deploy`, a
-/// deployment, digest or commit for `rollback`) is refused before it is queued. Text
-/// from outside is checked here, once, so that no module shows or stores anything else.
-pub fn check_requested(kind: &str, requested: &str) -> Result<(), String> {
-    if requested.is_empty() || requested.len() > MAX_REQUESTED_LEN {
-        return Err(format!(
-            "`{}` must be 1 to {MAX_REQUESTED_LEN} characters",
-            source::prefix(requested, 40)
-        ));
-    }
-    let plain = |extra: &str| {
-        requested
-            .chars()
-            .all(|character| character.is_ascii_alphanumeric() || extra.contains(character))
-    };
-    let valid = match kind {
-        "run" => source::is_commit_id(requested) || crate::config::is_valid_branch(requested),
-        "deploy" => plain("._-/:@"),
-        "rollback" => plain("#:"),
-        _ => false,
-    };
-    if valid {
-        return Ok(());
-    }
-    let what = match kind {
-        "run" => "a commit id, branch or tag",
-        "deploy" => "an image reference (repo:tag, repo@digest, a tag or a digest)",
-        "rollback" => "a deployment number, digest or commit",
-        _ => "something gantry queues",
-    };
-    Err(format!(
-        "`{}` is not {what}",
-        source::prefix(requested, 80).escape_debug()
-    ))
-}
 
 /// The folder inside the state directory where build contexts are spooled (as unnamed
 /// files, gone when closed).
@@ -113,7 +74,7 @@ pub struct BuildReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StageReport {
-    pub name: String,
+    pub name: Stage,
     pub outcome: Outcome,
     pub duration_ms: u128,
 }
@@ -121,7 +82,7 @@ pub struct StageReport {
 /// Why a run failed: the stage, one line of cause, and the lines that show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
-    pub stage: String,
+    pub stage: Stage,
     pub message: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
@@ -133,9 +94,9 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub(crate) fn new(stage: &str, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(stage: Stage, message: impl Into<String>) -> Failure {
         Failure {
-            stage: stage.to_string(),
+            stage,
             message: message.into(),
             details: Vec::new(),
             refusal: None,
@@ -155,7 +116,7 @@ impl BuildRun<'_> {
     /// Times a stage, records it and reports it; the stage's failure ends the run.
     async fn stage<T>(
         &mut self,
-        name: &str,
+        name: Stage,
         work: impl AsyncFnOnce(&mut dyn Progress) -> Result<T, Failure>,
     ) -> Result<Result<T, Failure>, EngineError> {
         let position = self.report.stages.len() as i64;
@@ -177,7 +138,7 @@ impl BuildRun<'_> {
             .finish_run(
                 self.report.run,
                 &RunResult::Failed {
-                    stage: failure.stage.clone(),
+                    stage: failure.stage,
                     message: failure.message.clone(),
                 },
             )
@@ -195,7 +156,7 @@ async fn timed_stage<T>(
     run: RunId,
     position: i64,
     progress: &mut dyn Progress,
-    name: &str,
+    name: Stage,
     work: impl AsyncFnOnce(&mut dyn Progress) -> Result<T, Failure>,
 ) -> Result<(Result<T, Failure>, StageReport), EngineError> {
     progress.stage_started(name);
@@ -220,7 +181,7 @@ async fn timed_stage<T>(
     };
     store.record_stage(run, &stage).await?;
     let report = StageReport {
-        name: name.to_string(),
+        name,
         outcome,
         duration_ms: elapsed.as_millis(),
     };
@@ -233,16 +194,16 @@ pub async fn build(
     pipeline: &Pipeline,
     store: &Store,
     reference: Option<&str>,
-    trigger: &str,
+    trigger: &Trigger,
     progress: &mut dyn Progress,
 ) -> Result<BuildReport, EngineError> {
     let run = store
-        .start_run(&pipeline.name, "build", trigger, reference)
+        .start_run(&pipeline.name, RunKind::Build, trigger, reference)
         .await?;
     let log = RunLog::new(store, run);
     let start = RunStart {
         run,
-        kind: "build",
+        kind: RunKind::Build,
         log: &log,
     };
     let report = build_run(config, pipeline, store, reference, &start, progress).await;
@@ -253,8 +214,8 @@ pub async fn build(
 /// A build run's record: its id, kind and log.
 struct RunStart<'a> {
     run: RunId,
-    /// `build`, or `run` when a deploy follows in the same run.
-    kind: &'a str,
+    /// `Build`, or `Run` when a deploy follows in the same run.
+    kind: RunKind,
     /// The run's log, which a deploy in the same run goes on writing.
     log: &'a RunLog,
 }
@@ -294,7 +255,7 @@ async fn build_run(
     let source = pipeline.source.clone();
     let wanted = reference.map(str::to_string);
     let checkout = run
-        .stage("checkout", async |progress: &mut dyn Progress| {
+        .stage(Stage::Checkout, async |progress: &mut dyn Progress| {
             progress.line(&format!("fetching {}", source::display_url(&source.repo)));
             let fetched = tokio::task::spawn_blocking(move || {
                 let fetch = source::fetch(&source, &cache_root)?;
@@ -302,8 +263,8 @@ async fn build_run(
                 Ok::<_, source::SourceError>((fetch, commit))
             })
             .await
-            .map_err(|error| Failure::new("checkout", error.to_string()))?
-            .map_err(|error| Failure::new("checkout", error.to_string()))?;
+            .map_err(|error| Failure::new(Stage::Checkout, error.to_string()))?
+            .map_err(|error| Failure::new(Stage::Checkout, error.to_string()))?;
             progress.line(&format!(
                 "{} {}: {}",
                 if fetched.0.created {
@@ -345,7 +306,7 @@ async fn build_run(
     let rendered = render_tags_and_args(pipeline, &values);
     let (tags, args) = match rendered {
         Ok(rendered) => rendered,
-        Err(message) => return run.fail(Failure::new("checkout", message)).await,
+        Err(message) => return run.fail(Failure::new(Stage::Checkout, message)).await,
     };
     run.report.tags = tags
         .iter()
@@ -374,7 +335,7 @@ async fn build_run(
     let commit_time = commit.time.max(0) as u64;
     let spool = config.state_dir.join(SPOOL_DIR);
     let context = run
-        .stage("context", async |progress: &mut dyn Progress| {
+        .stage(Stage::Context, async |progress: &mut dyn Progress| {
             let made = tokio::task::spawn_blocking(move || {
                 make_context(
                     &spool,
@@ -387,7 +348,7 @@ async fn build_run(
                 )
             })
             .await
-            .map_err(|error| Failure::new("context", error.to_string()))??;
+            .map_err(|error| Failure::new(Stage::Context, error.to_string()))??;
             progress.line(&format!(
                 "{} files, {} symlinks, {} ignored, {} bytes",
                 made.1.files, made.1.symlinks, made.1.ignored, made.1.bytes
@@ -415,16 +376,16 @@ async fn build_run(
         },
     };
     let built = run
-        .stage("build", async |progress: &mut dyn Progress| {
+        .stage(Stage::Build, async |progress: &mut dyn Progress| {
             let build_host = config.hosts.get(&pipeline.build.host).ok_or_else(|| {
                 Failure::new(
-                    "build",
+                    Stage::Build,
                     format!("build host `{}` is not defined", pipeline.build.host),
                 )
             })?;
             let connection = crate::host::connect(build_host)
                 .await
-                .map_err(|error| Failure::new("build", error.to_string()))?;
+                .map_err(|error| Failure::new(Stage::Build, error.to_string()))?;
             progress.line(&format!(
                 "building on `{}` (engine {}, API {})",
                 connection.name, connection.engine_version, connection.api_version
@@ -439,7 +400,7 @@ async fn build_run(
                     };
                     Failure {
                         details,
-                        ..Failure::new("build", error.to_string())
+                        ..Failure::new(Stage::Build, error.to_string())
                     }
                 })?;
             Ok(connection.docker)
@@ -453,9 +414,9 @@ async fn build_run(
     // Push every tag, then ask the registry which digest it serves.
     let repository = pipeline.image.repository.clone();
     let pushed = run
-        .stage("push", async |progress: &mut dyn Progress| {
+        .stage(Stage::Push, async |progress: &mut dyn Progress| {
             let credentials = registry::credentials(config, repository.registry())
-                .map_err(|error| Failure::new("push", error.to_string()))?;
+                .map_err(|error| Failure::new(Stage::Push, error.to_string()))?;
             let mut digest: Option<String> = None;
             for tag in &tags {
                 let mut on_line = |line: &str| progress.line(line);
@@ -493,7 +454,7 @@ async fn build_run(
                 progress.line(&format!("{} is {served}", repository.with_tag(tag)));
                 digest = Some(served);
             }
-            digest.ok_or_else(|| Failure::new("push", "no tag to push"))
+            digest.ok_or_else(|| Failure::new(Stage::Push, "no tag to push"))
         })
         .await?;
     let digest = match pushed {
@@ -506,7 +467,7 @@ async fn build_run(
         tags: run.report.tags.clone(),
         digest: digest.clone(),
     };
-    if kind == "run" {
+    if kind == RunKind::Run {
         // The deploy that follows ends the run; until then it is still running.
         store.record_build(run_id, &result).await?;
     } else {
@@ -523,7 +484,7 @@ fn registry_failure(error: RegistryError) -> Failure {
     };
     Failure {
         refusal,
-        ..Failure::new("push", error.to_string())
+        ..Failure::new(Stage::Push, error.to_string())
     }
 }
 
@@ -564,7 +525,7 @@ fn make_context(
     mtime: u64,
     inline_labels: Option<&BTreeMap<String, String>>,
 ) -> Result<(std::fs::File, ContextSummary, bool), Failure> {
-    let fail = |message: String| Failure::new("context", message);
+    let fail = |message: String| Failure::new(Stage::Context, message);
     let in_context = |path: &str| {
         if context.is_empty() {
             path.to_string()

@@ -9,6 +9,8 @@
 //! - `registry`: credentials, pushing tags, confirming the pushed digest with the registry itself.
 //! - `deploy`: rolling an image out to a pipeline's instances on their hosts (pull, swap, health gate,
 //!   rollback), what runs where (`status`), and stop/start/restart in dependency order.
+//! - `run`: the words of a run (kind, state, trigger, stage, outcome, id), typed; text
+//!   only at the SQL and JSON edges.
 //! - `store`: the state database (SQLite through sqlx, migrations embedded); all SQL lives here.
 //! - `engine`: runs, recorded stage by stage: build (checkout, context, build, push), deploy
 //!   (resolve, lease, rollout), rollback, and `run` (both in one); `engine::daemon` is the
@@ -23,6 +25,7 @@ pub mod deploy;
 pub mod engine;
 pub mod host;
 pub mod registry;
+pub mod run;
 pub mod server;
 pub mod source;
 pub mod store;

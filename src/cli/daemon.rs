@@ -13,9 +13,11 @@ use tokio_util::sync::CancellationToken;
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline, open_store};
 use crate::config::Config;
 use crate::engine::daemon::{self, LiveConfig, Scheduler};
+use crate::engine::intake::{self, IntakeError};
 use crate::engine::metrics::Metrics;
 use crate::engine::poller::Poller;
 use crate::engine::status::{StatusSnapshot, StatusWatcher};
+use crate::run::{RunKind, Trigger};
 use crate::server::{self, AppState};
 use crate::store::{RunRecord, Store};
 
@@ -251,12 +253,11 @@ pub async fn logs(
             }
             last = line.seq;
         }
-        let state = store
+        // A run that is gone (pruned) is over too.
+        let done = store
             .run(id)
             .await?
-            .map(|run| run.state)
-            .unwrap_or_default();
-        let done = !matches!(state.as_str(), "queued" | "running");
+            .is_none_or(|run| run.state.is_finished());
         if !follow || done {
             if follow {
                 // Lines written just before the run ended.
@@ -287,21 +288,24 @@ pub async fn trigger(
         Ok(pipeline) => pipeline,
         Err(code) => return Ok(code),
     };
-    if let Some(reference) = reference
-        && let Err(message) = crate::engine::check_requested("run", reference)
-    {
-        eprintln!("error: --commit {message}");
-        return Ok(ExitCode::from(EXIT_USAGE));
-    }
     let store = open_store(config).await?;
-    let queued = store
-        .queue_run(&pipeline.name, "run", "manual", reference, None, &|_| {
-            String::new()
-        })
-        .await?;
+    let request = intake::Request {
+        pipeline: &pipeline.name,
+        kind: RunKind::Run,
+        trigger: Trigger::Manual,
+        requested: reference,
+        delivery: None,
+    };
+    let queued = intake::queue(&store, None, &request, &|_| String::new()).await;
     store.close().await;
-    let Ok(run) = queued else {
-        anyhow::bail!("the run was not queued");
+    let run = match queued {
+        Ok(Ok(run)) => run,
+        Ok(Err(_)) => anyhow::bail!("the run was not queued"),
+        Err(IntakeError::Invalid(message)) => {
+            eprintln!("error: --commit {message}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+        Err(IntakeError::Store(error)) => return Err(error.into()),
     };
     if json {
         println!(

@@ -22,7 +22,8 @@ use crate::config::{Config, ConfigError, Pipeline};
 use crate::deploy::status::Lifecycle;
 use crate::engine::{self, BuildReport};
 use crate::host;
-use crate::store::{Outcome, Store};
+use crate::run::{Outcome, Trigger};
+use crate::store::Store;
 
 /// Exit code for success.
 pub const EXIT_OK: u8 = 0;
@@ -210,7 +211,7 @@ impl DeployFlags {
             only: operate::parse_only(self.only.as_deref())?,
             force: self.force,
             wait: self.wait,
-            trigger: "manual".to_string(),
+            trigger: Trigger::Manual,
             queued: None,
         })
     }
@@ -298,7 +299,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rollback { pipeline, to, wait } => {
             let options = engine::DeployOptions {
                 wait,
-                trigger: "manual".to_string(),
+                trigger: Trigger::Manual,
                 ..engine::DeployOptions::default()
             };
             operate::rollback(&config, &pipeline, to, options, cli.json).await
@@ -511,7 +512,7 @@ async fn build(
         pipeline,
         &store,
         reference,
-        "manual",
+        &Trigger::Manual,
         progress.as_mut(),
     )
     .await

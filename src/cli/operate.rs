@@ -12,7 +12,7 @@ use crate::deploy::status::{Lifecycle, LifecycleReport, lifecycle};
 use crate::deploy::{Action, SharedLog, short_digest};
 use crate::engine::status::PipelineStatus;
 use crate::engine::{self, DeployOptions, DeployReport, RollbackTarget};
-use crate::store::Outcome;
+use crate::run::Outcome;
 
 /// Parses `--only`; a bad pattern is bad usage.
 pub fn parse_only(only: Option<&str>) -> Result<Option<glob::Pattern>, ExitCode> {
@@ -130,16 +130,7 @@ pub async fn pin(
         Err(code) => return Ok(code),
     };
     let store = open_store(config).await?;
-    // The pin names what runs now: the newest deployment's digest, if any.
-    let digest = store
-        .deployments(&pipeline.name, 1)
-        .await?
-        .into_iter()
-        .next()
-        .map(|deployment| deployment.digest)
-        .unwrap_or_default();
-    store.pin(&pipeline.name, &digest, reason).await?;
-    let pinned = store.pin_of(&pipeline.name).await?;
+    let pinned = engine::intake::pin(&store, &pipeline.name, reason).await?;
     store.close().await;
     if json {
         println!(
@@ -161,7 +152,7 @@ pub async fn unpin(config: &Config, name: &str, json: bool) -> anyhow::Result<Ex
         Err(code) => return Ok(code),
     };
     let store = open_store(config).await?;
-    let was_pinned = store.unpin(&pipeline.name).await?;
+    let was_pinned = engine::intake::unpin(&store, &pipeline.name).await?;
     store.close().await;
     if json {
         println!(

@@ -5,7 +5,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::engine::Progress;
-use crate::store::Outcome;
+use crate::run::{Outcome, Stage};
 
 /// How often the terminal spinner redraws.
 const TICK: Duration = Duration::from_millis(120);
@@ -15,31 +15,29 @@ pub fn for_terminal(is_terminal: bool) -> Box<dyn Progress> {
     if is_terminal {
         Box::new(Spinner {
             bar: None,
-            stage: String::new(),
+            stage: None,
         })
     } else {
-        Box::new(Lines {
-            stage: String::new(),
-        })
+        Box::new(Lines { stage: None })
     }
 }
 
 /// Plain lines, one per output line, for logs and CI.
 struct Lines {
-    stage: String,
+    stage: Option<Stage>,
 }
 
 impl Progress for Lines {
-    fn stage_started(&mut self, stage: &str) {
-        self.stage = stage.to_string();
+    fn stage_started(&mut self, stage: Stage) {
+        self.stage = Some(stage);
         eprintln!("[{stage}] started");
     }
 
     fn line(&mut self, line: &str) {
-        eprintln!("[{}] {line}", self.stage);
+        eprintln!("[{}] {line}", self.stage.map_or("", Stage::as_str));
     }
 
-    fn stage_finished(&mut self, stage: &str, outcome: Outcome, elapsed: Duration) {
+    fn stage_finished(&mut self, stage: Stage, outcome: Outcome, elapsed: Duration) {
         let word = match outcome {
             Outcome::Succeeded => "done",
             Outcome::Failed => "failed",
@@ -54,28 +52,28 @@ impl Progress for Lines {
 /// One spinner line per stage, showing the latest output line while it runs.
 struct Spinner {
     bar: Option<ProgressBar>,
-    stage: String,
+    stage: Option<Stage>,
 }
 
 /// Stages whose every line is worth keeping on screen (one per instance step).
-const KEPT_STAGES: [&str; 1] = ["deploy"];
+const KEPT_STAGES: [Stage; 1] = [Stage::Deploy];
 
 impl Progress for Spinner {
-    fn stage_started(&mut self, stage: &str) {
+    fn stage_started(&mut self, stage: Stage) {
         let bar = ProgressBar::new_spinner();
         // The template is a constant known to parse; fall back to the default style anyway.
         let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
         bar.set_style(style);
         bar.set_prefix(stage.to_string());
-        self.stage = stage.to_string();
+        self.stage = Some(stage);
         bar.enable_steady_tick(TICK);
         self.bar = Some(bar);
     }
 
     fn line(&mut self, line: &str) {
         if let Some(bar) = &self.bar {
-            if KEPT_STAGES.contains(&self.stage.as_str()) {
+            if self.stage.is_some_and(|stage| KEPT_STAGES.contains(&stage)) {
                 bar.println(format!("  {line}"));
             } else {
                 bar.set_message(line.to_string());
@@ -83,7 +81,7 @@ impl Progress for Spinner {
         }
     }
 
-    fn stage_finished(&mut self, stage: &str, outcome: Outcome, elapsed: Duration) {
+    fn stage_finished(&mut self, stage: Stage, outcome: Outcome, elapsed: Duration) {
         if let Some(bar) = self.bar.take() {
             let mark = match outcome {
                 Outcome::Succeeded => "✓",

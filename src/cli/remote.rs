@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::run::RunState;
 use crate::store::{LogLine, RunRecord};
 
 /// How often a followed run is asked for new log lines.
@@ -203,7 +204,12 @@ pub async fn logs(remote: &Remote, run: &str, follow: bool, json: bool) -> ExitC
 }
 
 /// Prints a run's log (following it to the end when asked); returns the run's state.
-async fn print_log(remote: &Remote, id: i64, follow: bool, json: bool) -> Result<String, Refused> {
+async fn print_log(
+    remote: &Remote,
+    id: i64,
+    follow: bool,
+    json: bool,
+) -> Result<Option<RunState>, Refused> {
     let mut printed = -1;
     loop {
         let answer = remote
@@ -220,8 +226,9 @@ async fn print_log(remote: &Remote, id: i64, follow: bool, json: bool) -> Result
             }
             printed = line.seq;
         }
-        let state = answer["state"].as_str().unwrap_or("").to_string();
-        if !follow || !matches!(state.as_str(), "queued" | "running") {
+        // A state the daemon does not name (a run gone) is taken as over.
+        let state: Option<RunState> = serde_json::from_value(answer["state"].clone()).ok();
+        if !follow || state.is_none_or(RunState::is_finished) {
             return Ok(state);
         }
         tokio::time::sleep(FOLLOW_EVERY).await;
@@ -276,14 +283,15 @@ pub async fn act(
     if json {
         println!("{}", serde_json::to_string_pretty(&run).unwrap_or_default());
     }
-    if state == "succeeded" {
+    if state == Some(RunState::Succeeded) {
         if !json {
             println!("{pipeline}#{}: {action} succeeded", answer["run"]);
         }
         ExitCode::from(EXIT_OK)
     } else {
         eprintln!(
-            "error: {action} of {pipeline} {state}{}",
+            "error: {action} of {pipeline} {}{}",
+            state.map_or("ended", RunState::as_str),
             run["failed_stage"]
                 .as_str()
                 .map(|stage| format!(" at {stage}: {}", run["message"].as_str().unwrap_or("")))

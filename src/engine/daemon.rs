@@ -22,6 +22,7 @@ use super::metrics::{Metrics, PipelineLabels, RunLabels, StageLabels};
 use super::notification;
 use super::{DeployOptions, GIT_CACHE_DIR, Progress, run_pipeline};
 use crate::config::{Config, ConfigError, Pipeline};
+use crate::run::{Outcome, RunKind, RunState, Stage, Trigger};
 use crate::source;
 use crate::store::{QueuedRun, Store, StoreError};
 
@@ -171,8 +172,8 @@ impl Scheduler {
                         .store
                         .queue_run(
                             &run.pipeline,
-                            &run.kind,
-                            "retry",
+                            run.kind,
+                            &Trigger::Retry,
                             run.requested.as_deref(),
                             None,
                             &|_| String::new(),
@@ -248,31 +249,31 @@ async fn execute(config: &Config, store: &Store, metrics: &Metrics, queued: Queu
         end(
             store,
             &queued,
-            "skipped",
+            RunState::Skipped,
             "the pipeline is no longer configured",
         )
         .await;
         return;
     };
-    if queued.kind != "run" {
+    if queued.kind != RunKind::Run {
         execute_deploy(config, store, metrics, pipeline, &queued).await;
         return;
     }
     match store.pin_of(&pipeline.name).await {
         Ok(Some(pin)) => {
             let message = format!("held: the pipeline is pinned ({})", pin.reason);
-            end(store, &queued, "held", &message).await;
+            end(store, &queued, RunState::Held, &message).await;
             return;
         }
         Ok(None) => {}
         Err(error) => tracing::error!(%error, "reading the pin"),
     }
     if let Some(reason) = already_done(store, &queued).await {
-        end(store, &queued, "skipped", &reason).await;
+        end(store, &queued, RunState::Skipped, &reason).await;
         return;
     }
     if let Some(reason) = older_than_deployed(config, pipeline, store, &queued).await {
-        end(store, &queued, "skipped", &reason).await;
+        end(store, &queued, RunState::Skipped, &reason).await;
         return;
     }
     let mut progress = Logged::start(metrics, pipeline, &queued);
@@ -293,7 +294,7 @@ async fn execute(config: &Config, store: &Store, metrics: &Metrics, queued: Queu
     .await
     {
         Ok(report) => {
-            let succeeded = report.outcome() == crate::store::Outcome::Succeeded;
+            let succeeded = report.outcome() == crate::run::Outcome::Succeeded;
             let commit = report.build.commit.as_ref();
             let deploy_failure = report
                 .deploy
@@ -335,14 +336,14 @@ async fn execute_deploy(
         wait: true,
         trigger: queued.trigger.clone(),
         queued: Some(queued.run),
-        image: if queued.kind == "deploy" {
+        image: if queued.kind == RunKind::Deploy {
             queued.requested.clone()
         } else {
             None
         },
         ..DeployOptions::default()
     };
-    let report = if queued.kind == "rollback" {
+    let report = if queued.kind == RunKind::Rollback {
         super::rollback(
             config,
             pipeline,
@@ -357,7 +358,7 @@ async fn execute_deploy(
     };
     match report {
         Ok(report) => {
-            let succeeded = report.outcome == crate::store::Outcome::Succeeded;
+            let succeeded = report.outcome == crate::run::Outcome::Succeeded;
             ended(
                 config,
                 store,
@@ -401,12 +402,16 @@ struct Ended {
 
 /// Counts the run, logs its end and announces it to the notification targets.
 fn ended(config: &Config, store: &Store, metrics: &Metrics, queued: &QueuedRun, run: Ended) {
-    let outcome = if run.succeeded { "succeeded" } else { "failed" };
+    let outcome = if run.succeeded {
+        Outcome::Succeeded
+    } else {
+        Outcome::Failed
+    };
     metrics
         .runs
         .get_or_create(&RunLabels {
             pipeline: queued.pipeline.clone(),
-            outcome: outcome.to_string(),
+            outcome: outcome.as_str().to_string(),
         })
         .inc();
     if run.stopped_by_check {
@@ -420,8 +425,8 @@ fn ended(config: &Config, store: &Store, metrics: &Metrics, queued: &QueuedRun, 
     tracing::info!(
         pipeline = queued.pipeline,
         run = queued.run.number,
-        kind = queued.kind,
-        outcome,
+        kind = %queued.kind,
+        outcome = outcome.as_str(),
         "run ended"
     );
     notification::announce(
@@ -431,7 +436,7 @@ fn ended(config: &Config, store: &Store, metrics: &Metrics, queued: &QueuedRun, 
             pipeline: queued.pipeline.clone(),
             run: queued.run.number,
             run_id: queued.run.id,
-            kind: queued.kind.clone(),
+            kind: queued.kind,
             outcome: run.notice.to_string(),
             commit: run.commit,
             author: run.author,
@@ -446,7 +451,7 @@ fn ended(config: &Config, store: &Store, metrics: &Metrics, queued: &QueuedRun, 
 async fn record_broken(store: &Store, queued: &QueuedRun, error: &super::EngineError) {
     tracing::error!(pipeline = queued.pipeline, run = queued.run.number, %error, "run broke");
     let result = crate::store::RunResult::Failed {
-        stage: "record".to_string(),
+        stage: Stage::Record,
         message: format!("gantry could not record this run: {error}"),
     };
     retrying("recording the end of a broken run", async || {
@@ -455,11 +460,11 @@ async fn record_broken(store: &Store, queued: &QueuedRun, error: &super::EngineE
     .await;
 }
 
-async fn end(store: &Store, queued: &QueuedRun, state: &str, message: &str) {
+async fn end(store: &Store, queued: &QueuedRun, state: RunState, message: &str) {
     tracing::info!(
         pipeline = queued.pipeline,
         run = queued.run.number,
-        state,
+        state = state.as_str(),
         message
     );
     retrying("recording the end of a run", async || {
@@ -492,7 +497,7 @@ async fn retrying(what: &str, mut write: impl AsyncFnMut() -> Result<(), StoreEr
 /// has nothing to do (forges redeliver; a push and a poll may both see
 /// one commit). Manual triggers and retries always run.
 async fn already_done(store: &Store, queued: &QueuedRun) -> Option<String> {
-    if !(queued.trigger.starts_with("webhook") || queued.trigger == "poll") {
+    if !queued.trigger.is_automatic() {
         return None;
     }
     let requested = queued.requested.as_deref()?;
@@ -502,13 +507,15 @@ async fn already_done(store: &Store, queued: &QueuedRun) -> Option<String> {
         .ok()?
         .into_iter()
         .next()?;
-    (newest.state == "succeeded" && newest.commit.as_deref() == Some(requested)).then(|| {
-        format!(
-            "commit {} is already deployed (deployment #{})",
-            source::short_commit(requested),
-            newest.number
-        )
-    })
+    (newest.state == RunState::Succeeded && newest.commit.as_deref() == Some(requested)).then(
+        || {
+            format!(
+                "commit {} is already deployed (deployment #{})",
+                source::short_commit(requested),
+                newest.number
+            )
+        },
+    )
 }
 
 /// Why the queued commit must not be deployed: it is not a descendant of the
@@ -525,7 +532,7 @@ async fn older_than_deployed(
         .await
         .ok()?
         .into_iter()
-        .find(|deployment| deployment.state == "succeeded")?
+        .find(|deployment| deployment.state == RunState::Succeeded)?
         .commit?;
     let source = pipeline.source.clone();
     let cache_root = config.state_dir.join(GIT_CACHE_DIR);
@@ -562,8 +569,8 @@ impl Logged {
         tracing::info!(
             pipeline = pipeline.name,
             run = queued.run.number,
-            kind = queued.kind,
-            trigger = queued.trigger,
+            kind = %queued.kind,
+            trigger = %queued.trigger,
             "run started"
         );
         Logged {
@@ -575,11 +582,11 @@ impl Logged {
 }
 
 impl Progress for Logged {
-    fn stage_started(&mut self, stage: &str) {
+    fn stage_started(&mut self, stage: Stage) {
         tracing::debug!(
             pipeline = self.pipeline,
             run = self.run,
-            stage,
+            stage = stage.as_str(),
             "stage started"
         );
     }
@@ -588,7 +595,7 @@ impl Progress for Logged {
         tracing::trace!(pipeline = self.pipeline, run = self.run, "{line}");
     }
 
-    fn stage_finished(&mut self, stage: &str, outcome: crate::store::Outcome, elapsed: Duration) {
+    fn stage_finished(&mut self, stage: Stage, outcome: crate::run::Outcome, elapsed: Duration) {
         self.metrics
             .stage_seconds
             .get_or_create(&StageLabels {
@@ -599,7 +606,7 @@ impl Progress for Logged {
         tracing::info!(
             pipeline = self.pipeline,
             run = self.run,
-            stage,
+            stage = stage.as_str(),
             ?outcome,
             elapsed_ms = elapsed.as_millis() as u64,
             "stage finished"

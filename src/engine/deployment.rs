@@ -18,9 +18,9 @@ use super::{
 use crate::config::{Config, Pipeline};
 use crate::deploy::{self, Action, DeployImage, InstanceReport, Rollout, SharedLog};
 use crate::registry;
+use crate::run::{Outcome, RunId, RunKind, RunState, Stage, Trigger};
 use crate::store::{
-    DeploymentId, InstanceRecord, LeaseHolder, NewDeployment, Outcome, Pin, RunId, RunResult,
-    Store, now_millis,
+    DeploymentId, InstanceRecord, LeaseHolder, NewDeployment, Pin, RunResult, Store, now_millis,
 };
 
 /// How long a deploy lease lasts without renewal: the longest a crashed deploy blocks the next.
@@ -41,7 +41,7 @@ pub struct DeployOptions {
     /// Wait for another deploy's lease instead of giving up.
     pub wait: bool,
     /// What started it: `manual` from the command line.
-    pub trigger: String,
+    pub trigger: Trigger,
     /// A deploy or rollback the daemon took from the queue, already recorded (and running).
     pub queued: Option<RunId>,
 }
@@ -55,7 +55,7 @@ pub struct RollbackTarget(pub Option<String>);
 pub struct DeployReport {
     pub pipeline: String,
     pub run: RunId,
-    pub kind: String,
+    pub kind: RunKind,
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployment: Option<DeploymentId>,
@@ -92,7 +92,7 @@ impl RunReport {
 async fn run_of(
     store: &Store,
     pipeline: &Pipeline,
-    kind: &str,
+    kind: RunKind,
     options: &DeployOptions,
     requested: Option<&str>,
 ) -> Result<RunId, EngineError> {
@@ -112,7 +112,14 @@ pub async fn deploy(
     options: &DeployOptions,
     progress: &mut dyn Progress,
 ) -> Result<DeployReport, EngineError> {
-    let run = run_of(store, pipeline, "deploy", options, options.image.as_deref()).await?;
+    let run = run_of(
+        store,
+        pipeline,
+        RunKind::Deploy,
+        options,
+        options.image.as_deref(),
+    )
+    .await?;
     let log = RunLog::new(store, run);
     let report = deploy_run(config, pipeline, store, options, run, &log, progress).await;
     log.finish().await;
@@ -129,9 +136,9 @@ async fn deploy_run(
     progress: &mut dyn Progress,
 ) -> Result<DeployReport, EngineError> {
     let mut recording = Recording::new(log, progress);
-    let mut recorder = Recorder::new(store, run, 0, &mut recording, pipeline, "deploy");
+    let mut recorder = Recorder::new(store, run, 0, &mut recording, pipeline, RunKind::Deploy);
     let resolved = recorder
-        .stage("resolve", async |progress: &mut dyn Progress| {
+        .stage(Stage::Resolve, async |progress: &mut dyn Progress| {
             refuse_if_pinned(store, pipeline, options.force).await?;
             let image = resolve_image(config, pipeline, store, options.image.as_deref()).await?;
             progress.line(&describe_image(&image));
@@ -160,7 +167,7 @@ pub async fn run_pipeline(
         Some(run) => run,
         None => {
             store
-                .start_run(&pipeline.name, "run", &options.trigger, reference)
+                .start_run(&pipeline.name, RunKind::Run, &options.trigger, reference)
                 .await?
         }
     };
@@ -186,7 +193,7 @@ async fn build_and_deploy(
 ) -> Result<RunReport, EngineError> {
     let start = RunStart {
         run,
-        kind: "run",
+        kind: RunKind::Run,
         log,
     };
     let build = build_run(config, pipeline, store, reference, &start, progress).await?;
@@ -208,10 +215,10 @@ async fn build_and_deploy(
         build.stages.len() as i64,
         &mut recording,
         pipeline,
-        "run",
+        RunKind::Run,
     );
     let allowed = recorder
-        .stage("resolve", async |progress: &mut dyn Progress| {
+        .stage(Stage::Resolve, async |progress: &mut dyn Progress| {
             refuse_if_pinned(store, pipeline, options.force).await?;
             progress.line(&describe_image(&image));
             Ok(())
@@ -236,7 +243,14 @@ pub async fn rollback(
     options: &DeployOptions,
     progress: &mut dyn Progress,
 ) -> Result<DeployReport, EngineError> {
-    let run = run_of(store, pipeline, "rollback", options, target.0.as_deref()).await?;
+    let run = run_of(
+        store,
+        pipeline,
+        RunKind::Rollback,
+        options,
+        target.0.as_deref(),
+    )
+    .await?;
     let log = RunLog::new(store, run);
     let report = rollback_run(
         config, pipeline, store, target, options, run, &log, progress,
@@ -258,9 +272,9 @@ async fn rollback_run(
     progress: &mut dyn Progress,
 ) -> Result<DeployReport, EngineError> {
     let mut recording = Recording::new(log, progress);
-    let mut recorder = Recorder::new(store, run, 0, &mut recording, pipeline, "rollback");
+    let mut recorder = Recorder::new(store, run, 0, &mut recording, pipeline, RunKind::Rollback);
     let resolved = recorder
-        .stage("resolve", async |progress: &mut dyn Progress| {
+        .stage(Stage::Resolve, async |progress: &mut dyn Progress| {
             let (image, number) = rollback_image(pipeline, store, target.0.as_deref()).await?;
             progress.line(&format!(
                 "rolling back to deployment #{number}: {}",
@@ -285,10 +299,10 @@ async fn refuse_if_pinned(store: &Store, pipeline: &Pipeline, force: bool) -> Re
     let pin = store
         .pin_of(&pipeline.name)
         .await
-        .map_err(|error| Failure::new("resolve", error.to_string()))?;
+        .map_err(|error| Failure::new(Stage::Resolve, error.to_string()))?;
     match pin {
         Some(pin) if !force => Err(Failure::new(
-            "resolve",
+            Stage::Resolve,
             format!(
                 "`{}` is pinned: {} (hint: `gantry unpin {}`, or deploy anyway with --force)",
                 pipeline.name, pin.reason, pipeline.name
@@ -316,7 +330,7 @@ async fn resolve_image(
     store: &Store,
     requested: Option<&str>,
 ) -> Result<DeployImage, Failure> {
-    let fail = |message: String| Failure::new("resolve", message);
+    let fail = |message: String| Failure::new(Stage::Resolve, message);
     let repository = pipeline.image.repository.clone();
     let Some(requested) = requested else {
         let built = store
@@ -395,14 +409,14 @@ async fn rollback_image(
     store: &Store,
     wanted: Option<&str>,
 ) -> Result<(DeployImage, i64), Failure> {
-    let fail = |message: String| Failure::new("resolve", message);
+    let fail = |message: String| Failure::new(Stage::Resolve, message);
     let history = store
         .deployments(&pipeline.name, 1000)
         .await
         .map_err(|error| fail(error.to_string()))?;
     let succeeded: Vec<_> = history
         .iter()
-        .filter(|deployment| deployment.state == "succeeded")
+        .filter(|deployment| deployment.state == RunState::Succeeded)
         .collect();
     let chosen = match wanted {
         Some(wanted) => {
@@ -490,9 +504,9 @@ async fn deploy_image(
     if let Some(commit) = &image.commit {
         store.set_commit(recorder.run, commit, None).await?;
     }
-    let owner = lease_owner(&recorder.report.kind);
+    let owner = lease_owner(recorder.report.kind);
     let leased = recorder
-        .stage("lease", async |progress: &mut dyn Progress| {
+        .stage(Stage::Lease, async |progress: &mut dyn Progress| {
             acquire_lease(store, &pipeline.name, &owner, options.wait, progress).await
         })
         .await?;
@@ -574,7 +588,7 @@ async fn rollout_recorded(
         .start_deployment(&NewDeployment {
             pipeline: &pipeline.name,
             run: Some(recorder.run),
-            kind: &recorder.report.kind,
+            kind: recorder.report.kind,
             image: &image.reference(),
             digest: &image.digest,
             commit: image.commit.as_deref(),
@@ -590,7 +604,7 @@ async fn rollout_recorded(
         stop: Some(stop),
     };
     let rolled = recorder
-        .stage("deploy", async |progress: &mut dyn Progress| {
+        .stage(Stage::Deploy, async |progress: &mut dyn Progress| {
             let shared = SharedLog::new(|line: &str| progress.line(line));
             let log = |line: &str| shared.line(line);
             let report = deploy::rollout(&request, &log).await;
@@ -671,9 +685,9 @@ async fn rollout_recorded(
                 ));
             }
             let stage = if failure.phase == "pull" {
-                "pull"
+                Stage::Pull
             } else {
-                "deploy"
+                Stage::Deploy
             };
             recorder
                 .fail(Failure {
@@ -687,7 +701,7 @@ async fn rollout_recorded(
 }
 
 /// Who holds a lease, as other processes will see it.
-fn lease_owner(kind: &str) -> String {
+fn lease_owner(kind: RunKind) -> String {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_string())
         .unwrap_or_else(|_| "this machine".to_string());
@@ -710,13 +724,13 @@ async fn acquire_lease(
         let holder = store
             .acquire_lease(pipeline, owner, LEASE_TTL)
             .await
-            .map_err(|error| Failure::new("lease", error.to_string()))?;
+            .map_err(|error| Failure::new(Stage::Lease, error.to_string()))?;
         let Some(holder) = holder else {
             return Ok(());
         };
         if !wait {
             return Err(Failure::new(
-                "lease",
+                Stage::Lease,
                 format!(
                     "another deploy of `{pipeline}` is running: {} (hint: --wait to wait for it)",
                     describe_holder(&holder)
@@ -761,7 +775,7 @@ impl<'a> Recorder<'a> {
         first_position: i64,
         progress: &'a mut dyn Progress,
         pipeline: &'a Pipeline,
-        kind: &str,
+        kind: RunKind,
     ) -> Recorder<'a> {
         Recorder {
             store,
@@ -772,7 +786,7 @@ impl<'a> Recorder<'a> {
             report: DeployReport {
                 pipeline: pipeline.name.clone(),
                 run,
-                kind: kind.to_string(),
+                kind,
                 outcome: Outcome::Succeeded,
                 deployment: None,
                 image: None,
@@ -786,7 +800,7 @@ impl<'a> Recorder<'a> {
 
     async fn stage<T>(
         &mut self,
-        name: &str,
+        name: Stage,
         work: impl AsyncFnOnce(&mut dyn Progress) -> Result<T, Failure>,
     ) -> Result<Result<T, Failure>, EngineError> {
         let position = self.first_position + self.report.stages.len() as i64;
@@ -808,7 +822,7 @@ impl<'a> Recorder<'a> {
             .finish_run(
                 self.run,
                 &RunResult::Failed {
-                    stage: failure.stage.clone(),
+                    stage: failure.stage,
                     message: failure.message.clone(),
                 },
             )

@@ -12,6 +12,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use crate::config::{Config, Notification, NotificationFormat};
+use crate::run::RunKind;
 use crate::store::Store;
 
 /// Attempts per notification, and the wait before the second one (doubled each time).
@@ -27,7 +28,7 @@ pub struct Notice {
     pub run: i64,
     pub run_id: i64,
     /// `run`, `deploy` or `rollback`.
-    pub kind: String,
+    pub kind: RunKind,
     /// `success`, `failure` or `rollback`.
     pub outcome: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::daemon::{Event, LiveConfig};
 use crate::config::{Pipeline, Source};
+use crate::run::{RunKind, Trigger};
 use crate::source;
 use crate::store::Store;
 
@@ -137,9 +138,14 @@ impl Poller {
         }
         match self
             .store
-            .queue_run(&pipeline.name, "run", "poll", Some(head), None, &|_| {
-                String::new()
-            })
+            .queue_run(
+                &pipeline.name,
+                RunKind::Run,
+                &Trigger::Poll,
+                Some(head),
+                None,
+                &|_| String::new(),
+            )
             .await
         {
             Ok(Ok(run)) => {

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::store::{Outcome, RunId, Store};
+use crate::run::{Outcome, RunId, Stage};
+use crate::store::Store;
 
 /// The most lines a run's stored log keeps. A verbose build prints a few thousand.
 pub const MAX_LOG_LINES: usize = 20_000;
@@ -24,18 +25,18 @@ pub const MAX_LINE_BYTES: usize = 4096;
 
 /// Where a run reports what it is doing, for a terminal, a log or nothing.
 pub trait Progress: Send {
-    fn stage_started(&mut self, stage: &str);
+    fn stage_started(&mut self, stage: Stage);
     fn line(&mut self, line: &str);
-    fn stage_finished(&mut self, stage: &str, outcome: Outcome, elapsed: Duration);
+    fn stage_finished(&mut self, stage: Stage, outcome: Outcome, elapsed: Duration);
 }
 
 /// Progress that goes nowhere.
 pub struct Silent;
 
 impl Progress for Silent {
-    fn stage_started(&mut self, _stage: &str) {}
+    fn stage_started(&mut self, _stage: Stage) {}
     fn line(&mut self, _line: &str) {}
-    fn stage_finished(&mut self, _stage: &str, _outcome: Outcome, _elapsed: Duration) {}
+    fn stage_finished(&mut self, _stage: Stage, _outcome: Outcome, _elapsed: Duration) {}
 }
 
 /// A run's stored log; cheap to clone, and every clone writes to the same log.
@@ -161,7 +162,7 @@ impl<'a> Recording<'a> {
 }
 
 impl Progress for Recording<'_> {
-    fn stage_started(&mut self, stage: &str) {
+    fn stage_started(&mut self, stage: Stage) {
         self.stage = stage.to_string();
         self.log.line(&format!("[{stage}] started"));
         self.inner.stage_started(stage);
@@ -172,7 +173,7 @@ impl Progress for Recording<'_> {
         self.inner.line(line);
     }
 
-    fn stage_finished(&mut self, stage: &str, outcome: Outcome, elapsed: Duration) {
+    fn stage_finished(&mut self, stage: Stage, outcome: Outcome, elapsed: Duration) {
         let word = match outcome {
             Outcome::Succeeded => "done",
             Outcome::Failed => "failed",
@@ -188,6 +189,7 @@ impl Progress for Recording<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::{RunKind, Trigger};
 
     #[test]
     fn long_lines_are_cut_between_characters() {
@@ -202,7 +204,10 @@ mod tests {
     async fn a_log_keeps_its_limit_and_counts_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
-        let run = store.start_run("p", "build", "manual", None).await.unwrap();
+        let run = store
+            .start_run("p", RunKind::Build, &Trigger::Manual, None)
+            .await
+            .unwrap();
         let log = RunLog::new(&store, run);
         let other = log.clone();
         for index in 0..MAX_LOG_LINES + 500 {

@@ -135,6 +135,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::run::{RunKind, RunState, Trigger};
 
     fn reading(taken_at: i64) -> Arc<StatusSnapshot> {
         Arc::new(StatusSnapshot {
@@ -147,8 +148,11 @@ mod tests {
     async fn a_reading_older_than_the_last_run_waits_for_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
-        let run = store.start_run("web", "run", "manual", None).await.unwrap();
-        store.end_run(run, "succeeded", "").await.unwrap();
+        let run = store
+            .start_run("web", RunKind::Run, &Trigger::Manual, None)
+            .await
+            .unwrap();
+        store.end_run(run, RunState::Succeeded, "").await.unwrap();
         let ended = store.last_finished_at(Some("web")).await.unwrap().unwrap();
         let (sender, receiver) = watch::channel(reading(ended - 1));
 
@@ -178,8 +182,11 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
 
         // Runs that did nothing (coalesced) do not count.
-        let idle = store.start_run("db", "run", "manual", None).await.unwrap();
-        store.end_run(idle, "coalesced", "").await.unwrap();
+        let idle = store
+            .start_run("db", RunKind::Run, &Trigger::Manual, None)
+            .await
+            .unwrap();
+        store.end_run(idle, RunState::Coalesced, "").await.unwrap();
         assert_eq!(store.last_finished_at(Some("db")).await.unwrap(), None);
     }
 }

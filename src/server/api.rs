@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
-use crate::engine::daemon::Event;
+use crate::engine::intake::{self, IntakeError};
+use crate::run::{RunId, RunKind, RunState, Trigger};
 use crate::source::display_url;
 
 /// The most runs one page holds.
@@ -208,7 +209,7 @@ async fn instances(
 #[derive(Debug, Deserialize)]
 struct RunFilter {
     pipeline: Option<String>,
-    state: Option<String>,
+    state: Option<RunState>,
     /// The `next_before` of the previous page.
     before: Option<i64>,
     limit: Option<i64>,
@@ -225,7 +226,7 @@ async fn runs(
         .store
         .runs_page(
             filter.pipeline.as_deref(),
-            filter.state.as_deref(),
+            filter.state,
             filter.before,
             limit,
         )
@@ -250,10 +251,6 @@ async fn run(
         .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run {id}")))?;
     Ok(Json(run).into_response())
-}
-
-fn is_finished(state: &str) -> bool {
-    !matches!(state, "queued" | "running")
 }
 
 /// Which lines of a log to send.
@@ -320,14 +317,9 @@ fn log_events(
                         .data(serde_json::to_string(line).unwrap_or_default());
                     return Some((Ok(event), (store, line.seq, false)));
                 }
-                let state = store
-                    .run(id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|run| run.state)
-                    .unwrap_or_else(|| "gone".to_string());
-                if is_finished(&state) {
+                let state = store.run(id).await.ok().flatten().map(|run| run.state);
+                // A run that is gone (pruned) is over too.
+                if state.is_none_or(RunState::is_finished) {
                     // Lines written just before the run ended.
                     tokio::time::sleep(FOLLOW_EVERY).await;
                     if store
@@ -337,9 +329,9 @@ fn log_events(
                     {
                         continue;
                     }
-                    let event = SseEvent::default()
-                        .event("end")
-                        .data(json!({ "state": state }).to_string());
+                    let event = SseEvent::default().event("end").data(
+                        json!({ "state": state.map_or("gone", RunState::as_str) }).to_string(),
+                    );
                     return Some((Ok(event), (store, last, true)));
                 }
                 tokio::time::sleep(FOLLOW_EVERY).await;
@@ -363,7 +355,14 @@ async fn trigger(
     may_operate(&state, &headers)?;
     ensure_pipeline(&state, &name)?;
     let body = body.map(|Json(body)| body).unwrap_or_default();
-    let queued = enqueue(&state, &name, "run", "api", body.commit.as_deref()).await?;
+    let queued = enqueue(
+        &state,
+        &name,
+        RunKind::Run,
+        Trigger::Api,
+        body.commit.as_deref(),
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(
@@ -390,7 +389,7 @@ async fn deploy(
     body: Option<Json<DeployBody>>,
 ) -> Result<Response, ApiError> {
     let image = body.and_then(|Json(body)| body.image);
-    queue_action(&state, &headers, name, "deploy", image).await
+    queue_action(&state, &headers, name, RunKind::Deploy, image).await
 }
 
 async fn rollback(
@@ -400,7 +399,7 @@ async fn rollback(
     body: Option<Json<RollbackBody>>,
 ) -> Result<Response, ApiError> {
     let to = body.and_then(|Json(body)| body.to);
-    queue_action(&state, &headers, name, "rollback", to).await
+    queue_action(&state, &headers, name, RunKind::Rollback, to).await
 }
 
 /// Queues a deploy or rollback; the scheduler runs it under the pipeline's lease.
@@ -408,12 +407,12 @@ async fn queue_action(
     state: &AppState,
     headers: &HeaderMap,
     name: String,
-    kind: &str,
+    kind: RunKind,
     requested: Option<String>,
 ) -> Result<Response, ApiError> {
     may_operate(state, headers)?;
     ensure_pipeline(state, &name)?;
-    let queued = enqueue(state, &name, kind, "api", requested.as_deref()).await?;
+    let queued = enqueue(state, &name, kind, Trigger::Api, requested.as_deref()).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "queued": true, "kind": kind, "pipeline": name, "run": queued.number, "run_id": queued.id })),
@@ -421,29 +420,30 @@ async fn queue_action(
         .into_response())
 }
 
-/// Queues a run of `kind` (`run`, `deploy` or `rollback`) as the API or the dashboard
-/// asked, and wakes the scheduler.
+/// Queues a run of `kind` as the API or the dashboard asked, through the engine's intake.
 pub(super) async fn enqueue(
     state: &AppState,
     name: &str,
-    kind: &str,
-    trigger: &str,
+    kind: RunKind,
+    trigger: Trigger,
     requested: Option<&str>,
-) -> Result<crate::store::RunId, ApiError> {
-    if let Some(requested) = requested {
-        crate::engine::check_requested(kind, requested)
-            .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, message))?;
-    }
-    let queued = state
-        .store
-        .queue_run(name, kind, trigger, requested, None, &|_| String::new())
-        .await
-        .map_err(ApiError::store)?
-        .map_err(|_| ApiError::internal("a run without a delivery was refused"))?;
-    let _ = state.events.try_send(Event::Queued {
-        pipeline: name.to_string(),
-    });
-    Ok(queued)
+) -> Result<RunId, ApiError> {
+    let request = intake::Request {
+        pipeline: name,
+        kind,
+        trigger,
+        requested,
+        delivery: None,
+    };
+    let queued = intake::queue(&state.store, Some(&state.events), &request, &|_| {
+        String::new()
+    })
+    .await
+    .map_err(|error| match error {
+        IntakeError::Invalid(message) => ApiError::new(StatusCode::BAD_REQUEST, message),
+        IntakeError::Store(error) => ApiError::store(error),
+    })?;
+    queued.map_err(|_| ApiError::internal("a run without a delivery was refused"))
 }
 
 fn ensure_pipeline(state: &AppState, name: &str) -> Result<(), ApiError> {
@@ -473,22 +473,9 @@ async fn pin(
     let reason = body
         .and_then(|Json(body)| body.reason)
         .unwrap_or_else(|| "pinned through the API".to_string());
-    // The pin names what runs now: the newest deployment's digest, if any.
-    let digest = state
-        .store
-        .deployments(&name, 1)
-        .await
-        .map_err(ApiError::store)?
-        .into_iter()
-        .next()
-        .map(|deployment| deployment.digest)
-        .unwrap_or_default();
-    state
-        .store
-        .pin(&name, &digest, &reason)
+    let pinned = intake::pin(&state.store, &name, &reason)
         .await
         .map_err(ApiError::store)?;
-    let pinned = state.store.pin_of(&name).await.map_err(ApiError::store)?;
     Ok(Json(json!({ "pipeline": name, "pinned": pinned })).into_response())
 }
 
@@ -499,7 +486,9 @@ async fn unpin(
 ) -> Result<Response, ApiError> {
     may_operate(&state, &headers)?;
     ensure_pipeline(&state, &name)?;
-    let was_pinned = state.store.unpin(&name).await.map_err(ApiError::store)?;
+    let was_pinned = intake::unpin(&state.store, &name)
+        .await
+        .map_err(ApiError::store)?;
     Ok(Json(json!({ "pipeline": name, "was_pinned": was_pinned })).into_response())
 }
 

@@ -26,6 +26,7 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::api::{self, Access};
 use crate::deploy::status::InstanceStatus;
+use crate::run::{RunKind, RunState, Trigger};
 use crate::source::display_url;
 use crate::store::{RunRecord, now_millis};
 
@@ -256,16 +257,16 @@ struct RunView {
 
 impl RunView {
     fn new(run: &RunRecord, now: i64) -> RunView {
-        let finished = !matches!(run.state.as_str(), "queued" | "running");
+        let finished = run.state.is_finished();
         let commit = run.commit.clone().unwrap_or_default();
         RunView {
             id: run.id,
             number: run.number,
             pipeline: run.pipeline.clone(),
-            kind: run.kind.clone(),
-            trigger: run.trigger.clone(),
+            kind: run.kind.to_string(),
+            trigger: run.trigger.to_string(),
             requested: run.requested.clone().unwrap_or_default(),
-            state: run.state.clone(),
+            state: run.state.to_string(),
             finished,
             commit_short: commit.chars().take(8).collect(),
             commit,
@@ -273,12 +274,15 @@ impl RunView {
             author: run.author.clone().unwrap_or_default(),
             age: age(now - run.started_at),
             started: timestamp(run.started_at),
-            duration: match (run.state.as_str(), run.finished_at) {
-                ("queued", _) => String::new(),
+            duration: match (run.state, run.finished_at) {
+                (RunState::Queued, _) => String::new(),
                 (_, Some(end)) => duration(end - run.started_at),
                 (_, None) => duration(now - run.started_at),
             },
-            failed_stage: run.failed_stage.clone().unwrap_or_default(),
+            failed_stage: run
+                .failed_stage
+                .map(|stage| stage.to_string())
+                .unwrap_or_default(),
             message: run.message.clone().unwrap_or_default(),
             image: run.image.clone().unwrap_or_default(),
             digest_short: short_digest(run.digest.as_deref()),
@@ -677,8 +681,8 @@ async fn run_page(
             .stages
             .iter()
             .map(|stage| StageView {
-                name: stage.name.clone(),
-                state: stage.state.clone(),
+                name: stage.name.to_string(),
+                state: stage.state.to_string(),
                 duration: duration(stage.duration_ms),
                 message: stage.message.clone().unwrap_or_default(),
             })
@@ -917,7 +921,7 @@ async fn act(
     };
     let queued = match action {
         Action::Unpin => {
-            return match state.store.unpin(&name).await {
+            return match crate::engine::intake::unpin(&state.store, &name).await {
                 Ok(_) => Redirect::to(&format!("/pipelines/{name}")).into_response(),
                 Err(error) => internal(&viewer, error),
             };
@@ -926,8 +930,8 @@ async fn act(
             api::enqueue(
                 &state,
                 &name,
-                "run",
-                "dashboard",
+                RunKind::Run,
+                Trigger::Dashboard,
                 given(form.commit).as_deref(),
             )
             .await
@@ -936,8 +940,8 @@ async fn act(
             api::enqueue(
                 &state,
                 &name,
-                "deploy",
-                "dashboard",
+                RunKind::Deploy,
+                Trigger::Dashboard,
                 given(form.image).as_deref(),
             )
             .await
@@ -946,8 +950,8 @@ async fn act(
             api::enqueue(
                 &state,
                 &name,
-                "rollback",
-                "dashboard",
+                RunKind::Rollback,
+                Trigger::Dashboard,
                 given(form.to).as_deref(),
             )
             .await

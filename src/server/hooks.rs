@@ -17,16 +17,17 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
-use crate::engine::daemon::Event;
+use crate::engine::intake::{self, IntakeError};
 use crate::engine::metrics::DeliveryLabels;
+use crate::run::{RunId, RunKind, Trigger};
 use crate::source::webhook::{self, Decision, Delivery};
-use crate::store::{DeliveryAnswer, DeliveryKey, RunId};
+use crate::store::{DeliveryAnswer, DeliveryKey};
 
 /// The longest delivery id kept: forges send UUIDs (36 characters).
 pub const MAX_DELIVERY_ID: usize = 128;
 
 /// What became of a delivery, as counted in `/metrics` and answered.
-enum Outcome {
+enum Received {
     Queued {
         run: RunId,
         answer: String,
@@ -38,14 +39,14 @@ enum Outcome {
     Refused(ApiError),
 }
 
-impl Outcome {
+impl Received {
     fn label(&self) -> &'static str {
         match self {
-            Outcome::Queued { .. } => "queued",
-            Outcome::Duplicate(_) => "duplicate",
-            Outcome::Ping(_) => "ping",
-            Outcome::Ignored(_) => "ignored",
-            Outcome::Refused(error) => match error.status().as_u16() {
+            Received::Queued { .. } => "queued",
+            Received::Duplicate(_) => "duplicate",
+            Received::Ping(_) => "ping",
+            Received::Ignored(_) => "ignored",
+            Received::Refused(error) => match error.status().as_u16() {
                 401 => "unauthorized",
                 400 | 413 => "malformed",
                 403 | 404 => "refused",
@@ -66,14 +67,14 @@ impl Outcome {
                 .into_response()
         };
         match self {
-            Outcome::Queued { answer, .. } => json(DeliveryAnswer {
+            Received::Queued { answer, .. } => json(DeliveryAnswer {
                 status: 202,
                 response: answer,
             }),
-            Outcome::Duplicate(answer) | Outcome::Ping(answer) | Outcome::Ignored(answer) => {
+            Received::Duplicate(answer) | Received::Ping(answer) | Received::Ignored(answer) => {
                 json(answer)
             }
-            Outcome::Refused(error) => {
+            Received::Refused(error) => {
                 let unavailable = error.status() == StatusCode::SERVICE_UNAVAILABLE;
                 let mut response = error.into_response();
                 if unavailable {
@@ -99,7 +100,7 @@ pub(super) async fn hook(
         Ok(body) => receive(&state, &name, &headers, &body).await,
         Err(rejection) => (
             None,
-            Outcome::Refused(ApiError::new(rejection.status(), rejection.body_text())),
+            Received::Refused(ApiError::new(rejection.status(), rejection.body_text())),
         ),
     };
     state
@@ -110,9 +111,8 @@ pub(super) async fn hook(
             result: outcome.label().to_string(),
         })
         .inc();
-    if let Outcome::Queued { run, .. } = &outcome {
+    if let Received::Queued { run, .. } = &outcome {
         tracing::info!(pipeline = name, run = run.number, forge, "push queued");
-        let _ = state.events.try_send(Event::Queued { pipeline: name });
     }
     outcome.into_response()
 }
@@ -123,10 +123,10 @@ async fn receive(
     name: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> (Option<&'static str>, Outcome) {
+) -> (Option<&'static str>, Received) {
     let delivery = match verify(state, name, headers, body) {
         Ok(delivery) => delivery,
-        Err((forge, error)) => return (forge, Outcome::Refused(error)),
+        Err((forge, error)) => return (forge, Received::Refused(error)),
     };
     let forge = delivery.forge.as_str();
     (Some(forge), record(state, name, &delivery, body).await)
@@ -199,10 +199,10 @@ fn verify(
 
 /// Records what the delivery means: a queued run, or the answer to one that queues
 /// nothing; a delivery with a body seen before gets its first answer.
-async fn record(state: &AppState, name: &str, delivery: &Delivery, body: &[u8]) -> Outcome {
+async fn record(state: &AppState, name: &str, delivery: &Delivery, body: &[u8]) -> Received {
     let live = state.config.borrow().config.clone();
     let Some(pipeline) = live.pipelines.get(name) else {
-        return Outcome::Refused(ApiError::new(
+        return Received::Refused(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no pipeline `{name}`"),
         ));
@@ -219,7 +219,7 @@ async fn record(state: &AppState, name: &str, delivery: &Delivery, body: &[u8]) 
         Decision::Queue { commit } => commit,
         Decision::Ping => {
             let body = json!({ "pong": true, "forge": forge });
-            return remember(state, name, key, StatusCode::OK, body, Outcome::Ping).await;
+            return remember(state, name, key, StatusCode::OK, body, Received::Ping).await;
         }
         Decision::Ignore(reason) => {
             let body = json!({ "queued": false, "reason": reason });
@@ -229,14 +229,14 @@ async fn record(state: &AppState, name: &str, delivery: &Delivery, body: &[u8]) 
                 key,
                 StatusCode::ACCEPTED,
                 body,
-                Outcome::Ignored,
+                Received::Ignored,
             )
             .await;
         }
     };
-    let trigger = match &delivery.id {
-        Some(id) => format!("webhook {forge} {id}"),
-        None => format!("webhook {forge}"),
+    let trigger = Trigger::Webhook {
+        forge: forge.to_string(),
+        delivery: delivery.id.clone(),
     };
     let make_answer = |run: RunId| {
         json!({
@@ -248,17 +248,23 @@ async fn record(state: &AppState, name: &str, delivery: &Delivery, body: &[u8]) 
         })
         .to_string()
     };
-    match state
-        .store
-        .queue_run(name, "run", &trigger, Some(&commit), key, &make_answer)
-        .await
-    {
-        Ok(Ok(run)) => Outcome::Queued {
+    let request = intake::Request {
+        pipeline: name,
+        kind: RunKind::Run,
+        trigger,
+        requested: Some(&commit),
+        delivery: key,
+    };
+    match intake::queue(&state.store, Some(&state.events), &request, &make_answer).await {
+        Ok(Ok(run)) => Received::Queued {
             run,
             answer: make_answer(run),
         },
-        Ok(Err(first)) => Outcome::Duplicate(first),
-        Err(error) => Outcome::Refused(ApiError::store(error)),
+        Ok(Err(first)) => Received::Duplicate(first),
+        Err(IntakeError::Invalid(message)) => {
+            Received::Refused(ApiError::new(StatusCode::BAD_REQUEST, message))
+        }
+        Err(IntakeError::Store(error)) => Received::Refused(ApiError::store(error)),
     }
 }
 
@@ -270,8 +276,8 @@ async fn remember(
     key: Option<DeliveryKey<'_>>,
     status: StatusCode,
     body: serde_json::Value,
-    outcome: fn(DeliveryAnswer) -> Outcome,
-) -> Outcome {
+    outcome: fn(DeliveryAnswer) -> Received,
+) -> Received {
     let answer = DeliveryAnswer {
         status: status.as_u16(),
         response: body.to_string(),
@@ -280,9 +286,9 @@ async fn remember(
         return outcome(answer);
     };
     match state.store.delivery(name, &key).await {
-        Ok(Some(first)) => return Outcome::Duplicate(first),
+        Ok(Some(first)) => return Received::Duplicate(first),
         Ok(None) => {}
-        Err(error) => return Outcome::Refused(ApiError::store(error)),
+        Err(error) => return Received::Refused(ApiError::store(error)),
     }
     if let Err(error) = state.store.remember_delivery(name, &key, &answer).await {
         // Answering matters more than remembering: a redelivery is answered the same.

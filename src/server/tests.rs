@@ -10,6 +10,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::config::Config;
 use crate::engine::daemon::{self, LiveConfig};
+use crate::run::{RunKind, RunState, Trigger};
 
 const OPERATOR: &str = "operator-token-1";
 const READER: &str = "reader-token-2";
@@ -245,7 +246,9 @@ async fn runs_come_a_page_at_a_time() {
     for _ in 0..7 {
         api.state
             .store
-            .queue_run("app", "run", "api", None, None, &|_| String::new())
+            .queue_run("app", RunKind::Run, &Trigger::Api, None, None, &|_| {
+                String::new()
+            })
             .await
             .unwrap()
             .unwrap();
@@ -302,7 +305,9 @@ async fn a_log_is_whole_as_json_and_followed_as_events_to_its_end() {
     let run = api
         .state
         .store
-        .queue_run("app", "run", "api", None, None, &|_| String::new())
+        .queue_run("app", RunKind::Run, &Trigger::Api, None, None, &|_| {
+            String::new()
+        })
         .await
         .unwrap()
         .unwrap();
@@ -322,7 +327,7 @@ async fn a_log_is_whole_as_json_and_followed_as_events_to_its_end() {
                 .await
                 .unwrap();
         }
-        store.end_run(run, "failed", "done").await.unwrap();
+        store.end_run(run, RunState::Failed, "done").await.unwrap();
     });
     let request = Request::builder()
         .uri(format!("/api/v1/runs/{}/log", run.id))
@@ -439,7 +444,15 @@ async fn the_dashboard_escapes_what_a_commit_says_and_hides_the_repository_passw
     let run = api
         .state
         .store
-        .start_run("app", "run", "webhook", None)
+        .start_run(
+            "app",
+            RunKind::Run,
+            &Trigger::Webhook {
+                forge: "github".into(),
+                delivery: None,
+            },
+            None,
+        )
         .await
         .unwrap();
     api.state

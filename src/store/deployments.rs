@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Outcome, RunId, Store, StoreError, now_millis};
+use super::{Store, StoreError, now_millis, word};
+use crate::run::{Outcome, RunId, RunKind, RunState};
 
 /// A deployment's identity: the row id and the per-pipeline number users see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -30,7 +31,7 @@ pub struct NewDeployment<'a> {
     pub pipeline: &'a str,
     pub run: Option<RunId>,
     /// `deploy`, `rollback` or `run`.
-    pub kind: &'a str,
+    pub kind: RunKind,
     /// repository@digest.
     pub image: &'a str,
     pub digest: &'a str,
@@ -57,11 +58,12 @@ pub struct DeploymentRecord {
     pub pipeline: String,
     pub number: i64,
     pub run: Option<i64>,
-    pub kind: String,
+    pub kind: RunKind,
     pub image: String,
     pub digest: String,
     pub commit: Option<String>,
-    pub state: String,
+    /// `running`, `succeeded` or `failed`.
+    pub state: RunState,
     pub message: Option<String>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
@@ -148,7 +150,7 @@ impl Store {
         )
         .bind(deployment.pipeline)
         .bind(deployment.run.map(|run| run.id))
-        .bind(deployment.kind)
+        .bind(deployment.kind.as_str())
         .bind(deployment.image)
         .bind(deployment.digest)
         .bind(deployment.commit)
@@ -223,7 +225,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut deployments = Vec::with_capacity(rows.len());
+        let mut deployments: Vec<DeploymentRecord> = Vec::with_capacity(rows.len());
         for row in rows {
             let id: i64 = row.get("id");
             let instances = sqlx::query(
@@ -249,11 +251,11 @@ impl Store {
                 pipeline: row.get("pipeline"),
                 number: row.get("number"),
                 run: row.get("run_id"),
-                kind: row.get("kind"),
+                kind: word(&row, "kind")?,
                 image: row.get("image"),
                 digest: row.get("digest"),
                 commit: row.get("commit_sha"),
-                state: row.get("state"),
+                state: word(&row, "state")?,
                 message: row.get("message"),
                 started_at: row.get("started_at"),
                 finished_at: row.get("finished_at"),

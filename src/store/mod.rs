@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -56,6 +55,8 @@ pub enum StoreError {
     },
     #[error("state database: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("state database: {0}")]
+    Unreadable(#[from] crate::run::UnknownWord),
 }
 
 impl StoreError {
@@ -91,28 +92,14 @@ pub struct Store {
     write_failure: std::sync::Arc<std::sync::Mutex<Option<&'static str>>>,
 }
 
-/// A run's identity: the row id and the per-pipeline number users see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct RunId {
-    pub id: i64,
-    pub number: i64,
-}
-
-/// How a stage or run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Succeeded,
-    Failed,
-}
-
-impl Outcome {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Succeeded => "succeeded",
-            Outcome::Failed => "failed",
-        }
-    }
+/// A column that holds a word of the run vocabulary, read back as its type.
+fn word<T>(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<T, StoreError>
+where
+    T: std::str::FromStr<Err = crate::run::UnknownWord>,
+{
+    use sqlx::Row;
+    let text: String = row.try_get(column)?;
+    Ok(text.parse()?)
 }
 
 /// Milliseconds since the epoch, the store's one time format.
@@ -198,7 +185,11 @@ impl Store {
     ) -> Result<T, StoreError> {
         let mut connection = self.pool.acquire().await?;
         let result = async {
-            let mut transaction = sqlx::Connection::begin(&mut *connection).await?;
+            // IMMEDIATE: the write lock is taken at the start, where SQLite waits for it
+            // (the busy timeout); a transaction that read first and then wrote would fail
+            // at once if another connection wrote in between.
+            let mut transaction =
+                sqlx::Connection::begin_with(&mut *connection, "BEGIN IMMEDIATE").await?;
             let value = work(&mut transaction).await?;
             transaction.commit().await?;
             Ok::<T, sqlx::Error>(value)

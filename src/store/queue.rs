@@ -3,7 +3,9 @@
 
 use sqlx::Row;
 
-use super::{RunId, Store, StoreError, now_millis};
+use super::runs::{NewRun, insert_run};
+use super::{Store, StoreError, now_millis, word};
+use crate::run::{RunId, RunKind, RunState, Trigger};
 
 /// A webhook delivery's first answer, replayed when the forge delivers it again.
 #[derive(Debug, Clone)]
@@ -17,9 +19,8 @@ pub struct DeliveryAnswer {
 pub struct QueuedRun {
     pub run: RunId,
     pub pipeline: String,
-    /// `run` (build and deploy), `deploy` (an image) or `rollback`.
-    pub kind: String,
-    pub trigger: String,
+    pub kind: RunKind,
+    pub trigger: Trigger,
     /// The commit (or ref) to build.
     pub requested: Option<String>,
 }
@@ -45,14 +46,13 @@ impl Store {
     pub async fn queue_run(
         &self,
         pipeline: &str,
-        kind: &str,
-        trigger: &str,
+        kind: RunKind,
+        trigger: &Trigger,
         requested: Option<&str>,
         delivery: Option<DeliveryKey<'_>>,
         answer: &(dyn Fn(RunId) -> String + Sync),
     ) -> Result<Queued, StoreError> {
         let _writer = self.queue_writer.lock().await;
-        let now = now_millis();
         let queued = self
             .transaction(async |connection| {
                 if let Some(delivery) = delivery
@@ -62,23 +62,14 @@ impl Store {
                     // answer stands and nothing is queued.
                     return Ok(Err(first));
                 }
-                let row = sqlx::query(
-                    "INSERT INTO runs (pipeline, number, kind, trigger, requested, state, started_at)
-                     VALUES (?1, (SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE pipeline = ?1),
-                             ?5, ?2, ?3, 'queued', ?4)
-                     RETURNING id, number",
-                )
-                .bind(pipeline)
-                .bind(trigger)
-                .bind(requested)
-                .bind(now)
-                .bind(kind)
-                .fetch_one(&mut *connection)
-                .await?;
-                let run = RunId {
-                    id: row.get("id"),
-                    number: row.get("number"),
+                let new = NewRun {
+                    pipeline,
+                    kind,
+                    trigger,
+                    requested,
+                    state: RunState::Queued,
                 };
+                let run = insert_run(connection, &new).await?;
                 if let Some(delivery) = delivery {
                     insert_delivery(
                         connection,
@@ -186,8 +177,8 @@ impl Store {
                     number: row.get("number"),
                 },
                 pipeline: pipeline.to_string(),
-                kind: row.get("kind"),
-                trigger: row.get("trigger"),
+                kind: word(&row, "kind").map_err(to_sqlx)?,
+                trigger: word(&row, "trigger").map_err(to_sqlx)?,
                 requested: row.get("requested"),
             }))
         })
@@ -208,19 +199,20 @@ impl Store {
         .bind(now_millis())
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| QueuedRun {
-                run: RunId {
-                    id: row.get("id"),
-                    number: row.get("number"),
-                },
-                pipeline: row.get("pipeline"),
-                kind: row.get("kind"),
-                trigger: row.get("trigger"),
-                requested: row.get("requested"),
+        rows.into_iter()
+            .map(|row| {
+                Ok(QueuedRun {
+                    run: RunId {
+                        id: row.get("id"),
+                        number: row.get("number"),
+                    },
+                    pipeline: row.get("pipeline"),
+                    kind: word(&row, "kind")?,
+                    trigger: word(&row, "trigger")?,
+                    requested: row.get("requested"),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Queued runs per pipeline (zero for pipelines with none queued).
@@ -282,4 +274,12 @@ async fn insert_delivery(
     .execute(&mut *connection)
     .await?;
     Ok(())
+}
+
+/// A store error inside a transaction's work, which speaks sqlx's errors.
+fn to_sqlx(error: StoreError) -> sqlx::Error {
+    match error {
+        StoreError::Query(error) => error,
+        other => sqlx::Error::Decode(Box::new(other)),
+    }
 }

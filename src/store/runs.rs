@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Outcome, RunId, Store, StoreError, now_millis};
+use super::{Store, StoreError, now_millis, word};
+use crate::run::{Outcome, RunId, RunKind, RunState, Stage, Trigger};
 
 /// How a finished run ended: what it produced, or why it failed.
 #[derive(Debug, Clone)]
@@ -22,7 +23,7 @@ pub enum RunResult {
         digest: String,
     },
     Failed {
-        stage: String,
+        stage: Stage,
         message: String,
     },
 }
@@ -32,7 +33,7 @@ pub enum RunResult {
 pub struct FinishedStage<'a> {
     /// Order within the run, from 0.
     pub position: i64,
-    pub name: &'a str,
+    pub name: Stage,
     pub outcome: Outcome,
     /// Milliseconds since the epoch.
     pub started_at: i64,
@@ -62,15 +63,15 @@ pub struct RunRecord {
     pub id: i64,
     pub pipeline: String,
     pub number: i64,
-    pub kind: String,
-    pub trigger: String,
+    pub kind: RunKind,
+    pub trigger: Trigger,
     pub requested: Option<String>,
     pub commit: Option<String>,
     /// The commit's first line.
     pub commit_message: Option<String>,
     pub author: Option<String>,
-    pub state: String,
-    pub failed_stage: Option<String>,
+    pub state: RunState,
+    pub failed_stage: Option<Stage>,
     pub message: Option<String>,
     pub image: Option<String>,
     pub tags: Vec<String>,
@@ -82,8 +83,8 @@ pub struct RunRecord {
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StageRecord {
-    pub name: String,
-    pub state: String,
+    pub name: Stage,
+    pub state: Outcome,
     pub started_at: i64,
     pub duration_ms: i64,
     pub message: Option<String>,
@@ -94,28 +95,19 @@ impl Store {
     pub async fn start_run(
         &self,
         pipeline: &str,
-        kind: &str,
-        trigger: &str,
+        kind: RunKind,
+        trigger: &Trigger,
         requested: Option<&str>,
     ) -> Result<RunId, StoreError> {
-        // One statement picks the number and inserts, so two processes never share a number.
-        let row = sqlx::query(
-            "INSERT INTO runs (pipeline, number, kind, trigger, requested, state, started_at)
-             VALUES (?1, (SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE pipeline = ?1),
-                     ?2, ?3, ?4, 'running', ?5)
-             RETURNING id, number",
-        )
-        .bind(pipeline)
-        .bind(kind)
-        .bind(trigger)
-        .bind(requested)
-        .bind(now_millis())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(RunId {
-            id: row.get("id"),
-            number: row.get("number"),
-        })
+        let mut connection = self.pool.acquire().await?;
+        let new = NewRun {
+            pipeline,
+            kind,
+            trigger,
+            requested,
+            state: RunState::Running,
+        };
+        Ok(insert_run(&mut connection, &new).await?)
     }
 
     /// Records the run's commit. Without `details` (a deploy of an image built
@@ -173,7 +165,7 @@ impl Store {
         )
         .bind(run.id)
         .bind(stage.position)
-        .bind(stage.name)
+        .bind(stage.name.as_str())
         .bind(stage.outcome.as_str())
         .bind(stage.started_at)
         .bind(stage.duration.as_millis() as i64)
@@ -208,7 +200,7 @@ impl Store {
                 "UPDATE runs SET state = 'failed', failed_stage = ?1, message = ?2, finished_at = ?4
                  WHERE id = ?5",
             )
-            .bind(stage)
+            .bind(stage.as_str())
             .bind(message)
             .bind(Option::<String>::None),
         };
@@ -253,7 +245,7 @@ impl Store {
     pub async fn runs_page(
         &self,
         pipeline: Option<&str>,
-        state: Option<&str>,
+        state: Option<RunState>,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<RunRecord>, StoreError> {
@@ -279,7 +271,7 @@ impl Store {
         };
         let rows = query
             .bind(pipeline)
-            .bind(state)
+            .bind(state.map(RunState::as_str))
             .bind(before)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -303,27 +295,33 @@ impl Store {
             .fetch_all(&self.pool)
             .await?
             .into_iter()
-            .map(|stage| StageRecord {
-                name: stage.get("name"),
-                state: stage.get("state"),
-                started_at: stage.get("started_at"),
-                duration_ms: stage.get("duration_ms"),
-                message: stage.get("message"),
+            .map(|stage| {
+                Ok(StageRecord {
+                    name: word(&stage, "name")?,
+                    state: word(&stage, "state")?,
+                    started_at: stage.get("started_at"),
+                    duration_ms: stage.get("duration_ms"),
+                    message: stage.get("message"),
+                })
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
             let tags: Option<String> = row.get("tags");
             runs.push(RunRecord {
                 id,
                 pipeline: row.get("pipeline"),
                 number: row.get("number"),
-                kind: row.get("kind"),
-                trigger: row.get("trigger"),
+                kind: word(&row, "kind")?,
+                trigger: word(&row, "trigger")?,
                 requested: row.get("requested"),
                 commit: row.get("commit_sha"),
                 commit_message: row.get("commit_message"),
                 author: row.get("commit_author"),
-                state: row.get("state"),
-                failed_stage: row.get("failed_stage"),
+                state: word(&row, "state")?,
+                failed_stage: row
+                    .get::<Option<String>, _>("failed_stage")
+                    .map(|stage| stage.parse())
+                    .transpose()
+                    .map_err(StoreError::Unreadable)?,
                 message: row.get("message"),
                 image: row.get("image"),
                 tags: tags
@@ -339,9 +337,14 @@ impl Store {
     }
 
     /// Ends a run that did no work, with a state (`held`, `skipped`) and why.
-    pub async fn end_run(&self, run: RunId, state: &str, message: &str) -> Result<(), StoreError> {
+    pub async fn end_run(
+        &self,
+        run: RunId,
+        state: RunState,
+        message: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE runs SET state = ?1, message = ?2, finished_at = ?3 WHERE id = ?4")
-            .bind(state)
+            .bind(state.as_str())
             .bind(message)
             .bind(now_millis())
             .bind(run.id)
@@ -414,4 +417,40 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// A run about to be recorded.
+pub(super) struct NewRun<'a> {
+    pub pipeline: &'a str,
+    pub kind: RunKind,
+    pub trigger: &'a Trigger,
+    pub requested: Option<&'a str>,
+    /// `running` for a run that starts now, `queued` for one that waits.
+    pub state: RunState,
+}
+
+/// Records a run and gives it the pipeline's next number, in one statement, so two
+/// processes never share a number.
+pub(super) async fn insert_run(
+    connection: &mut sqlx::SqliteConnection,
+    run: &NewRun<'_>,
+) -> Result<RunId, sqlx::Error> {
+    let row = sqlx::query(
+        "INSERT INTO runs (pipeline, number, kind, trigger, requested, state, started_at)
+         VALUES (?1, (SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE pipeline = ?1),
+                 ?2, ?3, ?4, ?5, ?6)
+         RETURNING id, number",
+    )
+    .bind(run.pipeline)
+    .bind(run.kind.as_str())
+    .bind(run.trigger.to_string())
+    .bind(run.requested)
+    .bind(run.state.as_str())
+    .bind(now_millis())
+    .fetch_one(&mut *connection)
+    .await?;
+    Ok(RunId {
+        id: row.get("id"),
+        number: row.get("number"),
+    })
 }

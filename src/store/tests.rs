@@ -1,15 +1,22 @@
 //! The store against a real SQLite file in a temporary directory.
 
 use super::*;
+use crate::run::{Outcome, RunKind, RunState, Stage, Trigger};
 
 #[tokio::test]
 async fn runs_are_numbered_per_pipeline_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
-    let first = store.start_run("a", "build", "manual", None).await.unwrap();
-    let other = store.start_run("b", "build", "manual", None).await.unwrap();
+    let first = store
+        .start_run("a", RunKind::Build, &Trigger::Manual, None)
+        .await
+        .unwrap();
+    let other = store
+        .start_run("b", RunKind::Build, &Trigger::Manual, None)
+        .await
+        .unwrap();
     let second = store
-        .start_run("a", "build", "manual", Some("v1"))
+        .start_run("a", RunKind::Build, &Trigger::Manual, Some("v1"))
         .await
         .unwrap();
     assert_eq!((first.number, other.number, second.number), (1, 1, 2));
@@ -20,7 +27,7 @@ async fn runs_are_numbered_per_pipeline_and_recorded() {
             first,
             &FinishedStage {
                 position: 0,
-                name: "checkout",
+                name: Stage::Checkout,
                 outcome: Outcome::Succeeded,
                 started_at: 1,
                 duration: Duration::from_millis(5),
@@ -44,7 +51,7 @@ async fn runs_are_numbered_per_pipeline_and_recorded() {
         .finish_run(
             second,
             &RunResult::Failed {
-                stage: "build".to_string(),
+                stage: Stage::Build,
                 message: "boom".to_string(),
             },
         )
@@ -56,9 +63,9 @@ async fn runs_are_numbered_per_pipeline_and_recorded() {
     let store = Store::open(dir.path()).await.unwrap();
     let runs = store.runs(Some("a"), 10).await.unwrap();
     assert_eq!(runs.len(), 2);
-    assert_eq!(runs[0].state, "failed");
-    assert_eq!(runs[0].failed_stage.as_deref(), Some("build"));
-    assert_eq!(runs[1].state, "succeeded");
+    assert_eq!(runs[0].state, RunState::Failed);
+    assert_eq!(runs[0].failed_stage, Some(Stage::Build));
+    assert_eq!(runs[1].state, RunState::Succeeded);
     assert_eq!(runs[1].commit.as_deref(), Some("abc"));
     assert_eq!(runs[1].tags, vec!["r/x:1".to_string()]);
     assert_eq!(runs[1].stages[0].duration_ms, 5);
@@ -141,7 +148,7 @@ async fn deployments_record_instance_digests_and_pins() {
         .start_deployment(&NewDeployment {
             pipeline: "p",
             run: None,
-            kind: "deploy",
+            kind: RunKind::Deploy,
             image: "r/x@sha256:1",
             digest: "sha256:1",
             commit: Some("c1"),
@@ -164,7 +171,7 @@ async fn deployments_record_instance_digests_and_pins() {
         .start_deployment(&NewDeployment {
             pipeline: "p",
             run: None,
-            kind: "deploy",
+            kind: RunKind::Deploy,
             image: "r/x@sha256:2",
             digest: "sha256:2",
             commit: None,
@@ -191,7 +198,7 @@ async fn deployments_record_instance_digests_and_pins() {
     assert_eq!(digests["b"], "sha256:1");
     let history = store.deployments("p", 10).await.unwrap();
     assert_eq!(history.len(), 2);
-    assert_eq!(history[0].state, "failed");
+    assert_eq!(history[0].state, RunState::Failed);
     assert_eq!(history[0].message.as_deref(), Some("b failed"));
     assert_eq!(history[1].instances.len(), 2);
 
@@ -207,25 +214,33 @@ async fn only_runs_the_daemon_took_are_recovered_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
     // A `gantry run` in the foreground of another process.
-    let foreground = store.start_run("p", "run", "manual", None).await.unwrap();
+    let foreground = store
+        .start_run("p", RunKind::Run, &Trigger::Manual, None)
+        .await
+        .unwrap();
     let queued = store
-        .queue_run("p", "deploy", "api", Some("r/x:1"), None, &|_| {
-            String::new()
-        })
+        .queue_run(
+            "p",
+            RunKind::Deploy,
+            &Trigger::Api,
+            Some("r/x:1"),
+            None,
+            &|_| String::new(),
+        )
         .await
         .unwrap()
         .unwrap();
     let taken = store.take_queued("p").await.unwrap().unwrap();
-    assert_eq!((taken.run, taken.kind.as_str()), (queued, "deploy"));
+    assert_eq!((taken.run, taken.kind), (queued, RunKind::Deploy));
     let recovered = store.interrupt_running().await.unwrap();
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].run, queued);
-    assert_eq!(recovered[0].kind, "deploy");
+    assert_eq!(recovered[0].kind, RunKind::Deploy);
     assert_eq!(recovered[0].requested.as_deref(), Some("r/x:1"));
     let runs = store.runs(Some("p"), 10).await.unwrap();
-    let state_of = |id: i64| runs.iter().find(|run| run.id == id).unwrap().state.clone();
-    assert_eq!(state_of(foreground.id), "running");
-    assert_eq!(state_of(queued.id), "interrupted");
+    let state_of = |id: i64| runs.iter().find(|run| run.id == id).unwrap().state;
+    assert_eq!(state_of(foreground.id), RunState::Running);
+    assert_eq!(state_of(queued.id), RunState::Interrupted);
 }
 
 #[tokio::test]
@@ -234,10 +249,16 @@ async fn runs_page_by_pipeline_and_state_from_before() {
     let store = Store::open(dir.path()).await.unwrap();
     let mut web = Vec::new();
     for index in 0..7 {
-        let run = store.start_run("web", "run", "manual", None).await.unwrap();
-        store.start_run("db", "run", "manual", None).await.unwrap();
+        let run = store
+            .start_run("web", RunKind::Run, &Trigger::Manual, None)
+            .await
+            .unwrap();
+        store
+            .start_run("db", RunKind::Run, &Trigger::Manual, None)
+            .await
+            .unwrap();
         if index % 2 == 0 {
-            store.end_run(run, "skipped", "").await.unwrap();
+            store.end_run(run, RunState::Skipped, "").await.unwrap();
         }
         web.push(run.id);
     }
@@ -250,7 +271,7 @@ async fn runs_page_by_pipeline_and_state_from_before() {
         .unwrap();
     assert_eq!(ids(next), [web[3], web[2], web[1]]);
     let skipped = store
-        .runs_page(Some("web"), Some("skipped"), Some(web[6]), 10)
+        .runs_page(Some("web"), Some(RunState::Skipped), Some(web[6]), 10)
         .await
         .unwrap();
     assert_eq!(ids(skipped), [web[4], web[2], web[0]]);

@@ -78,7 +78,7 @@ fn a_fresh_commit_pushes_every_tag_with_the_registrys_digest() {
         store.runs(Some("hello"), 10).await.unwrap()
     });
     assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].state, "succeeded");
+    assert_eq!(runs[0].state, gantry::run::RunState::Succeeded);
     assert_eq!(runs[0].commit.as_deref(), Some(sha.as_str()));
     assert_eq!(runs[0].digest.as_deref(), Some(digest));
     assert_eq!(runs[0].tags.len(), 3);
