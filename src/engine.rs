@@ -20,13 +20,14 @@ use crate::run::{Outcome, RunId, RunKind, Stage, Trigger};
 use crate::source::{self, Commit, FetchReport, TreeFile, TreeFileKind};
 use crate::store::{CommitDetails, FinishedStage, RunResult, Store, StoreError, now_millis};
 
-pub mod daemon;
 mod deployment;
 pub mod intake;
 pub mod metrics;
 pub mod notification;
 pub mod poller;
 mod record;
+pub mod reload;
+pub mod scheduler;
 pub mod status;
 
 pub use deployment::{

@@ -16,11 +16,14 @@
 //!   (resolve, lease, rollout), rollback, and `run` (both in one); `engine::daemon` is the
 //!   scheduler, queue, poller and config watcher of `gantry serve`.
 //! - `server`: HTTP: forge webhooks (`POST /hooks/PIPELINE`) and `/healthz`; it records and answers, never builds.
+//! - `daemon`: `gantry serve` as one library call: every task of the daemon started on a
+//!   listener and stopped by one token.
 //! - `cli`: the subcommands and how they print.
 
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod deploy;
 pub mod engine;
 pub mod host;

@@ -3,22 +3,16 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline, open_store};
 use crate::config::Config;
-use crate::engine::daemon::{self, LiveConfig, Scheduler};
 use crate::engine::intake::{self, IntakeError};
-use crate::engine::metrics::Metrics;
-use crate::engine::poller::Poller;
-use crate::engine::status::{StatusSnapshot, StatusWatcher};
+use crate::engine::scheduler;
 use crate::run::{RunKind, Trigger};
-use crate::server::{self, AppState};
 use crate::store::{RunRecord, Store};
 
 /// How often `gantry logs --follow` looks for new lines.
@@ -41,10 +35,6 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
         );
         return Ok(ExitCode::from(EXIT_USAGE));
     }
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
-    let store = open_store(&config).await?;
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -52,80 +42,20 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
             return Ok(ExitCode::from(EXIT_FAILED));
         }
     };
-    let dir = config.dir.clone();
-    let (live_sender, live) = watch::channel(LiveConfig {
-        config: Arc::new(config),
-        errors: Vec::new(),
-    });
-    let (events_sender, events) = daemon::events();
-    let shutdown = CancellationToken::new();
-    let metrics = Metrics::new();
-
-    let status_refresh = Arc::new(tokio::sync::Notify::new());
-    let scheduler = tokio::spawn(
-        Scheduler {
-            config: live.clone(),
-            store: store.clone(),
-            metrics: metrics.clone(),
-            events,
-            sender: events_sender.clone(),
-            status_refresh: status_refresh.clone(),
-        }
-        .run(shutdown.child_token()),
-    );
-    let poller = tokio::spawn(
-        Poller {
-            config: live.clone(),
-            store: store.clone(),
-            sender: events_sender.clone(),
-        }
-        .run(shutdown.child_token()),
-    );
-    let watcher = tokio::spawn(daemon::watch_config(
-        dir,
-        live_sender,
-        shutdown.child_token(),
-    ));
-    let (status_sender, status) = watch::channel(Arc::new(StatusSnapshot::default()));
-    let status_watcher = tokio::spawn(
-        StatusWatcher {
-            config: live.clone(),
-            store: store.clone(),
-            snapshot: status_sender,
-            refresh: status_refresh,
-        }
-        .run(shutdown.child_token()),
-    );
-    let http = tokio::spawn(server::serve(
-        listener,
-        AppState {
-            config: live,
-            store: store.clone(),
-            events: events_sender,
-            metrics,
-            status,
-            failed_auth: Arc::default(),
-        },
-        shutdown.child_token(),
-    ));
     eprintln!("gantry serve: listening on http://{address} (webhooks at /hooks/PIPELINE)");
-    tracing::info!(%address, "serving");
-
-    wait_for_signal().await;
-    eprintln!(
-        "gantry serve: stopping (running runs get {}s to finish)",
-        daemon::SHUTDOWN_GRACE.as_secs()
-    );
-    shutdown.cancel();
-    // Stop accepting first, then let the scheduler wind down its runs.
-    let _ = http.await;
-    let _ = poller.await;
-    let _ = status_watcher.await;
-    let _ = scheduler.await;
-    if let Ok(Err(error)) = watcher.await {
-        tracing::warn!(%error, "the config watcher failed");
-    }
-    store.close().await;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!(
+            "gantry serve: stopping (running runs get {}s to finish)",
+            scheduler::SHUTDOWN_GRACE.as_secs()
+        );
+        stop.cancel();
+    });
+    crate::daemon::run(config, listener, shutdown)
+        .await
+        .context("the state store")?;
     eprintln!("gantry serve: stopped");
     Ok(ExitCode::from(EXIT_OK))
 }

@@ -7,7 +7,7 @@
 
 use tokio::sync::mpsc;
 
-use super::daemon::Event;
+use super::scheduler::Event;
 use crate::run::{RunId, RunKind, Trigger};
 use crate::source;
 use crate::store::{DeliveryKey, Pin, Queued, Store, StoreError};

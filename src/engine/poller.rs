@@ -12,7 +12,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::daemon::{Event, LiveConfig};
+use super::reload::LiveConfig;
+use super::scheduler::Event;
 use crate::config::{Pipeline, Source};
 use crate::run::{RunKind, Trigger};
 use crate::source;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::daemon::LiveConfig;
+use super::reload::LiveConfig;
 use crate::config::{Config, Pipeline};
 use crate::deploy::status::{InstanceStatus, Recorded, status};
 use crate::store::{LeaseHolder, Pin, Store, StoreError, now_millis};

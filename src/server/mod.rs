@@ -25,8 +25,9 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::daemon::{Event, LiveConfig};
 use crate::engine::metrics::Metrics;
+use crate::engine::reload::LiveConfig;
+use crate::engine::scheduler::Event;
 use crate::store::{Store, StoreError};
 
 /// What every handler shares.

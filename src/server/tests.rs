@@ -9,7 +9,8 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::config::Config;
-use crate::engine::daemon::{self, LiveConfig};
+use crate::engine::reload::LiveConfig;
+use crate::engine::scheduler;
 use crate::run::{RunKind, RunState, Trigger};
 
 const OPERATOR: &str = "operator-token-1";
@@ -41,7 +42,7 @@ impl Api {
             config: Arc::new(config),
             errors: vec!["pipelines/other.yaml:1:1: broken".to_string()],
         });
-        let (events, _receiver) = daemon::events();
+        let (events, _receiver) = scheduler::events();
         Api {
             _dir: dir,
             state: AppState {

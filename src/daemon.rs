@@ -1,0 +1,108 @@
+//! `gantry serve` as a library entry point: the scheduler, the poller, hot reload, the
+//! status watcher and the HTTP server, started together on one listener and stopped
+//! together by one token (mini-redis's `server::run(listener, shutdown)`).
+//!
+//! Shutdown in three parts: the caller detects the signal and cancels `shutdown`;
+//! every task gets a child token; `run` waits for them, the HTTP server first (no new
+//! work comes in), then the scheduler, which gives running runs
+//! `engine::scheduler::SHUTDOWN_GRACE` to finish.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::engine::metrics::Metrics;
+use crate::engine::poller::Poller;
+use crate::engine::reload::{self, LiveConfig};
+use crate::engine::scheduler::{self, Scheduler};
+use crate::engine::status::{StatusSnapshot, StatusWatcher};
+use crate::server::{self, AppState};
+use crate::store::{Store, StoreError};
+
+/// Serves `config` on `listener` until `shutdown` is cancelled, then stops everything
+/// it started and closes the state store.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StoreError> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let store = Store::open(&config.state_dir).await?;
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "serving");
+    }
+    let dir = config.dir.clone();
+    let (live_sender, live) = watch::channel(LiveConfig {
+        config: Arc::new(config),
+        errors: Vec::new(),
+    });
+    let (events_sender, events) = scheduler::events();
+    let metrics = Metrics::new();
+    let status_refresh = Arc::new(tokio::sync::Notify::new());
+
+    let scheduler = tokio::spawn(
+        Scheduler {
+            config: live.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            events,
+            sender: events_sender.clone(),
+            status_refresh: status_refresh.clone(),
+        }
+        .run(shutdown.child_token()),
+    );
+    let poller = tokio::spawn(
+        Poller {
+            config: live.clone(),
+            store: store.clone(),
+            sender: events_sender.clone(),
+        }
+        .run(shutdown.child_token()),
+    );
+    let watcher = tokio::spawn(reload::watch_config(
+        dir,
+        live_sender,
+        shutdown.child_token(),
+    ));
+    let (status_sender, status) = watch::channel(Arc::new(StatusSnapshot::default()));
+    let status_watcher = tokio::spawn(
+        StatusWatcher {
+            config: live.clone(),
+            store: store.clone(),
+            snapshot: status_sender,
+            refresh: status_refresh,
+        }
+        .run(shutdown.child_token()),
+    );
+    let http = tokio::spawn(server::serve(
+        listener,
+        AppState {
+            config: live,
+            store: store.clone(),
+            events: events_sender,
+            metrics,
+            status,
+            failed_auth: Arc::default(),
+        },
+        shutdown.child_token(),
+    ));
+
+    shutdown.cancelled().await;
+    // Stop accepting first, then let the scheduler wind down its runs.
+    if let Ok(Err(error)) = http.await {
+        tracing::warn!(%error, "the HTTP server failed");
+    }
+    let _ = poller.await;
+    let _ = status_watcher.await;
+    let _ = scheduler.await;
+    if let Ok(Err(error)) = watcher.await {
+        tracing::warn!(%error, "the config watcher failed");
+    }
+    store.close().await;
+    Ok(())
+}
