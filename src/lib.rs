@@ -3,6 +3,7 @@
 //! # Layout
 //! - `config`: the config directory (`gantry.yaml`, `pipelines/*.yaml`) read into a validated `Config`.
 //! - `host`: Docker engines gantry talks to over their API (`unix://`, `tcp://`, TLS).
+//! - `http`: the one HTTP client setup (TLS provider, shared clients).
 //! - `source`: git repositories: the fetch cache, resolving a branch or ref to a commit, reading its tree,
 //!   listing remote heads; `source::webhook` verifies and parses forge push webhooks.
 //! - `build`: the build context (a tar made from the commit's tree, `.dockerignore` applied) and the image build.
@@ -27,6 +28,7 @@ pub mod daemon;
 pub mod deploy;
 pub mod engine;
 pub mod host;
+pub mod http;
 pub mod registry;
 pub mod run;
 pub mod server;

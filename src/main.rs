@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         .init();
     // SAFETY: no other thread exists yet; libgit2's globals are set once, here.
     unsafe { gantry::source::bound_network_waits() };
+    gantry::http::install_crypto();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -303,9 +303,12 @@ pub async fn manifest_digest(
         kind,
         reason,
     };
-    let client = http_client().map_err(|reason| failure(RefusalKind::Other, reason))?;
+    let client = crate::http::client().map_err(|reason| failure(RefusalKind::Other, reason))?;
     let request = |authorization: Option<String>| {
-        let mut builder = client.head(&url).header("Accept", MANIFEST_TYPES);
+        let mut builder = client
+            .head(&url)
+            .timeout(REGISTRY_TIMEOUT)
+            .header("Accept", MANIFEST_TYPES);
         if let Some(value) = authorization {
             builder = builder.header("Authorization", value);
         }
@@ -365,16 +368,6 @@ pub async fn manifest_digest(
         })
 }
 
-fn http_client() -> Result<reqwest::Client, String> {
-    // reqwest is built without a bundled crypto provider; ring is the one bollard uses too.
-    // Installing fails only when a provider is already installed, which is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(REGISTRY_TIMEOUT)
-        .build()
-        .map_err(|error| error_chain(&error))
-}
-
 fn basic_authorization(credentials: &Credentials) -> String {
     let pair = format!(
         "{}:{}",
@@ -414,6 +407,7 @@ async fn bearer_token(
         .collect();
     let response = client
         .get(&realm)
+        .timeout(REGISTRY_TIMEOUT)
         .query(&query)
         .header("Authorization", basic_authorization(credentials))
         .send()

@@ -6,7 +6,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -35,12 +34,7 @@ pub struct Refused {
 
 impl Remote {
     pub fn new(base: &str, token: Option<SecretString>) -> anyhow::Result<Remote> {
-        // reqwest is built without a bundled crypto provider; ring is the one used throughout.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .context("making the HTTP client")?;
+        let client = crate::http::client().map_err(anyhow::Error::msg)?.clone();
         Ok(Remote {
             base: base.trim_end_matches('/').to_string(),
             token,
@@ -55,7 +49,10 @@ impl Remote {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, Refused> {
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .timeout(REQUEST_TIMEOUT);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token.expose_secret());
         }

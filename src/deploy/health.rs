@@ -222,25 +222,23 @@ async fn probe_http(
     expected_status: u16,
     body_pattern: Option<&str>,
 ) -> Result<(), String> {
-    // reqwest is built without a bundled crypto provider; installing ring (as the
-    // registry client does) is a no-op when it is already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .timeout(PROBE_TIMEOUT)
-        .no_proxy()
-        .build()
-        .map_err(|error| error.to_string())?;
+    let client = crate::http::direct()?;
     let url = format!("http://{}:{port}{path}", bracket_ipv6(address));
-    let response = client.get(&url).send().await.map_err(|error| {
-        // reqwest nests the cause; the innermost one says what happened.
-        let mut text = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            text = cause.to_string();
-            source = cause.source();
-        }
-        text
-    })?;
+    let response = client
+        .get(&url)
+        .timeout(PROBE_TIMEOUT)
+        .send()
+        .await
+        .map_err(|error| {
+            // reqwest nests the cause; the innermost one says what happened.
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                text = cause.to_string();
+                source = cause.source();
+            }
+            text
+        })?;
     let status = response.status().as_u16();
     if status != expected_status {
         return Err(format!("HTTP {status}, expected {expected_status}"));

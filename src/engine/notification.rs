@@ -106,13 +106,7 @@ pub fn announce(config: &Config, store: &Store, notice: Notice) {
 
 /// Posts the notice, retrying with backoff; returns the attempt that worked.
 async fn send(target: &Notification, notice: &Notice) -> Result<u32, String> {
-    // reqwest is built without a bundled crypto provider; installing ring is a no-op
-    // when it is already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .timeout(SEND_TIMEOUT)
-        .build()
-        .map_err(|error| error.to_string())?;
+    let client = crate::http::client()?;
     let body = match target.format {
         NotificationFormat::Json => serde_json::to_value(notice).unwrap_or_default(),
         NotificationFormat::Slack => serde_json::json!({ "text": notice.slack_text() }),
@@ -122,6 +116,7 @@ async fn send(target: &Notification, notice: &Notice) -> Result<u32, String> {
     for attempt in 1..=ATTEMPTS {
         match client
             .post(target.url.expose_secret())
+            .timeout(SEND_TIMEOUT)
             .json(&body)
             .send()
             .await
