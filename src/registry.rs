@@ -332,7 +332,7 @@ pub async fn manifest_digest(
             ));
         };
         let authorization = if challenge.to_ascii_lowercase().starts_with("bearer") {
-            let token = bearer_token(&client, &challenge, credentials)
+            let token = bearer_token(client, &challenge, credentials)
                 .await
                 .map_err(|reason| failure(RefusalKind::Auth, reason))?;
             format!("Bearer {token}")
