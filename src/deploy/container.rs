@@ -494,3 +494,100 @@ pub fn holds_fixed_host_port(inspect: &ContainerInspectResponse) -> bool {
             })
         })
 }
+
+/// The Docker engines a rollout works on, by host name: the real `swap::Containers`.
+#[derive(Clone)]
+pub struct Hosts {
+    docker: std::sync::Arc<BTreeMap<String, Docker>>,
+    /// Where each host's published ports are reached, for health checks.
+    addresses: std::sync::Arc<BTreeMap<String, String>>,
+}
+
+impl Hosts {
+    pub fn new(docker: &BTreeMap<String, Docker>, config: &crate::config::Config) -> Hosts {
+        let addresses = docker
+            .keys()
+            .filter_map(|name| Some((name.clone(), config.hosts.get(name)?.address.clone())))
+            .collect();
+        Hosts {
+            docker: std::sync::Arc::new(docker.clone()),
+            addresses: std::sync::Arc::new(addresses),
+        }
+    }
+
+    fn engine(&self, host: &str) -> Result<&Docker, DockerCallError> {
+        self.docker.get(host).ok_or_else(|| DockerCallError {
+            action: format!("reaching host `{host}`"),
+            reason: "it is not connected".to_string(),
+        })
+    }
+}
+
+impl super::swap::Containers for Hosts {
+    async fn inspect(
+        &self,
+        host: &str,
+        name: &str,
+    ) -> Result<Option<super::swap::Existing>, DockerCallError> {
+        let found = inspect(self.engine(host)?, name).await?;
+        Ok(found.map(|inspect| super::swap::Existing {
+            running: is_running(&inspect),
+            digest: label(&inspect, LABEL_DIGEST).map(str::to_string),
+            spec_hash: label(&inspect, LABEL_SPEC).map(str::to_string),
+            holds_fixed_host_port: holds_fixed_host_port(&inspect),
+        }))
+    }
+
+    async fn ensure_network(&self, spec: &ContainerSpec) -> Result<(), DockerCallError> {
+        ensure_network(self.engine(&spec.host)?, spec).await
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, DockerCallError> {
+        create(self.engine(&spec.host)?, spec).await
+    }
+
+    async fn start(&self, host: &str, name: &str) -> Result<(), DockerCallError> {
+        start(self.engine(host)?, name).await
+    }
+
+    async fn stop(
+        &self,
+        host: &str,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(), DockerCallError> {
+        stop(self.engine(host)?, name, timeout).await
+    }
+
+    async fn rename(&self, host: &str, from: &str, to: &str) -> Result<(), DockerCallError> {
+        rename(self.engine(host)?, from, to).await
+    }
+
+    async fn remove(&self, host: &str, name: &str) -> Result<(), DockerCallError> {
+        remove(self.engine(host)?, name).await
+    }
+
+    async fn wait_healthy(
+        &self,
+        host: &str,
+        name: &str,
+        health: &crate::config::Health,
+    ) -> Result<Duration, super::health::HealthFailure> {
+        let address = self.addresses.get(host).map_or("127.0.0.1", String::as_str);
+        match self.engine(host) {
+            Ok(docker) => super::health::wait_healthy(docker, name, health, address).await,
+            Err(error) => Err(super::health::HealthFailure {
+                check: format!("the host of {name}"),
+                result: error.to_string(),
+                exited: false,
+            }),
+        }
+    }
+
+    async fn tail_logs(&self, host: &str, name: &str, lines: usize) -> Vec<String> {
+        match self.engine(host) {
+            Ok(docker) => tail_logs(docker, name, lines).await,
+            Err(_) => Vec::new(),
+        }
+    }
+}

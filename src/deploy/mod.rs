@@ -17,22 +17,23 @@
 pub mod container;
 pub mod health;
 pub mod status;
+pub mod swap;
 
+#[cfg(test)]
+mod swap_tests;
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use bollard::Docker;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::config::{Config, ImageRepository, Instance, OnFailure, Pipeline, Service};
+use crate::config::{Config, ImageRepository, Instance, Pipeline, Service};
 use crate::host;
 use crate::registry;
-use container::{ContainerSpec, DockerCallError};
 
 /// How many hosts are connected to and pulled on at once.
 pub const MAX_PARALLEL_HOSTS: usize = 8;
@@ -331,156 +332,15 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     }
 
     // Phase 2: service by service, batch by batch.
-    let batch_size = pipeline.deploy.batch.max(1) as usize;
-    let mut reports: Vec<InstanceReport> = Vec::new();
-    let mut swapped: Vec<Swapped> = Vec::new();
-    let mut failure: Option<RolloutFailure> = None;
-    let mut remaining = targets.as_slice();
-    'services: for service in service_order(pipeline) {
-        let service_targets: Vec<Target<'_>> = remaining
-            .iter()
-            .take_while(|target| target.service.name == service.name)
-            .copied()
-            .collect();
-        remaining = &remaining[service_targets.len()..];
-        for (index, batch) in service_targets.chunks(batch_size).enumerate() {
-            // The instances after this batch, when the rollout ends before them.
-            let later = || {
-                service_targets[((index + 1) * batch_size).min(service_targets.len())..]
-                    .iter()
-                    .map(|target| report(target, Action::NotReached))
-                    .collect::<Vec<_>>()
-            };
-            if let Some(reason) = request.stop.and_then(|stop| stop()) {
-                log(&format!("stopping the rollout: {reason}"));
-                failure = Some(RolloutFailure {
-                    phase: "rollout".to_string(),
-                    host: None,
-                    instance: None,
-                    message: format!("stopped before changing more containers: {reason}"),
-                    check: None,
-                    logs: Vec::new(),
-                });
-                reports.extend(
-                    batch
-                        .iter()
-                        .map(|target| report(target, Action::NotReached)),
-                );
-                reports.extend(later());
-                break 'services;
-            }
-            let outcomes = futures_util::future::join_all(batch.iter().map(|target| {
-                let spec = ContainerSpec::new(
-                    pipeline,
-                    target.service,
-                    target.instance,
-                    &image.repository,
-                    &image.digest,
-                    image.commit.as_deref(),
-                );
-                let docker = &hosts[&target.instance.host];
-                let address = &request.config.hosts[&target.instance.host].address;
-                async move {
-                    let outcome =
-                        swap_instance(docker, &spec, target.service, address, request.force, log)
-                            .await;
-                    (target, spec, outcome)
-                }
-            }))
-            .await;
-            for (target, spec, outcome) in outcomes {
-                let mut instance_report = report(target, Action::Updated);
-                match outcome {
-                    Ok(SwapOutcome::Unchanged) => {
-                        instance_report.action = Action::Unchanged;
-                        instance_report.previous_digest = Some(spec.digest.clone());
-                        instance_report.digest = Some(spec.digest.clone());
-                    }
-                    Ok(SwapOutcome::Swapped(done)) => {
-                        instance_report.container = Some(short_id(&done.container_id));
-                        instance_report.previous_digest =
-                            done.previous.as_ref().and_then(|old| old.digest.clone());
-                        instance_report.digest = Some(spec.digest.clone());
-                        instance_report.healthy_after_ms = Some(done.healthy_after.as_millis());
-                        swapped.push(*done);
-                    }
-                    Err(instance_failure) => {
-                        instance_report.action = Action::Failed;
-                        instance_report.previous_digest = instance_failure.previous_digest.clone();
-                        instance_report.digest = instance_failure.previous_digest.clone();
-                        instance_report.message = Some(instance_failure.message.clone());
-                        // In a batch, the first failure is the one reported.
-                        if failure.is_none() {
-                            failure = Some(RolloutFailure {
-                                phase: "rollout".to_string(),
-                                host: Some(target.instance.host.clone()),
-                                instance: Some(target.instance.name.clone()),
-                                message: instance_failure.message,
-                                check: instance_failure.check,
-                                logs: instance_failure.logs,
-                            });
-                        }
-                    }
-                }
-                reports.push(instance_report);
-            }
-            if failure.is_some() {
-                reports.extend(later());
-                break 'services;
-            }
-        }
-    }
-    reports.extend(
-        remaining
-            .iter()
-            .map(|target| report(target, Action::NotReached)),
-    );
-
-    if failure.is_some() && pipeline.deploy.on_failure == OnFailure::Rollback {
-        // Newest first, so that dependents go back before what they require.
-        for mut done in swapped.drain(..).rev() {
-            let docker = &hosts[&done.host];
-            // A failed stop leaves it running, which suits a container coming back.
-            let _ = done.stopped().await;
-            let result = revert(docker, &done, log).await;
-            if let Some(instance_report) = reports
-                .iter_mut()
-                .find(|report| report.instance == done.instance)
-            {
-                match result {
-                    Ok(()) => {
-                        instance_report.action = Action::Reverted;
-                        instance_report.digest = instance_report.previous_digest.clone();
-                    }
-                    Err(error) => {
-                        instance_report.message = Some(format!(
-                            "could not be returned to its old container: {error}"
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    // What was replaced and stays replaced: its old container is no longer needed
-    // once it has stopped. All hosts at once.
-    futures_util::future::join_all(swapped.iter_mut().map(|done| {
-        let docker = &hosts[&done.host];
-        async move {
-            if let Err(error) = done.stopped().await {
-                log(&format!("{}: {error}", done.instance));
-            }
-            if let Some(previous) = &done.previous
-                && let Err(error) = container::remove(docker, &previous.name).await
-            {
-                log(&format!("{}: {error}", done.instance));
-            }
-        }
-    }))
-    .await;
-    RolloutReport {
-        instances: reports,
-        failure,
-    }
+    let containers = container::Hosts::new(&hosts, request.config);
+    let plan = swap::Plan {
+        pipeline,
+        image,
+        targets: &targets,
+        force: request.force,
+        stop: request.stop,
+    };
+    swap::roll_out(&containers, &plan, log).await
 }
 
 /// Checks that each target's container (and a kept `.previous` one) is this pipeline's
@@ -521,7 +381,7 @@ pub async fn check_ownership(
     }
 }
 
-fn report(target: &Target<'_>, action: Action) -> InstanceReport {
+pub(crate) fn report(target: &Target<'_>, action: Action) -> InstanceReport {
     InstanceReport {
         service: target.service.name.clone(),
         instance: target.instance.name.clone(),
@@ -533,249 +393,6 @@ fn report(target: &Target<'_>, action: Action) -> InstanceReport {
         healthy_after_ms: None,
         message: None,
     }
-}
-
-fn short_id(id: &str) -> String {
-    id.chars().take(12).collect()
-}
-
-/// The old container, kept under another name while the new one is on trial.
-#[derive(Debug, Clone)]
-struct PreviousContainer {
-    name: String,
-    was_running: bool,
-    digest: Option<String>,
-    /// It had to stop before the new one started (a fixed host port).
-    stop_first: bool,
-}
-
-/// An instance whose new container passed its gate.
-#[derive(Debug)]
-struct Swapped {
-    instance: String,
-    host: String,
-    container_id: String,
-    previous: Option<PreviousContainer>,
-    /// The old container's graceful stop, running in the background.
-    stopping: Option<tokio::task::JoinHandle<Result<(), DockerCallError>>>,
-    healthy_after: Duration,
-}
-
-impl Swapped {
-    /// Waits for the old container's background stop, if there is one.
-    async fn stopped(&mut self) -> Result<(), DockerCallError> {
-        match self.stopping.take() {
-            Some(stopping) => stopping.await.unwrap_or_else(|error| {
-                Err(DockerCallError {
-                    action: format!("stopping {}", container::previous_name(&self.instance)),
-                    reason: error.to_string(),
-                })
-            }),
-            None => Ok(()),
-        }
-    }
-}
-
-enum SwapOutcome {
-    Unchanged,
-    Swapped(Box<Swapped>),
-}
-
-struct InstanceFailure {
-    message: String,
-    check: Option<health::HealthFailure>,
-    logs: Vec<String>,
-    previous_digest: Option<String>,
-}
-
-/// Replaces one instance's container with the spec's, health-gated.
-async fn swap_instance(
-    docker: &Docker,
-    spec: &ContainerSpec,
-    service: &Service,
-    address: &str,
-    force: bool,
-    log: Log<'_>,
-) -> Result<SwapOutcome, InstanceFailure> {
-    let name = spec.instance.as_str();
-    let previous_name = container::previous_name(name);
-    let plain_failure = |error: DockerCallError, previous_digest: Option<String>| InstanceFailure {
-        message: format!("{name} on {}: {error}", spec.host),
-        check: None,
-        logs: Vec::new(),
-        previous_digest,
-    };
-
-    let mut current = container::inspect(docker, name)
-        .await
-        .map_err(|error| plain_failure(error, None))?;
-    // A kept old container means an earlier rollout was interrupted mid-swap.
-    if container::inspect(docker, &previous_name)
-        .await
-        .map_err(|error| plain_failure(error, None))?
-        .is_some()
-    {
-        if current.is_some() {
-            log(&format!(
-                "{name}: removing {previous_name} left by an interrupted deploy"
-            ));
-            container::remove(docker, &previous_name)
-                .await
-                .map_err(|error| plain_failure(error, None))?;
-        } else {
-            log(&format!(
-                "{name}: bringing back {previous_name} left by an interrupted deploy"
-            ));
-            container::rename(docker, &previous_name, name)
-                .await
-                .map_err(|error| plain_failure(error, None))?;
-            current = container::inspect(docker, name)
-                .await
-                .map_err(|error| plain_failure(error, None))?;
-        }
-    }
-    let previous_digest = current
-        .as_ref()
-        .and_then(|inspect| container::label(inspect, container::LABEL_DIGEST))
-        .map(str::to_string);
-    if let Some(inspect) = &current
-        && !force
-        && container::is_running(inspect)
-        && container::label(inspect, container::LABEL_DIGEST) == Some(spec.digest.as_str())
-        && container::label(inspect, container::LABEL_SPEC) == Some(spec.spec_hash.as_str())
-    {
-        log(&format!("{name} on {}: unchanged", spec.host));
-        return Ok(SwapOutcome::Unchanged);
-    }
-    container::ensure_network(docker, spec)
-        .await
-        .map_err(|error| plain_failure(error, previous_digest.clone()))?;
-
-    // Keep the old container under another name while the new one is on trial.
-    let previous = match &current {
-        Some(inspect) => {
-            container::rename(docker, name, &previous_name)
-                .await
-                .map_err(|error| plain_failure(error, previous_digest.clone()))?;
-            Some(PreviousContainer {
-                name: previous_name.clone(),
-                was_running: container::is_running(inspect),
-                digest: previous_digest.clone(),
-                stop_first: spec.binds_fixed_host_port()
-                    || container::holds_fixed_host_port(inspect),
-            })
-        }
-        None => None,
-    };
-    // Created before the old one stops, so a stop-first swap is down only while the
-    // new container starts.
-    let started = async {
-        let id = container::create(docker, spec).await?;
-        if let Some(previous) = &previous
-            && previous.stop_first
-            && previous.was_running
-        {
-            log(&format!(
-                "{name} on {}: stopping the old container (it holds a fixed host port)",
-                spec.host
-            ));
-            container::stop(docker, &previous.name, spec.stop_timeout).await?;
-        }
-        log(&format!(
-            "{name} on {}: starting {}",
-            spec.host,
-            short_digest(&spec.digest)
-        ));
-        container::start(docker, name).await?;
-        Ok::<_, DockerCallError>(id)
-    }
-    .await;
-    let outcome = match started {
-        Ok(id) => match health::wait_healthy(docker, name, &service.health, address).await {
-            Ok(healthy_after) => Ok((id, healthy_after)),
-            Err(check) => {
-                let logs = container::tail_logs(docker, name, FAILURE_LOG_LINES).await;
-                Err(InstanceFailure {
-                    message: format!("{name} on {}: {check}", spec.host),
-                    check: Some(check),
-                    logs,
-                    previous_digest: previous_digest.clone(),
-                })
-            }
-        },
-        Err(error) => Err(plain_failure(error, previous_digest.clone())),
-    };
-    match outcome {
-        Ok((container_id, healthy_after)) => {
-            log(&format!(
-                "{name} on {}: healthy after {}",
-                spec.host,
-                humantime::format_duration(Duration::from_millis(healthy_after.as_millis() as u64))
-            ));
-            // The old container stops gracefully in the background (it may take its
-            // whole stop timeout) and stays until the whole rollout is done.
-            let stopping = previous
-                .as_ref()
-                .filter(|previous| previous.was_running && !previous.stop_first)
-                .map(|previous| {
-                    let docker = docker.clone();
-                    let old = previous.name.clone();
-                    let timeout = spec.stop_timeout;
-                    tokio::spawn(async move { container::stop(&docker, &old, timeout).await })
-                });
-            Ok(SwapOutcome::Swapped(Box::new(Swapped {
-                instance: name.to_string(),
-                host: spec.host.clone(),
-                container_id,
-                previous,
-                stopping,
-                healthy_after,
-            })))
-        }
-        Err(mut failure) => {
-            log(&format!(
-                "{}; bringing the old container back",
-                failure.message
-            ));
-            if let Err(error) = container::remove(docker, name).await {
-                failure.message.push_str(&format!(" (and {error})"));
-            }
-            if let Some(previous) = &previous
-                && let Err(error) = restore(docker, previous, name).await
-            {
-                failure.message.push_str(&format!(
-                    " (and restoring the old container failed: {error})"
-                ));
-            }
-            Err(failure)
-        }
-    }
-}
-
-/// Puts a kept old container back under the instance name, running if it was.
-async fn restore(
-    docker: &Docker,
-    previous: &PreviousContainer,
-    name: &str,
-) -> Result<(), DockerCallError> {
-    container::rename(docker, &previous.name, name).await?;
-    if previous.was_running {
-        container::start(docker, name).await?;
-    }
-    Ok(())
-}
-
-/// Returns an updated instance to its old container after a later instance failed.
-async fn revert(docker: &Docker, done: &Swapped, log: Log<'_>) -> Result<(), DockerCallError> {
-    log(&format!(
-        "{} on {}: returning to the old container",
-        done.instance, done.host
-    ));
-    container::remove(docker, &done.instance).await?;
-    if let Some(previous) = &done.previous {
-        restore(docker, previous, &done.instance).await?;
-    }
-    Ok(())
 }
 
 /// `sha256:0123456789ab`: enough of a digest to tell images apart in a log line.
