@@ -310,7 +310,6 @@ async fn a_failure_in_the_second_batch_returns_the_first_to_its_old_containers()
     );
 }
 
-
 #[tokio::test]
 async fn halt_keeps_what_was_swapped_and_stops_at_the_failure() {
     let pipeline = pipeline(&FOUR_WEB.replace("batch: 2", "batch: 1\n  on_failure: halt"));

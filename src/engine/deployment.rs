@@ -27,6 +27,8 @@ use crate::store::{
 pub const LEASE_TTL: Duration = Duration::from_secs(15);
 /// How often a running deploy renews its lease.
 const LEASE_RENEW_EVERY: Duration = Duration::from_secs(5);
+/// The shortest digest or commit prefix `rollback --to` takes as naming one.
+const MIN_PREFIX: usize = 4;
 /// How often `--wait` asks for a held lease again.
 const LEASE_POLL: Duration = Duration::from_millis(500);
 
@@ -421,27 +423,13 @@ async fn rollback_image(
     let chosen = match wanted {
         Some(wanted) => {
             let wanted = wanted.trim_start_matches('#');
-            succeeded
-                .iter()
-                .find(|deployment| {
-                    deployment.number.to_string() == wanted
-                        || deployment.digest.starts_with(wanted)
-                        || deployment
-                            .digest
-                            .trim_start_matches("sha256:")
-                            .starts_with(wanted)
-                        || deployment
-                            .commit
-                            .as_deref()
-                            .is_some_and(|commit| wanted.len() >= 4 && commit.starts_with(wanted))
-                })
-                .ok_or_else(|| {
-                    fail(format!(
-                        "no successful deployment of `{}` matches `{wanted}` (known: {})",
-                        pipeline.name,
-                        known_deployments(&succeeded)
-                    ))
-                })?
+            named_deployment(&succeeded, wanted).ok_or_else(|| {
+                fail(format!(
+                    "no successful deployment of `{}` matches `{wanted}` (known: {})",
+                    pipeline.name,
+                    known_deployments(&succeeded)
+                ))
+            })?
         }
         None => {
             let current = succeeded.first().ok_or_else(|| {
@@ -470,6 +458,27 @@ async fn rollback_image(
         },
         chosen.number,
     ))
+}
+
+/// The deployment `wanted` names: its number first; a digest or commit prefix only
+/// when it is long enough to mean one (`1` is deployment #1, not a digest that starts
+/// with 1).
+fn named_deployment<'a>(
+    succeeded: &[&'a crate::store::DeploymentRecord],
+    wanted: &str,
+) -> Option<&'a crate::store::DeploymentRecord> {
+    let prefix = |text: &str| wanted.len() >= MIN_PREFIX && text.starts_with(wanted);
+    succeeded
+        .iter()
+        .find(|deployment| deployment.number.to_string() == wanted)
+        .or_else(|| {
+            succeeded.iter().find(|deployment| {
+                prefix(&deployment.digest)
+                    || prefix(deployment.digest.trim_start_matches("sha256:"))
+                    || deployment.commit.as_deref().is_some_and(prefix)
+            })
+        })
+        .copied()
 }
 
 fn known_deployments(deployments: &[&crate::store::DeploymentRecord]) -> String {
@@ -836,7 +845,38 @@ impl<'a> Recorder<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::split_image_reference;
+    use super::{named_deployment, split_image_reference};
+    use crate::run::{RunKind, RunState};
+    use crate::store::DeploymentRecord;
+
+    #[test]
+    fn a_rollback_target_is_a_number_before_it_is_a_prefix() {
+        let deployment = |number: i64, digest: &str, commit: &str| DeploymentRecord {
+            id: number,
+            pipeline: "p".into(),
+            number,
+            run: None,
+            kind: RunKind::Deploy,
+            image: format!("r/x@{digest}"),
+            digest: digest.into(),
+            commit: Some(commit.into()),
+            state: RunState::Succeeded,
+            message: None,
+            started_at: 0,
+            finished_at: None,
+            instances: Vec::new(),
+        };
+        let newest = deployment(2, "sha256:1964aa", "abcdef01");
+        let oldest = deployment(1, "sha256:faee9b", "12345678");
+        let succeeded = [&newest, &oldest];
+        let named = |wanted: &str| named_deployment(&succeeded, wanted).map(|found| found.number);
+        assert_eq!(named("1"), Some(1), "not the digest that starts with 1");
+        assert_eq!(named("2"), Some(2));
+        assert_eq!(named("faee"), Some(1));
+        assert_eq!(named("sha256:1964"), Some(2));
+        assert_eq!(named("1234"), Some(1), "a commit prefix");
+        assert_eq!(named("19"), None, "too short to be a prefix");
+    }
 
     #[test]
     fn image_references_split_into_name_digest_and_tag() {

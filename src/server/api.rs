@@ -85,29 +85,13 @@ fn may_operate(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// The API's routes, made from `endpoints()`: what is served is what is documented.
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/openapi.json", axum::routing::get(openapi))
-        .route("/api/v1/pipelines", axum::routing::get(pipelines))
-        .route("/api/v1/pipelines/{name}", axum::routing::get(pipeline))
-        .route(
-            "/api/v1/pipelines/{name}/trigger",
-            axum::routing::post(trigger),
-        )
-        .route(
-            "/api/v1/pipelines/{name}/deploy",
-            axum::routing::post(deploy),
-        )
-        .route(
-            "/api/v1/pipelines/{name}/rollback",
-            axum::routing::post(rollback),
-        )
-        .route("/api/v1/pipelines/{name}/pin", axum::routing::post(pin))
-        .route("/api/v1/pipelines/{name}/unpin", axum::routing::post(unpin))
-        .route("/api/v1/instances", axum::routing::get(instances))
-        .route("/api/v1/runs", axum::routing::get(runs))
-        .route("/api/v1/runs/{id}", axum::routing::get(run))
-        .route("/api/v1/runs/{id}/log", axum::routing::get(log))
+    endpoints()
+        .into_iter()
+        .fold(Router::new(), |router, endpoint| {
+            router.route(endpoint.path, endpoint.handler)
+        })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -492,24 +476,20 @@ async fn unpin(
     Ok(Json(json!({ "pipeline": name, "was_pinned": was_pinned })).into_response())
 }
 
-/// Every route the API serves, with its method: the OpenAPI document lists exactly these.
-pub const ROUTES: [(&str, &str); 12] = [
-    ("get", "/api/v1/instances"),
-    ("get", "/api/v1/openapi.json"),
-    ("get", "/api/v1/pipelines"),
-    ("get", "/api/v1/pipelines/{name}"),
-    ("post", "/api/v1/pipelines/{name}/trigger"),
-    ("post", "/api/v1/pipelines/{name}/deploy"),
-    ("post", "/api/v1/pipelines/{name}/rollback"),
-    ("post", "/api/v1/pipelines/{name}/pin"),
-    ("post", "/api/v1/pipelines/{name}/unpin"),
-    ("get", "/api/v1/runs"),
-    ("get", "/api/v1/runs/{id}"),
-    ("get", "/api/v1/runs/{id}/log"),
-];
-
 /// The OpenAPI 3.1 description of the API.
-pub fn openapi_document() -> Value {
+/// One endpoint of the API, declared once: `routes` serves it and `openapi_document`
+/// describes it, so none can be added without its description.
+pub struct Endpoint {
+    pub method: &'static str,
+    pub path: &'static str,
+    handler: axum::routing::MethodRouter<AppState>,
+    /// The OpenAPI operation: `summary`, `parameters`, `requestBody`, `responses`.
+    pub operation: Value,
+}
+
+/// Every endpoint of the API.
+pub fn endpoints() -> Vec<Endpoint> {
+    use axum::routing::{get, post};
     let error = json!({ "$ref": "#/components/schemas/Error" });
     let errors = |codes: &[&str]| -> Value {
         let mut map = serde_json::Map::new();
@@ -532,6 +512,139 @@ pub fn openapi_document() -> Value {
     let id =
         json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } });
     let json_ok = |description: &str| json!({ "200": { "description": description, "content": { "application/json": { "schema": { "type": "object" } } } } });
+    let body = |field: &str| {
+        json!({ "required": false, "content": { "application/json": { "schema": {
+        "type": "object", "properties": { field: { "type": "string" } } } } } })
+    };
+    let queued = json!({ "202": { "description": "queued: `run` and `run_id`" } });
+    let endpoint = |method, path, handler, operation| Endpoint {
+        method,
+        path,
+        handler,
+        operation,
+    };
+    vec![
+        endpoint(
+            "get",
+            "/api/v1/openapi.json",
+            get(openapi),
+            json!({
+            "summary": "This document", "security": [],
+            "responses": json_ok("the OpenAPI document") }),
+        ),
+        endpoint(
+            "get",
+            "/api/v1/pipelines",
+            get(pipelines),
+            json!({
+            "summary": "Every pipeline: config summary, last run, pin, deploy in progress, config errors",
+            "responses": with(json_ok("pipelines"), &["401"]) }),
+        ),
+        endpoint(
+            "get",
+            "/api/v1/pipelines/{name}",
+            get(pipeline),
+            json!({
+            "summary": "One pipeline", "parameters": [name],
+            "responses": with(json_ok("the pipeline"), &["401", "404"]) }),
+        ),
+        endpoint(
+            "post",
+            "/api/v1/pipelines/{name}/trigger",
+            post(trigger),
+            json!({
+            "summary": "Queue a run of the branch head, or of `commit` (a commit id, branch or tag)",
+            "parameters": [name], "requestBody": body("commit"),
+            "responses": with(queued.clone(), &["400", "401", "403", "404", "429", "503"]) }),
+        ),
+        endpoint(
+            "post",
+            "/api/v1/pipelines/{name}/deploy",
+            post(deploy),
+            json!({
+            "summary": "Queue a deploy of the latest built image, or of `image` (repo:tag, repo@digest, a tag or a digest)",
+            "parameters": [name], "requestBody": body("image"),
+            "responses": with(queued.clone(), &["400", "401", "403", "404", "429", "503"]) }),
+        ),
+        endpoint(
+            "post",
+            "/api/v1/pipelines/{name}/rollback",
+            post(rollback),
+            json!({
+            "summary": "Queue a rollback to the previous image, or `to` a deployment number, digest or commit; it pins the pipeline",
+            "parameters": [name], "requestBody": body("to"),
+            "responses": with(queued, &["400", "401", "403", "404", "429", "503"]) }),
+        ),
+        endpoint(
+            "post",
+            "/api/v1/pipelines/{name}/pin",
+            post(pin),
+            json!({
+            "summary": "Hold automatic deploys", "parameters": [name], "requestBody": body("reason"),
+            "responses": with(json_ok("the pin"), &["401", "403", "404", "429", "503"]) }),
+        ),
+        endpoint(
+            "post",
+            "/api/v1/pipelines/{name}/unpin",
+            post(unpin),
+            json!({
+            "summary": "Let automatic deploys go ahead", "parameters": [name],
+            "responses": with(json_ok("`was_pinned`"), &["401", "403", "404", "429", "503"]) }),
+        ),
+        endpoint(
+            "get",
+            "/api/v1/instances",
+            get(instances),
+            json!({
+            "summary": "Every instance on every host (what `gantry status` shows), as last read by the daemon",
+            "parameters": [{ "name": "pipeline", "in": "query", "schema": { "type": "string" } }],
+            "responses": with(json_ok("`taken_at` and `pipelines` with their instances"), &["401"]) }),
+        ),
+        endpoint(
+            "get",
+            "/api/v1/runs",
+            get(runs),
+            json!({
+            "summary": "Runs, newest first, a page at a time",
+            "parameters": [
+                { "name": "pipeline", "in": "query", "schema": { "type": "string" } },
+                { "name": "state", "in": "query", "schema": { "type": "string" } },
+                { "name": "before", "in": "query", "description": "`next_before` of the previous page", "schema": { "type": "integer" } },
+                { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": MAX_PAGE } }
+            ],
+            "responses": with(json_ok("`runs` and `next_before`"), &["400", "401"]) }),
+        ),
+        endpoint(
+            "get",
+            "/api/v1/runs/{id}",
+            get(run),
+            json!({
+            "summary": "One run with its stages", "parameters": [id],
+            "responses": with(json_ok("the run"), &["401", "404"]) }),
+        ),
+        endpoint(
+            "get",
+            "/api/v1/runs/{id}/log",
+            get(log),
+            json!({
+            "summary": "A run's log; with `Accept: text/event-stream`, followed live (`line` events, then `end`)",
+            "parameters": [id, { "name": "after", "in": "query", "description": "only lines after this `seq`", "schema": { "type": "integer" } }],
+            "responses": with(json!({ "200": { "description": "the log", "content": {
+                "application/json": { "schema": { "type": "object" } },
+                "text/event-stream": { "schema": { "type": "string" } } } } }), &["401", "404"]) }),
+        ),
+    ]
+}
+
+/// The OpenAPI document: every endpoint, as `endpoints()` declares it.
+pub fn openapi_document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for endpoint in endpoints() {
+        let methods = paths
+            .entry(endpoint.path.to_string())
+            .or_insert_with(|| json!({}));
+        methods[endpoint.method] = endpoint.operation;
+    }
     json!({
         "openapi": "3.1.0",
         "info": { "title": "gantry", "version": env!("CARGO_PKG_VERSION"),
@@ -542,64 +655,7 @@ pub fn openapi_document() -> Value {
                                     "properties": { "error": { "type": "string" } } } }
         },
         "security": [{ "bearer": [] }],
-        "paths": {
-            "/api/v1/openapi.json": { "get": {
-                "summary": "This document", "security": [],
-                "responses": json_ok("the OpenAPI document") } },
-            "/api/v1/pipelines": { "get": {
-                "summary": "Every pipeline: config summary, last run, pin, deploy in progress, config errors",
-                "responses": with(json_ok("pipelines"), &["401"]) } },
-            "/api/v1/pipelines/{name}": { "get": {
-                "summary": "One pipeline", "parameters": [name],
-                "responses": with(json_ok("the pipeline"), &["401", "404"]) } },
-            "/api/v1/pipelines/{name}/trigger": { "post": {
-                "summary": "Queue a run of the branch head, or of `commit`", "parameters": [name],
-                "requestBody": { "required": false, "content": { "application/json": { "schema": {
-                    "type": "object", "properties": { "commit": { "type": "string" } } } } } },
-                "responses": with(json!({ "202": { "description": "queued: `run` and `run_id`" } }), &["401", "403", "404"]) } },
-            "/api/v1/pipelines/{name}/deploy": { "post": {
-                "summary": "Queue a deploy of the latest built image, or of `image` (repo:tag, repo@digest, a tag or a digest)",
-                "parameters": [name],
-                "requestBody": { "required": false, "content": { "application/json": { "schema": {
-                    "type": "object", "properties": { "image": { "type": "string" } } } } } },
-                "responses": with(json!({ "202": { "description": "queued: `run` and `run_id`" } }), &["401", "403", "404"]) } },
-            "/api/v1/pipelines/{name}/rollback": { "post": {
-                "summary": "Queue a rollback to the previous image, or `to` a deployment number, digest or commit; it pins the pipeline",
-                "parameters": [name],
-                "requestBody": { "required": false, "content": { "application/json": { "schema": {
-                    "type": "object", "properties": { "to": { "type": "string" } } } } } },
-                "responses": with(json!({ "202": { "description": "queued: `run` and `run_id`" } }), &["401", "403", "404"]) } },
-            "/api/v1/pipelines/{name}/pin": { "post": {
-                "summary": "Hold automatic deploys", "parameters": [name],
-                "requestBody": { "required": false, "content": { "application/json": { "schema": {
-                    "type": "object", "properties": { "reason": { "type": "string" } } } } } },
-                "responses": with(json_ok("the pin"), &["401", "403", "404"]) } },
-            "/api/v1/pipelines/{name}/unpin": { "post": {
-                "summary": "Let automatic deploys go ahead", "parameters": [name],
-                "responses": with(json_ok("`was_pinned`"), &["401", "403", "404"]) } },
-            "/api/v1/instances": { "get": {
-                "summary": "Every instance on every host (what `gantry status` shows), as last read by the daemon",
-                "parameters": [{ "name": "pipeline", "in": "query", "schema": { "type": "string" } }],
-                "responses": with(json_ok("`taken_at` and `pipelines` with their instances"), &["401"]) } },
-            "/api/v1/runs": { "get": {
-                "summary": "Runs, newest first, a page at a time",
-                "parameters": [
-                    { "name": "pipeline", "in": "query", "schema": { "type": "string" } },
-                    { "name": "state", "in": "query", "schema": { "type": "string" } },
-                    { "name": "before", "in": "query", "description": "`next_before` of the previous page", "schema": { "type": "integer" } },
-                    { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": MAX_PAGE } }
-                ],
-                "responses": with(json_ok("`runs` and `next_before`"), &["401"]) } },
-            "/api/v1/runs/{id}": { "get": {
-                "summary": "One run with its stages", "parameters": [id],
-                "responses": with(json_ok("the run"), &["401", "404"]) } },
-            "/api/v1/runs/{id}/log": { "get": {
-                "summary": "A run's log; with `Accept: text/event-stream`, followed live (`line` events, then `end`)",
-                "parameters": [id, { "name": "after", "in": "query", "description": "only lines after this `seq`", "schema": { "type": "integer" } }],
-                "responses": with(json!({ "200": { "description": "the log", "content": {
-                    "application/json": { "schema": { "type": "object" } },
-                    "text/event-stream": { "schema": { "type": "string" } } } } }), &["401", "404"]) } }
-        }
+        "paths": paths,
     })
 }
 
@@ -612,25 +668,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_openapi_document_lists_exactly_the_routes() {
+    fn every_endpoint_is_described_and_the_document_lists_them_all() {
         let document = openapi_document();
         let paths = document["paths"].as_object().unwrap();
-        let mut documented: Vec<(String, String)> = paths
-            .iter()
-            .flat_map(|(path, methods)| {
-                methods
+        let documented: usize = paths
+            .values()
+            .map(|methods| methods.as_object().unwrap().len())
+            .sum();
+        assert_eq!(
+            documented,
+            endpoints().len(),
+            "no two endpoints share a method and path"
+        );
+        for endpoint in endpoints() {
+            let operation = &paths[endpoint.path][endpoint.method];
+            assert!(
+                operation["summary"]
+                    .as_str()
+                    .is_some_and(|summary| !summary.is_empty()),
+                "{} {} has no summary",
+                endpoint.method,
+                endpoint.path
+            );
+            assert!(
+                operation["responses"]
                     .as_object()
-                    .unwrap()
-                    .keys()
-                    .map(move |method| (method.clone(), path.clone()))
-            })
-            .collect();
-        documented.sort();
-        let mut served: Vec<(String, String)> = ROUTES
-            .iter()
-            .map(|(method, path)| (method.to_string(), path.to_string()))
-            .collect();
-        served.sort();
-        assert_eq!(documented, served);
+                    .is_some_and(|responses| !responses.is_empty()),
+                "{} {} has no responses",
+                endpoint.method,
+                endpoint.path
+            );
+        }
     }
 }

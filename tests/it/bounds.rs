@@ -16,7 +16,9 @@ fn a_build_that_prints_without_end_keeps_a_bounded_log_and_serves_it_whole() {
     repo.write(
         "Dockerfile",
         &format!(
-            "FROM gantry-test/busybox:latest\nRUN seq 1 {}\nRUN head -c {} /dev/zero | tr '\\\\0' x; echo\nCMD [\"true\"]\n",
+            // The echo makes the steps new to the layer cache, so they run and print.
+            "FROM gantry-test/busybox:latest\nRUN echo {} && seq 1 {}\nRUN head -c {} /dev/zero | tr '\\\\0' x; echo\nCMD [\"true\"]\n",
+            unique("noisy"),
             MAX_LOG_LINES + 5_000,
             MAX_LINE_BYTES * 3
         ),
