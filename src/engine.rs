@@ -7,7 +7,6 @@
 //! itself could not go on (the state store failed). Only this module writes run state.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
 
 use serde::Serialize;
 
@@ -16,9 +15,9 @@ use crate::build::dockerignore::DockerIgnore;
 use crate::build::{self, BuildError, BuildRequest};
 use crate::config::{Config, Pipeline, TemplateValues};
 use crate::registry::{self, RefusalKind, RegistryError};
-use crate::run::{Outcome, RunId, RunKind, Stage, Trigger};
+use crate::run::{Outcome, RunId, RunKind, RunState, Stage, Trigger};
 use crate::source::{self, Commit, FetchReport, TreeFile, TreeFileKind};
-use crate::store::{CommitDetails, FinishedStage, RunResult, Store, StoreError, now_millis};
+use crate::store::{CommitDetails, RunResult, Store, StoreError};
 
 mod deployment;
 pub mod intake;
@@ -35,7 +34,7 @@ pub use deployment::{
     run_pipeline,
 };
 pub use record::{
-    MAX_LINE_BYTES, MAX_LOG_BYTES, MAX_LOG_LINES, Progress, Recording, RunLog, Silent,
+    MAX_LINE_BYTES, MAX_LOG_BYTES, MAX_LOG_LINES, Progress, Recording, RunLog, RunRecorder, Silent,
 };
 
 /// The folder inside the state directory where build contexts are spooled (as unnamed
@@ -71,6 +70,9 @@ pub struct BuildReport {
     pub stages: Vec<StageReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// Why the run stopped after its checkout with nothing to build (`skipped`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,87 +108,33 @@ impl Failure {
     }
 }
 
-/// A build run in progress: its record, its report, and where it reports to.
-struct BuildRun<'a> {
-    store: &'a Store,
-    progress: &'a mut dyn Progress,
+/// A build run in progress: its report, and the run's recorder.
+struct BuildRun<'r, 'a> {
+    recorder: &'r mut RunRecorder<'a>,
     report: BuildReport,
 }
 
-impl BuildRun<'_> {
+impl BuildRun<'_, '_> {
     /// Times a stage, records it and reports it; the stage's failure ends the run.
     async fn stage<T>(
         &mut self,
         name: Stage,
         work: impl AsyncFnOnce(&mut dyn Progress) -> Result<T, Failure>,
     ) -> Result<Result<T, Failure>, EngineError> {
-        let position = self.report.stages.len() as i64;
-        let (result, report) = timed_stage(
-            self.store,
-            self.report.run,
-            position,
-            &mut *self.progress,
-            name,
-            work,
-        )
-        .await?;
-        self.report.stages.push(report);
+        let result = self.recorder.stage(name, work).await?;
+        if let Some(stage) = self.recorder.stages.last() {
+            self.report.stages.push(stage.clone());
+        }
         Ok(result)
     }
 
-    async fn fail(mut self, failure: Failure) -> Result<BuildReport, EngineError> {
-        self.store
-            .finish_run(
-                self.report.run,
-                &RunResult::Failed {
-                    stage: failure.stage,
-                    message: failure.message.clone(),
-                },
-            )
-            .await?;
-        self.report.outcome = Outcome::Failed;
-        self.report.failure = Some(failure);
-        Ok(self.report)
+    async fn fail(self, failure: Failure) -> Result<BuildReport, EngineError> {
+        self.recorder.fail(&failure).await?;
+        let mut report = self.report;
+        report.outcome = Outcome::Failed;
+        report.failure = Some(failure);
+        Ok(report)
     }
-}
-
-/// Runs one stage of a run: reports its start and end to `progress`, times it, and
-/// records it as stage number `position` of `run`. Build and deploy runs share it.
-async fn timed_stage<T>(
-    store: &Store,
-    run: RunId,
-    position: i64,
-    progress: &mut dyn Progress,
-    name: Stage,
-    work: impl AsyncFnOnce(&mut dyn Progress) -> Result<T, Failure>,
-) -> Result<(Result<T, Failure>, StageReport), EngineError> {
-    progress.stage_started(name);
-    let started_at = now_millis();
-    let started = Instant::now();
-    let result = work(&mut *progress).await;
-    let elapsed = started.elapsed();
-    let outcome = if result.is_ok() {
-        Outcome::Succeeded
-    } else {
-        Outcome::Failed
-    };
-    progress.stage_finished(name, outcome, elapsed);
-    let message = result.as_ref().err().map(|failure| failure.message.clone());
-    let stage = FinishedStage {
-        position,
-        name,
-        outcome,
-        started_at,
-        duration: elapsed,
-        message: message.as_deref(),
-    };
-    store.record_stage(run, &stage).await?;
-    let report = StageReport {
-        name,
-        outcome,
-        duration_ms: elapsed.as_millis(),
-    };
-    Ok((result, report))
 }
 
 /// Checks out, builds and pushes one commit of a pipeline (the branch head unless `reference` names one).
@@ -201,41 +149,38 @@ pub async fn build(
     let run = store
         .start_run(&pipeline.name, RunKind::Build, trigger, reference)
         .await?;
-    let log = RunLog::new(store, run);
-    let start = RunStart {
-        run,
+    let mut recorder = RunRecorder::new(store, run, progress);
+    let gate = BuildGate {
         kind: RunKind::Build,
-        log: &log,
+        not_before: None,
     };
-    let report = build_run(config, pipeline, store, reference, &start, progress).await;
-    log.finish().await;
+    let report = build_run(config, pipeline, reference, &gate, &mut recorder).await;
+    recorder.finish().await;
     report
 }
 
-/// A build run's record: its id, kind and log.
-struct RunStart<'a> {
-    run: RunId,
+/// What a build run is, and what it must not build.
+struct BuildGate<'a> {
     /// `Build`, or `Run` when a deploy follows in the same run.
     kind: RunKind,
-    /// The run's log, which a deploy in the same run goes on writing.
-    log: &'a RunLog,
+    /// The deployed commit: a commit that does not come after it is skipped (an older
+    /// push never replaces a newer deploy), checked right after the checkout's fetch.
+    not_before: Option<&'a str>,
 }
 
 /// A build recorded as a run.
 async fn build_run(
     config: &Config,
     pipeline: &Pipeline,
-    store: &Store,
     reference: Option<&str>,
-    start: &RunStart<'_>,
-    progress: &mut dyn Progress,
+    gate: &BuildGate<'_>,
+    recorder: &mut RunRecorder<'_>,
 ) -> Result<BuildReport, EngineError> {
-    let (run_id, kind) = (start.run, start.kind);
-    let mut recording = Recording::new(start.log, progress);
-    let progress: &mut dyn Progress = &mut recording;
+    let kind = gate.kind;
+    let store = recorder.store();
+    let run_id = recorder.run;
     let mut run = BuildRun {
-        store,
-        progress,
+        recorder,
         report: BuildReport {
             pipeline: pipeline.name.clone(),
             run: run_id,
@@ -248,6 +193,7 @@ async fn build_run(
             context: None,
             stages: Vec::new(),
             failure: None,
+            skipped: None,
         },
     };
 
@@ -296,6 +242,15 @@ async fn build_run(
         .await?;
     run.report.fetch = Some(fetch.clone());
     run.report.commit = Some(commit.clone());
+
+    // A commit that does not come after the deployed one is not built.
+    if let Some(deployed) = gate.not_before
+        && let Some(reason) = older_than(&fetch.cache, &commit, deployed).await
+    {
+        run.recorder.end(RunState::Skipped, &reason).await?;
+        run.report.skipped = Some(reason);
+        return Ok(run.report);
+    }
 
     // The tags this run pushes; templates were checked at load time, but a ref
     // given on the command line can still render to something Docker refuses.
@@ -472,7 +427,7 @@ async fn build_run(
         // The deploy that follows ends the run; until then it is still running.
         store.record_build(run_id, &result).await?;
     } else {
-        store.finish_run(run_id, &result).await?;
+        run.recorder.succeed(&result).await?;
     }
     run.report.digest = Some(digest);
     Ok(run.report)
@@ -486,6 +441,31 @@ fn registry_failure(error: RegistryError) -> Failure {
     Failure {
         refusal,
         ..Failure::new(Stage::Push, error.to_string())
+    }
+}
+
+/// Why `commit` must not be deployed over `deployed`: it is not a descendant of it.
+/// `None` when it may go ahead, or when the ancestry cannot be told (the deployed
+/// commit is not in the cache any more; the build goes on).
+async fn older_than(cache: &std::path::Path, commit: &Commit, deployed: &str) -> Option<String> {
+    let (cache, sha, deployed) = (
+        cache.to_path_buf(),
+        commit.sha.clone(),
+        deployed.to_string(),
+    );
+    let newer = tokio::task::spawn_blocking(move || {
+        source::is_descendant(&cache, &sha, &deployed).map(|newer| (newer, deployed))
+    })
+    .await
+    .ok()?
+    .ok()?;
+    match newer {
+        (true, _) => None,
+        (false, deployed) => Some(format!(
+            "commit {} is not a descendant of the deployed {}; an older push never replaces a newer deploy",
+            commit.short,
+            source::short_commit(&deployed)
+        )),
     }
 }
 

@@ -111,7 +111,9 @@ pub async fn run(
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_build(&report.build);
+        if let Some(build) = &report.build {
+            print_build(build);
+        }
         if let Some(deploy) = &report.deploy {
             print_deploy(deploy, false)?;
         }

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{
-    BuildReport, EngineError, Failure, Progress, Recording, RunLog, RunStart, StageReport,
-    build_run, timed_stage,
+    BuildGate, BuildReport, EngineError, Failure, Progress, RunRecorder, StageReport, build_run,
 };
 use crate::config::{Config, Pipeline};
 use crate::deploy::{self, Action, DeployImage, InstanceReport, Rollout, SharedLog};
@@ -72,19 +71,33 @@ pub struct DeployReport {
     pub pinned: Option<Pin>,
 }
 
-/// What `gantry run` did: the build, then the deploy when the build succeeded.
+/// What `gantry run` did: the build, then the deploy when the build succeeded; or
+/// nothing, and why (a forge's or the poller's run of a pinned pipeline is held, of a
+/// commit that is deployed already or older than the deployed one is skipped).
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
-    pub build: BuildReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deploy: Option<DeployReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nothing_to_do: Option<NothingToDo>,
+}
+
+/// Why a run ended without doing anything.
+#[derive(Debug, Clone, Serialize)]
+pub struct NothingToDo {
+    /// `held` or `skipped`.
+    pub state: RunState,
+    pub reason: String,
 }
 
 impl RunReport {
     pub fn outcome(&self) -> Outcome {
-        match &self.deploy {
-            Some(deploy) => deploy.outcome,
-            None => Outcome::Failed,
+        match (&self.deploy, &self.nothing_to_do) {
+            (Some(deploy), _) => deploy.outcome,
+            (None, Some(_)) => Outcome::Succeeded,
+            (None, None) => Outcome::Failed,
         }
     }
 }
@@ -114,34 +127,26 @@ pub async fn deploy(
     options: &DeployOptions,
     progress: &mut dyn Progress,
 ) -> Result<DeployReport, EngineError> {
-    let run = run_of(
-        store,
-        pipeline,
-        RunKind::Deploy,
-        options,
-        options.image.as_deref(),
-    )
-    .await?;
-    let log = RunLog::new(store, run);
-    let report = deploy_run(config, pipeline, store, options, run, &log, progress).await;
-    log.finish().await;
+    let requested = options.image.as_deref();
+    let run = run_of(store, pipeline, RunKind::Deploy, options, requested).await?;
+    let mut recorder = RunRecorder::new(store, run, progress);
+    let report = deploy_run(config, pipeline, options, &mut recorder).await;
+    recorder.finish().await;
     report
 }
 
 async fn deploy_run(
     config: &Config,
     pipeline: &Pipeline,
-    store: &Store,
     options: &DeployOptions,
-    run: RunId,
-    log: &RunLog,
-    progress: &mut dyn Progress,
+    recorder: &mut RunRecorder<'_>,
 ) -> Result<DeployReport, EngineError> {
-    let mut recording = Recording::new(log, progress);
-    let mut recorder = Recorder::new(store, run, 0, &mut recording, pipeline, RunKind::Deploy);
-    let resolved = recorder
+    let store = recorder.store();
+    let pin = store.pin_of(&pipeline.name).await?;
+    let mut deploying = DeployRun::new(recorder, pipeline, RunKind::Deploy);
+    let resolved = deploying
         .stage(Stage::Resolve, async |progress: &mut dyn Progress| {
-            refuse_if_pinned(store, pipeline, options.force).await?;
+            refuse_if_pinned(pin.as_ref(), pipeline, options.force)?;
             let image = resolve_image(config, pipeline, store, options.image.as_deref()).await?;
             progress.line(&describe_image(&image));
             Ok(image)
@@ -149,9 +154,9 @@ async fn deploy_run(
         .await?;
     let image = match resolved {
         Ok(image) => image,
-        Err(failure) => return recorder.fail(failure).await,
+        Err(failure) => return deploying.fail(failure).await,
     };
-    deploy_image(recorder, config, image, options, None).await
+    deploy_image(deploying, config, image, options, None).await
 }
 
 /// Builds, pushes and deploys one commit as a single run (`queued`: a run the
@@ -173,36 +178,76 @@ pub async fn run_pipeline(
                 .await?
         }
     };
-    let log = RunLog::new(store, run);
-    let report = build_and_deploy(
-        config, pipeline, store, reference, options, run, &log, progress,
-    )
-    .await;
-    log.finish().await;
+    let mut recorder = RunRecorder::new(store, run, progress);
+    let report = build_and_deploy(config, pipeline, reference, options, &mut recorder).await;
+    recorder.finish().await;
     report
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn build_and_deploy(
     config: &Config,
     pipeline: &Pipeline,
-    store: &Store,
     reference: Option<&str>,
     options: &DeployOptions,
-    run: RunId,
-    log: &RunLog,
-    progress: &mut dyn Progress,
+    recorder: &mut RunRecorder<'_>,
 ) -> Result<RunReport, EngineError> {
-    let start = RunStart {
-        run,
-        kind: RunKind::Run,
-        log,
-    };
-    let build = build_run(config, pipeline, store, reference, &start, progress).await?;
+    let store = recorder.store();
+    // The pin is read once per run. A forge's or the poller's run of a pinned pipeline
+    // is held before anything is done; a person's is refused at `resolve`, after its
+    // build, unless forced.
+    let pin = store.pin_of(&pipeline.name).await?;
+    let mut not_before = None;
+    if options.trigger.is_automatic() {
+        let nothing = match &pin {
+            Some(pin) => Some(NothingToDo {
+                state: RunState::Held,
+                reason: format!("held: the pipeline is pinned ({})", pin.reason),
+            }),
+            None => already_deployed(store, pipeline, reference)
+                .await?
+                .map(|reason| NothingToDo {
+                    state: RunState::Skipped,
+                    reason,
+                }),
+        };
+        if let Some(nothing) = nothing {
+            recorder.end(nothing.state, &nothing.reason).await?;
+            return Ok(RunReport {
+                build: None,
+                deploy: None,
+                nothing_to_do: Some(nothing),
+            });
+        }
+        // Checked after the checkout, on the one fetch the run makes.
+        not_before = deployed_commit(store, pipeline).await?;
+    }
+    let build = build_run(
+        config,
+        pipeline,
+        reference,
+        &BuildGate {
+            kind: RunKind::Run,
+            not_before: not_before.as_deref(),
+        },
+        recorder,
+    )
+    .await?;
+    if let Some(reason) = &build.skipped {
+        let nothing = NothingToDo {
+            state: RunState::Skipped,
+            reason: reason.clone(),
+        };
+        return Ok(RunReport {
+            build: Some(build),
+            deploy: None,
+            nothing_to_do: Some(nothing),
+        });
+    }
     let Some(digest) = build.digest.clone() else {
         return Ok(RunReport {
-            build,
+            build: Some(build),
             deploy: None,
+            nothing_to_do: None,
         });
     };
     let image = DeployImage {
@@ -210,30 +255,65 @@ async fn build_and_deploy(
         digest,
         commit: build.commit.as_ref().map(|commit| commit.sha.clone()),
     };
-    let mut recording = Recording::new(log, progress);
-    let mut recorder = Recorder::new(
-        store,
-        build.run,
-        build.stages.len() as i64,
-        &mut recording,
-        pipeline,
-        RunKind::Run,
-    );
-    let allowed = recorder
+    let mut deploying = DeployRun::new(recorder, pipeline, RunKind::Run);
+    let allowed = deploying
         .stage(Stage::Resolve, async |progress: &mut dyn Progress| {
-            refuse_if_pinned(store, pipeline, options.force).await?;
+            refuse_if_pinned(pin.as_ref(), pipeline, options.force)?;
             progress.line(&describe_image(&image));
             Ok(())
         })
         .await?;
     let deploy = match allowed {
-        Ok(()) => deploy_image(recorder, config, image, options, None).await?,
-        Err(failure) => recorder.fail(failure).await?,
+        Ok(()) => deploy_image(deploying, config, image, options, None).await?,
+        Err(failure) => deploying.fail(failure).await?,
     };
     Ok(RunReport {
-        build,
+        build: Some(build),
         deploy: Some(deploy),
+        nothing_to_do: None,
     })
+}
+
+/// Why a forge's or the poller's run of `reference` has nothing to do: the pipeline's
+/// newest deployment rolled that very commit out (forges redeliver; a push and a poll
+/// may both see one commit).
+async fn already_deployed(
+    store: &Store,
+    pipeline: &Pipeline,
+    reference: Option<&str>,
+) -> Result<Option<String>, EngineError> {
+    let Some(requested) = reference else {
+        return Ok(None);
+    };
+    let newest = store
+        .deployments(&pipeline.name, 1)
+        .await?
+        .into_iter()
+        .next();
+    Ok(newest
+        .filter(|newest| {
+            newest.state == RunState::Succeeded && newest.commit.as_deref() == Some(requested)
+        })
+        .map(|newest| {
+            format!(
+                "commit {} is already deployed (deployment #{})",
+                crate::source::short_commit(requested),
+                newest.number
+            )
+        }))
+}
+
+/// The commit the pipeline's newest successful deployment rolled out, if gantry built it.
+async fn deployed_commit(
+    store: &Store,
+    pipeline: &Pipeline,
+) -> Result<Option<String>, EngineError> {
+    Ok(store
+        .deployments(&pipeline.name, 50)
+        .await?
+        .into_iter()
+        .find(|deployment| deployment.state == RunState::Succeeded)
+        .and_then(|deployment| deployment.commit))
 }
 
 /// Redeploys the previous image (or the one `target` names) and pins the pipeline.
@@ -245,37 +325,24 @@ pub async fn rollback(
     options: &DeployOptions,
     progress: &mut dyn Progress,
 ) -> Result<DeployReport, EngineError> {
-    let run = run_of(
-        store,
-        pipeline,
-        RunKind::Rollback,
-        options,
-        target.0.as_deref(),
-    )
-    .await?;
-    let log = RunLog::new(store, run);
-    let report = rollback_run(
-        config, pipeline, store, target, options, run, &log, progress,
-    )
-    .await;
-    log.finish().await;
+    let requested = target.0.as_deref();
+    let run = run_of(store, pipeline, RunKind::Rollback, options, requested).await?;
+    let mut recorder = RunRecorder::new(store, run, progress);
+    let report = rollback_run(config, pipeline, target, options, &mut recorder).await;
+    recorder.finish().await;
     report
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn rollback_run(
     config: &Config,
     pipeline: &Pipeline,
-    store: &Store,
     target: &RollbackTarget,
     options: &DeployOptions,
-    run: RunId,
-    log: &RunLog,
-    progress: &mut dyn Progress,
+    recorder: &mut RunRecorder<'_>,
 ) -> Result<DeployReport, EngineError> {
-    let mut recording = Recording::new(log, progress);
-    let mut recorder = Recorder::new(store, run, 0, &mut recording, pipeline, RunKind::Rollback);
-    let resolved = recorder
+    let store = recorder.store();
+    let mut deploying = DeployRun::new(recorder, pipeline, RunKind::Rollback);
+    let resolved = deploying
         .stage(Stage::Resolve, async |progress: &mut dyn Progress| {
             let (image, number) = rollback_image(pipeline, store, target.0.as_deref()).await?;
             progress.line(&format!(
@@ -287,21 +354,17 @@ async fn rollback_run(
         .await?;
     let (image, number) = match resolved {
         Ok(resolved) => resolved,
-        Err(failure) => return recorder.fail(failure).await,
+        Err(failure) => return deploying.fail(failure).await,
     };
     let reason = format!(
         "rolled back to deployment #{number} ({})",
         deploy::short_digest(&image.digest)
     );
-    deploy_image(recorder, config, image, options, Some(reason)).await
+    deploy_image(deploying, config, image, options, Some(reason)).await
 }
 
 /// Refuses a deploy of a pinned pipeline unless forced.
-async fn refuse_if_pinned(store: &Store, pipeline: &Pipeline, force: bool) -> Result<(), Failure> {
-    let pin = store
-        .pin_of(&pipeline.name)
-        .await
-        .map_err(|error| Failure::new(Stage::Resolve, error.to_string()))?;
+fn refuse_if_pinned(pin: Option<&Pin>, pipeline: &Pipeline, force: bool) -> Result<(), Failure> {
     match pin {
         Some(pin) if !force => Err(Failure::new(
             Stage::Resolve,
@@ -501,26 +564,28 @@ fn known_deployments(deployments: &[&crate::store::DeploymentRecord]) -> String 
 
 /// The lease, the rollout and its record; `pin_reason` pins the pipeline on success (rollback).
 async fn deploy_image(
-    mut recorder: Recorder<'_>,
+    mut deploying: DeployRun<'_, '_>,
     config: &Config,
     image: DeployImage,
     options: &DeployOptions,
     pin_reason: Option<String>,
 ) -> Result<DeployReport, EngineError> {
-    let store = recorder.store;
-    let pipeline = recorder.pipeline;
-    recorder.report.image = Some(image.clone());
+    let store = deploying.recorder.store();
+    let pipeline = deploying.pipeline;
+    deploying.report.image = Some(image.clone());
     if let Some(commit) = &image.commit {
-        store.set_commit(recorder.run, commit, None).await?;
+        store
+            .set_commit(deploying.recorder.run, commit, None)
+            .await?;
     }
-    let owner = lease_owner(recorder.report.kind);
-    let leased = recorder
+    let owner = lease_owner(deploying.report.kind);
+    let leased = deploying
         .stage(Stage::Lease, async |progress: &mut dyn Progress| {
             acquire_lease(store, &pipeline.name, &owner, options.wait, progress).await
         })
         .await?;
     if let Err(failure) = leased {
-        return recorder.fail(failure).await;
+        return deploying.fail(failure).await;
     }
     // Renew while the rollout works; the task ends when the rollout does. A lease that
     // is lost (taken over, or not renewed before it expired) stops the rollout before
@@ -537,7 +602,7 @@ async fn deploy_image(
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     };
-    let result = rollout_recorded(&mut recorder, config, &image, options, pin_reason, &stop).await;
+    let result = rollout_recorded(&mut deploying, config, &image, options, pin_reason, &stop).await;
     renewal.abort();
     let released = store.release_lease(&pipeline.name, &owner).await;
     let report = result?;
@@ -584,26 +649,26 @@ async fn keep_lease(
 }
 
 async fn rollout_recorded(
-    recorder: &mut Recorder<'_>,
+    deploying: &mut DeployRun<'_, '_>,
     config: &Config,
     image: &DeployImage,
     options: &DeployOptions,
     pin_reason: Option<String>,
     stop: &(dyn Fn() -> Option<String> + Sync),
 ) -> Result<DeployReport, EngineError> {
-    let store = recorder.store;
-    let pipeline = recorder.pipeline;
+    let store = deploying.recorder.store();
+    let pipeline = deploying.pipeline;
     let deployment = store
         .start_deployment(&NewDeployment {
             pipeline: &pipeline.name,
-            run: Some(recorder.run),
-            kind: recorder.report.kind,
+            run: Some(deploying.recorder.run),
+            kind: deploying.report.kind,
             image: &image.reference(),
             digest: &image.digest,
             commit: image.commit.as_deref(),
         })
         .await?;
-    recorder.report.deployment = Some(deployment);
+    deploying.report.deployment = Some(deployment);
     let request = Rollout {
         config,
         pipeline,
@@ -612,7 +677,7 @@ async fn rollout_recorded(
         force: options.force,
         stop: Some(stop),
     };
-    let rolled = recorder
+    let rolled = deploying
         .stage(Stage::Deploy, async |progress: &mut dyn Progress| {
             let shared = SharedLog::new(|line: &str| progress.line(line));
             let log = |line: &str| shared.line(line);
@@ -623,7 +688,7 @@ async fn rollout_recorded(
     // The stage closure never fails; the rollout's own failure is in its report.
     let rollout = match rolled {
         Ok(rollout) => rollout,
-        Err(failure) => return recorder.fail(failure).await,
+        Err(failure) => return deploying.fail(failure).await,
     };
     for instance in &rollout.instances {
         store
@@ -644,7 +709,7 @@ async fn rollout_recorded(
             )
             .await?;
     }
-    recorder.report.instances = rollout.instances.clone();
+    deploying.report.instances = rollout.instances.clone();
     match rollout.failure {
         None => {
             store
@@ -653,17 +718,15 @@ async fn rollout_recorded(
             if let Some(reason) = pin_reason {
                 store.pin(&pipeline.name, &image.digest, &reason).await?;
             }
-            recorder.report.pinned = store.pin_of(&pipeline.name).await?;
-            store
-                .finish_run(
-                    recorder.run,
-                    &RunResult::Deployed {
-                        image: pipeline.image.repository.to_string(),
-                        digest: image.digest.clone(),
-                    },
-                )
+            deploying.report.pinned = store.pin_of(&pipeline.name).await?;
+            deploying
+                .recorder
+                .succeed(&RunResult::Deployed {
+                    image: pipeline.image.repository.to_string(),
+                    digest: image.digest.clone(),
+                })
                 .await?;
-            Ok(recorder.report.clone())
+            Ok(deploying.report.clone())
         }
         Some(failure) => {
             store
@@ -698,7 +761,7 @@ async fn rollout_recorded(
             } else {
                 Stage::Deploy
             };
-            recorder
+            deploying
                 .fail(Failure {
                     details,
                     check: failure.check.clone().map(Box::new),
@@ -766,32 +829,28 @@ fn describe_holder(holder: &LeaseHolder) -> String {
     )
 }
 
-/// A deploy run's record as it goes: stages timed, reported and stored.
-struct Recorder<'a> {
-    store: &'a Store,
-    run: RunId,
-    /// Stage positions continue after the stages already recorded in this run.
-    first_position: i64,
-    progress: &'a mut dyn Progress,
-    pipeline: &'a Pipeline,
+/// A deploy in progress (a deploy or rollback run, or the deploy half of a `run`): its
+/// report, and the run's recorder, whose stages it continues.
+struct DeployRun<'r, 'a> {
+    recorder: &'r mut RunRecorder<'a>,
+    pipeline: &'r Pipeline,
     report: DeployReport,
+    /// The recorder's stages before this deploy's (a `run`'s build's).
+    first_stage: usize,
 }
 
-impl<'a> Recorder<'a> {
+impl<'r, 'a> DeployRun<'r, 'a> {
     fn new(
-        store: &'a Store,
-        run: RunId,
-        first_position: i64,
-        progress: &'a mut dyn Progress,
-        pipeline: &'a Pipeline,
+        recorder: &'r mut RunRecorder<'a>,
+        pipeline: &'r Pipeline,
         kind: RunKind,
-    ) -> Recorder<'a> {
-        Recorder {
-            store,
-            run,
-            first_position,
-            progress,
+    ) -> DeployRun<'r, 'a> {
+        let first_stage = recorder.stages.len();
+        let run = recorder.run;
+        DeployRun {
+            recorder,
             pipeline,
+            first_stage,
             report: DeployReport {
                 pipeline: pipeline.name.clone(),
                 run,
@@ -812,31 +871,14 @@ impl<'a> Recorder<'a> {
         name: Stage,
         work: impl AsyncFnOnce(&mut dyn Progress) -> Result<T, Failure>,
     ) -> Result<Result<T, Failure>, EngineError> {
-        let position = self.first_position + self.report.stages.len() as i64;
-        let (result, report) = timed_stage(
-            self.store,
-            self.run,
-            position,
-            &mut *self.progress,
-            name,
-            work,
-        )
-        .await?;
-        self.report.stages.push(report);
+        let result = self.recorder.stage(name, work).await?;
+        self.report.stages = self.recorder.stages[self.first_stage..].to_vec();
         Ok(result)
     }
 
     async fn fail(&mut self, failure: Failure) -> Result<DeployReport, EngineError> {
-        self.store
-            .finish_run(
-                self.run,
-                &RunResult::Failed {
-                    stage: failure.stage,
-                    message: failure.message.clone(),
-                },
-            )
-            .await?;
-        self.report.pinned = self.store.pin_of(&self.pipeline.name).await?;
+        self.recorder.fail(&failure).await?;
+        self.report.pinned = self.recorder.store().pin_of(&self.pipeline.name).await?;
         self.report.outcome = Outcome::Failed;
         self.report.failure = Some(failure);
         Ok(self.report.clone())

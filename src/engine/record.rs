@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::run::{Outcome, RunId, Stage};
-use crate::store::Store;
+use super::{EngineError, Failure, StageReport};
+use crate::run::{Outcome, RunId, RunState, Stage};
+use crate::store::{FinishedStage, RunResult, Store, now_millis};
 
 /// The most lines a run's stored log keeps. A verbose build prints a few thousand.
 pub const MAX_LOG_LINES: usize = 20_000;
@@ -183,6 +184,104 @@ impl Progress for Recording<'_> {
             humantime::format_duration(Duration::from_millis(elapsed.as_millis() as u64))
         ));
         self.inner.stage_finished(stage, outcome, elapsed);
+    }
+}
+
+/// The one owner of a run's record while it goes, from its first stage to its end,
+/// build and deploy alike: its log (every line, in order), its stages (timed, shown
+/// to whoever watches, stored with their position), and how it ended.
+pub struct RunRecorder<'a> {
+    store: &'a Store,
+    pub run: RunId,
+    log: RunLog,
+    progress: Recording<'a>,
+    /// Every stage so far, in order.
+    pub stages: Vec<StageReport>,
+}
+
+impl<'a> RunRecorder<'a> {
+    /// Starts recording `run`, showing its progress to `progress` too.
+    pub fn new(store: &'a Store, run: RunId, progress: &'a mut dyn Progress) -> RunRecorder<'a> {
+        let log = RunLog::new(store, run);
+        let progress = Recording::new(&log, progress);
+        RunRecorder {
+            store,
+            run,
+            log,
+            progress,
+            stages: Vec::new(),
+        }
+    }
+
+    pub fn store(&self) -> &'a Store {
+        self.store
+    }
+
+    /// A line of the run's log outside any stage's work.
+    pub fn line(&mut self, line: &str) {
+        self.progress.line(line);
+    }
+
+    /// Runs one stage: reports its start and end, times it, and records it after the
+    /// stages before it. A `Failure` of the work is data (the caller ends the run with
+    /// it); `Err` is the store failing.
+    pub async fn stage<T>(
+        &mut self,
+        name: Stage,
+        work: impl AsyncFnOnce(&mut dyn Progress) -> Result<T, Failure>,
+    ) -> Result<Result<T, Failure>, EngineError> {
+        self.progress.stage_started(name);
+        let started_at = now_millis();
+        let started = std::time::Instant::now();
+        let result = work(&mut self.progress).await;
+        let elapsed = started.elapsed();
+        let outcome = if result.is_ok() {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        };
+        self.progress.stage_finished(name, outcome, elapsed);
+        let message = result.as_ref().err().map(|failure| failure.message.clone());
+        let stage = FinishedStage {
+            position: self.stages.len() as i64,
+            name,
+            outcome,
+            started_at,
+            duration: elapsed,
+            message: message.as_deref(),
+        };
+        self.store.record_stage(self.run, &stage).await?;
+        self.stages.push(StageReport {
+            name,
+            outcome,
+            duration_ms: elapsed.as_millis(),
+        });
+        Ok(result)
+    }
+
+    /// Ends the run as failed at the failure's stage.
+    pub async fn fail(&mut self, failure: &Failure) -> Result<(), EngineError> {
+        let result = RunResult::Failed {
+            stage: failure.stage,
+            message: failure.message.clone(),
+        };
+        Ok(self.store.finish_run(self.run, &result).await?)
+    }
+
+    /// Ends the run as succeeded with what it produced.
+    pub async fn succeed(&mut self, result: &RunResult) -> Result<(), EngineError> {
+        Ok(self.store.finish_run(self.run, result).await?)
+    }
+
+    /// Ends a run that had nothing to do (`held`, `skipped`), saying why.
+    pub async fn end(&mut self, state: RunState, message: &str) -> Result<(), EngineError> {
+        self.progress.line(message);
+        Ok(self.store.end_run(self.run, state, message).await?)
+    }
+
+    /// Waits until the run's log is stored whole.
+    pub async fn finish(self) {
+        self.log.finish().await;
     }
 }
 

@@ -19,10 +19,10 @@ use tokio_util::task::TaskTracker;
 use super::metrics::{Metrics, PipelineLabels, RunLabels, StageLabels};
 use super::notification;
 use super::reload::LiveConfig;
-use super::{DeployOptions, GIT_CACHE_DIR, Progress, run_pipeline};
+use super::{DeployOptions, Progress, run_pipeline};
 use crate::config::{Config, Pipeline};
 use crate::run::{Outcome, RunKind, RunState, Stage, Trigger};
-use crate::source;
+
 use crate::store::{QueuedRun, Store, StoreError};
 
 /// How often the scheduler looks at the store for work it was not told about
@@ -248,23 +248,8 @@ async fn execute(config: &Config, store: &Store, metrics: &Metrics, queued: Queu
         execute_deploy(config, store, metrics, pipeline, &queued).await;
         return;
     }
-    match store.pin_of(&pipeline.name).await {
-        Ok(Some(pin)) => {
-            let message = format!("held: the pipeline is pinned ({})", pin.reason);
-            end(store, &queued, RunState::Held, &message).await;
-            return;
-        }
-        Ok(None) => {}
-        Err(error) => tracing::error!(%error, "reading the pin"),
-    }
-    if let Some(reason) = already_done(store, &queued).await {
-        end(store, &queued, RunState::Skipped, &reason).await;
-        return;
-    }
-    if let Some(reason) = older_than_deployed(config, pipeline, store, &queued).await {
-        end(store, &queued, RunState::Skipped, &reason).await;
-        return;
-    }
+    // A pinned pipeline's run is held, a commit deployed already or older than the
+    // deployed one skipped: the engine checks that, once, in the run itself.
     let mut progress = Logged::start(metrics, pipeline, &queued);
     let options = DeployOptions {
         wait: true,
@@ -283,13 +268,24 @@ async fn execute(config: &Config, store: &Store, metrics: &Metrics, queued: Queu
     .await
     {
         Ok(report) => {
+            if let Some(nothing) = &report.nothing_to_do {
+                tracing::info!(
+                    pipeline = queued.pipeline,
+                    run = queued.run.number,
+                    state = nothing.state.as_str(),
+                    reason = nothing.reason,
+                    "run ended with nothing to do"
+                );
+                return;
+            }
             let succeeded = report.outcome() == crate::run::Outcome::Succeeded;
-            let commit = report.build.commit.as_ref();
+            let build = report.build.as_ref();
+            let commit = build.and_then(|build| build.commit.as_ref());
             let deploy_failure = report
                 .deploy
                 .as_ref()
                 .and_then(|deploy| deploy.failure.as_ref());
-            let failure = deploy_failure.or(report.build.failure.as_ref());
+            let failure = deploy_failure.or(build.and_then(|build| build.failure.as_ref()));
             ended(
                 config,
                 store,
@@ -479,68 +475,6 @@ async fn retrying(what: &str, mut write: impl AsyncFnMut() -> Result<(), StoreEr
                 return;
             }
         }
-    }
-}
-
-/// A webhook or poll for the commit the pipeline's newest deployment rolled out
-/// has nothing to do (forges redeliver; a push and a poll may both see
-/// one commit). Manual triggers and retries always run.
-async fn already_done(store: &Store, queued: &QueuedRun) -> Option<String> {
-    if !queued.trigger.is_automatic() {
-        return None;
-    }
-    let requested = queued.requested.as_deref()?;
-    let newest = store
-        .deployments(&queued.pipeline, 1)
-        .await
-        .ok()?
-        .into_iter()
-        .next()?;
-    (newest.state == RunState::Succeeded && newest.commit.as_deref() == Some(requested)).then(
-        || {
-            format!(
-                "commit {} is already deployed (deployment #{})",
-                source::short_commit(requested),
-                newest.number
-            )
-        },
-    )
-}
-
-/// Why the queued commit must not be deployed: it is not a descendant of the
-/// commit deployed now. `None` when it may go ahead (or nothing is deployed yet).
-async fn older_than_deployed(
-    config: &Config,
-    pipeline: &Pipeline,
-    store: &Store,
-    queued: &QueuedRun,
-) -> Option<String> {
-    let requested = queued.requested.clone()?;
-    let deployed = store
-        .deployments(&pipeline.name, 50)
-        .await
-        .ok()?
-        .into_iter()
-        .find(|deployment| deployment.state == RunState::Succeeded)?
-        .commit?;
-    let source = pipeline.source.clone();
-    let cache_root = config.state_dir.join(GIT_CACHE_DIR);
-    let checked = tokio::task::spawn_blocking(move || {
-        let fetched = source::fetch(&source, &cache_root)?;
-        let commit = source::resolve(&fetched.cache, &source, Some(&requested))?;
-        let newer = source::is_descendant(&fetched.cache, &commit.sha, &deployed)?;
-        Ok::<_, source::SourceError>((newer, commit.short, deployed))
-    })
-    .await
-    .ok()?;
-    match checked {
-        Ok((true, _, _)) => None,
-        Ok((false, short, deployed)) => Some(format!(
-            "commit {short} is not a descendant of the deployed {}; an older push never replaces a newer deploy",
-            source::short_commit(&deployed)
-        )),
-        // The build itself reports fetch problems with their stage.
-        Err(_) => None,
     }
 }
 

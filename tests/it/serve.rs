@@ -816,6 +816,14 @@ fn serve_never_replaces_a_newer_deploy_and_holds_a_pinned_pipeline() {
             .contains("not a descendant of the deployed"),
         "{skipped}"
     );
+    // The run fetched once, and told the ancestry from that fetch.
+    let log = deployment.gantry(&["logs", &format!("{}#{late}", deployment.name)]);
+    assert_eq!(
+        stdout(&log).matches("[checkout] fetching").count(),
+        1,
+        "{}",
+        stdout(&log)
+    );
     assert_eq!(deployed_commit(&deployment), newer);
 
     // After a rollback the pipeline is pinned: pushes are recorded, not deployed.
