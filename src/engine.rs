@@ -21,18 +21,20 @@ use crate::store::{CommitDetails, RunResult, Store, StoreError};
 
 mod deployment;
 pub mod intake;
+mod lease;
 pub mod metrics;
 pub mod notification;
 pub mod poller;
 mod record;
 pub mod reload;
+mod resolve;
 pub mod scheduler;
 pub mod status;
 
 pub use deployment::{
-    DeployOptions, DeployReport, LEASE_TTL, RollbackTarget, RunReport, deploy, rollback,
-    run_pipeline,
+    DeployOptions, DeployReport, RollbackTarget, RunReport, deploy, rollback, run_pipeline,
 };
+pub use lease::LEASE_TTL;
 pub use record::{
     MAX_LINE_BYTES, MAX_LOG_BYTES, MAX_LOG_LINES, Progress, Recording, RunLog, RunRecorder, Silent,
 };

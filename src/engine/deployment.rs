@@ -7,29 +7,19 @@
 //! dies stops renewing, and its lease expires after `LEASE_TTL`.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::lease::{acquire_lease, keep_lease, lease_owner};
+use super::resolve::{describe_image, resolve_image, rollback_image};
 use super::{
     BuildGate, BuildReport, EngineError, Failure, Progress, RunRecorder, StageReport, build_run,
 };
 use crate::config::{Config, Pipeline};
 use crate::deploy::{self, Action, DeployImage, InstanceReport, Rollout, SharedLog};
-use crate::registry;
-use crate::run::{Outcome, RunId, RunKind, RunState, Stage, Trigger};
-use crate::store::{
-    DeploymentId, InstanceRecord, LeaseHolder, NewDeployment, Pin, RunResult, Store, now_millis,
-};
 
-/// How long a deploy lease lasts without renewal: the longest a crashed deploy blocks the next.
-pub const LEASE_TTL: Duration = Duration::from_secs(15);
-/// How often a running deploy renews its lease.
-const LEASE_RENEW_EVERY: Duration = Duration::from_secs(5);
-/// The shortest digest or commit prefix `rollback --to` takes as naming one.
-const MIN_PREFIX: usize = 4;
-/// How often `--wait` asks for a held lease again.
-const LEASE_POLL: Duration = Duration::from_millis(500);
+use crate::run::{Outcome, RunId, RunKind, RunState, Stage, Trigger};
+use crate::store::{DeploymentId, InstanceRecord, NewDeployment, Pin, RunResult, Store};
 
 /// What a deploy should roll out, and how.
 #[derive(Debug, Clone, Default)]
@@ -377,191 +367,6 @@ fn refuse_if_pinned(pin: Option<&Pin>, pipeline: &Pipeline, force: bool) -> Resu
     }
 }
 
-fn describe_image(image: &DeployImage) -> String {
-    match &image.commit {
-        Some(commit) => format!(
-            "image {} (commit {})",
-            image.reference(),
-            crate::source::prefix(commit, 12)
-        ),
-        None => format!("image {}", image.reference()),
-    }
-}
-
-/// The image to deploy: the one given (its digest asked of the registry for a tag) or the latest built.
-async fn resolve_image(
-    config: &Config,
-    pipeline: &Pipeline,
-    store: &Store,
-    requested: Option<&str>,
-) -> Result<DeployImage, Failure> {
-    let fail = |message: String| Failure::new(Stage::Resolve, message);
-    let repository = pipeline.image.repository.clone();
-    let Some(requested) = requested else {
-        let built = store
-            .latest_built(&pipeline.name)
-            .await
-            .map_err(|error| fail(error.to_string()))?;
-        return match built {
-            Some(built) => Ok(DeployImage {
-                repository,
-                digest: built.digest,
-                commit: built.commit,
-            }),
-            None => Err(fail(format!(
-                "gantry has not built `{}` yet (hint: `gantry run {}`, or pass --image REF)",
-                pipeline.name, pipeline.name
-            ))),
-        };
-    };
-    // Accept `repo@digest`, `repo:tag`, `@digest`/`sha256:...`, or a bare tag, all of the pipeline's repository.
-    let (name, digest, tag) = split_image_reference(requested);
-    if !name.is_empty() && name != repository.to_string() {
-        return Err(fail(format!(
-            "--image {requested} is not from the pipeline's repository {repository}"
-        )));
-    }
-    let digest = match (digest, tag) {
-        (Some(digest), _) => digest.to_string(),
-        (None, Some(tag)) => {
-            let credentials = registry::credentials(config, repository.registry())
-                .map_err(|error| fail(error.to_string()))?;
-            registry::manifest_digest(config, &repository, tag, credentials.as_ref())
-                .await
-                .map_err(|error| fail(error.to_string()))?
-        }
-        (None, None) => {
-            return Err(fail(format!(
-                "--image {requested} names neither a tag nor a digest"
-            )));
-        }
-    };
-    let commit = store
-        .commit_of_digest(&pipeline.name, &digest)
-        .await
-        .map_err(|error| fail(error.to_string()))?;
-    Ok(DeployImage {
-        repository,
-        digest,
-        commit,
-    })
-}
-
-/// Splits `name[:tag][@digest]`, a bare `sha256:...` digest, or a bare tag.
-fn split_image_reference(text: &str) -> (&str, Option<&str>, Option<&str>) {
-    if text.starts_with("sha256:") {
-        return ("", Some(text), None);
-    }
-    let (rest, digest) = match text.split_once('@') {
-        Some((rest, digest)) => (rest, Some(digest)),
-        None => (text, None),
-    };
-    // A colon after the last slash starts the tag (a colon before it is a registry port).
-    let last_slash = rest.rfind('/').map_or(0, |index| index + 1);
-    match rest[last_slash..].rfind(':') {
-        Some(colon) => {
-            let colon = last_slash + colon;
-            (&rest[..colon], digest, Some(&rest[colon + 1..]))
-        }
-        None if last_slash == 0 && digest.is_none() => ("", None, Some(rest)),
-        None => (rest, digest, None),
-    }
-}
-
-/// Finds the deployment `gantry rollback` returns to, and its number.
-async fn rollback_image(
-    pipeline: &Pipeline,
-    store: &Store,
-    wanted: Option<&str>,
-) -> Result<(DeployImage, i64), Failure> {
-    let fail = |message: String| Failure::new(Stage::Resolve, message);
-    let history = store
-        .deployments(&pipeline.name, 1000)
-        .await
-        .map_err(|error| fail(error.to_string()))?;
-    let succeeded: Vec<_> = history
-        .iter()
-        .filter(|deployment| deployment.state == RunState::Succeeded)
-        .collect();
-    let chosen = match wanted {
-        Some(wanted) => {
-            let wanted = wanted.trim_start_matches('#');
-            named_deployment(&succeeded, wanted).ok_or_else(|| {
-                fail(format!(
-                    "no successful deployment of `{}` matches `{wanted}` (known: {})",
-                    pipeline.name,
-                    known_deployments(&succeeded)
-                ))
-            })?
-        }
-        None => {
-            let current = succeeded.first().ok_or_else(|| {
-                fail(format!(
-                    "`{}` has no successful deployment to roll back from",
-                    pipeline.name
-                ))
-            })?;
-            succeeded
-                .iter()
-                .find(|deployment| deployment.digest != current.digest)
-                .ok_or_else(|| {
-                    fail(format!(
-                        "`{}` has no earlier image than {} to roll back to",
-                        pipeline.name,
-                        deploy::short_digest(&current.digest)
-                    ))
-                })?
-        }
-    };
-    Ok((
-        DeployImage {
-            repository: pipeline.image.repository.clone(),
-            digest: chosen.digest.clone(),
-            commit: chosen.commit.clone(),
-        },
-        chosen.number,
-    ))
-}
-
-/// The deployment `wanted` names: its number first; a digest or commit prefix only
-/// when it is long enough to mean one (`1` is deployment #1, not a digest that starts
-/// with 1).
-fn named_deployment<'a>(
-    succeeded: &[&'a crate::store::DeploymentRecord],
-    wanted: &str,
-) -> Option<&'a crate::store::DeploymentRecord> {
-    let prefix = |text: &str| wanted.len() >= MIN_PREFIX && text.starts_with(wanted);
-    succeeded
-        .iter()
-        .find(|deployment| deployment.number.to_string() == wanted)
-        .or_else(|| {
-            succeeded.iter().find(|deployment| {
-                prefix(&deployment.digest)
-                    || prefix(deployment.digest.trim_start_matches("sha256:"))
-                    || deployment.commit.as_deref().is_some_and(prefix)
-            })
-        })
-        .copied()
-}
-
-fn known_deployments(deployments: &[&crate::store::DeploymentRecord]) -> String {
-    if deployments.is_empty() {
-        return "none".to_string();
-    }
-    deployments
-        .iter()
-        .take(5)
-        .map(|deployment| {
-            format!(
-                "#{} {}",
-                deployment.number,
-                deploy::short_digest(&deployment.digest)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The lease, the rollout and its record; `pin_reason` pins the pipeline on success (rollback).
 async fn deploy_image(
     mut deploying: DeployRun<'_, '_>,
@@ -608,44 +413,6 @@ async fn deploy_image(
     let report = result?;
     released?;
     Ok(report)
-}
-
-/// Renews the deploy lease every `LEASE_RENEW_EVERY` until it is lost; then says why in
-/// `lost`. A failed renewal is tried again while the lease has time left.
-async fn keep_lease(
-    store: Store,
-    pipeline: String,
-    owner: String,
-    lost: Arc<Mutex<Option<String>>>,
-) {
-    let mut renewed = Instant::now();
-    loop {
-        tokio::time::sleep(LEASE_RENEW_EVERY).await;
-        let reason = match store.renew_lease(&pipeline, &owner, LEASE_TTL).await {
-            Ok(true) => {
-                renewed = Instant::now();
-                continue;
-            }
-            Ok(false) => {
-                let holder = store
-                    .lease_of(&pipeline)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|holder| format!(" (now held by {})", holder.owner))
-                    .unwrap_or_default();
-                format!("the deploy lease was taken over{holder}")
-            }
-            Err(error) if renewed.elapsed() < LEASE_TTL => {
-                tracing::warn!(pipeline, %error, "renewing the deploy lease; trying again");
-                continue;
-            }
-            Err(error) => format!("the deploy lease expired: it could not be renewed ({error})"),
-        };
-        tracing::error!(pipeline, reason, "deploy lease lost");
-        *lost.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reason);
-        return;
-    }
 }
 
 async fn rollout_recorded(
@@ -772,63 +539,6 @@ async fn rollout_recorded(
     }
 }
 
-/// Who holds a lease, as other processes will see it.
-fn lease_owner(kind: RunKind) -> String {
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .unwrap_or_else(|_| "this machine".to_string());
-    format!(
-        "gantry {kind} (pid {} on {hostname}, since {})",
-        std::process::id(),
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-    )
-}
-
-async fn acquire_lease(
-    store: &Store,
-    pipeline: &str,
-    owner: &str,
-    wait: bool,
-    progress: &mut dyn Progress,
-) -> Result<(), Failure> {
-    let mut told = false;
-    loop {
-        let holder = store
-            .acquire_lease(pipeline, owner, LEASE_TTL)
-            .await
-            .map_err(|error| Failure::new(Stage::Lease, error.to_string()))?;
-        let Some(holder) = holder else {
-            return Ok(());
-        };
-        if !wait {
-            return Err(Failure::new(
-                Stage::Lease,
-                format!(
-                    "another deploy of `{pipeline}` is running: {} (hint: --wait to wait for it)",
-                    describe_holder(&holder)
-                ),
-            ));
-        }
-        if !told {
-            progress.line(&format!(
-                "waiting for another deploy of `{pipeline}`: {}",
-                describe_holder(&holder)
-            ));
-            told = true;
-        }
-        tokio::time::sleep(LEASE_POLL).await;
-    }
-}
-
-fn describe_holder(holder: &LeaseHolder) -> String {
-    let remaining = (holder.expires_at - now_millis()).max(0) as u64;
-    format!(
-        "{}; its lease expires in {} unless renewed",
-        holder.owner,
-        humantime::format_duration(Duration::from_secs(remaining.div_ceil(1000)))
-    )
-}
-
 /// A deploy in progress (a deploy or rollback run, or the deploy half of a `run`): its
 /// report, and the run's recorder, whose stages it continues.
 struct DeployRun<'r, 'a> {
@@ -882,66 +592,5 @@ impl<'r, 'a> DeployRun<'r, 'a> {
         self.report.outcome = Outcome::Failed;
         self.report.failure = Some(failure);
         Ok(self.report.clone())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{named_deployment, split_image_reference};
-    use crate::run::{RunKind, RunState};
-    use crate::store::DeploymentRecord;
-
-    #[test]
-    fn a_rollback_target_is_a_number_before_it_is_a_prefix() {
-        let deployment = |number: i64, digest: &str, commit: &str| DeploymentRecord {
-            id: number,
-            pipeline: "p".into(),
-            number,
-            run: None,
-            kind: RunKind::Deploy,
-            image: format!("r/x@{digest}"),
-            digest: digest.into(),
-            commit: Some(commit.into()),
-            state: RunState::Succeeded,
-            message: None,
-            started_at: 0,
-            finished_at: None,
-            instances: Vec::new(),
-        };
-        let newest = deployment(2, "sha256:1964aa", "abcdef01");
-        let oldest = deployment(1, "sha256:faee9b", "12345678");
-        let succeeded = [&newest, &oldest];
-        let named = |wanted: &str| named_deployment(&succeeded, wanted).map(|found| found.number);
-        assert_eq!(named("1"), Some(1), "not the digest that starts with 1");
-        assert_eq!(named("2"), Some(2));
-        assert_eq!(named("faee"), Some(1));
-        assert_eq!(named("sha256:1964"), Some(2));
-        assert_eq!(named("1234"), Some(1), "a commit prefix");
-        assert_eq!(named("19"), None, "too short to be a prefix");
-    }
-
-    #[test]
-    fn image_references_split_into_name_digest_and_tag() {
-        let check = |text: &str, expected: (&str, Option<&str>, Option<&str>)| {
-            assert_eq!(split_image_reference(text), expected, "{text}");
-        };
-        check(
-            "127.0.0.1:5115/team/app:v1",
-            ("127.0.0.1:5115/team/app", None, Some("v1")),
-        );
-        check(
-            "127.0.0.1:5115/team/app@sha256:ab",
-            ("127.0.0.1:5115/team/app", Some("sha256:ab"), None),
-        );
-        check(
-            "127.0.0.1:5115/team/app:v1@sha256:ab",
-            ("127.0.0.1:5115/team/app", Some("sha256:ab"), Some("v1")),
-        );
-        check(
-            "127.0.0.1:5115/team/app",
-            ("127.0.0.1:5115/team/app", None, None),
-        );
-        check("sha256:ab", ("", Some("sha256:ab"), None));
-        check("v2", ("", None, Some("v2")));
     }
 }
