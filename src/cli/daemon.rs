@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline, open_store};
-use crate::config::Config;
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline};
+use crate::config::{Config, Pipeline};
+use crate::engine::Progress;
 use crate::engine::intake::{self, IntakeError};
 use crate::engine::scheduler;
 use crate::run::{RunKind, Trigger};
@@ -214,39 +215,38 @@ pub async fn trigger(
     reference: Option<&str>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let pipeline = match find_pipeline(config, name) {
-        Ok(pipeline) => pipeline,
-        Err(code) => return Ok(code),
+    let work = async |pipeline: &Pipeline, store: &Store, _: &mut dyn Progress| {
+        let request = intake::Request {
+            pipeline: &pipeline.name,
+            kind: RunKind::Run,
+            trigger: Trigger::Manual,
+            requested: reference,
+            delivery: None,
+        };
+        Ok(intake::queue(store, None, &request, &|_| String::new()).await)
     };
-    let store = open_store(config).await?;
-    let request = intake::Request {
-        pipeline: &pipeline.name,
-        kind: RunKind::Run,
-        trigger: Trigger::Manual,
-        requested: reference,
-        delivery: None,
-    };
-    let queued = intake::queue(&store, None, &request, &|_| String::new()).await;
-    store.close().await;
-    let run = match queued {
-        Ok(Ok(run)) => run,
-        Ok(Err(_)) => anyhow::bail!("the run was not queued"),
-        Err(IntakeError::Invalid(message)) => {
-            eprintln!("error: --commit {message}");
-            return Ok(ExitCode::from(EXIT_USAGE));
+    super::operate::on_pipeline(config, name, work, |pipeline, queued| {
+        let run = match queued {
+            Ok(Ok(run)) => run,
+            Ok(Err(_)) => anyhow::bail!("the run was not queued"),
+            Err(IntakeError::Invalid(message)) => {
+                eprintln!("error: --commit {message}");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+            Err(IntakeError::Store(error)) => return Err(error.into()),
+        };
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "pipeline": pipeline.name, "run": run.number, "run_id": run.id, "queued": true })
+            );
+        } else {
+            println!(
+                "queued {}#{} (id {}); `gantry serve` runs it, `gantry logs {}#{} --follow` shows it",
+                pipeline.name, run.number, run.id, pipeline.name, run.number
+            );
         }
-        Err(IntakeError::Store(error)) => return Err(error.into()),
-    };
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({ "pipeline": pipeline.name, "run": run.number, "run_id": run.id, "queued": true })
-        );
-    } else {
-        println!(
-            "queued {}#{} (id {}); `gantry serve` runs it, `gantry logs {}#{} --follow` shows it",
-            pipeline.name, run.number, run.id, pipeline.name, run.number
-        );
-    }
-    Ok(ExitCode::from(EXIT_OK))
+        Ok(ExitCode::from(EXIT_OK))
+    })
+    .await
 }

@@ -11,7 +11,6 @@ mod operate;
 mod progress;
 mod remote;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,7 +21,7 @@ use crate::config::{Config, ConfigError, Pipeline};
 use crate::deploy::status::Lifecycle;
 use crate::engine::{self, BuildReport};
 use crate::host;
-use crate::run::{Outcome, Trigger};
+use crate::run::Trigger;
 use crate::store::Store;
 
 /// Exit code for success.
@@ -501,32 +500,27 @@ async fn build(
     reference: Option<&str>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let pipeline = match find_pipeline(config, name) {
-        Ok(pipeline) => pipeline,
-        Err(code) => return Ok(code),
+    let work = async |pipeline: &Pipeline, store: &Store, progress: &mut dyn engine::Progress| {
+        let report = engine::build(
+            config,
+            pipeline,
+            store,
+            reference,
+            &Trigger::Manual,
+            progress,
+        )
+        .await?;
+        Ok(report)
     };
-    let store = open_store(config).await?;
-    let mut progress = progress::for_terminal(std::io::stderr().is_terminal());
-    let report = engine::build(
-        config,
-        pipeline,
-        &store,
-        reference,
-        &Trigger::Manual,
-        progress.as_mut(),
-    )
+    operate::on_pipeline(config, name, work, |_, report| {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print_build(&report);
+        }
+        Ok(operate::exit_for(report.outcome))
+    })
     .await
-    .context("recording the run")?;
-    drop(progress);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_build(&report);
-    }
-    Ok(ExitCode::from(match report.outcome {
-        Outcome::Succeeded => EXIT_OK,
-        Outcome::Failed => EXIT_FAILED,
-    }))
 }
 
 fn print_build(report: &BuildReport) {

@@ -13,6 +13,7 @@ use crate::deploy::{Action, SharedLog, short_digest};
 use crate::engine::status::PipelineStatus;
 use crate::engine::{self, DeployOptions, DeployReport, RollbackTarget};
 use crate::run::Outcome;
+use crate::store::Store;
 
 /// Parses `--only`; a bad pattern is bad usage.
 pub fn parse_only(only: Option<&str>) -> Result<Option<glob::Pattern>, ExitCode> {
@@ -25,11 +26,33 @@ pub fn parse_only(only: Option<&str>) -> Result<Option<glob::Pattern>, ExitCode>
     }
 }
 
-fn exit_for(outcome: Outcome) -> ExitCode {
+pub(super) fn exit_for(outcome: Outcome) -> ExitCode {
     ExitCode::from(match outcome {
         Outcome::Succeeded => EXIT_OK,
         Outcome::Failed => EXIT_FAILED,
     })
+}
+
+/// The shape of every command on one pipeline of the local state: the pipeline named
+/// `name` (or exit 2 naming the ones that exist), the state store, progress on the
+/// terminal, `work` done with them, the store closed, then `show` prints the result and
+/// says the exit code.
+pub(super) async fn on_pipeline<T>(
+    config: &Config,
+    name: &str,
+    work: impl AsyncFnOnce(&Pipeline, &Store, &mut dyn engine::Progress) -> anyhow::Result<T>,
+    show: impl FnOnce(&Pipeline, T) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    let pipeline = match find_pipeline(config, name) {
+        Ok(pipeline) => pipeline,
+        Err(code) => return Ok(code),
+    };
+    let store = open_store(config).await?;
+    let mut progress = progress::for_terminal(std::io::stderr().is_terminal());
+    let done = work(pipeline, &store, progress.as_mut()).await;
+    drop(progress);
+    store.close().await;
+    show(pipeline, done.context("the state store")?)
 }
 
 pub async fn deploy(
@@ -38,19 +61,10 @@ pub async fn deploy(
     options: DeployOptions,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let pipeline = match find_pipeline(config, name) {
-        Ok(pipeline) => pipeline,
-        Err(code) => return Ok(code),
+    let work = async |pipeline: &Pipeline, store: &Store, progress: &mut dyn engine::Progress| {
+        Ok(engine::deploy(config, pipeline, store, &options, progress).await?)
     };
-    let store = open_store(config).await?;
-    let mut progress = progress::for_terminal(std::io::stderr().is_terminal());
-    let report = engine::deploy(config, pipeline, &store, &options, progress.as_mut())
-        .await
-        .context("recording the deploy")?;
-    drop(progress);
-    store.close().await;
-    print_deploy(&report, json)?;
-    Ok(exit_for(report.outcome))
+    on_pipeline(config, name, work, |_, report| show_deploy(&report, json)).await
 }
 
 pub async fn rollback(
@@ -60,25 +74,15 @@ pub async fn rollback(
     options: DeployOptions,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let pipeline = match find_pipeline(config, name) {
-        Ok(pipeline) => pipeline,
-        Err(code) => return Ok(code),
+    let target = RollbackTarget(to);
+    let work = async |pipeline: &Pipeline, store: &Store, progress: &mut dyn engine::Progress| {
+        Ok(engine::rollback(config, pipeline, store, &target, &options, progress).await?)
     };
-    let store = open_store(config).await?;
-    let mut progress = progress::for_terminal(std::io::stderr().is_terminal());
-    let report = engine::rollback(
-        config,
-        pipeline,
-        &store,
-        &RollbackTarget(to),
-        &options,
-        progress.as_mut(),
-    )
-    .await
-    .context("recording the rollback")?;
-    drop(progress);
-    store.close().await;
-    print_deploy(&report, json)?;
+    on_pipeline(config, name, work, |_, report| show_deploy(&report, json)).await
+}
+
+fn show_deploy(report: &DeployReport, json: bool) -> anyhow::Result<ExitCode> {
+    print_deploy(report, json)?;
     Ok(exit_for(report.outcome))
 }
 
@@ -89,36 +93,26 @@ pub async fn run(
     options: DeployOptions,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let pipeline = match find_pipeline(config, name) {
-        Ok(pipeline) => pipeline,
-        Err(code) => return Ok(code),
+    let work = async |pipeline: &Pipeline, store: &Store, progress: &mut dyn engine::Progress| {
+        let report =
+            engine::run_pipeline(config, pipeline, store, reference, &options, None, progress)
+                .await?;
+        Ok(report)
     };
-    let store = open_store(config).await?;
-    let mut progress = progress::for_terminal(std::io::stderr().is_terminal());
-    let report = engine::run_pipeline(
-        config,
-        pipeline,
-        &store,
-        reference,
-        &options,
-        None,
-        progress.as_mut(),
-    )
+    on_pipeline(config, name, work, |_, report| {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            if let Some(build) = &report.build {
+                print_build(build);
+            }
+            if let Some(deploy) = &report.deploy {
+                print_deploy(deploy, false)?;
+            }
+        }
+        Ok(exit_for(report.outcome()))
+    })
     .await
-    .context("recording the run")?;
-    drop(progress);
-    store.close().await;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        if let Some(build) = &report.build {
-            print_build(build);
-        }
-        if let Some(deploy) = &report.deploy {
-            print_deploy(deploy, false)?;
-        }
-    }
-    Ok(exit_for(report.outcome()))
 }
 
 pub async fn pin(
@@ -127,49 +121,47 @@ pub async fn pin(
     reason: &str,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let pipeline = match find_pipeline(config, name) {
-        Ok(pipeline) => pipeline,
-        Err(code) => return Ok(code),
+    let work = async |pipeline: &Pipeline, store: &Store, _: &mut dyn engine::Progress| {
+        Ok(engine::intake::pin(store, &pipeline.name, reason).await?)
     };
-    let store = open_store(config).await?;
-    let pinned = engine::intake::pin(&store, &pipeline.name, reason).await?;
-    store.close().await;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({ "pipeline": pipeline.name, "pinned": pinned })
-        );
-    } else {
-        println!(
-            "pinned {}: {reason}; automatic deploys are held until `gantry unpin {}`",
-            pipeline.name, pipeline.name
-        );
-    }
-    Ok(ExitCode::from(EXIT_OK))
+    on_pipeline(config, name, work, |pipeline, pinned| {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "pipeline": pipeline.name, "pinned": pinned })
+            );
+        } else {
+            println!(
+                "pinned {}: {reason}; automatic deploys are held until `gantry unpin {}`",
+                pipeline.name, pipeline.name
+            );
+        }
+        Ok(ExitCode::from(EXIT_OK))
+    })
+    .await
 }
 
 pub async fn unpin(config: &Config, name: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let pipeline = match find_pipeline(config, name) {
-        Ok(pipeline) => pipeline,
-        Err(code) => return Ok(code),
+    let work = async |pipeline: &Pipeline, store: &Store, _: &mut dyn engine::Progress| {
+        Ok(engine::intake::unpin(store, &pipeline.name).await?)
     };
-    let store = open_store(config).await?;
-    let was_pinned = engine::intake::unpin(&store, &pipeline.name).await?;
-    store.close().await;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({ "pipeline": pipeline.name, "was_pinned": was_pinned })
-        );
-    } else if was_pinned {
-        println!(
-            "unpinned {}: automatic deploys go ahead again",
-            pipeline.name
-        );
-    } else {
-        println!("{} was not pinned", pipeline.name);
-    }
-    Ok(ExitCode::from(EXIT_OK))
+    on_pipeline(config, name, work, |pipeline, was_pinned| {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "pipeline": pipeline.name, "was_pinned": was_pinned })
+            );
+        } else if was_pinned {
+            println!(
+                "unpinned {}: automatic deploys go ahead again",
+                pipeline.name
+            );
+        } else {
+            println!("{} was not pinned", pipeline.name);
+        }
+        Ok(ExitCode::from(EXIT_OK))
+    })
+    .await
 }
 
 fn print_deploy(report: &DeployReport, json: bool) -> anyhow::Result<()> {

@@ -574,20 +574,20 @@ impl super::swap::Containers for Hosts {
         health: &crate::config::Health,
     ) -> Result<Duration, super::health::HealthFailure> {
         let address = self.addresses.get(host).map_or("127.0.0.1", String::as_str);
-        match self.engine(host) {
-            Ok(docker) => super::health::wait_healthy(docker, name, health, address).await,
-            Err(error) => Err(super::health::HealthFailure {
+        let docker = self
+            .engine(host)
+            .map_err(|error| super::health::HealthFailure {
                 check: format!("the host of {name}"),
                 result: error.to_string(),
                 exited: false,
-            }),
-        }
+            })?;
+        super::health::wait_healthy(docker, name, health, address).await
     }
 
     async fn tail_logs(&self, host: &str, name: &str, lines: usize) -> Vec<String> {
-        match self.engine(host) {
-            Ok(docker) => tail_logs(docker, name, lines).await,
-            Err(_) => Vec::new(),
-        }
+        let Ok(docker) = self.engine(host) else {
+            return Vec::new();
+        };
+        tail_logs(docker, name, lines).await
     }
 }

@@ -236,12 +236,22 @@ pub async fn connect_hosts(
 pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     let pipeline = request.pipeline;
     let targets = targets(pipeline, request.only);
-    let not_reached = |targets: &[Target<'_>]| -> Vec<InstanceReport> {
-        targets
-            .iter()
-            .map(|target| report(target, Action::NotReached))
-            .collect()
-    };
+    // A failure of phase 1: no instance was reached.
+    let untouched =
+        |phase: &str, host: Option<String>, instance: Option<String>, message| RolloutReport {
+            instances: targets
+                .iter()
+                .map(|target| report(target, Action::NotReached))
+                .collect(),
+            failure: Some(RolloutFailure {
+                phase: phase.to_string(),
+                host,
+                instance,
+                message,
+                check: None,
+                logs: Vec::new(),
+            }),
+        };
 
     // Phase 1: every host reachable and holding the image, or nothing is touched.
     let hosts = match connect_hosts(
@@ -252,49 +262,19 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     {
         Ok(hosts) => hosts,
         Err((host, reason)) => {
-            return RolloutReport {
-                instances: not_reached(&targets),
-                failure: Some(RolloutFailure {
-                    phase: "pull".to_string(),
-                    message: format!("{reason}; no container was touched"),
-                    host: Some(host),
-                    instance: None,
-                    check: None,
-                    logs: Vec::new(),
-                }),
-            };
+            let message = format!("{reason}; no container was touched");
+            return untouched("pull", Some(host), None, message);
         }
     };
     // Every container the rollout would touch is this pipeline's, or nothing is touched.
     if let Err((host, instance, message)) = check_ownership(&hosts, &targets, pipeline).await {
-        return RolloutReport {
-            instances: not_reached(&targets),
-            failure: Some(RolloutFailure {
-                phase: "check".to_string(),
-                message: format!("{message}; no container was touched"),
-                host: Some(host),
-                instance: Some(instance),
-                check: None,
-                logs: Vec::new(),
-            }),
-        };
+        let message = format!("{message}; no container was touched");
+        return untouched("check", Some(host), Some(instance), message);
     }
     let image = request.image;
     let credentials = match registry::credentials(request.config, image.repository.registry()) {
         Ok(credentials) => credentials,
-        Err(error) => {
-            return RolloutReport {
-                instances: not_reached(&targets),
-                failure: Some(RolloutFailure {
-                    phase: "pull".to_string(),
-                    message: error.to_string(),
-                    host: None,
-                    instance: None,
-                    check: None,
-                    logs: Vec::new(),
-                }),
-            };
-        }
+        Err(error) => return untouched("pull", None, None, error.to_string()),
     };
     log(&format!(
         "pulling {} on {}",
@@ -318,17 +298,8 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         .collect();
     pull_failures.sort();
     if let Some((host, reason)) = pull_failures.into_iter().next() {
-        return RolloutReport {
-            instances: not_reached(&targets),
-            failure: Some(RolloutFailure {
-                phase: "pull".to_string(),
-                message: format!("host `{host}`: {reason}; no container was touched"),
-                host: Some(host),
-                instance: None,
-                check: None,
-                logs: Vec::new(),
-            }),
-        };
+        let message = format!("host `{host}`: {reason}; no container was touched");
+        return untouched("pull", Some(host), None, message);
     }
 
     // Phase 2: service by service, batch by batch.

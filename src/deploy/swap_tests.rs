@@ -7,8 +7,9 @@ use std::time::Duration;
 use super::container::{ContainerSpec, DockerCallError};
 use super::health::HealthFailure;
 use super::swap::{Containers, Existing, Plan, roll_out};
+use super::tests::{pipeline, spec_of};
 use super::{Action, DeployImage, targets};
-use crate::config::{Config, Health, Pipeline};
+use crate::config::{Health, Pipeline};
 
 /// A container in memory.
 #[derive(Debug, Clone)]
@@ -193,21 +194,6 @@ impl Containers for Memory {
     }
 }
 
-fn pipeline(deploy: &str) -> Pipeline {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
-    std::fs::write(
-        dir.path().join("pipelines/app.yaml"),
-        format!(
-            "source: {{ repo: https://git.example.com/app.git, branch: main }}\n\
-             image: {{ repository: 127.0.0.1:5000/app }}\ndeploy:\n{deploy}"
-        ),
-    )
-    .unwrap();
-    let config = Config::load_with(dir.path(), &|_: &str| None).unwrap();
-    config.pipelines["app"].clone()
-}
-
 /// Rolls `digest` out; the action of each instance, in order, and the failure's message.
 /// `stop` is asked before each batch, as a lost lease would be.
 async fn roll<C: Containers>(
@@ -241,21 +227,7 @@ async fn roll<C: Containers>(
 
 /// The spec hash an instance of `pipeline` gets, to set up a container already in place.
 fn spec_hash(pipeline: &Pipeline, instance: &str) -> String {
-    let service = pipeline
-        .deploy
-        .services
-        .values()
-        .find(|service| service.instances.contains_key(instance))
-        .unwrap();
-    ContainerSpec::new(
-        pipeline,
-        service,
-        &service.instances[instance],
-        &pipeline.image.repository,
-        "sha256:any",
-        None,
-    )
-    .spec_hash
+    spec_of(pipeline, instance, "sha256:any").spec_hash
 }
 
 fn actions(expected: &[(&str, Action)]) -> Vec<(String, Action)> {

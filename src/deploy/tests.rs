@@ -6,7 +6,7 @@ use super::*;
 use crate::config::Config;
 
 /// A pipeline whose deploy section is `deploy` (indented by two spaces).
-fn pipeline(deploy: &str) -> Pipeline {
+pub(super) fn pipeline(deploy: &str) -> Pipeline {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
     std::fs::write(
@@ -48,7 +48,11 @@ fn instances_come_after_everything_their_service_requires() {
 }
 
 fn spec(deploy: &str, instance: &str, digest: &str) -> ContainerSpec {
-    let pipeline = pipeline(deploy);
+    spec_of(&pipeline(deploy), instance, digest)
+}
+
+/// The container spec of one instance of `pipeline` for an image `digest`.
+pub(super) fn spec_of(pipeline: &Pipeline, instance: &str, digest: &str) -> ContainerSpec {
     let service = pipeline
         .deploy
         .services
@@ -56,7 +60,7 @@ fn spec(deploy: &str, instance: &str, digest: &str) -> ContainerSpec {
         .find(|service| service.instances.contains_key(instance))
         .unwrap();
     ContainerSpec::new(
-        &pipeline,
+        pipeline,
         service,
         &service.instances[instance],
         &pipeline.image.repository,

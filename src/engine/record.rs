@@ -288,7 +288,7 @@ impl<'a> RunRecorder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::{RunKind, Trigger};
+    use crate::run::RunKind;
 
     #[test]
     fn long_lines_are_cut_between_characters() {
@@ -301,12 +301,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_log_keeps_its_limit_and_counts_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let run = store
-            .start_run("p", RunKind::Build, &Trigger::Manual, None)
-            .await
-            .unwrap();
+        let (_dir, store) = Store::temporary().await;
+        let run = store.manual_run("p", RunKind::Build).await;
         let log = RunLog::new(&store, run);
         let other = log.clone();
         for index in 0..MAX_LOG_LINES + 500 {

@@ -135,7 +135,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::run::{RunKind, RunState, Trigger};
+    use crate::run::{RunKind, RunState};
 
     fn reading(taken_at: i64) -> Arc<StatusSnapshot> {
         Arc::new(StatusSnapshot {
@@ -146,12 +146,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_reading_older_than_the_last_run_waits_for_the_next_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let run = store
-            .start_run("web", RunKind::Run, &Trigger::Manual, None)
-            .await
-            .unwrap();
+        let (_dir, store) = Store::temporary().await;
+        let run = store.manual_run("web", RunKind::Run).await;
         store.end_run(run, RunState::Succeeded, "").await.unwrap();
         let ended = store.last_finished_at(Some("web")).await.unwrap().unwrap();
         let (sender, receiver) = watch::channel(reading(ended - 1));
@@ -182,10 +178,7 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
 
         // Runs that did nothing (coalesced) do not count.
-        let idle = store
-            .start_run("db", RunKind::Run, &Trigger::Manual, None)
-            .await
-            .unwrap();
+        let idle = store.manual_run("db", RunKind::Run).await;
         store.end_run(idle, RunState::Coalesced, "").await.unwrap();
         assert_eq!(store.last_finished_at(Some("db")).await.unwrap(), None);
     }

@@ -91,6 +91,28 @@ impl Api {
             serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
         )
     }
+
+    /// A run queued through the API's way in.
+    async fn queued(&self) -> crate::run::RunId {
+        self.state
+            .store
+            .queue_run("app", RunKind::Run, &Trigger::Api, None, None, &|_| {
+                String::new()
+            })
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// A `POST` with the operator's token.
+    async fn act(&self, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
+        self.json("POST", path, Some(OPERATOR), body).await
+    }
+
+    /// A `GET` with the read token.
+    async fn read(&self, path: &str) -> (StatusCode, serde_json::Value) {
+        self.json("GET", path, Some(READER), "").await
+    }
 }
 
 async fn status_and_text(response: Response) -> (StatusCode, String) {
@@ -159,9 +181,7 @@ async fn pipelines_show_state_and_config_errors_without_secrets() {
     for secret in ["t0k3n", "hook-s3cret", OPERATOR, READER] {
         assert!(!text.contains(secret), "{secret} leaked: {text}");
     }
-    let (status, body) = api
-        .json("GET", "/api/v1/pipelines/nope", Some(READER), "")
-        .await;
+    let (status, body) = api.read("/api/v1/pipelines/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "no pipeline `nope`");
 }
@@ -170,58 +190,30 @@ async fn pipelines_show_state_and_config_errors_without_secrets() {
 async fn actions_record_and_answer_with_the_run() {
     let api = Api::new("").await;
     let (status, body) = api
-        .json(
-            "POST",
-            "/api/v1/pipelines/app/trigger",
-            Some(OPERATOR),
-            r#"{"commit": "v1"}"#,
-        )
+        .act("/api/v1/pipelines/app/trigger", r#"{"commit": "v1"}"#)
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["run"], 1);
-    let (status, run) = api
-        .json(
-            "GET",
-            &format!("/api/v1/runs/{}", body["run_id"]),
-            Some(READER),
-            "",
-        )
-        .await;
+    let (status, run) = api.read(&format!("/api/v1/runs/{}", body["run_id"])).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(run["state"], "queued");
     assert_eq!(run["requested"], "v1");
     assert_eq!(run["trigger"], "api");
     let (status, body) = api
-        .json(
-            "POST",
-            "/api/v1/pipelines/app/pin",
-            Some(OPERATOR),
-            r#"{"reason": "freeze"}"#,
-        )
+        .act("/api/v1/pipelines/app/pin", r#"{"reason": "freeze"}"#)
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["pinned"]["reason"], "freeze");
-    let (_, pipeline) = api
-        .json("GET", "/api/v1/pipelines/app", Some(READER), "")
-        .await;
+    let (_, pipeline) = api.read("/api/v1/pipelines/app").await;
     assert_eq!(pipeline["pinned"]["reason"], "freeze");
     assert_eq!(pipeline["last_run"]["number"], 1);
-    let (_, body) = api
-        .json("POST", "/api/v1/pipelines/app/unpin", Some(OPERATOR), "")
-        .await;
+    let (_, body) = api.act("/api/v1/pipelines/app/unpin", "").await;
     assert_eq!(body["was_pinned"], true);
     let (status, _) = api
         .call("POST", "/api/v1/pipelines/nope/trigger", Some(OPERATOR), "")
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, body) = api
-        .json(
-            "POST",
-            "/api/v1/pipelines/app/trigger",
-            Some(OPERATOR),
-            "{not json",
-        )
-        .await;
+    let (status, body) = api.act("/api/v1/pipelines/app/trigger", "{not json").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     // An action's body is a few short fields; a big one is refused before it is read.
     let big = format!(r#"{{"commit": "{}"}}"#, "a".repeat(api::MAX_BODY));
@@ -234,7 +226,7 @@ async fn actions_record_and_answer_with_the_run() {
         )
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    let (_, page) = api.json("GET", "/api/v1/runs", Some(READER), "").await;
+    let (_, page) = api.read("/api/v1/runs").await;
     assert_eq!(
         page["runs"].as_array().unwrap().len(),
         1,
@@ -246,18 +238,9 @@ async fn actions_record_and_answer_with_the_run() {
 async fn runs_come_a_page_at_a_time() {
     let api = Api::new("").await;
     for _ in 0..7 {
-        api.state
-            .store
-            .queue_run("app", RunKind::Run, &Trigger::Api, None, None, &|_| {
-                String::new()
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        api.queued().await;
     }
-    let (_, first) = api
-        .json("GET", "/api/v1/runs?limit=3", Some(READER), "")
-        .await;
+    let (_, first) = api.read("/api/v1/runs?limit=3").await;
     let numbers = |page: &serde_json::Value| -> Vec<i64> {
         page["runs"]
             .as_array()
@@ -268,51 +251,32 @@ async fn runs_come_a_page_at_a_time() {
     };
     assert_eq!(numbers(&first), vec![7, 6, 5]);
     let (_, second) = api
-        .json(
-            "GET",
-            &format!("/api/v1/runs?limit=3&before={}", first["next_before"]),
-            Some(READER),
-            "",
-        )
+        .read(&format!(
+            "/api/v1/runs?limit=3&before={}",
+            first["next_before"]
+        ))
         .await;
     assert_eq!(numbers(&second), vec![4, 3, 2]);
     let (_, last) = api
-        .json(
-            "GET",
-            &format!("/api/v1/runs?limit=3&before={}", second["next_before"]),
-            Some(READER),
-            "",
-        )
+        .read(&format!(
+            "/api/v1/runs?limit=3&before={}",
+            second["next_before"]
+        ))
         .await;
     assert_eq!(numbers(&last), vec![1]);
     assert!(last["next_before"].is_null());
     let (_, filtered) = api
-        .json(
-            "GET",
-            "/api/v1/runs?pipeline=app&state=queued&limit=2",
-            Some(READER),
-            "",
-        )
+        .read("/api/v1/runs?pipeline=app&state=queued&limit=2")
         .await;
     assert_eq!(numbers(&filtered), vec![7, 6]);
-    let (_, none) = api
-        .json("GET", "/api/v1/runs?state=succeeded", Some(READER), "")
-        .await;
+    let (_, none) = api.read("/api/v1/runs?state=succeeded").await;
     assert_eq!(numbers(&none), Vec::<i64>::new());
 }
 
 #[tokio::test]
 async fn a_log_is_whole_as_json_and_followed_as_events_to_its_end() {
     let api = Api::new("").await;
-    let run = api
-        .state
-        .store
-        .queue_run("app", RunKind::Run, &Trigger::Api, None, None, &|_| {
-            String::new()
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let run = api.queued().await;
     api.state.store.begin_run(run).await.unwrap();
     api.state
         .store
@@ -354,14 +318,7 @@ async fn a_log_is_whole_as_json_and_followed_as_events_to_its_end() {
         text.contains("event: end\ndata: {\"state\":\"failed\"}"),
         "{text}"
     );
-    let (_, whole) = api
-        .json(
-            "GET",
-            &format!("/api/v1/runs/{}/log", run.id),
-            Some(READER),
-            "",
-        )
-        .await;
+    let (_, whole) = api.read(&format!("/api/v1/runs/{}/log", run.id)).await;
     assert_eq!(whole["lines"].as_array().unwrap().len(), 6);
     assert_eq!(whole["state"], "failed");
 }

@@ -207,3 +207,24 @@ impl Store {
         self.pool.close().await;
     }
 }
+
+#[cfg(test)]
+impl Store {
+    /// A store in a temporary directory, which goes when the returned guard drops.
+    pub(crate) async fn temporary() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(dir.path()).await.expect("a store opens");
+        (dir, store)
+    }
+
+    /// A run started by hand, as `gantry build` or `gantry run` starts one.
+    pub(crate) async fn manual_run(
+        &self,
+        pipeline: &str,
+        kind: crate::run::RunKind,
+    ) -> crate::run::RunId {
+        self.start_run(pipeline, kind, &crate::run::Trigger::Manual, None)
+            .await
+            .expect("a run starts")
+    }
+}

@@ -5,16 +5,9 @@ use crate::run::{Outcome, RunKind, RunState, Stage, Trigger};
 
 #[tokio::test]
 async fn runs_are_numbered_per_pipeline_and_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
-    let first = store
-        .start_run("a", RunKind::Build, &Trigger::Manual, None)
-        .await
-        .unwrap();
-    let other = store
-        .start_run("b", RunKind::Build, &Trigger::Manual, None)
-        .await
-        .unwrap();
+    let (dir, store) = Store::temporary().await;
+    let first = store.manual_run("a", RunKind::Build).await;
+    let other = store.manual_run("b", RunKind::Build).await;
     let second = store
         .start_run("a", RunKind::Build, &Trigger::Manual, Some("v1"))
         .await
@@ -73,68 +66,37 @@ async fn runs_are_numbered_per_pipeline_and_recorded() {
 
 #[tokio::test]
 async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+    let (_dir, store) = Store::temporary().await;
     let ttl = Duration::from_secs(60);
-    assert!(
+    let takes = async |pipeline: &str, owner: &str, ttl: Duration| {
         store
-            .acquire_lease("p", "one", ttl)
+            .acquire_lease(pipeline, owner, ttl)
             .await
             .unwrap()
             .is_none()
-    );
+    };
+    assert!(takes("p", "one", ttl).await);
     // The holder may take it again (renewal by acquiring); another may not.
-    assert!(
-        store
-            .acquire_lease("p", "one", ttl)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(takes("p", "one", ttl).await);
     let holder = store.acquire_lease("p", "two", ttl).await.unwrap().unwrap();
     assert_eq!(holder.owner, "one");
     // Other pipelines have their own lease.
-    assert!(
-        store
-            .acquire_lease("q", "two", ttl)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(takes("q", "two", ttl).await);
     assert!(store.renew_lease("p", "one", ttl).await.unwrap());
     assert!(!store.renew_lease("p", "two", ttl).await.unwrap());
     store.release_lease("p", "one").await.unwrap();
-    assert!(
-        store
-            .acquire_lease("p", "two", ttl)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(takes("p", "two", ttl).await);
 
     // A lease whose holder stopped renewing is taken over once it expires.
-    assert!(
-        store
-            .acquire_lease("r", "dead", Duration::ZERO)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(takes("r", "dead", Duration::ZERO).await);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    assert!(
-        store
-            .acquire_lease("r", "alive", ttl)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(takes("r", "alive", ttl).await);
     assert!(!store.renew_lease("r", "dead", ttl).await.unwrap());
 }
 
 #[tokio::test]
 async fn deployments_record_instance_digests_and_pins() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+    let (_dir, store) = Store::temporary().await;
     let record = |instance: &str, digest: Option<&str>| InstanceRecord {
         service: "web".to_string(),
         instance: instance.to_string(),
@@ -211,13 +173,9 @@ async fn deployments_record_instance_digests_and_pins() {
 
 #[tokio::test]
 async fn only_runs_the_daemon_took_are_recovered_after_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+    let (_dir, store) = Store::temporary().await;
     // A `gantry run` in the foreground of another process.
-    let foreground = store
-        .start_run("p", RunKind::Run, &Trigger::Manual, None)
-        .await
-        .unwrap();
+    let foreground = store.manual_run("p", RunKind::Run).await;
     let queued = store
         .queue_run(
             "p",
@@ -245,18 +203,11 @@ async fn only_runs_the_daemon_took_are_recovered_after_a_crash() {
 
 #[tokio::test]
 async fn runs_page_by_pipeline_and_state_from_before() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+    let (_dir, store) = Store::temporary().await;
     let mut web = Vec::new();
     for index in 0..7 {
-        let run = store
-            .start_run("web", RunKind::Run, &Trigger::Manual, None)
-            .await
-            .unwrap();
-        store
-            .start_run("db", RunKind::Run, &Trigger::Manual, None)
-            .await
-            .unwrap();
+        let run = store.manual_run("web", RunKind::Run).await;
+        store.manual_run("db", RunKind::Run).await;
         if index % 2 == 0 {
             store.end_run(run, RunState::Skipped, "").await.unwrap();
         }

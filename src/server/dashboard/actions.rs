@@ -166,44 +166,25 @@ pub(super) async fn act(
             .map(|text| text.trim().to_string())
             .filter(|text| !text.is_empty())
     };
-    let queued = match action {
+    let (kind, requested) = match action {
         Action::Unpin => {
             return match crate::engine::intake::unpin(&state.store, &name).await {
                 Ok(_) => Redirect::to(&format!("/pipelines/{name}")).into_response(),
                 Err(error) => internal(&viewer, error),
             };
         }
-        Action::Trigger => {
-            api::enqueue(
-                &state,
-                &name,
-                RunKind::Run,
-                Trigger::Dashboard,
-                given(form.commit).as_deref(),
-            )
-            .await
-        }
-        Action::Deploy => {
-            api::enqueue(
-                &state,
-                &name,
-                RunKind::Deploy,
-                Trigger::Dashboard,
-                given(form.image).as_deref(),
-            )
-            .await
-        }
-        Action::Rollback => {
-            api::enqueue(
-                &state,
-                &name,
-                RunKind::Rollback,
-                Trigger::Dashboard,
-                given(form.to).as_deref(),
-            )
-            .await
-        }
+        Action::Trigger => (RunKind::Run, given(form.commit)),
+        Action::Deploy => (RunKind::Deploy, given(form.image)),
+        Action::Rollback => (RunKind::Rollback, given(form.to)),
     };
+    let queued = api::enqueue(
+        &state,
+        &name,
+        kind,
+        Trigger::Dashboard,
+        requested.as_deref(),
+    )
+    .await;
     match queued {
         Ok(run) => Redirect::to(&format!("/runs/{}", run.id)).into_response(),
         // A request that was refused (a bad ref, a store that cannot write) says why;

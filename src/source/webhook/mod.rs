@@ -412,13 +412,16 @@ fn gitlab_push(json: &Value) -> Result<Push, String> {
     Ok(Push { git_ref, commit })
 }
 
-fn bitbucket_pushes(json: &Value) -> Result<Vec<Push>, String> {
-    let changes = json
-        .pointer("/push/changes")
+/// The array at `pointer`, or why a delivery lacks it.
+fn changes<'v>(json: &'v Value, pointer: &str, name: &str) -> Result<&'v Vec<Value>, String> {
+    json.pointer(pointer)
         .and_then(Value::as_array)
-        .ok_or("no `push.changes`")?;
+        .ok_or_else(|| format!("no `{name}`"))
+}
+
+fn bitbucket_pushes(json: &Value) -> Result<Vec<Push>, String> {
     let mut pushes = Vec::new();
-    for change in changes {
+    for change in changes(json, "/push/changes", "push.changes")? {
         let Some(new) = change.get("new").filter(|new| !new.is_null()) else {
             // `new: null`: the ref was deleted; the old one says which.
             if let Some(name) = string_at(change, "/old/name") {
@@ -443,12 +446,8 @@ fn bitbucket_pushes(json: &Value) -> Result<Vec<Push>, String> {
 /// Bitbucket Server's `repo:refs_changed`: `changes[].refId` and `toHash`; a deleted
 /// ref has `type: DELETE` and `toHash` all zeros.
 fn bitbucket_server_pushes(json: &Value) -> Result<Vec<Push>, String> {
-    let changes = json
-        .get("changes")
-        .and_then(Value::as_array)
-        .ok_or("no `changes`")?;
     let mut pushes = Vec::new();
-    for change in changes {
+    for change in changes(json, "/changes", "changes")? {
         let git_ref = ref_name(
             "changes[].refId",
             string_at(change, "/refId").or_else(|| string_at(change, "/ref/id")),

@@ -22,6 +22,19 @@ fn deliver(
     receive(Some(SECRET), &header, content_type, body)
 }
 
+/// A GitHub delivery of `event` with `body`, signed with the test's secret.
+fn github(event: &str, body: &[u8]) -> Result<Delivery, WebhookError> {
+    let signature = sign(SECRET, body);
+    deliver(
+        &[
+            ("X-GitHub-Event", event),
+            ("X-Hub-Signature-256", &signature),
+        ],
+        None,
+        body,
+    )
+}
+
 fn sample(name: &str) -> Vec<u8> {
     std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -228,15 +241,7 @@ fn bad_deliveries_say_why() {
         body,
         WebhookError::BadSignature { forge: "gitlab" },
     );
-    let malformed = b"{not json";
-    let result = deliver(
-        &[
-            ("X-GitHub-Event", "push"),
-            ("X-Hub-Signature-256", &sign(SECRET, malformed)),
-        ],
-        None,
-        malformed,
-    );
+    let result = github("push", b"{not json");
     assert!(
         matches!(
             result,
@@ -248,16 +253,7 @@ fn bad_deliveries_say_why() {
         "{result:?}"
     );
     // Signed but not a push: reported by name, not refused.
-    let issue = b"{}";
-    let delivery = deliver(
-        &[
-            ("X-GitHub-Event", "issues"),
-            ("X-Hub-Signature-256", &sign(SECRET, issue)),
-        ],
-        None,
-        issue,
-    )
-    .unwrap();
+    let delivery = github("issues", b"{}").unwrap();
     assert_eq!(delivery.event, WebhookEvent::Other("issues".to_string()));
 }
 
