@@ -170,12 +170,7 @@ pub async fn push(
     on_line: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Option<String>, RegistryError> {
     let reference = repository.with_tag(tag);
-    let docker_credentials = credentials.map(|credentials| DockerCredentials {
-        username: Some(credentials.username.clone()),
-        password: Some(credentials.password.expose_secret().to_string()),
-        serveraddress: Some(repository.registry().to_string()),
-        ..DockerCredentials::default()
-    });
+    let docker_credentials = credentials.map(|credentials| for_engine(credentials, repository));
     let options = PushImageOptions {
         tag: Some(tag.to_string()),
         platform: None,
@@ -215,6 +210,16 @@ pub async fn push(
     Ok(digest)
 }
 
+/// The credentials as the engine takes them for `repository`'s registry.
+fn for_engine(credentials: &Credentials, repository: &ImageRepository) -> DockerCredentials {
+    DockerCredentials {
+        username: Some(credentials.username.clone()),
+        password: Some(credentials.password.expose_secret().to_string()),
+        serveraddress: Some(repository.registry().to_string()),
+        ..DockerCredentials::default()
+    }
+}
+
 /// Pulls `repository@digest` through the engine, so a host has the exact image before it is used.
 pub async fn pull(
     docker: &Docker,
@@ -223,12 +228,7 @@ pub async fn pull(
     credentials: Option<&Credentials>,
 ) -> Result<(), RegistryError> {
     let reference = repository.with_digest(digest);
-    let docker_credentials = credentials.map(|credentials| DockerCredentials {
-        username: Some(credentials.username.clone()),
-        password: Some(credentials.password.expose_secret().to_string()),
-        serveraddress: Some(repository.registry().to_string()),
-        ..DockerCredentials::default()
-    });
+    let docker_credentials = credentials.map(|credentials| for_engine(credentials, repository));
     let options = CreateImageOptions {
         from_image: Some(reference.clone()),
         ..CreateImageOptions::default()

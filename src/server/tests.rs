@@ -250,19 +250,11 @@ async fn runs_come_a_page_at_a_time() {
             .collect()
     };
     assert_eq!(numbers(&first), vec![7, 6, 5]);
-    let (_, second) = api
-        .read(&format!(
-            "/api/v1/runs?limit=3&before={}",
-            first["next_before"]
-        ))
-        .await;
+    let after =
+        |page: &serde_json::Value| format!("/api/v1/runs?limit=3&before={}", page["next_before"]);
+    let (_, second) = api.read(&after(&first)).await;
     assert_eq!(numbers(&second), vec![4, 3, 2]);
-    let (_, last) = api
-        .read(&format!(
-            "/api/v1/runs?limit=3&before={}",
-            second["next_before"]
-        ))
-        .await;
+    let (_, last) = api.read(&after(&second)).await;
     assert_eq!(numbers(&last), vec![1]);
     assert!(last["next_before"].is_null());
     let (_, filtered) = api

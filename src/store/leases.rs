@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
 
 use super::{Store, StoreError, now_millis};
 
@@ -105,11 +106,7 @@ impl Store {
                 acquired_at: now,
                 expires_at: now,
             },
-            |row| LeaseHolder {
-                owner: row.get("owner"),
-                acquired_at: row.get("acquired_at"),
-                expires_at: row.get("expires_at"),
-            },
+            |row| lease_holder(&row),
         )))
     }
 
@@ -122,11 +119,7 @@ impl Store {
         .bind(now_millis())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|row| LeaseHolder {
-            owner: row.get("owner"),
-            acquired_at: row.get("acquired_at"),
-            expires_at: row.get("expires_at"),
-        }))
+        Ok(row.as_ref().map(lease_holder))
     }
 
     /// Pushes the lease's expiry out by `ttl`; false when `owner` no longer holds it.
@@ -153,5 +146,13 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+fn lease_holder(row: &SqliteRow) -> LeaseHolder {
+    LeaseHolder {
+        owner: row.get("owner"),
+        acquired_at: row.get("acquired_at"),
+        expires_at: row.get("expires_at"),
     }
 }

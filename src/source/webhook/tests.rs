@@ -270,32 +270,29 @@ fn gitlab(body: &[u8]) -> Result<Delivery, WebhookError> {
 
 #[test]
 fn gitlab_takes_checkout_sha_else_after_and_a_deletion_is_after_all_zeros() {
+    let commit = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7";
+    let pushes = |body: &[u8], reference: &str| {
+        assert_eq!(
+            gitlab(body).unwrap().event,
+            WebhookEvent::Push(vec![push(reference, Some(commit))]),
+            "{}",
+            String::from_utf8_lossy(body)
+        )
+    };
     // GitLab 8.x's documented example: no `checkout_sha` at all.
-    let old = br#"{"ref": "refs/heads/master", "before": "95790bf891e76fee5e1747ab589903a6a1f80f22", "after": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"}"#;
-    assert_eq!(
-        gitlab(old).unwrap().event,
-        WebhookEvent::Push(vec![push(
-            "refs/heads/master",
-            Some("da1560886d4f094c3e6c9ef40349f7d38b5d27d7")
-        )])
+    pushes(
+        br#"{"ref": "refs/heads/master", "before": "95790bf891e76fee5e1747ab589903a6a1f80f22", "after": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"}"#,
+        "refs/heads/master",
     );
     // A tag push: `checkout_sha` is the commit, `after` the tag object.
-    let tag = br#"{"ref": "refs/tags/v1", "after": "82b3d5ae55f7080f1e6022629cdb57bfae7cccc7", "checkout_sha": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"}"#;
-    assert_eq!(
-        gitlab(tag).unwrap().event,
-        WebhookEvent::Push(vec![push(
-            "refs/tags/v1",
-            Some("da1560886d4f094c3e6c9ef40349f7d38b5d27d7")
-        )])
+    pushes(
+        br#"{"ref": "refs/tags/v1", "after": "82b3d5ae55f7080f1e6022629cdb57bfae7cccc7", "checkout_sha": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"}"#,
+        "refs/tags/v1",
     );
     // A new branch: `before` is zeros, the commit is there.
-    let created = br#"{"ref": "refs/heads/new", "before": "0000000000000000000000000000000000000000", "after": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7", "checkout_sha": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"}"#;
-    assert_eq!(
-        gitlab(created).unwrap().event,
-        WebhookEvent::Push(vec![push(
-            "refs/heads/new",
-            Some("da1560886d4f094c3e6c9ef40349f7d38b5d27d7")
-        )])
+    pushes(
+        br#"{"ref": "refs/heads/new", "before": "0000000000000000000000000000000000000000", "after": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7", "checkout_sha": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"}"#,
+        "refs/heads/new",
     );
 }
 
