@@ -6,7 +6,6 @@ use std::process::Command;
 use gantry::engine::{MAX_LINE_BYTES, MAX_LOG_LINES};
 
 use crate::common::*;
-use crate::serve::Daemon;
 
 #[test]
 fn a_build_that_prints_without_end_keeps_a_bounded_log_and_serves_it_whole() {
@@ -98,6 +97,7 @@ fn peak_memory(command: &mut Command) -> (Option<i32>, u64) {
         if let Some(status) = child.try_wait().unwrap() {
             return (status.code(), peak_kib / 1024);
         }
+        // The sampling period of the measurement, not a wait for something to hold.
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

@@ -464,13 +464,15 @@ fn an_unknown_pipeline_is_bad_usage() {
 }
 
 fn wait_for_port(port: u16) {
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("nothing listens on port {port}");
+    eventually(
+        &format!("something listens on port {port}"),
+        std::time::Duration::from_secs(5),
+        || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .map(drop)
+                .map_err(|error| error.to_string())
+        },
+    );
 }
 
 fn base64_encode(text: &str) -> String {

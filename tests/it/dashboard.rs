@@ -4,7 +4,7 @@
 //! `$GANTRY_TEST_ARTIFACTS/dashboard/`).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use headless_chrome::protocol::cdp::Emulation;
 use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
@@ -12,8 +12,6 @@ use headless_chrome::{Browser, LaunchOptions, Tab};
 use serde_json::Value;
 
 use crate::common::*;
-use crate::deploy::Deployment;
-use crate::serve::{Daemon, curl, deployed_commit, runs, wait_idle, webhook_deployment};
 
 const OPERATOR: &str = "dash-operator-t0ken";
 const READER: &str = "dash-reader-t0ken";
@@ -103,20 +101,18 @@ fn truthy(value: &Value) -> bool {
 
 /// Evaluates `expression` until it is truthy; returns its value.
 fn wait_for(tab: &Tab, what: &str, expression: &str, timeout: Duration) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
+    eventually(what, timeout, || {
         let value = eval(tab, expression);
         if truthy(&value) {
-            return value;
+            Ok(value)
+        } else {
+            Err(format!(
+                "still {value} at {}; the page says:\n{}",
+                tab.get_url(),
+                text_of(tab, "body")
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: still {value} at {}; the page says:\n{}",
-            tab.get_url(),
-            text_of(tab, "body")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
 /// Opens `url` and waits until the page (and its script) has loaded.
@@ -144,18 +140,18 @@ fn click_to(tab: &Tab, selector: &str, to: &str) {
         serde_json::to_string(selector).unwrap()
     );
     eval(tab, &click);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let url = tab.get_url();
-        if url != before && url.contains(to) && eval(tab, "document.readyState") == "complete" {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "clicking {selector} did not lead to {to}: at {url}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        &format!("clicking {selector} leads to {to}"),
+        Duration::from_secs(30),
+        || {
+            let url = tab.get_url();
+            if url != before && url.contains(to) && eval(tab, "document.readyState") == "complete" {
+                Ok(())
+            } else {
+                Err(format!("at {url}"))
+            }
+        },
+    );
 }
 
 fn text_of(tab: &Tab, selector: &str) -> String {
@@ -639,16 +635,15 @@ fn dashboard_pages_read_without_javascript_and_every_action_needs_the_operator()
     deployment
         .config
         .write("pipelines/broken.yaml", "source:\n  repo: x\n  bogus: 1\n");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let page = eventually("the config error shows", Duration::from_secs(20), || {
         let (_, page) = operator.get("/");
         if page.contains("Configuration errors") {
-            assert!(page.contains("broken.yaml:"), "{page}");
-            break;
+            Ok(page)
+        } else {
+            Err(page)
         }
-        assert!(Instant::now() < deadline, "{page}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
+    assert!(page.contains("broken.yaml:"), "{page}");
     std::fs::remove_file(deployment.config.path().join("pipelines/broken.yaml")).unwrap();
 
     // Logging out removes the cookie from this browser.
@@ -660,25 +655,28 @@ fn dashboard_pages_read_without_javascript_and_every_action_needs_the_operator()
     // A new token ends the sessions made with the old one, on the server's side.
     assert_eq!(reader.get("/").0, 200);
     with_tokens(&deployment, "").replace_reader("rotated-reader-t0ken");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reader.get("/").0 != 303 {
-        assert!(
-            Instant::now() < deadline,
-            "the old reader session still works"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(
+        "the old reader session ends",
+        Duration::from_secs(20),
+        || match reader.get("/") {
+            (303, _) => Ok(()),
+            (status, page) => Err(format!("HTTP {status}: {page}")),
+        },
+    );
     assert_eq!(reader.log_in(READER, "/").0, 401);
     assert_eq!(reader.log_in("rotated-reader-t0ken", "/").0, 303);
     assert_eq!(reader.get("/").0, 200);
 
     // With public_read, anyone reads (and still cannot act).
     with_tokens(&deployment, "  public_read: true\n");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while stranger.get("/").0 != 200 {
-        assert!(Instant::now() < deadline, "public_read applies on reload");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(
+        "public_read applies on reload",
+        Duration::from_secs(20),
+        || match stranger.get("/") {
+            (200, _) => Ok(()),
+            (status, page) => Err(format!("HTTP {status}: {page}")),
+        },
+    );
     let (_, page) = stranger.get("/");
     assert!(page.contains("href=\"/login\""), "{page}");
     assert_eq!(stranger.get(&format!("/pipelines/{name}/rollback")).0, 403);

@@ -7,7 +7,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::*;
-use crate::serve::{Daemon, SECRET, curl, forge_push, webhook_deployment};
 
 /// A small tmpfs the test mounts (tests run as root) and unmounts when dropped.
 struct SmallDisk {

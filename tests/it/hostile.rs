@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use crate::common::*;
-use crate::serve::{Daemon, SECRET, curl, forge_push, webhook_deployment};
 
 /// The daemon's `/healthz` document.
 fn health(daemon: &Daemon) -> serde_json::Value {

@@ -5,8 +5,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
-use crate::deploy::Deployment;
-use crate::serve::{Receiver, SECRET, curl, forge_push};
 
 const READ_TOKEN: &str = "leak-reader-token-0123456789";
 

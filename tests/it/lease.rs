@@ -5,7 +5,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
-use crate::deploy::{Deployment, LOCAL_DOCKER, inspect};
 
 fn container_id(name: &str) -> String {
     inspect(LOCAL_DOCKER, name)["Id"]

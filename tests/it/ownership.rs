@@ -2,7 +2,6 @@
 //! another pipeline's under the same name, not one made by hand.
 
 use crate::common::*;
-use crate::deploy::{Deployment, LOCAL_DOCKER, docker, inspect};
 
 /// A deploy section with one instance named `instance` on `local`.
 fn one_instance(instance: &str) -> String {

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use crate::common::*;
-use crate::serve::{Daemon, runs, webhook_deployment};
 
 /// A TCP server on loopback that takes connections and never says a word.
 fn silent_server() -> u16 {

@@ -1,300 +1,18 @@
 //! The daemon: the real `gantry serve` on a loopback port, fed signed webhooks shaped
 //! like each forge's own examples, building and deploying real commits.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gantry::source::webhook::sign;
 
 use crate::common::*;
-use crate::deploy::{Deployment, LOCAL_DOCKER, inspect};
-
-pub const SECRET: &str = "webhook-s3cret";
-
-/// A running `gantry serve`; stopped with SIGTERM (then SIGKILL) when dropped.
-pub struct Daemon {
-    child: Option<Child>,
-    pub port: u16,
-    log: std::path::PathBuf,
-}
-
-impl Daemon {
-    pub fn start(config: &ConfigDir) -> Daemon {
-        Daemon::start_with(config, "info")
-    }
-
-    /// Starts the daemon with `GANTRY_LOG` set to `log_filter`.
-    pub fn start_with(config: &ConfigDir, log_filter: &str) -> Daemon {
-        let port = free_port();
-        let log = config.path().join(format!("serve-{port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .arg("--config")
-            .arg(config.path())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("DOCKER_CONFIG", config.docker_config.path())
-            .env_remove("DOCKER_HOST")
-            .env("GANTRY_LOG", log_filter)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let daemon = Daemon {
-            child: Some(child),
-            port,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while daemon.get("/healthz").0 != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not answer: {}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        daemon
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn get(&self, path: &str) -> (u16, String) {
-        curl(&[&format!("http://127.0.0.1:{}{path}", self.port)])
-    }
-
-    /// POSTs `body` to /hooks/PIPELINE with the headers; returns status and body.
-    pub fn post(&self, pipeline: &str, headers: &[(String, String)], body: &[u8]) -> (u16, String) {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), body).unwrap();
-        let mut arguments = vec![
-            "-X".to_string(),
-            "POST".to_string(),
-            "--data-binary".to_string(),
-            format!("@{}", file.path().display()),
-            "-H".to_string(),
-            "Content-Type: application/json".to_string(),
-        ];
-        for (name, value) in headers {
-            arguments.push("-H".to_string());
-            arguments.push(format!("{name}: {value}"));
-        }
-        arguments.push(format!("http://127.0.0.1:{}/hooks/{pipeline}", self.port));
-        let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
-        curl(&arguments)
-    }
-
-    /// Sends SIGKILL: the daemon gets no chance to clean up.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    /// Sends SIGTERM and returns the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            let _ = self.terminate();
-        }
-    }
-}
-
-/// `curl -s ARGS`: the status and the body.
-pub fn curl(arguments: &[&str]) -> (u16, String) {
-    let output = Command::new("curl")
-        .args(["-s", "-m", "30", "-w", "\n%{http_code}"])
-        .args(arguments)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (status.trim().parse().unwrap_or(0), body.to_string())
-}
-
-/// A deployment whose pipeline takes signed webhooks (and `extra` source keys).
-pub fn webhook_deployment(prefix: &str, extra_source: &str) -> Deployment {
-    let deployment = Deployment::new(prefix, &[]);
-    write_pipeline(&deployment, extra_source, "");
-    deployment
-}
-
-pub fn write_pipeline(deployment: &Deployment, extra_source: &str, extra_image: &str) {
-    let instance = deployment.instance("web-1");
-    deployment.config.write(
-        &format!("pipelines/{}.yaml", deployment.name),
-        &format!(
-            "source:\n  repo: {}\n  branch: main\n  webhook: {{ secret: {SECRET} }}\n{extra_source}\
-             image:\n  repository: {}\n  tags: [\"{{{{ commit.short }}}}\"{extra_image}]\n\
-             deploy:\n  services:\n    web:\n      ports: [\"8080\"]\n      stop_timeout: 1s\n      \
-             health:\n        http: {{ port: 8080, path: /healthz }}\n        interval: 100ms\n      \
-             instances:\n        {instance}: {{}}\n",
-            deployment.repo.url(),
-            deployment.repository
-        ),
-    );
-}
-
-pub fn runs(deployment: &Deployment) -> Vec<serde_json::Value> {
-    let (output, runs) = deployment.gantry_json(&["runs", &deployment.name, "--limit", "1000"]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    runs.as_array().unwrap().clone()
-}
-
-/// Waits until no run of the pipeline is queued or running; returns the runs.
-pub fn wait_idle(
-    deployment: &Deployment,
-    daemon: &Daemon,
-    at_least: usize,
-) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let runs = runs(deployment);
-        let busy = runs
-            .iter()
-            .any(|run| run["state"] == "queued" || run["state"] == "running");
-        if !busy && runs.len() >= at_least {
-            return runs;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "runs did not finish: {runs:?}\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The commit the instance's running container was deployed from.
-pub fn deployed_commit(deployment: &Deployment) -> String {
-    inspect(LOCAL_DOCKER, &deployment.instance("web-1"))["Config"]["Labels"]["gantry.commit"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
-fn sample(name: &str) -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/webhooks")
-        .join(name);
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(name, value)| (name.to_string(), value.to_string()))
         .collect()
-}
-
-/// A push of `commit` to main as FORGE sends it, signed with `secret`: headers and body.
-pub fn forge_push(
-    forge: &str,
-    commit: &str,
-    delivery: &str,
-    secret: &str,
-) -> (Vec<(String, String)>, Vec<u8>) {
-    let (body, signature_headers): (serde_json::Value, Vec<(&str, String)>) = match forge {
-        "github" => {
-            let mut body = sample("github-push-new-branch.json");
-            body["ref"] = "refs/heads/main".into();
-            body["after"] = commit.into();
-            (
-                body,
-                vec![
-                    ("X-GitHub-Event", "push".into()),
-                    ("X-GitHub-Delivery", delivery.into()),
-                ],
-            )
-        }
-        "gitlab" => {
-            let mut body = sample("gitlab-push.json");
-            body["ref"] = "refs/heads/main".into();
-            body["after"] = commit.into();
-            body["checkout_sha"] = commit.into();
-            (
-                body,
-                vec![
-                    ("X-Gitlab-Event", "Push Hook".into()),
-                    ("X-Gitlab-Token", secret.into()),
-                    ("Idempotency-Key", delivery.into()),
-                ],
-            )
-        }
-        "gitea" | "forgejo" => {
-            let mut body = sample("gitea-push.json");
-            body["ref"] = "refs/heads/main".into();
-            body["after"] = commit.into();
-            // Both send GitHub's and Gitea's headers too; Forgejo adds its own.
-            let mut sent = vec![
-                ("X-GitHub-Event", "push".to_string()),
-                ("X-Gitea-Event", "push".to_string()),
-            ];
-            if forge == "gitea" {
-                sent.push(("X-Gitea-Delivery", delivery.into()));
-            } else {
-                sent.push(("X-Forgejo-Event", "push".into()));
-                sent.push(("X-Forgejo-Delivery", delivery.into()));
-            }
-            (body, sent)
-        }
-        "bitbucket" => {
-            let mut body = sample("bitbucket-cloud-push.json");
-            body["push"]["changes"][0]["new"]["name"] = "main".into();
-            body["push"]["changes"][0]["new"]["target"]["hash"] = commit.into();
-            (
-                body,
-                vec![
-                    ("X-Event-Key", "repo:push".into()),
-                    ("X-Request-UUID", delivery.into()),
-                ],
-            )
-        }
-        _ => (
-            serde_json::json!({ "ref": "refs/heads/main", "after": commit }),
-            vec![("X-Gantry-Delivery", delivery.into())],
-        ),
-    };
-    let body = serde_json::to_vec(&body).unwrap();
-    let signature = sign(secret.as_bytes(), &body);
-    let mut all: Vec<(String, String)> = signature_headers
-        .into_iter()
-        .map(|(name, value)| (name.to_string(), value))
-        .collect();
-    match forge {
-        "github" => all.push(("X-Hub-Signature-256".into(), signature)),
-        "gitea" => all.push((
-            "X-Gitea-Signature".into(),
-            signature.trim_start_matches("sha256=").into(),
-        )),
-        "forgejo" => all.push((
-            "X-Forgejo-Signature".into(),
-            signature.trim_start_matches("sha256=").into(),
-        )),
-        "bitbucket" => all.push(("X-Hub-Signature".into(), signature)),
-        "gitlab" => {}
-        _ => all.push(("X-Gantry-Signature-256".into(), signature)),
-    }
-    (all, body)
 }
 
 #[test]
@@ -533,8 +251,8 @@ fn serve_coalesces_ten_quick_pushes_and_deploys_the_last() {
 }
 
 fn fetch_instance(deployment: &Deployment) -> Option<String> {
-    let port = crate::deploy::published_port(LOCAL_DOCKER, &deployment.instance("web-1"));
-    crate::deploy::fetch("127.0.0.1", port)
+    let port = published_port(LOCAL_DOCKER, &deployment.instance("web-1"));
+    fetch("127.0.0.1", port)
 }
 
 #[test]
@@ -552,7 +270,7 @@ fn serve_polls_a_repository_and_builds_a_new_commit() {
     assert_eq!(runs_now[0]["commit"], second.as_str(), "{runs_now:?}");
     assert_eq!(runs_now[0]["state"], "succeeded", "{runs_now:?}");
     assert_eq!(deployed_commit(&deployment), second);
-    // An unchanged head queues nothing more.
+    // An unchanged head queues nothing more: a fixed wait, as nothing is to happen.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(runs(&deployment).len(), 2);
 
@@ -564,12 +282,16 @@ fn serve_polls_a_repository_and_builds_a_new_commit() {
             .join(format!("pipelines/{}.yaml", deployment.name)),
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while daemon.get("/healthz").1.contains(&deployment.name) {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("the pipeline is unloaded", Duration::from_secs(20), || {
+        let (_, health) = daemon.get("/healthz");
+        if health.contains(&deployment.name) {
+            Err(format!("{health}\n{}", daemon.log()))
+        } else {
+            Ok(())
+        }
+    });
     deployment.repo.commit("after the pipeline was removed");
+    // A fixed wait: three polls' time in which no run may be queued.
     std::thread::sleep(Duration::from_secs(3));
     let (_, all) = deployment.gantry_json(&["runs", "--limit", "100"]);
     let ours = all
@@ -591,16 +313,15 @@ fn serve_keeps_the_last_good_config_through_an_invalid_edit() {
         &file,
         &good.replace("branch: main", "branch: main\n  brunch: typo"),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let health = loop {
+    let health = eventually("the config error shows", Duration::from_secs(20), || {
         let (_, body) = daemon.get("/healthz");
         let health: serde_json::Value = serde_json::from_str(&body).unwrap();
         if health["status"] == "config_errors" {
-            break health;
+            Ok(health)
+        } else {
+            Err(format!("{body}\n{}", daemon.log()))
         }
-        assert!(Instant::now() < deadline, "{body}\n{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    });
     let error = health["config_errors"][0].as_str().unwrap();
     assert!(
         error.contains(&format!(
@@ -632,13 +353,22 @@ fn serve_keeps_the_last_good_config_through_an_invalid_edit() {
         good.replace("branch: main", "branch: main\n  brunch: again"),
     )
     .unwrap();
+    // A fixed pause between the two writes, as an editor makes one: nothing is waited for,
+    // the daemon may or may not load the broken file in between.
     std::thread::sleep(Duration::from_millis(500));
     std::fs::rename(&saved, &path).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !daemon.get("/healthz").1.contains("\"status\":\"ok\"") {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        "the fixed config is loaded",
+        Duration::from_secs(20),
+        || {
+            let (_, health) = daemon.get("/healthz");
+            if health.contains("\"status\":\"ok\"") {
+                Ok(())
+            } else {
+                Err(format!("{health}\n{}", daemon.log()))
+            }
+        },
+    );
     let commit = deployment.repo.commit("after the fix");
     let (headers, body) = forge_push("generic", &commit, &unique("d"), SECRET);
     assert_eq!(daemon.post(&deployment.name, &headers, &body).0, 202);
@@ -656,35 +386,34 @@ fn serve_keeps_the_last_good_config_through_an_invalid_edit() {
 
     // A removed pipeline refuses webhooks.
     std::fs::remove_file(deployment.config.path().join(&file)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while daemon.post(&deployment.name, &headers, &body).0 != 404 {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        "the removed pipeline refuses webhooks",
+        Duration::from_secs(20),
+        || match daemon.post(&deployment.name, &headers, &body) {
+            (404, _) => Ok(()),
+            (status, answer) => Err(format!("HTTP {status} {answer}\n{}", daemon.log())),
+        },
+    );
 }
 
 #[test]
 fn serve_retries_a_run_interrupted_by_kill_9_and_keeps_both_in_history() {
     let deployment = webhook_deployment("crash", "");
     // A build slow enough to be killed in the middle of.
-    deployment.repo.write(
-        "Dockerfile",
-        "FROM gantry-test/busybox:latest\nRUN sleep 3\nCOPY www /www\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
-    );
+    deployment.repo.write("Dockerfile", &slow_dockerfile(3));
     let commit = deployment.repo.commit("slow build");
     let mut daemon = Daemon::start(&deployment.config);
     let (headers, body) = forge_push("generic", &commit, &unique("d"), SECRET);
     assert_eq!(daemon.post(&deployment.name, &headers, &body).0, 202);
     // Wait until the build stage is under way, then kill the daemon outright.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually("the build starts", Duration::from_secs(30), || {
         let log = stdout(&deployment.gantry(&["logs", &format!("{}#1", deployment.name)]));
         if log.contains("[build] Step 2/") {
-            break;
+            Ok(())
+        } else {
+            Err(log)
         }
-        assert!(Instant::now() < deadline, "the build never started: {log}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     daemon.kill();
     assert_eq!(runs(&deployment)[0]["state"], "running");
 
@@ -876,29 +605,29 @@ fn serve_runs_at_most_max_builds_at_once() {
         deployment.succeed(&["trigger", name]);
     }
     let daemon = Daemon::start(&deployment.config);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let spans: Vec<(i64, i64)> = loop {
-        let (_, all) = deployment.gantry_json(&["runs", "--limit", "100"]);
-        let ours: Vec<&serde_json::Value> = all
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|run| names.iter().any(|name| run["pipeline"] == name.as_str()))
-            .collect();
-        if ours.len() == 3 && ours.iter().all(|run| run["state"] == "succeeded") {
-            break ours
+    let spans: Vec<(i64, i64)> =
+        eventually("the three runs succeed", Duration::from_secs(120), || {
+            let (_, all) = deployment.gantry_json(&["runs", "--limit", "100"]);
+            let ours: Vec<&serde_json::Value> = all
+                .as_array()
+                .unwrap()
                 .iter()
-                .map(|run| {
-                    (
-                        run["started_at"].as_i64().unwrap(),
-                        run["finished_at"].as_i64().unwrap(),
-                    )
-                })
+                .filter(|run| names.iter().any(|name| run["pipeline"] == name.as_str()))
                 .collect();
-        }
-        assert!(Instant::now() < deadline, "{ours:?}\n{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(200));
-    };
+            if ours.len() == 3 && ours.iter().all(|run| run["state"] == "succeeded") {
+                Ok(ours
+                    .iter()
+                    .map(|run| {
+                        (
+                            run["started_at"].as_i64().unwrap(),
+                            run["finished_at"].as_i64().unwrap(),
+                        )
+                    })
+                    .collect())
+            } else {
+                Err(format!("{ours:?}\n{}", daemon.log()))
+            }
+        });
     // At each run's start, count the runs going: never more than two, and two did overlap.
     let most = spans
         .iter()
@@ -916,20 +645,18 @@ fn serve_runs_at_most_max_builds_at_once() {
 #[test]
 fn serve_lets_a_running_build_finish_on_sigterm() {
     let deployment = webhook_deployment("sigterm", "");
-    deployment.repo.write(
-        "Dockerfile",
-        "FROM gantry-test/busybox:latest\nRUN sleep 2\nCOPY www /www\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
-    );
+    deployment.repo.write("Dockerfile", &slow_dockerfile(2));
     let commit = deployment.repo.commit("slow build");
     let mut daemon = Daemon::start(&deployment.config);
     push(&daemon, &deployment, &commit);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !stdout(&deployment.gantry(&["logs", &format!("{}#1", deployment.name)]))
-        .contains("[build] Step 2/")
-    {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("the build starts", Duration::from_secs(30), || {
+        let log = stdout(&deployment.gantry(&["logs", &format!("{}#1", deployment.name)]));
+        if log.contains("[build] Step 2/") {
+            Ok(())
+        } else {
+            Err(format!("{log}\n{}", daemon.log()))
+        }
+    });
     let status = daemon.terminate();
     assert!(status.success(), "{status:?}\n{}", daemon.log());
     // The run was let finish (build, push and deploy), not cut off.
@@ -965,6 +692,7 @@ fn serve_shares_one_poll_per_repository_and_backs_off_a_failing_remote() {
         ),
     );
     let daemon = Daemon::start_with(&deployment.config, "info,gantry::engine::poller=debug");
+    // A fixed wait: 8 s of polling, whose log lines are then counted (too many is the failure).
     std::thread::sleep(Duration::from_secs(8));
     let log = daemon.log();
     // One listing serves both pipelines of the repository.
@@ -1000,27 +728,28 @@ fn serve_shares_one_poll_per_repository_and_backs_off_a_failing_remote() {
 #[test]
 fn serve_finishes_a_running_run_with_the_config_it_started_with() {
     let deployment = webhook_deployment("snapshot", "");
-    deployment.repo.write(
-        "Dockerfile",
-        "FROM gantry-test/busybox:latest\nRUN sleep 2\nCOPY www /www\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
-    );
+    deployment.repo.write("Dockerfile", &slow_dockerfile(2));
     let first = deployment.repo.commit("slow build");
     let daemon = Daemon::start(&deployment.config);
     push(&daemon, &deployment, &first);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !stdout(&deployment.gantry(&["logs", &format!("{}#1", deployment.name)]))
-        .contains("[build] Step 2/")
-    {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("the build starts", Duration::from_secs(30), || {
+        let log = stdout(&deployment.gantry(&["logs", &format!("{}#1", deployment.name)]));
+        if log.contains("[build] Step 2/") {
+            Ok(())
+        } else {
+            Err(format!("{log}\n{}", daemon.log()))
+        }
+    });
     // An edit while the run builds: a new tag for new runs only.
     write_pipeline(&deployment, "", ", \"edited\"");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !daemon.log().contains("config reloaded") {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("the edit is loaded", Duration::from_secs(20), || {
+        let log = daemon.log();
+        if log.contains("config reloaded") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
     let all = wait_idle(&deployment, &daemon, 1);
     let tags_of = |run: &serde_json::Value| -> Vec<String> {
         run["tags"]
@@ -1137,77 +866,6 @@ fn serve_refuses_to_listen_beyond_loopback_without_a_token() {
     );
 }
 
-/// A tiny HTTP receiver on loopback: records each POST's path and body, answers 200.
-pub struct Receiver {
-    pub port: u16,
-    received: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
-}
-
-impl Receiver {
-    pub fn start() -> Receiver {
-        use std::io::{BufRead, BufReader, Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = received.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let mut reader = BufReader::new(stream);
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).is_err() {
-                    continue;
-                }
-                let path = request_line
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or("")
-                    .to_string();
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some((name, value)) = line.split_once(':')
-                        && name.eq_ignore_ascii_case("content-length")
-                    {
-                        length = value.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                sink.lock()
-                    .unwrap()
-                    .push((path, String::from_utf8_lossy(&body).into_owned()));
-                let _ = reader.into_inner().write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-            }
-        });
-        Receiver { port, received }
-    }
-
-    /// Every body received, whatever its path.
-    pub fn bodies(&self) -> Vec<String> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, body)| body.clone())
-            .collect()
-    }
-
-    pub fn messages(&self, path: &str) -> Vec<serde_json::Value> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(received, _)| received == path)
-            .map(|(_, body)| serde_json::from_str(body).unwrap())
-            .collect()
-    }
-}
-
 #[test]
 fn serve_notifies_each_outcome_once_and_a_dead_receiver_delays_nothing() {
     let deployment = webhook_deployment("notify", "");
@@ -1238,15 +896,18 @@ fn serve_notifies_each_outcome_once_and_a_dead_receiver_delays_nothing() {
 
     // The dead receiver is retried with backoff, after the runs ended, and its failure
     // lands in the run's log.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let log = loop {
-        let log = stdout(&deployment.gantry(&["logs", &format!("{}#2", deployment.name)]));
-        if log.contains("[notify] gone: failure notification failed after 4 attempts") {
-            break log;
-        }
-        assert!(Instant::now() < deadline, "{log}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let log = eventually(
+        "the dead receiver's failure is logged",
+        Duration::from_secs(30),
+        || {
+            let log = stdout(&deployment.gantry(&["logs", &format!("{}#2", deployment.name)]));
+            if log.contains("[notify] gone: failure notification failed after 4 attempts") {
+                Ok(log)
+            } else {
+                Err(log)
+            }
+        },
+    );
     assert!(
         log.contains("[notify] audit: failure notification delivered"),
         "{log}"
@@ -1449,42 +1110,49 @@ fn no_secret_appears_in_logs_api_answers_metrics_or_dashboard() {
         .spawn()
         .unwrap();
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while curl(&[&url("/healthz")]).0 != 200 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        "the daemon answers",
+        Duration::from_secs(20),
+        || match curl(&[&url("/healthz")]) {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!(
+                "HTTP {status} {body}\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            )),
+        },
+    );
     let (headers, body) = forge_push("github", &deployment.head(), &unique("d"), &secrets[0]);
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), &body).unwrap();
-    let mut arguments = vec![
-        "-X".to_string(),
-        "POST".to_string(),
-        "--data-binary".to_string(),
-        format!("@{}", file.path().display()),
-        "-H".to_string(),
-        "Content-Type: application/json".to_string(),
-    ];
-    for (name, value) in &headers {
-        arguments.push("-H".to_string());
-        arguments.push(format!("{name}: {value}"));
-    }
-    arguments.push(url(&format!("/hooks/{}", deployment.name)));
-    let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
-    assert_eq!(curl(&arguments).0, 202);
+    let hook = url(&format!("/hooks/{}", deployment.name));
+    assert_eq!(post(&hook, &headers, &body).0, 202);
     // Wait for the run (built, pushed to the auth registry, deployed) to end.
     let auth = format!("Authorization: Bearer {}", secrets[2]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let runs = loop {
+    let runs = eventually("the run ends", Duration::from_secs(120), || {
         let (_, runs) = curl(&["-H", &auth, &url("/api/v1/runs")]);
         if runs.contains("\"state\":\"succeeded\"") || runs.contains("\"state\":\"failed\"") {
-            break runs;
+            Ok(runs)
+        } else {
+            Err(runs)
         }
-        assert!(Instant::now() < deadline, "{runs}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    });
     assert!(runs.contains("\"state\":\"succeeded\""), "{runs}");
-    std::thread::sleep(Duration::from_secs(1));
+    // The notification goes out after the run ends; its line in the run's log is read too.
+    eventually(
+        "the notification is logged",
+        Duration::from_secs(30),
+        || {
+            let (_, page) = curl(&["-H", &auth, &url("/api/v1/runs")]);
+            let page: serde_json::Value = serde_json::from_str(&page).unwrap_or_default();
+            let id = page["runs"][0]["id"]
+                .as_i64()
+                .ok_or_else(|| page.to_string())?;
+            let (_, log) = curl(&["-H", &auth, &url(&format!("/api/v1/runs/{id}/log"))]);
+            if log.contains("[notify] chat:") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    );
     let mut seen = vec![runs];
     for path in [
         "/api/v1/pipelines",
@@ -1605,18 +1273,16 @@ impl Prometheus {
 
     /// Waits until `query`'s value satisfies `check`; returns it.
     fn wait_value(&self, query: &str, check: impl Fn(f64) -> bool) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(value) = self.value(query).filter(|value| check(*value)) {
-                return value;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Prometheus never saw `{query}` as expected; now {:?}",
-                self.value(query)
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        eventually(
+            &format!("Prometheus sees `{query}` as expected"),
+            Duration::from_secs(60),
+            || {
+                let value = self.value(query);
+                value
+                    .filter(|value| check(*value))
+                    .ok_or_else(|| format!("{value:?}"))
+            },
+        )
     }
 }
 
@@ -1648,20 +1314,19 @@ fn a_real_prometheus_scrapes_metrics_and_sees_each_run_counted() {
     let prometheus = Prometheus::start(daemon.port);
 
     // The target is up: Prometheus reads the daemon's OpenMetrics text.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let active = eventually("the target is up", Duration::from_secs(60), || {
         let targets = prometheus.api("/api/v1/targets");
         let active = &targets["data"]["activeTargets"][0];
         if active["health"] == "up" {
-            assert_eq!(
-                active["scrapeUrl"],
-                format!("http://127.0.0.1:{}/metrics", daemon.port)
-            );
-            break;
+            Ok(active.clone())
+        } else {
+            Err(targets.to_string())
         }
-        assert!(Instant::now() < deadline, "the target is not up: {targets}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    });
+    assert_eq!(
+        active["scrapeUrl"],
+        format!("http://127.0.0.1:{}/metrics", daemon.port)
+    );
     let started = prometheus.wait_value("gantry_process_start_time_seconds", |value| value > 0.0);
     assert!(started > 1.7e9, "{started}");
 

@@ -21,16 +21,20 @@ impl Drop for Server {
 }
 
 fn wait_for_port(server: &mut Server, port: u16) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = server.child.try_wait() {
-            panic!("the server exited before listening on port {port}: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on port {port}");
+    eventually(
+        &format!("something listens on port {port}"),
+        Duration::from_secs(10),
+        || {
+            let refused = match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("the server exited before listening on port {port}: {status}");
+            }
+            Err(refused.to_string())
+        },
+    );
 }
 
 fn support(file: &str) -> PathBuf {

@@ -1,6 +1,16 @@
 //! What the integration tests share: the test environment, fixture repositories,
 //! config directories and running the binary. Every name a test creates carries
 //! a unique suffix, and images are removed by label when the test ends.
+//!
+//! `daemon` holds the running `gantry serve` and what feeds it webhooks;
+//! `deployment` holds a pipeline with a deploy section and the engines it touches.
+//! `use crate::common::*;` brings all of it.
+
+mod daemon;
+mod deployment;
+
+pub use daemon::*;
+pub use deployment::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
