@@ -21,6 +21,36 @@ fn container_state(name: &str) -> (String, bool) {
     )
 }
 
+/// Each command of the deployment's pipeline exits 1 saying `says`, and leaves the
+/// container as it was.
+fn refused(deployment: &Deployment, commands: &[&str], container: &str, says: &str) {
+    let before = container_state(container);
+    for command in commands {
+        let output = deployment.gantry(&[command, &deployment.name]);
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{command}: {said}");
+        assert!(said.contains(says), "{command}: {said}");
+        assert_eq!(container_state(container), before, "{command} touched it");
+    }
+}
+
+/// Starts a container by hand under `name`, labelled with the pipeline only.
+fn start_by_hand(name: &str, pipeline: &str) {
+    let image = std::env::var("GANTRY_TEST_HOST_IMAGE")
+        .unwrap_or_else(|_| "127.0.0.1:5115/gantry-test/busybox:latest".to_string());
+    run(docker(LOCAL_DOCKER).args([
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        &format!("gantry.pipeline={pipeline}"),
+        &image,
+        "sleep",
+        "600",
+    ]));
+}
+
 #[test]
 fn validate_refuses_two_pipelines_with_one_container_name_on_one_host() {
     let alpha = Deployment::new("alpha", &[]);
@@ -55,35 +85,19 @@ fn a_deploy_never_takes_over_another_pipelines_or_a_hand_made_container() {
     let instance = alpha.instance("web-1");
     alpha.pipeline(&one_instance(&instance));
     alpha.succeed(&["run", &alpha.name]);
-    let before = container_state(&instance);
-    assert!(before.1);
+    assert!(container_state(&instance).1, "alpha's container runs");
 
     let beta = Deployment::new("intruder", &[]);
     beta.pipeline(&one_instance(&instance));
-    for command in [
-        vec!["run", beta.name.as_str()],
-        vec!["deploy", beta.name.as_str()],
-        vec!["stop", beta.name.as_str()],
-        vec!["restart", beta.name.as_str()],
-        vec!["start", beta.name.as_str()],
-    ] {
-        let output = beta.gantry(&command);
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "{command:?}: {}",
-            stderr(&output)
-        );
-        let said = stderr(&output);
-        assert!(
-            said.contains(&format!(
-                "container `{instance}` on `local` belongs to pipeline `{}`",
-                alpha.name
-            )),
-            "{command:?}: {said}"
-        );
-        assert_eq!(container_state(&instance), before, "{command:?} touched it");
-    }
+    refused(
+        &beta,
+        &["run", "deploy", "stop", "restart", "start"],
+        &instance,
+        &format!(
+            "container `{instance}` on `local` belongs to pipeline `{}`",
+            alpha.name
+        ),
+    );
     let (_, status) = beta.gantry_json(&["status", &beta.name]);
     assert_eq!(
         status["pipelines"][0]["instances"][0]["state"], "foreign",
@@ -99,43 +113,14 @@ fn a_deploy_never_takes_over_another_pipelines_or_a_hand_made_container() {
 
     // A container made by hand under an instance's name is left alone too.
     let hand_made = beta.instance("by-hand");
-    let image = std::env::var("GANTRY_TEST_HOST_IMAGE")
-        .unwrap_or_else(|_| "127.0.0.1:5115/gantry-test/busybox:latest".to_string());
-    run(docker(LOCAL_DOCKER).args([
-        "run",
-        "-d",
-        "--name",
-        &hand_made,
-        "--label",
-        &format!("gantry.pipeline={}", beta.name),
-        &image,
-        "sleep",
-        "600",
-    ]));
-    let by_hand = container_state(&hand_made);
+    start_by_hand(&hand_made, &beta.name);
     beta.pipeline(&one_instance(&hand_made));
-    for command in [
-        vec!["deploy", beta.name.as_str()],
-        vec!["stop", beta.name.as_str()],
-    ] {
-        let output = beta.gantry(&command);
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "{command:?}: {}",
-            stderr(&output)
-        );
-        assert!(
-            stderr(&output).contains(&format!("container `{hand_made}` on `local`")),
-            "{command:?}: {}",
-            stderr(&output)
-        );
-        assert_eq!(
-            container_state(&hand_made),
-            by_hand,
-            "{command:?} touched it"
-        );
-    }
+    refused(
+        &beta,
+        &["deploy", "stop"],
+        &hand_made,
+        &format!("container `{hand_made}` on `local`"),
+    );
 
     // A rollback likewise: alpha has two deployments, and its container was replaced
     // by hand.
@@ -143,24 +128,11 @@ fn a_deploy_never_takes_over_another_pipelines_or_a_hand_made_container() {
     alpha.repo.commit("v2");
     alpha.succeed(&["run", &alpha.name]);
     run(docker(LOCAL_DOCKER).args(["rm", "-f", &instance]));
-    run(docker(LOCAL_DOCKER).args([
-        "run",
-        "-d",
-        "--name",
+    start_by_hand(&instance, &alpha.name);
+    refused(
+        &alpha,
+        &["rollback"],
         &instance,
-        "--label",
-        &format!("gantry.pipeline={}", alpha.name),
-        &image,
-        "sleep",
-        "600",
-    ]));
-    let replaced = container_state(&instance);
-    let output = alpha.gantry(&["rollback", &alpha.name]);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("was not created by gantry"),
-        "{}",
-        stderr(&output)
+        "was not created by gantry",
     );
-    assert_eq!(container_state(&instance), replaced);
 }

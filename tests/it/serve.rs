@@ -406,14 +406,7 @@ fn serve_retries_a_run_interrupted_by_kill_9_and_keeps_both_in_history() {
     let (headers, body) = forge_push("generic", &commit, &unique("d"), SECRET);
     assert_eq!(daemon.post(&deployment.name, &headers, &body).0, 202);
     // Wait until the build stage is under way, then kill the daemon outright.
-    eventually("the build starts", Duration::from_secs(30), || {
-        let log = stdout(&deployment.gantry(&["logs", &format!("{}#1", deployment.name)]));
-        if log.contains("[build] Step 2/") {
-            Ok(())
-        } else {
-            Err(log)
-        }
-    });
+    wait_building(&deployment, &daemon);
     daemon.kill();
     assert_eq!(runs(&deployment)[0]["state"], "running");
 
@@ -649,14 +642,7 @@ fn serve_lets_a_running_build_finish_on_sigterm() {
     let commit = deployment.repo.commit("slow build");
     let mut daemon = Daemon::start(&deployment.config);
     push(&daemon, &deployment, &commit);
-    eventually("the build starts", Duration::from_secs(30), || {
-        let log = stdout(&deployment.gantry(&["logs", &format!("{}#1", deployment.name)]));
-        if log.contains("[build] Step 2/") {
-            Ok(())
-        } else {
-            Err(format!("{log}\n{}", daemon.log()))
-        }
-    });
+    wait_building(&deployment, &daemon);
     let status = daemon.terminate();
     assert!(status.success(), "{status:?}\n{}", daemon.log());
     // The run was let finish (build, push and deploy), not cut off.
@@ -732,14 +718,7 @@ fn serve_finishes_a_running_run_with_the_config_it_started_with() {
     let first = deployment.repo.commit("slow build");
     let daemon = Daemon::start(&deployment.config);
     push(&daemon, &deployment, &first);
-    eventually("the build starts", Duration::from_secs(30), || {
-        let log = stdout(&deployment.gantry(&["logs", &format!("{}#1", deployment.name)]));
-        if log.contains("[build] Step 2/") {
-            Ok(())
-        } else {
-            Err(format!("{log}\n{}", daemon.log()))
-        }
-    });
+    wait_building(&deployment, &daemon);
     // An edit while the run builds: a new tag for new runs only.
     write_pipeline(&deployment, "", ", \"edited\"");
     eventually("the edit is loaded", Duration::from_secs(20), || {

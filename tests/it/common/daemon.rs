@@ -363,6 +363,18 @@ pub fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> (u16, Strin
     curl(&arguments)
 }
 
+/// Waits until run #1 of the deployment's pipeline is inside its Dockerfile's `RUN` step.
+pub fn wait_building(deployment: &Deployment, daemon: &Daemon) {
+    eventually("the build starts", Duration::from_secs(30), || {
+        let log = stdout(&deployment.gantry(&["logs", &format!("{}#1", deployment.name)]));
+        if log.contains("[build] Step 2/") {
+            Ok(())
+        } else {
+            Err(format!("{log}\n{}", daemon.log()))
+        }
+    });
+}
+
 /// A Dockerfile for the test site whose build takes `seconds` in a `RUN` step.
 pub fn slow_dockerfile(seconds: u32) -> String {
     format!(
