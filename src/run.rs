@@ -160,8 +160,8 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    /// Whether the trigger is a forge's or the poller's, not a person's: such runs are
-    /// held by a pin, and skip a commit that is deployed or older than the deployed one.
+    /// Whether the trigger is a forge's or the poller's, not a person's: such runs skip
+    /// the commit the newest deployment rolled out.
     pub fn is_automatic(&self) -> bool {
         matches!(self, Trigger::Webhook { .. } | Trigger::Poll)
     }

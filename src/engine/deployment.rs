@@ -160,6 +160,7 @@ pub async fn run_pipeline(
     queued: Option<RunId>,
     progress: &mut dyn Progress,
 ) -> Result<RunReport, EngineError> {
+    let from_queue = queued.is_some();
     let run = match queued {
         Some(run) => run,
         None => {
@@ -169,7 +170,15 @@ pub async fn run_pipeline(
         }
     };
     let mut recorder = RunRecorder::new(store, run, progress);
-    let report = build_and_deploy(config, pipeline, reference, options, &mut recorder).await;
+    let report = build_and_deploy(
+        config,
+        pipeline,
+        reference,
+        options,
+        from_queue,
+        &mut recorder,
+    )
+    .await;
     recorder.finish().await;
     report
 }
@@ -179,38 +188,42 @@ async fn build_and_deploy(
     pipeline: &Pipeline,
     reference: Option<&str>,
     options: &DeployOptions,
+    from_queue: bool,
     recorder: &mut RunRecorder<'_>,
 ) -> Result<RunReport, EngineError> {
     let store = recorder.store();
-    // The pin is read once per run. A forge's or the poller's run of a pinned pipeline
-    // is held before anything is done; a person's is refused at `resolve`, after its
-    // build, unless forced.
+    // The pin is read once per run. A run the daemon took from the queue (whoever
+    // queued it) is held by a pin before anything is done; a foreground `gantry run`
+    // is refused at `resolve`, after its build, unless forced.
     let pin = store.pin_of(&pipeline.name).await?;
-    let mut not_before = None;
-    if options.trigger.is_automatic() {
-        let nothing = match &pin {
-            Some(pin) => Some(NothingToDo {
-                state: RunState::Held,
-                reason: format!("held: the pipeline is pinned ({})", pin.reason),
+    let nothing = match &pin {
+        Some(pin) if from_queue => Some(NothingToDo {
+            state: RunState::Held,
+            reason: format!("held: the pipeline is pinned ({})", pin.reason),
+        }),
+        // Forges redeliver, and a push and a poll may both see one commit.
+        _ if options.trigger.is_automatic() => already_deployed(store, pipeline, reference)
+            .await?
+            .map(|reason| NothingToDo {
+                state: RunState::Skipped,
+                reason,
             }),
-            None => already_deployed(store, pipeline, reference)
-                .await?
-                .map(|reason| NothingToDo {
-                    state: RunState::Skipped,
-                    reason,
-                }),
-        };
-        if let Some(nothing) = nothing {
-            recorder.end(nothing.state, &nothing.reason).await?;
-            return Ok(RunReport {
-                build: None,
-                deploy: None,
-                nothing_to_do: Some(nothing),
-            });
-        }
-        // Checked after the checkout, on the one fetch the run makes.
-        not_before = deployed_commit(store, pipeline).await?;
+        _ => None,
+    };
+    if let Some(nothing) = nothing {
+        recorder.end(nothing.state, &nothing.reason).await?;
+        return Ok(RunReport {
+            build: None,
+            deploy: None,
+            nothing_to_do: Some(nothing),
+        });
     }
+    // A queued commit older than the deployed one is skipped; checked after the
+    // checkout, on the one fetch the run makes.
+    let not_before = match reference {
+        Some(_) if from_queue => deployed_commit(store, pipeline).await?,
+        _ => None,
+    };
     let build = build_run(
         config,
         pipeline,

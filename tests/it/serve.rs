@@ -562,10 +562,16 @@ fn serve_never_replaces_a_newer_deploy_and_holds_a_pinned_pipeline() {
         "{held_run}"
     );
     assert_eq!(deployed_commit(&deployment), older);
+    // Whoever queued it: a run the daemon takes from the queue is held too.
+    let triggered = deployment.succeed(&["trigger", &deployment.name, "--commit", &held_commit]);
+    let all = wait_idle(&deployment, &daemon, 7);
+    let triggered_run = run_numbered(&all, triggered["run"].as_i64().unwrap());
+    assert_eq!(triggered_run["state"], "held", "{triggered_run}");
+    assert_eq!(deployed_commit(&deployment), older);
 
     deployment.succeed(&["unpin", &deployment.name]);
     let released = push(&daemon, &deployment, &held_commit);
-    let all = wait_idle(&deployment, &daemon, 7);
+    let all = wait_idle(&deployment, &daemon, 8);
     assert_eq!(run_numbered(&all, released)["state"], "succeeded");
     assert_eq!(deployed_commit(&deployment), held_commit);
 }
