@@ -64,7 +64,7 @@ pub struct Rollout<'a> {
     pub only: Option<&'a glob::Pattern>,
     /// Replace containers even when they already run this digest and spec.
     pub force: bool,
-    /// Asked before each instance is changed: `Some(why)` stops the rollout there, as
+    /// Asked before each batch is changed: `Some(why)` stops the rollout there, as
     /// a failure (the caller's deploy lease was lost, say). `on_failure` then applies.
     pub stop: Option<&'a (dyn Fn() -> Option<String> + Sync)>,
 }
@@ -118,11 +118,22 @@ pub struct InstanceReport {
     pub message: Option<String>,
 }
 
+/// Where a rollout stopped: in phase 1 (`pull`, `check`: nothing was touched) or in
+/// phase 2 (`rollout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Reaching the hosts or pulling the image.
+    Pull,
+    /// Checking that every container to touch is the pipeline's.
+    Check,
+    Rollout,
+}
+
 /// Why a rollout stopped.
 #[derive(Debug, Clone, Serialize)]
 pub struct RolloutFailure {
-    /// `pull` (nothing was touched) or `rollout`.
-    pub phase: String,
+    pub phase: Phase,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -238,13 +249,13 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     let targets = targets(pipeline, request.only);
     // A failure of phase 1: no instance was reached.
     let untouched =
-        |phase: &str, host: Option<String>, instance: Option<String>, message| RolloutReport {
+        |phase: Phase, host: Option<String>, instance: Option<String>, message| RolloutReport {
             instances: targets
                 .iter()
                 .map(|target| report(target, Action::NotReached))
                 .collect(),
             failure: Some(RolloutFailure {
-                phase: phase.to_string(),
+                phase,
                 host,
                 instance,
                 message,
@@ -263,18 +274,18 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         Ok(hosts) => hosts,
         Err((host, reason)) => {
             let message = format!("{reason}; no container was touched");
-            return untouched("pull", Some(host), None, message);
+            return untouched(Phase::Pull, Some(host), None, message);
         }
     };
     // Every container the rollout would touch is this pipeline's, or nothing is touched.
     if let Err((host, instance, message)) = check_ownership(&hosts, &targets, pipeline).await {
         let message = format!("{message}; no container was touched");
-        return untouched("check", Some(host), Some(instance), message);
+        return untouched(Phase::Check, Some(host), Some(instance), message);
     }
     let image = request.image;
     let credentials = match registry::credentials(request.config, image.repository.registry()) {
         Ok(credentials) => credentials,
-        Err(error) => return untouched("pull", None, None, error.to_string()),
+        Err(error) => return untouched(Phase::Pull, None, None, error.to_string()),
     };
     log(&format!(
         "pulling {} on {}",
@@ -299,7 +310,7 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     pull_failures.sort();
     if let Some((host, reason)) = pull_failures.into_iter().next() {
         let message = format!("host `{host}`: {reason}; no container was touched");
-        return untouched("pull", Some(host), None, message);
+        return untouched(Phase::Pull, Some(host), None, message);
     }
 
     // Phase 2: service by service, batch by batch.

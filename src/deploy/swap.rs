@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::container::{self, ContainerSpec, DockerCallError};
 use super::health::HealthFailure;
 use super::{
-    Action, DeployImage, FAILURE_LOG_LINES, InstanceReport, Log, RolloutFailure, RolloutReport,
-    Target, report, service_order, short_digest,
+    Action, DeployImage, FAILURE_LOG_LINES, InstanceReport, Log, Phase, RolloutFailure,
+    RolloutReport, Target, report, service_order, short_digest,
 };
 use crate::config::{Health, OnFailure, Pipeline, Service};
 
@@ -121,7 +121,7 @@ pub async fn roll_out<C: Containers>(
             if let Some(reason) = plan.stop.and_then(|stop| stop()) {
                 log(&format!("stopping the rollout: {reason}"));
                 failure = Some(RolloutFailure {
-                    phase: "rollout".to_string(),
+                    phase: Phase::Rollout,
                     host: None,
                     instance: None,
                     message: format!("stopped before changing more containers: {reason}"),
@@ -176,7 +176,7 @@ pub async fn roll_out<C: Containers>(
                         // In a batch, the first failure is the one reported.
                         if failure.is_none() {
                             failure = Some(RolloutFailure {
-                                phase: "rollout".to_string(),
+                                phase: Phase::Rollout,
                                 host: Some(target.instance.host.clone()),
                                 instance: Some(target.instance.name.clone()),
                                 message: instance_failure.message,

@@ -16,7 +16,9 @@ use super::{
     BuildGate, BuildReport, EngineError, Failure, Progress, RunRecorder, StageReport, build_run,
 };
 use crate::config::{Config, Pipeline};
-use crate::deploy::{self, Action, DeployImage, InstanceReport, Rollout, SharedLog};
+use crate::deploy::{
+    self, Action, DeployImage, InstanceReport, Phase, Rollout, RolloutFailure, SharedLog,
+};
 
 use crate::run::{Outcome, RunId, RunKind, RunState, Stage, Trigger};
 use crate::store::{DeploymentId, InstanceRecord, NewDeployment, Pin, RunResult, Store};
@@ -457,19 +459,23 @@ async fn rollout_recorded(
         force: options.force,
         stop: Some(stop),
     };
+    // The stage fails when the rollout does; its report (what each instance became)
+    // is recorded either way.
+    let mut rollout = None;
     let rolled = deploying
         .stage(Stage::Deploy, async |progress: &mut dyn Progress| {
             let shared = SharedLog::new(|line: &str| progress.line(line));
             let log = |line: &str| shared.line(line);
             let report = deploy::rollout(&request, &log).await;
-            Ok::<_, Failure>(report)
+            let failed = report
+                .failure
+                .as_ref()
+                .map(|failure| rollout_failure(failure, &report.instances));
+            rollout = Some(report);
+            failed.map_or(Ok(()), Err)
         })
         .await?;
-    // The stage closure never fails; the rollout's own failure is in its report.
-    let rollout = match rolled {
-        Ok(rollout) => rollout,
-        Err(failure) => return deploying.fail(failure).await,
-    };
+    let rollout = rollout.expect("the deploy stage always rolls out");
     for instance in &rollout.instances {
         store
             .record_instance(
@@ -489,9 +495,9 @@ async fn rollout_recorded(
             )
             .await?;
     }
-    deploying.report.instances = rollout.instances.clone();
-    match rollout.failure {
-        None => {
+    deploying.report.instances = rollout.instances;
+    match rolled {
+        Ok(()) => {
             store
                 .finish_deployment(deployment, Outcome::Succeeded, None)
                 .await?;
@@ -508,47 +514,49 @@ async fn rollout_recorded(
                 .await?;
             Ok(deploying.report.clone())
         }
-        Some(failure) => {
+        Err(failure) => {
             store
                 .finish_deployment(deployment, Outcome::Failed, Some(&failure.message))
                 .await?;
-            let mut details = Vec::new();
-            if let Some(check) = &failure.check {
-                details.push(format!("check: {}", check.check));
-                details.push(format!("result: {}", check.result));
-            }
-            if !failure.logs.is_empty() {
-                details.push(format!(
-                    "last {} log lines of the new container:",
-                    failure.logs.len()
-                ));
-                details.extend(failure.logs.iter().map(|line| format!("  {line}")));
-            }
-            let reverted = rollout
-                .instances
-                .iter()
-                .filter(|instance| instance.action == Action::Reverted)
-                .map(|instance| instance.instance.as_str())
-                .collect::<Vec<_>>();
-            if !reverted.is_empty() {
-                details.push(format!(
-                    "returned to their previous image: {}",
-                    reverted.join(", ")
-                ));
-            }
-            let stage = if failure.phase == "pull" {
-                Stage::Pull
-            } else {
-                Stage::Deploy
-            };
-            deploying
-                .fail(Failure {
-                    details,
-                    check: failure.check.clone().map(Box::new),
-                    ..Failure::new(stage, failure.message)
-                })
-                .await
+            deploying.fail(failure).await
         }
+    }
+}
+
+/// A failed rollout as the run tells it: the check that failed, the new container's
+/// last lines, and the instances returned to their previous image.
+fn rollout_failure(failure: &RolloutFailure, instances: &[InstanceReport]) -> Failure {
+    let mut details = Vec::new();
+    if let Some(check) = &failure.check {
+        details.push(format!("check: {}", check.check));
+        details.push(format!("result: {}", check.result));
+    }
+    if !failure.logs.is_empty() {
+        details.push(format!(
+            "last {} log lines of the new container:",
+            failure.logs.len()
+        ));
+        details.extend(failure.logs.iter().map(|line| format!("  {line}")));
+    }
+    let reverted = instances
+        .iter()
+        .filter(|instance| instance.action == Action::Reverted)
+        .map(|instance| instance.instance.as_str())
+        .collect::<Vec<_>>();
+    if !reverted.is_empty() {
+        details.push(format!(
+            "returned to their previous image: {}",
+            reverted.join(", ")
+        ));
+    }
+    let stage = match failure.phase {
+        Phase::Pull => Stage::Pull,
+        Phase::Check | Phase::Rollout => Stage::Deploy,
+    };
+    Failure {
+        details,
+        check: failure.check.clone().map(Box::new),
+        ..Failure::new(stage, failure.message.clone())
     }
 }
 

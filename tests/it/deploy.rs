@@ -284,6 +284,21 @@ fn deploy_of_an_image_that_fails_its_check_keeps_the_old_version_and_reverts_upd
         errors.contains(&format!("returned to their previous image: {first}")),
         "{errors}"
     );
+    // The run's record says so too: its deploy stage failed, with the reason.
+    let run = &runs(&deployment)[0];
+    let deploy_stage = run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|stage| stage["name"] == "deploy")
+        .unwrap_or_else(|| panic!("{run}"));
+    assert_eq!(deploy_stage["state"], "failed", "{run}");
+    assert_eq!(deploy_stage["message"], run["message"], "{run}");
+    assert!(
+        run["message"].as_str().unwrap().contains("HTTP 404"),
+        "{run}"
+    );
+    assert_eq!(run["failed_stage"], "deploy", "{run}");
     // Both instances are their old containers again, serving v1.
     for (host, name, old_id) in [(1, &first, &old_ids[0]), (2, &second, &old_ids[1])] {
         assert_eq!(&container_id(&host_docker(host), name), old_id, "{name}");
