@@ -19,7 +19,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Source, redact_urls};
+use crate::config::{Source, redact_urls, user_info};
 
 /// How long connecting to a remote may take before libgit2 gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,15 +136,13 @@ pub fn display_url(url: &str) -> String {
 }
 
 /// A message about `source` made safe to show: URLs without user info, and the
-/// credentials themselves masked wherever the message quotes them without a URL
-/// (libgit2 names a `file://` path with its user info, for one).
+/// credentials masked wherever the message quotes them without a URL (libgit2 names a
+/// `file://` path with its user info, for one). A user name alone (`git`) is left
+/// readable unless it is quoted with its `@`, where it may be a token.
 fn scrub(source: &Source, message: &str) -> String {
     let mut secrets: Vec<String> = Vec::new();
-    if let Some((_, rest)) = source.repo.split_once("://")
-        && let Some((user_info, _)) = rest.split_once('@')
-        && !user_info.contains('/')
-    {
-        secrets.push(user_info.to_string());
+    if let Some(user_info) = user_info(&source.repo) {
+        secrets.push(format!("{user_info}@"));
         if let Some((_, password)) = user_info.split_once(':') {
             secrets.push(password.to_string());
         }
@@ -154,7 +152,8 @@ fn scrub(source: &Source, message: &str) -> String {
     }
     let mut scrubbed = redact_urls(message);
     for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
-        scrubbed = scrubbed.replace(secret.as_str(), "***");
+        let mask = if secret.ends_with('@') { "***@" } else { "***" };
+        scrubbed = scrubbed.replace(secret.as_str(), mask);
     }
     scrubbed
 }
@@ -474,6 +473,41 @@ mod tests {
                 "failed to resolve path 'deploy:p4ss@/srv/repo'; token tok3n; file://deploy:p4ss@/srv/repo"
             ),
             "failed to resolve path '***@/srv/repo'; token ***; file:///srv/repo"
+        );
+    }
+
+    #[test]
+    fn scrubbing_masks_a_whole_password_and_leaves_a_plain_user_name_readable() {
+        let source = |repo: &str| Source {
+            repo: repo.to_string(),
+            branch: "main".to_string(),
+            poll: None,
+            webhook: None,
+            token: None,
+            username: None,
+            ssh_key: None,
+        };
+        // A password with an `@` in it: user info ends at the authority's last `@`.
+        assert_eq!(
+            scrub(
+                &source("https://ci:p@ss@example.com/team/app.git"),
+                "the path p@ss/x of https://ci:p@ss@example.com/team/app.git"
+            ),
+            "the path ***/x of https://example.com/team/app.git"
+        );
+        // `git` is an account, not a secret: the message stays as it was.
+        let message = "failed to connect to github.com: team/app.git; gitlab too";
+        assert_eq!(
+            scrub(&source("ssh://git@github.com/team/app.git"), message),
+            message
+        );
+        // A token given as the user name is masked where it is quoted with its `@`.
+        assert_eq!(
+            scrub(
+                &source("https://ghp0123456789abcdef@example.com/app.git"),
+                "path 'ghp0123456789abcdef@example.com/app.git' not found"
+            ),
+            "path '***@example.com/app.git' not found"
         );
     }
 }

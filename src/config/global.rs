@@ -192,7 +192,11 @@ pub(super) fn read_global(
 /// in gantry.yaml is honoured; anything else gives the default.
 pub fn state_dir_of(dir: &Path) -> PathBuf {
     let default = dir.join(".gantry");
-    let Ok(text) = std::fs::read_to_string(dir.join(GLOBAL_FILE)) else {
+    let Ok(Some(text)) = super::read_file(
+        &dir.join(GLOBAL_FILE),
+        Path::new(GLOBAL_FILE),
+        &mut Vec::new(),
+    ) else {
         return default;
     };
     let Ok(root) = yaml::parse(&text) else {

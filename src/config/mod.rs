@@ -232,19 +232,31 @@ pub fn redact_urls(text: &str) -> String {
     while let Some(index) = rest.find("://") {
         let (before, after) = rest.split_at(index + 3);
         output.push_str(before);
-        // The authority runs to the first `/`, space or quote; user info ends at its last `@`.
-        let authority_end = after
-            .find(|character: char| {
-                character == '/' || character.is_whitespace() || "'\"`<>".contains(character)
-            })
-            .unwrap_or(after.len());
-        rest = match after[..authority_end].rfind('@') {
+        rest = match user_info_end(after) {
             Some(at) => &after[at + 1..],
             None => after,
         };
     }
     output.push_str(rest);
     output
+}
+
+/// The user info of a URL (`u:TOKEN` in `https://u:TOKEN@host/x`), if it has any.
+pub fn user_info(url: &str) -> Option<&str> {
+    let (_, after) = url.split_once("://")?;
+    user_info_end(after).map(|at| &after[..at])
+}
+
+/// Where the user info ends (its `@`) in what follows a URL's `://`: the authority runs
+/// to the first `/`, space or quote, and user info ends at its last `@` (a password
+/// may hold one).
+fn user_info_end(after_scheme: &str) -> Option<usize> {
+    let authority_end = after_scheme
+        .find(|character: char| {
+            character == '/' || character.is_whitespace() || "'\"`<>".contains(character)
+        })
+        .unwrap_or(after_scheme.len());
+    after_scheme[..authority_end].rfind('@')
 }
 
 /// Two pipelines' instances that would own one container: the same name on the same
@@ -310,22 +322,23 @@ fn read_file(
         path: path.to_path_buf(),
         source,
     };
-    let opened = match std::fs::File::open(path) {
-        Ok(opened) => opened,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(read_error(source)),
-    };
     let problem = |message: String| Diagnostic {
         file: file.to_path_buf(),
         line: 1,
         column: 1,
         message,
     };
-    // Not a regular file (a FIFO would block the loader forever).
-    if !opened.metadata().map_err(read_error)?.is_file() {
-        diagnostics.push(problem("not a regular file".to_string()));
-        return Ok(None);
+    // Asked before opening: opening a FIFO waits for a writer, maybe forever.
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_file() => {}
+        Ok(_) => {
+            diagnostics.push(problem("not a regular file".to_string()));
+            return Ok(None);
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(read_error(source)),
     }
+    let opened = std::fs::File::open(path).map_err(read_error)?;
     // Read at most one byte past the limit, so a file that grows while it is read
     // is caught too.
     let mut bytes = Vec::new();

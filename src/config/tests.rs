@@ -530,6 +530,50 @@ fn hostile_files_are_refused_with_a_clear_error() {
 }
 
 #[test]
+fn a_fifo_is_refused_without_blocking_the_loader() {
+    let make_fifo = |path: &Path| {
+        let path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid, NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    };
+    // Opening a FIFO for reading waits for a writer; nothing ever writes to these.
+    let within_seconds = |work: Box<dyn FnOnce() -> Vec<String> + Send>| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || sender.send(work()));
+        receiver
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the loader returns")
+    };
+    let load = |root: PathBuf| -> Box<dyn FnOnce() -> Vec<String> + Send> {
+        Box::new(move || match Config::load_with(&root, &|_: &str| None) {
+            Err(ConfigError::Invalid(errors)) => errors.iter().map(ToString::to_string).collect(),
+            Ok(config) => config.pipelines.into_keys().collect(),
+            Err(other) => panic!("{other:?}"),
+        })
+    };
+    // gantry.yaml is refused; a FIFO among the pipelines is not a pipeline file.
+    for (fifo, said) in [
+        ("gantry.yaml", Some("gantry.yaml:1:1: not a regular file")),
+        ("pipelines/fifo.yaml", None),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+        make_fifo(&dir.path().join(fifo));
+        let errors = within_seconds(load(dir.path().to_path_buf()));
+        match said {
+            Some(said) => assert!(errors.len() == 1 && errors[0].ends_with(said), "{errors:?}"),
+            None => assert!(errors.is_empty(), "{errors:?}"),
+        }
+        // Commands that read only history find the default state directory.
+        let root = dir.path().to_path_buf();
+        let state = within_seconds(Box::new(move || {
+            vec![super::state_dir_of(&root).display().to_string()]
+        }));
+        assert_eq!(state, [dir.path().join(".gantry").display().to_string()]);
+    }
+}
+
+#[test]
 fn duplicate_keys_are_found_among_many() {
     // 60,000 keys: found in linear time (checking each key against all before it took
     // seconds at this size and grows with its square).
