@@ -14,9 +14,11 @@
 //!   only at the SQL and JSON edges.
 //! - `store`: the state database (SQLite through sqlx, migrations embedded); all SQL lives here.
 //! - `engine`: runs, recorded stage by stage: build (checkout, context, build, push), deploy
-//!   (resolve, lease, rollout), rollback, and `run` (both in one); `engine::daemon` is the
-//!   scheduler, queue, poller and config watcher of `gantry serve`.
-//! - `server`: HTTP: forge webhooks (`POST /hooks/PIPELINE`) and `/healthz`; it records and answers, never builds.
+//!   (resolve, lease, rollout), rollback, and `run` (both in one); `engine::intake` is the
+//!   one way in for queued work and pins; `engine::scheduler`, `engine::poller` and
+//!   `engine::reload` are the queue, polling and config watcher of `gantry serve`.
+//! - `server`: HTTP: forge webhooks (`POST /hooks/PIPELINE`), the API, the dashboard and
+//!   `/healthz`; it queues through `engine::intake` and answers, never builds.
 //! - `daemon`: `gantry serve` as one library call: every task of the daemon started on a
 //!   listener and stopped by one token.
 //! - `cli`: the subcommands and how they print.

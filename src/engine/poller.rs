@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::intake::{self, Request};
 use super::reload::LiveConfig;
 use super::scheduler::Event;
 use crate::config::{Pipeline, Source};
@@ -137,17 +138,17 @@ impl Poller {
             seen.insert(pipeline.name.clone(), head.to_string());
             return;
         }
-        match self
-            .store
-            .queue_run(
-                &pipeline.name,
-                RunKind::Run,
-                &Trigger::Poll,
-                Some(head),
-                None,
-                &|_| String::new(),
-            )
-            .await
+        let request = Request {
+            pipeline: &pipeline.name,
+            kind: RunKind::Run,
+            trigger: Trigger::Poll,
+            requested: Some(head),
+            delivery: None,
+        };
+        match intake::queue(&self.store, Some(&self.sender), &request, &|_| {
+            String::new()
+        })
+        .await
         {
             Ok(Ok(run)) => {
                 tracing::info!(
@@ -157,9 +158,6 @@ impl Poller {
                     "new commit seen by polling"
                 );
                 seen.insert(pipeline.name.clone(), head.to_string());
-                let _ = self.sender.try_send(Event::Queued {
-                    pipeline: pipeline.name.clone(),
-                });
             }
             Ok(Err(_)) => {}
             Err(error) => tracing::error!(%error, "queueing a polled commit"),

@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::intake::{self, Request};
 use super::metrics::{Metrics, PipelineLabels, RunLabels, StageLabels};
 use super::notification;
 use super::reload::LiveConfig;
@@ -157,17 +158,16 @@ impl Scheduler {
                         run = run.run.number,
                         "run was interrupted; queued again"
                     );
-                    let queued = self
-                        .store
-                        .queue_run(
-                            &run.pipeline,
-                            run.kind,
-                            &Trigger::Retry,
-                            run.requested.as_deref(),
-                            None,
-                            &|_| String::new(),
-                        )
-                        .await;
+                    let request = Request {
+                        pipeline: &run.pipeline,
+                        kind: run.kind,
+                        trigger: Trigger::Retry,
+                        requested: run.requested.as_deref(),
+                        delivery: None,
+                    };
+                    // Taken by the scan that follows a start; at shutdown, by the next start.
+                    let queued =
+                        intake::queue(&self.store, None, &request, &|_| String::new()).await;
                     if let Err(error) = queued {
                         tracing::error!(%error, "queueing an interrupted run again");
                     }
@@ -244,9 +244,18 @@ async fn execute(config: &Config, store: &Store, metrics: &Metrics, queued: Queu
         .await;
         return;
     };
-    if queued.kind != RunKind::Run {
-        execute_deploy(config, store, metrics, pipeline, &queued).await;
-        return;
+    match queued.kind {
+        RunKind::Run => {}
+        RunKind::Deploy | RunKind::Rollback => {
+            execute_deploy(config, store, metrics, pipeline, &queued).await;
+            return;
+        }
+        // Nothing queues one: `gantry build` runs in the foreground.
+        RunKind::Build => {
+            let reason = "a build is not run from the queue; `gantry build` runs one";
+            end(store, &queued, RunState::Skipped, reason).await;
+            return;
+        }
     }
     // A pinned pipeline's run is held, a commit deployed already or older than the
     // deployed one skipped: the engine checks that, once, in the run itself.
