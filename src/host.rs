@@ -185,15 +185,6 @@ pub fn describe_error(error: &bollard::errors::Error) -> String {
         Error::DockerStreamError { error } => error.clone(),
         Error::RequestTimeoutError => "the request timed out".to_string(),
         Error::SocketNotFoundError(path) => format!("no Docker socket at {path}"),
-        other => {
-            // Connection errors nest their cause; the innermost one says what happened.
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(cause) = source {
-                text = cause.to_string();
-                source = cause.source();
-            }
-            text
-        }
+        other => crate::http::innermost_cause(other),
     }
 }

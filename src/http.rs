@@ -38,3 +38,16 @@ fn shared(
     .as_ref()
     .map_err(Clone::clone)
 }
+
+/// What a request error comes down to: the innermost cause says what happened
+/// (refused, timed out, a TLS failure), without the URL an outer layer may quote.
+/// Connection errors of reqwest and of the Docker API (bollard) nest it alike.
+pub fn innermost_cause(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = cause.to_string();
+        source = cause.source();
+    }
+    text
+}

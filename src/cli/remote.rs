@@ -61,7 +61,11 @@ impl Remote {
         }
         let response = request.send().await.map_err(|error| Refused {
             code: EXIT_FAILED,
-            message: format!("cannot reach {}: {}", self.base, describe(&error)),
+            message: format!(
+                "cannot reach {}: {}",
+                self.base,
+                crate::http::innermost_cause(&error)
+            ),
         })?;
         let status = response.status();
         let answer: Value = response.json().await.unwrap_or(Value::Null);
@@ -85,17 +89,6 @@ impl Remote {
             message: format!("{} answered {}: {reason}{hint}", self.base, status.as_u16()),
         })
     }
-}
-
-/// The innermost cause of a request error, without the URL (it may hold a credential).
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text = cause.to_string();
-        source = cause.source();
-    }
-    text
 }
 
 fn refused(refusal: Refused) -> ExitCode {

@@ -35,6 +35,9 @@ pub const GLOBAL_FILE: &str = "gantry.yaml";
 pub const PIPELINES_DIR: &str = "pipelines";
 /// The host that always exists unless `gantry.yaml` redefines it.
 pub const LOCAL_HOST: &str = "local";
+/// Appended to an instance's name while its old container waits for the new one to
+/// prove itself; no instance may be named so.
+pub const PREVIOUS_SUFFIX: &str = ".previous";
 /// How long `gantry hosts` and every Docker call wait for a host to answer by default.
 pub const DEFAULT_HOST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest config file read: the biggest real pipeline is a few KiB; the loader

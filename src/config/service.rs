@@ -198,7 +198,7 @@ fn read_service(
                         ),
                     );
                 }
-                if instance_name.ends_with(".previous") {
+                if instance_name.ends_with(super::PREVIOUS_SUFFIX) {
                     decoder.error(
                         key.position,
                         format!(

@@ -160,15 +160,15 @@ impl TreeBuilder {
                 node
             }
             Event::Alias(anchor) => {
-                let Some((node, size)) = self.anchors.get(&anchor) else {
+                let Some(&(_, size)) = self.anchors.get(&anchor) else {
                     return Err(SyntaxError {
                         position,
                         message: "alias to an unknown anchor".to_string(),
                     });
                 };
-                let (node, size) = (node.clone(), *size);
                 // Counted before it is copied, so a bomb stops at the first copy too many.
                 self.count(size, position)?;
+                let node = self.anchors[&anchor].0.clone();
                 Node { position, ..node }
             }
             Event::SequenceStart(anchor, _tag) => {

@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{ImageRepository, Instance, Pipeline, PortMapping, Service};
+use crate::config::{ImageRepository, Instance, PREVIOUS_SUFFIX, Pipeline, PortMapping, Service};
 use crate::host::describe_error;
 
 pub const LABEL_PIPELINE: &str = "gantry.pipeline";
@@ -31,9 +31,6 @@ pub const LABEL_IMAGE: &str = "gantry.image";
 pub const LABEL_DIGEST: &str = "gantry.digest";
 pub const LABEL_COMMIT: &str = "gantry.commit";
 pub const LABEL_SPEC: &str = "gantry.spec";
-
-/// Appended to an instance's name while its old container waits for the new one to prove itself.
-pub const PREVIOUS_SUFFIX: &str = ".previous";
 
 /// Networks every engine has; gantry never creates them.
 const BUILTIN_NETWORKS: [&str; 4] = ["bridge", "host", "none", "default"];

@@ -229,16 +229,7 @@ async fn probe_http(
         .timeout(PROBE_TIMEOUT)
         .send()
         .await
-        .map_err(|error| {
-            // reqwest nests the cause; the innermost one says what happened.
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                text = cause.to_string();
-                source = cause.source();
-            }
-            text
-        })?;
+        .map_err(|error| crate::http::innermost_cause(&error))?;
     let status = response.status().as_u16();
     if status != expected_status {
         return Err(format!("HTTP {status}, expected {expected_status}"));

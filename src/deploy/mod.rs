@@ -382,6 +382,11 @@ pub fn short_digest(digest: &str) -> String {
     digest.chars().take("sha256:".len() + 12).collect()
 }
 
+/// A container id as Docker shows it: its first 12 characters.
+pub fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
 /// Wraps a progress callback that is not `Sync` so that parallel instances can share it.
 pub struct SharedLog<F: FnMut(&str) + Send> {
     inner: Mutex<F>,

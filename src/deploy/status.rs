@@ -140,10 +140,7 @@ pub async fn status(
                     return status;
                 }
             };
-            status.container = inspect
-                .id
-                .as_deref()
-                .map(|id| id.chars().take(12).collect());
+            status.container = inspect.id.as_deref().map(super::short_id);
             // A container under this name that is not this instance's says nothing of it.
             if let Err(message) = container::check_owner(
                 &inspect,

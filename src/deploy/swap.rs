@@ -11,7 +11,7 @@ use super::container::{self, ContainerSpec, DockerCallError};
 use super::health::HealthFailure;
 use super::{
     Action, DeployImage, FAILURE_LOG_LINES, InstanceReport, Log, Phase, RolloutFailure,
-    RolloutReport, Target, report, service_order, short_digest,
+    RolloutReport, Target, report, service_order, short_digest, short_id,
 };
 use crate::config::{Health, OnFailure, Pipeline, Service};
 
@@ -492,8 +492,4 @@ async fn revert<C: Containers>(
         restore(containers, &done.host, previous, &done.instance).await?;
     }
     Ok(())
-}
-
-fn short_id(id: &str) -> String {
-    id.chars().take(12).collect()
 }

@@ -217,11 +217,6 @@ impl<'a> RunRecorder<'a> {
         self.store
     }
 
-    /// A line of the run's log outside any stage's work.
-    pub fn line(&mut self, line: &str) {
-        self.progress.line(line);
-    }
-
     /// Runs one stage: reports its start and end, times it, and records it after the
     /// stages before it. A `Failure` of the work is data (the caller ends the run with
     /// it); `Err` is the store failing.
