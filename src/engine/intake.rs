@@ -1,5 +1,6 @@
 //! The one way in for work and holds: a run queued (from a webhook, the poller, the
-//! API, the dashboard or `gantry trigger`), a pin set, a pin lifted.
+//! API, the dashboard or `gantry trigger`), a webhook delivery that queues nothing
+//! answered, a pin set, a pin lifted.
 //!
 //! `server` and `cli` call these and write nothing of runs themselves. What a request
 //! names from outside (a ref, an image, a rollback target) is checked here, once,
@@ -10,7 +11,7 @@ use tokio::sync::mpsc;
 use super::scheduler::Event;
 use crate::run::{RunId, RunKind, Trigger};
 use crate::source;
-use crate::store::{DeliveryKey, Pin, Queued, Store, StoreError};
+use crate::store::{DeliveryAnswer, DeliveryKey, Pin, Queued, Store, StoreError};
 
 /// The longest ref, image or rollback target a request from outside may name.
 pub const MAX_REQUESTED_LEN: usize = 256;
@@ -68,6 +69,22 @@ pub async fn queue(
         });
     }
     Ok(queued)
+}
+
+/// Answers a webhook delivery that queues nothing (a ping, a push to another branch):
+/// the answer is remembered, so that a redelivery gets it again, and the pipeline's
+/// deliveries without a run are pruned to the newest `keep`, in one transaction. A
+/// delivery seen before gets its first answer back instead (`Some`).
+pub async fn answer(
+    store: &Store,
+    pipeline: &str,
+    delivery: &DeliveryKey<'_>,
+    answer: &DeliveryAnswer,
+    keep: u32,
+) -> Result<Option<DeliveryAnswer>, StoreError> {
+    store
+        .answer_delivery(pipeline, delivery, answer, keep)
+        .await
 }
 
 /// Holds automatic deploys of a pipeline; the pin names what runs now (the newest

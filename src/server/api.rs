@@ -5,7 +5,8 @@
 //!
 //! Access: `server.token` may read and act; `server.read_token` may only read (an
 //! action with it is 403); without a token, reads answer only when `server.public_read`
-//! is set. Tokens are compared in constant time and never appear in an answer.
+//! is set. Tokens are judged by `server::access` (hashed, then compared in constant
+//! time) and never appear in an answer.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -15,13 +16,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
+use super::access::{Access, anonymous_access, token_access};
 use super::{ApiError, AppState};
-use crate::engine::intake::{self, IntakeError};
+use crate::engine::intake;
 use crate::run::{RunId, RunKind, RunState, Trigger};
 use crate::source::display_url;
 
@@ -32,23 +32,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// How often a followed log is read for new lines.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 
-/// What a request may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Access {
-    Read,
-    Operate,
-}
-
-/// True when `given` is the configured token. An empty token never matches (the config
-/// refuses one; this holds even if one got through).
-fn matches(given: &str, token: Option<&SecretString>) -> bool {
-    token.is_some_and(|token| {
-        let expected = token.expose_secret().as_bytes();
-        !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected))
-    })
-}
-
-/// The access the request's bearer token gives.
+/// The access the request's bearer token gives (without one, what anybody may do).
 fn access(state: &AppState, headers: &HeaderMap) -> Result<Access, ApiError> {
     let live = state.config.borrow().config.clone();
     let server = &live.server;
@@ -57,17 +41,17 @@ fn access(state: &AppState, headers: &HeaderMap) -> Result<Access, ApiError> {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
     match bearer {
-        Some(given) if matches(given, server.token.as_ref()) => Ok(Access::Operate),
-        Some(given) if matches(given, server.read_token.as_ref()) => Ok(Access::Read),
-        Some(_) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "the bearer token is not valid",
-        )),
-        None if server.public_read => Ok(Access::Read),
-        None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "a bearer token is required (Authorization: Bearer TOKEN)",
-        )),
+        Some(given) => token_access(server, given)
+            .map(|(access, _)| access)
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::UNAUTHORIZED, "the bearer token is not valid")
+            }),
+        None => anonymous_access(server).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required (Authorization: Bearer TOKEN)",
+            )
+        }),
     }
 }
 
@@ -101,7 +85,7 @@ async fn summary(state: &AppState, name: &str) -> Result<Value, ApiError> {
     let pipeline = live
         .pipelines
         .get(name)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no pipeline `{name}`")))?;
+        .ok_or_else(|| ApiError::no_pipeline(name))?;
     let store = &state.store;
     let last_run = store
         .runs(Some(name), 1)
@@ -336,24 +320,8 @@ async fn trigger(
     headers: HeaderMap,
     body: Option<Json<TriggerBody>>,
 ) -> Result<Response, ApiError> {
-    may_operate(&state, &headers)?;
-    ensure_pipeline(&state, &name)?;
-    let body = body.map(|Json(body)| body).unwrap_or_default();
-    let queued = enqueue(
-        &state,
-        &name,
-        RunKind::Run,
-        Trigger::Api,
-        body.commit.as_deref(),
-    )
-    .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(
-            json!({ "queued": true, "pipeline": name, "run": queued.number, "run_id": queued.id }),
-        ),
-    )
-        .into_response())
+    let commit = body.and_then(|Json(body)| body.commit);
+    queue_action(&state, &headers, name, RunKind::Run, commit).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -386,7 +354,8 @@ async fn rollback(
     queue_action(&state, &headers, name, RunKind::Rollback, to).await
 }
 
-/// Queues a deploy or rollback; the scheduler runs it under the pipeline's lease.
+/// Queues a run, deploy or rollback; the scheduler runs it (a deploy or rollback under
+/// the pipeline's lease).
 async fn queue_action(
     state: &AppState,
     headers: &HeaderMap,
@@ -422,11 +391,7 @@ pub(super) async fn enqueue(
     let queued = intake::queue(&state.store, Some(&state.events), &request, &|_| {
         String::new()
     })
-    .await
-    .map_err(|error| match error {
-        IntakeError::Invalid(message) => ApiError::new(StatusCode::BAD_REQUEST, message),
-        IntakeError::Store(error) => ApiError::store(error),
-    })?;
+    .await?;
     queued.map_err(|_| ApiError::internal("a run without a delivery was refused"))
 }
 
@@ -434,10 +399,7 @@ fn ensure_pipeline(state: &AppState, name: &str) -> Result<(), ApiError> {
     if state.config.borrow().config.pipelines.contains_key(name) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no pipeline `{name}`"),
-        ))
+        Err(ApiError::no_pipeline(name))
     }
 }
 

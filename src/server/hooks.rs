@@ -1,11 +1,12 @@
 //! `POST /hooks/PIPELINE`: a forge's push, verified, decided, recorded, answered.
 //!
 //! The body is read raw (up to `server.max_body`) and verified the forge's way; what
-//! the delivery means is `webhook::decide`'s pure answer; this handler records it and
-//! maps it to a status. `202` is sent only once the queued run is committed, so an
-//! answered delivery is never lost. A redelivery (the same id with the same body) gets
-//! its first answer again; the same id with another body is another delivery. When the
-//! store cannot write, the answer is `503`, which forges retry.
+//! the delivery means is `webhook::decide`'s pure answer; this handler records it
+//! through `engine::intake` (a queued run, or the answer to a delivery that queues
+//! nothing) and maps it to a status. `202` is sent only once the queued run is
+//! committed, so an answered delivery is never lost. A redelivery (the same id with the
+//! same body) gets its first answer again; the same id with another body is another
+//! delivery. When the store cannot write, the answer is `503`, which forges retry.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -17,14 +18,12 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
-use crate::engine::intake::{self, IntakeError};
+use crate::config::Pipeline;
+use crate::engine::intake;
 use crate::engine::metrics::DeliveryLabels;
 use crate::run::{RunId, RunKind, Trigger};
 use crate::source::webhook::{self, Decision, Delivery};
 use crate::store::{DeliveryAnswer, DeliveryKey};
-
-/// The longest delivery id kept: forges send UUIDs (36 characters).
-pub const MAX_DELIVERY_ID: usize = 128;
 
 /// What became of a delivery, as counted in `/metrics` and answered.
 enum Received {
@@ -124,28 +123,24 @@ async fn receive(
     headers: &HeaderMap,
     body: &[u8],
 ) -> (Option<&'static str>, Received) {
-    let delivery = match verify(state, name, headers, body) {
+    let live = state.config.borrow().config.clone();
+    let Some(pipeline) = live.pipelines.get(name) else {
+        return (None, Received::Refused(ApiError::no_pipeline(name)));
+    };
+    let delivery = match verify(pipeline, headers, body) {
         Ok(delivery) => delivery,
         Err((forge, error)) => return (forge, Received::Refused(error)),
     };
     let forge = delivery.forge.as_str();
-    (Some(forge), record(state, name, &delivery, body).await)
+    (Some(forge), record(state, pipeline, &delivery, body).await)
 }
 
 /// The pipeline's verified delivery, or why it is refused (and the forge, when known).
 fn verify(
-    state: &AppState,
-    name: &str,
+    pipeline: &Pipeline,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Delivery, (Option<&'static str>, ApiError)> {
-    let live = state.config.borrow().config.clone();
-    let pipeline = live.pipelines.get(name).ok_or_else(|| {
-        (
-            None,
-            ApiError::new(StatusCode::NOT_FOUND, format!("no pipeline `{name}`")),
-        )
-    })?;
     let webhook_config = pipeline.source.webhook.as_ref();
     let secret = webhook_config.and_then(|webhook| webhook.secret.as_ref());
     let unsigned = webhook_config.is_some_and(|webhook| webhook.unsigned);
@@ -155,7 +150,8 @@ fn verify(
             ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!(
-                    "pipeline `{name}` takes no webhooks: set source.webhook.secret (or `unsigned: true` to accept unsigned deliveries)"
+                    "pipeline `{}` takes no webhooks: set source.webhook.secret (or `unsigned: true` to accept unsigned deliveries)",
+                    pipeline.name
                 ),
             ),
         ));
@@ -167,7 +163,7 @@ fn verify(
             .map(str::to_string)
     };
     let content_type = header_value("content-type");
-    let delivery = webhook::receive(
+    webhook::receive(
         secret.map(|secret| secret.expose_secret().as_bytes()),
         &header_value,
         content_type.as_deref(),
@@ -180,33 +176,18 @@ fn verify(
             StatusCode::BAD_REQUEST
         };
         (error.forge(), ApiError::new(status, error.to_string()))
-    })?;
-    if delivery
-        .id
-        .as_ref()
-        .is_some_and(|id| id.len() > MAX_DELIVERY_ID)
-    {
-        return Err((
-            Some(delivery.forge.as_str()),
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("the delivery id is longer than {MAX_DELIVERY_ID} characters"),
-            ),
-        ));
-    }
-    Ok(delivery)
+    })
 }
 
 /// Records what the delivery means: a queued run, or the answer to one that queues
 /// nothing; a delivery with a body seen before gets its first answer.
-async fn record(state: &AppState, name: &str, delivery: &Delivery, body: &[u8]) -> Received {
-    let live = state.config.borrow().config.clone();
-    let Some(pipeline) = live.pipelines.get(name) else {
-        return Received::Refused(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no pipeline `{name}`"),
-        ));
-    };
+async fn record(
+    state: &AppState,
+    pipeline: &Pipeline,
+    delivery: &Delivery,
+    body: &[u8],
+) -> Received {
+    let name = pipeline.name.as_str();
     let body_sha256 = hex::encode(Sha256::digest(body));
     // Only deliveries with an id are remembered: without one, a redelivery cannot be told.
     let key = delivery.id.as_deref().map(|id| DeliveryKey {
@@ -261,10 +242,7 @@ async fn record(state: &AppState, name: &str, delivery: &Delivery, body: &[u8]) 
             answer: make_answer(run),
         },
         Ok(Err(first)) => Received::Duplicate(first),
-        Err(IntakeError::Invalid(message)) => {
-            Received::Refused(ApiError::new(StatusCode::BAD_REQUEST, message))
-        }
-        Err(IntakeError::Store(error)) => Received::Refused(ApiError::store(error)),
+        Err(error) => Received::Refused(error.into()),
     }
 }
 
@@ -285,19 +263,14 @@ async fn remember(
     let Some(key) = key else {
         return outcome(answer);
     };
-    match state.store.delivery(name, &key).await {
-        Ok(Some(first)) => return Received::Duplicate(first),
-        Ok(None) => {}
-        Err(error) => return Received::Refused(ApiError::store(error)),
-    }
-    if let Err(error) = state.store.remember_delivery(name, &key, &answer).await {
-        // Answering matters more than remembering: a redelivery is answered the same.
-        tracing::warn!(%error, "remembering a delivery");
-    }
-    // Deliveries that queue nothing end no run, so they are pruned as they come.
     let keep = state.config.borrow().config.server.keep_runs;
-    if let Err(error) = state.store.prune_deliveries(name, keep).await {
-        tracing::warn!(%error, "pruning deliveries");
+    match intake::answer(&state.store, name, &key, &answer, keep).await {
+        Ok(None) => outcome(answer),
+        Ok(Some(first)) => Received::Duplicate(first),
+        Err(error) => {
+            // Answering matters more than remembering: a redelivery is answered the same.
+            tracing::warn!(%error, "remembering a delivery");
+            outcome(answer)
+        }
     }
-    outcome(answer)
 }

@@ -6,6 +6,7 @@
 //! never call Docker or git; the scheduler does the work. 4xx answers say why; a
 //! 5xx answer says nothing of the cause, which goes to the log.
 
+mod access;
 pub mod api;
 mod dashboard;
 pub mod guard;
@@ -25,6 +26,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::intake::IntakeError;
 use crate::engine::metrics::Metrics;
 use crate::engine::reload::LiveConfig;
 use crate::engine::scheduler::Event;
@@ -79,6 +81,11 @@ impl ApiError {
         }
     }
 
+    /// `404`: the configuration has no pipeline `name`.
+    pub fn no_pipeline(name: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, format!("no pipeline `{name}`"))
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -86,6 +93,16 @@ impl ApiError {
     /// What the answer says (for a 5xx, nothing of the cause).
     pub fn message(&self) -> &str {
         &self.message
+    }
+}
+
+/// A request the intake refused: what it names is not queued (400), or the store failed.
+impl From<IntakeError> for ApiError {
+    fn from(error: IntakeError) -> ApiError {
+        match error {
+            IntakeError::Invalid(message) => ApiError::new(StatusCode::BAD_REQUEST, message),
+            IntakeError::Store(error) => ApiError::store(error),
+        }
     }
 }
 

@@ -181,7 +181,7 @@ impl Store {
     /// answer later writes from inside a transaction that is never committed.
     async fn transaction<T>(
         &self,
-        work: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T, sqlx::Error>,
+        work: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut connection = self.pool.acquire().await?;
         let result = async {
@@ -192,14 +192,14 @@ impl Store {
                 sqlx::Connection::begin_with(&mut *connection, "BEGIN IMMEDIATE").await?;
             let value = work(&mut transaction).await?;
             transaction.commit().await?;
-            Ok::<T, sqlx::Error>(value)
+            Ok::<T, StoreError>(value)
         }
         .await;
         if result.is_err() {
             // Closing rolls back whatever SQLite kept open and releases its locks.
             let _ = connection.close().await;
         }
-        self.wrote(result.map_err(StoreError::from))
+        self.wrote(result)
     }
 
     /// Closes every connection, folding the write-ahead log back into the database.

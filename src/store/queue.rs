@@ -53,81 +53,70 @@ impl Store {
         answer: &(dyn Fn(RunId) -> String + Sync),
     ) -> Result<Queued, StoreError> {
         let _writer = self.queue_writer.lock().await;
-        let queued = self
-            .transaction(async |connection| {
-                if let Some(delivery) = delivery
-                    && let Some(first) = delivery_answer(connection, pipeline, &delivery).await?
-                {
-                    // Delivered before (or a moment ago by another request): the first
-                    // answer stands and nothing is queued.
-                    return Ok(Err(first));
-                }
-                let new = NewRun {
+        self.transaction(async |connection| {
+            if let Some(delivery) = delivery
+                && let Some(first) = delivery_answer(connection, pipeline, &delivery).await?
+            {
+                // Delivered before (or a moment ago by another request): the first
+                // answer stands and nothing is queued.
+                return Ok(Err(first));
+            }
+            let new = NewRun {
+                pipeline,
+                kind,
+                trigger,
+                requested,
+                state: RunState::Queued,
+            };
+            let run = insert_run(connection, &new).await?;
+            if let Some(delivery) = delivery {
+                insert_delivery(
+                    connection,
                     pipeline,
-                    kind,
-                    trigger,
-                    requested,
-                    state: RunState::Queued,
-                };
-                let run = insert_run(connection, &new).await?;
-                if let Some(delivery) = delivery {
-                    insert_delivery(
-                        connection,
-                        pipeline,
-                        &delivery,
-                        &DeliveryAnswer {
-                            status: 202,
-                            response: answer(run),
-                        },
-                        Some(run.id),
-                    )
-                    .await?;
-                }
-                Ok(Ok(run))
-            })
-            .await?;
-        Ok(queued)
+                    &delivery,
+                    &DeliveryAnswer {
+                        status: 202,
+                        response: answer(run),
+                    },
+                    Some(run.id),
+                )
+                .await?;
+            }
+            Ok(Ok(run))
+        })
+        .await
     }
 
-    /// The first answer to a delivery, if it was seen before (same id, same body).
-    pub async fn delivery(
-        &self,
-        pipeline: &str,
-        delivery: &DeliveryKey<'_>,
-    ) -> Result<Option<DeliveryAnswer>, StoreError> {
-        let mut connection = self.pool.acquire().await?;
-        Ok(delivery_answer(&mut connection, pipeline, delivery).await?)
-    }
-
-    /// Remembers the answer to a delivery that queued nothing (a ping, another branch).
-    pub async fn remember_delivery(
+    /// Remembers `answer` to a delivery that queues nothing (a ping, another branch)
+    /// and prunes the pipeline's deliveries that point at no run down to the newest
+    /// `keep`, in one transaction. A delivery seen before (same id, same body) keeps
+    /// its first answer, which is returned; `None` when `answer` is the first.
+    pub async fn answer_delivery(
         &self,
         pipeline: &str,
         delivery: &DeliveryKey<'_>,
         answer: &DeliveryAnswer,
-    ) -> Result<(), StoreError> {
-        let mut connection = self.pool.acquire().await?;
-        let result = insert_delivery(&mut connection, pipeline, delivery, answer, None).await;
-        self.wrote(result.map_err(StoreError::from))
+        keep: u32,
+    ) -> Result<Option<DeliveryAnswer>, StoreError> {
+        let _writer = self.queue_writer.lock().await;
+        self.transaction(async |connection| {
+            if let Some(first) = delivery_answer(connection, pipeline, delivery).await? {
+                return Ok(Some(first));
+            }
+            insert_delivery(connection, pipeline, delivery, answer, None).await?;
+            // Deliveries that queue nothing end no run, so they are pruned as they come.
+            delete_old_deliveries(&mut *connection, pipeline, keep).await?;
+            Ok(None)
+        })
+        .await
     }
 
     /// Keeps the newest `keep` deliveries of a pipeline that no longer point at a run
     /// (pings, other branches, runs pruned since) and deletes the older ones, so the
     /// table lives as long as the runs it answered for.
     pub async fn prune_deliveries(&self, pipeline: &str, keep: u32) -> Result<u64, StoreError> {
-        let result = sqlx::query(
-            "DELETE FROM deliveries WHERE pipeline = ?1 AND run_id IS NULL AND received_at <
-               (SELECT received_at FROM deliveries WHERE pipeline = ?1 AND run_id IS NULL
-                ORDER BY received_at DESC LIMIT 1 OFFSET ?2)",
-        )
-        .bind(pipeline)
-        // Older than the keep-th newest (same-millisecond ties stay).
-        .bind(i64::from(keep.max(1)) - 1)
-        .execute(&self.pool)
-        .await;
-        Ok(self
-            .wrote(result.map_err(StoreError::from))?
-            .rows_affected())
+        let result = delete_old_deliveries(&self.pool, pipeline, keep).await;
+        self.wrote(result.map_err(StoreError::from))
     }
 
     /// The pipelines that have queued runs.
@@ -144,8 +133,8 @@ impl Store {
         let _writer = self.queue_writer.lock().await;
         self.transaction(async |transaction| {
             let row = sqlx::query(
-                "SELECT id, number, kind, trigger, requested FROM runs
-             WHERE pipeline = ?1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
+                "SELECT id, number, pipeline, kind, trigger, requested FROM runs
+                 WHERE pipeline = ?1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
             )
             .bind(pipeline)
             .fetch_optional(&mut *transaction)
@@ -153,34 +142,26 @@ impl Store {
             let Some(row) = row else {
                 return Ok(None);
             };
-            let id: i64 = row.get("id");
+            let queued = queued_run(&row)?;
             sqlx::query(
                 "UPDATE runs SET state = 'coalesced', superseded_by = ?1, finished_at = ?2,
-                             message = 'a newer push superseded it'
-             WHERE pipeline = ?3 AND state = 'queued' AND id < ?1",
+                                 message = 'a newer push superseded it'
+                 WHERE pipeline = ?3 AND state = 'queued' AND id < ?1",
             )
-            .bind(id)
+            .bind(queued.run.id)
             .bind(now_millis())
             .bind(pipeline)
             .execute(&mut *transaction)
             .await?;
             sqlx::query(
-            "UPDATE runs SET state = 'running', runner = 'daemon', started_at = ?1 WHERE id = ?2",
-        )
-        .bind(now_millis())
-        .bind(id)
-        .execute(&mut *transaction)
-        .await?;
-            Ok(Some(QueuedRun {
-                run: RunId {
-                    id,
-                    number: row.get("number"),
-                },
-                pipeline: pipeline.to_string(),
-                kind: word(&row, "kind").map_err(to_sqlx)?,
-                trigger: word(&row, "trigger").map_err(to_sqlx)?,
-                requested: row.get("requested"),
-            }))
+                "UPDATE runs SET state = 'running', runner = 'daemon', started_at = ?1
+                 WHERE id = ?2",
+            )
+            .bind(now_millis())
+            .bind(queued.run.id)
+            .execute(&mut *transaction)
+            .await?;
+            Ok(Some(queued))
         })
         .await
     }
@@ -199,20 +180,7 @@ impl Store {
         .bind(now_millis())
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(QueuedRun {
-                    run: RunId {
-                        id: row.get("id"),
-                        number: row.get("number"),
-                    },
-                    pipeline: row.get("pipeline"),
-                    kind: word(&row, "kind")?,
-                    trigger: word(&row, "trigger")?,
-                    requested: row.get("requested"),
-                })
-            })
-            .collect()
+        rows.iter().map(queued_run).collect()
     }
 
     /// Queued runs per pipeline (zero for pipelines with none queued).
@@ -276,10 +244,91 @@ async fn insert_delivery(
     Ok(())
 }
 
-/// A store error inside a transaction's work, which speaks sqlx's errors.
-fn to_sqlx(error: StoreError) -> sqlx::Error {
-    match error {
-        StoreError::Query(error) => error,
-        other => sqlx::Error::Decode(Box::new(other)),
+/// A run as the queue hands it out, from a row with its `id`, `number`, `pipeline`,
+/// `kind`, `trigger` and `requested`.
+fn queued_run(row: &sqlx::sqlite::SqliteRow) -> Result<QueuedRun, StoreError> {
+    Ok(QueuedRun {
+        run: RunId {
+            id: row.try_get("id")?,
+            number: row.try_get("number")?,
+        },
+        pipeline: row.try_get("pipeline")?,
+        kind: word(row, "kind")?,
+        trigger: word(row, "trigger")?,
+        requested: row.try_get("requested")?,
+    })
+}
+
+/// Deletes a pipeline's deliveries that point at no run, but for the newest `keep`.
+async fn delete_old_deliveries(
+    executor: impl sqlx::SqliteExecutor<'_>,
+    pipeline: &str,
+    keep: u32,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "DELETE FROM deliveries WHERE pipeline = ?1 AND run_id IS NULL AND received_at <
+           (SELECT received_at FROM deliveries WHERE pipeline = ?1 AND run_id IS NULL
+            ORDER BY received_at DESC LIMIT 1 OFFSET ?2)",
+    )
+    .bind(pipeline)
+    // Older than the keep-th newest (same-millisecond ties stay).
+    .bind(i64::from(keep.max(1)) - 1)
+    .execute(executor)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_delivery_that_queues_nothing_keeps_its_first_answer_and_only_the_newest_stay() {
+        let (_dir, store) = Store::temporary().await;
+        fn key<'a>(id: &'a str, body_sha256: &'a str) -> DeliveryKey<'a> {
+            DeliveryKey {
+                forge: "github",
+                id,
+                body_sha256,
+            }
+        }
+        let answer = |response: &str| DeliveryAnswer {
+            status: 200,
+            response: response.to_string(),
+        };
+        let first = store
+            .answer_delivery("p", &key("d-1", "ab"), &answer("first"), 10)
+            .await
+            .unwrap();
+        assert!(first.is_none());
+        let again = store
+            .answer_delivery("p", &key("d-1", "ab"), &answer("second"), 10)
+            .await
+            .unwrap();
+        assert_eq!(again.map(|first| first.response).as_deref(), Some("first"));
+        // The same id with another body is another delivery.
+        let other_body = store
+            .answer_delivery("p", &key("d-1", "cd"), &answer("other"), 10)
+            .await
+            .unwrap();
+        assert!(other_body.is_none());
+
+        for index in 0..5 {
+            // Deliveries are ordered by the millisecond they came in, and ties are all
+            // kept: each gets a millisecond of its own.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            let id = format!("p-{index}");
+            store
+                .answer_delivery("p", &key(&id, "ab"), &answer("pong"), 3)
+                .await
+                .unwrap();
+        }
+        let kept: Vec<String> = sqlx::query_scalar(
+            "SELECT delivery_id FROM deliveries WHERE pipeline = 'p' ORDER BY received_at",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(kept, ["p-2", "p-3", "p-4"]);
     }
 }

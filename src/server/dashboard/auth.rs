@@ -20,21 +20,17 @@ pub(super) fn same(given: &str, expected: &str) -> bool {
     bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
-/// True when `given` is `token`; both are hashed first, so the time taken says
-/// nothing of the token's length.
-pub(super) fn is_token(given: &str, token: &SecretString) -> bool {
-    // An empty token never logs anybody in, whatever the config says.
-    !given.is_empty()
-        && !token.expose_secret().is_empty()
-        && same(
-            &derived(&SecretString::from(given.to_string()), "login"),
-            &derived(token, "login"),
-        )
-}
-
 /// What a session may do, as its cookie names it.
 pub(super) const OPERATE: &str = "operate";
 pub(super) const READ: &str = "read";
+
+/// The level a session cookie names for `access`.
+pub(super) fn level(access: Access) -> &'static str {
+    match access {
+        Access::Operate => OPERATE,
+        Access::Read => READ,
+    }
+}
 
 /// A session cookie's value: `LEVEL.ISSUED.MAC`, the MAC an HMAC under the token of the
 /// level and the issue time (seconds since the epoch).
@@ -92,31 +88,19 @@ pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 pub(super) fn viewer(state: &AppState, headers: &HeaderMap) -> Option<Viewer> {
     let server = state.config.borrow().config.server.clone();
     let now = now_seconds();
-    if let Some(session) = cookie(headers, SESSION_COOKIE) {
-        if let Some(token) = &server.token
-            && is_session(session, token, OPERATE, now)
-        {
-            return Some(Viewer {
-                access: Access::Operate,
-                logged_in: true,
-                form_key: Some(derived(token, &format!("form {session}"))),
-            });
-        }
-        if let Some(token) = &server.read_token
-            && is_session(session, token, READ, now)
-        {
-            return Some(Viewer {
-                access: Access::Read,
-                logged_in: true,
-                form_key: None,
-            });
-        }
-    }
-    server.public_read.then_some(Viewer {
-        access: Access::Read,
-        logged_in: false,
-        form_key: None,
-    })
+    let session = cookie(headers, SESSION_COOKIE).and_then(|session| {
+        granted(&server, |token, access| {
+            is_session(session, token, level(access), now)
+        })
+        .map(|(access, token)| Viewer {
+            access,
+            logged_in: true,
+            // Only an operator acts, so only an operator's forms carry a key.
+            form_key: (access == Access::Operate)
+                .then(|| derived(token, &format!("form {session}"))),
+        })
+    });
+    session.or_else(|| anonymous_access(&server).map(|_| anonymous()))
 }
 
 /// A page's answer when nobody may read it: off to the login page, then back.
@@ -184,11 +168,8 @@ pub(super) async fn login(
     let server = state.config.borrow().config.server.clone();
     let given = form.token.trim();
     let now = now_seconds();
-    let session = match (&server.token, &server.read_token) {
-        (Some(token), _) if is_token(given, token) => Some(session_value(token, OPERATE, now)),
-        (_, Some(token)) if is_token(given, token) => Some(session_value(token, READ, now)),
-        _ => None,
-    };
+    let session = token_access(&server, given)
+        .map(|(access, token)| session_value(token, level(access), now));
     let next = safe_next(form.next.as_deref()).to_string();
     let Some(session) = session else {
         let mut response = page(&LoginPage {

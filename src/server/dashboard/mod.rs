@@ -31,7 +31,8 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::api::{self, Access};
+use super::access::{Access, anonymous_access, granted, token_access};
+use super::api;
 use crate::deploy::status::InstanceStatus;
 use crate::run::{RunKind, RunState, Trigger};
 use crate::source::display_url;

@@ -1,6 +1,7 @@
 //! The dashboard's pure parts: sessions, safe redirects, formatting, grouping.
 
 use super::*;
+use crate::server::access::is_token;
 
 #[test]
 fn only_a_path_on_this_server_may_follow_a_login() {

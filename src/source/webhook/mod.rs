@@ -19,6 +19,9 @@ type HmacSha256 = hmac::Hmac<Sha256>;
 /// The longest ref name taken from a delivery (git allows long names; forges cap
 /// them near this).
 const MAX_REF_LEN: usize = 1024;
+/// The longest delivery id taken: forges send UUIDs (36 characters), and the id is
+/// stored with the delivery's answer.
+const MAX_DELIVERY_ID: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -161,7 +164,7 @@ pub fn decide(delivery: &Delivery, pipeline: &str, branch: &str) -> Decision {
 
 /// Detects the forge, verifies the signature against `secret` (skipped only when
 /// `secret` is `None`, which the caller allows only for pipelines that opted out),
-/// and parses the push.
+/// reads the delivery id (at most `MAX_DELIVERY_ID` long) and parses the push.
 pub fn receive(
     secret: Option<&[u8]>,
     header: &dyn Fn(&str) -> Option<String>,
@@ -194,6 +197,11 @@ pub fn receive(
         Forge::BitbucketServer => header("x-request-id"),
         Forge::Generic => header("x-gantry-delivery"),
     };
+    if id.as_ref().is_some_and(|id| id.len() > MAX_DELIVERY_ID) {
+        return Err(malformed(format!(
+            "the delivery id is longer than {MAX_DELIVERY_ID} characters"
+        )));
+    }
     let is_push = match forge {
         Forge::GitHub | Forge::Gitea | Forge::Forgejo | Forge::Generic => event_name == "push",
         Forge::GitLab => event_name == "Push Hook" || event_name == "Tag Push Hook",

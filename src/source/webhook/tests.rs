@@ -257,6 +257,47 @@ fn bad_deliveries_say_why() {
     assert_eq!(delivery.event, WebhookEvent::Other("issues".to_string()));
 }
 
+#[test]
+fn a_delivery_id_longer_than_any_forges_is_malformed() {
+    let body = br#"{"zen": "ping"}"#;
+    let signature = sign(SECRET, body);
+    let ping = |id: &str| {
+        deliver(
+            &[
+                ("X-GitHub-Event", "ping"),
+                ("X-GitHub-Delivery", id),
+                ("X-Hub-Signature-256", &signature),
+            ],
+            None,
+            body,
+        )
+    };
+    let longest = "x".repeat(MAX_DELIVERY_ID);
+    assert_eq!(
+        ping(&longest).unwrap().id.as_deref(),
+        Some(longest.as_str())
+    );
+    let error = ping(&format!("{longest}x")).unwrap_err();
+    assert_eq!(
+        error,
+        WebhookError::Malformed {
+            forge: "github",
+            reason: format!("the delivery id is longer than {MAX_DELIVERY_ID} characters"),
+        }
+    );
+    assert!(!error.is_unauthorized());
+    // The signature is checked first: an unsigned sender learns nothing of the id.
+    let unsigned = deliver(
+        &[
+            ("X-GitHub-Event", "ping"),
+            ("X-GitHub-Delivery", &format!("{longest}x")),
+        ],
+        None,
+        body,
+    );
+    assert!(matches!(unsigned, Err(WebhookError::Unsigned { .. })));
+}
+
 fn gitlab(body: &[u8]) -> Result<Delivery, WebhookError> {
     deliver(
         &[
