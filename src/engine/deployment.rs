@@ -223,7 +223,7 @@ async fn build_and_deploy(
     // A queued commit older than the deployed one is skipped; checked after the
     // checkout, on the one fetch the run makes.
     let not_before = match reference {
-        Some(_) if from_queue => deployed_commit(store, pipeline).await?,
+        Some(_) if from_queue => store.deployed_commit(&pipeline.name).await?,
         _ => None,
     };
     let build = build_run(
@@ -306,19 +306,6 @@ async fn already_deployed(
                 newest.number
             )
         }))
-}
-
-/// The commit the pipeline's newest successful deployment rolled out, if gantry built it.
-async fn deployed_commit(
-    store: &Store,
-    pipeline: &Pipeline,
-) -> Result<Option<String>, EngineError> {
-    Ok(store
-        .deployments(&pipeline.name, 50)
-        .await?
-        .into_iter()
-        .find(|deployment| deployment.state == RunState::Succeeded)
-        .and_then(|deployment| deployment.commit))
 }
 
 /// Redeploys the previous image (or the one `target` names) and pins the pipeline.

@@ -265,6 +265,20 @@ impl Store {
         Ok(deployments)
     }
 
+    /// The commit the pipeline's newest successful deployment rolled out, if gantry
+    /// built it.
+    pub async fn deployed_commit(&self, pipeline: &str) -> Result<Option<String>, StoreError> {
+        let commit: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT commit_sha FROM deployments WHERE pipeline = ?1 AND state = ?2
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(pipeline)
+        .bind(RunState::Succeeded.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(commit.flatten())
+    }
+
     /// The digest each instance of a pipeline should run, by the newest record that knows it.
     pub async fn recorded_digests(
         &self,

@@ -163,6 +163,12 @@ async fn deployments_record_instance_digests_and_pins() {
     assert_eq!(history[0].state, RunState::Failed);
     assert_eq!(history[0].message.as_deref(), Some("b failed"));
     assert_eq!(history[1].instances.len(), 2);
+    // The newest successful deployment's commit: the failed one after it does not count.
+    assert_eq!(
+        store.deployed_commit("p").await.unwrap().as_deref(),
+        Some("c1")
+    );
+    assert_eq!(store.deployed_commit("other").await.unwrap(), None);
 
     assert!(store.pin_of("p").await.unwrap().is_none());
     store.pin("p", "sha256:1", "rolled back").await.unwrap();
