@@ -139,20 +139,16 @@ pub fn decide(delivery: &Delivery, pipeline: &str, branch: &str) -> Decision {
     };
     let Some(push) = pushes.iter().find(|push| push.git_ref == branch_ref) else {
         let pushed: Vec<&str> = pushes.iter().map(|push| push.git_ref.as_str()).collect();
+        let refs = pushed.join(", ");
         let what = if pushed
             .iter()
             .all(|git_ref| git_ref.starts_with("refs/tags/"))
         {
-            "a tag push"
+            format!("a tag push ({refs})")
         } else {
-            "a push to"
+            format!("a push to {refs}")
         };
-        let separator = if what == "a tag push" { " (" } else { " " };
-        let close = if what == "a tag push" { ")" } else { "" };
-        return Decision::Ignore(format!(
-            "{what}{separator}{}{close}; `{pipeline}` follows {branch_ref}",
-            pushed.join(", ")
-        ));
+        return Decision::Ignore(format!("{what}; `{pipeline}` follows {branch_ref}"));
     };
     match &push.commit {
         Some(commit) => Decision::Queue {
@@ -359,8 +355,10 @@ fn string_at<'v>(json: &'v Value, pointer: &str) -> Option<&'v str> {
 fn commit_id(field: &str, text: Option<&str>) -> Result<Option<String>, String> {
     match text {
         None | Some("") => Ok(None),
-        Some(id) if !id.is_empty() && id.bytes().all(|byte| byte == b'0') => Ok(None),
-        Some(id) if crate::source::is_commit_id(id) => Ok(Some(id.to_ascii_lowercase())),
+        // All zeros: the ref was deleted (or, as `before`, created).
+        Some(id) if crate::source::is_commit_id(id) => {
+            Ok((!id.bytes().all(|byte| byte == b'0')).then(|| id.to_ascii_lowercase()))
+        }
         Some(_) => Err(format!("`{field}` is not a commit id")),
     }
 }
@@ -406,16 +404,15 @@ fn github_style_push(json: &Value) -> Result<Push, String> {
 /// all zeros (and `checkout_sha: null`).
 fn gitlab_push(json: &Value) -> Result<Push, String> {
     let git_ref = ref_name("ref", string_at(json, "/ref"))?;
-    let after = string_at(json, "/after").ok_or("no `after`")?;
-    if commit_id("after", Some(after))?.is_none() {
-        return Ok(Push {
-            git_ref,
-            commit: None,
-        });
-    }
-    let commit = match string_at(json, "/checkout_sha") {
-        Some(checkout) => commit_id("checkout_sha", Some(checkout))?,
-        None => commit_id("after", Some(after))?,
+    let after = commit_id(
+        "after",
+        Some(string_at(json, "/after").ok_or("no `after`")?),
+    )?;
+    // `after` of zeros is a deletion; otherwise the commit is `checkout_sha`, if sent.
+    let commit = match (after, string_at(json, "/checkout_sha")) {
+        (None, _) => None,
+        (Some(_), Some(checkout)) => commit_id("checkout_sha", Some(checkout))?,
+        (Some(after), None) => Some(after),
     };
     Ok(Push { git_ref, commit })
 }
