@@ -373,35 +373,20 @@ fn read_file(
 /// count of the rest.
 fn bounded(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
     diagnostics.sort();
-    let mut kept: Vec<Diagnostic> = Vec::new();
-    let mut left_out: BTreeMap<PathBuf, usize> = BTreeMap::new();
-    let mut of_this_file = 0;
-    for diagnostic in diagnostics {
-        if kept.last().is_none_or(|last| last.file != diagnostic.file) {
-            of_this_file = 0;
-        }
-        of_this_file += 1;
-        if of_this_file > MAX_DIAGNOSTICS_PER_FILE {
-            *left_out.entry(diagnostic.file.clone()).or_default() += 1;
-        } else {
-            kept.push(diagnostic);
-        }
-    }
-    for (file, count) in left_out {
-        let last = kept
-            .iter()
-            .rposition(|diagnostic| diagnostic.file == file)
-            .unwrap_or(kept.len());
-        let at = kept.get(last).map_or(1, |diagnostic| diagnostic.line);
-        kept.insert(
-            last + 1,
-            Diagnostic {
-                file,
-                line: at,
+    let mut kept = Vec::new();
+    for of_one_file in diagnostics.chunk_by(|one, other| one.file == other.file) {
+        let (shown, rest) = of_one_file.split_at(of_one_file.len().min(MAX_DIAGNOSTICS_PER_FILE));
+        kept.extend_from_slice(shown);
+        if let Some(last) = shown.last()
+            && !rest.is_empty()
+        {
+            kept.push(Diagnostic {
+                file: last.file.clone(),
+                line: last.line,
                 column: 1,
-                message: format!("... and {count} more errors in this file"),
-            },
-        );
+                message: format!("... and {} more errors in this file", rest.len()),
+            });
+        }
     }
     kept
 }
