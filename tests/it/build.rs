@@ -408,7 +408,7 @@ fn git_daemon_sources_are_fetched() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("git daemon starts");
-    wait_for_port(port);
+    wait_for_port(port, &mut daemon);
     let name = repo
         .path()
         .file_name()
@@ -460,18 +460,6 @@ fn an_unknown_pipeline_is_bad_usage() {
     assert_eq!(
         stderr(&output).trim(),
         "error: no pipeline `helo` (did you mean `hello`?)"
-    );
-}
-
-fn wait_for_port(port: u16) {
-    eventually(
-        &format!("something listens on port {port}"),
-        std::time::Duration::from_secs(5),
-        || {
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .map(drop)
-                .map_err(|error| error.to_string())
-        },
     );
 }
 

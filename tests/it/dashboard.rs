@@ -170,7 +170,7 @@ fn log_in(tab: &Tab, base: &str, token: &str) {
 }
 
 /// A Dockerfile whose build writes a line every 300 ms, so the log visibly grows.
-fn slow_dockerfile(marker: &str) -> String {
+fn chatty_dockerfile(marker: &str) -> String {
     format!(
         "FROM gantry-test/busybox:latest\n\
          RUN for i in $(seq 1 20); do echo \"{marker} step $i\"; sleep 0.3; done\n\
@@ -185,10 +185,10 @@ fn dashboard_in_a_browser_shows_a_triggered_run_and_follows_its_log_live() {
     let marker = unique("slow");
     deployment
         .repo
-        .write("Dockerfile", &slow_dockerfile(&marker));
+        .write("Dockerfile", &chatty_dockerfile(&marker));
     let head = deployment.repo.commit("Slow build for the dashboard");
     let daemon = Daemon::start(&deployment.config);
-    let base = format!("http://127.0.0.1:{}", daemon.port);
+    let base = daemon.url("");
     let name = &deployment.name;
     let browser = browser(1280, 900);
     let tab = browser.new_tab().unwrap();
@@ -366,13 +366,6 @@ fn dashboard_in_a_browser_shows_a_triggered_run_and_follows_its_log_live() {
     assert_eq!(deployed_commit(&deployment), head);
 }
 
-/// `curl -s -i ARGS`: the status and the headers plus body.
-fn fetch(arguments: &[&str]) -> (u16, String) {
-    let mut with_headers = vec!["-i"];
-    with_headers.extend_from_slice(arguments);
-    curl(&with_headers)
-}
-
 fn location(answer: &str) -> String {
     answer
         .lines()
@@ -382,76 +375,6 @@ fn location(answer: &str) -> String {
                 .then(|| value.trim().to_string())
         })
         .unwrap_or_default()
-}
-
-/// The value of the form key a confirmation page carries.
-fn form_key(page: &str) -> String {
-    let start = page.find("name=\"form_key\" value=\"").expect("a form key") + 23;
-    page[start..].split('"').next().unwrap().to_string()
-}
-
-/// A browser without JavaScript: a cookie jar and curl.
-struct Visitor {
-    base: String,
-    jar: tempfile::NamedTempFile,
-}
-
-impl Visitor {
-    fn new(base: &str) -> Visitor {
-        Visitor {
-            base: base.to_string(),
-            jar: tempfile::NamedTempFile::new().unwrap(),
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let jar = self.jar.path().to_str().unwrap();
-        fetch(&["-b", jar, "-c", jar, &format!("{}{path}", self.base)])
-    }
-
-    fn post(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
-        let jar = self.jar.path().to_str().unwrap();
-        let mut arguments = vec!["-b", jar, "-c", jar, "-X", "POST"];
-        let encoded: Vec<String> = fields
-            .iter()
-            .map(|(name, value)| {
-                let value: String = form_urlencoded_value(value);
-                format!("{name}={value}")
-            })
-            .collect();
-        let body = encoded.join("&");
-        arguments.extend(["--data", body.as_str()]);
-        let url = format!("{}{path}", self.base);
-        arguments.push(&url);
-        fetch(&arguments)
-    }
-
-    fn log_in(&self, token: &str, next: &str) -> (u16, String) {
-        self.post("/login", &[("token", token), ("next", next)])
-    }
-
-    /// Confirms an action the way the confirmation page's form does.
-    fn act(&self, pipeline: &str, action: &str, fields: &[(&str, &str)]) -> (u16, String) {
-        let path = format!("/pipelines/{pipeline}/{action}");
-        let (status, page) = self.get(&path);
-        assert_eq!(status, 200, "{page}");
-        let key = form_key(&page);
-        let mut fields = fields.to_vec();
-        fields.push(("form_key", &key));
-        self.post(&path, &fields)
-    }
-}
-
-fn form_urlencoded_value(value: &str) -> String {
-    value
-        .bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
 }
 
 /// Waits for the newest run to end; returns it.
@@ -465,11 +388,10 @@ fn dashboard_pages_read_without_javascript_and_every_action_needs_the_operator()
     with_tokens(&deployment, "");
     let first = deployment.head();
     let daemon = Daemon::start(&deployment.config);
-    let base = format!("http://127.0.0.1:{}", daemon.port);
     let name = deployment.name.clone();
 
     // Anonymous: every page sends to the login page, and comes back after it.
-    let stranger = Visitor::new(&base);
+    let stranger = Visitor::new(&daemon);
     for path in [
         "/".to_string(),
         format!("/pipelines/{name}"),
@@ -490,7 +412,7 @@ fn dashboard_pages_read_without_javascript_and_every_action_needs_the_operator()
     assert_eq!(status, 413, "a form over 64 KiB is refused");
 
     // A reader sees everything and can do nothing.
-    let reader = Visitor::new(&base);
+    let reader = Visitor::new(&daemon);
     let (status, answer) = reader.log_in(READER, &format!("/pipelines/{name}"));
     assert_eq!(status, 303, "{answer}");
     assert_eq!(location(&answer), format!("/pipelines/{name}"));
@@ -524,7 +446,7 @@ fn dashboard_pages_read_without_javascript_and_every_action_needs_the_operator()
     assert_eq!(status, 403);
 
     // The operator: each action behind a confirmation that carries the form key.
-    let operator = Visitor::new(&base);
+    let operator = Visitor::new(&daemon);
     assert_eq!(operator.log_in(OPERATOR, "/").0, 303);
     let (status, page) = operator.get(&format!("/pipelines/{name}/trigger"));
     assert_eq!(status, 200);

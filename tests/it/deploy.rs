@@ -6,13 +6,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::*;
 
-fn container_id(engine: &str, container: &str) -> String {
-    inspect(engine, container)["Id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 fn timestamp(value: &serde_json::Value) -> SystemTime {
     humantime::parse_rfc3339_weak(value.as_str().unwrap()).unwrap()
 }

@@ -50,19 +50,6 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Opens the state database as another process would.
-fn with_database<T>(path: &Path, work: impl AsyncFnOnce(&sqlx::SqlitePool) -> T) -> T {
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(path)
-            .busy_timeout(Duration::from_secs(2));
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        let value = work(&pool).await;
-        pool.close().await;
-        value
-    })
-}
-
 #[test]
 fn a_full_disk_refuses_deliveries_with_503_and_loses_none_it_accepted() {
     let disk = SmallDisk::mount("3m");
@@ -124,10 +111,7 @@ fn a_full_disk_refuses_deliveries_with_503_and_loses_none_it_accepted() {
             "POST",
             "-H",
             "Authorization: Bearer full-disk-operator-token-0123",
-            &format!(
-                "http://127.0.0.1:{}/api/v1/pipelines/{name}/trigger",
-                daemon.port
-            ),
+            &daemon.url(&format!("/api/v1/pipelines/{name}/trigger")),
         ])
     };
     let refusal = eventually(

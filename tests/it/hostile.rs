@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use gantry::server::api::MAX_BODY;
+use gantry::server::guard::MAX_FAILURES;
+
 use crate::common::*;
 
 /// The daemon's `/healthz` document.
@@ -73,7 +76,7 @@ fn empty_secrets_are_config_errors_and_never_let_anyone_in() {
         "-",
         "--data",
         "token=&next=/",
-        &format!("http://127.0.0.1:{}/login", daemon.port),
+        &daemon.url("/login"),
     ]);
     assert_eq!(login.0, 401, "{}", login.1);
     assert!(
@@ -86,10 +89,7 @@ fn empty_secrets_are_config_errors_and_never_let_anyone_in() {
         "POST",
         "-H",
         "Authorization: Bearer ",
-        &format!(
-            "http://127.0.0.1:{}/api/v1/pipelines/{}/trigger",
-            daemon.port, deployment.name
-        ),
+        &daemon.url(&format!("/api/v1/pipelines/{}/trigger", deployment.name)),
     ]);
     assert_eq!(action.0, 401, "{}", action.1);
 
@@ -184,10 +184,7 @@ fn commits_from_outside_are_checked_at_intake_and_shown_whole_characters() {
             "Content-Type: application/json",
             "--data",
             body,
-            &format!(
-                "http://127.0.0.1:{}/api/v1/pipelines/{}/{path}",
-                daemon.port, deployment.name
-            ),
+            &daemon.url(&format!("/api/v1/pipelines/{}/{path}", deployment.name)),
         ])
     };
     // Not a ref, not an image, not a deployment: 400, nothing queued.
@@ -233,7 +230,7 @@ fn commits_from_outside_are_checked_at_intake_and_shown_whole_characters() {
     assert!(local.status.success(), "{}", stderr(&local));
     assert!(stdout(&local).contains("ünïcødé"), "{}", stdout(&local));
     let remote = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["--server", &format!("http://127.0.0.1:{}", daemon.port)])
+        .args(["--server", &daemon.url("")])
         .args(["runs", &deployment.name])
         .env("GANTRY_TOKEN", token)
         .output()
@@ -244,21 +241,12 @@ fn commits_from_outside_are_checked_at_intake_and_shown_whole_characters() {
 
 /// Rows of the state database's `deliveries` table for a pipeline: (id, run id).
 fn stored_deliveries(config: &ConfigDir, pipeline: &str) -> Vec<(Option<String>, Option<i64>)> {
-    let path = config.path().join(".gantry/state.db");
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        use sqlx::Row;
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
-            .await
-            .unwrap();
-        let rows = sqlx::query("SELECT delivery_id, run_id FROM deliveries WHERE pipeline = ?1")
+    with_database(&config.state_database(), async |pool| {
+        sqlx::query_as("SELECT delivery_id, run_id FROM deliveries WHERE pipeline = ?1")
             .bind(pipeline)
-            .fetch_all(&pool)
+            .fetch_all(pool)
             .await
-            .unwrap();
-        pool.close().await;
-        rows.iter()
-            .map(|row| (row.get("delivery_id"), row.get("run_id")))
-            .collect()
+            .unwrap()
     })
 }
 
@@ -307,16 +295,7 @@ fn deliveries_are_known_by_id_and_signed_body_and_pruned_with_the_runs() {
     let mut other_branch: serde_json::Value = serde_json::from_slice(&body).unwrap();
     other_branch["ref"] = "refs/heads/feature".into();
     let other_branch = serde_json::to_vec(&other_branch).unwrap();
-    let signed = |body: &[u8], id: &str| -> Vec<(String, String)> {
-        vec![
-            ("X-GitHub-Event".into(), "push".into()),
-            ("X-GitHub-Delivery".into(), id.into()),
-            (
-                "X-Hub-Signature-256".into(),
-                gantry::source::webhook::sign(SECRET.as_bytes(), body),
-            ),
-        ]
-    };
+    let signed = |body: &[u8], id: &str| github_headers("push", id, body);
     let ignored = daemon.post(name, &signed(&other_branch, "d-next"), &other_branch);
     assert!(ignored.1.contains("\"queued\":false"), "{}", ignored.1);
     let second = deployment.repo.commit("second");
@@ -334,8 +313,7 @@ fn deliveries_are_known_by_id_and_signed_body_and_pruned_with_the_runs() {
     // Deliveries that queue nothing are kept only as many as runs are.
     for index in 0..10 {
         let ping = format!("{{\"zen\": \"ping {index}\"}}").into_bytes();
-        let mut headers = signed(&ping, &format!("p-{index}"));
-        headers[0].1 = "ping".into();
+        let headers = github_headers("ping", &format!("p-{index}"), &ping);
         assert_eq!(daemon.post(name, &headers, &ping).0, 200);
     }
     let stored = stored_deliveries(config, name);
@@ -355,8 +333,7 @@ fn guessing_is_limited_errors_are_json_and_pages_refuse_framing() {
     let token = "guard-operator-token-0123456789";
     config.append("gantry.yaml", &format!("server:\n  token: {token}\n"));
     let daemon = Daemon::start(config);
-    let url = |path: &str| format!("http://127.0.0.1:{}{path}", daemon.port);
-    let trigger = url(&format!("/api/v1/pipelines/{}/trigger", deployment.name));
+    let trigger = daemon.url(&format!("/api/v1/pipelines/{}/trigger", deployment.name));
     let bearer = format!("Authorization: Bearer {token}");
 
     // axum's own rejections answer in the API's shape.
@@ -365,7 +342,7 @@ fn guessing_is_limited_errors_are_json_and_pages_refuse_framing() {
         ("text/plain", "{}".to_string(), 415),
         (
             "application/json",
-            format!("{{\"commit\": \"{}\"}}", "a".repeat(70_000)),
+            format!("{{\"commit\": \"{}\"}}", "a".repeat(MAX_BODY)),
             413,
         ),
     ] {
@@ -389,7 +366,7 @@ fn guessing_is_limited_errors_are_json_and_pages_refuse_framing() {
     }
 
     // Dashboard pages: a policy for scripts and styles, no framing, no sniffing.
-    let (_, headers) = curl(&["-s", "-o", "/dev/null", "-D", "-", &url("/login")]);
+    let (_, headers) = curl(&["-s", "-o", "/dev/null", "-D", "-", &daemon.url("/login")]);
     let headers = headers.to_ascii_lowercase();
     assert!(
         headers.contains("content-security-policy: default-src 'none'"),
@@ -402,23 +379,24 @@ fn guessing_is_limited_errors_are_json_and_pages_refuse_framing() {
         "{headers}"
     );
 
-    // Ten wrong tokens, then this address waits, whatever it sends.
-    for attempt in 0..10 {
+    // As many wrong tokens as the guard allows, then this address waits, whatever it
+    // sends.
+    for attempt in 0..MAX_FAILURES {
         let (status, _) = curl(&[
             "-H",
             &format!("Authorization: Bearer wrong-{attempt}"),
-            &url("/api/v1/pipelines"),
+            &daemon.url("/api/v1/pipelines"),
         ]);
         assert_eq!(status, 401);
     }
-    let (status, headers) = curl(&["-D", "-", "-H", &bearer, &url("/api/v1/pipelines")]);
+    let (status, headers) = curl(&["-D", "-", "-H", &bearer, &daemon.url("/api/v1/pipelines")]);
     assert_eq!(status, 429, "{headers}");
     assert!(
         headers.to_ascii_lowercase().contains("retry-after:"),
         "{headers}"
     );
     assert!(headers.contains("too many failed attempts"), "{headers}");
-    let (status, _) = curl(&["--data", &format!("token={token}"), &url("/login")]);
+    let (status, _) = curl(&["--data", &format!("token={token}"), &daemon.url("/login")]);
     assert_eq!(status, 429);
     // Reading without credentials is not an attempt: `/healthz` still answers.
     assert_eq!(daemon.get("/healthz").0, 200);

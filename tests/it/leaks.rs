@@ -1,7 +1,6 @@
 //! Credentials inside a repository URL never reach a message: run messages and logs,
 //! the API, the dashboard, notifications, the daemon's own log, or `/healthz`.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
@@ -69,52 +68,19 @@ fn repository_credentials_never_appear_in_any_message() {
         &format!("file://deploy:{}@/nonexistent/leak.git", secrets[1]),
     );
 
-    let port = free_port();
-    let log_path = config.path().join("leak-serve.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .arg("--config")
-        .arg(config.path())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DOCKER_CONFIG", config.docker_config.path())
-        .env_remove("DOCKER_HOST")
-        .env("GANTRY_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let mut daemon = Daemon::start_with(config, &[("GANTRY_LOG", "debug")]);
     let auth = format!("Authorization: Bearer {READ_TOKEN}");
-    eventually(
-        "the daemon answers",
-        Duration::from_secs(20),
-        || match curl(&[&url("/healthz")]) {
-            (200, _) => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    );
+    let api = |path: &str| curl(&["-H", &auth, &daemon.url(path)]).1;
 
     // A push to each: both fail to fetch.
     let commit = deployment.repo.commit("pushed");
     for name in [&https, &file] {
         let (headers, body) = forge_push("generic", &commit, &unique("d"), SECRET);
-        let body_file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(body_file.path(), &body).unwrap();
-        let mut arguments = vec![
-            "-X".to_string(),
-            "POST".to_string(),
-            "--data-binary".to_string(),
-            format!("@{}", body_file.path().display()),
-        ];
-        for (name, value) in &headers {
-            arguments.push("-H".to_string());
-            arguments.push(format!("{name}: {value}"));
-        }
-        arguments.push(url(&format!("/hooks/{name}")));
-        let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
-        assert_eq!(curl(&arguments).0, 202);
+        let (status, answer) = daemon.post(name, &headers, &body);
+        assert_eq!(status, 202, "{name}: {answer}");
     }
     let runs = eventually("both runs fail", Duration::from_secs(60), || {
-        let (_, runs) = curl(&["-H", &auth, &url("/api/v1/runs")]);
+        let runs = api("/api/v1/runs");
         let page: serde_json::Value = serde_json::from_str(&runs).unwrap_or_default();
         let failed = page["runs"].as_array().map_or(0, |runs| {
             runs.iter().filter(|run| run["state"] == "failed").count()
@@ -125,12 +91,28 @@ fn repository_credentials_never_appear_in_any_message() {
         let message = run["message"].as_str().unwrap_or_default();
         assert!(message.contains("cannot fetch"), "{run}");
     }
-    // The poller has warned about both.
-    eventually("the poller warns", Duration::from_secs(30), || {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let warned = log.matches("polling failed").count();
-        if warned >= 2 { Ok(()) } else { Err(log) }
-    });
+    // The poller has warned about each, naming its repository without the credentials.
+    let repositories = [
+        format!("127.0.0.1:{closed}/team/app.git"),
+        "/nonexistent/leak.git".to_string(),
+    ];
+    eventually(
+        "the poller warns about each",
+        Duration::from_secs(30),
+        || {
+            let log = daemon.log();
+            let warned = |repository: &String| {
+                log.lines().any(|line| {
+                    line.contains("polling failed") && line.contains(repository.as_str())
+                })
+            };
+            if repositories.iter().all(warned) {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    );
     // The notifications of both failures went out.
     eventually("notifications", Duration::from_secs(30), || {
         let bodies = receiver.bodies();
@@ -147,7 +129,7 @@ fn repository_credentials_never_appear_in_any_message() {
         &format!("ftp://deploy:{}@127.0.0.1/x.git", secrets[2]),
     );
     let health = eventually("the config error shows", Duration::from_secs(20), || {
-        let (_, health) = curl(&[&url("/healthz")]);
+        let (_, health) = daemon.get("/healthz");
         if health.contains("ftp://127.0.0.1/x.git") {
             Ok(health)
         } else {
@@ -157,25 +139,15 @@ fn repository_credentials_never_appear_in_any_message() {
 
     let mut gathered = Gathered { seen: Vec::new() };
     gathered.add("healthz", health);
-    gathered.add("runs", curl(&["-H", &auth, &url("/api/v1/runs")]).1);
-    gathered.add(
-        "pipelines",
-        curl(&["-H", &auth, &url("/api/v1/pipelines")]).1,
-    );
+    gathered.add("runs", api("/api/v1/runs"));
+    gathered.add("pipelines", api("/api/v1/pipelines"));
     for body in receiver.bodies() {
         gathered.add("notification", body);
     }
     // The dashboard, logged in with the read token.
-    let jar = tempfile::NamedTempFile::new().unwrap();
-    let jar = jar.path().to_str().unwrap();
-    let (status, _) = curl(&[
-        "-c",
-        jar,
-        "--data",
-        &format!("token={READ_TOKEN}&next=/"),
-        &url("/login"),
-    ]);
-    assert_eq!(status, 303);
+    let reader = Visitor::new(&daemon);
+    let (status, answer) = reader.log_in(READ_TOKEN, "/");
+    assert_eq!(status, 303, "{answer}");
     let mut pages = vec![
         "/".to_string(),
         format!("/pipelines/{https}"),
@@ -183,21 +155,17 @@ fn repository_credentials_never_appear_in_any_message() {
     ];
     for run in runs["runs"].as_array().unwrap() {
         let id = run["id"].as_i64().unwrap();
-        gathered.add(
-            "run log",
-            curl(&["-H", &auth, &url(&format!("/api/v1/runs/{id}/log"))]).1,
-        );
+        gathered.add("run log", api(&format!("/api/v1/runs/{id}/log")));
         pages.push(format!("/runs/{id}"));
         pages.push(format!("/runs/{id}/log.txt"));
     }
     for page in pages {
-        let (status, text) = curl(&["-b", jar, &url(&page)]);
+        let (status, text) = reader.get(&page);
         assert_eq!(status, 200, "{page}: {text}");
         gathered.add(&page, text);
     }
-    run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
-    child.wait().unwrap();
-    gathered.add("daemon log", std::fs::read_to_string(&log_path).unwrap());
+    daemon.terminate();
+    gathered.add("daemon log", daemon.log());
     let mut forbidden: Vec<&str> = secrets.to_vec();
     forbidden.push("deploy:");
     gathered.assert_clean(&forbidden);

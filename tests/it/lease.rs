@@ -1,50 +1,37 @@
 //! A deploy that loses its lease stops before it changes another container, reverts
 //! what `on_failure` says, and records why.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::*;
 
-fn container_id(name: &str) -> String {
-    inspect(LOCAL_DOCKER, name)["Id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Whether a container of that name exists.
 fn exists(name: &str) -> bool {
-    Command::new("docker")
-        .args(["-H", LOCAL_DOCKER, "inspect", name])
+    docker(LOCAL_DOCKER)
+        .args(["inspect", name])
         .output()
         .is_ok_and(|output| output.status.success())
 }
 
 /// Writes the lease row as another process taking it over would.
 fn steal_lease(database: &std::path::Path, pipeline: &str) -> u64 {
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(database)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
-        let taken = sqlx::query(
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    with_database(database, async |pool| {
+        sqlx::query(
             "UPDATE leases SET owner = 'another gantry (test)', acquired_at = ?1, expires_at = ?2
              WHERE pipeline = ?3",
         )
         .bind(now)
         .bind(now + 120_000)
         .bind(pipeline)
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap()
-        .rows_affected();
-        pool.close().await;
-        taken
+        .rows_affected()
     })
 }
 
@@ -61,18 +48,21 @@ fn a_deploy_that_loses_its_lease_stops_and_returns_what_it_changed() {
     };
     deployment.pipeline(&deploy("touch /tmp/ready; exec httpd -f -p 8080 -h /www"));
     deployment.succeed(&["run", &deployment.name]);
-    let before = (container_id(&first), container_id(&second));
+    let ids = || {
+        (
+            container_id(LOCAL_DOCKER, &first),
+            container_id(LOCAL_DOCKER, &second),
+        )
+    };
+    let before = ids();
 
     // The new version takes longer to get ready than the lease goes between renewals.
     deployment.pipeline(&deploy(
         "sleep 7; touch /tmp/ready; exec httpd -f -p 8080 -h /www",
     ));
-    let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .arg("--config")
-        .arg(deployment.config.path())
-        .args(["--json", "deploy", &deployment.name])
-        .env("DOCKER_CONFIG", deployment.config.docker_config.path())
-        .env_remove("DOCKER_HOST")
+    let child = deployment
+        .config
+        .command(&["--json", "deploy", &deployment.name])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -86,8 +76,10 @@ fn a_deploy_that_loses_its_lease_stops_and_returns_what_it_changed() {
             false => Err("no .previous container yet".to_string()),
         },
     );
-    let database = deployment.config.path().join(".gantry/state.db");
-    assert_eq!(steal_lease(&database, &deployment.name), 1);
+    assert_eq!(
+        steal_lease(&deployment.config.state_database(), &deployment.name),
+        1
+    );
 
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
@@ -117,7 +109,7 @@ fn a_deploy_that_loses_its_lease_stops_and_returns_what_it_changed() {
         "{report}"
     );
     // The first instance runs its old container again; the second was never touched.
-    assert_eq!((container_id(&first), container_id(&second)), before);
+    assert_eq!(ids(), before);
     // The run says why.
     let (_, runs) = deployment.gantry_json(&["runs", &deployment.name]);
     assert!(

@@ -3,15 +3,6 @@
 
 use crate::common::*;
 
-/// A deploy section with one instance named `instance` on `local`.
-fn one_instance(instance: &str) -> String {
-    format!(
-        "  services:\n    web:\n      ports: [\"8080\"]\n      stop_timeout: 1s\n      \
-         health:\n        http: {{ port: 8080, path: /healthz }}\n        interval: 100ms\n      \
-         instances:\n        {instance}: {{}}\n"
-    )
-}
-
 /// The container's id and whether it runs, as Docker reports them.
 fn container_state(name: &str) -> (String, bool) {
     let inspected = inspect(LOCAL_DOCKER, name);
@@ -37,7 +28,7 @@ fn refused(deployment: &Deployment, commands: &[&str], container: &str, says: &s
 /// Starts a container by hand under `name`, labelled with the pipeline only.
 fn start_by_hand(name: &str, pipeline: &str) {
     let image = std::env::var("GANTRY_TEST_HOST_IMAGE")
-        .unwrap_or_else(|_| "127.0.0.1:5115/gantry-test/busybox:latest".to_string());
+        .unwrap_or_else(|_| format!("{}/gantry-test/busybox:latest", registry()));
     run(docker(LOCAL_DOCKER).args([
         "run",
         "-d",

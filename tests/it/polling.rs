@@ -35,11 +35,7 @@ fn a_remote_that_hangs_delays_only_its_own_pipelines() {
         ),
     );
     let daemon = Daemon::start(config);
-    let first = deployment
-        .repo
-        .git(&["rev-parse", "HEAD"])
-        .trim()
-        .to_string();
+    let first = deployment.head();
     let polled = |commit: &str| {
         runs(&deployment)
             .iter()

@@ -110,11 +110,7 @@ fn serve_answers_pings_other_refs_and_bad_deliveries_without_queueing() {
     let daemon = Daemon::start(&deployment.config);
     let signed = |event: &str, body: &serde_json::Value| {
         let body = serde_json::to_vec(body).unwrap();
-        let headers = headers(&[
-            ("X-GitHub-Event", event),
-            ("X-GitHub-Delivery", &unique("d")),
-            ("X-Hub-Signature-256", &sign(SECRET.as_bytes(), &body)),
-        ]);
+        let headers = github_headers(event, &unique("d"), &body);
         daemon.post(&deployment.name, &headers, &body)
     };
     let check = |(status, answer): (u16, String), expected: u16, says: &str| {
@@ -283,11 +279,14 @@ fn serve_polls_a_repository_and_builds_a_new_commit() {
     )
     .unwrap();
     eventually("the pipeline is unloaded", Duration::from_secs(20), || {
-        let (_, health) = daemon.get("/healthz");
-        if health.contains(&deployment.name) {
-            Err(format!("{health}\n{}", daemon.log()))
-        } else {
-            Ok(())
+        let (status, health) = daemon.get("/healthz");
+        let parsed: serde_json::Value = serde_json::from_str(&health).unwrap_or_default();
+        let loaded = parsed["pipelines"]
+            .as_array()
+            .map(|names| names.iter().any(|name| name == deployment.name.as_str()));
+        match (status, loaded) {
+            (200, Some(false)) => Ok(()),
+            _ => Err(format!("HTTP {status} {health}\n{}", daemon.log())),
         }
     });
     deployment.repo.commit("after the pipeline was removed");
@@ -683,7 +682,10 @@ fn serve_shares_one_poll_per_repository_and_backs_off_a_failing_remote() {
             deployment.repository
         ),
     );
-    let daemon = Daemon::start_with(&deployment.config, "info,gantry::engine::poller=debug");
+    let daemon = Daemon::start_with(
+        &deployment.config,
+        &[("GANTRY_LOG", "info,gantry::engine::poller=debug")],
+    );
     // A fixed wait: 8 s of polling, whose log lines are then counted (too many is the failure).
     std::thread::sleep(Duration::from_secs(8));
     let log = daemon.log();
@@ -765,8 +767,7 @@ fn serve_api_answers_over_tcp_with_the_token() {
         .config
         .append("gantry.yaml", "server:\n  token: api-operator-token\n");
     let daemon = Daemon::start(&deployment.config);
-    let url = |path: &str| format!("http://127.0.0.1:{}{path}", daemon.port);
-    let (status, _) = curl(&[&url("/api/v1/runs")]);
+    let (status, _) = curl(&[&daemon.url("/api/v1/runs")]);
     assert_eq!(status, 401);
     let auth = "Authorization: Bearer api-operator-token";
     let (status, answer) = curl(&[
@@ -774,13 +775,13 @@ fn serve_api_answers_over_tcp_with_the_token() {
         "POST",
         "-H",
         auth,
-        &url(&format!("/api/v1/pipelines/{}/trigger", deployment.name)),
+        &daemon.url(&format!("/api/v1/pipelines/{}/trigger", deployment.name)),
     ]);
     assert_eq!(status, 202, "{answer}");
     let all = wait_idle(&deployment, &daemon, 1);
     assert_eq!(all[0]["state"], "succeeded", "{all:?}\n{}", daemon.log());
     assert_eq!(all[0]["trigger"], "api");
-    let (status, page) = curl(&["-H", auth, &url("/api/v1/runs?limit=1")]);
+    let (status, page) = curl(&["-H", auth, &daemon.url("/api/v1/runs?limit=1")]);
     assert_eq!(status, 200);
     let page: serde_json::Value = serde_json::from_str(&page).unwrap();
     assert_eq!(page["runs"][0]["state"], "succeeded");
@@ -799,7 +800,7 @@ fn serve_api_answers_over_tcp_with_the_token() {
             "Content-Type: application/json",
             "--data",
             body,
-            &url(&format!("/api/v1/pipelines/{}/{path}", deployment.name)),
+            &daemon.url(&format!("/api/v1/pipelines/{}/{path}", deployment.name)),
         ])
     };
     assert_eq!(post("trigger", "{}").0, 202);
@@ -815,7 +816,7 @@ fn serve_api_answers_over_tcp_with_the_token() {
     let (_, summary) = curl(&[
         "-H",
         auth,
-        &url(&format!("/api/v1/pipelines/{}", deployment.name)),
+        &daemon.url(&format!("/api/v1/pipelines/{}", deployment.name)),
     ]);
     assert!(
         summary.contains("rolled back to deployment #1"),
@@ -833,7 +834,7 @@ fn serve_api_answers_over_tcp_with_the_token() {
     assert_eq!(all[0]["state"], "succeeded", "{all:?}\n{}", daemon.log());
     assert_eq!(deployed_commit(&deployment), second);
 
-    let (status, document) = curl(&[&url("/api/v1/openapi.json")]);
+    let (status, document) = curl(&[&daemon.url("/api/v1/openapi.json")]);
     assert_eq!(status, 200);
     assert!(document.contains("\"openapi\":\"3.1.0\""), "{document}");
     assert!(!document.contains("api-operator-token"));
@@ -939,7 +940,7 @@ fn the_cli_drives_a_remote_daemon_with_a_token() {
     let daemon = Daemon::start(&deployment.config);
     // Somewhere without any config: everything goes through the API.
     let elsewhere = tempfile::tempdir().unwrap();
-    let server = format!("http://127.0.0.1:{}", daemon.port);
+    let server = daemon.url("");
     let remote = |arguments: &[&str], token: &str| {
         Command::new(env!("CARGO_BIN_EXE_gantry"))
             .current_dir(elsewhere.path())
@@ -1078,41 +1079,21 @@ fn no_secret_appears_in_logs_api_answers_metrics_or_dashboard() {
         ),
     );
     // The secrets reach gantry through the environment, as in production.
-    let port = free_port();
-    let log_path = deployment.config.path().join("secrets-serve.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .arg("--config")
-        .arg(deployment.config.path())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DOCKER_CONFIG", deployment.config.docker_config.path())
-        .env_remove("DOCKER_HOST")
-        .env("GANTRY_LOG", "debug")
-        .env("HOOK_SECRET", &secrets[0])
-        .env("REGISTRY_PASSWORD", &secrets[1])
-        .env("API_TOKEN", &secrets[2])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
-    eventually(
-        "the daemon answers",
-        Duration::from_secs(20),
-        || match curl(&[&url("/healthz")]) {
-            (200, _) => Ok(()),
-            (status, body) => Err(format!(
-                "HTTP {status} {body}\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            )),
-        },
+    let mut daemon = Daemon::start_with(
+        &deployment.config,
+        &[
+            ("GANTRY_LOG", "debug"),
+            ("HOOK_SECRET", &secrets[0]),
+            ("REGISTRY_PASSWORD", &secrets[1]),
+            ("API_TOKEN", &secrets[2]),
+        ],
     );
     let (headers, body) = forge_push("github", &deployment.head(), &unique("d"), &secrets[0]);
-    let hook = url(&format!("/hooks/{}", deployment.name));
-    assert_eq!(post(&hook, &headers, &body).0, 202);
+    assert_eq!(daemon.post(&deployment.name, &headers, &body).0, 202);
     // Wait for the run (built, pushed to the auth registry, deployed) to end.
     let auth = format!("Authorization: Bearer {}", secrets[2]);
     let runs = eventually("the run ends", Duration::from_secs(120), || {
-        let (_, runs) = curl(&["-H", &auth, &url("/api/v1/runs")]);
+        let (_, runs) = curl(&["-H", &auth, &daemon.url("/api/v1/runs")]);
         if runs.contains("\"state\":\"succeeded\"") || runs.contains("\"state\":\"failed\"") {
             Ok(runs)
         } else {
@@ -1125,12 +1106,12 @@ fn no_secret_appears_in_logs_api_answers_metrics_or_dashboard() {
         "the notification is logged",
         Duration::from_secs(30),
         || {
-            let (_, page) = curl(&["-H", &auth, &url("/api/v1/runs")]);
+            let (_, page) = curl(&["-H", &auth, &daemon.url("/api/v1/runs")]);
             let page: serde_json::Value = serde_json::from_str(&page).unwrap_or_default();
             let id = page["runs"][0]["id"]
                 .as_i64()
                 .ok_or_else(|| page.to_string())?;
-            let (_, log) = curl(&["-H", &auth, &url(&format!("/api/v1/runs/{id}/log"))]);
+            let (_, log) = curl(&["-H", &auth, &daemon.url(&format!("/api/v1/runs/{id}/log"))]);
             if log.contains("[notify] chat:") {
                 Ok(())
             } else {
@@ -1145,23 +1126,15 @@ fn no_secret_appears_in_logs_api_answers_metrics_or_dashboard() {
         "/metrics",
         "/healthz",
     ] {
-        seen.push(curl(&["-H", &auth, &url(path)]).1);
+        seen.push(curl(&["-H", &auth, &daemon.url(path)]).1);
     }
-    let (_, page) = curl(&["-H", &auth, &url("/api/v1/runs")]);
+    let (_, page) = curl(&["-H", &auth, &daemon.url("/api/v1/runs")]);
     let page: serde_json::Value = serde_json::from_str(&page).unwrap();
     let id = page["runs"][0]["id"].as_i64().unwrap();
-    seen.push(curl(&["-H", &auth, &url(&format!("/api/v1/runs/{id}/log"))]).1);
+    seen.push(curl(&["-H", &auth, &daemon.url(&format!("/api/v1/runs/{id}/log"))]).1);
     // The dashboard, logged in as the operator: every page, and the cookie itself.
-    let jar = tempfile::NamedTempFile::new().unwrap();
-    let jar = jar.path().to_str().unwrap();
-    let (status, login) = curl(&[
-        "-i",
-        "-c",
-        jar,
-        "--data",
-        &format!("token={}&next=/", secrets[2]),
-        &url("/login"),
-    ]);
+    let operator = Visitor::new(&daemon);
+    let (status, login) = operator.log_in(&secrets[2], "/");
     assert_eq!(status, 303, "{login}");
     seen.push(login);
     let name = &deployment.name;
@@ -1173,14 +1146,13 @@ fn no_secret_appears_in_logs_api_answers_metrics_or_dashboard() {
         format!("/pipelines/{name}/trigger"),
         "/login".to_string(),
     ] {
-        let (status, page) = curl(&["-b", jar, &url(&path)]);
+        let (status, page) = operator.get(&path);
         assert_eq!(status, 200, "{path}: {page}");
         assert!(page.contains("</html>"), "{path}: {page}");
         seen.push(page);
     }
-    run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
-    child.wait().unwrap();
-    seen.push(std::fs::read_to_string(&log_path).unwrap());
+    daemon.terminate();
+    seen.push(daemon.log());
     let all = seen.join("\n");
     assert!(all.contains("[push]"), "the run log was read: {all}");
     for secret in &secrets {
@@ -1249,8 +1221,10 @@ impl Prometheus {
 
     /// The value of an instant query's first sample, if it has one.
     fn value(&self, query: &str) -> Option<f64> {
-        let query: String = form_urlencoded_query(query);
-        let answer = self.api(&format!("/api/v1/query?query={query}"));
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("query", query)
+            .finish();
+        let answer = self.api(&format!("/api/v1/query?{query}"));
         answer["data"]["result"][0]["value"][1]
             .as_str()
             .and_then(|value| value.parse().ok())
@@ -1278,17 +1252,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn form_urlencoded_query(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
-}
-
 #[test]
 fn a_real_prometheus_scrapes_metrics_and_sees_each_run_counted() {
     let deployment = webhook_deployment("prom", "");
@@ -1308,10 +1271,7 @@ fn a_real_prometheus_scrapes_metrics_and_sees_each_run_counted() {
             Err(targets.to_string())
         }
     });
-    assert_eq!(
-        active["scrapeUrl"],
-        format!("http://127.0.0.1:{}/metrics", daemon.port)
-    );
+    assert_eq!(active["scrapeUrl"], daemon.url("/metrics"));
     let started = prometheus.wait_value("gantry_process_start_time_seconds", |value| value > 0.0);
     assert!(started > 1.7e9, "{started}");
 
@@ -1326,10 +1286,7 @@ fn a_real_prometheus_scrapes_metrics_and_sees_each_run_counted() {
             "POST",
             "-H",
             "Authorization: Bearer prom-operator-token",
-            &format!(
-                "http://127.0.0.1:{}/api/v1/pipelines/{}/trigger",
-                daemon.port, deployment.name
-            ),
+            &daemon.url(&format!("/api/v1/pipelines/{}/trigger", deployment.name)),
         ]);
         assert_eq!(status, 202, "{answer}");
     };

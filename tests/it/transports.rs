@@ -20,23 +20,6 @@ impl Drop for Server {
     }
 }
 
-fn wait_for_port(server: &mut Server, port: u16) {
-    eventually(
-        &format!("something listens on port {port}"),
-        Duration::from_secs(10),
-        || {
-            let refused = match std::net::TcpStream::connect(("127.0.0.1", port)) {
-                Ok(_) => return Ok(()),
-                Err(error) => error,
-            };
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("the server exited before listening on port {port}: {status}");
-            }
-            Err(refused.to_string())
-        },
-    );
-}
-
 fn support(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/support")
@@ -118,7 +101,7 @@ fn https_server(repo: &Repo, user: &str, token: &str) -> (Server, String) {
         .spawn()
         .expect("python3 starts");
     let mut server = Server { child };
-    wait_for_port(&mut server, port);
+    wait_for_port(port, &mut server.child);
     let name = repo
         .path()
         .file_name()
@@ -215,7 +198,7 @@ impl Ssh {
             .spawn()
             .expect("/usr/sbin/sshd starts (scripts/test-env.sh installs openssh-server)");
         let mut server = Server { child };
-        wait_for_port(&mut server, port);
+        wait_for_port(port, &mut server.child);
         Ssh {
             _server: server,
             dir,

@@ -1,16 +1,19 @@
 //! The daemon: a running `gantry serve` on a loopback port, the pipelines it takes
-//! signed webhooks for, pushes shaped like each forge's own examples, and a receiver
-//! for the notifications it sends.
+//! signed webhooks for, pushes shaped like each forge's own examples, a receiver
+//! for the notifications it sends, and a visitor of its dashboard.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gantry::source::webhook::sign;
 
 use super::*;
 
 pub const SECRET: &str = "webhook-s3cret";
+
+/// How long a dropped daemon may take to stop on SIGTERM before it gets SIGKILL.
+const DROP_GRACE: Duration = Duration::from_secs(10);
 
 /// A running `gantry serve`; stopped with SIGTERM (then SIGKILL) when dropped.
 pub struct Daemon {
@@ -21,20 +24,18 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &ConfigDir) -> Daemon {
-        Daemon::start_with(config, "info")
+        Daemon::start_with(config, &[])
     }
 
-    /// Starts the daemon with `GANTRY_LOG` set to `log_filter`.
-    pub fn start_with(config: &ConfigDir, log_filter: &str) -> Daemon {
+    /// Starts the daemon with extra environment variables; `GANTRY_LOG` is `info`
+    /// unless they set it.
+    pub fn start_with(config: &ConfigDir, environment: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let log = config.path().join(format!("serve-{port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .arg("--config")
-            .arg(config.path())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("DOCKER_CONFIG", config.docker_config.path())
-            .env_remove("DOCKER_HOST")
-            .env("GANTRY_LOG", log_filter)
+        let child = config
+            .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("GANTRY_LOG", "info")
+            .envs(environment.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -59,17 +60,18 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The daemon's address for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
     pub fn get(&self, path: &str) -> (u16, String) {
-        curl(&[&format!("http://127.0.0.1:{}{path}", self.port)])
+        curl(&[&self.url(path)])
     }
 
     /// POSTs `body` to /hooks/PIPELINE with the headers; returns status and body.
     pub fn post(&self, pipeline: &str, headers: &[(String, String)], body: &[u8]) -> (u16, String) {
-        post(
-            &format!("http://127.0.0.1:{}/hooks/{pipeline}", self.port),
-            headers,
-            body,
-        )
+        post(&self.url(&format!("/hooks/{pipeline}")), headers, body)
     }
 
     /// Sends SIGKILL: the daemon gets no chance to clean up.
@@ -98,10 +100,25 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Stops a daemon the test left running, without panicking: a panic here, while a
+    /// failed test unwinds, would abort the whole test binary.
     fn drop(&mut self) {
-        if self.child.is_some() {
-            let _ = self.terminate();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + DROP_GRACE;
+        while Instant::now() < deadline {
+            match child.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Ok(Some(_)) => return,
+                Err(_) => break,
+            }
         }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -124,19 +141,13 @@ pub fn webhook_deployment(prefix: &str, extra_source: &str) -> Deployment {
     deployment
 }
 
+/// Writes the deployment's pipeline: signed webhooks (and `extra_source` keys), the
+/// commit tag (and `extra_image` ones, as `, "x"`), and the instance `web-1`.
 pub fn write_pipeline(deployment: &Deployment, extra_source: &str, extra_image: &str) {
-    let instance = deployment.instance("web-1");
-    deployment.config.write(
-        &format!("pipelines/{}.yaml", deployment.name),
-        &format!(
-            "source:\n  repo: {}\n  branch: main\n  webhook: {{ secret: {SECRET} }}\n{extra_source}\
-             image:\n  repository: {}\n  tags: [\"{{{{ commit.short }}}}\"{extra_image}]\n\
-             deploy:\n  services:\n    web:\n      ports: [\"8080\"]\n      stop_timeout: 1s\n      \
-             health:\n        http: {{ port: 8080, path: /healthz }}\n        interval: 100ms\n      \
-             instances:\n        {instance}: {{}}\n",
-            deployment.repo.url(),
-            deployment.repository
-        ),
+    deployment.pipeline_with(
+        &format!("  webhook: {{ secret: {SECRET} }}\n{extra_source}"),
+        extra_image,
+        &one_instance(&deployment.instance("web-1")),
     );
 }
 
@@ -271,6 +282,16 @@ pub fn forge_push(
     (all, body)
 }
 
+/// The headers GitHub sends with `body` for `event`: its name, the delivery id, and
+/// the body's signature with `SECRET`.
+pub fn github_headers(event: &str, delivery: &str, body: &[u8]) -> Vec<(String, String)> {
+    vec![
+        ("X-GitHub-Event".into(), event.into()),
+        ("X-GitHub-Delivery".into(), delivery.into()),
+        ("X-Hub-Signature-256".into(), sign(SECRET.as_bytes(), body)),
+    ]
+}
+
 /// A tiny HTTP receiver on loopback: records each POST's path and body, answers 200.
 pub struct Receiver {
     pub port: u16,
@@ -361,6 +382,65 @@ pub fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> (u16, Strin
     arguments.push(url.to_string());
     let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
     curl(&arguments)
+}
+
+/// A browser without JavaScript on the daemon's dashboard: a cookie jar and curl.
+/// Each answer is the status, and the headers followed by the body.
+pub struct Visitor {
+    base: String,
+    jar: tempfile::NamedTempFile,
+}
+
+impl Visitor {
+    pub fn new(daemon: &Daemon) -> Visitor {
+        Visitor {
+            base: daemon.url(""),
+            jar: tempfile::NamedTempFile::new().unwrap(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.curl(&[], path)
+    }
+
+    /// POSTs `fields` as a form, as the page's own form would.
+    pub fn post(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        self.curl(&["-X", "POST", "--data", &body], path)
+    }
+
+    pub fn log_in(&self, token: &str, next: &str) -> (u16, String) {
+        self.post("/login", &[("token", token), ("next", next)])
+    }
+
+    /// Confirms an action the way the confirmation page's form does.
+    pub fn act(&self, pipeline: &str, action: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let path = format!("/pipelines/{pipeline}/{action}");
+        let (status, page) = self.get(&path);
+        assert_eq!(status, 200, "{page}");
+        let key = form_key(&page);
+        let mut fields = fields.to_vec();
+        fields.push(("form_key", &key));
+        self.post(&path, &fields)
+    }
+
+    /// `curl -i ARGS URL` with the cookie jar, for `path` on the daemon.
+    fn curl(&self, arguments: &[&str], path: &str) -> (u16, String) {
+        let jar = self.jar.path().to_str().unwrap();
+        let url = format!("{}{path}", self.base);
+        let mut all = vec!["-i", "-b", jar, "-c", jar];
+        all.extend_from_slice(arguments);
+        all.push(&url);
+        curl(&all)
+    }
+}
+
+/// The value of the form key a confirmation page carries.
+fn form_key(page: &str) -> String {
+    let start = page.find("name=\"form_key\" value=\"").expect("a form key") + 23;
+    page[start..].split('"').next().unwrap().to_string()
 }
 
 /// Waits until run #1 of the deployment's pipeline is inside its Dockerfile's `RUN` step.

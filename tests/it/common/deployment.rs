@@ -68,10 +68,19 @@ impl Deployment {
 
     /// Writes the pipeline with this `deploy:` section (indented by two spaces already).
     pub fn pipeline(&self, deploy: &str) {
+        self.pipeline_with("", "", deploy);
+    }
+
+    /// Writes the pipeline with `extra_source` lines under `source:` (indented by two
+    /// spaces already), `extra_image` after the commit tag in `image.tags` (`, "x"`),
+    /// and this `deploy:` section.
+    pub fn pipeline_with(&self, extra_source: &str, extra_image: &str, deploy: &str) {
         self.config.write(
             &format!("pipelines/{}.yaml", self.name),
             &format!(
-                "source:\n  repo: {}\n  branch: main\nimage:\n  repository: {}\n  tags: [\"{{{{ commit.short }}}}\"]\ndeploy:\n{deploy}",
+                "source:\n  repo: {}\n  branch: main\n{extra_source}\
+                 image:\n  repository: {}\n  tags: [\"{{{{ commit.short }}}}\"{extra_image}]\n\
+                 deploy:\n{deploy}",
                 self.repo.url(),
                 self.repository
             ),
@@ -139,11 +148,29 @@ impl Drop for Deployment {
     }
 }
 
+/// A deploy section with one instance named `instance` on `local`, serving port 8080
+/// and checked over HTTP.
+pub fn one_instance(instance: &str) -> String {
+    format!(
+        "  services:\n    web:\n      ports: [\"8080\"]\n      stop_timeout: 1s\n      \
+         health:\n        http: {{ port: 8080, path: /healthz }}\n        interval: 100ms\n      \
+         instances:\n        {instance}: {{}}\n"
+    )
+}
+
 /// `docker inspect` of one container, parsed.
 pub fn inspect(engine: &str, container: &str) -> serde_json::Value {
     let output = run(docker(engine).args(["inspect", container]));
     let parsed: serde_json::Value = serde_json::from_str(&output).unwrap();
     parsed[0].clone()
+}
+
+/// The id of the container of that name on `engine`.
+pub fn container_id(engine: &str, container: &str) -> String {
+    inspect(engine, container)["Id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{container} on {engine} has no id"))
+        .to_string()
 }
 
 /// The host port Docker published for the container's port 8080.

@@ -1,8 +1,10 @@
 //! What the integration tests share: the test environment, fixture repositories,
-//! config directories and running the binary. Every name a test creates carries
-//! a unique suffix, and images are removed by label when the test ends.
+//! config directories, running the binary and reading its state database. Every name
+//! a test creates carries a unique suffix, and images are removed by label when the
+//! test ends.
 //!
-//! `daemon` holds the running `gantry serve` and what feeds it webhooks;
+//! `daemon` holds the running `gantry serve`, what feeds it webhooks and what visits
+//! its dashboard;
 //! `deployment` holds a pipeline with a deploy section and the engines it touches.
 //! `use crate::common::*;` brings all of it.
 
@@ -13,8 +15,9 @@ pub use daemon::*;
 pub use deployment::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -69,6 +72,25 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Waits until something listens on loopback `port`; fails at once if `server`, which
+/// is to listen there, exits first.
+pub fn wait_for_port(port: u16, server: &mut Child) {
+    eventually(
+        &format!("something listens on port {port}"),
+        Duration::from_secs(10),
+        || {
+            let refused = match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            if let Ok(Some(status)) = server.try_wait() {
+                panic!("the server exited before listening on port {port}: {status}");
+            }
+            Err(refused.to_string())
+        },
+    );
 }
 
 /// Fails the test when no Docker engine answers: these tests never skip.
@@ -215,15 +237,28 @@ impl ConfigDir {
     }
 
     pub fn gantry_with(&self, arguments: &[&str], environment: &[(&str, &str)]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_gantry"))
+        self.command(arguments)
+            .envs(environment.iter().copied())
+            .output()
+            .expect("gantry starts")
+    }
+
+    /// `gantry --config DIR ARGS`, not started yet, with this directory's Docker client
+    /// config and no `DOCKER_HOST` of the machine.
+    pub fn command(&self, arguments: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gantry"));
+        command
             .arg("--config")
             .arg(self.path())
             .args(arguments)
             .env("DOCKER_CONFIG", self.docker_config.path())
-            .env_remove("DOCKER_HOST")
-            .envs(environment.iter().copied())
-            .output()
-            .expect("gantry starts")
+            .env_remove("DOCKER_HOST");
+        command
+    }
+
+    /// The state database, where gantry keeps it when the config names no `state:`.
+    pub fn state_database(&self) -> PathBuf {
+        self.path().join(".gantry/state.db")
     }
 
     /// Runs `gantry --json ARGS` and parses stdout.
@@ -259,6 +294,23 @@ impl Drop for ConfigDir {
             }
         }
     }
+}
+
+/// How long a test's query waits for a lock the daemon holds: its writes are short, so
+/// a lock held longer than this is one left behind.
+const DATABASE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the state database at `path` as another process would, and runs `work` on it.
+pub fn with_database<T>(path: &Path, work: impl AsyncFnOnce(&sqlx::SqlitePool) -> T) -> T {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(DATABASE_BUSY_TIMEOUT);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let value = work(&pool).await;
+        pool.close().await;
+        value
+    })
 }
 
 /// Asks the registry for the digest it serves for `repository:tag`, as Docker would pull it.
@@ -314,7 +366,7 @@ pub fn stdout(output: &Output) -> String {
 /// `timeout` with what `check` said last.
 pub fn eventually<T>(
     what: &str,
-    timeout: std::time::Duration,
+    timeout: Duration,
     mut check: impl FnMut() -> Result<T, String>,
 ) -> T {
     let deadline = std::time::Instant::now() + timeout;
@@ -326,6 +378,6 @@ pub fn eventually<T>(
                 "{what}: not within {timeout:?}; last seen: {seen}"
             ),
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
