@@ -4,6 +4,7 @@
 #   - a plain registry on 127.0.0.1:5115 and an htpasswd one on 127.0.0.1:5116
 #   - the same engine over TCP (127.0.0.1:2385) and mutual TLS (127.0.0.1:2386)
 #   - the local base image gantry-test/busybox:latest (Docker Hub is never used)
+#   - the proxy image 127.0.0.1:5115/gantry-test/caddy:VERSION, built from Debian's caddy
 #   - extra Docker engines ("hosts"), each in its own network namespace gantry-hI,
 #     reached from here at 10.77.I.2; engine 1 also speaks mutual TLS on :2376
 # Idempotent: anything already up is left alone. Writes $STATE/env for tests.
@@ -24,6 +25,8 @@ AUTH_PASSWORD=gantry-secret
 DOCKER_TCP_PORT=2385
 DOCKER_TLS_PORT=2386
 BASE_IMAGE=gantry-test/busybox:latest
+# The proxy image is pushed to the registry: gantry pulls it on every host that needs it.
+PROXY_REPOSITORY=$REGISTRY_ADDR/gantry-test/caddy
 CERTS="$STATE/certs"
 # Extra engines: engine I runs in namespace gantry-hI, state in $HOSTS_DIR/hI.
 HOSTS_MAX=8
@@ -32,6 +35,14 @@ NETNS_DIR=/var/run/netns
 HOST_TLS_PORT=2376
 # The base image as every extra engine pulls it (through its namespace's 127.0.0.1).
 HOST_IMAGE="$REGISTRY_ADDR/$BASE_IMAGE"
+
+# proxy_image: the proxy image's reference, tagged with the installed caddy's version.
+proxy_image() {
+  local version
+  version=$(caddy version 2>/dev/null | sed -n '1s/^v\{0,1\}\([0-9][0-9.]*\).*/\1/p')
+  [ -n "$version" ] || die "cannot read caddy's version (is the caddy package installed?)"
+  echo "$PROXY_REPOSITORY:$version"
+}
 
 log() { printf '[test-env] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -116,6 +127,8 @@ command -v stunnel4 >/dev/null 2>&1 || missing+=(stunnel4)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The proxy image is Debian's caddy binary with the libraries ldd names.
+[ -x /usr/bin/caddy ] || missing+=(caddy)
 # The extra engines: namespaces and veths (ip), entering them (nsenter), their own containerd.
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
@@ -597,6 +610,7 @@ write_env() {
     printf 'export GANTRY_TEST_DOCKER_TLS=%q\n' "tcp://127.0.0.1:$DOCKER_TLS_PORT"
     printf 'export GANTRY_TEST_CERTS=%q\n' "$CERTS"
     printf 'export GANTRY_TEST_BASE_IMAGE=%q\n' "$BASE_IMAGE"
+    printf 'export GANTRY_TEST_PROXY_IMAGE=%q\n' "${PROXY_IMAGE:-$(proxy_image)}"
     echo "# Extra engines (scripts/test-env.sh hosts N): every engine that answers."
     printf 'export GANTRY_TEST_HOSTS=%q\n' "$n"
     for i in $(seq "$n"); do
@@ -895,6 +909,37 @@ fi
 out=$(dk run --rm "$BASE_IMAGE" sh -c 'echo ok') || die "$BASE_IMAGE does not run"
 [ "$out" = ok ] || die "$BASE_IMAGE printed '$out' instead of 'ok'"
 
+# ---------------------------------------------------------------- proxy image
+# Debian's caddy with the libraries ldd names, in `FROM scratch`; pushed to the
+# registry so every engine pulls it as gantry does. Its tag is caddy's version.
+# (Debian starts a caddy service on :80 when the package is installed; stop it.)
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now caddy >/dev/null 2>&1 || true; fi
+pkill -x caddy 2>/dev/null || true
+PROXY_IMAGE=$(proxy_image)
+if ! dk image inspect "$PROXY_IMAGE" >/dev/null 2>&1 \
+   || ! curl -fsI -m 5 "http://$REGISTRY_ADDR/v2/gantry-test/caddy/manifests/${PROXY_IMAGE##*:}" >/dev/null; then
+  log "building $PROXY_IMAGE from /usr/bin/caddy"
+  root=$(mktemp -d)
+  mkdir -p "$root/usr/bin" "$root/tmp" "$root/etc" "$root/config" "$root/data"
+  chmod 1777 "$root/tmp"
+  cp /usr/bin/caddy "$root/usr/bin/caddy"
+  for lib in $(ldd /usr/bin/caddy | grep -o '/[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+  printf 'root:x:0:0:root:/root:/bin/false\n' >"$root/etc/passwd"
+  printf 'root:x:0:\n' >"$root/etc/group"
+  tar -C "$root" --numeric-owner --owner=0 --group=0 -cf - . \
+    | dk import \
+        --change 'ENV XDG_CONFIG_HOME=/config XDG_DATA_HOME=/data HOME=/tmp' \
+        --change 'ENTRYPOINT ["/usr/bin/caddy"]' \
+        --change 'CMD ["run", "--resume"]' - "$PROXY_IMAGE" >/dev/null
+  rm -rf "$root"
+  dk push "$PROXY_IMAGE" >/dev/null || die "cannot push $PROXY_IMAGE"
+fi
+out=$(dk run --rm "$PROXY_IMAGE" version) || die "$PROXY_IMAGE does not run"
+log "proxy image $PROXY_IMAGE: caddy $out"
+
 # ---------------------------------------------------------------- extra engines
 ensure_hosts "$WANT_HOSTS"
 
@@ -911,6 +956,7 @@ gantry test environment (state: $STATE)
   docker over tcp   tcp://127.0.0.1:$DOCKER_TCP_PORT
   docker over tls   tcp://127.0.0.1:$DOCKER_TLS_PORT  (certs: $CERTS)
   base image        $BASE_IMAGE
+  proxy image       $PROXY_IMAGE
   extra engines     $hosts (stop: scripts/test-env.sh stop-hosts)
 EOF
 for i in $(seq "$hosts"); do
