@@ -11,6 +11,7 @@ mod global;
 mod pipeline;
 mod reference;
 mod service;
+mod task;
 mod template;
 mod types;
 pub mod yaml;
@@ -26,6 +27,7 @@ pub use global::state_dir_of;
 pub use pipeline::is_valid_branch;
 use pipeline::read_pipeline;
 pub use reference::{DEFAULT_REGISTRY, ImageRepository, is_valid_tag};
+pub use task::{DEFAULT_TASK_TIMEOUT, Task, TaskWhen};
 pub use template::{Template, TemplateValues};
 pub use types::*;
 

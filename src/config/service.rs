@@ -14,7 +14,11 @@ pub(super) fn read_deploy(
     node: &yaml::Node,
     global: &Global,
 ) -> Option<Deploy> {
-    let fields = decoder.mapping(node, "deploy", &["batch", "on_failure", "services"])?;
+    let fields = decoder.mapping(
+        node,
+        "deploy",
+        &["batch", "on_failure", "services", "tasks"],
+    )?;
     let batch = decoder
         .optional_number::<u32>(&fields, "batch", "a whole number of instances")
         .unwrap_or(1);
@@ -93,10 +97,12 @@ pub(super) fn read_deploy(
             format!("`requires` forms a cycle: {}", cycle.join(" -> ")),
         );
     }
+    let tasks = super::task::read_tasks(decoder, fields.get("tasks"), &services, global);
     Some(Deploy {
         batch: batch.max(1),
         on_failure,
         services,
+        tasks,
     })
 }
 

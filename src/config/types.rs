@@ -180,6 +180,8 @@ pub struct Deploy {
     pub batch: u32,
     pub on_failure: OnFailure,
     pub services: BTreeMap<String, Service>,
+    /// Release tasks, in the order written (`config::task`).
+    pub tasks: Vec<super::Task>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
