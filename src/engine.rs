@@ -30,6 +30,7 @@ pub mod reload;
 mod resolve;
 pub mod scheduler;
 pub mod status;
+pub mod task;
 
 pub use deployment::{
     DeployOptions, DeployReport, RollbackTarget, RunReport, deploy, rollback, run_pipeline,

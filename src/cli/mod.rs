@@ -10,6 +10,7 @@ mod daemon;
 mod operate;
 mod progress;
 mod remote;
+mod task;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -172,6 +173,24 @@ pub enum Command {
         #[arg(long, value_name = "REF")]
         commit: Option<String>,
     },
+    /// Run one of the pipeline's release tasks (`deploy.tasks`) by hand.
+    ///
+    /// The task runs once, in a new container of the image its service runs now (what
+    /// the service's instances run, or else the pipeline's newest successful deployment),
+    /// with the service's env, volumes and network, on the task's host. Its output is
+    /// printed as it comes; the container is removed when the task ends, and killed
+    /// first when it outlives its `timeout`. The pipeline's deploy lease is held
+    /// meanwhile, so it never runs beside a deploy. Exit 1 when the task fails, with
+    /// its last lines.
+    Task {
+        /// The pipeline (the stem of its file in pipelines/).
+        pipeline: String,
+        /// The task's name under `deploy.tasks`.
+        task: String,
+        /// Wait for a deploy of the pipeline to finish instead of giving up.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Stop a pipeline's containers, dependents before what they require.
     Stop(LifecycleArgs),
     /// Start a pipeline's containers, required services first, each health-gated.
@@ -327,6 +346,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trigger { pipeline, commit } => {
             daemon::trigger(&config, &pipeline, commit.as_deref(), cli.json).await
         }
+        Command::Task {
+            pipeline,
+            task,
+            wait,
+        } => task::task(&config, &pipeline, &task, wait, cli.json).await,
         Command::Stop(args) => lifecycle(&config, args, Lifecycle::Stop, cli.json).await,
         Command::Start(args) => lifecycle(&config, args, Lifecycle::Start, cli.json).await,
         Command::Restart(args) => lifecycle(&config, args, Lifecycle::Restart, cli.json).await,

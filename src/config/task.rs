@@ -52,6 +52,18 @@ impl TaskWhen {
     }
 }
 
+impl super::Pipeline {
+    /// The release task of that name.
+    pub fn task(&self, name: &str) -> Option<&Task> {
+        self.deploy.tasks.iter().find(|task| task.name == name)
+    }
+
+    /// A "did you mean" for a task name that does not exist.
+    pub fn suggest_task(&self, name: &str) -> Option<&str> {
+        closest(name, self.deploy.tasks.iter().map(|task| task.name.as_str()))
+    }
+}
+
 /// Reads `deploy.tasks` (a mapping of task names, kept in the order written) against
 /// the pipeline's services, which are read already.
 pub(super) fn read_tasks(

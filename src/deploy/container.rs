@@ -31,6 +31,8 @@ pub const LABEL_IMAGE: &str = "gantry.image";
 pub const LABEL_DIGEST: &str = "gantry.digest";
 pub const LABEL_COMMIT: &str = "gantry.commit";
 pub const LABEL_SPEC: &str = "gantry.spec";
+/// On a release task's container (`deploy::task`): the task's name. It has no instance label.
+pub const LABEL_TASK: &str = "gantry.task";
 
 /// Networks every engine has; gantry never creates them.
 const BUILTIN_NETWORKS: [&str; 4] = ["bridge", "host", "none", "default"];

@@ -18,6 +18,7 @@ pub mod container;
 pub mod health;
 pub mod status;
 pub mod swap;
+pub mod task;
 
 #[cfg(test)]
 mod swap_tests;
@@ -31,7 +32,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::config::{Config, ImageRepository, Instance, Pipeline, Service};
+use crate::config::{Config, ImageRepository, Instance, Pipeline, Service, TaskWhen};
 use crate::host;
 use crate::registry;
 
@@ -128,6 +129,9 @@ pub enum Phase {
     /// Checking that every container to touch is the pipeline's.
     Check,
     Rollout,
+    /// A release task (`deploy::task`): before any swap (nothing was swapped), or after
+    /// every instance passed its gate (the new containers stay).
+    Task,
 }
 
 /// Why a rollout stopped.
@@ -267,7 +271,10 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     // Phase 1: every host reachable and holding the image, or nothing is touched.
     let hosts = match connect_hosts(
         request.config,
-        targets.iter().map(|target| target.instance.host.clone()),
+        targets
+            .iter()
+            .map(|target| target.instance.host.clone())
+            .chain(task::hosts(pipeline, &targets)),
     )
     .await
     {
@@ -313,6 +320,18 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         return untouched(Phase::Pull, Some(host), None, message);
     }
 
+    // Release tasks that must pass before any instance is swapped (migrations).
+    if let Err(failure) = task::run_tasks(&hosts, request, &targets, TaskWhen::Before, log).await
+    {
+        return RolloutReport {
+            instances: targets
+                .iter()
+                .map(|target| report(target, Action::NotReached))
+                .collect(),
+            failure: Some(failure),
+        };
+    }
+
     // Phase 2: service by service, batch by batch.
     let containers = container::Hosts::new(&hosts, request.config);
     let plan = swap::Plan {
@@ -322,7 +341,16 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         force: request.force,
         stop: request.stop,
     };
-    swap::roll_out(&containers, &plan, log).await
+    let mut rolled_out = swap::roll_out(&containers, &plan, log).await;
+    // Release tasks for once every instance runs the new image; their failure fails
+    // the rollout but swaps nothing back.
+    if rolled_out.failure.is_none()
+        && let Err(failure) =
+            task::run_tasks(&hosts, request, &targets, TaskWhen::After, log).await
+    {
+        rolled_out.failure = Some(failure);
+    }
+    rolled_out
 }
 
 /// Checks that each target's container (and a kept `.previous` one) is this pipeline's

@@ -519,10 +519,13 @@ fn rollout_failure(failure: &RolloutFailure, instances: &[InstanceReport]) -> Fa
         details.push(format!("result: {}", check.result));
     }
     if !failure.logs.is_empty() {
-        details.push(format!(
-            "last {} log lines of the new container:",
-            failure.logs.len()
-        ));
+        details.push(match failure.phase {
+            Phase::Task => format!("last {} lines of the task's output:", failure.logs.len()),
+            _ => format!(
+                "last {} log lines of the new container:",
+                failure.logs.len()
+            ),
+        });
         details.extend(failure.logs.iter().map(|line| format!("  {line}")));
     }
     let reverted = instances
@@ -538,7 +541,7 @@ fn rollout_failure(failure: &RolloutFailure, instances: &[InstanceReport]) -> Fa
     }
     let stage = match failure.phase {
         Phase::Pull => Stage::Pull,
-        Phase::Check | Phase::Rollout => Stage::Deploy,
+        Phase::Check | Phase::Rollout | Phase::Task => Stage::Deploy,
     };
     Failure {
         details,

@@ -57,11 +57,16 @@ pub(super) async fn keep_lease(
 
 /// Who holds a lease, as other processes will see it.
 pub(super) fn lease_owner(kind: RunKind) -> String {
+    lease_owner_doing(kind.as_str())
+}
+
+/// Who holds a lease for `what` (`deploy`, `task migrate`), as other processes will see it.
+pub(super) fn lease_owner_doing(what: &str) -> String {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_string())
         .unwrap_or_else(|_| "this machine".to_string());
     format!(
-        "gantry {kind} (pid {} on {hostname}, since {})",
+        "gantry {what} (pid {} on {hostname}, since {})",
         std::process::id(),
         humantime::format_rfc3339_seconds(std::time::SystemTime::now())
     )

@@ -1,0 +1,652 @@
+//! Release tasks: one-off containers of the image being deployed, run once per
+//! deploy on their host with their service's env, volumes, network and limits
+//! (`when: before` after the image is pulled everywhere and before any instance is
+//! swapped, `when: after` once every instance passed its gate), or by hand with
+//! `gantry task`.
+//!
+//! A task's container is named `<pipeline>-task-<task>-<random>`, carries gantry's
+//! labels plus `gantry.task`, publishes no port and never restarts. Its output goes to
+//! the rollout's log line by line; it is removed when it ends, killed first when it
+//! outlives its `timeout`, and removed in the background when the rollout is dropped
+//! mid-task. One left behind by a killed gantry is removed before that task runs again.
+//! This module records nothing and swaps nothing.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
+};
+use futures_util::StreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::container::{
+    self, ContainerSpec, DockerCallError, LABEL_COMMIT, LABEL_DIGEST, LABEL_IMAGE, LABEL_PIPELINE,
+    LABEL_SERVICE, LABEL_TASK,
+};
+use super::{DeployImage, FAILURE_LOG_LINES, Log, Phase, RolloutFailure, Target, connect_hosts};
+use crate::config::{Config, Instance, Pipeline, Task, TaskWhen};
+use crate::host::describe_error;
+use crate::registry;
+
+/// The longest line of a task's output kept for its failure message; the run's log
+/// cuts its own lines (`engine::record`).
+const MAX_TAIL_LINE_BYTES: usize = 4096;
+/// Added to a task's timeout for the Docker call that waits for it, so the engine
+/// call never gives up before the task's own deadline does.
+const WAIT_MARGIN: Duration = Duration::from_secs(60);
+
+/// What one task did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskReport {
+    pub task: String,
+    pub service: String,
+    pub host: String,
+    pub when: &'static str,
+    /// The container's name (it is gone by the time the report is read).
+    pub container: String,
+    /// The command's exit code; `None` when it did not end by itself.
+    pub exit_code: Option<i64>,
+    pub timed_out: bool,
+    pub duration_ms: u128,
+    /// Why it failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The last lines of its output.
+    pub logs: Vec<String>,
+}
+
+impl TaskReport {
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// The tasks that run `when` in a rollout of `targets`: those of the services that
+/// have an instance among them, in the order written.
+pub fn selected<'p>(pipeline: &'p Pipeline, targets: &[Target<'_>], when: TaskWhen) -> Vec<&'p Task> {
+    pipeline
+        .deploy
+        .tasks
+        .iter()
+        .filter(|task| task.when == when)
+        .filter(|task| {
+            targets
+                .iter()
+                .any(|target| target.service.name == task.service)
+        })
+        .collect()
+}
+
+/// The hosts the rollout's tasks run on, which phase 1 connects to and pulls on too.
+pub fn hosts(pipeline: &Pipeline, targets: &[Target<'_>]) -> Vec<String> {
+    [TaskWhen::Before, TaskWhen::After]
+        .into_iter()
+        .flat_map(|when| selected(pipeline, targets, when))
+        .map(|task| task.host.clone())
+        .collect()
+}
+
+/// Runs the rollout's tasks of one kind one after another; the first that fails (or
+/// a stop asked before a task) ends it as the rollout's failure.
+pub async fn run_tasks(
+    hosts: &BTreeMap<String, Docker>,
+    request: &super::Rollout<'_>,
+    targets: &[Target<'_>],
+    when: TaskWhen,
+    log: Log<'_>,
+) -> Result<Vec<TaskReport>, RolloutFailure> {
+    let mut reports = Vec::new();
+    for task in selected(request.pipeline, targets, when) {
+        let consequence = match when {
+            TaskWhen::Before => "no container was swapped",
+            TaskWhen::After => {
+                "every instance runs the new image and stays so (a failed after-task swaps nothing back)"
+            }
+        };
+        let failure = |message: String, logs: Vec<String>| RolloutFailure {
+            phase: Phase::Task,
+            host: Some(task.host.clone()),
+            instance: None,
+            message: format!("{message}; {consequence}"),
+            check: None,
+            logs,
+        };
+        if let Some(reason) = request.stop.and_then(|stop| stop()) {
+            log(&format!("stopping before task {}: {reason}", task.name));
+            return Err(failure(
+                format!("stopped before task `{}`: {reason}", task.name),
+                Vec::new(),
+            ));
+        }
+        let Some(docker) = hosts.get(&task.host) else {
+            return Err(failure(
+                format!("task `{}`: host `{}` is not connected", task.name, task.host),
+                Vec::new(),
+            ));
+        };
+        let report = run_task(docker, request.pipeline, task, request.image, log).await;
+        if let Some(error) = &report.error {
+            return Err(failure(error.clone(), report.logs));
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Runs one task in a new container of `image` on `docker` (which holds the image
+/// already) and removes the container, whatever happened.
+pub async fn run_task(
+    docker: &Docker,
+    pipeline: &Pipeline,
+    task: &Task,
+    image: &DeployImage,
+    log: Log<'_>,
+) -> TaskReport {
+    let started = Instant::now();
+    let name = container_name(&pipeline.name, &task.name);
+    let mut report = TaskReport {
+        task: task.name.clone(),
+        service: task.service.clone(),
+        host: task.host.clone(),
+        when: task.when.as_str(),
+        container: name.clone(),
+        exit_code: None,
+        timed_out: false,
+        duration_ms: 0,
+        error: None,
+        logs: Vec::new(),
+    };
+    let what = format!("task `{}` on {}", task.name, task.host);
+    let Some(service) = pipeline.deploy.services.get(&task.service) else {
+        report.error = Some(format!(
+            "{what}: service `{}` is not defined",
+            task.service
+        ));
+        return report;
+    };
+    remove_leftovers(docker, &pipeline.name, &task.name, log).await;
+    // The task's container is its service's, without ports, restarts or the
+    // service's own labels (a proxy that follows labels must not route to it).
+    let spec = ContainerSpec::new(
+        pipeline,
+        service,
+        &Instance {
+            name: name.clone(),
+            host: task.host.clone(),
+            env: BTreeMap::new(),
+            position: Default::default(),
+        },
+        &image.repository,
+        &image.digest,
+        image.commit.as_deref(),
+    );
+    let created = async {
+        container::ensure_network(docker, &spec).await?;
+        create(docker, &spec, task).await
+    }
+    .await;
+    if let Err(error) = created {
+        report.error = Some(format!("{what}: {error}"));
+        return report;
+    }
+    // From here on the container is removed however this ends, even when the
+    // rollout is dropped while the task runs.
+    let guard = RemoveOnDrop {
+        docker: docker.clone(),
+        name: Some(name.clone()),
+    };
+    log(&format!(
+        "task {}: running `{}` in {name} on {} ({})",
+        task.name,
+        task.command.join(" "),
+        task.host,
+        super::short_digest(&image.digest)
+    ));
+    let mut tail = VecDeque::new();
+    let outcome = match container::start(docker, &name).await {
+        Ok(()) => {
+            let finished = tokio::time::timeout(task.timeout, async {
+                let (exit, ()) = tokio::join!(
+                    wait_exit(docker, &name, task.timeout),
+                    follow_output(docker, &name, task, &mut tail, log)
+                );
+                exit
+            })
+            .await;
+            match finished {
+                Ok(exit) => exit,
+                Err(_) => {
+                    report.timed_out = true;
+                    log(&format!(
+                        "task {}: still running after {}; killing it",
+                        task.name,
+                        humantime::format_duration(task.timeout)
+                    ));
+                    let kill = docker
+                        .kill_container(&name, None::<KillContainerOptions>)
+                        .await;
+                    if let Err(error) = kill {
+                        tracing::warn!(container = name, error = describe_error(&error), "killing a task");
+                    }
+                    Err(format!(
+                        "did not finish within {} and was killed",
+                        humantime::format_duration(task.timeout)
+                    ))
+                }
+            }
+        }
+        Err(error) => Err(error.to_string()),
+    };
+    if let Err(error) = guard.remove().await {
+        log(&format!("task {}: {error}", task.name));
+    }
+    report.logs = tail.into_iter().collect();
+    report.duration_ms = started.elapsed().as_millis();
+    match outcome {
+        Ok(0) => {
+            report.exit_code = Some(0);
+            log(&format!(
+                "task {}: done in {}",
+                task.name,
+                humantime::format_duration(Duration::from_millis(report.duration_ms as u64))
+            ));
+        }
+        Ok(code) => {
+            report.exit_code = Some(code);
+            report.error = Some(format!("{what} exited with code {code}"));
+            log(&format!("task {}: exited with code {code}", task.name));
+        }
+        Err(reason) => report.error = Some(format!("{what}: {reason}")),
+    }
+    report
+}
+
+/// The image a task run by hand uses, and where it came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct HandImage {
+    pub image: DeployImage,
+    /// `running` (what the service's containers run) or `recorded` (the newest
+    /// successful deployment in the state store).
+    pub source: &'static str,
+}
+
+/// `gantry task`: runs one task against the image its service runs now (what its
+/// instances' containers run, when they agree; else `recorded`, the newest successful
+/// deployment), pulled on the task's host first when it is not there.
+pub async fn run_by_hand(
+    config: &Config,
+    pipeline: &Pipeline,
+    task: &Task,
+    recorded: Option<DeployImage>,
+    log: Log<'_>,
+) -> Result<(HandImage, TaskReport), String> {
+    let service = pipeline
+        .deploy
+        .services
+        .get(&task.service)
+        .ok_or_else(|| format!("service `{}` is not defined", task.service))?;
+    let hosts = connect_hosts(
+        config,
+        service
+            .instances
+            .values()
+            .map(|instance| instance.host.clone())
+            .chain([task.host.clone()]),
+    )
+    .await
+    .map_err(|(host, reason)| format!("host `{host}`: {reason}"))?;
+    let running = running_images(&hosts, pipeline, service).await?;
+    let chosen = choose_image(pipeline, &task.service, &running, recorded)?;
+    let docker = &hosts[&task.host];
+    let image = &chosen.image;
+    if image_is_present(docker, &image.reference()).await? {
+        log(&format!("task {}: using {}", task.name, image.reference()));
+    } else {
+        log(&format!(
+            "task {}: pulling {} on {}",
+            task.name,
+            image.reference(),
+            task.host
+        ));
+        let credentials = registry::credentials(config, image.repository.registry())
+            .map_err(|error| error.to_string())?;
+        registry::pull(docker, &image.repository, &image.digest, credentials.as_ref())
+            .await
+            .map_err(|error| format!("host `{}`: {error}", task.host))?;
+    }
+    let report = run_task(docker, pipeline, task, image, log).await;
+    Ok((chosen, report))
+}
+
+/// The digests (with commits) that the service's instances' running containers carry,
+/// each once; containers that are not this pipeline's instance are left out.
+async fn running_images(
+    hosts: &BTreeMap<String, Docker>,
+    pipeline: &Pipeline,
+    service: &crate::config::Service,
+) -> Result<Vec<(String, Option<String>)>, String> {
+    let mut images = Vec::new();
+    for instance in service.instances.values() {
+        let inspect = container::inspect(&hosts[&instance.host], &instance.name)
+            .await
+            .map_err(|error| error.to_string())?;
+        let Some(inspect) = inspect else { continue };
+        let owned = container::check_owner(
+            &inspect,
+            &instance.name,
+            &instance.host,
+            &pipeline.name,
+            &instance.name,
+        );
+        if owned.is_err() || !container::is_running(&inspect) {
+            continue;
+        }
+        if let Some(digest) = container::label(&inspect, LABEL_DIGEST) {
+            let commit = container::label(&inspect, LABEL_COMMIT)
+                .filter(|commit| !commit.is_empty())
+                .map(str::to_string);
+            if !images.iter().any(|(seen, _)| seen == digest) {
+                images.push((digest.to_string(), commit));
+            }
+        }
+    }
+    Ok(images)
+}
+
+/// What the instances run when they agree; the recorded deployment when they run
+/// nothing, or disagree and it is one of theirs.
+fn choose_image(
+    pipeline: &Pipeline,
+    service: &str,
+    running: &[(String, Option<String>)],
+    recorded: Option<DeployImage>,
+) -> Result<HandImage, String> {
+    let name = &pipeline.name;
+    let recorded_is_running = recorded
+        .as_ref()
+        .is_some_and(|image| running.iter().any(|(digest, _)| *digest == image.digest));
+    match (running, recorded) {
+        ([(digest, commit)], _) => Ok(HandImage {
+            image: DeployImage {
+                repository: pipeline.image.repository.clone(),
+                digest: digest.clone(),
+                commit: commit.clone(),
+            },
+            source: "running",
+        }),
+        ([], Some(recorded)) => Ok(HandImage {
+            image: recorded,
+            source: "recorded",
+        }),
+        (_, Some(recorded)) if recorded_is_running => Ok(HandImage {
+            image: recorded,
+            source: "recorded",
+        }),
+        ([], None) => Err(format!(
+            "no instance of service `{service}` is running and `{name}` has no successful \
+             deployment (hint: `gantry deploy {name}` first)"
+        )),
+        (several, _) => Err(format!(
+            "the instances of service `{service}` run different images ({}), none of them the \
+             last successful deployment's (hint: `gantry deploy {name}` first)",
+            several
+                .iter()
+                .map(|(digest, _)| super::short_digest(digest))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// Whether the engine holds the image already (a pull would ask the registry again).
+async fn image_is_present(docker: &Docker, reference: &str) -> Result<bool, String> {
+    match docker.inspect_image(reference).await {
+        Ok(_) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
+        Err(error) => Err(format!("inspecting image {reference}: {}", describe_error(&error))),
+    }
+}
+
+/// `<pipeline>-task-<task>-<8 hex digits>`: unique per run, so a task never meets an
+/// earlier one's container under its name.
+fn container_name(pipeline: &str, task: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    let seed = format!(
+        "{pipeline}/{task}/{}/{nanos}/{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let digest = Sha256::digest(seed.as_bytes());
+    format!("{pipeline}-task-{task}-{}", hex::encode(&digest[..4]))
+}
+
+async fn create(docker: &Docker, spec: &ContainerSpec, task: &Task) -> Result<String, DockerCallError> {
+    let labels = HashMap::from([
+        (LABEL_PIPELINE.to_string(), spec.pipeline.clone()),
+        (LABEL_SERVICE.to_string(), spec.service.clone()),
+        (LABEL_TASK.to_string(), task.name.clone()),
+        (LABEL_IMAGE.to_string(), spec.repository.to_string()),
+        (LABEL_DIGEST.to_string(), spec.digest.clone()),
+        (
+            LABEL_COMMIT.to_string(),
+            spec.commit.clone().unwrap_or_default(),
+        ),
+    ]);
+    let body = ContainerCreateBody {
+        image: Some(spec.image()),
+        cmd: Some(task.command.clone()),
+        env: Some(
+            spec.env
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect(),
+        ),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
+            network_mode: spec.network.clone(),
+            memory: spec.memory.map(|bytes| bytes as i64),
+            nano_cpus: spec.cpus.map(|cpus| (cpus * 1e9) as i64),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    };
+    let options = CreateContainerOptions {
+        name: Some(spec.instance.clone()),
+        ..CreateContainerOptions::default()
+    };
+    docker
+        .create_container(Some(options), body)
+        .await
+        .map(|created| created.id)
+        .map_err(|error| DockerCallError {
+            action: format!("creating container {}", spec.instance),
+            reason: describe_error(&error),
+        })
+}
+
+/// Waits for the container to stop; its exit code.
+async fn wait_exit(docker: &Docker, name: &str, timeout: Duration) -> Result<i64, String> {
+    // The client's own request timeout must not end the wait before the task's does.
+    let patient = docker.clone().with_timeout(timeout + WAIT_MARGIN);
+    let mut waiting = patient.wait_container(name, None);
+    match waiting.next().await {
+        Some(Ok(response)) => Ok(response.status_code),
+        // bollard turns a non-zero exit into this error.
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+        Some(Err(error)) => Err(format!("waiting for {name}: {}", describe_error(&error))),
+        None => Err(format!("waiting for {name}: the engine did not say how it ended")),
+    }
+}
+
+/// Sends the container's output to the log line by line until it stops, keeping the
+/// last `FAILURE_LOG_LINES` lines in `tail`.
+async fn follow_output(
+    docker: &Docker,
+    name: &str,
+    task: &Task,
+    tail: &mut VecDeque<String>,
+    log: Log<'_>,
+) {
+    let options = LogsOptions {
+        follow: true,
+        stdout: true,
+        stderr: true,
+        ..LogsOptions::default()
+    };
+    let patient = docker.clone().with_timeout(task.timeout + WAIT_MARGIN);
+    let mut stream = patient.logs(name, Some(options));
+    // Output may arrive in pieces that are not whole lines; one buffer per stream.
+    let mut partial: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut emit = |bytes: &[u8]| {
+        let line = String::from_utf8_lossy(bytes);
+        let line = line.trim_end_matches('\r');
+        log(&format!("task {}: {line}", task.name));
+        if tail.len() == FAILURE_LOG_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(cut(line));
+    };
+    while let Some(Ok(chunk)) = stream.next().await {
+        let (index, bytes) = match chunk {
+            LogOutput::StdErr { message } => (1, message),
+            LogOutput::StdOut { message }
+            | LogOutput::Console { message }
+            | LogOutput::StdIn { message } => (0, message),
+        };
+        let buffer = &mut partial[index];
+        buffer.extend_from_slice(&bytes);
+        while let Some(end) = buffer.iter().position(|byte| *byte == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            emit(&line[..line.len() - 1]);
+        }
+    }
+    for rest in partial.iter().filter(|rest| !rest.is_empty()) {
+        emit(rest);
+    }
+}
+
+/// A line cut to `MAX_TAIL_LINE_BYTES`, at a character boundary.
+fn cut(line: &str) -> String {
+    if line.len() <= MAX_TAIL_LINE_BYTES {
+        return line.to_string();
+    }
+    let mut end = MAX_TAIL_LINE_BYTES;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &line[..end])
+}
+
+/// Removes task containers of this pipeline and task that an earlier gantry left
+/// (killed while the task ran); the deploy lease means none of them is running for
+/// another deploy.
+async fn remove_leftovers(docker: &Docker, pipeline: &str, task: &str, log: Log<'_>) {
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_PIPELINE}={pipeline}"),
+                format!("{LABEL_TASK}={task}"),
+            ],
+        )])),
+        ..ListContainersOptions::default()
+    };
+    let Ok(leftovers) = docker.list_containers(Some(options)).await else {
+        return;
+    };
+    for leftover in leftovers {
+        let Some(id) = leftover.id else { continue };
+        let shown = leftover
+            .names
+            .and_then(|names| names.into_iter().next())
+            .unwrap_or_else(|| super::short_id(&id));
+        log(&format!(
+            "task {task}: removing {} left by an interrupted run",
+            shown.trim_start_matches('/')
+        ));
+        if let Err(error) = container::remove(docker, &id).await {
+            log(&format!("task {task}: {error}"));
+        }
+    }
+}
+
+/// Removes a task's container: by `remove`, or in the background when dropped first
+/// (a rollout abandoned mid-task), so that none is left behind.
+struct RemoveOnDrop {
+    docker: Docker,
+    /// `None` once removed.
+    name: Option<String>,
+}
+
+impl RemoveOnDrop {
+    async fn remove(mut self) -> Result<(), DockerCallError> {
+        match self.name.take() {
+            Some(name) => container::remove(&self.docker, &name).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let Some(name) = self.name.take() else {
+            return;
+        };
+        let docker = self.docker.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = container::remove(&docker, &name).await {
+                        tracing::warn!(%error, "removing an abandoned task container");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(
+                container = name,
+                "a task container could not be removed: no runtime; the next run of the task removes it"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_containers_are_named_after_pipeline_and_task_and_never_twice() {
+        let first = container_name("shop", "migrate");
+        let second = container_name("shop", "migrate");
+        assert!(first.starts_with("shop-task-migrate-"), "{first}");
+        assert_eq!(first.len(), "shop-task-migrate-".len() + 8);
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn long_lines_are_cut_at_a_character_boundary() {
+        assert_eq!(cut("short"), "short");
+        let long = "é".repeat(MAX_TAIL_LINE_BYTES);
+        let kept = cut(&long);
+        assert!(kept.len() <= MAX_TAIL_LINE_BYTES + "…".len());
+        assert!(kept.ends_with('…'));
+    }
+}
