@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline, open_store};
 use crate::config::{Config, Pipeline, Task};
 use crate::deploy::SharedLog;
@@ -25,7 +27,18 @@ pub async fn task(
     let store = open_store(config).await?;
     let shared = SharedLog::new(|line: &str| eprintln!("{line}"));
     let log = |line: &str| shared.line(line);
-    let report = run_task(config, pipeline, &store, task, wait, &log).await;
+    // Ctrl-C kills and removes the task's container rather than leaving it running.
+    let interrupt = CancellationToken::new();
+    let on_ctrl_c = tokio::spawn({
+        let interrupt = interrupt.clone();
+        async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupt.cancel();
+            }
+        }
+    });
+    let report = run_task(config, pipeline, &store, task, wait, &interrupt, &log).await;
+    on_ctrl_c.abort();
     store.close().await;
     let report = report?;
     if json {

@@ -60,7 +60,10 @@ impl super::Pipeline {
 
     /// A "did you mean" for a task name that does not exist.
     pub fn suggest_task(&self, name: &str) -> Option<&str> {
-        closest(name, self.deploy.tasks.iter().map(|task| task.name.as_str()))
+        closest(
+            name,
+            self.deploy.tasks.iter().map(|task| task.name.as_str()),
+        )
     }
 }
 

@@ -321,8 +321,7 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     }
 
     // Release tasks that must pass before any instance is swapped (migrations).
-    if let Err(failure) = task::run_tasks(&hosts, request, &targets, TaskWhen::Before, log).await
-    {
+    if let Err(failure) = task::run_tasks(&hosts, request, &targets, TaskWhen::Before, log).await {
         return RolloutReport {
             instances: targets
                 .iter()
@@ -345,8 +344,7 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     // Release tasks for once every instance runs the new image; their failure fails
     // the rollout but swaps nothing back.
     if rolled_out.failure.is_none()
-        && let Err(failure) =
-            task::run_tasks(&hosts, request, &targets, TaskWhen::After, log).await
+        && let Err(failure) = task::run_tasks(&hosts, request, &targets, TaskWhen::After, log).await
     {
         rolled_out.failure = Some(failure);
     }

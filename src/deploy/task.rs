@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
@@ -26,15 +27,18 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use super::container::{
     self, ContainerSpec, DockerCallError, LABEL_COMMIT, LABEL_DIGEST, LABEL_IMAGE, LABEL_PIPELINE,
     LABEL_SERVICE, LABEL_TASK,
 };
-use super::{DeployImage, FAILURE_LOG_LINES, Log, Phase, RolloutFailure, Target, connect_hosts};
-use crate::config::{Config, Instance, Pipeline, Task, TaskWhen};
+use super::{DeployImage, FAILURE_LOG_LINES, Log, Phase, RolloutFailure, Target};
+use crate::config::{Instance, Pipeline, Task, TaskWhen};
 use crate::host::describe_error;
-use crate::registry;
+
+mod hand;
+pub use hand::{HandImage, run_by_hand};
 
 /// The longest line of a task's output kept for its failure message; the run's log
 /// cuts its own lines (`engine::record`).
@@ -71,7 +75,11 @@ impl TaskReport {
 
 /// The tasks that run `when` in a rollout of `targets`: those of the services that
 /// have an instance among them, in the order written.
-pub fn selected<'p>(pipeline: &'p Pipeline, targets: &[Target<'_>], when: TaskWhen) -> Vec<&'p Task> {
+pub fn selected<'p>(
+    pipeline: &'p Pipeline,
+    targets: &[Target<'_>],
+    when: TaskWhen,
+) -> Vec<&'p Task> {
     pipeline
         .deploy
         .tasks
@@ -128,11 +136,14 @@ pub async fn run_tasks(
         }
         let Some(docker) = hosts.get(&task.host) else {
             return Err(failure(
-                format!("task `{}`: host `{}` is not connected", task.name, task.host),
+                format!(
+                    "task `{}`: host `{}` is not connected",
+                    task.name, task.host
+                ),
                 Vec::new(),
             ));
         };
-        let report = run_task(docker, request.pipeline, task, request.image, log).await;
+        let report = run_task(docker, request.pipeline, task, request.image, None, log).await;
         if let Some(error) = &report.error {
             return Err(failure(error.clone(), report.logs));
         }
@@ -142,12 +153,14 @@ pub async fn run_tasks(
 }
 
 /// Runs one task in a new container of `image` on `docker` (which holds the image
-/// already) and removes the container, whatever happened.
+/// already) and removes the container, whatever happened: killed first when it
+/// outlives its timeout or `interrupt` is cancelled.
 pub async fn run_task(
     docker: &Docker,
     pipeline: &Pipeline,
     task: &Task,
     image: &DeployImage,
+    interrupt: Option<&CancellationToken>,
     log: Log<'_>,
 ) -> TaskReport {
     let started = Instant::now();
@@ -166,13 +179,13 @@ pub async fn run_task(
     };
     let what = format!("task `{}` on {}", task.name, task.host);
     let Some(service) = pipeline.deploy.services.get(&task.service) else {
-        report.error = Some(format!(
-            "{what}: service `{}` is not defined",
-            task.service
-        ));
+        report.error = Some(format!("{what}: service `{}` is not defined", task.service));
         return report;
     };
-    remove_leftovers(docker, &pipeline.name, &task.name, log).await;
+    if let Err(error) = remove_leftovers(docker, &pipeline.name, &task.name, log).await {
+        report.error = Some(format!("{what}: {error}"));
+        return report;
+    }
     // The task's container is its service's, without ports, restarts or the
     // service's own labels (a proxy that follows labels must not route to it).
     let spec = ContainerSpec::new(
@@ -206,40 +219,47 @@ pub async fn run_task(
     log(&format!(
         "task {}: running `{}` in {name} on {} ({})",
         task.name,
-        task.command.join(" "),
+        shown_command(&task.command),
         task.host,
         super::short_digest(&image.digest)
     ));
     let mut tail = VecDeque::new();
     let outcome = match container::start(docker, &name).await {
         Ok(()) => {
-            let finished = tokio::time::timeout(task.timeout, async {
-                let (exit, ()) = tokio::join!(
-                    wait_exit(docker, &name, task.timeout),
-                    follow_output(docker, &name, task, &mut tail, log)
-                );
-                exit
-            })
-            .await;
-            match finished {
-                Ok(exit) => exit,
-                Err(_) => {
-                    report.timed_out = true;
-                    log(&format!(
-                        "task {}: still running after {}; killing it",
-                        task.name,
-                        humantime::format_duration(task.timeout)
-                    ));
+            let ending = tokio::select! {
+                finished = tokio::time::timeout(task.timeout, async {
+                    let (exit, ()) = tokio::join!(
+                        wait_exit(docker, &name, task.timeout),
+                        follow_output(docker, &name, task, &mut tail, log)
+                    );
+                    exit
+                }) => finished.ok(),
+                () = interrupted(interrupt) => None,
+            };
+            match ending {
+                Some(exit) => exit,
+                None => {
+                    let why = if interrupt.is_some_and(CancellationToken::is_cancelled) {
+                        "interrupted".to_string()
+                    } else {
+                        report.timed_out = true;
+                        format!(
+                            "did not finish within {}",
+                            humantime::format_duration(task.timeout)
+                        )
+                    };
+                    log(&format!("task {}: {why}; killing it", task.name));
                     let kill = docker
                         .kill_container(&name, None::<KillContainerOptions>)
                         .await;
                     if let Err(error) = kill {
-                        tracing::warn!(container = name, error = describe_error(&error), "killing a task");
+                        tracing::warn!(
+                            container = name,
+                            error = describe_error(&error),
+                            "killing a task"
+                        );
                     }
-                    Err(format!(
-                        "did not finish within {} and was killed",
-                        humantime::format_duration(task.timeout)
-                    ))
+                    Err(format!("{why} and was killed"))
                 }
             }
         }
@@ -269,154 +289,6 @@ pub async fn run_task(
     report
 }
 
-/// The image a task run by hand uses, and where it came from.
-#[derive(Debug, Clone, Serialize)]
-pub struct HandImage {
-    pub image: DeployImage,
-    /// `running` (what the service's containers run) or `recorded` (the newest
-    /// successful deployment in the state store).
-    pub source: &'static str,
-}
-
-/// `gantry task`: runs one task against the image its service runs now (what its
-/// instances' containers run, when they agree; else `recorded`, the newest successful
-/// deployment), pulled on the task's host first when it is not there.
-pub async fn run_by_hand(
-    config: &Config,
-    pipeline: &Pipeline,
-    task: &Task,
-    recorded: Option<DeployImage>,
-    log: Log<'_>,
-) -> Result<(HandImage, TaskReport), String> {
-    let service = pipeline
-        .deploy
-        .services
-        .get(&task.service)
-        .ok_or_else(|| format!("service `{}` is not defined", task.service))?;
-    let hosts = connect_hosts(
-        config,
-        service
-            .instances
-            .values()
-            .map(|instance| instance.host.clone())
-            .chain([task.host.clone()]),
-    )
-    .await
-    .map_err(|(host, reason)| format!("host `{host}`: {reason}"))?;
-    let running = running_images(&hosts, pipeline, service).await?;
-    let chosen = choose_image(pipeline, &task.service, &running, recorded)?;
-    let docker = &hosts[&task.host];
-    let image = &chosen.image;
-    if image_is_present(docker, &image.reference()).await? {
-        log(&format!("task {}: using {}", task.name, image.reference()));
-    } else {
-        log(&format!(
-            "task {}: pulling {} on {}",
-            task.name,
-            image.reference(),
-            task.host
-        ));
-        let credentials = registry::credentials(config, image.repository.registry())
-            .map_err(|error| error.to_string())?;
-        registry::pull(docker, &image.repository, &image.digest, credentials.as_ref())
-            .await
-            .map_err(|error| format!("host `{}`: {error}", task.host))?;
-    }
-    let report = run_task(docker, pipeline, task, image, log).await;
-    Ok((chosen, report))
-}
-
-/// The digests (with commits) that the service's instances' running containers carry,
-/// each once; containers that are not this pipeline's instance are left out.
-async fn running_images(
-    hosts: &BTreeMap<String, Docker>,
-    pipeline: &Pipeline,
-    service: &crate::config::Service,
-) -> Result<Vec<(String, Option<String>)>, String> {
-    let mut images = Vec::new();
-    for instance in service.instances.values() {
-        let inspect = container::inspect(&hosts[&instance.host], &instance.name)
-            .await
-            .map_err(|error| error.to_string())?;
-        let Some(inspect) = inspect else { continue };
-        let owned = container::check_owner(
-            &inspect,
-            &instance.name,
-            &instance.host,
-            &pipeline.name,
-            &instance.name,
-        );
-        if owned.is_err() || !container::is_running(&inspect) {
-            continue;
-        }
-        if let Some(digest) = container::label(&inspect, LABEL_DIGEST) {
-            let commit = container::label(&inspect, LABEL_COMMIT)
-                .filter(|commit| !commit.is_empty())
-                .map(str::to_string);
-            if !images.iter().any(|(seen, _)| seen == digest) {
-                images.push((digest.to_string(), commit));
-            }
-        }
-    }
-    Ok(images)
-}
-
-/// What the instances run when they agree; the recorded deployment when they run
-/// nothing, or disagree and it is one of theirs.
-fn choose_image(
-    pipeline: &Pipeline,
-    service: &str,
-    running: &[(String, Option<String>)],
-    recorded: Option<DeployImage>,
-) -> Result<HandImage, String> {
-    let name = &pipeline.name;
-    let recorded_is_running = recorded
-        .as_ref()
-        .is_some_and(|image| running.iter().any(|(digest, _)| *digest == image.digest));
-    match (running, recorded) {
-        ([(digest, commit)], _) => Ok(HandImage {
-            image: DeployImage {
-                repository: pipeline.image.repository.clone(),
-                digest: digest.clone(),
-                commit: commit.clone(),
-            },
-            source: "running",
-        }),
-        ([], Some(recorded)) => Ok(HandImage {
-            image: recorded,
-            source: "recorded",
-        }),
-        (_, Some(recorded)) if recorded_is_running => Ok(HandImage {
-            image: recorded,
-            source: "recorded",
-        }),
-        ([], None) => Err(format!(
-            "no instance of service `{service}` is running and `{name}` has no successful \
-             deployment (hint: `gantry deploy {name}` first)"
-        )),
-        (several, _) => Err(format!(
-            "the instances of service `{service}` run different images ({}), none of them the \
-             last successful deployment's (hint: `gantry deploy {name}` first)",
-            several
-                .iter()
-                .map(|(digest, _)| super::short_digest(digest))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-    }
-}
-
-/// Whether the engine holds the image already (a pull would ask the registry again).
-async fn image_is_present(docker: &Docker, reference: &str) -> Result<bool, String> {
-    match docker.inspect_image(reference).await {
-        Ok(_) => Ok(true),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(false),
-        Err(error) => Err(format!("inspecting image {reference}: {}", describe_error(&error))),
-    }
-}
-
 /// `<pipeline>-task-<task>-<8 hex digits>`: unique per run, so a task never meets an
 /// earlier one's container under its name.
 fn container_name(pipeline: &str, task: &str) -> String {
@@ -433,7 +305,11 @@ fn container_name(pipeline: &str, task: &str) -> String {
     format!("{pipeline}-task-{task}-{}", hex::encode(&digest[..4]))
 }
 
-async fn create(docker: &Docker, spec: &ContainerSpec, task: &Task) -> Result<String, DockerCallError> {
+async fn create(
+    docker: &Docker,
+    spec: &ContainerSpec,
+    task: &Task,
+) -> Result<String, DockerCallError> {
     let labels = HashMap::from([
         (LABEL_PIPELINE.to_string(), spec.pipeline.clone()),
         (LABEL_SERVICE.to_string(), spec.service.clone()),
@@ -492,7 +368,9 @@ async fn wait_exit(docker: &Docker, name: &str, timeout: Duration) -> Result<i64
         // bollard turns a non-zero exit into this error.
         Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
         Some(Err(error)) => Err(format!("waiting for {name}: {}", describe_error(&error))),
-        None => Err(format!("waiting for {name}: the engine did not say how it ended")),
+        None => Err(format!(
+            "waiting for {name}: the engine did not say how it ended"
+        )),
     }
 }
 
@@ -555,10 +433,16 @@ fn cut(line: &str) -> String {
     format!("{}…", &line[..end])
 }
 
-/// Removes task containers of this pipeline and task that an earlier gantry left
-/// (killed while the task ran); the deploy lease means none of them is running for
-/// another deploy.
-async fn remove_leftovers(docker: &Docker, pipeline: &str, task: &str, log: Log<'_>) {
+/// Removes the containers of this pipeline's task that an earlier gantry left behind
+/// (it was killed while the task ran). One that still runs is not killed: a
+/// migration stopped halfway, or run twice at once, is worse than a deploy that
+/// waits for it; the error says so.
+async fn remove_leftovers(
+    docker: &Docker,
+    pipeline: &str,
+    task: &str,
+    log: Log<'_>,
+) -> Result<(), String> {
     let options = ListContainersOptions {
         all: true,
         filters: Some(HashMap::from([(
@@ -570,23 +454,60 @@ async fn remove_leftovers(docker: &Docker, pipeline: &str, task: &str, log: Log<
         )])),
         ..ListContainersOptions::default()
     };
-    let Ok(leftovers) = docker.list_containers(Some(options)).await else {
-        return;
-    };
+    let leftovers = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|error| format!("listing task containers: {}", describe_error(&error)))?;
     for leftover in leftovers {
         let Some(id) = leftover.id else { continue };
-        let shown = leftover
+        let name = leftover
             .names
             .and_then(|names| names.into_iter().next())
-            .unwrap_or_else(|| super::short_id(&id));
-        log(&format!(
-            "task {task}: removing {} left by an interrupted run",
-            shown.trim_start_matches('/')
-        ));
-        if let Err(error) = container::remove(docker, &id).await {
-            log(&format!("task {task}: {error}"));
+            .map_or_else(
+                || super::short_id(&id),
+                |name| name.trim_start_matches('/').to_string(),
+            );
+        if leftover.state == Some(ContainerSummaryStateEnum::RUNNING) {
+            return Err(format!(
+                "{name}, an earlier run of this task, is still running (gantry stopped while it ran); \
+                 wait for it to end, or stop it with `docker rm -f {name}`"
+            ));
         }
+        log(&format!(
+            "task {task}: removing {name} left by an interrupted run"
+        ));
+        container::remove(docker, &id)
+            .await
+            .map_err(|error| error.to_string())?;
     }
+    Ok(())
+}
+
+/// Resolves when `interrupt` is cancelled; never without one.
+async fn interrupted(interrupt: Option<&CancellationToken>) {
+    match interrupt {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A command as a person would type it: arguments with spaces or quotes quoted.
+fn shown_command(command: &[String]) -> String {
+    command
+        .iter()
+        .map(|argument| {
+            if !argument.is_empty()
+                && !argument.chars().any(|character| {
+                    character.is_whitespace() || "'\"\\$`;&|<>".contains(character)
+                })
+            {
+                argument.clone()
+            } else {
+                format!("'{}'", argument.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Removes a task's container: by `remove`, or in the background when dropped first
@@ -639,6 +560,24 @@ mod tests {
         assert!(first.starts_with("shop-task-migrate-"), "{first}");
         assert_eq!(first.len(), "shop-task-migrate-".len() + 8);
         assert_ne!(first, second);
+    }
+
+    #[test]
+    fn commands_are_shown_as_typed() {
+        let shown = |command: &[&str]| {
+            shown_command(
+                &command
+                    .iter()
+                    .map(|part| part.to_string())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(shown(&["./migrate", "up"]), "./migrate up");
+        assert_eq!(
+            shown(&["sh", "-c", "echo it's; exit 3"]),
+            "sh -c 'echo it'\\''s; exit 3'"
+        );
+        assert_eq!(shown(&["echo", ""]), "echo ''");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use super::lease::{acquire_lease, keep_lease, lease_owner_doing};
 use super::{EngineError, Failure, Progress};
@@ -39,12 +40,14 @@ pub struct TaskRunReport {
 }
 
 /// Runs `task` of `pipeline` by hand; `wait` waits for a deploy that holds the lease.
+/// A cancelled `interrupt` (Ctrl-C) stops the wait, or kills and removes the task.
 pub async fn run_task(
     config: &crate::config::Config,
     pipeline: &Pipeline,
     store: &Store,
     task: &Task,
     wait: bool,
+    interrupt: &CancellationToken,
     log: Log<'_>,
 ) -> Result<TaskRunReport, EngineError> {
     let mut report = TaskRunReport {
@@ -59,7 +62,11 @@ pub async fn run_task(
     };
     let owner = lease_owner_doing(&format!("task {}", task.name));
     let mut lines = LogProgress(log);
-    if let Err(failure) = acquire_lease(store, &pipeline.name, &owner, wait, &mut lines).await {
+    let leased = tokio::select! {
+        leased = acquire_lease(store, &pipeline.name, &owner, wait, &mut lines) => leased,
+        () = interrupt.cancelled() => Err(Failure::new(Stage::Lease, "interrupted while waiting for the deploy lease")),
+    };
+    if let Err(failure) = leased {
         report.failure = Some(failure);
         return Ok(report);
     }
@@ -74,7 +81,7 @@ pub async fn run_task(
     ));
     let result = async {
         let recorded = newest_deployed(store, pipeline).await?;
-        Ok::<_, EngineError>(run_by_hand(config, pipeline, task, recorded, log).await)
+        Ok::<_, EngineError>(run_by_hand(config, pipeline, task, recorded, interrupt, log).await)
     }
     .await;
     renewal.abort();
@@ -93,9 +100,10 @@ pub async fn run_task(
             if let Some(error) = &run.error {
                 let mut failure = Failure::new(Stage::Deploy, error.clone());
                 if !run.logs.is_empty() {
-                    failure
-                        .details
-                        .push(format!("last {} lines of the task's output:", run.logs.len()));
+                    failure.details.push(format!(
+                        "last {} lines of the task's output:",
+                        run.logs.len()
+                    ));
                     failure
                         .details
                         .extend(run.logs.iter().map(|line| format!("  {line}")));

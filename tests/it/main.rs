@@ -15,5 +15,6 @@ mod lease;
 mod ownership;
 mod polling;
 mod serve;
+mod tasks;
 mod transports;
 mod validate;
