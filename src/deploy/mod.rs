@@ -9,7 +9,8 @@
 //! when the two would fight over a fixed host port), the new one is started and
 //! health-gated, and the old one is removed only when the whole rollout is done.
 //! A failed gate brings the old container back and, with `on_failure: rollback`,
-//! every instance already swapped in this rollout too.
+//! every instance already swapped in this rollout too. Release tasks (`task`) run
+//! between the two phases (`when: before`) and after the second (`when: after`).
 //!
 //! This module talks to the Docker hosts only; recording what happened is the
 //! caller's (`engine`) job, from the returned report.
@@ -119,8 +120,8 @@ pub struct InstanceReport {
     pub message: Option<String>,
 }
 
-/// Where a rollout stopped: in phase 1 (`pull`, `check`: nothing was touched) or in
-/// phase 2 (`rollout`).
+/// Where a rollout stopped: in phase 1 (`pull`, `check`: nothing was touched), in
+/// phase 2 (`rollout`), or in a release task around it (`task`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {

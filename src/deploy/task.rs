@@ -7,9 +7,10 @@
 //! A task's container is named `<pipeline>-task-<task>-<random>`, carries gantry's
 //! labels plus `gantry.task`, publishes no port and never restarts. Its output goes to
 //! the rollout's log line by line; it is removed when it ends, killed first when it
-//! outlives its `timeout`, and removed in the background when the rollout is dropped
-//! mid-task. One left behind by a killed gantry is removed before that task runs again.
-//! This module records nothing and swaps nothing.
+//! outlives its `timeout` or is interrupted (Ctrl-C on `gantry task`), and removed in
+//! the background when the rollout is dropped mid-task. One left behind by a killed
+//! gantry is removed before that task runs again; while it still runs, the task
+//! refuses to start beside it. This module records nothing and swaps nothing.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,12 +68,6 @@ pub struct TaskReport {
     pub logs: Vec<String>,
 }
 
-impl TaskReport {
-    pub fn succeeded(&self) -> bool {
-        self.error.is_none()
-    }
-}
-
 /// The tasks that run `when` in a rollout of `targets`: those of the services that
 /// have an instance among them, in the order written.
 pub fn selected<'p>(
@@ -110,13 +105,12 @@ pub async fn run_tasks(
     targets: &[Target<'_>],
     when: TaskWhen,
     log: Log<'_>,
-) -> Result<Vec<TaskReport>, RolloutFailure> {
-    let mut reports = Vec::new();
+) -> Result<(), RolloutFailure> {
     for task in selected(request.pipeline, targets, when) {
         let consequence = match when {
             TaskWhen::Before => "no container was swapped",
             TaskWhen::After => {
-                "every instance runs the new image and stays so (a failed after-task swaps nothing back)"
+                "the instances keep the new image (a failed after-task swaps nothing back)"
             }
         };
         let failure = |message: String, logs: Vec<String>| RolloutFailure {
@@ -144,12 +138,11 @@ pub async fn run_tasks(
             ));
         };
         let report = run_task(docker, request.pipeline, task, request.image, None, log).await;
-        if let Some(error) = &report.error {
-            return Err(failure(error.clone(), report.logs));
+        if let Some(error) = report.error {
+            return Err(failure(error, report.logs));
         }
-        reports.push(report);
     }
-    Ok(reports)
+    Ok(())
 }
 
 /// Runs one task in a new container of `image` on `docker` (which holds the image
@@ -216,10 +209,10 @@ pub async fn run_task(
         docker: docker.clone(),
         name: Some(name.clone()),
     };
+    // The command is not shown: it may hold a secret from the environment.
     log(&format!(
-        "task {}: running `{}` in {name} on {} ({})",
+        "task {}: running in {name} on {} ({})",
         task.name,
-        shown_command(&task.command),
         task.host,
         super::short_digest(&image.digest)
     ));
@@ -491,25 +484,6 @@ async fn interrupted(interrupt: Option<&CancellationToken>) {
     }
 }
 
-/// A command as a person would type it: arguments with spaces or quotes quoted.
-fn shown_command(command: &[String]) -> String {
-    command
-        .iter()
-        .map(|argument| {
-            if !argument.is_empty()
-                && !argument.chars().any(|character| {
-                    character.is_whitespace() || "'\"\\$`;&|<>".contains(character)
-                })
-            {
-                argument.clone()
-            } else {
-                format!("'{}'", argument.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// Removes a task's container: by `remove`, or in the background when dropped first
 /// (a rollout abandoned mid-task), so that none is left behind.
 struct RemoveOnDrop {
@@ -560,24 +534,6 @@ mod tests {
         assert!(first.starts_with("shop-task-migrate-"), "{first}");
         assert_eq!(first.len(), "shop-task-migrate-".len() + 8);
         assert_ne!(first, second);
-    }
-
-    #[test]
-    fn commands_are_shown_as_typed() {
-        let shown = |command: &[&str]| {
-            shown_command(
-                &command
-                    .iter()
-                    .map(|part| part.to_string())
-                    .collect::<Vec<_>>(),
-            )
-        };
-        assert_eq!(shown(&["./migrate", "up"]), "./migrate up");
-        assert_eq!(
-            shown(&["sh", "-c", "echo it's; exit 3"]),
-            "sh -c 'echo it'\\''s; exit 3'"
-        );
-        assert_eq!(shown(&["echo", ""]), "echo ''");
     }
 
     #[test]
