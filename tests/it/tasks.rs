@@ -115,8 +115,8 @@ fn an_after_task_runs_once_when_every_instance_is_healthy_and_its_failure_swaps_
     let (first, second) = (deployment.instance("web-1"), deployment.instance("web-2"));
     let network = deployment.instance("net");
     let marks = tempfile::tempdir().unwrap();
-    // The after-task asks both instances over the service's network: it can only print
-    // `v2` twice once both run the new image. A before-task runs on h1, where no
+    // The after-task asks both instances over the service's network what they serve,
+    // and marks a file in the service's volume. A before-task runs on h1, where no
     // instance lives, so the image is pulled there too.
     let pipeline = |after: &str| {
         deployment.pipeline(&format!(
