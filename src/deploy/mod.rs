@@ -16,6 +16,7 @@
 
 pub mod container;
 pub mod health;
+pub mod proxy;
 pub mod status;
 pub mod swap;
 
@@ -127,6 +128,8 @@ pub enum Phase {
     Pull,
     /// Checking that every container to touch is the pipeline's.
     Check,
+    /// Starting or updating the proxy of a host with proxied instances.
+    Proxy,
     Rollout,
 }
 
@@ -313,6 +316,15 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         return untouched(Phase::Pull, Some(host), None, message);
     }
 
+    // The proxy of every host with a proxied instance runs and routes to the
+    // containers running now, before any of them is replaced.
+    if let Err((host, message)) =
+        prepare_proxies(request.config, pipeline, &hosts, &targets, log).await
+    {
+        let message = format!("{message}; no container was touched");
+        return untouched(Phase::Proxy, Some(host), None, message);
+    }
+
     // Phase 2: service by service, batch by batch.
     let containers = container::Hosts::new(&hosts, request.config);
     let plan = swap::Plan {
@@ -323,6 +335,55 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         stop: request.stop,
     };
     swap::roll_out(&containers, &plan, log).await
+}
+
+/// Makes the proxy right on every host where a target is proxied (all hosts at once);
+/// the first failure as (host, why).
+async fn prepare_proxies(
+    config: &Config,
+    pipeline: &Pipeline,
+    hosts: &BTreeMap<String, Docker>,
+    targets: &[Target<'_>],
+    log: Log<'_>,
+) -> Result<(), (String, String)> {
+    let proxied: std::collections::BTreeSet<&str> = targets
+        .iter()
+        .filter(|target| target.service.proxy.is_some())
+        .map(|target| target.instance.host.as_str())
+        .collect();
+    let results: Vec<_> = futures_util::stream::iter(proxied.into_iter().map(|host| async move {
+        let outcome = async {
+            let Some(spec) = proxy::ProxySpec::for_host(config, host) else {
+                return Ok(());
+            };
+            let docker = &hosts[host];
+            let registry = ImageRepository::of_reference(&spec.image)
+                .map(|repository| repository.registry().to_string())
+                .unwrap_or_default();
+            let credentials =
+                registry::credentials(config, &registry).map_err(|error| error.to_string())?;
+            proxy::ensure(docker, &spec, credentials.as_ref(), log)
+                .await
+                .map_err(|error| error.to_string())?;
+            proxy::sync_sites(docker, config, pipeline, host)
+                .await
+                .map_err(|error| error.to_string())
+        }
+        .await;
+        (host.to_string(), outcome)
+    }))
+    .buffer_unordered(MAX_PARALLEL_HOSTS)
+    .collect()
+    .await;
+    let mut failures: Vec<(String, String)> = results
+        .into_iter()
+        .filter_map(|(host, result)| result.err().map(|error| (host, error)))
+        .collect();
+    failures.sort();
+    match failures.into_iter().next() {
+        Some(failure) => Err(failure),
+        None => Ok(()),
+    }
 }
 
 /// Checks that each target's container (and a kept `.previous` one) is this pipeline's

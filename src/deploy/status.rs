@@ -13,7 +13,7 @@ use bollard::Docker;
 use bollard::models::HealthStatusEnum;
 use serde::Serialize;
 
-use super::{Log, Target, connect_hosts, container, health, targets};
+use super::{Log, Target, connect_hosts, container, health, proxy, targets};
 use crate::config::{Config, Pipeline};
 
 /// One instance as it is on its host.
@@ -300,7 +300,7 @@ pub async fn lifecycle(
                 "starting {} on {}",
                 target.instance.name, target.instance.host
             ));
-            let result = start_gated(docker, target, address).await;
+            let result = start_gated(docker, target, address, config.proxy.email.as_deref()).await;
             if !record(&mut report, target, "start", result) {
                 return report;
             }
@@ -310,23 +310,42 @@ pub async fn lifecycle(
 }
 
 /// Starts an instance's container and waits for its health check.
-async fn start_gated(docker: &Docker, target: &Target<'_>, address: &str) -> Result<(), String> {
+/// Behind the proxy the check goes through a probe route, as in a rollout.
+async fn start_gated(
+    docker: &Docker,
+    target: &Target<'_>,
+    address: &str,
+    email: Option<&str>,
+) -> Result<(), String> {
     let name = &target.instance.name;
-    if container::inspect(docker, name)
+    let host = &target.instance.host;
+    let Some(existing) = container::inspect(docker, name)
         .await
         .map_err(|error| error.to_string())?
-        .is_none()
-    {
+    else {
         return Err(format!(
-            "{name} has no container on {}; deploy it first",
-            target.instance.host
+            "{name} has no container on {host}; deploy it first"
         ));
-    }
+    };
     container::start(docker, name)
         .await
         .map_err(|error| error.to_string())?;
-    health::wait_healthy(docker, name, &target.service.health, address)
-        .await
+    let health = &target.service.health;
+    let probe = match (&target.service.proxy, &existing.id) {
+        (Some(proxy), Some(id)) => {
+            proxy::open_probe(docker, host, address, email, proxy, id, health)
+                .await
+                .map_err(|error| error.to_string())?
+        }
+        _ => None,
+    };
+    let healthy = health::wait_healthy(docker, name, health, address, probe.as_ref()).await;
+    if let Some(probe) = &probe {
+        proxy::close_probe(docker, host, email, probe)
+            .await
+            .map_err(|error| error.to_string())?;
+    }
+    healthy
         .map(|_: Duration| ())
         .map_err(|failure| failure.to_string())
 }

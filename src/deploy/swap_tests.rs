@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::container::{ContainerSpec, DockerCallError};
-use super::health::HealthFailure;
+use super::health::{HealthFailure, ProbeTarget};
 use super::swap::{Containers, Existing, Plan, roll_out};
 use super::tests::{pipeline, spec_of};
 use super::{Action, DeployImage, targets};
@@ -14,6 +14,7 @@ use crate::config::{Health, Pipeline};
 /// A container in memory.
 #[derive(Debug, Clone)]
 struct Held {
+    id: String,
     running: bool,
     digest: String,
     spec_hash: String,
@@ -52,6 +53,7 @@ impl Memory {
             state.containers.insert(
                 ("local".to_string(), name.to_string()),
                 Held {
+                    id: format!("id-of-{name}-{digest}"),
                     running: true,
                     digest: digest.to_string(),
                     spec_hash: spec_hash.to_string(),
@@ -97,6 +99,7 @@ impl Containers for Memory {
             .containers
             .get(&(host.to_string(), name.to_string()))
             .map(|held| Existing {
+                id: held.id.clone(),
                 running: held.running,
                 digest: Some(held.digest.clone()),
                 spec_hash: Some(held.spec_hash.clone()),
@@ -113,6 +116,7 @@ impl Containers for Memory {
             state.containers.insert(
                 (spec.host.clone(), spec.instance.clone()),
                 Held {
+                    id: format!("id-of-{}-{}", spec.instance, spec.digest),
                     running: false,
                     digest: spec.digest.clone(),
                     spec_hash: spec.spec_hash.clone(),
@@ -120,7 +124,7 @@ impl Containers for Memory {
             );
         });
         self.change(format!("create {}", spec.instance))?;
-        Ok(format!("id-of-{}", spec.instance))
+        Ok(format!("id-of-{}-{}", spec.instance, spec.digest))
     }
 
     async fn start(&self, host: &str, name: &str) -> Result<(), DockerCallError> {
@@ -178,6 +182,7 @@ impl Containers for Memory {
         _host: &str,
         name: &str,
         _health: &Health,
+        _via: Option<&ProbeTarget>,
     ) -> Result<Duration, HealthFailure> {
         if self.failing == Some(name) {
             return Err(HealthFailure {
@@ -191,6 +196,38 @@ impl Containers for Memory {
 
     async fn tail_logs(&self, _host: &str, name: &str, _lines: usize) -> Vec<String> {
         vec![format!("{name} says why")]
+    }
+
+    async fn open_probe(
+        &self,
+        spec: &ContainerSpec,
+        container_id: &str,
+        _health: &Health,
+    ) -> Result<Option<ProbeTarget>, DockerCallError> {
+        if spec.proxy.is_none() {
+            return Ok(None);
+        }
+        self.change(format!("probe {container_id}"))?;
+        Ok(Some(ProbeTarget {
+            address: "127.0.0.1".to_string(),
+            port: 80,
+            secret: container_id.to_string(),
+            host_name: None,
+            tls: false,
+        }))
+    }
+
+    async fn close_probe(&self, _host: &str, probe: &ProbeTarget) -> Result<(), DockerCallError> {
+        self.change(format!("close probe {}", probe.secret))
+    }
+
+    async fn switch(
+        &self,
+        spec: &ContainerSpec,
+        container_id: &str,
+        _probe: Option<&ProbeTarget>,
+    ) -> Result<(), DockerCallError> {
+        self.change(format!("route {} to {container_id}", spec.instance))
     }
 }
 

@@ -538,7 +538,7 @@ fn rollout_failure(failure: &RolloutFailure, instances: &[InstanceReport]) -> Fa
     }
     let stage = match failure.phase {
         Phase::Pull => Stage::Pull,
-        Phase::Check | Phase::Rollout => Stage::Deploy,
+        Phase::Check | Phase::Proxy | Phase::Rollout => Stage::Deploy,
     };
     Failure {
         details,
