@@ -246,3 +246,214 @@ fn redeploys_behind_the_proxy_fail_no_request_and_switch_to_the_new_version() {
     let total: usize = seen.iter().map(|seen| seen.answers.len()).sum();
     eprintln!("{total} requests, 0 failed");
 }
+
+#[test]
+fn a_new_container_that_fails_its_check_never_gets_a_request() {
+    let engine = host_docker(1);
+    let _cleanup = ProxyCleanup::new(&[&engine]);
+    let deployment = proxied("proxy-fail", &[1]);
+    let instance = deployment.instance("1");
+    deployment.pipeline(&proxied_web(
+        "{ port: 80, drain: 1s }",
+        &[(instance.clone(), "h1")],
+    ));
+    deployment.repo.write("www/index.html", "good\n");
+    deployment.repo.commit("good");
+    deployment.succeed(&["run", &deployment.name, "--json"]);
+    let url = format!("http://{}:80/", host_address(1));
+    wait_for_body(&url, "good");
+    let old = container_id(&engine, &instance);
+
+    // The new version serves its page but fails its check.
+    let loads = [
+        Load::start(&url, true, 30, 1800),
+        Load::start(&url, false, 30, 1800),
+    ];
+    deployment.repo.write("www/index.html", "broken\n");
+    std::fs::remove_file(deployment.repo.path().join("www/healthz")).unwrap();
+    deployment.repo.commit("broken");
+    let (output, report) = deployment.gantry_json(&["run", &deployment.name, "--json"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let seen: Vec<Seen> = loads.into_iter().map(Load::finish).collect();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{report}\n{}",
+        stderr(&output)
+    );
+    for seen in &seen {
+        assert!(
+            seen.answers.len() > 30,
+            "only {} answers",
+            seen.answers.len()
+        );
+        assert_eq!(seen.failed(), Vec::<&(u16, String)>::new());
+        assert!(
+            seen.bodies().iter().all(|body| *body == "good"),
+            "{:?}",
+            seen.bodies()
+        );
+    }
+    // Nothing else changed: the old container runs on, the proxy still sends to it.
+    assert_eq!(container_id(&engine, &instance), old);
+    wait_for_body(&url, "good");
+    let ps = run(docker(&engine).args(["ps", "-a", "--format", "{{.Names}}"]));
+    assert!(!ps.contains(&format!("{instance}.previous")), "{ps}");
+}
+
+/// A CGI script in the fixture's web root: `before` runs first, `answer` prints the body.
+fn write_cgi(repo: &Repo, name: &str, before: &str, answer: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = format!("www/cgi-bin/{name}");
+    repo.write(
+        &path,
+        &format!("#!/bin/sh\n{before}\necho 'Content-Type: text/plain'\necho\n{answer}\n"),
+    );
+    let mode = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(repo.path().join(&path), mode).unwrap();
+}
+
+#[test]
+fn a_long_request_started_before_the_switch_completes_on_the_old_container() {
+    let engine = host_docker(1);
+    let _cleanup = ProxyCleanup::new(&[&engine]);
+    let deployment = proxied("proxy-drain", &[1]);
+    let instance = deployment.instance("1");
+    deployment.pipeline(&proxied_web(
+        "{ port: 80, drain: 6s }",
+        &[(instance.clone(), "h1")],
+    ));
+    // `slow` answers after 3 s with the container's hostname (its short id); `host` at once.
+    write_cgi(&deployment.repo, "slow", "sleep 3", "hostname");
+    write_cgi(&deployment.repo, "host", "", "hostname");
+    deployment.repo.commit("cgi");
+    deployment.succeed(&["run", &deployment.name, "--json"]);
+    let base = format!("http://{}:80/cgi-bin", host_address(1));
+    let old: String = container_id(&engine, &instance).chars().take(12).collect();
+    wait_for_body(&format!("{base}/host"), &old);
+
+    let started = Instant::now();
+    let slow = Command::new("curl")
+        .args([
+            "-sS",
+            "-m",
+            "20",
+            "-w",
+            "|%{http_code}",
+            &format!("{base}/slow"),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut deploy = Command::new(env!("CARGO_BIN_EXE_gantry"));
+    deploy.args(["--config"]).arg(deployment.config.path());
+    let deploy = deploy
+        .args(["deploy", &deployment.name, "--force", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The switch: the proxy answers from the new container.
+    let switched = loop {
+        let output = Command::new("curl")
+            .args(["-s", "-m", "2", &format!("{base}/host")])
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if !body.is_empty() && body != old {
+            break started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no switch");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let slow = slow.wait_with_output().unwrap();
+    let finished = started.elapsed();
+    let answer = String::from_utf8_lossy(&slow.stdout).trim().to_string();
+    assert_eq!(answer, format!("{old}\n|200"), "the slow request");
+    assert!(
+        switched < finished,
+        "the switch ({switched:?}) came after the slow request ended ({finished:?})"
+    );
+    let deploy = deploy.wait_with_output().unwrap();
+    assert!(
+        deploy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deploy.stderr)
+    );
+}
+
+#[test]
+fn services_share_a_port_by_host_name_and_tls_uses_the_proxy_certificate_authority() {
+    let engine = host_docker(3);
+    let _cleanup = ProxyCleanup::new(&[&engine]);
+    let deployment = proxied("proxy-hosts", &[3]);
+    let serve = |text: &str| {
+        format!(
+            "[\"sh\", \"-c\", \"mkdir -p /tmp/w && echo {text} >/tmp/w/index.html && exec httpd -f -p 8080 -h /tmp/w\"]"
+        )
+    };
+    let service = |name: &str, proxy: &str| {
+        format!(
+            "    {name}:\n      command: {}\n      proxy: {proxy}\n      stop_timeout: 1s\n      \
+             health:\n        http: {{ port: 8080, path: / }}\n        interval: 100ms\n      \
+             instances:\n        {}: {{ host: h3 }}\n",
+            serve(name),
+            deployment.instance(name)
+        )
+    };
+    deployment.pipeline(&format!(
+        "  services:\n{}{}{}",
+        service("alpha", "{ port: 80, hosts: [alpha.test], drain: 0s }"),
+        service(
+            "beta",
+            "{ port: 80, hosts: [beta.test, www.beta.test], drain: 0s }"
+        ),
+        service(
+            "gamma",
+            "{ port: 443, hosts: [gamma.test], tls: internal, drain: 0s }"
+        ),
+    ));
+    deployment.succeed(&["run", &deployment.name, "--json"]);
+    let address = host_address(3);
+    let get = |host: &str, extra: &[&str], url: &str| {
+        let output = Command::new("curl")
+            .args([
+                "-sS",
+                "-m",
+                "5",
+                "-H",
+                &format!("Host: {host}"),
+                "-w",
+                "|%{http_code}",
+            ])
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    let plain = format!("http://{address}:80/");
+    assert_eq!(get("alpha.test", &[], &plain), "alpha\n|200");
+    assert_eq!(get("beta.test", &[], &plain), "beta\n|200");
+    assert_eq!(get("www.beta.test", &[], &plain), "beta\n|200");
+    assert!(get("other.test", &[], &plain).ends_with("|404"));
+
+    // TLS with a certificate the proxy's own authority issued, verified against its root.
+    let root = tempfile::NamedTempFile::new().unwrap();
+    run(docker(&engine).args([
+        "cp",
+        "gantry-proxy:/data/caddy/pki/authorities/local/root.crt",
+        root.path().to_str().unwrap(),
+    ]));
+    let resolve = format!("gamma.test:443:{address}");
+    let ca = root.path().to_str().unwrap();
+    assert_eq!(
+        get(
+            "gamma.test",
+            &["--resolve", &resolve, "--cacert", ca],
+            "https://gamma.test/"
+        ),
+        "gamma\n|200"
+    );
+}
