@@ -481,6 +481,45 @@ pub async fn switch(
     .map(drop)
 }
 
+/// Where the host's proxy sends one instance's requests, for `gantry status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProxyRoute {
+    pub port: u16,
+    /// The proxy container's state: `running`, `exited`, ..., `missing`, or `unknown`.
+    pub state: String,
+    /// The container (short id) the proxy sends the instance's requests to.
+    pub upstream: Option<String>,
+}
+
+pub async fn route_status(docker: &Docker, port: u16, site: &str, instance: &str) -> ProxyRoute {
+    let mut route = ProxyRoute {
+        port,
+        state: "missing".to_string(),
+        upstream: None,
+    };
+    match container::inspect(docker, PROXY_CONTAINER).await {
+        Ok(Some(inspect)) => {
+            route.state = inspect
+                .state
+                .and_then(|state| state.status)
+                .map_or_else(|| "unknown".to_string(), |status| status.to_string());
+        }
+        Ok(None) => return route,
+        Err(_) => {
+            route.state = "unknown".to_string();
+            return route;
+        }
+    }
+    if let Ok(Some(routes)) = read_routes(docker).await {
+        route.upstream = routes
+            .sites
+            .get(site)
+            .and_then(|site| site.upstreams.get(instance))
+            .map(|upstream| upstream.container.clone());
+    }
+    route
+}
+
 /// gantry's record of the routes loaded into the host's proxy; `None` when the proxy
 /// has none (or the container is gone).
 pub async fn read_routes(docker: &Docker) -> Result<Option<Routes>, DockerCallError> {

@@ -45,6 +45,9 @@ pub struct InstanceStatus {
     /// The container's last log lines, when they were asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logs: Option<Vec<String>>,
+    /// Where the host's proxy sends this instance's requests, for a proxied service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<proxy::ProxyRoute>,
 }
 
 /// What the state store knows of a pipeline, for status.
@@ -116,6 +119,7 @@ pub async fn status(
                 drift: Vec::new(),
                 error: None,
                 logs: None,
+                proxy: None,
             };
             let docker = match connection {
                 Ok(docker) => docker,
@@ -126,6 +130,22 @@ pub async fn status(
                     return status;
                 }
             };
+            if let Some(service_proxy) = &target.service.proxy {
+                let route = proxy::route_status(
+                    docker,
+                    service_proxy.port,
+                    &proxy::routes::site_key(&pipeline.name, &target.service.name),
+                    &target.instance.name,
+                )
+                .await;
+                if route.state != "running" {
+                    status.drift.push(format!(
+                        "the proxy on {} is {}",
+                        target.instance.host, route.state
+                    ));
+                }
+                status.proxy = Some(route);
+            }
             let inspect = match container::inspect(docker, &target.instance.name).await {
                 Ok(Some(inspect)) => inspect,
                 Ok(None) => {
@@ -141,6 +161,15 @@ pub async fn status(
                 }
             };
             status.container = inspect.id.as_deref().map(super::short_id);
+            if let Some(route) = &status.proxy
+                && route.state == "running"
+                && route.upstream != status.container
+            {
+                status.drift.push(match &route.upstream {
+                    Some(other) => format!("the proxy sends its requests to {other}"),
+                    None => "the proxy does not route to it".to_string(),
+                });
+            }
             // A container under this name that is not this instance's says nothing of it.
             if let Err(message) = container::check_owner(
                 &inspect,

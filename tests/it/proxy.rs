@@ -457,3 +457,60 @@ fn services_share_a_port_by_host_name_and_tls_uses_the_proxy_certificate_authori
         "gamma\n|200"
     );
 }
+
+#[test]
+fn a_proxy_removed_by_hand_is_reported_missing_and_restored_by_the_next_deploy() {
+    let engine = host_docker(2);
+    let _cleanup = ProxyCleanup::new(&[&engine]);
+    let deployment = proxied("proxy-gone", &[2]);
+    let instance = deployment.instance("1");
+    deployment.pipeline(&proxied_web(
+        "{ port: 80, drain: 0s }",
+        &[(instance.clone(), "h2")],
+    ));
+    deployment.succeed(&["run", &deployment.name, "--json"]);
+    let url = format!("http://{}:80/", host_address(2));
+    wait_for_body(&url, "v1");
+    let container: String = container_id(&engine, &instance).chars().take(12).collect();
+    let status = deployment.succeed(&["status", &deployment.name, "--json"]);
+    let row = &status["pipelines"][0]["instances"][0];
+    assert_eq!(row["proxy"]["state"], "running", "{status}");
+    assert_eq!(row["proxy"]["upstream"], container.as_str(), "{status}");
+    let text = deployment.gantry(&["status", &deployment.name]);
+    assert!(
+        stdout(&text).contains(&format!("proxy :80 -> {container}")),
+        "{}",
+        stdout(&text)
+    );
+
+    run(docker(&engine).args(["rm", "-f", "gantry-proxy"]));
+    let status = deployment
+        .gantry_json(&["status", &deployment.name, "--json"])
+        .1;
+    let row = &status["pipelines"][0]["instances"][0];
+    assert_eq!(row["proxy"]["state"], "missing", "{status}");
+    assert!(
+        row["drift"]
+            .to_string()
+            .contains("the proxy on h2 is missing"),
+        "{status}"
+    );
+
+    // Nothing to replace, but the proxy comes back, routing to the running container.
+    let (output, report) = deployment.gantry_json(&["deploy", &deployment.name, "--json"]);
+    assert!(output.status.success(), "{report}\n{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("proxy on h2 is missing"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        container_id(&engine, &instance).get(..12),
+        Some(container.as_str())
+    );
+    wait_for_body(&url, "v1");
+    let status = deployment.succeed(&["status", &deployment.name, "--json"]);
+    let row = &status["pipelines"][0]["instances"][0];
+    assert_eq!(row["proxy"]["upstream"], container.as_str(), "{status}");
+    assert_eq!(row["drift"], serde_json::json!([]), "{status}");
+}
