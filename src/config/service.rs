@@ -319,7 +319,12 @@ fn read_proxy(
         _ => None,
     });
     let container_port = decoder.optional_number::<u16>(&fields, "container_port", "a port number");
-    if container_port.is_none() && health_port.is_none() && fields.get("container_port").is_none() {
+    // (A health section with errors was reported already.)
+    if container_port.is_none()
+        && health_port.is_none()
+        && health.is_some()
+        && fields.get("container_port").is_none()
+    {
         decoder.error(
             fields.position(),
             format!("`{path}` needs `container_port` (or an `http` health check, whose port it defaults to)"),
@@ -352,7 +357,7 @@ fn read_proxy(
             None
         }
     };
-    if tls.is_some() && hosts.is_empty() {
+    if tls.is_some() && fields.get("hosts").is_none() {
         decoder.error(
             fields.key_position("tls"),
             format!("`{path}.tls` needs `hosts`: certificates are issued for host names"),
