@@ -353,10 +353,19 @@ async fn prepare_proxies(
         .collect();
     let results: Vec<_> = futures_util::stream::iter(proxied.into_iter().map(|host| async move {
         let outcome = async {
-            let Some(spec) = proxy::ProxySpec::for_host(config, host) else {
+            let Some(mut spec) = proxy::ProxySpec::for_host(config, host) else {
                 return Ok(());
             };
             let docker = &hosts[host];
+            // Sites of pipelines this config does not know (another config sharing the
+            // host) keep their ports.
+            if let Ok(Some(routes)) = proxy::read_routes(docker).await {
+                spec.ports
+                    .extend(routes.sites.iter().filter_map(|(key, site)| {
+                        let owner = key.split('/').next().unwrap_or_default();
+                        (!config.pipelines.contains_key(owner)).then_some(site.port)
+                    }));
+            }
             let registry = ImageRepository::of_reference(&spec.image)
                 .map(|repository| repository.registry().to_string())
                 .unwrap_or_default();

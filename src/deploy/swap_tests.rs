@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::container::{ContainerSpec, DockerCallError};
 use super::health::{HealthFailure, ProbeTarget};
 use super::swap::{Containers, Existing, Plan, roll_out};
-use super::tests::{pipeline, spec_of};
+use super::tests::{pipeline, pipeline_with_global, spec_of};
 use super::{Action, DeployImage, targets};
 use crate::config::{Health, Pipeline};
 
@@ -453,4 +453,55 @@ async fn a_stop_between_batches_ends_the_rollout_there_and_returns_what_it_chang
         "{:?}",
         memory.changes()
     );
+}
+
+#[tokio::test]
+async fn behind_the_proxy_the_old_container_keeps_the_requests_until_the_new_one_passed() {
+    let pipeline = pipeline_with_global(
+        "proxy: { image: \"caddy:2\" }\n",
+        "  services:\n    web:\n      proxy: { port: 80, drain: 0s }\n      \
+         health: { http: { port: 8080 } }\n      instances: { w1: {}, w2: {} }\n",
+    );
+    let memory = Memory::failing("w2");
+    for name in ["w1", "w2"] {
+        memory.run(name, "sha256:old", "old-spec");
+    }
+    let (actions_taken, _) = roll(&memory, &pipeline, "sha256:new", false, None).await;
+    assert_eq!(
+        actions_taken,
+        actions(&[("w1", Action::Reverted), ("w2", Action::Failed)])
+    );
+    let changes: Vec<String> = memory
+        .changes()
+        .into_iter()
+        .filter(|change| !change.starts_with("stop"))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            // w1: kept aside running (no port to free), gated through its probe route,
+            // then the proxy switches to it.
+            "rename w1 w1.previous",
+            "create w1",
+            "start w1",
+            "probe id-of-w1-sha256:new",
+            "route w1 to id-of-w1-sha256:new",
+            // w2 fails its check: its probe closes, the proxy never sent it a request.
+            "rename w2 w2.previous",
+            "create w2",
+            "start w2",
+            "probe id-of-w2-sha256:new",
+            "close probe id-of-w2-sha256:new",
+            "remove w2",
+            "rename w2.previous w2",
+            "start w2",
+            // w1 goes back: its old container runs and takes the requests before the
+            // new one is removed.
+            "start w1.previous",
+            "route w1 to id-of-w1-sha256:old",
+            "remove w1",
+            "rename w1.previous w1",
+        ]
+    );
+    assert_eq!(memory.shown(), ["w1=sha256:old", "w2=sha256:old"]);
 }
