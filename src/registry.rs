@@ -227,7 +227,23 @@ pub async fn pull(
     digest: &str,
     credentials: Option<&Credentials>,
 ) -> Result<(), RegistryError> {
-    let reference = repository.with_digest(digest);
+    pull_reference(
+        docker,
+        &repository.with_digest(digest),
+        repository,
+        credentials,
+    )
+    .await
+}
+
+/// Pulls an image by its full reference (tag or digest) through the engine.
+pub async fn pull_reference(
+    docker: &Docker,
+    reference: &str,
+    repository: &ImageRepository,
+    credentials: Option<&Credentials>,
+) -> Result<(), RegistryError> {
+    let reference = reference.to_string();
     let docker_credentials = credentials.map(|credentials| for_engine(credentials, repository));
     let options = CreateImageOptions {
         from_image: Some(reference.clone()),

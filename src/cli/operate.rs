@@ -340,6 +340,15 @@ pub(super) fn render_status(documents: &[PipelineStatus], json: bool) -> anyhow:
             if let Some(error) = &row.error {
                 println!("    error: {error}");
             }
+            if let Some(route) = &row.proxy {
+                match (&route.upstream, route.state.as_str()) {
+                    (Some(upstream), "running") => {
+                        println!("    proxy :{} -> {upstream}", route.port)
+                    }
+                    (None, "running") => println!("    proxy :{} -> (not routed)", route.port),
+                    (_, state) => println!("    proxy :{} is {state}", route.port),
+                }
+            }
             for line in row.logs.iter().flatten() {
                 println!("    | {line}");
             }

@@ -21,6 +21,7 @@ pub(super) struct Global {
     pub(super) hosts: BTreeMap<String, Host>,
     pub(super) registries: BTreeMap<String, Registry>,
     pub(super) notifications: BTreeMap<String, Notification>,
+    pub(super) proxy: ProxySettings,
     /// Problems that do not stop the config from loading.
     pub(super) warnings: Vec<Diagnostic>,
 }
@@ -49,6 +50,7 @@ pub(super) fn read_global(
         hosts: BTreeMap::from([(LOCAL_HOST.to_string(), local_host(environment))]),
         registries: BTreeMap::new(),
         notifications: BTreeMap::new(),
+        proxy: ProxySettings::default(),
         warnings: Vec::new(),
     };
     let Some(root) = parse_file(file, text, diagnostics) else {
@@ -62,7 +64,14 @@ pub(super) fn read_global(
     let Some(fields) = decoder.mapping(
         &root,
         "",
-        &["state", "server", "hosts", "registries", "notifications"],
+        &[
+            "state",
+            "server",
+            "hosts",
+            "registries",
+            "notifications",
+            "proxy",
+        ],
     ) else {
         return global;
     };
@@ -156,6 +165,28 @@ pub(super) fn read_global(
             if let Some(notification) = read_notification(&mut decoder, name, node) {
                 global.notifications.insert(name.to_string(), notification);
             }
+        }
+    }
+    if let Some(proxy_node) = fields.get("proxy")
+        && let Some(proxy) = decoder.mapping(proxy_node, "proxy", &["image", "email"])
+    {
+        global.proxy.image = decoder.optional_string(&proxy, "image");
+        if let Some(image) = &global.proxy.image
+            && let Err(message) = ImageRepository::of_reference(image)
+        {
+            decoder.error(
+                proxy.key_position("image"),
+                format!("`proxy.image`: {message}"),
+            );
+        }
+        global.proxy.email = decoder.optional_string(&proxy, "email");
+        if let Some(email) = &global.proxy.email
+            && !email.contains('@')
+        {
+            decoder.error(
+                proxy.key_position("email"),
+                format!("`proxy.email`: `{email}` is not an email address"),
+            );
         }
     }
     if let Some(registries_node) = fields.get("registries") {

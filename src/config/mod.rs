@@ -138,6 +138,7 @@ impl Config {
         }
 
         check_container_names(&pipelines, &global.hosts, &mut diagnostics);
+        check_proxy_ports(&pipelines, &global.hosts, &mut diagnostics);
         if !diagnostics.is_empty() {
             return Err(ConfigError::Invalid(bounded(diagnostics)));
         }
@@ -148,6 +149,7 @@ impl Config {
             hosts: global.hosts,
             registries: global.registries,
             notifications: global.notifications,
+            proxy: global.proxy,
             warnings: global.warnings,
             pipelines,
         })
@@ -294,6 +296,81 @@ fn check_container_names(
             }
             diagnostics.push(clash(pipeline, instance, other, other_instance));
             diagnostics.push(clash(other, other_instance, pipeline, instance));
+        }
+    }
+}
+
+/// Services that share a proxy port on one engine must each name `hosts`, none twice,
+/// and agree on TLS: the proxy tells them apart by the Host header.
+fn check_proxy_ports(
+    pipelines: &BTreeMap<String, Pipeline>,
+    hosts: &BTreeMap<String, Host>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    type Sharer<'a> = (&'a Pipeline, &'a Service, &'a Instance);
+    let mut by_port: BTreeMap<(String, u16), Vec<Sharer<'_>>> = BTreeMap::new();
+    for pipeline in pipelines.values() {
+        for service in pipeline.deploy.services.values() {
+            let Some(proxy) = &service.proxy else {
+                continue;
+            };
+            for instance in service.instances.values() {
+                let Some(host) = hosts.get(&instance.host) else {
+                    continue;
+                };
+                let sharers = by_port
+                    .entry((host.docker.to_string(), proxy.port))
+                    .or_default();
+                // One service's instances on one engine share its route.
+                if !sharers.iter().any(|(other_pipeline, other, _)| {
+                    other_pipeline.name == pipeline.name && other.name == service.name
+                }) {
+                    sharers.push((pipeline, service, instance));
+                }
+            }
+        }
+    }
+    for ((_, port), sharers) in &by_port {
+        for (index, (pipeline, service, instance)) in sharers.iter().enumerate() {
+            let Some(proxy) = &service.proxy else {
+                continue;
+            };
+            let conflict = sharers.iter().enumerate().find_map(|(other_index, other)| {
+                let other_proxy = other.1.proxy.as_ref()?;
+                if other_index == index {
+                    return None;
+                }
+                if proxy.hosts.is_empty() || other_proxy.hosts.is_empty() {
+                    Some(("both need `hosts` to share it", other))
+                } else if proxy
+                    .hosts
+                    .iter()
+                    .any(|host| other_proxy.hosts.contains(host))
+                {
+                    Some(("they name the same host", other))
+                } else if proxy.tls.is_some() != other_proxy.tls.is_some() {
+                    Some(("one uses TLS and the other does not", other))
+                } else {
+                    None
+                }
+            });
+            if let Some((why, (other_pipeline, other_service, other_instance))) = conflict {
+                diagnostics.push(Diagnostic {
+                    file: pipeline.file.clone(),
+                    line: instance.position.line,
+                    column: instance.position.column,
+                    message: format!(
+                        "service `{}` shares proxy port {port} on host `{}` with pipeline `{}`'s service `{}` ({}:{}:{}), but {why}",
+                        service.name,
+                        instance.host,
+                        other_pipeline.name,
+                        other_service.name,
+                        other_pipeline.file.display(),
+                        other_instance.position.line,
+                        other_instance.position.column,
+                    ),
+                });
+            }
         }
     }
 }

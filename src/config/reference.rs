@@ -43,6 +43,35 @@ pub struct ImageRepository {
 }
 
 impl ImageRepository {
+    /// The repository of a full reference with a tag or a digest (`caddy:2.8`,
+    /// `reg.example.com:5000/caddy@sha256:…`), checked whole.
+    pub fn of_reference(text: &str) -> Result<ImageRepository, String> {
+        let (repository, digest) = match text.split_once('@') {
+            Some((repository, digest)) => (repository, Some(digest)),
+            None => (text, None),
+        };
+        // A tag follows the last `:` after the last `/` (a registry's port comes before it).
+        let name_start = repository.rfind('/').map_or(0, |slash| slash + 1);
+        let (repository, tag) = match repository[name_start..].rfind(':') {
+            Some(colon) => (
+                &repository[..name_start + colon],
+                Some(&repository[name_start + colon + 1..]),
+            ),
+            None => (repository, None),
+        };
+        if let Some(tag) = tag
+            && !is_valid_tag(tag)
+        {
+            return Err(format!("`{text}`: `{tag}` is not a valid tag"));
+        }
+        if let Some(digest) = digest
+            && !(digest.starts_with("sha256:") && digest.len() == 71)
+        {
+            return Err(format!("`{text}`: `{digest}` is not a sha256 digest"));
+        }
+        ImageRepository::parse(repository)
+    }
+
     pub fn parse(text: &str) -> Result<ImageRepository, String> {
         if text.len() > 255 {
             return Err(format!("`{text}` is longer than 255 characters"));

@@ -132,6 +132,7 @@ fn read_service(
             "cpus",
             "stop_timeout",
             "health",
+            "proxy",
             "instances",
         ],
     )?;
@@ -180,14 +181,31 @@ fn read_service(
         }
         bytes
     });
+    let proxied = fields.get("proxy").is_some();
     let health = match fields.get("health") {
-        Some(health_node) => read_health(decoder, &format!("{path}.health"), health_node, &ports),
+        Some(health_node) => read_health(
+            decoder,
+            &format!("{path}.health"),
+            health_node,
+            &ports,
+            proxied,
+        ),
         None => Some(Health {
             check: HealthCheck::None,
             timeout: DEFAULT_HEALTH_TIMEOUT,
             interval: DEFAULT_HEALTH_INTERVAL,
         }),
     };
+    let proxy = fields.get("proxy").and_then(|proxy_node| {
+        read_proxy(
+            decoder,
+            &format!("{path}.proxy"),
+            proxy_node,
+            health.as_ref(),
+            &ports,
+            global,
+        )
+    });
     let mut instances = BTreeMap::new();
     match fields.get("instances") {
         Some(instances_node) => {
@@ -264,9 +282,130 @@ fn read_service(
         cpus: decoder.optional_number(&fields, "cpus", "a number of CPUs like 0.5"),
         stop_timeout: decoder.optional_duration(&fields, "stop_timeout"),
         health: health?,
+        proxy,
         instances,
     };
     Some((service, requires_positions))
+}
+
+/// A service's `proxy:`; the health check, when known, gives the default container port.
+fn read_proxy(
+    decoder: &mut Decoder,
+    path: &str,
+    node: &yaml::Node,
+    health: Option<&Health>,
+    ports: &[PortMapping],
+    global: &Global,
+) -> Option<ServiceProxy> {
+    let fields = decoder.mapping(
+        node,
+        path,
+        &["port", "container_port", "hosts", "drain", "tls"],
+    )?;
+    let port = decoder.optional_number::<u16>(&fields, "port", "a port number");
+    if fields.get("port").is_none() {
+        decoder.missing(&fields, "port");
+    }
+    if port == Some(0) {
+        decoder.error(
+            fields.key_position("port"),
+            format!("`{path}.port` must not be 0"),
+        );
+    }
+    if let Some(port) = port
+        && ports.iter().any(|mapping| mapping.host_port == Some(port))
+    {
+        decoder.error(
+            fields.key_position("port"),
+            format!("`{path}.port`: host port {port} is the proxy's; remove it from `ports`"),
+        );
+    }
+    let health_port = health.and_then(|health| match &health.check {
+        HealthCheck::Http { port, .. } => Some(*port),
+        _ => None,
+    });
+    let container_port = decoder.optional_number::<u16>(&fields, "container_port", "a port number");
+    // (A health section with errors was reported already.)
+    if container_port.is_none()
+        && health_port.is_none()
+        && health.is_some()
+        && fields.get("container_port").is_none()
+    {
+        decoder.error(
+            fields.position(),
+            format!("`{path}` needs `container_port` (or an `http` health check, whose port it defaults to)"),
+        );
+    }
+    let hosts: Vec<String> = decoder
+        .positioned_list(&fields, "hosts")
+        .into_iter()
+        .filter_map(|(host, position)| {
+            if is_host_name(&host) {
+                Some(host.to_ascii_lowercase())
+            } else {
+                decoder.error(
+                    position,
+                    format!("`{path}.hosts`: `{host}` is not a host name like app.example.com"),
+                );
+                None
+            }
+        })
+        .collect();
+    let tls = match decoder.optional_string(&fields, "tls").as_deref() {
+        None => None,
+        Some("internal") => Some(ProxyTls::Internal),
+        Some("acme") => Some(ProxyTls::Acme),
+        Some(other) => {
+            decoder.error(
+                fields.key_position("tls"),
+                format!("`{path}.tls` must be `internal` or `acme`, not `{other}`"),
+            );
+            None
+        }
+    };
+    if tls.is_some() && fields.get("hosts").is_none() {
+        decoder.error(
+            fields.key_position("tls"),
+            format!("`{path}.tls` needs `hosts`: certificates are issued for host names"),
+        );
+    }
+    if tls == Some(ProxyTls::Acme) && global.proxy.email.is_none() {
+        decoder.error(
+            fields.key_position("tls"),
+            format!("`{path}.tls: acme` needs `proxy.email` in gantry.yaml for the ACME account"),
+        );
+    }
+    if global.proxy.image.is_none() {
+        decoder.error(
+            fields.position(),
+            format!(
+                "`{path}`: gantry.yaml names no proxy image; set `proxy: {{ image: ... }}` there (a Caddy 2 image, pinned: `caddy:2.8.4`)"
+            ),
+        );
+    }
+    Some(ServiceProxy {
+        port: port.filter(|port| *port != 0)?,
+        container_port: container_port.or(health_port)?,
+        hosts,
+        drain: decoder
+            .optional_duration(&fields, "drain")
+            .unwrap_or(DEFAULT_DRAIN),
+        tls,
+    })
+}
+
+/// A DNS host name (`app.example.com`, `localhost`); a leading `*.` is a wildcard.
+fn is_host_name(text: &str) -> bool {
+    let name = text.strip_prefix("*.").unwrap_or(text);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 fn read_health(
@@ -274,6 +413,7 @@ fn read_health(
     path: &str,
     node: &yaml::Node,
     ports: &[PortMapping],
+    proxied: bool,
 ) -> Option<Health> {
     let fields = decoder.mapping(
         node,
@@ -299,6 +439,7 @@ fn read_health(
             decoder.missing(check_fields, "port");
         }
         if let Some(port) = port
+            && !proxied
             && !ports.iter().any(|mapping| mapping.container_port == port)
         {
             decoder.error(
@@ -348,6 +489,15 @@ fn read_health(
                 status,
                 body,
             }
+        }
+        Some("tcp") if proxied => {
+            decoder.error(
+                fields.key_position("tcp"),
+                format!(
+                    "`{path}.tcp`: a proxied service is checked through the proxy; use an `http`, `exec` or `docker` check"
+                ),
+            );
+            return None;
         }
         Some("tcp") => {
             let tcp_path = format!("{path}.tcp");

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
 
 use super::{ImageRepository, Template};
 
@@ -24,6 +25,8 @@ pub struct Config {
     pub hosts: BTreeMap<String, Host>,
     pub registries: BTreeMap<String, Registry>,
     pub notifications: BTreeMap<String, Notification>,
+    /// The proxy gantry runs on every host with a proxied service.
+    pub proxy: ProxySettings,
     pub pipelines: BTreeMap<String, Pipeline>,
     /// Problems that do not stop it from loading (a short token), for `validate` and `serve` to show.
     pub warnings: Vec<super::Diagnostic>,
@@ -84,6 +87,52 @@ impl fmt::Display for DockerEndpoint {
             DockerEndpoint::Tcp(authority) => write!(formatter, "tcp://{authority}"),
             DockerEndpoint::Ssh(destination) => write!(formatter, "ssh://{destination}"),
         }
+    }
+}
+
+/// `proxy:` in gantry.yaml.
+#[derive(Debug, Clone, Default)]
+pub struct ProxySettings {
+    /// The proxy image (Caddy 2), pinned by the user; required once a service is proxied.
+    pub image: Option<String>,
+    /// The ACME account's email, for services with `tls: acme`.
+    pub email: Option<String>,
+}
+
+/// A service's `proxy:`: users reach it on a fixed host port through gantry's proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceProxy {
+    /// The host port the proxy listens on.
+    pub port: u16,
+    /// The container port the proxy sends requests to.
+    pub container_port: u16,
+    /// Host names routed to this service; empty: every request on the port.
+    pub hosts: Vec<String>,
+    /// How long a replaced container keeps serving the requests it has before it stops.
+    #[serde(with = "as_millis")]
+    pub drain: Duration,
+    pub tls: Option<ProxyTls>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyTls {
+    /// Certificates from the proxy's own certificate authority.
+    Internal,
+    /// Certificates from Let's Encrypt (ACME), for hosts the internet reaches.
+    Acme,
+}
+
+/// How long a replaced proxied container drains by default.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+
+/// Durations serialised as whole milliseconds (for spec hashes).
+mod as_millis {
+    pub fn serialize<S: serde::Serializer>(
+        duration: &std::time::Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(duration.as_millis() as u64)
     }
 }
 
@@ -206,6 +255,8 @@ pub struct Service {
     pub cpus: Option<f64>,
     pub stop_timeout: Option<Duration>,
     pub health: Health,
+    /// Reached through gantry's proxy on a fixed port, switched without a gap.
+    pub proxy: Option<ServiceProxy>,
     pub instances: BTreeMap<String, Instance>,
 }
 

@@ -21,7 +21,9 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{ImageRepository, Instance, PREVIOUS_SUFFIX, Pipeline, PortMapping, Service};
+use crate::config::{
+    ImageRepository, Instance, PREVIOUS_SUFFIX, Pipeline, PortMapping, Service, ServiceProxy,
+};
 use crate::host::describe_error;
 
 pub const LABEL_PIPELINE: &str = "gantry.pipeline";
@@ -58,6 +60,8 @@ pub struct ContainerSpec {
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub stop_timeout: Option<Duration>,
+    /// Reached through the host's proxy.
+    pub proxy: Option<ServiceProxy>,
     /// Hash of everything above except the image digest and commit.
     pub spec_hash: String,
 }
@@ -76,6 +80,8 @@ struct HashedSpec<'a> {
     memory: Option<u64>,
     cpus: Option<f64>,
     stop_timeout_ms: Option<u128>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: &'a Option<ServiceProxy>,
 }
 
 impl ContainerSpec {
@@ -102,11 +108,18 @@ impl ContainerSpec {
             ports: service.ports.clone(),
             volumes: service.volumes.clone(),
             restart: service.restart.clone(),
-            network: service.network.clone(),
+            // A proxied container needs a network the proxy is on.
+            network: service.network.clone().or_else(|| {
+                service
+                    .proxy
+                    .as_ref()
+                    .map(|_| super::proxy::PROXY_NETWORK.to_string())
+            }),
             labels: service.labels.clone(),
             memory: service.memory,
             cpus: service.cpus,
             stop_timeout: service.stop_timeout,
+            proxy: service.proxy.clone(),
             spec_hash: String::new(),
         };
         spec.spec_hash = spec.hash();
@@ -126,6 +139,7 @@ impl ContainerSpec {
             memory: self.memory,
             cpus: self.cpus,
             stop_timeout_ms: self.stop_timeout.map(|timeout| timeout.as_millis()),
+            proxy: &self.proxy,
         };
         // Serialising plain structs and BTreeMaps cannot fail.
         let json = serde_json::to_vec(&hashed).unwrap_or_default();
@@ -184,8 +198,10 @@ impl ContainerSpec {
                     network.clone(),
                     EndpointSettings {
                         // Other containers on the network reach the service and
-                        // the instance by name.
-                        aliases: Some(vec![self.service.clone(), self.instance.clone()]),
+                        // the instance by name (not on the proxy's network, which
+                        // every pipeline shares).
+                        aliases: (network != super::proxy::PROXY_NETWORK)
+                            .then(|| vec![self.service.clone(), self.instance.clone()]),
                         ..EndpointSettings::default()
                     },
                 )])),
@@ -500,6 +516,8 @@ pub struct Hosts {
     docker: std::sync::Arc<BTreeMap<String, Docker>>,
     /// Where each host's published ports are reached, for health checks.
     addresses: std::sync::Arc<BTreeMap<String, String>>,
+    /// The ACME account's email, for proxies with `tls: acme` sites.
+    email: Option<String>,
 }
 
 impl Hosts {
@@ -511,7 +529,12 @@ impl Hosts {
         Hosts {
             docker: std::sync::Arc::new(docker.clone()),
             addresses: std::sync::Arc::new(addresses),
+            email: config.proxy.email.clone(),
         }
+    }
+
+    fn address(&self, host: &str) -> &str {
+        self.addresses.get(host).map_or("127.0.0.1", String::as_str)
     }
 
     fn engine(&self, host: &str) -> Result<&Docker, DockerCallError> {
@@ -530,6 +553,7 @@ impl super::swap::Containers for Hosts {
     ) -> Result<Option<super::swap::Existing>, DockerCallError> {
         let found = inspect(self.engine(host)?, name).await?;
         Ok(found.map(|inspect| super::swap::Existing {
+            id: inspect.id.clone().unwrap_or_default(),
             running: is_running(&inspect),
             digest: label(&inspect, LABEL_DIGEST).map(str::to_string),
             spec_hash: label(&inspect, LABEL_SPEC).map(str::to_string),
@@ -571,8 +595,9 @@ impl super::swap::Containers for Hosts {
         host: &str,
         name: &str,
         health: &crate::config::Health,
+        via: Option<&super::health::ProbeTarget>,
     ) -> Result<Duration, super::health::HealthFailure> {
-        let address = self.addresses.get(host).map_or("127.0.0.1", String::as_str);
+        let address = self.address(host);
         let docker = self
             .engine(host)
             .map_err(|error| super::health::HealthFailure {
@@ -580,7 +605,58 @@ impl super::swap::Containers for Hosts {
                 result: error.to_string(),
                 exited: false,
             })?;
-        super::health::wait_healthy(docker, name, health, address).await
+        super::health::wait_healthy(docker, name, health, address, via).await
+    }
+
+    async fn open_probe(
+        &self,
+        spec: &ContainerSpec,
+        container_id: &str,
+        health: &crate::config::Health,
+    ) -> Result<Option<super::health::ProbeTarget>, DockerCallError> {
+        let Some(proxy) = &spec.proxy else {
+            return Ok(None);
+        };
+        super::proxy::open_probe(
+            self.engine(&spec.host)?,
+            &spec.host,
+            self.address(&spec.host),
+            self.email.as_deref(),
+            proxy,
+            container_id,
+            health,
+        )
+        .await
+    }
+
+    async fn close_probe(
+        &self,
+        host: &str,
+        probe: &super::health::ProbeTarget,
+    ) -> Result<(), DockerCallError> {
+        super::proxy::close_probe(self.engine(host)?, host, self.email.as_deref(), probe).await
+    }
+
+    async fn switch(
+        &self,
+        spec: &ContainerSpec,
+        container_id: &str,
+        probe: Option<&super::health::ProbeTarget>,
+    ) -> Result<(), DockerCallError> {
+        let Some(proxy) = &spec.proxy else {
+            return Ok(());
+        };
+        super::proxy::switch(
+            self.engine(&spec.host)?,
+            &spec.host,
+            self.email.as_deref(),
+            &super::proxy::routes::site_key(&spec.pipeline, &spec.service),
+            proxy,
+            &spec.instance,
+            container_id,
+            probe,
+        )
+        .await
     }
 
     async fn tail_logs(&self, host: &str, name: &str, lines: usize) -> Vec<String> {

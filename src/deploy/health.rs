@@ -24,6 +24,19 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const UNHEALTHY: &str = "the engine reports it unhealthy";
 const NO_HEALTHCHECK: &str = "the image has no HEALTHCHECK";
 
+/// Where an `http` check of a proxied container goes: the host's proxy, with the
+/// secret of the probe route that reaches this container only.
+#[derive(Debug, Clone)]
+pub struct ProbeTarget {
+    /// The host's address and the proxy port.
+    pub address: String,
+    pub port: u16,
+    pub secret: String,
+    /// A host name the route answers for (sent as Host and TLS server name).
+    pub host_name: Option<String>,
+    pub tls: bool,
+}
+
 /// Why a container did not become healthy.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthFailure {
@@ -51,10 +64,18 @@ pub async fn wait_healthy(
     container: &str,
     health: &Health,
     address: &str,
+    via: Option<&ProbeTarget>,
 ) -> Result<Duration, HealthFailure> {
     let started = Instant::now();
     let deadline = started + health.timeout;
     let mut check = describe_check(&health.check, address, None);
+    if let (Some(via), HealthCheck::Http { path, .. }) = (via, &health.check) {
+        check = format!(
+            "http GET {}:{}{path} through the proxy",
+            bracket_ipv6(&via.address),
+            via.port
+        );
+    }
     let mut last_result: String;
     loop {
         let attempt = match container_state(docker, container).await {
@@ -68,11 +89,20 @@ pub async fn wait_healthy(
             ContainerState::Unknown(reason) => Err(reason),
             ContainerState::Running { published } => {
                 if let Some(host_port) = check_port(&health.check)
+                    .filter(|_| via.is_none())
                     .and_then(|container_port| published_port(&published, container_port))
                 {
                     check = describe_check(&health.check, address, Some(host_port));
                 }
-                probe(docker, container, health, address, &published, started).await
+                match (via, &health.check) {
+                    (
+                        Some(via),
+                        HealthCheck::Http {
+                            path, status, body, ..
+                        },
+                    ) => probe_through_proxy(via, path, *status, body.as_deref()).await,
+                    _ => probe(docker, container, health, address, &published, started).await,
+                }
             }
         };
         match attempt {
@@ -224,8 +254,52 @@ async fn probe_http(
 ) -> Result<(), String> {
     let client = crate::http::direct()?;
     let url = format!("http://{}:{port}{path}", bracket_ipv6(address));
-    let response = client
-        .get(&url)
+    let request = client.get(&url);
+    check_response(request, expected_status, body_pattern).await
+}
+
+/// An `http` check through the proxy's probe route. Over TLS the proxy's certificate
+/// is not verified: the request goes to the proxy gantry configured on a host it
+/// reaches through the engine, and the check only reads a status.
+async fn probe_through_proxy(
+    via: &ProbeTarget,
+    path: &str,
+    expected_status: u16,
+    body_pattern: Option<&str>,
+) -> Result<(), String> {
+    crate::http::install_crypto();
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .tls_danger_accept_invalid_certs(via.tls);
+    let authority = match &via.host_name {
+        Some(name) => {
+            let target = format!("{}:{}", bracket_ipv6(&via.address), via.port);
+            let resolved = tokio::net::lookup_host(&target)
+                .await
+                .map_err(|error| format!("{target}: {error}"))?
+                .next()
+                .ok_or_else(|| format!("{target} resolves to no address"))?;
+            builder = builder.resolve(name, resolved);
+            format!("{name}:{}", via.port)
+        }
+        None => format!("{}:{}", bracket_ipv6(&via.address), via.port),
+    };
+    let client = builder
+        .build()
+        .map_err(|error| format!("cannot make an HTTP client: {error}"))?;
+    let scheme = if via.tls { "https" } else { "http" };
+    let request = client
+        .get(format!("{scheme}://{authority}{path}"))
+        .header(super::proxy::routes::PROBE_HEADER, &via.secret);
+    check_response(request, expected_status, body_pattern).await
+}
+
+async fn check_response(
+    request: reqwest::RequestBuilder,
+    expected_status: u16,
+    body_pattern: Option<&str>,
+) -> Result<(), String> {
+    let response = request
         .timeout(PROBE_TIMEOUT)
         .send()
         .await

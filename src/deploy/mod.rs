@@ -17,6 +17,7 @@
 
 pub mod container;
 pub mod health;
+pub mod proxy;
 pub mod status;
 pub mod swap;
 pub mod task;
@@ -129,6 +130,8 @@ pub enum Phase {
     Pull,
     /// Checking that every container to touch is the pipeline's.
     Check,
+    /// Starting or updating the proxy of a host with proxied instances.
+    Proxy,
     Rollout,
     /// A release task (`deploy::task`): before any swap (nothing was swapped), or after
     /// every instance passed its gate (the new containers stay).
@@ -321,6 +324,15 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         return untouched(Phase::Pull, Some(host), None, message);
     }
 
+    // The proxy of every host with a proxied instance runs and routes to the
+    // containers running now, before any of them is replaced.
+    if let Err((host, message)) =
+        prepare_proxies(request.config, pipeline, &hosts, &targets, log).await
+    {
+        let message = format!("{message}; no container was touched");
+        return untouched(Phase::Proxy, Some(host), None, message);
+    }
+
     // Release tasks that must pass before any instance is swapped (migrations).
     if let Err(failure) = task::run_tasks(&hosts, request, &targets, TaskWhen::Before, log).await {
         return RolloutReport {
@@ -350,6 +362,64 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         rolled_out.failure = Some(failure);
     }
     rolled_out
+}
+
+/// Makes the proxy right on every host where a target is proxied (all hosts at once);
+/// the first failure as (host, why).
+async fn prepare_proxies(
+    config: &Config,
+    pipeline: &Pipeline,
+    hosts: &BTreeMap<String, Docker>,
+    targets: &[Target<'_>],
+    log: Log<'_>,
+) -> Result<(), (String, String)> {
+    let proxied: std::collections::BTreeSet<&str> = targets
+        .iter()
+        .filter(|target| target.service.proxy.is_some())
+        .map(|target| target.instance.host.as_str())
+        .collect();
+    let results: Vec<_> = futures_util::stream::iter(proxied.into_iter().map(|host| async move {
+        let outcome = async {
+            let Some(mut spec) = proxy::ProxySpec::for_host(config, host) else {
+                return Ok(());
+            };
+            let docker = &hosts[host];
+            // Sites of pipelines this config does not know (another config sharing the
+            // host) keep their ports.
+            if let Ok(Some(routes)) = proxy::read_routes(docker).await {
+                spec.ports
+                    .extend(routes.sites.iter().filter_map(|(key, site)| {
+                        let owner = key.split('/').next().unwrap_or_default();
+                        (!config.pipelines.contains_key(owner)).then_some(site.port)
+                    }));
+            }
+            let registry = ImageRepository::of_reference(&spec.image)
+                .map(|repository| repository.registry().to_string())
+                .unwrap_or_default();
+            let credentials =
+                registry::credentials(config, &registry).map_err(|error| error.to_string())?;
+            proxy::ensure(docker, &spec, credentials.as_ref(), log)
+                .await
+                .map_err(|error| error.to_string())?;
+            proxy::sync_sites(docker, config, pipeline, host)
+                .await
+                .map_err(|error| error.to_string())
+        }
+        .await;
+        (host.to_string(), outcome)
+    }))
+    .buffer_unordered(MAX_PARALLEL_HOSTS)
+    .collect()
+    .await;
+    let mut failures: Vec<(String, String)> = results
+        .into_iter()
+        .filter_map(|(host, result)| result.err().map(|error| (host, error)))
+        .collect();
+    failures.sort();
+    match failures.into_iter().next() {
+        Some(failure) => Err(failure),
+        None => Ok(()),
+    }
 }
 
 /// Checks that each target's container (and a kept `.previous` one) is this pipeline's

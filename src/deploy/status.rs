@@ -13,7 +13,7 @@ use bollard::Docker;
 use bollard::models::HealthStatusEnum;
 use serde::Serialize;
 
-use super::{Log, Target, connect_hosts, container, health, targets};
+use super::{Log, Target, connect_hosts, container, health, proxy, targets};
 use crate::config::{Config, Pipeline};
 
 /// One instance as it is on its host.
@@ -45,6 +45,9 @@ pub struct InstanceStatus {
     /// The container's last log lines, when they were asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logs: Option<Vec<String>>,
+    /// Where the host's proxy sends this instance's requests, for a proxied service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<proxy::ProxyRoute>,
 }
 
 /// What the state store knows of a pipeline, for status.
@@ -116,6 +119,7 @@ pub async fn status(
                 drift: Vec::new(),
                 error: None,
                 logs: None,
+                proxy: None,
             };
             let docker = match connection {
                 Ok(docker) => docker,
@@ -126,6 +130,22 @@ pub async fn status(
                     return status;
                 }
             };
+            if let Some(service_proxy) = &target.service.proxy {
+                let route = proxy::route_status(
+                    docker,
+                    service_proxy.port,
+                    &proxy::routes::site_key(&pipeline.name, &target.service.name),
+                    &target.instance.name,
+                )
+                .await;
+                if route.state != "running" {
+                    status.drift.push(format!(
+                        "the proxy on {} is {}",
+                        target.instance.host, route.state
+                    ));
+                }
+                status.proxy = Some(route);
+            }
             let inspect = match container::inspect(docker, &target.instance.name).await {
                 Ok(Some(inspect)) => inspect,
                 Ok(None) => {
@@ -141,6 +161,15 @@ pub async fn status(
                 }
             };
             status.container = inspect.id.as_deref().map(super::short_id);
+            if let Some(route) = &status.proxy
+                && route.state == "running"
+                && route.upstream != status.container
+            {
+                status.drift.push(match &route.upstream {
+                    Some(other) => format!("the proxy sends its requests to {other}"),
+                    None => "the proxy does not route to it".to_string(),
+                });
+            }
             // A container under this name that is not this instance's says nothing of it.
             if let Err(message) = container::check_owner(
                 &inspect,
@@ -300,7 +329,7 @@ pub async fn lifecycle(
                 "starting {} on {}",
                 target.instance.name, target.instance.host
             ));
-            let result = start_gated(docker, target, address).await;
+            let result = start_gated(docker, target, address, config.proxy.email.as_deref()).await;
             if !record(&mut report, target, "start", result) {
                 return report;
             }
@@ -310,23 +339,42 @@ pub async fn lifecycle(
 }
 
 /// Starts an instance's container and waits for its health check.
-async fn start_gated(docker: &Docker, target: &Target<'_>, address: &str) -> Result<(), String> {
+/// Behind the proxy the check goes through a probe route, as in a rollout.
+async fn start_gated(
+    docker: &Docker,
+    target: &Target<'_>,
+    address: &str,
+    email: Option<&str>,
+) -> Result<(), String> {
     let name = &target.instance.name;
-    if container::inspect(docker, name)
+    let host = &target.instance.host;
+    let Some(existing) = container::inspect(docker, name)
         .await
         .map_err(|error| error.to_string())?
-        .is_none()
-    {
+    else {
         return Err(format!(
-            "{name} has no container on {}; deploy it first",
-            target.instance.host
+            "{name} has no container on {host}; deploy it first"
         ));
-    }
+    };
     container::start(docker, name)
         .await
         .map_err(|error| error.to_string())?;
-    health::wait_healthy(docker, name, &target.service.health, address)
-        .await
+    let health = &target.service.health;
+    let probe = match (&target.service.proxy, &existing.id) {
+        (Some(proxy), Some(id)) => {
+            proxy::open_probe(docker, host, address, email, proxy, id, health)
+                .await
+                .map_err(|error| error.to_string())?
+        }
+        _ => None,
+    };
+    let healthy = health::wait_healthy(docker, name, health, address, probe.as_ref()).await;
+    if let Some(probe) = &probe {
+        proxy::close_probe(docker, host, email, probe)
+            .await
+            .map_err(|error| error.to_string())?;
+    }
+    healthy
         .map(|_: Duration| ())
         .map_err(|failure| failure.to_string())
 }

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::container::{self, ContainerSpec, DockerCallError};
-use super::health::HealthFailure;
+use super::health::{HealthFailure, ProbeTarget};
 use super::{
     Action, DeployImage, FAILURE_LOG_LINES, InstanceReport, Log, Phase, RolloutFailure,
     RolloutReport, Target, report, service_order, short_digest, short_id,
@@ -18,6 +18,7 @@ use crate::config::{Health, OnFailure, Pipeline, Service};
 /// What a rollout needs to know of a container it may replace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Existing {
+    pub id: String,
     pub running: bool,
     /// Its `gantry.digest` and `gantry.spec` labels.
     pub digest: Option<String>,
@@ -64,13 +65,36 @@ pub trait Containers: Clone + Send + Sync + 'static {
         host: &str,
         name: &str,
     ) -> impl Future<Output = Result<(), DockerCallError>> + Send;
-    /// Waits for the health gate; how long it took.
+    /// Waits for the health gate (through the proxy's probe route when `via` is
+    /// given); how long it took.
     fn wait_healthy(
         &self,
         host: &str,
         name: &str,
         health: &Health,
+        via: Option<&ProbeTarget>,
     ) -> impl Future<Output = Result<Duration, HealthFailure>> + Send;
+    /// Opens a probe route to a proxied container on trial, for its `http` check;
+    /// `None` when the spec is not proxied or its check is not `http`.
+    fn open_probe(
+        &self,
+        spec: &ContainerSpec,
+        container_id: &str,
+        health: &Health,
+    ) -> impl Future<Output = Result<Option<ProbeTarget>, DockerCallError>> + Send;
+    fn close_probe(
+        &self,
+        host: &str,
+        probe: &ProbeTarget,
+    ) -> impl Future<Output = Result<(), DockerCallError>> + Send;
+    /// Sends a proxied instance's requests to `container_id` from now on (closing
+    /// `probe` in the same change).
+    fn switch(
+        &self,
+        spec: &ContainerSpec,
+        container_id: &str,
+        probe: Option<&ProbeTarget>,
+    ) -> impl Future<Output = Result<(), DockerCallError>> + Send;
     fn tail_logs(
         &self,
         host: &str,
@@ -247,6 +271,7 @@ pub async fn roll_out<C: Containers>(
 #[derive(Debug, Clone)]
 struct PreviousContainer {
     name: String,
+    id: String,
     was_running: bool,
     digest: Option<String>,
     /// It had to stop before the new one started (a fixed host port).
@@ -258,6 +283,8 @@ struct PreviousContainer {
 struct Swapped {
     instance: String,
     host: String,
+    /// The new container's spec: a revert of a proxied instance switches back.
+    spec: ContainerSpec,
     container_id: String,
     previous: Option<PreviousContainer>,
     /// The old container's graceful stop, running in the background.
@@ -369,9 +396,12 @@ async fn swap_instance<C: Containers>(
                 .map_err(|error| plain_failure(error, previous_digest.clone()))?;
             Some(PreviousContainer {
                 name: previous_name.clone(),
+                id: existing.id.clone(),
                 was_running: existing.running,
                 digest: previous_digest.clone(),
-                stop_first: spec.binds_fixed_host_port() || existing.holds_fixed_host_port,
+                // Behind the proxy, neither holds the port users reach.
+                stop_first: spec.proxy.is_none()
+                    && (spec.binds_fixed_host_port() || existing.holds_fixed_host_port),
             })
         }
         None => None,
@@ -402,18 +432,13 @@ async fn swap_instance<C: Containers>(
     }
     .await;
     let outcome = match started {
-        Ok(id) => match containers.wait_healthy(host, name, &service.health).await {
-            Ok(healthy_after) => Ok((id, healthy_after)),
-            Err(check) => {
-                let logs = containers.tail_logs(host, name, FAILURE_LOG_LINES).await;
-                Err(InstanceFailure {
-                    message: format!("{name} on {}: {check}", spec.host),
-                    check: Some(check),
-                    logs,
-                    previous_digest: previous_digest.clone(),
-                })
-            }
-        },
+        Ok(id) => gate(containers, spec, service, &id, log)
+            .await
+            .map(|healthy_after| (id, healthy_after))
+            .map_err(|mut failure| {
+                failure.previous_digest = previous_digest.clone();
+                failure
+            }),
         Err(error) => Err(plain_failure(error, previous_digest.clone())),
     };
     match outcome {
@@ -424,7 +449,12 @@ async fn swap_instance<C: Containers>(
                 humantime::format_duration(Duration::from_millis(healthy_after.as_millis() as u64))
             ));
             // The old container stops gracefully in the background (it may take its
-            // whole stop timeout) and stays until the whole rollout is done.
+            // whole stop timeout) and stays until the whole rollout is done. Behind
+            // the proxy it first finishes the requests it has (`drain`).
+            let drain = spec
+                .proxy
+                .as_ref()
+                .map_or(Duration::ZERO, |proxy| proxy.drain);
             let stopping = previous
                 .as_ref()
                 .filter(|previous| previous.was_running && !previous.stop_first)
@@ -432,11 +462,15 @@ async fn swap_instance<C: Containers>(
                     let containers = containers.clone();
                     let (host, old) = (host.to_string(), previous.name.clone());
                     let timeout = spec.stop_timeout;
-                    tokio::spawn(async move { containers.stop(&host, &old, timeout).await })
+                    tokio::spawn(async move {
+                        tokio::time::sleep(drain).await;
+                        containers.stop(&host, &old, timeout).await
+                    })
                 });
             Ok(SwapOutcome::Swapped(Box::new(Swapped {
                 instance: name.to_string(),
                 host: spec.host.clone(),
+                spec: spec.clone(),
                 container_id,
                 previous,
                 stopping,
@@ -463,6 +497,61 @@ async fn swap_instance<C: Containers>(
     }
 }
 
+/// Health-gates a started container and, behind the proxy, switches the instance's
+/// requests to it; a failed gate leaves the proxy on the old container.
+async fn gate<C: Containers>(
+    containers: &C,
+    spec: &ContainerSpec,
+    service: &Service,
+    id: &str,
+    log: Log<'_>,
+) -> Result<Duration, InstanceFailure> {
+    let (host, name) = (spec.host.as_str(), spec.instance.as_str());
+    let plain = |error: DockerCallError| InstanceFailure {
+        message: format!("{name} on {host}: {error}"),
+        check: None,
+        logs: Vec::new(),
+        previous_digest: None,
+    };
+    let probe = containers
+        .open_probe(spec, id, &service.health)
+        .await
+        .map_err(plain)?;
+    let healthy = containers
+        .wait_healthy(host, name, &service.health, probe.as_ref())
+        .await;
+    let healthy_after = match healthy {
+        Ok(healthy_after) => healthy_after,
+        Err(check) => {
+            if let Some(probe) = &probe
+                && let Err(error) = containers.close_probe(host, probe).await
+            {
+                log(&format!("{name} on {host}: {error}"));
+            }
+            let logs = containers.tail_logs(host, name, FAILURE_LOG_LINES).await;
+            return Err(InstanceFailure {
+                message: format!("{name} on {host}: {check}"),
+                check: Some(check),
+                logs,
+                previous_digest: None,
+            });
+        }
+    };
+    if spec.proxy.is_some() {
+        if let Err(error) = containers.switch(spec, id, probe.as_ref()).await {
+            if let Some(probe) = &probe {
+                let _ = containers.close_probe(host, probe).await;
+            }
+            return Err(plain(error));
+        }
+        log(&format!(
+            "{name} on {host}: the proxy sends its requests to {}",
+            short_id(id)
+        ));
+    }
+    Ok(healthy_after)
+}
+
 /// Puts a kept old container back under the instance name, running if it was.
 async fn restore<C: Containers>(
     containers: &C,
@@ -487,6 +576,18 @@ async fn revert<C: Containers>(
         "{} on {}: returning to the old container",
         done.instance, done.host
     ));
+    if let (Some(_), Some(previous)) = (&done.spec.proxy, &done.previous) {
+        // Behind the proxy the old container takes the requests back before the
+        // new one goes.
+        if previous.was_running {
+            containers.start(&done.host, &previous.name).await?;
+            containers.switch(&done.spec, &previous.id, None).await?;
+        }
+        containers.remove(&done.host, &done.instance).await?;
+        return containers
+            .rename(&done.host, &previous.name, &done.instance)
+            .await;
+    }
     containers.remove(&done.host, &done.instance).await?;
     if let Some(previous) = &done.previous {
         restore(containers, &done.host, previous, &done.instance).await?;

@@ -5,15 +5,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::container::{ContainerSpec, DockerCallError};
-use super::health::HealthFailure;
+use super::health::{HealthFailure, ProbeTarget};
 use super::swap::{Containers, Existing, Plan, roll_out};
-use super::tests::{pipeline, spec_of};
+use super::tests::{pipeline, pipeline_with_global, spec_of};
 use super::{Action, DeployImage, targets};
 use crate::config::{Health, Pipeline};
 
 /// A container in memory.
 #[derive(Debug, Clone)]
 struct Held {
+    id: String,
     running: bool,
     digest: String,
     spec_hash: String,
@@ -52,6 +53,7 @@ impl Memory {
             state.containers.insert(
                 ("local".to_string(), name.to_string()),
                 Held {
+                    id: format!("id-of-{name}-{digest}"),
                     running: true,
                     digest: digest.to_string(),
                     spec_hash: spec_hash.to_string(),
@@ -97,6 +99,7 @@ impl Containers for Memory {
             .containers
             .get(&(host.to_string(), name.to_string()))
             .map(|held| Existing {
+                id: held.id.clone(),
                 running: held.running,
                 digest: Some(held.digest.clone()),
                 spec_hash: Some(held.spec_hash.clone()),
@@ -113,6 +116,7 @@ impl Containers for Memory {
             state.containers.insert(
                 (spec.host.clone(), spec.instance.clone()),
                 Held {
+                    id: format!("id-of-{}-{}", spec.instance, spec.digest),
                     running: false,
                     digest: spec.digest.clone(),
                     spec_hash: spec.spec_hash.clone(),
@@ -120,7 +124,7 @@ impl Containers for Memory {
             );
         });
         self.change(format!("create {}", spec.instance))?;
-        Ok(format!("id-of-{}", spec.instance))
+        Ok(format!("id-of-{}-{}", spec.instance, spec.digest))
     }
 
     async fn start(&self, host: &str, name: &str) -> Result<(), DockerCallError> {
@@ -178,6 +182,7 @@ impl Containers for Memory {
         _host: &str,
         name: &str,
         _health: &Health,
+        _via: Option<&ProbeTarget>,
     ) -> Result<Duration, HealthFailure> {
         if self.failing == Some(name) {
             return Err(HealthFailure {
@@ -191,6 +196,38 @@ impl Containers for Memory {
 
     async fn tail_logs(&self, _host: &str, name: &str, _lines: usize) -> Vec<String> {
         vec![format!("{name} says why")]
+    }
+
+    async fn open_probe(
+        &self,
+        spec: &ContainerSpec,
+        container_id: &str,
+        _health: &Health,
+    ) -> Result<Option<ProbeTarget>, DockerCallError> {
+        if spec.proxy.is_none() {
+            return Ok(None);
+        }
+        self.change(format!("probe {container_id}"))?;
+        Ok(Some(ProbeTarget {
+            address: "127.0.0.1".to_string(),
+            port: 80,
+            secret: container_id.to_string(),
+            host_name: None,
+            tls: false,
+        }))
+    }
+
+    async fn close_probe(&self, _host: &str, probe: &ProbeTarget) -> Result<(), DockerCallError> {
+        self.change(format!("close probe {}", probe.secret))
+    }
+
+    async fn switch(
+        &self,
+        spec: &ContainerSpec,
+        container_id: &str,
+        _probe: Option<&ProbeTarget>,
+    ) -> Result<(), DockerCallError> {
+        self.change(format!("route {} to {container_id}", spec.instance))
     }
 }
 
@@ -416,4 +453,55 @@ async fn a_stop_between_batches_ends_the_rollout_there_and_returns_what_it_chang
         "{:?}",
         memory.changes()
     );
+}
+
+#[tokio::test]
+async fn behind_the_proxy_the_old_container_keeps_the_requests_until_the_new_one_passed() {
+    let pipeline = pipeline_with_global(
+        "proxy: { image: \"caddy:2\" }\n",
+        "  services:\n    web:\n      proxy: { port: 80, drain: 0s }\n      \
+         health: { http: { port: 8080 } }\n      instances: { w1: {}, w2: {} }\n",
+    );
+    let memory = Memory::failing("w2");
+    for name in ["w1", "w2"] {
+        memory.run(name, "sha256:old", "old-spec");
+    }
+    let (actions_taken, _) = roll(&memory, &pipeline, "sha256:new", false, None).await;
+    assert_eq!(
+        actions_taken,
+        actions(&[("w1", Action::Reverted), ("w2", Action::Failed)])
+    );
+    let changes: Vec<String> = memory
+        .changes()
+        .into_iter()
+        .filter(|change| !change.starts_with("stop"))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            // w1: kept aside running (no port to free), gated through its probe route,
+            // then the proxy switches to it.
+            "rename w1 w1.previous",
+            "create w1",
+            "start w1",
+            "probe id-of-w1-sha256:new",
+            "route w1 to id-of-w1-sha256:new",
+            // w2 fails its check: its probe closes, the proxy never sent it a request.
+            "rename w2 w2.previous",
+            "create w2",
+            "start w2",
+            "probe id-of-w2-sha256:new",
+            "close probe id-of-w2-sha256:new",
+            "remove w2",
+            "rename w2.previous w2",
+            "start w2",
+            // w1 goes back: its old container runs and takes the requests before the
+            // new one is removed.
+            "start w1.previous",
+            "route w1 to id-of-w1-sha256:old",
+            "remove w1",
+            "rename w1.previous w1",
+        ]
+    );
+    assert_eq!(memory.shown(), ["w1=sha256:old", "w2=sha256:old"]);
 }

@@ -7,8 +7,14 @@ use crate::config::Config;
 
 /// A pipeline whose deploy section is `deploy` (indented by two spaces).
 pub(super) fn pipeline(deploy: &str) -> Pipeline {
+    pipeline_with_global("", deploy)
+}
+
+/// The same, with this gantry.yaml.
+pub(super) fn pipeline_with_global(global: &str, deploy: &str) -> Pipeline {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+    std::fs::write(dir.path().join("gantry.yaml"), global).unwrap();
     std::fs::write(
         dir.path().join("pipelines/app.yaml"),
         format!(

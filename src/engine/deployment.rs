@@ -541,7 +541,7 @@ fn rollout_failure(failure: &RolloutFailure, instances: &[InstanceReport]) -> Fa
     }
     let stage = match failure.phase {
         Phase::Pull => Stage::Pull,
-        Phase::Check | Phase::Rollout | Phase::Task => Stage::Deploy,
+        Phase::Check | Phase::Proxy | Phase::Rollout | Phase::Task => Stage::Deploy,
     };
     Failure {
         details,

@@ -14,6 +14,7 @@ mod leaks;
 mod lease;
 mod ownership;
 mod polling;
+mod proxy;
 mod serve;
 mod tasks;
 mod transports;

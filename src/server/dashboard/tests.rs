@@ -99,6 +99,7 @@ fn instances_are_grouped_by_host_in_reading_order() {
         drift: vec!["digest differs".to_string(), "stopped".to_string()],
         error: None,
         logs: None,
+        proxy: None,
     };
     let groups = host_groups(&[
         instance("app-1", "h1"),

@@ -1,0 +1,681 @@
+//! gantry's proxy: one Caddy container per host that runs a proxied service, holding
+//! the services' fixed ports, so a new container takes over without a gap.
+//!
+//! The container (`gantry-proxy`, labelled as gantry's, restarted `unless-stopped`)
+//! publishes every proxy port the config gives its host; its spec hash is a label, so
+//! a changed image or port list replaces it. Its config is gantry's `Routes`, rendered
+//! to Caddy's JSON, copied into the container through the engine's archive API and
+//! loaded by `caddy reload` run inside it: that posts the whole config to Caddy's admin
+//! endpoint, which listens on the container's own loopback only and swaps configs
+//! atomically, finishing requests in flight on the old one. Nothing but the engine's
+//! API (which gantry already holds) reaches the admin endpoint.
+//!
+//! Upstreams are containers' short ids, which Docker's DNS resolves on every network
+//! a container is on and a rename does not change: the old container renamed aside
+//! keeps its requests until the switch.
+
+pub mod routes;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, DownloadFromContainerOptions, UploadToContainerOptions,
+};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use self::routes::{Probe, Routes, Site, Upstream};
+use super::container::{self, DockerCallError, LABEL_SPEC};
+use super::health::ProbeTarget;
+use super::{Log, short_id};
+use crate::config::{Config, Health, HealthCheck, ServiceProxy};
+use crate::host::describe_error;
+
+pub const PROXY_CONTAINER: &str = "gantry-proxy";
+/// The network proxied containers without a `network` of their own join.
+pub const PROXY_NETWORK: &str = "gantry-proxy";
+/// Marks the proxy container as gantry's.
+pub const LABEL_PROXY: &str = "gantry.proxy";
+/// Inside the container: Caddy's config and autosave (a volume), and gantry's files.
+const CONFIG_VOLUME: &str = "gantry-proxy-config:/config";
+/// Certificates and the internal certificate authority survive a replaced container.
+const DATA_VOLUME: &str = "gantry-proxy-data:/data";
+const FILES_DIR: &str = "/config/gantry";
+const ROUTES_FILE: &str = "routes.json";
+const CADDY_FILE: &str = "caddy.json";
+/// How long a fresh proxy may take before its admin endpoint takes a config.
+const ADMIN_READY: Duration = Duration::from_secs(20);
+
+/// What the proxy on one host must be, from the whole config (every pipeline's
+/// proxied services with an instance there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySpec {
+    pub host: String,
+    pub image: String,
+    pub ports: BTreeSet<u16>,
+    /// User-defined networks of proxied services, besides `PROXY_NETWORK`.
+    pub networks: BTreeSet<String>,
+}
+
+impl ProxySpec {
+    /// `None` when no proxied service has an instance on `host`.
+    pub fn for_host(config: &Config, host: &str) -> Option<ProxySpec> {
+        let image = config.proxy.image.clone()?;
+        let mut ports = BTreeSet::new();
+        let mut networks = BTreeSet::new();
+        for service in config
+            .pipelines
+            .values()
+            .flat_map(|pipeline| pipeline.deploy.services.values())
+        {
+            let Some(proxy) = &service.proxy else {
+                continue;
+            };
+            if !service
+                .instances
+                .values()
+                .any(|instance| instance.host == host)
+            {
+                continue;
+            }
+            ports.insert(proxy.port);
+            if let Some(network) = &service.network {
+                networks.insert(network.clone());
+            }
+        }
+        (!ports.is_empty()).then(|| ProxySpec {
+            host: host.to_string(),
+            image,
+            ports,
+            networks,
+        })
+    }
+
+    fn hash(&self) -> String {
+        let text = format!("{}|{:?}|{:?}", self.image, self.ports, self.networks);
+        hex::encode(&Sha256::digest(text.as_bytes())[..8])
+    }
+}
+
+/// What `ensure` found before it made the proxy right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    Running,
+    Stopped,
+    Missing,
+    /// Its image, ports or networks differ from the spec.
+    Outdated,
+}
+
+/// One lock per host: changes to one proxy's routes are made one at a time.
+static LOCKS: LazyLock<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
+    LazyLock::new(Default::default);
+
+fn host_lock(host: &str) -> Arc<tokio::sync::Mutex<()>> {
+    let mut locks = LOCKS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    locks.entry(host.to_string()).or_default().clone()
+}
+
+fn failure(action: impl Into<String>, reason: impl Into<String>) -> DockerCallError {
+    DockerCallError {
+        action: action.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Makes the host's proxy container match the spec: started when stopped, created
+/// when missing, replaced when outdated (pulling its image first when the engine lacks it).
+pub async fn ensure(
+    docker: &Docker,
+    spec: &ProxySpec,
+    credentials: Option<&crate::registry::Credentials>,
+    log: Log<'_>,
+) -> Result<Found, DockerCallError> {
+    let host = &spec.host;
+    let hash = spec.hash();
+    let found = match container::inspect(docker, PROXY_CONTAINER).await? {
+        Some(existing) if container::label(&existing, LABEL_PROXY).is_none() => {
+            return Err(failure(
+                format!("starting the proxy on {host}"),
+                format!(
+                    "a container named {PROXY_CONTAINER} exists that gantry did not make; rename or remove it"
+                ),
+            ));
+        }
+        Some(existing) if container::label(&existing, LABEL_SPEC) == Some(hash.as_str()) => {
+            if container::is_running(&existing) {
+                return Ok(Found::Running);
+            }
+            log(&format!("proxy on {host} was stopped; starting it"));
+            container::start(docker, PROXY_CONTAINER).await?;
+            return Ok(Found::Stopped);
+        }
+        Some(_) => Found::Outdated,
+        None => Found::Missing,
+    };
+    match found {
+        Found::Missing => log(&format!(
+            "proxy on {host} is missing; starting {}",
+            spec.image
+        )),
+        _ => log(&format!(
+            "proxy on {host}: replacing it with {} on ports {}",
+            spec.image,
+            ports_text(&spec.ports)
+        )),
+    }
+    if docker.inspect_image(&spec.image).await.is_err() {
+        let repository = crate::config::ImageRepository::of_reference(&spec.image)
+            .map_err(|error| failure(format!("pulling {}", spec.image), error))?;
+        crate::registry::pull_reference(docker, &spec.image, &repository, credentials)
+            .await
+            .map_err(|error| failure(format!("pulling {}", spec.image), error.to_string()))?;
+    }
+    for network in std::iter::once(PROXY_NETWORK).chain(spec.networks.iter().map(String::as_str)) {
+        ensure_network(docker, network).await?;
+    }
+    container::remove(docker, PROXY_CONTAINER).await?;
+    create(docker, spec, &hash).await?;
+    for network in &spec.networks {
+        docker
+            .connect_network(
+                network,
+                NetworkConnectRequest {
+                    container: PROXY_CONTAINER.to_string(),
+                    endpoint_config: None,
+                },
+            )
+            .await
+            .map_err(|error| {
+                failure(
+                    format!("connecting the proxy to network {network}"),
+                    describe_error(&error),
+                )
+            })?;
+    }
+    container::start(docker, PROXY_CONTAINER).await?;
+    Ok(found)
+}
+
+fn ports_text(ports: &BTreeSet<u16>) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn create(docker: &Docker, spec: &ProxySpec, hash: &str) -> Result<(), DockerCallError> {
+    let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
+        .ports
+        .iter()
+        .map(|port| {
+            (
+                format!("{port}/tcp"),
+                Some(vec![PortBinding {
+                    host_ip: None,
+                    host_port: Some(port.to_string()),
+                }]),
+            )
+        })
+        .collect();
+    let body = ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        entrypoint: Some(vec!["caddy".to_string()]),
+        // The last config loaded (Caddy's autosave, in the config volume), so a
+        // restarted proxy routes as before.
+        cmd: Some(vec!["run".to_string(), "--resume".to_string()]),
+        env: Some(vec![
+            "XDG_CONFIG_HOME=/config".to_string(),
+            "XDG_DATA_HOME=/data".to_string(),
+        ]),
+        labels: Some(HashMap::from([
+            (LABEL_PROXY.to_string(), "caddy".to_string()),
+            (LABEL_SPEC.to_string(), hash.to_string()),
+        ])),
+        exposed_ports: Some(port_bindings.keys().cloned().collect()),
+        host_config: Some(HostConfig {
+            port_bindings: Some(port_bindings),
+            binds: Some(vec![CONFIG_VOLUME.to_string(), DATA_VOLUME.to_string()]),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            network_mode: Some(PROXY_NETWORK.to_string()),
+            ..HostConfig::default()
+        }),
+        networking_config: Some(bollard::models::NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                PROXY_NETWORK.to_string(),
+                EndpointSettings::default(),
+            )])),
+        }),
+        ..ContainerCreateBody::default()
+    };
+    docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(PROXY_CONTAINER.to_string()),
+                ..CreateContainerOptions::default()
+            }),
+            body,
+        )
+        .await
+        .map_err(|error| failure("creating the proxy container", describe_error(&error)))?;
+    Ok(())
+}
+
+/// Creates a user-defined bridge network unless it exists.
+pub async fn ensure_network(docker: &Docker, network: &str) -> Result<(), DockerCallError> {
+    if docker.inspect_network(network, None).await.is_ok() {
+        return Ok(());
+    }
+    let request = NetworkCreateRequest {
+        name: network.to_string(),
+        driver: Some("bridge".to_string()),
+        labels: Some(HashMap::from([(
+            LABEL_PROXY.to_string(),
+            "caddy".to_string(),
+        )])),
+        ..NetworkCreateRequest::default()
+    };
+    match docker.create_network(request).await {
+        Ok(_) => Ok(()),
+        // Created meanwhile by another rollout.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => Ok(()),
+        Err(error) => Err(failure(
+            format!("creating network {network}"),
+            describe_error(&error),
+        )),
+    }
+}
+
+/// Changes the host's routes and loads them into its proxy, one change at a time per host.
+pub async fn change_routes(
+    docker: &Docker,
+    host: &str,
+    email: Option<&str>,
+    change: impl FnOnce(&mut Routes),
+) -> Result<Routes, DockerCallError> {
+    let lock = host_lock(host);
+    let _held = lock.lock().await;
+    let mut routes = read_routes(docker).await?.unwrap_or_default();
+    let before = routes.clone();
+    change(&mut routes);
+    if routes == before {
+        return Ok(routes);
+    }
+    let config = routes::render(&routes, email);
+    upload(
+        docker,
+        CADDY_FILE,
+        serde_json::to_vec_pretty(&config).unwrap_or_default(),
+    )
+    .await?;
+    reload(docker, host).await?;
+    // Written once Caddy took the config, so the record never claims a route it lacks.
+    upload(
+        docker,
+        ROUTES_FILE,
+        serde_json::to_vec_pretty(&routes).unwrap_or_default(),
+    )
+    .await?;
+    Ok(routes)
+}
+
+/// Brings the sites of a pipeline's proxied services on `host` in line with the
+/// config and with the containers running now (a fresh proxy knows none of them).
+pub async fn sync_sites(
+    docker: &Docker,
+    config: &Config,
+    pipeline: &crate::config::Pipeline,
+    host: &str,
+) -> Result<(), DockerCallError> {
+    let mut wanted: BTreeMap<String, Site> = BTreeMap::new();
+    for service in pipeline.deploy.services.values() {
+        let Some(proxy) = &service.proxy else {
+            continue;
+        };
+        let mut site = Site::new(proxy);
+        for instance in service.instances.values().filter(|i| i.host == host) {
+            if let Some(inspect) = container::inspect(docker, &instance.name).await?
+                && container::is_running(&inspect)
+                && container::label(&inspect, container::LABEL_PIPELINE)
+                    == Some(pipeline.name.as_str())
+                && let Some(id) = &inspect.id
+            {
+                site.upstreams.insert(
+                    instance.name.clone(),
+                    Upstream {
+                        container: short_id(id),
+                        port: proxy.container_port,
+                    },
+                );
+            }
+        }
+        if service.instances.values().any(|i| i.host == host) {
+            wanted.insert(routes::site_key(&pipeline.name, &service.name), site);
+        }
+    }
+    let prefix = format!("{}/", pipeline.name);
+    change_routes(docker, host, config.proxy.email.as_deref(), |routes| {
+        routes
+            .sites
+            .retain(|key, _| !key.starts_with(&prefix) || wanted.contains_key(key));
+        for (key, site) in wanted {
+            match routes.sites.get_mut(&key) {
+                // Keep the record's upstreams for instances whose container is not
+                // running (being swapped by another process): only add what runs.
+                Some(existing) => {
+                    existing.port = site.port;
+                    existing.hosts = site.hosts;
+                    existing.tls = site.tls;
+                    existing.upstreams = site.upstreams;
+                }
+                None => {
+                    routes.sites.insert(key, site);
+                }
+            }
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// Opens a probe route to a container on trial, when its check is `http`: the
+/// check then goes through the proxy, as users' requests will.
+pub async fn open_probe(
+    docker: &Docker,
+    host: &str,
+    address: &str,
+    email: Option<&str>,
+    proxy: &ServiceProxy,
+    container_id: &str,
+    health: &Health,
+) -> Result<Option<ProbeTarget>, DockerCallError> {
+    let HealthCheck::Http { port, .. } = &health.check else {
+        return Ok(None);
+    };
+    let secret = probe_secret();
+    let probe = Probe {
+        port: proxy.port,
+        upstream: Upstream {
+            container: short_id(container_id),
+            port: *port,
+        },
+    };
+    change_routes(docker, host, email, |routes| {
+        routes.probes.insert(secret.clone(), probe);
+    })
+    .await?;
+    Ok(Some(ProbeTarget {
+        address: address.to_string(),
+        port: proxy.port,
+        secret,
+        host_name: proxy
+            .hosts
+            .iter()
+            .find(|name| !name.starts_with('*'))
+            .cloned(),
+        tls: proxy.tls.is_some(),
+    }))
+}
+
+pub async fn close_probe(
+    docker: &Docker,
+    host: &str,
+    email: Option<&str>,
+    probe: &ProbeTarget,
+) -> Result<(), DockerCallError> {
+    change_routes(docker, host, email, |routes| {
+        routes.probes.remove(&probe.secret);
+    })
+    .await
+    .map(drop)
+}
+
+/// Sends an instance's requests to `container_id`, closing its probe route in the
+/// same config load.
+#[allow(clippy::too_many_arguments)]
+pub async fn switch(
+    docker: &Docker,
+    host: &str,
+    email: Option<&str>,
+    site: &str,
+    proxy: &ServiceProxy,
+    instance: &str,
+    container_id: &str,
+    probe: Option<&ProbeTarget>,
+) -> Result<(), DockerCallError> {
+    change_routes(docker, host, email, |routes| {
+        if let Some(probe) = probe {
+            routes.probes.remove(&probe.secret);
+        }
+        routes
+            .sites
+            .entry(site.to_string())
+            .or_insert_with(|| Site::new(proxy))
+            .upstreams
+            .insert(
+                instance.to_string(),
+                Upstream {
+                    container: short_id(container_id),
+                    port: proxy.container_port,
+                },
+            );
+    })
+    .await
+    .map(drop)
+}
+
+/// Where the host's proxy sends one instance's requests, for `gantry status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProxyRoute {
+    pub port: u16,
+    /// The proxy container's state: `running`, `exited`, ..., `missing`, or `unknown`.
+    pub state: String,
+    /// The container (short id) the proxy sends the instance's requests to.
+    pub upstream: Option<String>,
+}
+
+pub async fn route_status(docker: &Docker, port: u16, site: &str, instance: &str) -> ProxyRoute {
+    let mut route = ProxyRoute {
+        port,
+        state: "missing".to_string(),
+        upstream: None,
+    };
+    match container::inspect(docker, PROXY_CONTAINER).await {
+        Ok(Some(inspect)) => {
+            route.state = inspect
+                .state
+                .and_then(|state| state.status)
+                .map_or_else(|| "unknown".to_string(), |status| status.to_string());
+        }
+        Ok(None) => return route,
+        Err(_) => {
+            route.state = "unknown".to_string();
+            return route;
+        }
+    }
+    if let Ok(Some(routes)) = read_routes(docker).await {
+        route.upstream = routes
+            .sites
+            .get(site)
+            .and_then(|site| site.upstreams.get(instance))
+            .map(|upstream| upstream.container.clone());
+    }
+    route
+}
+
+/// gantry's record of the routes loaded into the host's proxy; `None` when the proxy
+/// has none (or the container is gone).
+pub async fn read_routes(docker: &Docker) -> Result<Option<Routes>, DockerCallError> {
+    let options = DownloadFromContainerOptions {
+        path: format!("{FILES_DIR}/{ROUTES_FILE}"),
+    };
+    let mut stream = docker.download_from_container(PROXY_CONTAINER, Some(options));
+    let mut archive = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => archive.extend_from_slice(&bytes),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(error) => {
+                return Err(failure(
+                    "reading the proxy's routes",
+                    describe_error(&error),
+                ));
+            }
+        }
+    }
+    let unreadable = |error: String| failure("reading the proxy's routes", error);
+    let mut tar = tar::Archive::new(archive.as_slice());
+    let mut entries = tar
+        .entries()
+        .map_err(|error| unreadable(error.to_string()))?;
+    let Some(entry) = entries.next() else {
+        return Ok(None);
+    };
+    let mut text = String::new();
+    entry
+        .and_then(|mut entry| entry.read_to_string(&mut text))
+        .map_err(|error| unreadable(error.to_string()))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|error| unreadable(error.to_string()))
+}
+
+/// Writes one file into the container's `FILES_DIR`.
+async fn upload(docker: &Docker, name: &str, contents: Vec<u8>) -> Result<(), DockerCallError> {
+    let mut archive = tar::Builder::new(Vec::new());
+    let append = |archive: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], dir: bool| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(if dir { 0o755 } else { 0o644 });
+        header.set_entry_type(if dir {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        header.set_mtime(0);
+        header.set_cksum();
+        archive.append_data(&mut header, path, data)
+    };
+    let write_error =
+        |error: std::io::Error| failure("writing the proxy's config", error.to_string());
+    append(&mut archive, "gantry/", &[], true).map_err(write_error)?;
+    append(&mut archive, &format!("gantry/{name}"), &contents, false).map_err(write_error)?;
+    let bytes = archive.into_inner().map_err(write_error)?;
+    let options = UploadToContainerOptions {
+        path: "/config".to_string(),
+        ..UploadToContainerOptions::default()
+    };
+    docker
+        .upload_to_container(
+            PROXY_CONTAINER,
+            Some(options),
+            bollard::body_full(bytes.into()),
+        )
+        .await
+        .map_err(|error| failure("writing the proxy's config", describe_error(&error)))
+}
+
+/// Loads `FILES_DIR/caddy.json` through Caddy's admin endpoint, waiting for a proxy
+/// that is still starting.
+async fn reload(docker: &Docker, host: &str) -> Result<(), DockerCallError> {
+    let deadline = Instant::now() + ADMIN_READY;
+    loop {
+        let (code, output) = exec(
+            docker,
+            vec![
+                "caddy".to_string(),
+                "reload".to_string(),
+                "--config".to_string(),
+                format!("{FILES_DIR}/{CADDY_FILE}"),
+                "--force".to_string(),
+            ],
+        )
+        .await?;
+        if code == Some(0) {
+            return Ok(());
+        }
+        let starting = output.contains("connection refused") || output.contains("dial tcp");
+        if !starting || Instant::now() >= deadline {
+            let last: Vec<&str> = output.lines().rev().take(3).collect();
+            let last: Vec<&str> = last.into_iter().rev().collect();
+            return Err(failure(
+                format!("loading the proxy's config on {host}"),
+                format!(
+                    "caddy reload exited with {}: {}",
+                    code.map_or("?".to_string(), |code| code.to_string()),
+                    last.join(" / ")
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs a command in the proxy container; its exit code and output.
+async fn exec(
+    docker: &Docker,
+    command: Vec<String>,
+) -> Result<(Option<i64>, String), DockerCallError> {
+    let action = || format!("running `{}` in the proxy", command.join(" "));
+    let created = docker
+        .create_exec(
+            PROXY_CONTAINER,
+            CreateExecOptions {
+                cmd: Some(command.clone()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..CreateExecOptions::default()
+            },
+        )
+        .await
+        .map_err(|error| failure(action(), describe_error(&error)))?;
+    let mut output = String::new();
+    if let StartExecResults::Attached {
+        output: mut stream, ..
+    } = docker
+        .start_exec(&created.id, None)
+        .await
+        .map_err(|error| failure(action(), describe_error(&error)))?
+    {
+        while let Some(Ok(chunk)) = stream.next().await {
+            output.push_str(&chunk.to_string());
+        }
+    }
+    let inspect = docker
+        .inspect_exec(&created.id)
+        .await
+        .map_err(|error| failure(action(), describe_error(&error)))?;
+    Ok((inspect.exit_code, output))
+}
+
+/// A fresh secret for one probe route.
+pub fn probe_secret() -> String {
+    let mut bytes = [0u8; 16];
+    // The OS's generator; should it fail, the time still tells probes apart.
+    if getrandom::fill(&mut bytes).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        bytes[..16].copy_from_slice(&now.as_nanos().to_le_bytes());
+    }
+    hex::encode(bytes)
+}
