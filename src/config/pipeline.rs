@@ -64,6 +64,7 @@ pub(super) fn read_pipeline(
             batch: 1,
             on_failure: OnFailure::Rollback,
             services: BTreeMap::new(),
+            keep_images: DEFAULT_KEEP_IMAGES,
         }),
     };
     Some(Pipeline {

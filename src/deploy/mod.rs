@@ -16,6 +16,7 @@
 
 pub mod container;
 pub mod health;
+pub mod prune;
 pub mod status;
 pub mod swap;
 

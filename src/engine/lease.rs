@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Failure, Progress};
-use crate::run::{RunKind, Stage};
+use crate::run::Stage;
 use crate::store::{LeaseHolder, Store, now_millis};
 
 /// How long a deploy lease lasts without renewal: the longest a crashed deploy blocks the next.
@@ -55,8 +55,9 @@ pub(super) async fn keep_lease(
     }
 }
 
-/// Who holds a lease, as other processes will see it.
-pub(super) fn lease_owner(kind: RunKind) -> String {
+/// Who holds a lease, as other processes will see it: `kind` is what holds it (a run's
+/// kind, or `prune`).
+pub(super) fn lease_owner(kind: impl std::fmt::Display) -> String {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_string())
         .unwrap_or_else(|_| "this machine".to_string());
