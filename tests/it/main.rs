@@ -14,6 +14,7 @@ mod leaks;
 mod lease;
 mod ownership;
 mod polling;
+mod prune;
 mod serve;
 mod transports;
 mod validate;
