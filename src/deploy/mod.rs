@@ -21,6 +21,8 @@ pub mod status;
 pub mod swap;
 
 #[cfg(test)]
+mod prune_tests;
+#[cfg(test)]
 mod swap_tests;
 #[cfg(test)]
 mod tests;
