@@ -25,6 +25,7 @@ mod lease;
 pub mod metrics;
 pub mod notification;
 pub mod poller;
+pub mod prune;
 mod record;
 pub mod reload;
 mod resolve;

@@ -9,6 +9,7 @@
 mod daemon;
 mod operate;
 mod progress;
+mod prune;
 mod remote;
 mod task;
 
@@ -191,6 +192,19 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Remove the pipeline's images beyond `deploy.keep_images` per host, and stopped
+    /// `NAME.previous` containers an interrupted deploy left; list what goes and what stays.
+    ///
+    /// Only images with the pipeline's build labels and a name in its repository count;
+    /// what an instance runs, the rollback target and any image a container uses stay.
+    /// A deploy does this by itself after it succeeds.
+    Prune {
+        /// The pipeline (the stem of its file in pipelines/).
+        pipeline: String,
+        /// List what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Stop a pipeline's containers, dependents before what they require.
     Stop(LifecycleArgs),
     /// Start a pipeline's containers, required services first, each health-gated.
@@ -351,6 +365,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             task,
             wait,
         } => task::task(&config, &pipeline, &task, wait, cli.json).await,
+        Command::Prune { pipeline, dry_run } => {
+            prune::prune(&config, &pipeline, dry_run, cli.json).await
+        }
         Command::Stop(args) => lifecycle(&config, args, Lifecycle::Stop, cli.json).await,
         Command::Start(args) => lifecycle(&config, args, Lifecycle::Start, cli.json).await,
         Command::Restart(args) => lifecycle(&config, args, Lifecycle::Restart, cli.json).await,

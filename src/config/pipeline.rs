@@ -65,6 +65,7 @@ pub(super) fn read_pipeline(
             on_failure: OnFailure::Rollback,
             services: BTreeMap::new(),
             tasks: Vec::new(),
+            keep_images: DEFAULT_KEEP_IMAGES,
         }),
     };
     Some(Pipeline {

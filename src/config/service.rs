@@ -17,7 +17,7 @@ pub(super) fn read_deploy(
     let fields = decoder.mapping(
         node,
         "deploy",
-        &["batch", "on_failure", "services", "tasks"],
+        &["batch", "on_failure", "services", "tasks", "keep_images"],
     )?;
     let batch = decoder
         .optional_number::<u32>(&fields, "batch", "a whole number of instances")
@@ -41,6 +41,15 @@ pub(super) fn read_deploy(
             OnFailure::Rollback
         }
     };
+    let keep_images = decoder
+        .optional_number::<u32>(&fields, "keep_images", "a whole number of images")
+        .unwrap_or(DEFAULT_KEEP_IMAGES);
+    if keep_images == 0 {
+        decoder.error(
+            fields.key_position("keep_images"),
+            "`deploy.keep_images` must be at least 1: the newest image always stays",
+        );
+    }
     let mut services = BTreeMap::new();
     let mut requires_positions = Vec::new();
     let mut instance_names: BTreeMap<String, String> = BTreeMap::new();
@@ -103,6 +112,7 @@ pub(super) fn read_deploy(
         on_failure,
         services,
         tasks,
+        keep_images: keep_images.max(1),
     })
 }
 

@@ -769,3 +769,31 @@ fn services_sharing_a_proxy_port_must_be_told_apart_by_host_name() {
         ],
     );
 }
+
+#[test]
+fn keep_images_is_at_least_one_and_defaults_to_three() {
+    let keep = |value: &str| format!("{GOOD_PIPELINE}deploy:\n  keep_images: {value}\n");
+    check_pipeline(&keep("2"), &[]);
+    check_pipeline(
+        &keep("0"),
+        &[
+            "pipelines/hello.yaml:11:3: `deploy.keep_images` must be at least 1: the newest image always stays",
+        ],
+    );
+    check_pipeline(
+        &keep("some"),
+        &[
+            "pipelines/hello.yaml:11:16: `deploy.keep_images` must be a whole number of images, not `some`",
+        ],
+    );
+    let kept = |text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+        std::fs::write(dir.path().join("pipelines/hello.yaml"), text).unwrap();
+        let config = Config::load_with(dir.path(), &|_: &str| None).unwrap();
+        config.pipelines["hello"].deploy.keep_images
+    };
+    assert_eq!(kept(&keep("2")), 2);
+    assert_eq!(kept(GOOD_PIPELINE), DEFAULT_KEEP_IMAGES);
+    assert_eq!(kept(&format!("{GOOD_PIPELINE}deploy: {{}}\n")), 3);
+}

@@ -231,7 +231,13 @@ pub struct Deploy {
     pub services: BTreeMap<String, Service>,
     /// Release tasks, in the order written (`config::task`).
     pub tasks: Vec<super::Task>,
+    /// The pipeline's images kept on each host after a deploy (the running ones and the
+    /// rollback target stay besides).
+    pub keep_images: u32,
 }
+
+/// Images of a pipeline kept per host by default: the running one and two to go back to.
+pub const DEFAULT_KEEP_IMAGES: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFailure {

@@ -18,10 +18,13 @@
 pub mod container;
 pub mod health;
 pub mod proxy;
+pub mod prune;
 pub mod status;
 pub mod swap;
 pub mod task;
 
+#[cfg(test)]
+mod prune_tests;
 #[cfg(test)]
 mod swap_tests;
 #[cfg(test)]

@@ -492,6 +492,8 @@ async fn rollout_recorded(
                 store.pin(&pipeline.name, &image.digest, &reason).await?;
             }
             deploying.report.pinned = store.pin_of(&pipeline.name).await?;
+            // Old images and stopped leftovers go now, while the lease is still held.
+            super::prune::after_deploy(config, pipeline, deploying.recorder).await;
             deploying
                 .recorder
                 .succeed(&RunResult::Deployed {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Failure, Progress};
-use crate::run::{RunKind, Stage};
+use crate::run::Stage;
 use crate::store::{LeaseHolder, Store, now_millis};
 
 /// How long a deploy lease lasts without renewal: the longest a crashed deploy blocks the next.
@@ -56,7 +56,7 @@ pub(super) async fn keep_lease(
 }
 
 /// Who holds a lease, as other processes will see it.
-pub(super) fn lease_owner(kind: RunKind) -> String {
+pub(super) fn lease_owner(kind: crate::run::RunKind) -> String {
     lease_owner_doing(kind.as_str())
 }
 

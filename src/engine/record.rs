@@ -254,6 +254,11 @@ impl<'a> RunRecorder<'a> {
         Ok(result)
     }
 
+    /// A line in the run's log (and shown) after its last stage, under that stage's name.
+    pub fn line(&mut self, line: &str) {
+        self.progress.line(line);
+    }
+
     /// Ends the run as failed at the failure's stage.
     pub async fn fail(&mut self, failure: &Failure) -> Result<(), EngineError> {
         let result = RunResult::Failed {

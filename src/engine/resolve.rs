@@ -135,16 +135,13 @@ pub(super) async fn rollback_image(
                     pipeline.name
                 ))
             })?;
-            succeeded
-                .iter()
-                .find(|deployment| deployment.digest != current.digest)
-                .ok_or_else(|| {
-                    fail(format!(
-                        "`{}` has no earlier image than {} to roll back to",
-                        pipeline.name,
-                        deploy::short_digest(&current.digest)
-                    ))
-                })?
+            previous_image(&succeeded).ok_or_else(|| {
+                fail(format!(
+                    "`{}` has no earlier image than {} to roll back to",
+                    pipeline.name,
+                    deploy::short_digest(&current.digest)
+                ))
+            })?
         }
     };
     Ok((
@@ -155,6 +152,18 @@ pub(super) async fn rollback_image(
         },
         chosen.number,
     ))
+}
+
+/// Where `gantry rollback` without `--to` returns: the newest successful deployment of
+/// another image than the newest successful deployment's. `succeeded` is newest first.
+pub(super) fn previous_image<'a>(
+    succeeded: &[&'a crate::store::DeploymentRecord],
+) -> Option<&'a crate::store::DeploymentRecord> {
+    let current = succeeded.first()?;
+    succeeded
+        .iter()
+        .find(|deployment| deployment.digest != current.digest)
+        .copied()
 }
 
 /// The deployment `wanted` names: its number first; a digest or commit prefix only

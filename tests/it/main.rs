@@ -15,6 +15,7 @@ mod lease;
 mod ownership;
 mod polling;
 mod proxy;
+mod prune;
 mod serve;
 mod tasks;
 mod transports;
