@@ -309,6 +309,11 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     let pulls: Vec<_> = futures_util::stream::iter(hosts.iter().map(|(name, docker)| {
         let credentials = credentials.as_ref();
         async move {
+            // An engine that has the image by this digest (the one that built and
+            // pushed it) has exactly it: asking the registry again only costs time.
+            if docker.inspect_image(&image.reference()).await.is_ok() {
+                return (name.clone(), Ok(()));
+            }
             let result =
                 registry::pull(docker, &image.repository, &image.digest, credentials).await;
             (name.clone(), result)
@@ -389,21 +394,28 @@ async fn prepare_proxies(
             let docker = &hosts[host];
             // Sites of pipelines this config does not know (another config sharing the
             // host) keep their ports.
-            if let Ok(Some(routes)) = proxy::read_routes(docker).await {
-                spec.ports
-                    .extend(routes.sites.iter().filter_map(|(key, site)| {
-                        let owner = key.split('/').next().unwrap_or_default();
-                        (!config.pipelines.contains_key(owner)).then_some(site.port)
-                    }));
-            }
+            let recorded = proxy::refresh(docker, host)
+                .await
+                .map_err(|error| error.to_string())?;
+            spec.ports
+                .extend(recorded.sites.iter().filter_map(|(key, site)| {
+                    let owner = key.split('/').next().unwrap_or_default();
+                    (!config.pipelines.contains_key(owner)).then_some(site.port)
+                }));
             let registry = ImageRepository::of_reference(&spec.image)
                 .map(|repository| repository.registry().to_string())
                 .unwrap_or_default();
             let credentials =
                 registry::credentials(config, &registry).map_err(|error| error.to_string())?;
-            proxy::ensure(docker, &spec, credentials.as_ref(), log)
+            let found = proxy::ensure(docker, &spec, credentials.as_ref(), log)
                 .await
                 .map_err(|error| error.to_string())?;
+            if found != proxy::Found::Running {
+                // A new container: its record is the one in the config volume.
+                proxy::refresh(docker, host)
+                    .await
+                    .map_err(|error| error.to_string())?;
+            }
             proxy::sync_sites(docker, config, pipeline, host)
                 .await
                 .map_err(|error| error.to_string())

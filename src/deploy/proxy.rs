@@ -116,15 +116,29 @@ pub enum Found {
     Outdated,
 }
 
-/// One lock per host: changes to one proxy's routes are made one at a time.
-static LOCKS: LazyLock<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
+/// Per host, gantry's record of the proxy's routes as this process last read or
+/// loaded it (`None`: read it from the proxy first), behind a lock, so changes to one
+/// proxy's routes are made one at a time and each does not read the record back.
+/// Every rollout reads it afresh (`refresh`), so another process's changes are seen.
+type HostRoutes = Arc<tokio::sync::Mutex<Option<Routes>>>;
+
+static HOSTS: LazyLock<std::sync::Mutex<HashMap<String, HostRoutes>>> =
     LazyLock::new(Default::default);
 
-fn host_lock(host: &str) -> Arc<tokio::sync::Mutex<()>> {
-    let mut locks = LOCKS
+fn host_routes(host: &str) -> HostRoutes {
+    let mut hosts = HOSTS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    locks.entry(host.to_string()).or_default().clone()
+    hosts.entry(host.to_string()).or_default().clone()
+}
+
+/// Reads the host's record from its proxy, for this process to change from now on.
+pub async fn refresh(docker: &Docker, host: &str) -> Result<Routes, DockerCallError> {
+    let state = host_routes(host);
+    let mut cached = state.lock().await;
+    let routes = read_routes(docker).await?.unwrap_or_default();
+    *cached = Some(routes.clone());
+    Ok(routes)
 }
 
 fn failure(action: impl Into<String>, reason: impl Into<String>) -> DockerCallError {
@@ -310,30 +324,41 @@ pub async fn change_routes(
     email: Option<&str>,
     change: impl FnOnce(&mut Routes),
 ) -> Result<Routes, DockerCallError> {
-    let lock = host_lock(host);
-    let _held = lock.lock().await;
-    let mut routes = read_routes(docker).await?.unwrap_or_default();
-    let before = routes.clone();
+    let state = host_routes(host);
+    let mut cached = state.lock().await;
+    let before = match cached.take() {
+        Some(routes) => routes,
+        None => read_routes(docker).await?.unwrap_or_default(),
+    };
+    let mut routes = before.clone();
     change(&mut routes);
     if routes == before {
+        *cached = Some(routes.clone());
         return Ok(routes);
     }
     let config = routes::render(&routes, email);
     upload(
         docker,
-        CADDY_FILE,
-        serde_json::to_vec_pretty(&config).unwrap_or_default(),
+        &[(CADDY_FILE, json(&config)), (ROUTES_FILE, json(&routes))],
     )
     .await?;
-    reload(docker, host).await?;
-    // Written once Caddy took the config, so the record never claims a route it lacks.
-    upload(
-        docker,
-        ROUTES_FILE,
-        serde_json::to_vec_pretty(&routes).unwrap_or_default(),
-    )
-    .await?;
+    if let Err(error) = reload(docker, host).await {
+        // Caddy kept its config: so does the record (left unknown if that fails too).
+        if upload(docker, &[(ROUTES_FILE, json(&before))])
+            .await
+            .is_ok()
+        {
+            *cached = Some(before);
+        }
+        return Err(error);
+    }
+    *cached = Some(routes.clone());
     Ok(routes)
+}
+
+fn json(value: &impl serde::Serialize) -> Vec<u8> {
+    // Plain structs and JSON values always serialise.
+    serde_json::to_vec_pretty(value).unwrap_or_default()
 }
 
 /// Brings the sites of a pipeline's proxied services on `host` in line with the
@@ -559,8 +584,8 @@ pub async fn read_routes(docker: &Docker) -> Result<Option<Routes>, DockerCallEr
         .map_err(|error| unreadable(error.to_string()))
 }
 
-/// Writes one file into the container's `FILES_DIR`.
-async fn upload(docker: &Docker, name: &str, contents: Vec<u8>) -> Result<(), DockerCallError> {
+/// Writes files into the container's `FILES_DIR`, in one archive.
+async fn upload(docker: &Docker, files: &[(&str, Vec<u8>)]) -> Result<(), DockerCallError> {
     let mut archive = tar::Builder::new(Vec::new());
     let append = |archive: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], dir: bool| {
         let mut header = tar::Header::new_gnu();
@@ -578,7 +603,9 @@ async fn upload(docker: &Docker, name: &str, contents: Vec<u8>) -> Result<(), Do
     let write_error =
         |error: std::io::Error| failure("writing the proxy's config", error.to_string());
     append(&mut archive, "gantry/", &[], true).map_err(write_error)?;
-    append(&mut archive, &format!("gantry/{name}"), &contents, false).map_err(write_error)?;
+    for (name, contents) in files {
+        append(&mut archive, &format!("gantry/{name}"), contents, false).map_err(write_error)?;
+    }
     let bytes = archive.into_inner().map_err(write_error)?;
     let options = UploadToContainerOptions {
         path: "/config".to_string(),

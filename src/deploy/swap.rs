@@ -427,12 +427,22 @@ async fn swap_instance<C: Containers>(
             spec.host,
             short_digest(&spec.digest)
         ));
-        containers.start(host, name).await?;
-        Ok::<_, DockerCallError>(id)
+        // Behind the proxy, its probe route opens while the container starts.
+        let (start, probe) = tokio::join!(
+            containers.start(host, name),
+            containers.open_probe(spec, &id, &service.health)
+        );
+        if let Err(error) = start {
+            if let Ok(Some(probe)) = &probe {
+                let _ = containers.close_probe(host, probe).await;
+            }
+            return Err(error);
+        }
+        Ok::<_, DockerCallError>((id, probe?))
     }
     .await;
     let outcome = match started {
-        Ok(id) => gate(containers, spec, service, &id, log)
+        Ok((id, probe)) => gate(containers, spec, service, &id, probe, log)
             .await
             .map(|healthy_after| (id, healthy_after))
             .map_err(|mut failure| {
@@ -497,13 +507,14 @@ async fn swap_instance<C: Containers>(
     }
 }
 
-/// Health-gates a started container and, behind the proxy, switches the instance's
-/// requests to it; a failed gate leaves the proxy on the old container.
+/// Health-gates a started container (through `probe`, its probe route, behind the
+/// proxy) and then switches the instance's requests to it; a failed gate leaves the proxy on the old container.
 async fn gate<C: Containers>(
     containers: &C,
     spec: &ContainerSpec,
     service: &Service,
     id: &str,
+    probe: Option<ProbeTarget>,
     log: Log<'_>,
 ) -> Result<Duration, InstanceFailure> {
     let (host, name) = (spec.host.as_str(), spec.instance.as_str());
@@ -513,10 +524,6 @@ async fn gate<C: Containers>(
         logs: Vec::new(),
         previous_digest: None,
     };
-    let probe = containers
-        .open_probe(spec, id, &service.health)
-        .await
-        .map_err(plain)?;
     let healthy = containers
         .wait_healthy(host, name, &service.health, probe.as_ref())
         .await;

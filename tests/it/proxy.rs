@@ -93,7 +93,7 @@ impl Load {
             "--rate",
             &format!("{per_second}/s"),
             "-w",
-            "|%{http_code}\n",
+            "|%{http_code} connects=%{num_connects} time=%{time_total} exit=%{exitcode} %{errormsg}\n",
         ]);
         if !keep_alive {
             command.args(["-H", "Connection: close"]);
@@ -103,7 +103,7 @@ impl Load {
         }
         let child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("curl runs");
         Load {
@@ -126,13 +126,21 @@ impl Load {
         if let Some(mut stdout) = self.child.stdout.take() {
             let _ = stdout.read_to_string(&mut output);
         }
+        let mut errors = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = stderr.read_to_string(&mut errors);
+        }
         let _ = self.child.wait();
         let mut seen = Seen::default();
         let mut body = String::new();
         for line in output.split_inclusive('\n') {
             match line.trim_end().strip_prefix('|') {
-                Some(code) if line.ends_with('\n') => {
+                Some(written) if line.ends_with('\n') => {
+                    let code = written.split_whitespace().next().unwrap_or_default();
                     let status = code.parse().unwrap_or(0);
+                    if status != 200 {
+                        eprintln!("  answer {}: {written}", seen.answers.len());
+                    }
                     seen.answers.push((status, body.trim().to_string()));
                     body.clear();
                 }
@@ -140,6 +148,10 @@ impl Load {
             }
         }
         eprintln!("{}: {} answers", self.what, seen.answers.len());
+        // What curl said of requests that failed.
+        for line in errors.lines().take(20) {
+            eprintln!("  curl: {line}");
+        }
         seen
     }
 }
