@@ -18,9 +18,14 @@ use super::yaml::{Node, NodeKind, Position};
 /// a fixed map in tests.
 pub type Environment<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// The largest file `${file:PATH}` reads.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
 /// Reads one file's tree, collecting diagnostics.
 pub struct Decoder<'a> {
     pub file: PathBuf,
+    /// The config directory: `${file:PATH}` and `env_file` are relative to it.
+    pub dir: PathBuf,
     pub diagnostics: &'a mut Vec<Diagnostic>,
     pub environment: Environment<'a>,
 }
@@ -334,7 +339,29 @@ impl Decoder<'_> {
             .collect()
     }
 
-    /// Fills in `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`.
+    /// The contents of a file named by `${file:PATH}` (relative to the config
+    /// directory), without its final line break: a secret mounted as a file.
+    fn secret_file(&self, file: &str) -> Result<String, String> {
+        if file.is_empty() {
+            return Err("names no file".to_string());
+        }
+        let path = self.dir.join(file);
+        let metadata = std::fs::metadata(&path).map_err(|error| error.to_string())?;
+        if !metadata.is_file() {
+            return Err("is not a regular file".to_string());
+        }
+        if metadata.len() > MAX_SECRET_FILE {
+            return Err(format!(
+                "is larger than {} KiB; a secret file holds one value",
+                MAX_SECRET_FILE / 1024
+            ));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|error| error.to_string())?;
+        let value = text.strip_suffix('\n').unwrap_or(&text);
+        Ok(value.strip_suffix('\r').unwrap_or(value).to_string())
+    }
+
+    /// Fills in `${VAR}`, `${VAR:-default}` and `${file:PATH}`; `$$` is a literal `$`.
     fn interpolate(&mut self, text: &str, position: Position, path: &str) -> Option<String> {
         if !text.contains('$') {
             return Some(text.to_string());
@@ -360,6 +387,17 @@ impl Decoder<'_> {
                 return None;
             };
             let expression = &body[..close];
+            if let Some(file) = expression.strip_prefix("file:") {
+                match self.secret_file(file) {
+                    Ok(value) => output.push_str(&value),
+                    Err(reason) => {
+                        self.error(position, format!("`{path}`: `${{file:{file}}}`: {reason}"));
+                        complete = false;
+                    }
+                }
+                rest = &body[close + 1..];
+                continue;
+            }
             let (name, default) = match expression.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
                 None => (expression, None),
@@ -424,6 +462,7 @@ mod tests {
         let mut diagnostics = Vec::new();
         let mut decoder = Decoder {
             file: PathBuf::from("f.yaml"),
+            dir: PathBuf::from("."),
             diagnostics: &mut diagnostics,
             environment: &environment,
         };

@@ -58,6 +58,7 @@ pub(super) fn read_global(
     };
     let mut decoder = Decoder {
         file: file.to_path_buf(),
+        dir: dir.to_path_buf(),
         diagnostics,
         environment,
     };

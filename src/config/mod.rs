@@ -6,6 +6,7 @@
 //! every tag template renders to a tag Docker accepts). This module reads files and
 //! the environment only: it does no network IO and never talks to Docker.
 
+mod container;
 mod decode;
 mod global;
 mod pipeline;
@@ -503,6 +504,8 @@ pub(super) fn is_container_name(name: &str) -> bool {
     is_simple_name(name) && name.len() <= 128
 }
 
+#[cfg(test)]
+mod container_tests;
 #[cfg(test)]
 mod tests;
 

@@ -22,6 +22,7 @@ pub(super) fn read_pipeline(
     let root = parse_file(&file, text, diagnostics)?;
     let mut decoder = Decoder {
         file: file.clone(),
+        dir: dir.to_path_buf(),
         diagnostics,
         environment,
     };

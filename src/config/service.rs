@@ -126,26 +126,24 @@ fn read_service(
     global: &Global,
 ) -> Option<ServiceWithRequires> {
     let path = decode::join_path("deploy.services", name);
-    let fields = decoder.mapping(
-        node,
-        &path,
-        &[
-            "requires",
-            "command",
-            "env",
-            "ports",
-            "volumes",
-            "restart",
-            "network",
-            "labels",
-            "memory",
-            "cpus",
-            "stop_timeout",
-            "health",
-            "proxy",
-            "instances",
-        ],
-    )?;
+    let mut known = vec![
+        "requires",
+        "command",
+        "env",
+        "ports",
+        "volumes",
+        "restart",
+        "network",
+        "labels",
+        "memory",
+        "cpus",
+        "stop_timeout",
+        "health",
+        "proxy",
+        "instances",
+    ];
+    known.extend(super::container::KEYS);
+    let fields = decoder.mapping(node, &path, &known)?;
     let requires_items = decoder.positioned_list(&fields, "requires");
     let requires_positions = requires_items
         .iter()
@@ -154,13 +152,7 @@ fn read_service(
     let command = fields
         .get("command")
         .map(|node| decoder.string_list(node, &fields.path("command")));
-    let mut ports = Vec::new();
-    for (text, position) in decoder.positioned_list(&fields, "ports") {
-        match parse_port(&text) {
-            Ok(port) => ports.push(port),
-            Err(message) => decoder.error(position, format!("`{path}.ports`: {message}")),
-        }
-    }
+    let ports = read_ports(decoder, &fields, &path);
     let volumes = fields
         .get("volumes")
         .map(|node| decoder.string_list(node, &fields.path("volumes")))
@@ -246,9 +238,11 @@ fn read_service(
                 } else {
                     instance_node.clone()
                 };
-                let Some(instance_fields) =
-                    decoder.mapping(&instance_node, &instance_path, &["host", "env"])
-                else {
+                let Some(instance_fields) = decoder.mapping(
+                    &instance_node,
+                    &instance_path,
+                    &["host", "env", "ports", "volumes"],
+                ) else {
                     continue;
                 };
                 let host = decoder
@@ -262,12 +256,19 @@ fn read_service(
                     &format!("{instance_path}.host"),
                 );
                 let env = decoder.string_map(&instance_fields, "env");
+                let instance_ports = read_ports(decoder, &instance_fields, &instance_path);
+                let instance_volumes = instance_fields
+                    .get("volumes")
+                    .map(|node| decoder.string_list(node, &instance_fields.path("volumes")))
+                    .unwrap_or_default();
                 instances.insert(
                     instance_name.to_string(),
                     Instance {
                         name: instance_name.to_string(),
                         host,
                         env,
+                        ports: instance_ports,
+                        volumes: instance_volumes,
                         position: key.position,
                     },
                 );
@@ -275,6 +276,11 @@ fn read_service(
         }
         None => decoder.missing(&fields, "instances"),
     }
+    let mut network = decoder.optional_string(&fields, "network");
+    let options = super::container::read_options(decoder, &fields, &path, &mut network);
+    // The env files' variables, then `env` over them.
+    let mut env = super::container::read_env_files(decoder, &fields, &path);
+    env.extend(decoder.string_map(&fields, "env"));
     let service = Service {
         name: name.to_string(),
         requires: requires_items
@@ -282,15 +288,16 @@ fn read_service(
             .map(|(required, _)| required)
             .collect(),
         command,
-        env: decoder.string_map(&fields, "env"),
+        env,
         ports,
         volumes,
         restart,
-        network: decoder.optional_string(&fields, "network"),
+        network,
         labels: decoder.string_map(&fields, "labels"),
         memory,
         cpus: decoder.optional_number(&fields, "cpus", "a number of CPUs like 0.5"),
         stop_timeout: decoder.optional_duration(&fields, "stop_timeout"),
+        options,
         health: health?,
         proxy,
         instances,
@@ -540,6 +547,18 @@ fn read_health(
             .optional_duration(&fields, "interval")
             .unwrap_or(DEFAULT_HEALTH_INTERVAL),
     })
+}
+
+/// The `ports` under `fields` (a service's or an instance's).
+fn read_ports(decoder: &mut Decoder, fields: &Fields, path: &str) -> Vec<PortMapping> {
+    let mut ports = Vec::new();
+    for (text, position) in decoder.positioned_list(fields, "ports") {
+        match parse_port(&text) {
+            Ok(port) => ports.push(port),
+            Err(message) => decoder.error(position, format!("`{path}.ports`: {message}")),
+        }
+    }
+    ports
 }
 
 /// Parses Docker's short port syntax: `8080`, `80:8080`, `127.0.0.1:80:8080`, `53:53/udp`.

@@ -4,7 +4,7 @@ use super::service::parse_port;
 use super::*;
 
 /// A pipeline that passes validation, for cases that change one thing.
-const GOOD_PIPELINE: &str = "\
+pub(super) const GOOD_PIPELINE: &str = "\
 source:
   repo: https://git.example.com/team/hello.git
   branch: main
@@ -17,7 +17,7 @@ image:
 ";
 
 /// Loads a config made of `files` and returns its diagnostics as printed.
-fn diagnostics(files: &[(&str, &str)]) -> Vec<String> {
+pub(super) fn diagnostics(files: &[(&str, &str)]) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
         let path = dir.path().join(name);
@@ -50,7 +50,7 @@ fn diagnostics(files: &[(&str, &str)]) -> Vec<String> {
     }
 }
 
-fn check(files: &[(&str, &str)], expected: &[&str]) {
+pub(super) fn check(files: &[(&str, &str)], expected: &[&str]) {
     assert_eq!(diagnostics(files), expected);
 }
 

@@ -260,13 +260,15 @@ pub struct Service {
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub stop_timeout: Option<Duration>,
+    /// The rest of what a container can be given (`config::container`).
+    pub options: ContainerOptions,
     pub health: Health,
     /// Reached through gantry's proxy on a fixed port, switched without a gap.
     pub proxy: Option<ServiceProxy>,
     pub instances: BTreeMap<String, Instance>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PortMapping {
     pub host_ip: Option<String>,
     /// `None` lets Docker choose a free host port.
@@ -300,11 +302,67 @@ pub enum HealthCheck {
     Docker,
 }
 
+/// Container settings beyond the common ones, each as Docker names it. Empty ones
+/// are left out of the spec hash, so adding a setting does not replace every container.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ContainerOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+    /// Networks besides the first (`network`), each with its aliases.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkAttachment>,
+    /// Aliases on the first network, besides the service's and the instance's names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// `host:ip` entries for /etc/hosts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// `/path[:options]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Logging {
+    pub driver: String,
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkAttachment {
+    pub name: String,
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ulimit {
+    pub soft: i64,
+    pub hard: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Instance {
     pub name: String,
     pub host: String,
     pub env: BTreeMap<String, String>,
+    /// Published besides the service's `ports`.
+    pub ports: Vec<PortMapping>,
+    /// Mounted besides the service's `volumes`.
+    pub volumes: Vec<String>,
     /// Where its name is written in the pipeline file, for messages that point at it.
     pub position: super::yaml::Position,
 }

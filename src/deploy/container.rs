@@ -11,7 +11,8 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig,
-    NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    HostConfigLogConfig, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
+    PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
@@ -22,7 +23,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{
-    ImageRepository, Instance, PREVIOUS_SUFFIX, Pipeline, PortMapping, Service, ServiceProxy,
+    ContainerOptions, ImageRepository, Instance, PREVIOUS_SUFFIX, Pipeline, PortMapping, Service,
+    ServiceProxy,
 };
 use crate::host::describe_error;
 
@@ -62,6 +64,7 @@ pub struct ContainerSpec {
     pub stop_timeout: Option<Duration>,
     /// Reached through the host's proxy.
     pub proxy: Option<ServiceProxy>,
+    pub options: ContainerOptions,
     /// Hash of everything above except the image digest and commit.
     pub spec_hash: String,
 }
@@ -82,6 +85,8 @@ struct HashedSpec<'a> {
     stop_timeout_ms: Option<u128>,
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy: &'a Option<ServiceProxy>,
+    #[serde(flatten)]
+    options: &'a ContainerOptions,
 }
 
 impl ContainerSpec {
@@ -105,8 +110,8 @@ impl ContainerSpec {
             commit: commit.map(str::to_string),
             command: service.command.clone(),
             env,
-            ports: service.ports.clone(),
-            volumes: service.volumes.clone(),
+            ports: [service.ports.as_slice(), instance.ports.as_slice()].concat(),
+            volumes: [service.volumes.as_slice(), instance.volumes.as_slice()].concat(),
             restart: service.restart.clone(),
             // A proxied container needs a network the proxy is on.
             network: service.network.clone().or_else(|| {
@@ -120,6 +125,7 @@ impl ContainerSpec {
             cpus: service.cpus,
             stop_timeout: service.stop_timeout,
             proxy: service.proxy.clone(),
+            options: service.options.clone(),
             spec_hash: String::new(),
         };
         spec.spec_hash = spec.hash();
@@ -140,10 +146,22 @@ impl ContainerSpec {
             cpus: self.cpus,
             stop_timeout_ms: self.stop_timeout.map(|timeout| timeout.as_millis()),
             proxy: &self.proxy,
+            options: &self.options,
         };
         // Serialising plain structs and BTreeMaps cannot fail.
         let json = serde_json::to_vec(&hashed).unwrap_or_default();
         hex::encode(&Sha256::digest(&json)[..8])
+    }
+
+    /// A container's aliases on one of its networks: the service's and the instance's
+    /// names (not on the proxy's network, which every pipeline shares), and `extra`.
+    fn aliases(&self, network: &str, extra: &[String]) -> Vec<String> {
+        let mut aliases = Vec::new();
+        if network != super::proxy::PROXY_NETWORK {
+            aliases.extend([self.service.clone(), self.instance.clone()]);
+        }
+        aliases.extend(extra.iter().cloned());
+        aliases
     }
 
     /// The old container must stop before the new one starts: they would want the same host port.
@@ -197,11 +215,7 @@ impl ContainerSpec {
                 endpoints_config: Some(HashMap::from([(
                     network.clone(),
                     EndpointSettings {
-                        // Other containers on the network reach the service and
-                        // the instance by name (not on the proxy's network, which
-                        // every pipeline shares).
-                        aliases: (network != super::proxy::PROXY_NETWORK)
-                            .then(|| vec![self.service.clone(), self.instance.clone()]),
+                        aliases: Some(self.aliases(network, &self.options.aliases)),
                         ..EndpointSettings::default()
                     },
                 )])),
@@ -220,7 +234,43 @@ impl ContainerSpec {
             stop_timeout: self
                 .stop_timeout
                 .map(|timeout| whole_seconds(timeout) as i64),
+            entrypoint: self.options.entrypoint.clone(),
+            user: self.options.user.clone(),
             host_config: Some(HostConfig {
+                log_config: self
+                    .options
+                    .logging
+                    .as_ref()
+                    .map(|logging| HostConfigLogConfig {
+                        typ: Some(logging.driver.clone()),
+                        config: Some(logging.options.clone().into_iter().collect()),
+                    }),
+                extra_hosts: non_empty(&self.options.extra_hosts),
+                ulimits: (!self.options.ulimits.is_empty()).then(|| {
+                    self.options
+                        .ulimits
+                        .iter()
+                        .map(|(name, limit)| ResourcesUlimits {
+                            name: Some(name.clone()),
+                            soft: Some(limit.soft),
+                            hard: Some(limit.hard),
+                        })
+                        .collect()
+                }),
+                readonly_rootfs: self.options.read_only.then_some(true),
+                tmpfs: (!self.options.tmpfs.is_empty()).then(|| {
+                    self.options
+                        .tmpfs
+                        .iter()
+                        .map(|mount| match mount.split_once(':') {
+                            Some((path, options)) => (path.to_string(), options.to_string()),
+                            None => (mount.clone(), String::new()),
+                        })
+                        .collect()
+                }),
+                cap_add: non_empty(&self.options.cap_add),
+                cap_drop: non_empty(&self.options.cap_drop),
+                init: self.options.init.then_some(true),
                 port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
                 binds: (!self.volumes.is_empty()).then(|| self.volumes.clone()),
                 restart_policy: Some(restart_policy),
@@ -233,6 +283,10 @@ impl ContainerSpec {
             ..ContainerCreateBody::default()
         }
     }
+}
+
+fn non_empty(list: &[String]) -> Option<Vec<String>> {
+    (!list.is_empty()).then(|| list.to_vec())
 }
 
 fn port_text(port: &PortMapping) -> String {
@@ -318,14 +372,32 @@ pub async fn inspect(
 
 /// Creates the spec's network on this host unless it exists (user-defined networks only).
 pub async fn ensure_network(docker: &Docker, spec: &ContainerSpec) -> Result<(), DockerCallError> {
-    let Some(network) = spec.network.as_ref().filter(|network| !is_builtin(network)) else {
-        return Ok(());
-    };
+    let networks = spec
+        .network
+        .iter()
+        .chain(
+            spec.options
+                .networks
+                .iter()
+                .map(|attachment| &attachment.name),
+        )
+        .filter(|network| !is_builtin(network));
+    for network in networks {
+        create_network(docker, spec, network).await?;
+    }
+    Ok(())
+}
+
+async fn create_network(
+    docker: &Docker,
+    spec: &ContainerSpec,
+    network: &str,
+) -> Result<(), DockerCallError> {
     match docker.inspect_network(network, None).await {
         Ok(_) => Ok(()),
         Err(error) if is_not_found(&error) => {
             let request = NetworkCreateRequest {
-                name: network.clone(),
+                name: network.to_string(),
                 driver: Some("bridge".to_string()),
                 labels: Some(HashMap::from([(
                     LABEL_PIPELINE.to_string(),
@@ -356,6 +428,26 @@ pub async fn create(docker: &Docker, spec: &ContainerSpec) -> Result<String, Doc
         .create_container(Some(options), spec.create_body())
         .await
         .map_err(failed(format!("creating container {}", spec.instance)))?;
+    // The engine takes one network at creation; the others join before it starts.
+    for attachment in &spec.options.networks {
+        let endpoint = EndpointSettings {
+            aliases: Some(spec.aliases(&attachment.name, &attachment.aliases)),
+            ..EndpointSettings::default()
+        };
+        docker
+            .connect_network(
+                &attachment.name,
+                NetworkConnectRequest {
+                    container: created.id.clone(),
+                    endpoint_config: Some(endpoint),
+                },
+            )
+            .await
+            .map_err(failed(format!(
+                "connecting {} to network {}",
+                spec.instance, attachment.name
+            )))?;
+    }
     Ok(created.id)
 }
 

@@ -188,6 +188,8 @@ pub async fn run_task(
             name: name.clone(),
             host: task.host.clone(),
             env: BTreeMap::new(),
+            ports: Vec::new(),
+            volumes: Vec::new(),
             position: Default::default(),
         },
         &image.repository,
