@@ -8,6 +8,28 @@ use gantry::cli::{self, Cli, EXIT_FAILED};
 /// How long blocking work left over at exit may take to finish.
 const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The Docker client's debug lines quote request bodies (container environments with
+/// their secrets, registry credentials): they never reach gantry's log, whatever
+/// `GANTRY_LOG` asks for.
+const DOCKER_CLIENT_LEVEL: &str = "bollard=info";
+
+/// `GANTRY_LOG` (or `default_level`), with the Docker client held at `DOCKER_CLIENT_LEVEL`.
+fn log_filter(default_level: &str) -> tracing_subscriber::EnvFilter {
+    let asked = std::env::var("GANTRY_LOG").unwrap_or_default();
+    let mut directives: Vec<&str> = asked
+        .split(',')
+        .map(str::trim)
+        .filter(|directive| !directive.is_empty() && !directive.starts_with("bollard"))
+        .collect();
+    if directives.is_empty() {
+        directives.push(default_level);
+    }
+    directives.push(DOCKER_CLIENT_LEVEL);
+    tracing_subscriber::EnvFilter::try_new(directives.join(",")).unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_level},{DOCKER_CLIENT_LEVEL}"))
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon tells what it does; one-shot commands speak through their progress.
@@ -17,10 +39,7 @@ fn main() -> ExitCode {
         "warn"
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
+        .with_env_filter(log_filter(default_level))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

@@ -5,6 +5,7 @@
 mod bounds;
 mod build;
 mod common;
+mod container_spec;
 mod dashboard;
 mod deploy;
 mod full_disk;
