@@ -141,6 +141,8 @@ fn read_service(
         "health",
         "proxy",
         "instances",
+        "image",
+        "accessory",
     ];
     known.extend(super::container::KEYS);
     let fields = decoder.mapping(node, &path, &known)?;
@@ -281,8 +283,10 @@ fn read_service(
     // The env files' variables, then `env` over them.
     let mut env = super::container::read_env_files(decoder, &fields, &path);
     env.extend(decoder.string_map(&fields, "env"));
+    let accessory = read_accessory(decoder, &fields, &path);
     let service = Service {
         name: name.to_string(),
+        accessory,
         requires: requires_items
             .into_iter()
             .map(|(required, _)| required)
@@ -303,6 +307,42 @@ fn read_service(
         instances,
     };
     Some((service, requires_positions))
+}
+
+/// The image of an accessory (`accessory: true` with its own `image:`, not built by
+/// the pipeline), checked as a reference.
+fn read_accessory(decoder: &mut Decoder, fields: &Fields, path: &str) -> Option<String> {
+    let accessory = decoder.optional_bool(fields, "accessory").unwrap_or(false);
+    let image = decoder.optional_string(fields, "image");
+    match (accessory, image) {
+        (true, Some(image)) => match ImageRepository::of_reference(&image) {
+            Ok(_) => Some(image),
+            Err(message) => {
+                decoder.error(
+                    fields.key_position("image"),
+                    format!("`{path}.image`: {message}"),
+                );
+                None
+            }
+        },
+        (true, None) => {
+            decoder.error(
+                fields.key_position("accessory"),
+                format!("`{path}` is an accessory: name its image (`image: postgres:16`)"),
+            );
+            None
+        }
+        (false, Some(_)) => {
+            decoder.error(
+                fields.key_position("image"),
+                format!(
+                    "`{path}.image`: a service runs the pipeline's image; one with an image of its own is an accessory (`accessory: true`)"
+                ),
+            );
+            None
+        }
+        (false, None) => None,
+    }
 }
 
 /// A service's `proxy:`; the health check, when known, gives the default container port.

@@ -248,6 +248,9 @@ pub enum OnFailure {
 #[derive(Debug, Clone)]
 pub struct Service {
     pub name: String,
+    /// An accessory's image reference (`postgres:16`): not built by the pipeline, started
+    /// once and replaced only when this or its spec changes, never rolled back.
+    pub accessory: Option<String>,
     pub requires: Vec<String>,
     pub command: Option<Vec<String>>,
     pub env: BTreeMap<String, String>,

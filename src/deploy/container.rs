@@ -65,6 +65,8 @@ pub struct ContainerSpec {
     /// Reached through the host's proxy.
     pub proxy: Option<ServiceProxy>,
     pub options: ContainerOptions,
+    /// An accessory's image reference, run as written (`digest` holds it too).
+    pub accessory: Option<String>,
     /// Hash of everything above except the image digest and commit.
     pub spec_hash: String,
 }
@@ -87,6 +89,8 @@ struct HashedSpec<'a> {
     proxy: &'a Option<ServiceProxy>,
     #[serde(flatten)]
     options: &'a ContainerOptions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accessory: &'a Option<String>,
 }
 
 impl ContainerSpec {
@@ -100,6 +104,15 @@ impl ContainerSpec {
     ) -> ContainerSpec {
         let mut env = service.env.clone();
         env.extend(instance.env.clone());
+        // An accessory runs its own image, by the reference written, whatever is deployed.
+        let (repository, digest, commit) = match &service.accessory {
+            Some(reference) => (
+                &ImageRepository::of_reference(reference).unwrap_or_else(|_| repository.clone()),
+                reference.as_str(),
+                None,
+            ),
+            None => (repository, digest, commit),
+        };
         let mut spec = ContainerSpec {
             pipeline: pipeline.name.clone(),
             service: service.name.clone(),
@@ -126,6 +139,7 @@ impl ContainerSpec {
             stop_timeout: service.stop_timeout,
             proxy: service.proxy.clone(),
             options: service.options.clone(),
+            accessory: service.accessory.clone(),
             spec_hash: String::new(),
         };
         spec.spec_hash = spec.hash();
@@ -147,6 +161,7 @@ impl ContainerSpec {
             stop_timeout_ms: self.stop_timeout.map(|timeout| timeout.as_millis()),
             proxy: &self.proxy,
             options: &self.options,
+            accessory: &self.accessory,
         };
         // Serialising plain structs and BTreeMaps cannot fail.
         let json = serde_json::to_vec(&hashed).unwrap_or_default();
@@ -170,7 +185,10 @@ impl ContainerSpec {
     }
 
     pub fn image(&self) -> String {
-        self.repository.with_digest(&self.digest)
+        match &self.accessory {
+            Some(reference) => reference.clone(),
+            None => self.repository.with_digest(&self.digest),
+        }
     }
 
     fn all_labels(&self) -> HashMap<String, String> {
@@ -178,7 +196,12 @@ impl ContainerSpec {
         labels.insert(LABEL_PIPELINE.to_string(), self.pipeline.clone());
         labels.insert(LABEL_SERVICE.to_string(), self.service.clone());
         labels.insert(LABEL_INSTANCE.to_string(), self.instance.clone());
-        labels.insert(LABEL_IMAGE.to_string(), self.repository.to_string());
+        labels.insert(
+            LABEL_IMAGE.to_string(),
+            self.accessory
+                .clone()
+                .unwrap_or_else(|| self.repository.to_string()),
+        );
         labels.insert(LABEL_DIGEST.to_string(), self.digest.clone());
         labels.insert(
             LABEL_COMMIT.to_string(),

@@ -297,26 +297,30 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         return untouched(Phase::Check, Some(host), Some(instance), message);
     }
     let image = request.image;
-    let credentials = match registry::credentials(request.config, image.repository.registry()) {
-        Ok(credentials) => credentials,
-        Err(error) => return untouched(Phase::Pull, None, None, error.to_string()),
+    let jobs = match pull_jobs(request.config, image, &hosts, &targets) {
+        Ok(jobs) => jobs,
+        Err(error) => return untouched(Phase::Pull, None, None, error),
     };
-    log(&format!(
-        "pulling {} on {}",
-        image.reference(),
-        hosts.keys().cloned().collect::<Vec<_>>().join(", ")
-    ));
-    let pulls: Vec<_> = futures_util::stream::iter(hosts.iter().map(|(name, docker)| {
-        let credentials = credentials.as_ref();
+    for (reference, on) in describe_pulls(&jobs) {
+        log(&format!("pulling {reference} on {on}"));
+    }
+    let pulls: Vec<_> = futures_util::stream::iter(jobs.iter().map(|job| {
+        let docker = &hosts[&job.host];
         async move {
-            // An engine that has the image by this digest (the one that built and
-            // pushed it) has exactly it: asking the registry again only costs time.
-            if docker.inspect_image(&image.reference()).await.is_ok() {
-                return (name.clone(), Ok(()));
+            // An engine that has the image under this reference has what it names
+            // (by digest: exactly it; an accessory's tag: the copy it runs until its
+            // reference changes), so the registry is not asked again.
+            if docker.inspect_image(&job.reference).await.is_ok() {
+                return (job.host.clone(), Ok(()));
             }
-            let result =
-                registry::pull(docker, &image.repository, &image.digest, credentials).await;
-            (name.clone(), result)
+            let result = registry::pull_reference(
+                docker,
+                &job.reference,
+                &job.repository,
+                job.credentials.as_ref(),
+            )
+            .await;
+            (job.host.clone(), result)
         }
     }))
     .buffer_unordered(MAX_PARALLEL_HOSTS)
@@ -370,6 +374,71 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         rolled_out.failure = Some(failure);
     }
     rolled_out
+}
+
+/// One image to have on one host before any container is touched.
+struct PullJob {
+    host: String,
+    reference: String,
+    repository: ImageRepository,
+    credentials: Option<registry::Credentials>,
+}
+
+/// The deployed image on every host but those that run only accessories, and each
+/// accessory's image on its host.
+fn pull_jobs(
+    config: &Config,
+    image: &DeployImage,
+    hosts: &BTreeMap<String, Docker>,
+    targets: &[Target<'_>],
+) -> Result<Vec<PullJob>, String> {
+    let credentials = |repository: &ImageRepository| {
+        registry::credentials(config, repository.registry()).map_err(|error| error.to_string())
+    };
+    let app_credentials = credentials(&image.repository)?;
+    let mut jobs = Vec::new();
+    for host in hosts.keys() {
+        let here: Vec<&Target<'_>> = targets
+            .iter()
+            .filter(|target| &target.instance.host == host)
+            .collect();
+        if here.is_empty() || here.iter().any(|target| target.service.accessory.is_none()) {
+            jobs.push(PullJob {
+                host: host.clone(),
+                reference: image.reference(),
+                repository: image.repository.clone(),
+                credentials: app_credentials.clone(),
+            });
+        }
+        let mut accessories: Vec<&str> = here
+            .iter()
+            .filter_map(|target| target.service.accessory.as_deref())
+            .collect();
+        accessories.sort();
+        accessories.dedup();
+        for reference in accessories {
+            let repository = ImageRepository::of_reference(reference)?;
+            jobs.push(PullJob {
+                host: host.clone(),
+                reference: reference.to_string(),
+                credentials: credentials(&repository)?,
+                repository,
+            });
+        }
+    }
+    Ok(jobs)
+}
+
+/// Each image pulled, with the hosts it is pulled on.
+fn describe_pulls(jobs: &[PullJob]) -> BTreeMap<&str, String> {
+    let mut hosts: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for job in jobs {
+        hosts.entry(&job.reference).or_default().push(&job.host);
+    }
+    hosts
+        .into_iter()
+        .map(|(reference, on)| (reference, on.join(", ")))
+        .collect()
 }
 
 /// Makes the proxy right on every host where a target is proxied (all hosts at once);

@@ -373,8 +373,9 @@ async fn swap_instance<C: Containers>(
     let previous_digest = current
         .as_ref()
         .and_then(|existing| existing.digest.clone());
+    // `--force` replaces the pipeline's containers, never an accessory's.
     if let Some(existing) = &current
-        && !force
+        && (!force || spec.accessory.is_some())
         && existing.running
         && existing.digest.as_deref() == Some(spec.digest.as_str())
         && existing.spec_hash.as_deref() == Some(spec.spec_hash.as_str())

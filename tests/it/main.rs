@@ -2,6 +2,7 @@
 //! registries and git repositories that `scripts/test-env.sh` starts.
 //! Docker tests never skip: without an engine they fail.
 
+mod accessories;
 mod bounds;
 mod build;
 mod common;
