@@ -141,7 +141,7 @@ fn every_container_setting_reaches_the_engine_and_secrets_reach_only_the_contain
                     "inspect",
                     "--format",
                     "{{json .Config.Labels}}",
-                    &container["Image"].as_str().unwrap().to_string()
+                    container["Image"].as_str().unwrap()
                 ])
             ),
         ),
