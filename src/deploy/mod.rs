@@ -297,7 +297,8 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         return untouched(Phase::Check, Some(host), Some(instance), message);
     }
     let image = request.image;
-    let credentials = match registry::credentials(request.config, image.repository.registry()) {
+    let credentials = match registry::credentials(request.config, image.repository.registry()).await
+    {
         Ok(credentials) => credentials,
         Err(error) => return untouched(Phase::Pull, None, None, error.to_string()),
     };
@@ -405,8 +406,9 @@ async fn prepare_proxies(
             let registry = ImageRepository::of_reference(&spec.image)
                 .map(|repository| repository.registry().to_string())
                 .unwrap_or_default();
-            let credentials =
-                registry::credentials(config, &registry).map_err(|error| error.to_string())?;
+            let credentials = registry::credentials(config, &registry)
+                .await
+                .map_err(|error| error.to_string())?;
             let found = proxy::ensure(docker, &spec, credentials.as_ref(), log)
                 .await
                 .map_err(|error| error.to_string())?;
