@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::config::{Config, ImageRepository};
 use crate::host::describe_error;
 
-pub use credentials::{Credentials, HELPER_TIMEOUT, credentials};
+pub use credentials::{Credentials, credentials};
 
 /// How long a manifest request to a registry may take.
 pub const REGISTRY_TIMEOUT: Duration = Duration::from_secs(15);
