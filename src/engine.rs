@@ -376,7 +376,8 @@ async fn build_run(
     let pushed = run
         .stage(Stage::Push, async |progress: &mut dyn Progress| {
             let credentials = registry::credentials(config, repository.registry())
-                .map_err(|error| Failure::new(Stage::Push, error.to_string()))?;
+                .await
+                .map_err(registry_failure)?;
             let mut digest: Option<String> = None;
             for tag in &tags {
                 let mut on_line = |line: &str| progress.line(line);

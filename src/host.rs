@@ -128,7 +128,14 @@ pub async fn connect(host: &Host) -> Result<Connection, HostError> {
     let (client, version) = match tokio::time::timeout(host.timeout, handshake).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) if !matches!(error, bollard::errors::Error::RequestTimeoutError) => {
-            return Err(unreachable(describe_error(&error)));
+            let mut reason = describe_error(&error);
+            if matches!(host.docker, DockerEndpoint::Tcp(_))
+                && host.tls.is_none()
+                && looks_like_a_tls_port(&reason)
+            {
+                reason.push_str(TLS_HINT);
+            }
+            return Err(unreachable(reason));
         }
         // bollard's own timeout and ours are the same length; either one means no answer.
         Ok(Err(_)) | Err(_) => {
@@ -145,6 +152,18 @@ pub async fn connect(host: &Host) -> Result<Connection, HostError> {
         engine_version: version.version.unwrap_or_default(),
         api_version: version.api_version.unwrap_or_default(),
     })
+}
+
+/// Said when plain HTTP to a `tcp://` host fails as it does on an engine's TLS port.
+const TLS_HINT: &str = " (hint: if the engine listens with TLS, give the host \
+    `tls: { ca, cert, key }`, or for `local` set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH)";
+
+/// Whether a failed plain-HTTP handshake reads as a TLS listener's answer: Go's TLS
+/// server answers plain HTTP with a 400 naming HTTPS, or (asking for a client
+/// certificate) drops the connection.
+fn looks_like_a_tls_port(reason: &str) -> bool {
+    let lower = reason.to_ascii_lowercase();
+    lower.contains("reset by peer") || lower.contains("https server")
 }
 
 /// Reaches a host and reports what answered, or why nothing did.

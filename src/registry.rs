@@ -1,24 +1,28 @@
 //! Registries: credentials, pushing tags through the engine, and confirming with the
 //! registry itself which digest it now serves for each tag.
 //!
-//! Credentials come from gantry.yaml first, then from the Docker client's
-//! `config.json` (`$DOCKER_CONFIG` or `~/.docker`). The engine does the push; the
-//! registry's HTTP API is asked afterwards, so the digest gantry reports is the one
-//! a host will pull. Secrets are kept in `SecretString` and never printed.
+//! Credentials come from gantry.yaml first, then from the Docker client's config
+//! (`registry::credentials`). The engine does the push; the registry's HTTP API is
+//! asked afterwards, so the digest gantry reports is the one a host will pull. Secrets
+//! are kept in `SecretString` and never printed.
+
+mod challenge;
+mod credentials;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{CreateImageOptions, PushImageOptions};
 use futures_util::StreamExt;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use crate::config::{Config, ImageRepository};
 use crate::host::describe_error;
+
+pub use credentials::{Credentials, credentials};
 
 /// How long a manifest request to a registry may take.
 pub const REGISTRY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -68,6 +72,15 @@ pub enum RegistryError {
     },
     #[error("cannot read Docker credentials from {path}: {reason}")]
     DockerConfig { path: PathBuf, reason: String },
+    #[error("registry {registry}: credential helper `{helper}` (from {path}) {reason}")]
+    CredentialHelper {
+        registry: String,
+        /// The program, `docker-credential-NAME`.
+        helper: String,
+        /// The Docker client config that names it.
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 fn hint(kind: RefusalKind) -> &'static str {
@@ -80,85 +93,6 @@ fn hint(kind: RefusalKind) -> &'static str {
         }
         RefusalKind::Other => "",
     }
-}
-
-/// A username and password for one registry.
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    pub username: String,
-    pub password: SecretString,
-}
-
-/// The credentials for a registry host: gantry.yaml first, then Docker's config.json.
-pub fn credentials(config: &Config, registry: &str) -> Result<Option<Credentials>, RegistryError> {
-    let entry = config.registry(registry);
-    if let (Some(username), Some(password)) = (entry.username, entry.password) {
-        return Ok(Some(Credentials { username, password }));
-    }
-    docker_config_credentials(registry)
-}
-
-/// Reads `auths` of the Docker client's config.json; credential helpers are not consulted.
-fn docker_config_credentials(registry: &str) -> Result<Option<Credentials>, RegistryError> {
-    let Some(directory) = std::env::var_os("DOCKER_CONFIG")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker")))
-    else {
-        return Ok(None);
-    };
-    let path = directory.join("config.json");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => {
-            return Err(RegistryError::DockerConfig {
-                path,
-                reason: error.to_string(),
-            });
-        }
-    };
-    let parsed: serde_json::Value =
-        serde_json::from_str(&text).map_err(|error| RegistryError::DockerConfig {
-            path: path.clone(),
-            reason: error.to_string(),
-        })?;
-    // Docker Hub is stored under its legacy index URL.
-    let keys: Vec<String> = if registry == crate::config::DEFAULT_REGISTRY {
-        vec![
-            "https://index.docker.io/v1/".to_string(),
-            registry.to_string(),
-        ]
-    } else {
-        vec![
-            registry.to_string(),
-            format!("https://{registry}"),
-            format!("http://{registry}"),
-        ]
-    };
-    let Some(auth) = keys
-        .iter()
-        .find_map(|key| parsed.get("auths")?.get(key)?.get("auth")?.as_str())
-    else {
-        return Ok(None);
-    };
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(auth)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| RegistryError::DockerConfig {
-            path: path.clone(),
-            reason: format!("the `auth` entry for {registry} is not base64 of user:password"),
-        })?;
-    let Some((username, password)) = decoded.split_once(':') else {
-        return Err(RegistryError::DockerConfig {
-            path,
-            reason: format!("the `auth` entry for {registry} is not user:password"),
-        });
-    };
-    Ok(Some(Credentials {
-        username: username.to_string(),
-        password: SecretString::from(password.to_string()),
-    }))
 }
 
 /// Pushes one tag through the engine; returns the digest the engine reported.
@@ -210,13 +144,23 @@ pub async fn push(
     Ok(digest)
 }
 
-/// The credentials as the engine takes them for `repository`'s registry.
+/// The credentials as the engine takes them (its `X-Registry-Auth` header) for
+/// `repository`'s registry. The engine trades an identity token at the registry's token
+/// service itself.
 fn for_engine(credentials: &Credentials, repository: &ImageRepository) -> DockerCredentials {
-    DockerCredentials {
-        username: Some(credentials.username.clone()),
-        password: Some(credentials.password.expose_secret().to_string()),
-        serveraddress: Some(repository.registry().to_string()),
-        ..DockerCredentials::default()
+    let serveraddress = Some(repository.registry().to_string());
+    match credentials {
+        Credentials::Password { username, password } => DockerCredentials {
+            username: Some(username.clone()),
+            password: Some(password.expose_secret().to_string()),
+            serveraddress,
+            ..DockerCredentials::default()
+        },
+        Credentials::IdentityToken { token } => DockerCredentials {
+            identitytoken: Some(token.expose_secret().to_string()),
+            serveraddress,
+            ..DockerCredentials::default()
+        },
     }
 }
 
@@ -347,14 +291,9 @@ pub async fn manifest_digest(
                 "the registry wants credentials and none are configured".to_string(),
             ));
         };
-        let authorization = if challenge.to_ascii_lowercase().starts_with("bearer") {
-            let token = bearer_token(client, &challenge, credentials)
-                .await
-                .map_err(|reason| failure(RefusalKind::Auth, reason))?;
-            format!("Bearer {token}")
-        } else {
-            basic_authorization(credentials)
-        };
+        let authorization = challenge::authorization(client, &challenge, credentials)
+            .await
+            .map_err(|reason| failure(RefusalKind::Auth, reason))?;
         response = request(Some(authorization)).await.map_err(unreachable)?;
     }
     let status = response.status();
@@ -382,62 +321,6 @@ pub async fn manifest_digest(
                 "the registry sent no Docker-Content-Digest".to_string(),
             )
         })
-}
-
-fn basic_authorization(credentials: &Credentials) -> String {
-    let pair = format!(
-        "{}:{}",
-        credentials.username,
-        credentials.password.expose_secret()
-    );
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(pair)
-    )
-}
-
-/// The token flow of `WWW-Authenticate: Bearer realm=...,service=...,scope=...`.
-async fn bearer_token(
-    client: &reqwest::Client,
-    challenge: &str,
-    credentials: &Credentials,
-) -> Result<String, String> {
-    let parameters: Vec<(String, String)> = challenge
-        .split_once(' ')
-        .map(|(_, rest)| rest)
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|pair| {
-            let (key, value) = pair.trim().split_once('=')?;
-            Some((key.to_string(), value.trim_matches('"').to_string()))
-        })
-        .collect();
-    let realm = parameters
-        .iter()
-        .find(|(key, _)| key == "realm")
-        .map(|(_, value)| value.clone())
-        .ok_or("the registry's Bearer challenge names no realm")?;
-    let query: Vec<&(String, String)> = parameters
-        .iter()
-        .filter(|(key, _)| key != "realm")
-        .collect();
-    let response = client
-        .get(&realm)
-        .timeout(REGISTRY_TIMEOUT)
-        .query(&query)
-        .header("Authorization", basic_authorization(credentials))
-        .send()
-        .await
-        .map_err(|error| error_chain(&error))?;
-    if !response.status().is_success() {
-        return Err(format!("the token service answered {}", response.status()));
-    }
-    let body: serde_json::Value = response.json().await.map_err(|error| error_chain(&error))?;
-    body.get("token")
-        .or_else(|| body.get("access_token"))
-        .and_then(|token| token.as_str())
-        .map(str::to_string)
-        .ok_or_else(|| "the token service sent no token".to_string())
 }
 
 /// An HTTP error with its causes, since reqwest's own text hides the interesting part.

@@ -251,16 +251,33 @@ pub fn state_dir_of(dir: &Path) -> PathBuf {
     default
 }
 
-/// The `local` host: `DOCKER_HOST` when set, else the default socket.
+/// The `local` host, as the Docker CLI finds its engine: `DOCKER_HOST` when set, else
+/// the default socket. A `tcp://` `DOCKER_HOST` with `DOCKER_TLS_VERIFY` set (to
+/// anything, as for the CLI) takes `ca.pem`, `cert.pem` and `key.pem` from
+/// `DOCKER_CERT_PATH`, default `~/.docker`, as a host's `tls:` would.
 fn local_host(environment: Environment) -> Host {
-    let docker = environment("DOCKER_HOST")
+    let set = |name: &str| environment(name).filter(|value| !value.is_empty());
+    let docker = set("DOCKER_HOST")
         .and_then(|url| parse_docker_url(&url).ok())
         .unwrap_or_else(|| DockerEndpoint::Unix(PathBuf::from("/var/run/docker.sock")));
+    let tls = match &docker {
+        DockerEndpoint::Tcp(_) if set("DOCKER_TLS_VERIFY").is_some() => {
+            let directory = set("DOCKER_CERT_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(set("HOME").unwrap_or_default()).join(".docker"));
+            Some(TlsFiles {
+                ca: directory.join("ca.pem"),
+                cert: directory.join("cert.pem"),
+                key: directory.join("key.pem"),
+            })
+        }
+        _ => None,
+    };
     Host {
         name: LOCAL_HOST.to_string(),
         address: default_address(&docker),
         docker,
-        tls: None,
+        tls,
         timeout: DEFAULT_HOST_TIMEOUT,
         ssh_key: None,
     }
@@ -436,4 +453,72 @@ fn read_notification(decoder: &mut Decoder, name: &str, node: &yaml::Node) -> Op
         on,
         pipelines,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `local` host's endpoint and TLS files for this environment.
+    fn check(variables: &[(&str, &str)], expected_docker: &str, expected_tls: Option<&str>) {
+        let environment = |name: &str| {
+            variables
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        };
+        let host = local_host(&environment);
+        assert_eq!(host.docker.to_string(), expected_docker, "{variables:?}");
+        let tls = host.tls.map(|tls| {
+            let directory = tls.ca.parent().unwrap().to_path_buf();
+            assert_eq!(tls.cert, directory.join("cert.pem"));
+            assert_eq!(tls.key, directory.join("key.pem"));
+            assert_eq!(tls.ca.file_name().unwrap(), "ca.pem");
+            directory.display().to_string()
+        });
+        assert_eq!(tls.as_deref(), expected_tls, "{variables:?}");
+    }
+
+    #[test]
+    fn the_local_host_follows_the_docker_cli_environment() {
+        check(&[], "unix:///var/run/docker.sock", None);
+        check(
+            &[("DOCKER_HOST", "unix:///run/user/1000/docker.sock")],
+            "unix:///run/user/1000/docker.sock",
+            None,
+        );
+        check(
+            &[("DOCKER_HOST", "tcp://10.0.0.5:2375")],
+            "tcp://10.0.0.5:2375",
+            None,
+        );
+        let tls = [
+            ("DOCKER_HOST", "tcp://10.0.0.5:2376"),
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("DOCKER_CERT_PATH", "/etc/docker-certs"),
+            ("HOME", "/home/ci"),
+        ];
+        check(&tls, "tcp://10.0.0.5:2376", Some("/etc/docker-certs"));
+        // Without DOCKER_CERT_PATH (or with it empty), ~/.docker as for the CLI.
+        check(
+            &[tls[0], tls[1], ("DOCKER_CERT_PATH", ""), tls[3]],
+            "tcp://10.0.0.5:2376",
+            Some("/home/ci/.docker"),
+        );
+        // An empty DOCKER_TLS_VERIFY is unset, as for the CLI; a unix socket takes no TLS.
+        check(
+            &[tls[0], ("DOCKER_TLS_VERIFY", ""), tls[2]],
+            "tcp://10.0.0.5:2376",
+            None,
+        );
+        check(
+            &[
+                ("DOCKER_HOST", "unix:///var/run/docker.sock"),
+                tls[1],
+                tls[2],
+            ],
+            "unix:///var/run/docker.sock",
+            None,
+        );
+    }
 }

@@ -297,7 +297,7 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         return untouched(Phase::Check, Some(host), Some(instance), message);
     }
     let image = request.image;
-    let jobs = match pull_jobs(request.config, image, &hosts, &targets) {
+    let jobs = match pull_jobs(request.config, image, &hosts, &targets).await {
         Ok(jobs) => jobs,
         Err(error) => return untouched(Phase::Pull, None, None, error),
     };
@@ -386,16 +386,18 @@ struct PullJob {
 
 /// The deployed image on every host but those that run only accessories, and each
 /// accessory's image on its host.
-fn pull_jobs(
+async fn pull_jobs(
     config: &Config,
     image: &DeployImage,
     hosts: &BTreeMap<String, Docker>,
     targets: &[Target<'_>],
 ) -> Result<Vec<PullJob>, String> {
-    let credentials = |repository: &ImageRepository| {
-        registry::credentials(config, repository.registry()).map_err(|error| error.to_string())
+    let credentials = async |repository: &ImageRepository| {
+        registry::credentials(config, repository.registry())
+            .await
+            .map_err(|error| error.to_string())
     };
-    let app_credentials = credentials(&image.repository)?;
+    let app_credentials = credentials(&image.repository).await?;
     let mut jobs = Vec::new();
     for host in hosts.keys() {
         let here: Vec<&Target<'_>> = targets
@@ -421,7 +423,7 @@ fn pull_jobs(
             jobs.push(PullJob {
                 host: host.clone(),
                 reference: reference.to_string(),
-                credentials: credentials(&repository)?,
+                credentials: credentials(&repository).await?,
                 repository,
             });
         }
@@ -474,8 +476,9 @@ async fn prepare_proxies(
             let registry = ImageRepository::of_reference(&spec.image)
                 .map(|repository| repository.registry().to_string())
                 .unwrap_or_default();
-            let credentials =
-                registry::credentials(config, &registry).map_err(|error| error.to_string())?;
+            let credentials = registry::credentials(config, &registry)
+                .await
+                .map_err(|error| error.to_string())?;
             let found = proxy::ensure(docker, &spec, credentials.as_ref(), log)
                 .await
                 .map_err(|error| error.to_string())?;

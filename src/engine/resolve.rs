@@ -59,6 +59,7 @@ pub(super) async fn resolve_image(
         (Some(digest), _) => digest.to_string(),
         (None, Some(tag)) => {
             let credentials = registry::credentials(config, repository.registry())
+                .await
                 .map_err(|error| fail(error.to_string()))?;
             registry::manifest_digest(config, &repository, tag, credentials.as_ref())
                 .await

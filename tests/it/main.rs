@@ -18,6 +18,7 @@ mod ownership;
 mod polling;
 mod proxy;
 mod prune;
+mod registries;
 mod serve;
 mod tasks;
 mod transports;

@@ -89,6 +89,7 @@ async fn prepare_by_hand(
             task.host
         ));
         let credentials = registry::credentials(config, image.repository.registry())
+            .await
             .map_err(|error| error.to_string())?;
         registry::pull(
             docker,
