@@ -151,12 +151,28 @@ pub(super) fn read_global(
             .optional_bool(&server, "public_read")
             .unwrap_or(false);
     }
+    let mut local_defined = false;
     if let Some(hosts_node) = fields.get("hosts") {
         for (name, key, node) in decoder.entries(hosts_node, "hosts").unwrap_or_default() {
+            local_defined |= name == LOCAL_HOST;
             if let Some(host) = read_host(&mut decoder, dir, name, key.position, node) {
                 global.hosts.insert(name.to_string(), host);
             }
         }
+    }
+    // `local` comes from DOCKER_HOST unless the file defines it: a value gantry cannot
+    // read must not quietly mean the engine on /var/run/docker.sock.
+    if !local_defined
+        && let Some(url) = environment("DOCKER_HOST").filter(|url| !url.is_empty())
+        && let Err(reason) = parse_docker_url(&url)
+    {
+        decoder.error(
+            fields.position(),
+            format!(
+                "the environment's DOCKER_HOST `{}` is not a Docker URL ({reason}); fix it, or define `hosts.local` here",
+                redact_urls(&url)
+            ),
+        );
     }
     if let Some(notifications_node) = fields.get("notifications") {
         for (name, _, node) in decoder
@@ -520,5 +536,46 @@ mod tests {
             "unix:///var/run/docker.sock",
             None,
         );
+    }
+}
+
+#[cfg(test)]
+mod docker_host_tests {
+    use super::super::Config;
+
+    /// The messages of loading a config dir with `gantry_yaml` and this DOCKER_HOST.
+    fn load(gantry_yaml: &str, docker_host: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gantry.yaml"), gantry_yaml).unwrap();
+        let environment = |name: &str| (name == "DOCKER_HOST").then(|| docker_host.to_string());
+        match Config::load_with(dir.path(), &environment) {
+            Ok(_) => Vec::new(),
+            Err(super::super::ConfigError::Invalid(diagnostics)) => diagnostics
+                .iter()
+                .map(|diagnostic| diagnostic.message.clone())
+                .collect(),
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_docker_host_gantry_cannot_read_is_an_error_not_the_default_socket() {
+        let messages = load("", "htp://deploy:pw@engine.example.com:2376");
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(
+            messages[0].starts_with(
+                "the environment's DOCKER_HOST `htp://engine.example.com:2376` is not a Docker URL"
+            ),
+            "{messages:?}"
+        );
+        // Defined in the file, `local` does not come from the environment.
+        assert_eq!(
+            load(
+                "hosts:\n  local: { docker: \"unix:///var/run/docker.sock\" }\n",
+                "htp://x"
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(load("", "tcp://127.0.0.1:2375"), Vec::<String>::new());
     }
 }
