@@ -86,7 +86,7 @@ pub enum RegistryError {
 fn hint(kind: RefusalKind) -> &'static str {
     match kind {
         RefusalKind::Auth => {
-            " (hint: set `username` and `password` for this registry in gantry.yaml, or `docker login` to it)"
+            " (hint: set `username` and `password` for this registry in gantry.yaml, `docker login` to it, or name a credential helper for it in the Docker config: `credHelpers` or `credsStore`)"
         }
         RefusalKind::Unreachable => {
             " (hint: is the registry running and reachable from that Docker host?)"
