@@ -3,7 +3,8 @@
 # points at it, deployed to two Docker hosts (the local engine and one in its own
 # network namespace). The first `gantry run` builds, pushes and deploys; a one-line
 # commit is rolled out health-gated with a second run (fetching only what the new
-# commit added); the registry is asked for the digest gantry reported; `gantry
+# commit added), without one failed request on port 80 of the edge host, which
+# gantry's proxy holds; the registry is asked for the digest gantry reported; `gantry
 # rollback` returns to the first version and pins the pipeline. Everything stays
 # on loopback and in the namespaces test-env.sh makes.
 #
@@ -57,7 +58,11 @@ cleanup() {
     wait "$SERVE_PID" 2>/dev/null || true
   fi
   remove_deployed unix:///var/run/docker.sock
-  [ -z "$HOST1" ] || remove_deployed "$HOST1"
+  if [ -n "$HOST1" ]; then
+    remove_deployed "$HOST1"
+    docker -H "$HOST1" rm -f gantry-proxy >/dev/null 2>&1 || true
+    docker -H "$HOST1" volume rm gantry-proxy-config gantry-proxy-data >/dev/null 2>&1 || true
+  fi
   # Local copies of the demo image only; what was pushed stays in the registry.
   if [ -n "$IMAGE" ]; then
     docker image ls --digests --format '{{.Repository}} {{.Tag}} {{.Digest}}' "$IMAGE" 2>/dev/null |
@@ -86,6 +91,7 @@ IMAGE="$REGISTRY/demo/hello"
 export HELLO_WEBHOOK_SECRET="demo-secret-$$"
 # The operator token of the daemon's API and dashboard (read from the environment too).
 export DEMO_API_TOKEN="demo-token-$$"
+PROXY_IMAGE="${GANTRY_TEST_PROXY_IMAGE:-$REGISTRY/gantry-test/caddy:2.6.2}"
 HOST1="${GANTRY_TEST_HOST_1_DOCKER:-}"
 HOST1_ADDRESS="${GANTRY_TEST_HOST_1_ADDRESS:-}"
 [ -n "$HOST1" ] || die "test-env.sh started no extra engine (GANTRY_TEST_HOSTS=0?)"
@@ -125,7 +131,7 @@ note "pushed to $ORIGIN (the repository gantry builds from)"
 note "files: $(cd "$REPO" && git ls-files | tr '\n' ' ')"
 note "(.dockerignore keeps secret.txt and README.md out of the image)"
 
-step "A config dir: two hosts and one pipeline ($CONFIG)"
+step "A config dir: two hosts, one pipeline, a service behind the proxy on edge ($CONFIG)"
 mkdir -p "$CONFIG/pipelines"
 cat >"$CONFIG/gantry.yaml" <<EOF
 hosts:
@@ -133,6 +139,8 @@ hosts:
   edge:  { docker: "$HOST1", address: "$HOST1_ADDRESS" }   # a dockerd in its own network namespace
 server:
   token: "\${DEMO_API_TOKEN}"                             # the API's and the dashboard's operator token
+proxy:
+  image: "$PROXY_IMAGE"   # Caddy, run by gantry on every host with a proxied service
 EOF
 sed 's/^/    /' "$CONFIG/gantry.yaml"
 cat >"$CONFIG/pipelines/hello.yaml" <<EOF
@@ -159,6 +167,14 @@ deploy:
       instances:
         hello-local: {}          # the default host: local
         hello-edge: { host: edge }
+    front:
+      proxy: { port: 80, drain: 1s }   # port 80 on edge, held by gantry's proxy: no gap on a deploy
+      stop_timeout: 2s
+      health:
+        http: { port: 8080, path: /healthz, status: 200 }
+        timeout: 20s
+      instances:
+        hello-front: { host: edge }
 EOF
 sed 's/^/    /' "$CONFIG/pipelines/hello.yaml"
 
@@ -180,6 +196,7 @@ page() {
 both_pages() {
   note "hello-local serves: $(page hello-local unix:///var/run/docker.sock 127.0.0.1 | grep -o 'Hello[^<]*')"
   note "hello-edge  serves: $(page hello-edge "$HOST1" "$HOST1_ADDRESS" | grep -o 'Hello[^<]*')"
+  note "edge:80 (the proxy) serves: $(curl -fsS -m 5 "http://$HOST1_ADDRESS:80/" | grep -o 'Hello[^<]*')"
 }
 
 step "gantry run hello (clone, build, push, pull on both hosts, start, health-gate)"
@@ -194,8 +211,21 @@ git_in "$REPO" push -q origin main
 git_in "$REPO" --no-pager show --stat --format='%h %s' HEAD | sed -e '/^$/d' -e 's/^/    /'
 
 step "gantry --json run hello (an incremental fetch, then a start-first rollout, one host at a time)"
+# Meanwhile, requests to port 80 on edge through the proxy: at most 20 a second, 1,200 at most.
+LOAD_OUT="$WORK/load.out"
+# shellcheck disable=SC2046
+curl -s -m 5 --rate 20/s -w '\n@@%{http_code}\n' \
+  $(for _ in $(seq 1200); do printf 'http://%s:80/ ' "$HOST1_ADDRESS"; done) >"$LOAD_OUT" 2>&1 &
+LOAD_PID=$!
 REPORT="$WORK/run-2.json"
 "$GANTRY" -c "$CONFIG" --json run hello >"$REPORT"
+sleep 0.5
+kill "$LOAD_PID" 2>/dev/null || true
+wait "$LOAD_PID" 2>/dev/null || true
+sent=$(grep -c '^@@' "$LOAD_OUT" || true)
+failed=$(grep '^@@' "$LOAD_OUT" | grep -vc '^@@200$' || true)
+note "through the proxy on edge:80 during the rollout: $sent requests, $failed failed"
+[ "$failed" -eq 0 ] || die "requests through the proxy failed during the rollout"
 SHORT=$(json_value "$REPORT" short)
 DIGEST=$(json_value "$REPORT" digest)
 if [ -z "$SHORT" ] || [ -z "$DIGEST" ]; then die "no commit or digest in gantry's report"; fi
@@ -298,8 +328,8 @@ step "The same daemon from anywhere: the CLI with --server, the API, the dashboa
 "$GANTRY" --server "$SERVER" --token "$DEMO_API_TOKEN" runs hello --limit 2 | sed 's/^/    /'
 "$GANTRY" --server "$SERVER" --token "$DEMO_API_TOKEN" status hello >"$WORK/remote-status.txt"
 sed 's/^/    /' "$WORK/remote-status.txt"
-[ "$(grep -c " $PUSHED " "$WORK/remote-status.txt")" -eq 2 ] \
-  || die "gantry --server ... status does not show both instances on the pushed commit $PUSHED"
+[ "$(grep -c " $PUSHED " "$WORK/remote-status.txt")" -eq 3 ] \
+  || die "gantry --server ... status does not show all three instances on the pushed commit $PUSHED"
 note "GET /api/v1/runs?pipeline=hello: $(curl -fsS -H "Authorization: Bearer $DEMO_API_TOKEN" \
   "$SERVER/api/v1/runs?pipeline=hello&limit=1" | grep -o '"state":"[a-z]*"' | head -n 1)"
 # The dashboard, as a browser without JavaScript sees it: log in, then read the home page.
