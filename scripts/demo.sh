@@ -348,7 +348,7 @@ tail -n 3 "$WORK/serve.log" | sed 's/^/    /'
 
 step "Done"
 note "gantry built $SHORT, pushed $IMAGE:$SHORT and :latest as $DIGEST,"
-note "rolled it out to two hosts health-gated, rolled back to $FIRST,"
+note "rolled it out to two hosts health-gated (on edge also behind the proxy, with no failed request), rolled back to $FIRST,"
 note "and deployed the pushed commit $PUSHED when gantry serve got its webhook."
 if [ "$KEEP_WORK" -eq 1 ]; then
   note "work dir kept: $WORK (repo/, config/, config/.gantry/)"
