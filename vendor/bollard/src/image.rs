@@ -658,8 +658,92 @@ impl Docker {
         credentials: Option<HashMap<String, DockerCredentials>>,
         tar: Option<BodyType>,
     ) -> impl Stream<Item = Result<BuildInfo, Error>> + '_ {
+        #[cfg(feature = "buildkit_providerless")]
+        return self.build_image_impl(options, credentials, tar, Default::default());
+        #[cfg(not(feature = "buildkit_providerless"))]
+        self.build_image_impl(options, credentials, tar)
+    }
+
+    /// ---
+    ///
+    /// # Build Image with session providers
+    ///
+    /// [`Docker::build_image`], additionally registering session provider services —
+    /// the client-side services BuildKit calls back over the build's session to serve
+    /// a Dockerfile's `RUN --mount=type=secret` and `RUN --mount=type=ssh`
+    /// instructions. Only meaningful for a build issued with
+    /// [`BuilderVersion::BuilderBuildKit`](crate::query_parameters::BuilderVersion)
+    /// and a `session` id, since only such a build has a session for the daemon to
+    /// call back over.
+    ///
+    /// # Arguments
+    ///
+    ///  - [Build Image Options](crate::query_parameters::BuildImageOptions) struct.
+    ///  - Optional [Docker Credentials](DockerCredentials) hashmap, keyed by registry.
+    ///  - Optional tarball body (see [`Docker::build_image`]).
+    ///  - [Session Providers](crate::grpc::build::ImageBuildSessionProviders) — the
+    ///    secret sources and/or ssh-agent forwarding to serve during the build.
+    ///
+    /// # Returns
+    ///
+    ///  - [Build Info](BuildInfo), wrapped in an asynchronous Stream.
+    ///
+    /// # Examples
+    ///
+    /// ```rust,no_run
+    /// # use bollard::Docker;
+    /// # let docker = Docker::connect_with_http_defaults().unwrap();
+    /// use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion};
+    /// use bollard::grpc::build::{ImageBuildSessionProviders, SecretSource};
+    /// use bollard::body_full;
+    ///
+    /// let options = BuildImageOptionsBuilder::default()
+    ///     .dockerfile("Dockerfile")
+    ///     .t("my-image")
+    ///     .version(BuilderVersion::BuilderBuildKit)
+    ///     .session("my-session-id")
+    ///     .build();
+    ///
+    /// let providers = ImageBuildSessionProviders::default()
+    ///     .set_secret("token", &SecretSource::Env(String::from("MY_TOKEN")));
+    ///
+    /// # let contents = Vec::new();
+    /// docker.build_image_with_session_providers(options, None, Some(body_full(contents.into())), providers);
+    /// ```
+    #[cfg(feature = "buildkit_providerless")]
+    pub fn build_image_with_session_providers(
+        &self,
+        options: impl Into<crate::query_parameters::BuildImageOptions>,
+        credentials: Option<HashMap<String, DockerCredentials>>,
+        tar: Option<BodyType>,
+        providers: crate::grpc::build::ImageBuildSessionProviders,
+    ) -> impl Stream<Item = Result<BuildInfo, Error>> + '_ {
+        self.build_image_impl(options, credentials, tar, providers)
+    }
+
+    fn build_image_impl(
+        &self,
+        options: impl Into<crate::query_parameters::BuildImageOptions>,
+        credentials: Option<HashMap<String, DockerCredentials>>,
+        tar: Option<BodyType>,
+        #[cfg(feature = "buildkit_providerless")]
+        providers: crate::grpc::build::ImageBuildSessionProviders,
+    ) -> impl Stream<Item = Result<BuildInfo, Error>> + '_ {
         let url = "/build";
         let options = options.into();
+
+        // Session providers are served over a BuildKit build's session; a
+        // classic (non-BuildKit) build has no session to call back over, so
+        // silently dropping them would be worse than refusing the build.
+        #[cfg(feature = "buildkit_providerless")]
+        if !providers.is_empty()
+            && options.version != crate::query_parameters::BuilderVersion::BuilderBuildKit
+        {
+            return stream::once(futures_util::future::err(
+                Error::MissingVersionBuildkitError {},
+            ))
+            .boxed();
+        }
 
         match (
             if cfg!(feature = "buildkit_providerless")
@@ -681,6 +765,9 @@ impl Docker {
             ) => {
                 let session_id = String::clone(sess);
                 let outputs = options.outputs.clone();
+                // The session lives as long as the returned stream: dropping the stream
+                // drops `session_end_sender`, which closes the session's connection.
+                let (session_end_sender, session_end) = tokio::sync::oneshot::channel::<()>();
 
                 let req = self.build_request(
                     url,
@@ -692,8 +779,17 @@ impl Docker {
                 );
 
                 let session = stream::once(
-                    self.start_session(session_id, creds, outputs)
-                        .map(|_| Either::Right(()))
+                    self.start_session(session_id, creds, outputs, providers, session_end)
+                        .map(|res| match res {
+                            Ok(()) => Either::Right(()),
+                            // Surface a session failure into the build stream
+                            // rather than dropping it — otherwise the build
+                            // just stalls or fails opaquely when a secret/ssh
+                            // provider can't be served.
+                            Err(err) => Either::Left(Err(Error::SessionBuildkitError {
+                                err: Box::new(err),
+                            })),
+                        })
                         .fuse(),
                 );
 
@@ -705,6 +801,10 @@ impl Docker {
                             Either::Left(data) => Some(data),
                             _ => None,
                         }
+                    })
+                    .map(move |data| {
+                        let _session_lives_on = &session_end_sender;
+                        data
                     })
                     .boxed()
             }
@@ -744,6 +844,7 @@ impl Docker {
                 res
             }
         })
+        .boxed()
     }
 
     #[cfg(feature = "buildkit_providerless")]
@@ -752,8 +853,10 @@ impl Docker {
         id: String,
         credentials: Option<HashMap<String, DockerCredentials>>,
         outputs: Option<crate::query_parameters::ImageBuildOutput>,
+        providers: crate::grpc::build::ImageBuildSessionProviders,
+        session_end: tokio::sync::oneshot::Receiver<()>,
     ) -> Result<(), crate::grpc::error::GrpcError> {
-        let driver = crate::grpc::driver::moby::Moby::new(self);
+        let driver = crate::grpc::driver::moby::Moby::with_session_end(self, session_end);
 
         let mut auth_provider = crate::grpc::AuthProvider::new();
         if let Some(creds) = credentials {
@@ -785,6 +888,24 @@ impl Docker {
         };
 
         services.push(crate::grpc::GrpcServer::Auth(auth));
+
+        if !providers.secrets.is_empty() {
+            let secret_provider = crate::grpc::SecretProvider::new(providers.secrets);
+            let secret = bollard_buildkit_proto::moby::buildkit::secrets::v1::secrets_server::SecretsServer::new(secret_provider)
+                .max_decoding_message_size(crate::grpc::driver::DEFAULT_MAX_RECV_MSG_SIZE)
+                .max_encoding_message_size(crate::grpc::driver::DEFAULT_MAX_SEND_MSG_SIZE);
+            services.push(crate::grpc::GrpcServer::Secrets(secret));
+        }
+
+        if providers.ssh {
+            let ssh_provider = crate::grpc::SshProvider::new();
+            let ssh = bollard_buildkit_proto::moby::sshforward::v1::ssh_server::SshServer::new(
+                ssh_provider,
+            )
+            .max_decoding_message_size(crate::grpc::driver::DEFAULT_MAX_RECV_MSG_SIZE)
+            .max_encoding_message_size(crate::grpc::driver::DEFAULT_MAX_SEND_MSG_SIZE);
+            services.push(crate::grpc::GrpcServer::Ssh(ssh));
+        }
 
         crate::grpc::driver::Driver::grpc_handle(driver, &id, services).await?;
 
@@ -1204,6 +1325,38 @@ mod tests {
         assert!(matches!(
             result,
             Err(crate::errors::Error::DockerStreamError { error: _ })
+        ));
+    }
+
+    #[cfg(feature = "buildkit_providerless")]
+    #[tokio::test]
+    async fn session_providers_require_a_buildkit_build() {
+        use crate::grpc::build::{ImageBuildSessionProviders, SecretSource};
+
+        // No request is ever issued: an empty mock connector proves the build
+        // is refused up front rather than dropping the providers silently.
+        let connector = HostToReplyConnector::default();
+        let docker =
+            Docker::connect_with_mock(connector, "127.0.0.1".to_string(), 5, API_DEFAULT_VERSION)
+                .unwrap();
+
+        let providers = ImageBuildSessionProviders::default()
+            .set_secret("token", &SecretSource::Env(String::from("MY_TOKEN")));
+
+        let result = docker
+            .build_image_with_session_providers(
+                // Default builder version is classic, not BuildKit.
+                BuildImageOptionsBuilder::default().session("s").build(),
+                None,
+                None,
+                providers,
+            )
+            .try_collect::<Vec<_>>()
+            .await;
+
+        assert!(matches!(
+            result,
+            Err(crate::errors::Error::MissingVersionBuildkitError {})
         ));
     }
 }

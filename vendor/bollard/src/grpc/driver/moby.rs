@@ -5,6 +5,7 @@ use std::pin::Pin;
 
 use bollard_buildkit_proto::{health, moby::buildkit::v1::control_client::ControlClient};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{request::Builder, Method};
 use http_body_util::Full;
 use log::error;
@@ -29,6 +30,9 @@ use super::{Driver, DriverInterceptor};
 #[derive(Debug)]
 pub struct Moby {
     pub(crate) docker: Docker,
+    /// Ends the session's gRPC server (and so closes the `/session` connection) when its
+    /// sender is dropped; without it the server runs until the engine closes the connection.
+    pub(crate) session_end: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Moby {
@@ -36,6 +40,18 @@ impl Moby {
     pub fn new(docker: &Docker) -> Self {
         Self {
             docker: Docker::clone(docker),
+            session_end: None,
+        }
+    }
+
+    /// A [`Moby`] driver whose session is closed once `session_end`'s sender is dropped.
+    pub(crate) fn with_session_end(
+        docker: &Docker,
+        session_end: tokio::sync::oneshot::Receiver<()>,
+    ) -> Self {
+        Self {
+            docker: Docker::clone(docker),
+            session_end: Some(session_end),
         }
     }
 }
@@ -93,6 +109,7 @@ impl Driver for Moby {
             write: input,
         };
 
+        let session_end = self.session_end;
         tokio::spawn(async {
             let health = health::health_server::HealthServer::new(HealthServerImpl::new());
             let mut builder = tonic::transport::Server::builder();
@@ -101,13 +118,23 @@ impl Driver for Moby {
                 router = service.append(router);
             }
             trace!("router: {:#?}", router);
+            // The one connection, then an incoming stream that never ends: the server
+            // shuts down on `session_end` only (an ended stream would shut it down at once).
+            let incoming = futures_util::stream::iter(vec![Ok::<_, tonic::transport::Error>(
+                transport,
+            )])
+            .chain(futures_util::stream::pending());
+            let end = async move {
+                match session_end {
+                    // A dropped sender is the signal.
+                    Some(receiver) => {
+                        let _ = receiver.await;
+                    }
+                    None => futures_util::future::pending::<()>().await,
+                }
+            };
             if let Err(e) = router
-                .serve_with_incoming(futures_util::stream::iter(vec![Ok::<
-                    _,
-                    tonic::transport::Error,
-                >(
-                    transport
-                )]))
+                .serve_with_incoming_shutdown(incoming, end)
                 .await
             {
                 error!("Failed to serve grpc connection: {}", e)
