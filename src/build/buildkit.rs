@@ -19,7 +19,9 @@ use crate::config::{BuildSecret, BuildSecretSource};
 use crate::host::describe_error;
 
 /// The build argument that makes BuildKit write its cache metadata into the image, so a
-/// pushed image can serve as another build's `cache_from`.
+/// pushed image can serve as another build's `cache_from`. It is set only for pipelines
+/// that use `cache_from`: BuildKit (in Docker 20.10) writes that metadata in no fixed
+/// order, so a rebuild of the same commit would get a new digest and be deployed again.
 const INLINE_CACHE_ARG: &str = "BUILDKIT_INLINE_CACHE";
 
 /// The largest secret gantry reads: BuildKit itself refuses secrets over 500 KiB.
@@ -42,8 +44,10 @@ pub(super) async fn build(
     let mut progress = Progress::new(Redactor::new(values));
 
     let mut args = request.args.clone();
-    args.entry(INLINE_CACHE_ARG.to_string())
-        .or_insert_with(|| "1".to_string());
+    if !request.cache_from.is_empty() {
+        args.entry(INLINE_CACHE_ARG.to_string())
+            .or_insert_with(|| "1".to_string());
+    }
     let options = BuildImageOptions {
         dockerfile: request.dockerfile.clone(),
         t: request.tags.first().cloned(),

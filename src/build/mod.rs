@@ -322,7 +322,50 @@ pub fn split_reference(reference: &str) -> (&str, &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::{split_reference, with_label_instruction};
+    use super::*;
+
+    #[test]
+    fn auto_takes_buildkit_where_the_engine_offers_it() {
+        assert_eq!(offers_buildkit("linux", "1.41"), Ok(()));
+        assert_eq!(offers_buildkit("linux", "1.39"), Ok(()));
+        assert_eq!(offers_buildkit("", "1.45"), Ok(()));
+        assert_eq!(
+            offers_buildkit("linux", "1.38"),
+            Err("its API version is 1.38; BuildKit builds need 1.39 or later".to_string())
+        );
+        assert_eq!(
+            offers_buildkit("windows", "1.41"),
+            Err("the engine runs on windows".to_string())
+        );
+        let no = || Err("the engine runs on windows".to_string());
+        let chosen = |wanted, secrets, offered| {
+            choose(wanted, secrets, offered).map_err(|error| error.to_string())
+        };
+        assert_eq!(
+            chosen(Builder::Auto, false, Ok(())),
+            Ok(BuilderKind::BuildKit)
+        );
+        assert_eq!(chosen(Builder::Auto, false, no()), Ok(BuilderKind::Classic));
+        assert_eq!(
+            chosen(Builder::BuildKit, false, Ok(())),
+            Ok(BuilderKind::BuildKit)
+        );
+        assert_eq!(
+            chosen(Builder::Classic, false, Ok(())),
+            Ok(BuilderKind::Classic)
+        );
+        assert_eq!(
+            chosen(Builder::BuildKit, false, no()),
+            Err("the engine does not offer BuildKit: the engine runs on windows".to_string())
+        );
+        assert_eq!(
+            chosen(Builder::Auto, true, no()),
+            Err(
+                "the engine does not offer BuildKit, which build secrets need: the engine runs on windows"
+                    .to_string()
+            )
+        );
+    }
 
     fn check_labels(dockerfile: &str, labels: &[(&str, &str)], expected: Option<&str>) {
         let labels = labels

@@ -1,5 +1,5 @@
 //! BuildKit's progress as lines of text, the way `docker build --progress=plain` shows
-//! it: each step (a "vertex") gets a number when it first appears, then `#N NAME`,
+//! it: each step (a "vertex") gets the next number when it starts, then `#N NAME`,
 //! its output as `#N LINE`, and one of `#N CACHED`, `#N DONE 1.2s` or `#N ERROR: ...`.
 //!
 //! Every line passes through a `Redactor` first, so the value of a build secret that a
@@ -19,6 +19,10 @@ pub const MIN_REDACTED_LENGTH: usize = 4;
 
 /// What stands in for a secret's value in output.
 const MASK: &str = "***";
+
+/// How BuildKit names the step that reads a `cache_from` image's metadata. It fails
+/// when the image does not exist (yet), and the build goes on without that cache.
+const CACHE_IMPORT_STEP: &str = "importing cache manifest from ";
 
 /// The longest partial line kept for one step while waiting for its newline: a step
 /// that prints megabytes without one must not grow gantry's memory.
@@ -88,6 +92,8 @@ struct Step {
 pub struct Progress {
     redactor: Redactor,
     steps: HashMap<String, Step>,
+    /// How many steps have been shown: each gets the next number when it is.
+    shown: usize,
     /// The digest of the step that failed, if one did.
     failed: Option<String>,
     /// The digest of the step that started last.
@@ -99,6 +105,7 @@ impl Progress {
         Progress {
             redactor,
             steps: HashMap::new(),
+            shown: 0,
             failed: None,
             last_started: None,
         }
@@ -117,12 +124,11 @@ impl Progress {
     /// Takes one status message, calling `out` with each line it makes.
     pub fn update(&mut self, status: &StatusResponse, out: &mut dyn FnMut(&str)) {
         for vertex in &status.vertexes {
-            let next_number = self.steps.len() + 1;
             let step = self
                 .steps
                 .entry(vertex.digest.clone())
                 .or_insert_with(|| Step {
-                    number: next_number,
+                    number: 0,
                     name: String::new(),
                     announced: false,
                     finished: false,
@@ -140,6 +146,8 @@ impl Progress {
                 || !vertex.error.is_empty();
             if active && !step.announced {
                 step.announced = true;
+                self.shown += 1;
+                step.number = self.shown;
                 step.started_at = started;
                 out(&self
                     .redactor
@@ -153,7 +161,9 @@ impl Progress {
             }
             if !vertex.error.is_empty() {
                 step.finished = true;
-                self.failed.get_or_insert_with(|| vertex.digest.clone());
+                if !step.name.starts_with(CACHE_IMPORT_STEP) {
+                    self.failed.get_or_insert_with(|| vertex.digest.clone());
+                }
                 let line = format!("#{} ERROR: {}", step.number, vertex.error);
                 out(&self.redactor.clean(&line));
             } else if vertex.cached {
@@ -168,7 +178,11 @@ impl Progress {
             }
         }
         for log in &status.logs {
-            let Some(step) = self.steps.get_mut(&log.vertex) else {
+            let Some(step) = self
+                .steps
+                .get_mut(&log.vertex)
+                .filter(|step| step.announced)
+            else {
                 continue;
             };
             step.partial.extend_from_slice(&log.msg);
@@ -182,7 +196,11 @@ impl Progress {
             }
         }
         for warning in &status.warnings {
-            if let Some(step) = self.steps.get(&warning.vertex) {
+            if let Some(step) = self
+                .steps
+                .get(&warning.vertex)
+                .filter(|step| step.announced)
+            {
                 let line = format!(
                     "#{} WARNING: {}",
                     step.number,
@@ -265,11 +283,16 @@ mod tests {
     }
 
     /// Feeds the statuses in order; every line they make.
-    fn check(progress: &mut Progress, statuses: Vec<StatusResponse>, expected: &[&str]) {
+    fn check<S: AsRef<str>>(
+        progress: &mut Progress,
+        statuses: Vec<StatusResponse>,
+        expected: &[S],
+    ) {
         let mut lines = Vec::new();
         for status in statuses {
             progress.update(&status, &mut |line| lines.push(line.to_string()));
         }
+        let expected: Vec<&str> = expected.iter().map(AsRef::as_ref).collect();
         assert_eq!(lines, expected);
     }
 
@@ -335,6 +358,16 @@ mod tests {
         check(
             &mut progress,
             vec![
+                // A `cache_from` image that is not there yet is not why a build fails.
+                StatusResponse {
+                    vertexes: vec![Vertex {
+                        started: at(1, 0),
+                        completed: at(1, 0),
+                        error: "not found".to_string(),
+                        ..vertex("i", "importing cache manifest from reg/app:latest")
+                    }],
+                    ..StatusResponse::default()
+                },
                 StatusResponse {
                     vertexes: vec![Vertex {
                         started: at(1, 0),
@@ -354,24 +387,17 @@ mod tests {
                 },
             ],
             &[
-                "#1 [2/3] RUN test",
-                "#1 line 1",
-                "#1 line 2",
-                "#1 line 3",
-                "#1 line 4",
-                "#1 line 5",
-                "#1 line 6",
-                "#1 line 7",
-                "#1 line 8",
-                "#1 line 9",
-                "#1 line 10",
-                "#1 line 11",
-                "#1 line 12",
-                "#1 line 13",
-                "#1 line 14",
-                "#1 line 15",
-                "#1 ERROR: exit code: 1",
-            ],
+                [
+                    "#1 importing cache manifest from reg/app:latest",
+                    "#1 ERROR: not found",
+                ]
+                .map(String::from)
+                .as_slice(),
+                &["#2 [2/3] RUN test".to_string()],
+                &(1..=15).map(|n| format!("#2 line {n}")).collect::<Vec<_>>(),
+                &["#2 ERROR: exit code: 1".to_string()],
+            ]
+            .concat()[..],
         );
         assert_eq!(progress.failing_step().as_deref(), Some("[2/3] RUN test"));
         let tail = progress.failing_tail();

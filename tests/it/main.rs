@@ -4,6 +4,7 @@
 
 mod bounds;
 mod build;
+mod buildkit;
 mod common;
 mod dashboard;
 mod deploy;
