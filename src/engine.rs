@@ -71,6 +71,9 @@ pub struct BuildReport {
     pub fetch: Option<FetchReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<ContextSummary>,
+    /// The engine's builder that built the image (`buildkit` or `classic`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder: Option<build::BuilderKind>,
     pub stages: Vec<StageReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
@@ -195,6 +198,7 @@ async fn build_run(
             digest: None,
             fetch: None,
             context: None,
+            builder: None,
             stages: Vec::new(),
             failure: None,
             skipped: None,
@@ -284,9 +288,12 @@ async fn build_run(
         source::display_url(&pipeline.source.repo),
     );
     labels.insert("gantry.pipeline".to_string(), pipeline.name.clone());
-    // Without a target stage they go into the Dockerfile as one instruction (one build
-    // step instead of one per label); otherwise the engine adds them to the target.
-    let inline_labels = pipeline.build.target.is_none().then(|| labels.clone());
+    // For the classic builder without a target stage they go into the Dockerfile as one
+    // instruction (one build step instead of one per label); otherwise the engine adds
+    // them to the image (BuildKit at no cost, whether it runs by `buildkit` or `auto`).
+    let inline_labels = (pipeline.build.target.is_none()
+        && pipeline.build.builder == crate::config::Builder::Classic)
+        .then(|| labels.clone());
 
     // Context: the commit's files under `build.context`, filtered by `.dockerignore`.
     let cache = fetch.cache.clone();
@@ -334,6 +341,10 @@ async fn build_run(
         } else {
             labels.into_iter().collect()
         },
+        builder: pipeline.build.builder,
+        cache_from: pipeline.build.cache_from.clone(),
+        secrets: pipeline.build.secrets.clone(),
+        logins: build_logins(config, pipeline).await,
     };
     let built = run
         .stage(Stage::Build, async |progress: &mut dyn Progress| {
@@ -351,23 +362,26 @@ async fn build_run(
                 connection.name, connection.engine_version, connection.api_version
             ));
             let mut on_line = |line: &str| progress.line(line);
-            build::build_image(&connection.docker, request, &mut on_line)
+            let image = build::build_image(&connection, request, &mut on_line)
                 .await
                 .map_err(|error| {
                     let details = match &error {
                         BuildError::Failed { last_lines, .. } => last_lines.clone(),
-                        BuildError::Tag { .. } => Vec::new(),
+                        _ => Vec::new(),
                     };
                     Failure {
                         details,
                         ..Failure::new(Stage::Build, error.to_string())
                     }
                 })?;
-            Ok(connection.docker)
+            Ok((connection.docker, image.builder))
         })
         .await?;
     let docker = match built {
-        Ok(docker) => docker,
+        Ok((docker, builder)) => {
+            run.report.builder = Some(builder);
+            docker
+        }
         Err(failure) => return run.fail(failure).await,
     };
 
@@ -436,6 +450,34 @@ async fn build_run(
     }
     run.report.digest = Some(digest);
     Ok(run.report)
+}
+
+/// Credentials for the registries a build reads from: its `cache_from` images' and its
+/// own image's (a common base). A registry without credentials, or with only an
+/// identity token (which the build's session cannot pass on), is read anonymously.
+async fn build_logins(config: &Config, pipeline: &Pipeline) -> Vec<build::RegistryLogin> {
+    let mut registries = vec![pipeline.image.repository.registry().to_string()];
+    for reference in &pipeline.build.cache_from {
+        if let Ok(repository) = crate::config::ImageRepository::of_reference(reference) {
+            registries.push(repository.registry().to_string());
+        }
+    }
+    registries.sort();
+    registries.dedup();
+    let mut logins = Vec::new();
+    for registry in registries {
+        // Unreadable Docker credentials only matter to the push, which reports them.
+        if let Ok(Some(registry::Credentials::Password { username, password })) =
+            registry::credentials(config, &registry).await
+        {
+            logins.push(build::RegistryLogin {
+                registry,
+                username,
+                password,
+            });
+        }
+    }
+    logins
 }
 
 fn registry_failure(error: RegistryError) -> Failure {

@@ -41,6 +41,8 @@ pub struct Connection {
     pub docker: Docker,
     pub engine_version: String,
     pub api_version: String,
+    /// The engine's operating system (`linux`, `windows`), as it reports it.
+    pub os: String,
 }
 
 /// What `gantry hosts` prints for one host.
@@ -151,6 +153,7 @@ pub async fn connect(host: &Host) -> Result<Connection, HostError> {
         docker: client.with_timeout(OPERATION_TIMEOUT),
         engine_version: version.version.unwrap_or_default(),
         api_version: version.api_version.unwrap_or_default(),
+        os: version.os.unwrap_or_default(),
     })
 }
 

@@ -2,27 +2,40 @@
 //!
 //! The context is a tar made from a commit's files (`context`), filtered by Docker's
 //! own `.dockerignore` rules (`dockerignore`), because the engine does not apply them
-//! to an uploaded tar. The build streams the engine's output line by line to the
-//! caller and, on failure, names the failing Dockerfile step with its last lines.
+//! to an uploaded tar. The same tar goes to either of the engine's builders: BuildKit
+//! (`buildkit`, with a session that serves build secrets and registry credentials,
+//! its progress rendered by `progress`) or the classic one (`classic`). `auto`
+//! picks BuildKit where the engine offers it and falls back to the classic builder
+//! when the engine turns BuildKit down. Either way the output streams line by line to
+//! the caller and, on failure, names the failing Dockerfile step with its last lines.
 //! This module never pushes and never touches a container.
 
+mod buildkit;
+mod classic;
 pub mod context;
 pub mod dockerignore;
+mod progress;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use bollard::Docker;
-use bollard::query_parameters::{BuildImageOptions, TagImageOptions};
-use futures_util::StreamExt;
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::TagImageOptions;
+use secrecy::{ExposeSecret, SecretString};
 
-use crate::host::describe_error;
+use crate::config::{BuildSecret, Builder};
+use crate::host::{Connection, describe_error};
 
 /// How many lines of build output a failure shows.
 pub const FAILURE_TAIL_LINES: usize = 12;
 
+/// The oldest API version whose `/build` takes BuildKit builds (Docker 18.09).
+const BUILDKIT_MIN_API: (u32, u32) = (1, 39);
+
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// The Dockerfile failed: `step` is the `Step N/M : INSTRUCTION` line that was running.
+    /// The Dockerfile failed: `step` is the step that was running (`Step N/M : ...` from
+    /// the classic builder, `[stage N/M] ...` from BuildKit).
     #[error("{}{message}", .step.as_ref().map(|step| format!("{step}: ")).unwrap_or_default())]
     Failed {
         step: Option<String>,
@@ -35,6 +48,13 @@ pub enum BuildError {
         tag: String,
         message: String,
     },
+    /// BuildKit was asked for (by `builder: buildkit`, or by build secrets) and the
+    /// engine does not offer it.
+    #[error("the engine does not offer BuildKit{}: {reason}", if *.for_secrets { ", which build secrets need" } else { "" })]
+    NoBuildKit { reason: String, for_secrets: bool },
+    /// A build secret's value cannot be read; the message never holds the value.
+    #[error("build secret `{id}`: {reason}")]
+    Secret { id: String, reason: String },
 }
 
 /// What to build.
@@ -49,6 +69,195 @@ pub struct BuildRequest {
     pub args: HashMap<String, String>,
     pub target: Option<String>,
     pub labels: HashMap<String, String>,
+    pub builder: Builder,
+    /// Image references whose layers the build may reuse (pulled first for the classic builder).
+    pub cache_from: Vec<String>,
+    pub secrets: Vec<BuildSecret>,
+    /// Credentials for the registries the build reads from (`cache_from`, base images).
+    pub logins: Vec<RegistryLogin>,
+}
+
+/// A username and password for one registry host, for the engine to pull with.
+#[derive(Debug, Clone)]
+pub struct RegistryLogin {
+    pub registry: String,
+    pub username: String,
+    pub password: SecretString,
+}
+
+/// The builder that ran a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuilderKind {
+    BuildKit,
+    Classic,
+}
+
+impl BuilderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuilderKind::BuildKit => "buildkit",
+            BuilderKind::Classic => "classic",
+        }
+    }
+}
+
+/// The image a build made.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    /// The local image id (`sha256:...`).
+    pub id: String,
+    pub builder: BuilderKind,
+}
+
+/// Whether an engine offers BuildKit through `/build`: a Linux engine (Windows engines
+/// have no BuildKit) that speaks API 1.39 or later. `Err` says why not.
+pub fn offers_buildkit(os: &str, api_version: &str) -> Result<(), String> {
+    if !os.is_empty() && !os.eq_ignore_ascii_case("linux") {
+        return Err(format!("the engine runs on {os}"));
+    }
+    let parsed = api_version
+        .split_once('.')
+        .and_then(|(major, minor)| Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?)));
+    match parsed {
+        Some(version) if version >= BUILDKIT_MIN_API => Ok(()),
+        _ => Err(format!(
+            "its API version is {api_version}; BuildKit builds need {}.{} or later",
+            BUILDKIT_MIN_API.0, BUILDKIT_MIN_API.1
+        )),
+    }
+}
+
+/// The builder to start with: `Err` when BuildKit is required and not offered.
+fn choose(
+    wanted: Builder,
+    needs_buildkit: bool,
+    offered: Result<(), String>,
+) -> Result<BuilderKind, BuildError> {
+    match (wanted, offered) {
+        (Builder::Classic, _) => Ok(BuilderKind::Classic),
+        (_, Ok(())) => Ok(BuilderKind::BuildKit),
+        (Builder::Auto, Err(_)) if !needs_buildkit => Ok(BuilderKind::Classic),
+        (_, Err(reason)) => Err(BuildError::NoBuildKit {
+            reason,
+            for_secrets: needs_buildkit,
+        }),
+    }
+}
+
+/// Builds the image on `connection`'s engine and tags it, calling `on_line` with each
+/// line of output.
+pub async fn build_image(
+    connection: &Connection,
+    request: BuildRequest,
+    on_line: &mut (dyn FnMut(&str) + Send),
+) -> Result<BuiltImage, BuildError> {
+    let docker = &connection.docker;
+    let needs_buildkit = !request.secrets.is_empty();
+    let offered = offers_buildkit(&connection.os, &connection.api_version);
+    let mut builder = choose(request.builder, needs_buildkit, offered)?;
+    on_line(&format!("builder: {}", builder.as_str()));
+    let id = match builder {
+        BuilderKind::Classic => classic::build(docker, &request, on_line).await?,
+        BuilderKind::BuildKit => match buildkit::build(docker, &request, on_line).await {
+            Ok(id) => id,
+            Err(buildkit::Failure::Build(error)) => return Err(error),
+            Err(buildkit::Failure::Unavailable(reason)) => {
+                if request.builder != Builder::Auto || needs_buildkit {
+                    return Err(BuildError::NoBuildKit {
+                        reason,
+                        for_secrets: needs_buildkit,
+                    });
+                }
+                on_line(&format!(
+                    "the engine turned BuildKit down ({reason}); building with the classic builder"
+                ));
+                // Both builders read the tar through handles that share this offset.
+                std::io::Seek::rewind(&mut &request.context).map_err(|error| {
+                    BuildError::Failed {
+                        step: None,
+                        message: format!("cannot read the context again: {error}"),
+                        last_lines: Vec::new(),
+                    }
+                })?;
+                builder = BuilderKind::Classic;
+                on_line("builder: classic");
+                classic::build(docker, &request, on_line).await?
+            }
+        },
+    };
+    tag_the_rest(docker, &id, &request.tags).await?;
+    Ok(BuiltImage { id, builder })
+}
+
+/// The image id of a build whose output did not carry it: the engine's answer for the
+/// first tag.
+async fn id_of_first_tag(
+    docker: &Docker,
+    tags: &[String],
+    step: Option<String>,
+    last_lines: Vec<String>,
+) -> Result<String, BuildError> {
+    let found = match tags.first() {
+        Some(tag) => docker
+            .inspect_image(tag)
+            .await
+            .ok()
+            .and_then(|image| image.id),
+        None => None,
+    };
+    found.ok_or_else(|| BuildError::Failed {
+        step,
+        message: "the engine finished without producing an image".to_string(),
+        last_lines,
+    })
+}
+
+/// The logins as the engine takes them, keyed by registry host (`None` when there are none).
+fn engine_credentials(logins: &[RegistryLogin]) -> Option<HashMap<String, DockerCredentials>> {
+    (!logins.is_empty()).then(|| {
+        logins
+            .iter()
+            .map(|login| (login.registry.clone(), docker_credentials(login)))
+            .collect()
+    })
+}
+
+/// The login for one registry host, as the engine takes it.
+fn login_for(logins: &[RegistryLogin], registry: &str) -> Option<DockerCredentials> {
+    logins
+        .iter()
+        .find(|login| login.registry == registry)
+        .map(docker_credentials)
+}
+
+fn docker_credentials(login: &RegistryLogin) -> DockerCredentials {
+    DockerCredentials {
+        username: Some(login.username.clone()),
+        password: Some(login.password.expose_secret().to_string()),
+        serveraddress: Some(login.registry.clone()),
+        ..DockerCredentials::default()
+    }
+}
+
+/// Adds every tag after the first (which the build itself gave) to the image.
+async fn tag_the_rest(docker: &Docker, id: &str, tags: &[String]) -> Result<(), BuildError> {
+    for reference in tags.iter().skip(1) {
+        let (repository, tag) = split_reference(reference);
+        let options = TagImageOptions {
+            repo: Some(repository.to_string()),
+            tag: Some(tag.to_string()),
+        };
+        docker
+            .tag_image(id, Some(options))
+            .await
+            .map_err(|error| BuildError::Tag {
+                image: id.to_string(),
+                tag: reference.clone(),
+                message: describe_error(&error),
+            })?;
+    }
+    Ok(())
 }
 
 /// The Dockerfile with `labels` appended as one `LABEL` instruction.
@@ -103,126 +312,6 @@ pub fn with_label_instruction(
     Some(patched)
 }
 
-/// The image a build made.
-#[derive(Debug, Clone)]
-pub struct BuiltImage {
-    /// The local image id (`sha256:...`).
-    pub id: String,
-}
-
-/// Builds the image and tags it, calling `on_line` with each line of output.
-pub async fn build_image(
-    docker: &Docker,
-    request: BuildRequest,
-    on_line: &mut (dyn FnMut(&str) + Send),
-) -> Result<BuiltImage, BuildError> {
-    let options = BuildImageOptions {
-        dockerfile: request.dockerfile.clone(),
-        t: request.tags.first().cloned(),
-        buildargs: Some(request.args.clone()),
-        labels: Some(request.labels.clone()),
-        target: request.target.clone().unwrap_or_default(),
-        rm: true,
-        forcerm: true,
-        ..BuildImageOptions::default()
-    };
-    let context = tokio::fs::File::from_std(request.context);
-    let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(context));
-    let mut stream = docker.build_image(options, None, Some(body));
-
-    let mut current_step: Option<String> = None;
-    let mut recent: VecDeque<String> = VecDeque::with_capacity(FAILURE_TAIL_LINES);
-    let mut image_id: Option<String> = None;
-    let remember = |line: &str, recent: &mut VecDeque<String>| {
-        if recent.len() == FAILURE_TAIL_LINES {
-            recent.pop_front();
-        }
-        recent.push_back(line.to_string());
-    };
-
-    while let Some(item) = stream.next().await {
-        let info = match item {
-            Ok(info) => info,
-            Err(error) => {
-                return Err(BuildError::Failed {
-                    step: current_step,
-                    message: describe_error(&error),
-                    last_lines: recent.into(),
-                });
-            }
-        };
-        if let Some(text) = info.stream.as_deref() {
-            for line in text.lines().filter(|line| !line.trim().is_empty()) {
-                if line.starts_with("Step ") {
-                    current_step = Some(line.trim().to_string());
-                    // A new step starts a new tail: the failure shows this step's lines.
-                    recent.clear();
-                }
-                remember(line, &mut recent);
-                on_line(line);
-            }
-        }
-        if let Some(status) = info.status.as_deref() {
-            on_line(status);
-        }
-        if let Some(detail) = info.error_detail {
-            return Err(BuildError::Failed {
-                step: current_step,
-                message: detail
-                    .message
-                    .unwrap_or_else(|| "the build failed".to_string()),
-                last_lines: recent.into(),
-            });
-        }
-        if let Some(aux) = info.aux
-            && let Some(id) = aux.id
-        {
-            image_id = Some(id);
-        }
-    }
-
-    let id = match image_id {
-        Some(id) => id,
-        // Older engines do not always send the id as `aux`; ask for the first tag instead.
-        None => match request.tags.first() {
-            Some(tag) => docker
-                .inspect_image(tag)
-                .await
-                .ok()
-                .and_then(|image| image.id)
-                .ok_or_else(|| BuildError::Failed {
-                    step: current_step.clone(),
-                    message: "the engine finished without producing an image".to_string(),
-                    last_lines: recent.iter().cloned().collect(),
-                })?,
-            None => {
-                return Err(BuildError::Failed {
-                    step: current_step,
-                    message: "the engine finished without producing an image".to_string(),
-                    last_lines: recent.into(),
-                });
-            }
-        },
-    };
-
-    for reference in request.tags.iter().skip(1) {
-        let (repository, tag) = split_reference(reference);
-        let options = TagImageOptions {
-            repo: Some(repository.to_string()),
-            tag: Some(tag.to_string()),
-        };
-        docker
-            .tag_image(&id, Some(options))
-            .await
-            .map_err(|error| BuildError::Tag {
-                image: id.clone(),
-                tag: reference.clone(),
-                message: describe_error(&error),
-            })?;
-    }
-    Ok(BuiltImage { id })
-}
-
 /// Splits `repository:tag` at the last colon that is not part of a registry port.
 pub fn split_reference(reference: &str) -> (&str, &str) {
     match reference.rsplit_once(':') {
@@ -233,7 +322,50 @@ pub fn split_reference(reference: &str) -> (&str, &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::{split_reference, with_label_instruction};
+    use super::*;
+
+    #[test]
+    fn auto_takes_buildkit_where_the_engine_offers_it() {
+        assert_eq!(offers_buildkit("linux", "1.41"), Ok(()));
+        assert_eq!(offers_buildkit("linux", "1.39"), Ok(()));
+        assert_eq!(offers_buildkit("", "1.45"), Ok(()));
+        assert_eq!(
+            offers_buildkit("linux", "1.38"),
+            Err("its API version is 1.38; BuildKit builds need 1.39 or later".to_string())
+        );
+        assert_eq!(
+            offers_buildkit("windows", "1.41"),
+            Err("the engine runs on windows".to_string())
+        );
+        let no = || Err("the engine runs on windows".to_string());
+        let chosen = |wanted, secrets, offered| {
+            choose(wanted, secrets, offered).map_err(|error| error.to_string())
+        };
+        assert_eq!(
+            chosen(Builder::Auto, false, Ok(())),
+            Ok(BuilderKind::BuildKit)
+        );
+        assert_eq!(chosen(Builder::Auto, false, no()), Ok(BuilderKind::Classic));
+        assert_eq!(
+            chosen(Builder::BuildKit, false, Ok(())),
+            Ok(BuilderKind::BuildKit)
+        );
+        assert_eq!(
+            chosen(Builder::Classic, false, Ok(())),
+            Ok(BuilderKind::Classic)
+        );
+        assert_eq!(
+            chosen(Builder::BuildKit, false, no()),
+            Err("the engine does not offer BuildKit: the engine runs on windows".to_string())
+        );
+        assert_eq!(
+            chosen(Builder::Auto, true, no()),
+            Err(
+                "the engine does not offer BuildKit, which build secrets need: the engine runs on windows"
+                    .to_string()
+            )
+        );
+    }
 
     fn check_labels(dockerfile: &str, labels: &[(&str, &str)], expected: Option<&str>) {
         let labels = labels

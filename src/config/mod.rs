@@ -6,6 +6,7 @@
 //! every tag template renders to a tag Docker accepts). This module reads files and
 //! the environment only: it does no network IO and never talks to Docker.
 
+mod builder;
 mod container;
 mod decode;
 mod global;
@@ -22,6 +23,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use builder::{BuildSecret, BuildSecretSource, Builder};
 use decode::{Environment, closest};
 use global::read_global;
 pub use global::state_dir_of;

@@ -44,9 +44,10 @@ pub(super) fn read_pipeline(
     };
     let branch = source.as_ref().map(|source| source.branch.clone());
     let build = match fields.get("build") {
-        Some(node) => read_build(&mut decoder, node, global, branch.as_deref()),
+        Some(node) => read_build(&mut decoder, dir, node, global, branch.as_deref()),
         None => read_build(
             &mut decoder,
+            dir,
             &empty_mapping(root.position),
             global,
             branch.as_deref(),
@@ -212,15 +213,17 @@ pub fn is_valid_branch(branch: &str) -> bool {
 
 fn read_build(
     decoder: &mut Decoder,
+    dir: &Path,
     node: &yaml::Node,
     global: &Global,
     branch: Option<&str>,
 ) -> Option<Build> {
-    let fields = decoder.mapping(
-        node,
-        "build",
-        &["context", "dockerfile", "args", "target", "labels", "host"],
-    )?;
+    let known = [
+        ["context", "dockerfile", "args", "target", "labels", "host"].as_slice(),
+        &super::builder::KEYS,
+    ]
+    .concat();
+    let fields = decoder.mapping(node, "build", &known)?;
     let context_text = decoder
         .optional_string(&fields, "context")
         .unwrap_or_else(|| ".".to_string());
@@ -281,6 +284,7 @@ fn read_build(
         fields.key_position("host"),
         "build.host",
     );
+    let builder = super::builder::read_builder_keys(decoder, &fields, dir)?;
     Some(Build {
         context: context?,
         dockerfile: dockerfile?,
@@ -288,6 +292,9 @@ fn read_build(
         target,
         labels,
         host,
+        builder: builder.builder,
+        cache_from: builder.cache_from,
+        secrets: builder.secrets,
     })
 }
 

@@ -216,6 +216,11 @@ pub struct Build {
     pub target: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub host: String,
+    /// `build.builder`, `build.cache_from`, `build.secrets`: see `config::builder`.
+    pub builder: super::Builder,
+    /// Image references whose layers the build may reuse.
+    pub cache_from: Vec<String>,
+    pub secrets: Vec<super::BuildSecret>,
 }
 
 #[derive(Debug, Clone)]

@@ -299,9 +299,8 @@ async fn list(
         // The listing has whole seconds; two builds can fall in one.
         if let Ok(inspect) = docker.inspect_image(&image.id).await
             && let Some(created) = inspect.created
-            && let Ok(created) = humantime::parse_rfc3339_weak(&created)
         {
-            image.created = created;
+            image.created = created.into();
         }
         images.push(image);
     }

@@ -5,6 +5,7 @@
 mod accessories;
 mod bounds;
 mod build;
+mod buildkit;
 mod common;
 mod container_spec;
 mod dashboard;

@@ -447,7 +447,8 @@ fn form_key(page: &str) -> String {
 pub fn wait_building(deployment: &Deployment, daemon: &Daemon) {
     eventually("the build starts", Duration::from_secs(30), || {
         let log = stdout(&deployment.gantry(&["logs", &format!("{}#1", deployment.name)]));
-        if log.contains("[build] Step 2/") {
+        // The step's instruction, as either builder names it.
+        if log.contains("[build] ") && log.contains("RUN sleep") {
             Ok(())
         } else {
             Err(format!("{log}\n{}", daemon.log()))

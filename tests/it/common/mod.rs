@@ -354,6 +354,23 @@ pub fn assert_built_head(output: &Output, report: &serde_json::Value, repo: &Rep
     );
 }
 
+/// How the BuildKit step whose name contains `name_part` ended in a build's output
+/// (`[build] #N NAME` ... `[build] #N CACHED`): `CACHED`, `DONE` or `ERROR`.
+pub fn buildkit_step(log: &str, name_part: &str) -> Option<String> {
+    let number = log.lines().find_map(|line| {
+        let rest = line.strip_prefix("[build] #")?;
+        let (number, name) = rest.split_once(' ')?;
+        name.contains(name_part).then(|| number.to_string())
+    })?;
+    let prefix = format!("[build] #{number} ");
+    log.lines().find_map(|line| {
+        let word = line.strip_prefix(&prefix)?.split([' ', ':']).next()?;
+        ["CACHED", "DONE", "ERROR"]
+            .contains(&word)
+            .then(|| word.to_string())
+    })
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
