@@ -30,7 +30,28 @@ fn log_filter(default_level: &str) -> tracing_subscriber::EnvFilter {
     })
 }
 
+/// Writing to stdout fails when its reader went away (`gantry runs | head`) or the disk
+/// is full; the command ends there with a line on stderr, not a panic. A closed pipe
+/// exits 141, as a shell reports a process that SIGPIPE ended.
+fn end_quietly_when_stdout_fails() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Some(reason) = info
+            .payload_as_str()
+            .and_then(|message| message.strip_prefix("failed printing to stdout: "))
+        {
+            if reason.starts_with("Broken pipe") {
+                std::process::exit(141);
+            }
+            eprintln!("error: cannot write to stdout: {reason}");
+            std::process::exit(i32::from(EXIT_FAILED));
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    end_quietly_when_stdout_fails();
     let cli = Cli::parse();
     // The daemon tells what it does; one-shot commands speak through their progress.
     let default_level = if matches!(cli.command, cli::Command::Serve { .. }) {

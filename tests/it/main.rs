@@ -15,6 +15,7 @@ mod hostile;
 mod hosts;
 mod leaks;
 mod lease;
+mod output;
 mod ownership;
 mod polling;
 mod proxy;

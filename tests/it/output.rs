@@ -1,0 +1,48 @@
+//! A command whose stdout goes away (`gantry runs | head`, a full disk) ends with a
+//! clear exit, not a panic.
+
+use std::os::fd::FromRawFd;
+use std::process::Stdio;
+
+use crate::common::*;
+
+#[test]
+fn a_closed_pipe_or_a_full_disk_on_stdout_ends_the_command_without_a_panic() {
+    let config = ConfigDir::new();
+    // A pipe whose reading end is closed before gantry writes: its first line fails.
+    let mut ends = [0; 2];
+    // SAFETY: `ends` has room for the two descriptors pipe(2) fills in.
+    assert_eq!(unsafe { libc::pipe(ends.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just made and are owned here, once each.
+    let (reader, writer) = unsafe {
+        (
+            std::fs::File::from_raw_fd(ends[0]),
+            std::fs::File::from_raw_fd(ends[1]),
+        )
+    };
+    drop(reader);
+    let output = config
+        .command(&["runs"])
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(141), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let output = config
+        .command(&["runs"])
+        .stdout(Stdio::from(full))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: cannot write to stdout: No space left on device (os error 28)"
+    );
+}
