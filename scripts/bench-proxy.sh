@@ -14,6 +14,7 @@
 #   BENCH_RUNS=5      measured push-to-live runs of each side (after one untimed warm-up each)
 #   GANTRY_BIN=path   benchmark this binary instead of `cargo build --release`
 #   BENCH_LOG=file    keep the daemon's log and the output of every command there
+#   BENCH_BUILDER=classic  gantry builds with the engine's classic builder, as the CLI does
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,9 +51,12 @@ SECRET=bench-proxy-secret
 
 # The engine test-env.sh starts; gantry's `local` host and the docker CLI use the same one.
 export DOCKER_HOST=unix:///var/run/docker.sock
-# gantry drives the engine's classic builder through the API; the CLI must use the
-# same builder, or the comparison measures BuildKit against it.
+# The CLI side is the plain sequence a team scripts: `docker build` with the engine's
+# legacy builder (the 20.10 CLI's default). gantry builds as its pipeline says: BuildKit
+# by default (`build.builder: auto`); BENCH_BUILDER=classic measures it on the same
+# builder as the CLI.
 export DOCKER_BUILDKIT=0
+BUILDER="${BENCH_BUILDER:-auto}"
 
 # shellcheck source=scripts/bench-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
@@ -197,6 +201,8 @@ source:
   repo: $REPO
   branch: main
   webhook: { secret: $SECRET }
+build:
+  builder: $BUILDER
 image:
   repository: $IMAGE
   tags: ["{{ commit.short }}"]
@@ -537,7 +543,7 @@ $(printf '%s\n' "$timeline" | sed 's/^/    /')
 | Ratio gantry / CLI (goal ≤ $GOAL_RATIO) | $live_ratio ($live_goal) |
 | Failed requests of $LOAD_REQUESTS through the proxy's fixed port at $LOAD_RATE/s, half keep-alive, across $switches switches to a new version (goal 0) | $failed ($fail_goal) |
 
-Measured on $(nproc) CPU(s), Docker engine $engine (classic builder on both sides), proxy Caddy $caddy,
+Measured on $(nproc) CPU(s), Docker engine $engine (gantry build.builder: $BUILDER, the CLI's legacy builder), proxy Caddy $caddy,
 local registry $REGISTRY, gantry $revision, fixtures/hello (busybox httpd, drain $DRAIN,
 stop_timeout $STOP_TIMEOUT, health checked every 100 ms).
 EOF
