@@ -756,7 +756,7 @@ impl super::swap::Containers for Hosts {
         &self,
         spec: &ContainerSpec,
         container_id: &str,
-        probe: Option<&super::health::ProbeTarget>,
+        _probe: Option<&super::health::ProbeTarget>,
     ) -> Result<(), DockerCallError> {
         let Some(proxy) = &spec.proxy else {
             return Ok(());
@@ -769,7 +769,6 @@ impl super::swap::Containers for Hosts {
             proxy,
             &spec.instance,
             container_id,
-            probe,
         )
         .await
     }

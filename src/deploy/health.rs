@@ -25,13 +25,15 @@ const UNHEALTHY: &str = "the engine reports it unhealthy";
 const NO_HEALTHCHECK: &str = "the image has no HEALTHCHECK";
 
 /// Where an `http` check of a proxied container goes: the host's proxy, with the
-/// secret of the probe route that reaches this container only.
+/// secret of its probe route and the container on trial.
 #[derive(Debug, Clone)]
 pub struct ProbeTarget {
     /// The host's address and the proxy port.
     pub address: String,
     pub port: u16,
     pub secret: String,
+    /// The container on trial as the probe route reaches it: `<short id>:<port>`.
+    pub upstream: String,
     /// A host name the route answers for (sent as Host and TLS server name).
     pub host_name: Option<String>,
     pub tls: bool,
@@ -290,7 +292,8 @@ async fn probe_through_proxy(
     let scheme = if via.tls { "https" } else { "http" };
     let request = client
         .get(format!("{scheme}://{authority}{path}"))
-        .header(super::proxy::routes::PROBE_HEADER, &via.secret);
+        .header(super::proxy::routes::PROBE_HEADER, &via.secret)
+        .header(super::proxy::routes::UPSTREAM_HEADER, &via.upstream);
     check_response(request, expected_status, body_pattern).await
 }
 

@@ -33,7 +33,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use self::routes::{Probe, Routes, Site, Upstream};
+use self::routes::{Routes, Site, Upstream};
 use super::container::{self, DockerCallError, LABEL_SPEC};
 use super::health::ProbeTarget;
 use super::{Log, short_id};
@@ -397,6 +397,8 @@ pub async fn sync_sites(
     }
     let prefix = format!("{}/", pipeline.name);
     change_routes(docker, host, config.proxy.email.as_deref(), |routes| {
+        // Made here, so the rollout's first check needs no config load of its own.
+        routes.probe_secret.get_or_insert_with(probe_secret);
         routes
             .sites
             .retain(|key, _| !key.starts_with(&prefix) || wanted.contains_key(key));
@@ -420,8 +422,9 @@ pub async fn sync_sites(
     Ok(())
 }
 
-/// Opens a probe route to a container on trial, when its check is `http`: the
-/// check then goes through the proxy, as users' requests will.
+/// How a container on trial is checked through the proxy, when its check is `http`:
+/// the proxy's probe route (made with its secret on the first use), as users'
+/// requests will come. No config load is needed per trial.
 pub async fn open_probe(
     docker: &Docker,
     host: &str,
@@ -434,22 +437,15 @@ pub async fn open_probe(
     let HealthCheck::Http { port, .. } = &health.check else {
         return Ok(None);
     };
-    let secret = probe_secret();
-    let probe = Probe {
-        port: proxy.port,
-        upstream: Upstream {
-            container: short_id(container_id),
-            port: *port,
-        },
-    };
-    change_routes(docker, host, email, |routes| {
-        routes.probes.insert(secret.clone(), probe);
+    let routes = change_routes(docker, host, email, |routes| {
+        routes.probe_secret.get_or_insert_with(probe_secret);
     })
     .await?;
     Ok(Some(ProbeTarget {
         address: address.to_string(),
         port: proxy.port,
-        secret,
+        secret: routes.probe_secret.unwrap_or_default(),
+        upstream: format!("{}:{port}", short_id(container_id)),
         host_name: proxy
             .hosts
             .iter()
@@ -459,21 +455,17 @@ pub async fn open_probe(
     }))
 }
 
+/// Nothing to undo: the probe route stays, and reaches a container only by its id.
 pub async fn close_probe(
-    docker: &Docker,
-    host: &str,
-    email: Option<&str>,
-    probe: &ProbeTarget,
+    _docker: &Docker,
+    _host: &str,
+    _email: Option<&str>,
+    _probe: &ProbeTarget,
 ) -> Result<(), DockerCallError> {
-    change_routes(docker, host, email, |routes| {
-        routes.probes.remove(&probe.secret);
-    })
-    .await
-    .map(drop)
+    Ok(())
 }
 
-/// Sends an instance's requests to `container_id`, closing its probe route in the
-/// same config load.
+/// Sends an instance's requests to `container_id`.
 #[allow(clippy::too_many_arguments)]
 pub async fn switch(
     docker: &Docker,
@@ -483,12 +475,8 @@ pub async fn switch(
     proxy: &ServiceProxy,
     instance: &str,
     container_id: &str,
-    probe: Option<&ProbeTarget>,
 ) -> Result<(), DockerCallError> {
     change_routes(docker, host, email, |routes| {
-        if let Some(probe) = probe {
-            routes.probes.remove(&probe.secret);
-        }
         routes
             .sites
             .entry(site.to_string())
@@ -694,10 +682,10 @@ async fn exec(
     Ok((inspect.exit_code, output))
 }
 
-/// A fresh secret for one probe route.
+/// A fresh secret for a proxy's probe route.
 pub fn probe_secret() -> String {
     let mut bytes = [0u8; 16];
-    // The OS's generator; should it fail, the time still tells probes apart.
+    // The OS's generator; should it fail, the time still makes one hard to guess.
     if getrandom::fill(&mut bytes).is_err() {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

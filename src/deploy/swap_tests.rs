@@ -212,6 +212,7 @@ impl Containers for Memory {
             address: "127.0.0.1".to_string(),
             port: 80,
             secret: container_id.to_string(),
+            upstream: format!("{container_id}:8080"),
             host_name: None,
             tls: false,
         }))

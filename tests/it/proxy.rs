@@ -450,6 +450,18 @@ fn services_share_a_port_by_host_name_and_tls_uses_the_proxy_certificate_authori
     assert_eq!(get("beta.test", &[], &plain), "beta\n|200");
     assert_eq!(get("www.beta.test", &[], &plain), "beta\n|200");
     assert!(get("other.test", &[], &plain).ends_with("|404"));
+    // The probe route takes nobody without its secret, whatever container a request names.
+    let beta: String = container_id(&engine, &deployment.instance("beta"))
+        .chars()
+        .take(12)
+        .collect();
+    let upstream = format!("X-Gantry-Upstream: {beta}:8080");
+    for secret in ["X-Gantry-Probe: guessed", "X-Gantry-Probe;"] {
+        assert_eq!(
+            get("alpha.test", &["-H", secret, "-H", &upstream], &plain),
+            "alpha\n|200"
+        );
+    }
 
     // TLS with a certificate the proxy's own authority issued, verified against its root.
     let root = tempfile::NamedTempFile::new().unwrap();

@@ -2,9 +2,14 @@
 //!
 //! `Routes` is gantry's record, kept in the proxy container beside the config it was
 //! rendered to: one site per proxied service (its port, host names, TLS and the
-//! container each instance is reached at), plus the probe routes of containers on
-//! trial. `render` is a pure function of it, so the whole config is loaded at once
-//! (Caddy's `/load`: atomic) and every change is a new `Routes` value.
+//! container each instance is reached at), and the secret of the probe route. `render`
+//! is a pure function of it, so the whole config is loaded at once (Caddy's `/load`:
+//! atomic) and every change is a new `Routes` value.
+//!
+//! The probe route comes first on every port and is taken only by a request that
+//! carries the secret: it goes to the container its `X-Gantry-Upstream` header names
+//! (`<short id>:<port>`, checked by a pattern, so it reaches containers by their id
+//! alias and nothing else). Checking a container on trial then needs no config load.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,8 +18,12 @@ use serde_json::{Value, json};
 
 use crate::config::{ProxyTls, ServiceProxy};
 
-/// The header that selects a probe route; its value is a per-trial secret.
+/// The header that selects the probe route; its value is the proxy's probe secret.
 pub const PROBE_HEADER: &str = "X-Gantry-Probe";
+/// The header naming the container a probe goes to: `<short id>:<port>`.
+pub const UPSTREAM_HEADER: &str = "X-Gantry-Upstream";
+/// What `UPSTREAM_HEADER` may hold.
+const UPSTREAM_PATTERN: &str = "^[0-9a-f]{12}:[0-9]{1,5}$";
 /// How long the proxy retries reaching an upstream (one restarting, or just switched to).
 const TRY_DURATION: &str = "5s";
 const TRY_INTERVAL: &str = "250ms";
@@ -24,9 +33,10 @@ pub struct Routes {
     /// By `pipeline/service`.
     #[serde(default)]
     pub sites: BTreeMap<String, Site>,
-    /// Containers on trial, by the probe header's value.
+    /// The value of `PROBE_HEADER` that opens the probe route (made once per proxy;
+    /// never shown).
     #[serde(default)]
-    pub probes: BTreeMap<String, Probe>,
+    pub probe_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,13 +65,6 @@ impl Upstream {
     }
 }
 
-/// A route to one container on trial, taken only by requests that carry its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Probe {
-    pub port: u16,
-    pub upstream: Upstream,
-}
-
 /// The key of a service's site.
 pub fn site_key(pipeline: &str, service: &str) -> String {
     format!("{pipeline}/{service}")
@@ -81,11 +84,7 @@ impl Site {
 impl Routes {
     /// The ports the proxy must listen on.
     pub fn ports(&self) -> BTreeSet<u16> {
-        self.sites
-            .values()
-            .map(|site| site.port)
-            .chain(self.probes.values().map(|probe| probe.port))
-            .collect()
+        self.sites.values().map(|site| site.port).collect()
     }
 }
 
@@ -99,19 +98,20 @@ pub fn render(routes: &Routes, email: Option<&str>) -> Value {
             .iter()
             .filter(|(_, site)| site.port == port)
             .collect();
-        let mut handlers: Vec<Value> = routes
-            .probes
-            .iter()
-            .filter(|(_, probe)| probe.port == port)
-            .map(|(secret, probe)| {
-                json!({
-                    "@id": format!("gantry-probe-{}", &secret[..secret.len().min(8)]),
-                    "match": [{ "header": { PROBE_HEADER: [secret] } }],
-                    "handle": [reverse_proxy([&probe.upstream])],
-                    "terminal": true,
-                })
-            })
-            .collect();
+        let mut handlers: Vec<Value> = Vec::new();
+        if let Some(secret) = &routes.probe_secret {
+            handlers.push(json!({
+                "match": [{
+                    "header": { PROBE_HEADER: [secret] },
+                    "header_regexp": { UPSTREAM_HEADER: { "pattern": UPSTREAM_PATTERN } },
+                }],
+                "handle": [{
+                    "handler": "reverse_proxy",
+                    "upstreams": [{ "dial": format!("{{http.request.header.{UPSTREAM_HEADER}}}") }],
+                }],
+                "terminal": true,
+            }));
+        }
         // Sites with host names first: a catch-all must not shadow them.
         let mut ordered = sites.clone();
         ordered.sort_by_key(|(_, site)| site.hosts.is_empty());
@@ -245,25 +245,31 @@ mod tests {
     }
 
     #[test]
-    fn a_probe_route_comes_first_and_matches_only_its_secret() {
+    fn the_probe_route_comes_first_and_takes_only_its_secret_and_a_container_id() {
         let mut routes = routes();
-        routes.probes.insert(
-            "0123456789abcdef".to_string(),
-            Probe {
-                port: 80,
-                upstream: upstream("dddddddddddd"),
-            },
-        );
+        routes.probe_secret = Some("0123456789abcdef".to_string());
         let config = render(&routes, None);
         let first = &config["apps"]["http"]["servers"]["port-80"]["routes"][0];
         assert_eq!(
             first["match"],
-            json!([{ "header": { PROBE_HEADER: ["0123456789abcdef"] } }])
+            json!([{
+                "header": { PROBE_HEADER: ["0123456789abcdef"] },
+                "header_regexp": { UPSTREAM_HEADER: { "pattern": "^[0-9a-f]{12}:[0-9]{1,5}$" } },
+            }])
         );
         assert_eq!(
             first["handle"][0]["upstreams"],
-            json!([{ "dial": "dddddddddddd:8080" }])
+            json!([{ "dial": "{http.request.header.X-Gantry-Upstream}" }])
         );
+        let pattern = regex::Regex::new(UPSTREAM_PATTERN).unwrap();
+        assert!(pattern.is_match("0123456789ab:8080"));
+        for refused in [
+            "example.com:80",
+            "0123456789ab:8080/x",
+            "169.254.169.254:80",
+        ] {
+            assert!(!pattern.is_match(refused), "{refused}");
+        }
     }
 
     #[test]
