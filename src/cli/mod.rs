@@ -205,6 +205,17 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print a completion script for a shell, generated from these commands.
+    ///
+    /// bash: `gantry completions bash > /etc/bash_completion.d/gantry`; zsh: into a
+    /// directory on `$fpath` as `_gantry`; fish: `~/.config/fish/completions/gantry.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print gantry's man page (roff), generated from these commands:
+    /// `gantry man > /usr/local/share/man/man1/gantry.1`.
+    Man,
     /// Stop a pipeline's containers, dependents before what they require.
     Stop(LifecycleArgs),
     /// Start a pipeline's containers, required services first, each health-gated.
@@ -249,8 +260,50 @@ impl DeployFlags {
     }
 }
 
+/// The shells `gantry completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Writes what `completions` and `man` print: they need no config, daemon or engine.
+fn describe_cli(command: &Command) -> Option<anyhow::Result<ExitCode>> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut definition = Cli::command();
+    let mut text = Vec::new();
+    match command {
+        Command::Completions { shell } => {
+            let shell = match shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut definition, "gantry", &mut text);
+        }
+        Command::Man => {
+            if let Err(error) = clap_mangen::Man::new(definition).render(&mut text) {
+                return Some(Err(anyhow::anyhow!("cannot render the man page: {error}")));
+            }
+        }
+        _ => return None,
+    }
+    let mut out = std::io::stdout().lock();
+    Some(match out.write_all(&text).and_then(|()| out.flush()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // Its reader went away (`gantry man | head`), as SIGPIPE would end it.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::from(141)),
+        Err(error) => Err(anyhow::anyhow!("cannot write to stdout: {error}")),
+    })
+}
+
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(result) = describe_cli(&cli.command) {
+        return result;
+    }
     if let Some(server) = cli.server.clone() {
         return remote_command(cli, &server).await;
     }
@@ -367,6 +420,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => task::task(&config, &pipeline, &task, wait, cli.json).await,
         Command::Prune { pipeline, dry_run } => {
             prune::prune(&config, &pipeline, dry_run, cli.json).await
+        }
+        // Answered before the config is read (`describe_cli`).
+        command @ (Command::Completions { .. } | Command::Man) => {
+            describe_cli(&command).unwrap_or(Ok(ExitCode::SUCCESS))
         }
         Command::Stop(args) => lifecycle(&config, args, Lifecycle::Stop, cli.json).await,
         Command::Start(args) => lifecycle(&config, args, Lifecycle::Start, cli.json).await,

@@ -46,3 +46,54 @@ fn a_closed_pipe_or_a_full_disk_on_stdout_ends_the_command_without_a_panic() {
         "error: cannot write to stdout: No space left on device (os error 28)"
     );
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_definitions() {
+    let gantry = |arguments: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(arguments)
+            // Neither needs a config, a daemon or an engine.
+            .env("GANTRY_CONFIG", "/nonexistent/gantry-config")
+            .env("GANTRY_SERVER", "http://127.0.0.1:9")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{arguments:?}: {}",
+            stderr(&output)
+        );
+        stdout(&output)
+    };
+    let commands = [
+        "validate", "deploy", "rollback", "status", "serve", "task", "prune",
+    ];
+    let bash = gantry(&["completions", "bash"]);
+    let checked = std::process::Command::new("bash")
+        .args(["-n", "-c", &bash])
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    let zsh = gantry(&["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef gantry"), "{zsh}");
+    let fish = gantry(&["completions", "fish"]);
+    assert!(fish.contains("complete -c gantry"), "{fish}");
+    for script in [&bash, &zsh, &fish] {
+        for command in commands {
+            assert!(script.contains(command), "{command} missing");
+        }
+    }
+    let man = gantry(&["man"]);
+    assert!(man.contains(".TH gantry 1"), "{man}");
+    for command in commands {
+        assert!(
+            man.contains(&format!("gantry\\-{command}")),
+            "{command} missing from the man page"
+        );
+    }
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("possible values: bash, zsh, fish"));
+}
