@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use gantry::cli::{self, Cli, EXIT_FAILED};
 
 /// How long blocking work left over at exit may take to finish.
@@ -52,7 +51,7 @@ fn end_quietly_when_stdout_fails() {
 
 fn main() -> ExitCode {
     end_quietly_when_stdout_fails();
-    let cli = Cli::parse();
+    let cli = Cli::from_process();
     // The daemon tells what it does; one-shot commands speak through their progress.
     let default_level = if matches!(cli.command, cli::Command::Serve { .. }) {
         "info"

@@ -66,6 +66,22 @@ pub struct Cli {
     pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+    /// `server` came from GANTRY_SERVER, not the command line: commands that only work
+    /// where the config is then run there instead of being refused.
+    #[arg(skip)]
+    pub server_from_environment: bool,
+}
+
+impl Cli {
+    /// Parses the process's arguments (exiting on `--help` or a usage error).
+    pub fn from_process() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+        cli.server_from_environment =
+            matches.value_source("server") == Some(clap::parser::ValueSource::EnvVariable);
+        cli
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -305,7 +321,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return result;
     }
     if let Some(server) = cli.server.clone() {
-        return remote_command(cli, &server).await;
+        let remote = matches!(
+            cli.command,
+            Command::Runs { .. }
+                | Command::Logs { .. }
+                | Command::Trigger { .. }
+                | Command::Deploy { .. }
+                | Command::Rollback { .. }
+                | Command::Pin { .. }
+                | Command::Unpin { .. }
+                | Command::Status { .. }
+        );
+        if remote {
+            return remote_command(cli, &server).await;
+        }
+        if !cli.server_from_environment {
+            eprintln!(
+                "error: with --server only status, runs, logs, trigger, deploy, rollback, pin and unpin \
+                 go to the daemon; run this command where the config is, without --server"
+            );
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+        // GANTRY_SERVER only says where the daemon is: this command runs here.
     }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
@@ -445,12 +482,25 @@ async fn remote_command(cli: Cli, server: &str) -> anyhow::Result<ExitCode> {
             remote::act(&remote, &pipeline, "trigger", body, false, json).await
         }
         Command::Deploy {
-            pipeline, image, ..
+            pipeline,
+            image,
+            deploy,
         } => {
+            let dropped = [
+                (deploy.only.is_some(), "--only"),
+                (deploy.force, "--force"),
+                (deploy.wait, "--wait"),
+            ];
+            if let Some(code) = refuse_remote_flags(&dropped, "deploy") {
+                return Ok(code);
+            }
             let body = remote::body(&[("image", image.as_deref())]);
             remote::act(&remote, &pipeline, "deploy", body, true, json).await
         }
-        Command::Rollback { pipeline, to, .. } => {
+        Command::Rollback { pipeline, to, wait } => {
+            if let Some(code) = refuse_remote_flags(&[(wait, "--wait")], "rollback") {
+                return Ok(code);
+            }
             let body = remote::body(&[("to", to.as_deref())]);
             remote::act(&remote, &pipeline, "rollback", body, true, json).await
         }
@@ -469,7 +519,10 @@ async fn remote_command(cli: Cli, server: &str) -> anyhow::Result<ExitCode> {
             )
             .await
         }
-        Command::Status { pipeline, .. } => {
+        Command::Status { pipeline, logs } => {
+            if let Some(code) = refuse_remote_flags(&[(logs > 0, "--logs")], "status") {
+                return Ok(code);
+            }
             remote::status(&remote, pipeline.as_deref(), json).await
         }
         _ => {
@@ -480,6 +533,17 @@ async fn remote_command(cli: Cli, server: &str) -> anyhow::Result<ExitCode> {
             ExitCode::from(EXIT_USAGE)
         }
     })
+}
+
+/// A flag the daemon's API does not take is refused, never dropped: the first one
+/// given, as the exit code of a usage error.
+fn refuse_remote_flags(flags: &[(bool, &str)], command: &str) -> Option<ExitCode> {
+    let (_, flag) = flags.iter().find(|(given, _)| *given)?;
+    eprintln!(
+        "error: `{command} {flag}` is not available with --server (the daemon's API does not take it); \
+         run it where the config is, without --server"
+    );
+    Some(ExitCode::from(EXIT_USAGE))
 }
 
 async fn lifecycle(

@@ -97,3 +97,56 @@ fn completions_and_the_man_page_come_from_the_command_definitions() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(stderr(&refused).contains("possible values: bash, zsh, fish"));
 }
+
+#[test]
+fn gantry_server_in_the_environment_leaves_local_commands_local_and_no_flag_is_dropped() {
+    let config = ConfigDir::new();
+    // Nothing listens on the discard port: a command sent there would fail.
+    let daemon = "http://127.0.0.1:9";
+    let output = config
+        .command(&["validate"])
+        .env("GANTRY_SERVER", daemon)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with("config OK: "),
+        "{}",
+        stdout(&output)
+    );
+
+    // Named on the command line, --server is refused for a command the daemon cannot do.
+    let output = config
+        .command(&["--server", daemon, "validate"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("run this command where the config is, without --server"),
+        "{}",
+        stderr(&output)
+    );
+
+    // A flag the daemon's API does not take is refused, not dropped.
+    for (arguments, flag) in [
+        (vec!["deploy", "hello", "--force"], "deploy --force"),
+        (vec!["deploy", "hello", "--only", "web-*"], "deploy --only"),
+        (vec!["rollback", "hello", "--wait"], "rollback --wait"),
+        (vec!["status", "--logs", "5"], "status --logs"),
+    ] {
+        let mut full = vec!["--server", daemon];
+        full.extend(arguments);
+        let output = config.command(&full).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{full:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(&format!("`{flag}` is not available with --server")),
+            "{full:?}: {}",
+            stderr(&output)
+        );
+    }
+}
