@@ -24,6 +24,20 @@ git_in() {
     -c commit.gpgsign=false "${@:2}"
 }
 
+# stop_daemon PID LIMIT: SIGTERM, then SIGKILL when it is still there after LIMIT
+# seconds (for a cleanup: a benchmark that times the stop does its own).
+stop_daemon() {
+  kill -0 "$1" 2>/dev/null || return 0
+  log "cleanup: stopping the daemon (pid $1)"
+  kill -TERM "$1" 2>/dev/null || true
+  for _ in $(seq $(($2 * 10))); do
+    kill -0 "$1" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
 # free_port: a TCP port nothing listens on at 127.0.0.1, below Docker's ephemeral range.
 free_port() {
   local port

@@ -88,16 +88,7 @@ cleanup() {
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
-  if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-    log "cleanup: stopping the daemon (pid $DAEMON_PID)"
-    kill -TERM "$DAEMON_PID" 2>/dev/null || true
-    for _ in $(seq $((STOP_LIMIT * 10))); do
-      kill -0 "$DAEMON_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$DAEMON_PID" 2>/dev/null || true
-    wait "$DAEMON_PID" 2>/dev/null || true
-  fi
+  [ -z "$DAEMON_PID" ] || stop_daemon "$DAEMON_PID" "$STOP_LIMIT"
   if [ -n "$IMAGE" ]; then
     log "cleanup: containers and images of $NAME"
     local ids
