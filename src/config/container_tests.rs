@@ -1,19 +1,12 @@
 //! Container settings, `networks`, `env_file` and `${file:PATH}`, as loaded and as refused.
 
-use super::tests::{GOOD_PIPELINE, check, diagnostics};
+use super::tests::{GOOD_PIPELINE, check, diagnostics, load_files};
 use super::*;
 
 /// Loads a config of `files` that must be valid; its one pipeline's `web` service.
 fn web(files: &[(&str, &str)]) -> Service {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, text) in files {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
     let environment = |name: &str| (name == "FROM_GANTRY").then(|| "inherited".to_string());
-    let config =
-        Config::load_with(dir.path(), &environment).unwrap_or_else(|error| panic!("{error}"));
+    let config = load_files(files, &environment).unwrap_or_else(|errors| panic!("{errors:#?}"));
     config.pipelines["hello"].deploy.services["web"].clone()
 }
 

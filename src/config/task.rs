@@ -205,7 +205,6 @@ fn read_task(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, ConfigError};
 
     const PIPELINE: &str = "\
 source: { repo: https://git.example.com/team/hello.git }
@@ -231,31 +230,12 @@ hosts:
 
     /// Loads the pipeline with `tasks` under `deploy.tasks`: its tasks, or every message.
     fn load(tasks: &str) -> Result<Vec<Task>, Vec<String>> {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
-        std::fs::write(dir.path().join("gantry.yaml"), GLOBAL).unwrap();
-        std::fs::write(
-            dir.path().join("pipelines/hello.yaml"),
-            format!("{PIPELINE}{tasks}"),
+        let pipeline = format!("{PIPELINE}{tasks}");
+        super::super::tests::load_files(
+            &[("gantry.yaml", GLOBAL), ("pipelines/hello.yaml", &pipeline)],
+            &|_: &str| None,
         )
-        .unwrap();
-        match Config::load_with(dir.path(), &|_: &str| None) {
-            Ok(config) => Ok(config.pipelines["hello"].deploy.tasks.clone()),
-            Err(ConfigError::Invalid(diagnostics)) => Err(diagnostics
-                .iter()
-                .map(|diagnostic| {
-                    let relative = diagnostic.file.strip_prefix(dir.path()).unwrap();
-                    format!(
-                        "{}:{}:{}: {}",
-                        relative.display(),
-                        diagnostic.line,
-                        diagnostic.column,
-                        diagnostic.message
-                    )
-                })
-                .collect()),
-            Err(other) => panic!("{other}"),
-        }
+        .map(|config| config.pipelines["hello"].deploy.tasks.clone())
     }
 
     fn check_errors(tasks: &str, expected: &[&str]) {

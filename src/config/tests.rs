@@ -16,21 +16,21 @@ image:
   tags: [\"{{ commit.short }}\", latest]
 ";
 
-/// Loads a config made of `files` and returns its diagnostics as printed.
-pub(super) fn diagnostics(files: &[(&str, &str)]) -> Vec<String> {
+/// Loads a config made of `files` (paths inside a new config directory) with this
+/// environment: the config, or its diagnostics as printed, relative to the directory.
+pub(super) fn load_files(
+    files: &[(&str, &str)],
+    environment: Environment,
+) -> Result<Config, Vec<String>> {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
         let path = dir.path().join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     }
-    let environment = |name: &str| match name {
-        "SECRET" => Some("s3cret".to_string()),
-        _ => None,
-    };
-    match Config::load_with(dir.path(), &environment) {
-        Ok(_) => Vec::new(),
-        Err(ConfigError::Invalid(diagnostics)) => diagnostics
+    match Config::load_with(dir.path(), environment) {
+        Ok(config) => Ok(config),
+        Err(ConfigError::Invalid(diagnostics)) => Err(diagnostics
             .iter()
             .map(|diagnostic| {
                 let relative = diagnostic.file.strip_prefix(dir.path()).unwrap();
@@ -45,9 +45,18 @@ pub(super) fn diagnostics(files: &[(&str, &str)]) -> Vec<String> {
                         .replace(&format!("{}/", dir.path().display()), "")
                 )
             })
-            .collect(),
+            .collect()),
         Err(other) => panic!("{other}"),
     }
+}
+
+/// Loads a config made of `files` and returns its diagnostics as printed.
+pub(super) fn diagnostics(files: &[(&str, &str)]) -> Vec<String> {
+    let environment = |name: &str| match name {
+        "SECRET" => Some("s3cret".to_string()),
+        _ => None,
+    };
+    load_files(files, &environment).err().unwrap_or_default()
 }
 
 pub(super) fn check(files: &[(&str, &str)], expected: &[&str]) {
