@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::ImageRepository;
-use super::decode::{self, Decoder, Fields, closest};
+use super::decode::{self, Decoder, Fields, closest, is_variable_name};
 
 /// Which builder of the engine runs the Dockerfile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -199,14 +199,6 @@ fn is_secret_id(id: &str) -> bool {
         && id
             .chars()
             .all(|character| character.is_ascii_alphanumeric() || "-_.".contains(character))
-}
-
-fn is_variable_name(name: &str) -> bool {
-    let mut characters = name.chars();
-    characters
-        .next()
-        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
-        && characters.all(|character| character.is_ascii_alphanumeric() || character == '_')
 }
 
 #[cfg(test)]

@@ -431,7 +431,8 @@ fn display_path(path: &str) -> &str {
     if path.is_empty() { "the file" } else { path }
 }
 
-fn is_variable_name(name: &str) -> bool {
+/// A name `${NAME}` may read: a letter or `_`, then letters, digits and `_`.
+pub(super) fn is_variable_name(name: &str) -> bool {
     let mut characters = name.chars();
     characters
         .next()

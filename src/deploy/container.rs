@@ -406,15 +406,16 @@ pub async fn ensure_network(docker: &Docker, spec: &ContainerSpec) -> Result<(),
         )
         .filter(|network| !is_builtin(network));
     for network in networks {
-        create_network(docker, spec, network).await?;
+        create_network(docker, network, (LABEL_PIPELINE, &spec.pipeline)).await?;
     }
     Ok(())
 }
 
-async fn create_network(
+/// Creates a user-defined bridge network with this label unless it exists.
+pub async fn create_network(
     docker: &Docker,
-    spec: &ContainerSpec,
     network: &str,
+    (label, value): (&str, &str),
 ) -> Result<(), DockerCallError> {
     match docker.inspect_network(network, None).await {
         Ok(_) => Ok(()),
@@ -422,15 +423,12 @@ async fn create_network(
             let request = NetworkCreateRequest {
                 name: network.to_string(),
                 driver: Some("bridge".to_string()),
-                labels: Some(HashMap::from([(
-                    LABEL_PIPELINE.to_string(),
-                    spec.pipeline.clone(),
-                )])),
+                labels: Some(HashMap::from([(label.to_string(), value.to_string())])),
                 ..NetworkCreateRequest::default()
             };
             match docker.create_network(request).await {
                 Ok(_) => Ok(()),
-                // Another instance of the same batch created it first.
+                // Another instance or rollout created it first.
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 409, ..
                 }) => Ok(()),

@@ -335,36 +335,11 @@ async fn probe_tcp(address: &str, port: u16) -> Result<(), String> {
 }
 
 async fn probe_exec(docker: &Docker, container: &str, command: &[String]) -> Result<(), String> {
-    let exec = docker
-        .create_exec(
-            container,
-            CreateExecOptions {
-                cmd: Some(command.to_vec()),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..CreateExecOptions::default()
-            },
-        )
-        .await
-        .map_err(|error| describe_error(&error))?;
     let run = async {
-        let mut output = String::new();
-        if let StartExecResults::Attached {
-            output: mut stream, ..
-        } = docker
-            .start_exec(&exec.id, None)
-            .await
-            .map_err(|error| describe_error(&error))?
-        {
-            while let Some(Ok(chunk)) = stream.next().await {
-                output.push_str(&chunk.to_string());
-            }
-        }
-        let inspect = docker
-            .inspect_exec(&exec.id)
+        let (code, output) = exec_output(docker, container, command)
             .await
             .map_err(|error| describe_error(&error))?;
-        match inspect.exit_code {
+        match code {
             Some(0) => Ok(()),
             code => {
                 let last_line = output.lines().last().unwrap_or("").trim().to_string();
@@ -383,6 +358,37 @@ async fn probe_exec(docker: &Docker, container: &str, command: &[String]) -> Res
     tokio::time::timeout(PROBE_TIMEOUT, run)
         .await
         .unwrap_or_else(|_| Err("the command did not finish in time".to_string()))
+}
+
+/// Runs a command in a running container and waits for it: its exit code (when the
+/// engine knows it) and what it wrote to stdout and stderr.
+pub(super) async fn exec_output(
+    docker: &Docker,
+    container: &str,
+    command: &[String],
+) -> Result<(Option<i64>, String), bollard::errors::Error> {
+    let exec = docker
+        .create_exec(
+            container,
+            CreateExecOptions {
+                cmd: Some(command.to_vec()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..CreateExecOptions::default()
+            },
+        )
+        .await?;
+    let mut output = String::new();
+    if let StartExecResults::Attached {
+        output: mut stream, ..
+    } = docker.start_exec(&exec.id, None).await?
+    {
+        while let Some(Ok(chunk)) = stream.next().await {
+            output.push_str(&chunk.to_string());
+        }
+    }
+    let inspect = docker.inspect_exec(&exec.id).await?;
+    Ok((inspect.exit_code, output))
 }
 
 async fn probe_docker(docker: &Docker, container: &str) -> Result<(), String> {

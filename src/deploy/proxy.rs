@@ -22,10 +22,9 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
-    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, DownloadFromContainerOptions, UploadToContainerOptions,
@@ -290,31 +289,9 @@ async fn create(docker: &Docker, spec: &ProxySpec, hash: &str) -> Result<(), Doc
     Ok(())
 }
 
-/// Creates a user-defined bridge network unless it exists.
+/// Creates a user-defined bridge network, labelled as the proxy's, unless it exists.
 pub async fn ensure_network(docker: &Docker, network: &str) -> Result<(), DockerCallError> {
-    if docker.inspect_network(network, None).await.is_ok() {
-        return Ok(());
-    }
-    let request = NetworkCreateRequest {
-        name: network.to_string(),
-        driver: Some("bridge".to_string()),
-        labels: Some(HashMap::from([(
-            LABEL_PROXY.to_string(),
-            "caddy".to_string(),
-        )])),
-        ..NetworkCreateRequest::default()
-    };
-    match docker.create_network(request).await {
-        Ok(_) => Ok(()),
-        // Created meanwhile by another rollout.
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409, ..
-        }) => Ok(()),
-        Err(error) => Err(failure(
-            format!("creating network {network}"),
-            describe_error(&error),
-        )),
-    }
+    container::create_network(docker, network, (LABEL_PROXY, "caddy")).await
 }
 
 /// Changes the host's routes and loads them into its proxy, one change at a time per host.
@@ -650,36 +627,14 @@ async fn exec(
     docker: &Docker,
     command: Vec<String>,
 ) -> Result<(Option<i64>, String), DockerCallError> {
-    let action = || format!("running `{}` in the proxy", command.join(" "));
-    let created = docker
-        .create_exec(
-            PROXY_CONTAINER,
-            CreateExecOptions {
-                cmd: Some(command.clone()),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..CreateExecOptions::default()
-            },
-        )
+    super::health::exec_output(docker, PROXY_CONTAINER, &command)
         .await
-        .map_err(|error| failure(action(), describe_error(&error)))?;
-    let mut output = String::new();
-    if let StartExecResults::Attached {
-        output: mut stream, ..
-    } = docker
-        .start_exec(&created.id, None)
-        .await
-        .map_err(|error| failure(action(), describe_error(&error)))?
-    {
-        while let Some(Ok(chunk)) = stream.next().await {
-            output.push_str(&chunk.to_string());
-        }
-    }
-    let inspect = docker
-        .inspect_exec(&created.id)
-        .await
-        .map_err(|error| failure(action(), describe_error(&error)))?;
-    Ok((inspect.exit_code, output))
+        .map_err(|error| {
+            failure(
+                format!("running `{}` in the proxy", command.join(" ")),
+                describe_error(&error),
+            )
+        })
 }
 
 /// A fresh secret for a proxy's probe route.

@@ -6,11 +6,9 @@
 //! is renewed while the rollout works and released at the end; a holder that
 //! dies stops renewing, and its lease expires after `LEASE_TTL`.
 
-use std::sync::{Arc, Mutex};
-
 use serde::Serialize;
 
-use super::lease::{acquire_lease, keep_lease, lease_owner};
+use super::lease::{HeldLease, acquire_lease, lease_owner};
 use super::resolve::{describe_image, resolve_image, rollback_image};
 use super::{
     BuildGate, BuildReport, EngineError, Failure, Progress, RunRecorder, StageReport, build_run,
@@ -397,21 +395,10 @@ async fn deploy_image(
     // Renew while the rollout works; the task ends when the rollout does. A lease that
     // is lost (taken over, or not renewed before it expired) stops the rollout before
     // it changes another container.
-    let lost: Arc<Mutex<Option<String>>> = Arc::default();
-    let renewal = tokio::spawn(keep_lease(
-        store.clone(),
-        pipeline.name.clone(),
-        owner.clone(),
-        lost.clone(),
-    ));
-    let stop = || {
-        lost.lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    };
+    let held = HeldLease::keep(store, &pipeline.name, &owner);
+    let stop = || held.lost();
     let result = rollout_recorded(&mut deploying, config, &image, options, pin_reason, &stop).await;
-    renewal.abort();
-    let released = store.release_lease(&pipeline.name, &owner).await;
+    let released = held.release().await;
     let report = result?;
     released?;
     Ok(report)

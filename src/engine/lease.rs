@@ -17,9 +17,52 @@ const LEASE_RENEW_EVERY: Duration = Duration::from_secs(5);
 /// How often `--wait` asks for a held lease again.
 const LEASE_POLL: Duration = Duration::from_millis(500);
 
+/// A deploy lease this process took, renewed in the background until `release`.
+pub(super) struct HeldLease {
+    store: Store,
+    pipeline: String,
+    owner: String,
+    lost: Arc<Mutex<Option<String>>>,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl HeldLease {
+    /// Starts renewing a lease `acquire_lease` gave `owner`.
+    pub(super) fn keep(store: &Store, pipeline: &str, owner: &str) -> HeldLease {
+        let lost: Arc<Mutex<Option<String>>> = Arc::default();
+        let renewal = tokio::spawn(keep_lease(
+            store.clone(),
+            pipeline.to_string(),
+            owner.to_string(),
+            lost.clone(),
+        ));
+        HeldLease {
+            store: store.clone(),
+            pipeline: pipeline.to_string(),
+            owner: owner.to_string(),
+            lost,
+            renewal,
+        }
+    }
+
+    /// Why the lease was lost (taken over, or not renewed before it expired), once it was.
+    pub(super) fn lost(&self) -> Option<String> {
+        self.lost
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Stops renewing and gives the lease back.
+    pub(super) async fn release(self) -> Result<(), crate::store::StoreError> {
+        self.renewal.abort();
+        self.store.release_lease(&self.pipeline, &self.owner).await
+    }
+}
+
 /// Renews the deploy lease every `LEASE_RENEW_EVERY` until it is lost; then says why in
 /// `lost`. A failed renewal is tried again while the lease has time left.
-pub(super) async fn keep_lease(
+async fn keep_lease(
     store: Store,
     pipeline: String,
     owner: String,

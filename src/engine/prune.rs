@@ -8,10 +8,10 @@
 //! A prune after a deploy never fails it: what went wrong is a warning in the run's log.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use super::lease::{acquire_lease, keep_lease, lease_owner_doing};
+use super::lease::{HeldLease, acquire_lease, lease_owner_doing};
 use super::resolve::previous_image;
 use super::{EngineError, Failure, RunRecorder, Silent};
 use crate::config::{Config, Pipeline};
@@ -66,13 +66,7 @@ pub async fn prune(
     if let Err(failure) = acquire_lease(store, &pipeline.name, &owner, false, &mut Silent).await {
         return Ok(Err(failure));
     }
-    let lost: Arc<Mutex<Option<String>>> = Arc::default();
-    let renewal = tokio::spawn(keep_lease(
-        store.clone(),
-        pipeline.name.clone(),
-        owner.clone(),
-        lost,
-    ));
+    let held = HeldLease::keep(store, &pipeline.name, &owner);
     let result = match protected_digests(store, &pipeline.name).await {
         Ok(protected) => {
             let request = PruneRequest {
@@ -85,8 +79,7 @@ pub async fn prune(
         }
         Err(error) => Err(error),
     };
-    renewal.abort();
-    let released = store.release_lease(&pipeline.name, &owner).await;
+    let released = held.release().await;
     let report = result?;
     released?;
     Ok(Ok(report))

@@ -4,13 +4,12 @@
 //! successful deployment the state store holds). It is not a run: nothing is
 //! recorded but the lease, and its output goes to the caller's log.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::lease::{acquire_lease, keep_lease, lease_owner_doing};
+use super::lease::{HeldLease, acquire_lease, lease_owner_doing};
 use super::{EngineError, Failure, Progress};
 use crate::config::{Pipeline, Task};
 use crate::deploy::task::{HandImage, TaskReport, run_by_hand};
@@ -72,27 +71,16 @@ pub async fn run_task(
     }
     // The lease is renewed while the task runs; a task cannot be stopped halfway
     // with any good result, so a lost lease is only told.
-    let lost: Arc<Mutex<Option<String>>> = Arc::default();
-    let renewal = tokio::spawn(keep_lease(
-        store.clone(),
-        pipeline.name.clone(),
-        owner.clone(),
-        lost.clone(),
-    ));
+    let held = HeldLease::keep(store, &pipeline.name, &owner);
     let result = async {
         let recorded = newest_deployed(store, pipeline).await?;
         Ok::<_, EngineError>(run_by_hand(config, pipeline, task, recorded, interrupt, log).await)
     }
     .await;
-    renewal.abort();
-    let released = store.release_lease(&pipeline.name, &owner).await;
-    if let Some(reason) = lost
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .as_ref()
-    {
+    if let Some(reason) = held.lost() {
         log(&format!("warning: {reason} while the task ran"));
     }
+    let released = held.release().await;
     released?;
     match result? {
         Err(message) => report.failure = Some(Failure::new(Stage::Resolve, message)),
