@@ -6,20 +6,20 @@
 //! failed with its stage and message and returned as a report; `Err` means gantry
 //! itself could not go on (the state store failed). Only this module writes run state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::build::context::{ContextSummary, Packer};
-use crate::build::dockerignore::DockerIgnore;
-use crate::build::{self, BuildError, BuildRequest};
+use crate::build;
+use crate::build::context::ContextSummary;
 use crate::config::{Config, Pipeline, TemplateValues};
 use crate::registry::{self, RefusalKind, RegistryError};
 use crate::run::{Outcome, RunId, RunKind, RunState, Stage, Trigger};
-use crate::source::{self, Commit, FetchReport, TreeFile, TreeFileKind};
+use crate::source::{self, Commit, FetchReport};
 use crate::store::{CommitDetails, RunResult, Store, StoreError};
 
 mod deployment;
+mod images;
 pub mod intake;
 mod lease;
 pub mod metrics;
@@ -63,7 +63,10 @@ pub struct BuildReport {
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit: Option<Commit>,
+    /// The first image (by name) as a repository, its digest and builder; `images` has
+    /// every one, and `tags` every tag pushed.
     pub image: String,
+    pub images: Vec<images::ImageReport>,
     pub tags: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
@@ -193,7 +196,8 @@ async fn build_run(
             run: run_id,
             outcome: Outcome::Succeeded,
             commit: None,
-            image: pipeline.image.repository.to_string(),
+            image: String::new(),
+            images: Vec::new(),
             tags: Vec::new(),
             digest: None,
             fetch: None,
@@ -260,187 +264,83 @@ async fn build_run(
         return Ok(run.report);
     }
 
-    // The tags this run pushes; templates were checked at load time, but a ref
-    // given on the command line can still render to something Docker refuses.
+    // Each image's tags and build arguments; templates were checked at load time, but
+    // a ref given on the command line can still render to something Docker refuses.
     let values = TemplateValues {
         commit_sha: commit.sha.clone(),
         branch: pipeline.source.branch.clone(),
         run_number: run_id.number,
     };
-    let rendered = render_tags_and_args(pipeline, &values);
-    let (tags, args) = match rendered {
-        Ok(rendered) => rendered,
+    let mut plans = match images::plan(pipeline, &commit, &values) {
+        Ok(plans) => plans,
         Err(message) => return run.fail(Failure::new(Stage::Checkout, message)).await,
     };
-    run.report.tags = tags
+    run.report.tags = plans
         .iter()
-        .map(|tag| pipeline.image.repository.with_tag(tag))
+        .flat_map(images::ImagePlan::references)
         .collect();
 
-    // The image's labels: the user's, and where it came from.
-    let mut labels: BTreeMap<String, String> = pipeline.build.labels.clone();
-    labels.insert(
-        "org.opencontainers.image.revision".to_string(),
-        commit.sha.clone(),
-    );
-    labels.insert(
-        "org.opencontainers.image.source".to_string(),
-        source::display_url(&pipeline.source.repo),
-    );
-    labels.insert("gantry.pipeline".to_string(), pipeline.name.clone());
-    // For the classic builder without a target stage they go into the Dockerfile as one
-    // instruction (one build step instead of one per label); otherwise the engine adds
-    // them to the image (BuildKit at no cost, whether it runs by `buildkit` or `auto`).
-    let inline_labels = (pipeline.build.target.is_none()
-        && pipeline.build.builder == crate::config::Builder::Classic)
-        .then(|| labels.clone());
-
-    // Context: the commit's files under `build.context`, filtered by `.dockerignore`.
-    let cache = fetch.cache.clone();
-    let sha = commit.sha.clone();
-    let build_config = pipeline.build.clone();
-    let commit_time = commit.time.max(0) as u64;
+    // Context: each image's files of the commit, filtered by its `.dockerignore`.
     let spool = config.state_dir.join(SPOOL_DIR);
-    let context = run
+    let cache = fetch.cache.clone();
+    let contexts = run
         .stage(Stage::Context, async |progress: &mut dyn Progress| {
-            let made = tokio::task::spawn_blocking(move || {
-                make_context(
-                    &spool,
-                    &cache,
-                    &sha,
-                    &build_config.context,
-                    &build_config.dockerfile,
-                    commit_time,
-                    inline_labels.as_ref(),
-                )
-            })
-            .await
-            .map_err(|error| Failure::new(Stage::Context, error.to_string()))??;
-            progress.line(&format!(
-                "{} files, {} symlinks, {} ignored, {} bytes",
-                made.1.files, made.1.symlinks, made.1.ignored, made.1.bytes
-            ));
-            Ok(made)
+            images::make_contexts(&mut plans, &spool, &cache, &commit, progress).await
         })
         .await?;
-    let (context_tar, summary, labels_inlined) = match context {
-        Ok(context) => context,
+    match contexts {
+        Ok(summary) => run.report.context = summary,
         Err(failure) => return run.fail(failure).await,
-    };
-    run.report.context = Some(summary);
+    }
 
-    // Build on the build host.
-    let request = BuildRequest {
-        context: context_tar,
-        dockerfile: pipeline.build.dockerfile.clone(),
-        tags: run.report.tags.clone(),
-        args,
-        target: pipeline.build.target.clone(),
-        labels: if labels_inlined {
-            HashMap::new()
-        } else {
-            labels.into_iter().collect()
-        },
-        builder: pipeline.build.builder,
-        cache_from: pipeline.build.cache_from.clone(),
-        secrets: pipeline.build.secrets.clone(),
-        logins: build_logins(config, pipeline).await,
-    };
+    // Build every image on the build host, several at once.
+    let logins = build_logins(config, pipeline).await;
     let built = run
         .stage(Stage::Build, async |progress: &mut dyn Progress| {
-            let build_host = config.hosts.get(&pipeline.build.host).ok_or_else(|| {
-                Failure::new(
-                    Stage::Build,
-                    format!("build host `{}` is not defined", pipeline.build.host),
-                )
-            })?;
-            let connection = crate::host::connect(build_host)
-                .await
-                .map_err(|error| Failure::new(Stage::Build, error.to_string()))?;
-            progress.line(&format!(
-                "building on `{}` (engine {}, API {})",
-                connection.name, connection.engine_version, connection.api_version
-            ));
-            let mut on_line = |line: &str| progress.line(line);
-            let image = build::build_image(&connection, request, &mut on_line)
-                .await
-                .map_err(|error| {
-                    let details = match &error {
-                        BuildError::Failed { last_lines, .. } => last_lines.clone(),
-                        _ => Vec::new(),
-                    };
-                    Failure {
-                        details,
-                        ..Failure::new(Stage::Build, error.to_string())
-                    }
-                })?;
-            Ok((connection.docker, image.builder))
+            images::build_all(config, pipeline, &mut plans, logins, progress).await
         })
         .await?;
     let docker = match built {
-        Ok((docker, builder)) => {
-            run.report.builder = Some(builder);
-            docker
-        }
+        Ok(docker) => docker,
         Err(failure) => return run.fail(failure).await,
     };
 
-    // Push every tag, then ask the registry which digest it serves.
-    let repository = pipeline.image.repository.clone();
+    // Push every tag of every image, each digest confirmed with the registry.
     let pushed = run
         .stage(Stage::Push, async |progress: &mut dyn Progress| {
-            let credentials = registry::credentials(config, repository.registry())
-                .await
-                .map_err(registry_failure)?;
-            let mut digest: Option<String> = None;
-            for tag in &tags {
-                let mut on_line = |line: &str| progress.line(line);
-                let reported = registry::push(
-                    &docker,
-                    &repository,
-                    tag,
-                    credentials.as_ref(),
-                    &mut on_line,
-                )
-                .await
-                .map_err(registry_failure)?;
-                let served =
-                    registry::manifest_digest(config, &repository, tag, credentials.as_ref())
-                        .await
-                        .map_err(registry_failure)?;
-                if let Some(reported) = reported
-                    && reported != served
-                {
-                    return Err(registry_failure(RegistryError::DigestMismatch {
-                        reference: repository.with_tag(tag),
-                        pushed: reported,
-                        served,
-                    }));
-                }
-                if let Some(previous) = &digest
-                    && *previous != served
-                {
-                    return Err(registry_failure(RegistryError::DigestMismatch {
-                        reference: repository.with_tag(tag),
-                        pushed: previous.clone(),
-                        served,
-                    }));
-                }
-                progress.line(&format!("{} is {served}", repository.with_tag(tag)));
-                digest = Some(served);
-            }
-            digest.ok_or_else(|| Failure::new(Stage::Push, "no tag to push"))
+            images::push_all(config, &docker, &mut plans, progress).await
         })
         .await?;
-    let digest = match pushed {
-        Ok(digest) => digest,
-        Err(failure) => return run.fail(failure).await,
-    };
+    if let Err(failure) = pushed {
+        return run.fail(failure).await;
+    }
 
+    run.report.images = plans.iter().map(images::ImagePlan::report).collect();
+    let first = &run.report.images[0];
+    run.report.image = first.image.clone();
+    run.report.digest = first.digest.clone();
+    run.report.builder = first.builder;
+    let digest = first.digest.clone().unwrap_or_default();
+    let references: BTreeMap<String, String> = run
+        .report
+        .images
+        .iter()
+        .map(|image| {
+            (
+                image.name.clone(),
+                format!(
+                    "{}@{}",
+                    image.image,
+                    image.digest.as_deref().unwrap_or_default()
+                ),
+            )
+        })
+        .collect();
     let result = RunResult::Succeeded {
-        image: pipeline.image.repository.to_string(),
+        image: first.image.clone(),
         tags: run.report.tags.clone(),
         digest: digest.clone(),
+        images: references,
     };
     if kind == RunKind::Run {
         // The deploy that follows ends the run; until then it is still running.
@@ -448,18 +348,20 @@ async fn build_run(
     } else {
         run.recorder.succeed(&result).await?;
     }
-    run.report.digest = Some(digest);
     Ok(run.report)
 }
 
 /// Credentials for the registries a build reads from: its `cache_from` images' and its
-/// own image's (a common base). A registry without credentials, or with only an
+/// own images' (a common base). A registry without credentials, or with only an
 /// identity token (which the build's session cannot pass on), is read anonymously.
 async fn build_logins(config: &Config, pipeline: &Pipeline) -> Vec<build::RegistryLogin> {
-    let mut registries = vec![pipeline.image.repository.registry().to_string()];
-    for reference in &pipeline.build.cache_from {
-        if let Ok(repository) = crate::config::ImageRepository::of_reference(reference) {
-            registries.push(repository.registry().to_string());
+    let mut registries = Vec::new();
+    for image in pipeline.images.values() {
+        registries.push(image.repository.registry().to_string());
+        for reference in &image.build.cache_from {
+            if let Ok(repository) = crate::config::ImageRepository::of_reference(reference) {
+                registries.push(repository.registry().to_string());
+            }
         }
     }
     registries.sort();
@@ -514,113 +416,4 @@ async fn older_than(cache: &std::path::Path, commit: &Commit, deployed: &str) ->
             source::short_commit(&deployed)
         )),
     }
-}
-
-/// Renders the tag templates and build arguments for one run.
-fn render_tags_and_args(
-    pipeline: &Pipeline,
-    values: &TemplateValues,
-) -> Result<(Vec<String>, HashMap<String, String>), String> {
-    let mut tags = Vec::new();
-    for template in &pipeline.image.tags {
-        let tag = template.render(values)?;
-        if !crate::config::is_valid_tag(&tag) {
-            return Err(format!(
-                "tag template `{}` gives `{tag}`, which Docker refuses as a tag",
-                template.source()
-            ));
-        }
-        if !tags.contains(&tag) {
-            tags.push(tag);
-        }
-    }
-    let mut args = HashMap::new();
-    for (name, template) in &pipeline.build.args {
-        args.insert(name.clone(), template.render(values)?);
-    }
-    Ok((tags, args))
-}
-
-/// Reads the commit's files for the context, applying `.dockerignore`, and packs them
-/// into an unnamed file under `spool` (the state directory's): one file's content is
-/// in memory at a time, however large the context.
-fn make_context(
-    spool: &std::path::Path,
-    cache: &std::path::Path,
-    commit: &str,
-    context: &str,
-    dockerfile: &str,
-    mtime: u64,
-    inline_labels: Option<&BTreeMap<String, String>>,
-) -> Result<(std::fs::File, ContextSummary, bool), Failure> {
-    let fail = |message: String| Failure::new(Stage::Context, message);
-    let in_context = |path: &str| {
-        if context.is_empty() {
-            path.to_string()
-        } else {
-            format!("{context}/{path}")
-        }
-    };
-    let ignore_text = source::read_file(cache, commit, &in_context(".dockerignore"))
-        .map_err(|error| fail(error.to_string()))?;
-    let rules = match ignore_text {
-        Some(bytes) => DockerIgnore::parse(&String::from_utf8_lossy(&bytes))
-            .map_err(|error| fail(format!(".dockerignore {error}")))?,
-        None => DockerIgnore::default(),
-    };
-    let ignored = std::sync::atomic::AtomicUsize::new(0);
-    // The Dockerfile and .dockerignore are always sent, as the Docker CLI does,
-    // even when the rules exclude them.
-    let keep = |path: &str| {
-        let kept = path == dockerfile || path == ".dockerignore" || !rules.is_excluded(path);
-        if !kept {
-            ignored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        kept
-    };
-    std::fs::create_dir_all(spool).map_err(|error| fail(error.to_string()))?;
-    let file = tempfile::tempfile_in(spool).map_err(|error| fail(error.to_string()))?;
-    let mut packer = Packer::new(std::io::BufWriter::new(file), mtime);
-    let mut found_dockerfile: Option<TreeFileKind> = None;
-    let mut labels_inlined = false;
-    source::walk_tree(cache, commit, context, &keep, &mut |mut file: TreeFile<
-        '_,
-    >| {
-        if file.path == dockerfile {
-            found_dockerfile = Some(file.kind);
-            if file.kind != TreeFileKind::Symlink
-                && let Some(labels) = inline_labels
-                && let Some(patched) = build::with_label_instruction(&file.content, labels)
-            {
-                file.content = patched.into();
-                labels_inlined = true;
-            }
-        }
-        packer.append(&file).map_err(|error| error.to_string())
-    })
-    .map_err(|error| fail(error.to_string()))?;
-    match found_dockerfile {
-        None => {
-            return Err(fail(format!(
-                "the Dockerfile `{dockerfile}` does not exist in the build context at commit {}",
-                source::short_commit(commit)
-            )));
-        }
-        Some(TreeFileKind::Symlink) => {
-            return Err(fail(format!(
-                "the Dockerfile `{dockerfile}` is a symlink; gantry builds only from a Dockerfile inside the context"
-            )));
-        }
-        Some(_) => {}
-    }
-    let (writer, mut summary) = packer.finish().map_err(|error| fail(error.to_string()))?;
-    let mut file = writer
-        .into_inner()
-        .map_err(|error| fail(error.error().to_string()))?;
-    let bytes = std::io::Seek::seek(&mut file, std::io::SeekFrom::Current(0))
-        .map_err(|error| fail(error.to_string()))?;
-    std::io::Seek::rewind(&mut file).map_err(|error| fail(error.to_string()))?;
-    summary.ignored = ignored.into_inner();
-    summary.bytes = bytes as usize;
-    Ok((file, summary, labels_inlined))
 }

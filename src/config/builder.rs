@@ -221,7 +221,7 @@ mod tests {
         .unwrap();
         let environment = |name: &str| (name == "NPM_TOKEN").then(|| "token-value".to_string());
         let result = match Config::load_with(dir.path(), &environment) {
-            Ok(config) => Ok(config.pipelines["hello"].build.clone()),
+            Ok(config) => Ok(config.pipelines["hello"].images["hello"].build.clone()),
             Err(ConfigError::Invalid(diagnostics)) => Err(diagnostics
                 .iter()
                 .map(|diagnostic| {

@@ -10,6 +10,7 @@ mod builder;
 mod container;
 mod decode;
 mod global;
+mod images;
 mod pipeline;
 mod reference;
 mod service;
@@ -508,6 +509,8 @@ pub(super) fn is_container_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod container_tests;
+#[cfg(test)]
+mod images_tests;
 #[cfg(test)]
 mod tests;
 

@@ -1,11 +1,12 @@
 //! A pipeline file: its source, build and image; `deploy` is read by `service`.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::decode::{self, Decoder, Environment, closest};
+use super::decode::{Decoder, Environment, closest};
 use super::global::Global;
+use super::images::{read_images, read_location};
 use super::service::read_deploy;
 use super::yaml::{self, Position};
 use super::*;
@@ -34,7 +35,7 @@ pub(super) fn read_pipeline(
             ),
         );
     }
-    let fields = decoder.mapping(&root, "", &["source", "build", "image", "deploy"])?;
+    let fields = decoder.mapping(&root, "", &["source", "build", "image", "images", "deploy"])?;
     let source = match fields.get("source") {
         Some(node) => read_source(&mut decoder, dir, node),
         None => {
@@ -53,15 +54,20 @@ pub(super) fn read_pipeline(
             branch.as_deref(),
         ),
     };
-    let image = match fields.get("image") {
-        Some(node) => read_image(&mut decoder, node, global, branch.as_deref()),
-        None => {
-            decoder.missing(&fields, "image");
-            None
-        }
-    };
+    let images = read_images(
+        &mut decoder,
+        &fields,
+        name,
+        build.as_ref(),
+        global,
+        branch.as_deref(),
+    );
+    let image_names: Vec<String> = images
+        .as_ref()
+        .map(|images| images.keys().cloned().collect())
+        .unwrap_or_default();
     let deploy = match fields.get("deploy") {
-        Some(node) => read_deploy(&mut decoder, node, global),
+        Some(node) => read_deploy(&mut decoder, node, global, &image_names),
         None => Some(Deploy {
             batch: 1,
             on_failure: OnFailure::Rollback,
@@ -74,8 +80,7 @@ pub(super) fn read_pipeline(
         name: name.to_string(),
         file,
         source: source?,
-        build: build?,
-        image: image?,
+        images: images?,
         deploy: deploy?,
     })
 }
@@ -224,55 +229,7 @@ fn read_build(
     ]
     .concat();
     let fields = decoder.mapping(node, "build", &known)?;
-    let context_text = decoder
-        .optional_string(&fields, "context")
-        .unwrap_or_else(|| ".".to_string());
-    let context = match normalize_inside(&context_text) {
-        Some(context) => Some(context),
-        None => {
-            decoder.error(
-                fields
-                    .get("context")
-                    .map_or(fields.position(), |node| node.position),
-                format!("`build.context`: `{context_text}` is outside the repository"),
-            );
-            None
-        }
-    };
-    let dockerfile_text = decoder
-        .optional_string(&fields, "dockerfile")
-        .unwrap_or_else(|| "Dockerfile".to_string());
-    let dockerfile = match normalize_inside(&dockerfile_text) {
-        Some(dockerfile) if !dockerfile.is_empty() => Some(dockerfile),
-        _ => {
-            decoder.error(
-                fields
-                    .get("dockerfile")
-                    .map_or(fields.position(), |node| node.position),
-                format!("`build.dockerfile`: `{dockerfile_text}` is outside the build context"),
-            );
-            None
-        }
-    };
-    let mut args = BTreeMap::new();
-    if let Some(args_node) = fields.get("args") {
-        for (name, _, value) in decoder.entries(args_node, "build.args").unwrap_or_default() {
-            let path = decode::join_path("build.args", name);
-            let Some(text) = decoder.string(value, &path) else {
-                continue;
-            };
-            match Template::parse(&text) {
-                Ok(template) => {
-                    if let Err(message) = template.render(&TemplateValues::sample(branch)) {
-                        decoder.error(value.position, format!("`{path}`: {message}"));
-                    }
-                    args.insert(name.to_string(), template);
-                }
-                Err(message) => decoder.error(value.position, format!("`{path}`: {message}")),
-            }
-        }
-    }
-    let target = decoder.optional_string(&fields, "target");
+    let location = read_location(decoder, &fields, "build", branch);
     let labels = decoder.string_map(&fields, "labels");
     let host = decoder
         .optional_string(&fields, "host")
@@ -286,32 +243,18 @@ fn read_build(
     );
     let builder = super::builder::read_builder_keys(decoder, &fields, dir)?;
     Some(Build {
-        context: context?,
-        dockerfile: dockerfile?,
-        args,
-        target,
+        context: location.context.unwrap_or_default(),
+        dockerfile: location
+            .dockerfile
+            .unwrap_or_else(|| "Dockerfile".to_string()),
+        args: location.args,
+        target: location.target,
         labels,
         host,
         builder: builder.builder,
         cache_from: builder.cache_from,
         secrets: builder.secrets,
     })
-}
-
-/// Cleans a relative path (`./a/../b` → `b`); `None` when it leaves its root or is absolute.
-fn normalize_inside(path: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for component in Path::new(path).components() {
-        match component {
-            Component::CurDir => {}
-            Component::Normal(part) => parts.push(part.to_str()?),
-            Component::ParentDir => {
-                parts.pop()?;
-            }
-            Component::RootDir | Component::Prefix(_) => return None,
-        }
-    }
-    Some(parts.join("/"))
 }
 
 pub(super) fn check_host(
@@ -340,68 +283,4 @@ pub(super) fn check_host(
         position,
         format!("`{path}`: host `{host}` is not defined in gantry.yaml{suggestion}"),
     );
-}
-
-fn read_image(
-    decoder: &mut Decoder,
-    node: &yaml::Node,
-    global: &Global,
-    branch: Option<&str>,
-) -> Option<Image> {
-    let fields = decoder.mapping(node, "image", &["repository", "tags"])?;
-    let repository_node = fields.get("repository");
-    let repository_text = decoder.required_string(&fields, "repository")?;
-    let position = repository_node.map_or(fields.position(), |node| node.position);
-    let repository = match ImageRepository::parse(&repository_text) {
-        Ok(repository) => repository,
-        Err(message) => {
-            decoder.error(position, format!("`image.repository`: {message}"));
-            return None;
-        }
-    };
-    let registry = repository.registry();
-    if !global.registries.contains_key(registry) && !is_loopback_registry(registry) {
-        decoder.error(
-            position,
-            format!(
-                "`image.repository`: registry `{registry}` is not defined in gantry.yaml `registries` \
-                 (add `{registry}: {{}}` to use the credentials in ~/.docker/config.json)"
-            ),
-        );
-    }
-    let mut tags = Vec::new();
-    let tag_items = if fields.get("tags").is_some() {
-        decoder.positioned_list(&fields, "tags")
-    } else {
-        vec![("{{ commit.short }}".to_string(), fields.position())]
-    };
-    let tags_is_list = fields
-        .get("tags")
-        .is_none_or(|node| !matches!(node.kind, yaml::NodeKind::Mapping(_)));
-    if tag_items.is_empty() && tags_is_list {
-        decoder.error(
-            fields.key_position("tags"),
-            "`image.tags` must name at least one tag",
-        );
-    }
-    for (text, tag_position) in tag_items {
-        match Template::parse(&text) {
-            Ok(template) => {
-                match template.render(&TemplateValues::sample(branch)) {
-                    Ok(tag) if !is_valid_tag(&tag) => decoder.error(
-                        tag_position,
-                        format!(
-                            "`image.tags`: `{text}` gives `{tag}`, which Docker refuses as a tag \
-                             (letters, digits, `_`, `.` and `-`, at most 128, not starting with `.` or `-`)"
-                        ),
-                    ),
-                    Ok(_) => {}
-                    Err(message) => decoder.error(tag_position, format!("`image.tags`: {message}")),
-                }
-                tags.push(template);
-            }
-            Err(message) => decoder.error(tag_position, format!("`image.tags`: {message}")),
-        }
-    }
-    Some(Image { repository, tags })
 }

@@ -13,6 +13,7 @@ pub(super) fn read_deploy(
     decoder: &mut Decoder,
     node: &yaml::Node,
     global: &Global,
+    images: &[String],
 ) -> Option<Deploy> {
     let fields = decoder.mapping(
         node,
@@ -66,7 +67,7 @@ pub(super) fn read_deploy(
                     ),
                 );
             }
-            if let Some((service, positions)) = read_service(decoder, name, node, global) {
+            if let Some((service, positions)) = read_service(decoder, name, node, global, images) {
                 for instance in service.instances.keys() {
                     if let Some(other) = instance_names.insert(instance.clone(), name.to_string()) {
                         decoder.error(
@@ -124,6 +125,7 @@ fn read_service(
     name: &str,
     node: &yaml::Node,
     global: &Global,
+    images: &[String],
 ) -> Option<ServiceWithRequires> {
     let path = decode::join_path("deploy.services", name);
     let mut known = vec![
@@ -283,10 +285,10 @@ fn read_service(
     // The env files' variables, then `env` over them.
     let mut env = super::container::read_env_files(decoder, &fields, &path);
     env.extend(decoder.string_map(&fields, "env"));
-    let accessory = read_accessory(decoder, &fields, &path);
+    let image = read_service_image(decoder, &fields, &path, images);
     let service = Service {
         name: name.to_string(),
-        accessory,
+        image,
         requires: requires_items
             .into_iter()
             .map(|(required, _)| required)
@@ -309,39 +311,67 @@ fn read_service(
     Some((service, requires_positions))
 }
 
-/// The image of an accessory (`accessory: true` with its own `image:`, not built by
-/// the pipeline), checked as a reference.
-fn read_accessory(decoder: &mut Decoder, fields: &Fields, path: &str) -> Option<String> {
+/// What a service runs: one of the pipeline's `images` by name (the only one when
+/// there is one), or an accessory's own image (`accessory: true`), checked as a reference.
+fn read_service_image(
+    decoder: &mut Decoder,
+    fields: &Fields,
+    path: &str,
+    images: &[String],
+) -> ServiceImage {
     let accessory = decoder.optional_bool(fields, "accessory").unwrap_or(false);
     let image = decoder.optional_string(fields, "image");
+    let first = || ServiceImage::Built(images.first().cloned().unwrap_or_default());
+    let listed = || {
+        images
+            .iter()
+            .map(|name| format!("`{name}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match (accessory, image) {
-        (true, Some(image)) => match ImageRepository::of_reference(&image) {
-            Ok(_) => Some(image),
-            Err(message) => {
+        (true, Some(image)) => {
+            if let Err(message) = ImageRepository::of_reference(&image) {
                 decoder.error(
                     fields.key_position("image"),
                     format!("`{path}.image`: {message}"),
                 );
-                None
             }
-        },
+            ServiceImage::Accessory(image)
+        }
         (true, None) => {
             decoder.error(
                 fields.key_position("accessory"),
                 format!("`{path}` is an accessory: name its image (`image: postgres:16`)"),
             );
-            None
+            first()
         }
-        (false, Some(_)) => {
+        (false, Some(image)) if images.contains(&image) => ServiceImage::Built(image),
+        (false, Some(image)) => {
+            let near = closest(&image, images.iter().map(String::as_str))
+                .map(|near| format!(" (did you mean `{near}`?)"))
+                .unwrap_or_default();
             decoder.error(
                 fields.key_position("image"),
                 format!(
-                    "`{path}.image`: a service runs the pipeline's image; one with an image of its own is an accessory (`accessory: true`)"
+                    "`{path}.image`: `{image}` is not one of the pipeline's images ({}){near}; a service with an image of its own is an accessory (`accessory: true`)",
+                    listed()
                 ),
             );
-            None
+            first()
         }
-        (false, None) => None,
+        (false, None) if images.len() > 1 => {
+            decoder.error(
+                fields.position(),
+                format!(
+                    "`{path}`: the pipeline builds several images ({}); name the one this service runs (`image: {}`)",
+                    listed(),
+                    images[0]
+                ),
+            );
+            first()
+        }
+        (false, None) => first(),
     }
 }
 

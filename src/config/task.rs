@@ -121,6 +121,16 @@ fn read_task(
                 format!("`{path}.service`: service `{service_name}` is not defined{suggestion}"),
             );
         }
+        if found.is_some_and(|service| service.accessory().is_some()) {
+            decoder.error(
+                fields
+                    .get("service")
+                    .map_or(fields.position(), |node| node.position),
+                format!(
+                    "`{path}.service`: `{service_name}` is an accessory; a task runs an image the pipeline builds"
+                ),
+            );
+        }
         found
     });
     let command = match fields.get("command") {

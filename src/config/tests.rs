@@ -96,7 +96,7 @@ fn unknown_keys_suggest_the_closest() {
     check_pipeline(
         &text,
         &[
-            "pipelines/hello.yaml:10:1: unknown key `zzz` (expected one of: source, build, image, deploy)",
+            "pipelines/hello.yaml:10:1: unknown key `zzz` (expected one of: source, build, image, images, deploy)",
         ],
     );
     check(

@@ -180,9 +180,28 @@ pub struct Pipeline {
     pub name: String,
     pub file: PathBuf,
     pub source: Source,
-    pub build: Build,
-    pub image: Image,
+    /// The images each commit is built into, by name; the one-image form (`image:`) is
+    /// one named after the pipeline.
+    pub images: BTreeMap<String, Image>,
     pub deploy: Deploy,
+}
+
+impl Pipeline {
+    /// The host the pipeline's images are built on.
+    pub fn build_host(&self) -> &str {
+        self.images
+            .values()
+            .next()
+            .map_or(super::LOCAL_HOST, |image| image.build.host.as_str())
+    }
+
+    /// The pipeline image a service runs; `None` for an accessory.
+    pub fn image_of(&self, service: &Service) -> Option<&Image> {
+        match &service.image {
+            ServiceImage::Built(name) => self.images.get(name),
+            ServiceImage::Accessory(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -223,10 +242,15 @@ pub struct Build {
     pub secrets: Vec<super::BuildSecret>,
 }
 
+/// One image the pipeline builds from each commit and pushes.
 #[derive(Debug, Clone)]
 pub struct Image {
+    /// Its key in `images:` (the pipeline's name for `image:`).
+    pub name: String,
     pub repository: ImageRepository,
     pub tags: Vec<Template>,
+    /// The pipeline's `build` with the image's own keys over it.
+    pub build: Build,
 }
 
 #[derive(Debug, Clone)]
@@ -253,9 +277,7 @@ pub enum OnFailure {
 #[derive(Debug, Clone)]
 pub struct Service {
     pub name: String,
-    /// An accessory's image reference (`postgres:16`): not built by the pipeline, started
-    /// once and replaced only when this or its spec changes, never rolled back.
-    pub accessory: Option<String>,
+    pub image: ServiceImage,
     pub requires: Vec<String>,
     pub command: Option<Vec<String>>,
     pub env: BTreeMap<String, String>,
@@ -274,6 +296,26 @@ pub struct Service {
     /// Reached through gantry's proxy on a fixed port, switched without a gap.
     pub proxy: Option<ServiceProxy>,
     pub instances: BTreeMap<String, Instance>,
+}
+
+/// What a service runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceImage {
+    /// One of the pipeline's images, by name.
+    Built(String),
+    /// An accessory's image reference (`postgres:16`): not built by the pipeline, started
+    /// once and replaced only when this or its spec changes, never rolled back.
+    Accessory(String),
+}
+
+impl Service {
+    /// An accessory's image reference; `None` for a service that runs a pipeline image.
+    pub fn accessory(&self) -> Option<&str> {
+        match &self.image {
+            ServiceImage::Accessory(reference) => Some(reference),
+            ServiceImage::Built(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

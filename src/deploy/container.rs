@@ -98,20 +98,23 @@ impl ContainerSpec {
         pipeline: &Pipeline,
         service: &Service,
         instance: &Instance,
-        repository: &ImageRepository,
-        digest: &str,
-        commit: Option<&str>,
+        image: &super::DeployImage,
     ) -> ContainerSpec {
         let mut env = service.env.clone();
         env.extend(instance.env.clone());
         // An accessory runs its own image, by the reference written, whatever is deployed.
-        let (repository, digest, commit) = match &service.accessory {
+        let (repository, digest, commit) = match service.accessory() {
             Some(reference) => (
-                &ImageRepository::of_reference(reference).unwrap_or_else(|_| repository.clone()),
-                reference.as_str(),
+                &ImageRepository::of_reference(reference)
+                    .unwrap_or_else(|_| image.repository.clone()),
+                reference,
                 None,
             ),
-            None => (repository, digest, commit),
+            None => (
+                &image.repository,
+                image.digest.as_str(),
+                image.commit.as_deref(),
+            ),
         };
         let mut spec = ContainerSpec {
             pipeline: pipeline.name.clone(),
@@ -139,7 +142,7 @@ impl ContainerSpec {
             stop_timeout: service.stop_timeout,
             proxy: service.proxy.clone(),
             options: service.options.clone(),
-            accessory: service.accessory.clone(),
+            accessory: service.accessory().map(str::to_string),
             spec_hash: String::new(),
         };
         spec.spec_hash = spec.hash();

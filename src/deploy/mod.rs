@@ -37,7 +37,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::config::{Config, ImageRepository, Instance, Pipeline, Service, TaskWhen};
+use crate::config::{Config, ImageRepository, Instance, Pipeline, Service, ServiceImage, TaskWhen};
 use crate::host;
 use crate::registry;
 
@@ -61,11 +61,83 @@ impl DeployImage {
     }
 }
 
+/// The images a deploy rolls out together: one for each of the pipeline's images, by
+/// name (a rollback returns all of them to one earlier deployment's).
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct Release {
+    images: BTreeMap<String, DeployImage>,
+}
+
+impl Release {
+    /// A release of `pipeline` from its images' digests; every image of the pipeline
+    /// must have one, and no other may be given.
+    pub fn new(
+        pipeline: &Pipeline,
+        images: BTreeMap<String, DeployImage>,
+    ) -> Result<Release, String> {
+        if let Some(missing) = pipeline
+            .images
+            .keys()
+            .find(|name| !images.contains_key(*name))
+        {
+            return Err(format!("no digest is known for image `{missing}`"));
+        }
+        if let Some(unknown) = images
+            .keys()
+            .find(|name| !pipeline.images.contains_key(*name))
+        {
+            return Err(format!(
+                "`{}` builds no image named `{unknown}`",
+                pipeline.name
+            ));
+        }
+        Ok(Release { images })
+    }
+
+    /// The image `service` runs (an accessory runs its own; it gets the first, unused).
+    pub fn image_for(&self, service: &Service) -> &DeployImage {
+        let named = match &service.image {
+            ServiceImage::Built(name) => self.images.get(name),
+            ServiceImage::Accessory(_) => None,
+        };
+        named.unwrap_or_else(|| self.first())
+    }
+
+    /// The first image by name: what a record with room for one image keeps.
+    pub fn first(&self) -> &DeployImage {
+        // `Release::new` took one image per pipeline image, and a pipeline has one at least.
+        self.images
+            .values()
+            .next()
+            .expect("a release holds an image")
+    }
+
+    pub fn images(&self) -> &BTreeMap<String, DeployImage> {
+        &self.images
+    }
+
+    /// The commit the images were built from (the same for all when gantry built them).
+    pub fn commit(&self) -> Option<&str> {
+        self.images
+            .values()
+            .find_map(|image| image.commit.as_deref())
+    }
+
+    /// `name` → `repository@digest`, as the state store keeps it.
+    pub fn references(&self) -> BTreeMap<String, String> {
+        self.images
+            .iter()
+            .map(|(name, image)| (name.clone(), image.reference()))
+            .collect()
+    }
+}
+
 /// What a rollout should do.
 pub struct Rollout<'a> {
     pub config: &'a Config,
     pub pipeline: &'a Pipeline,
-    pub image: &'a DeployImage,
+    pub release: &'a Release,
     /// Only instances (or services) whose name matches.
     pub only: Option<&'a glob::Pattern>,
     /// Replace containers even when they already run this digest and spec.
@@ -296,8 +368,8 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         let message = format!("{message}; no container was touched");
         return untouched(Phase::Check, Some(host), Some(instance), message);
     }
-    let image = request.image;
-    let jobs = match pull_jobs(request.config, image, &hosts, &targets).await {
+    let release = request.release;
+    let jobs = match pull_jobs(request.config, pipeline, release, &hosts, &targets).await {
         Ok(jobs) => jobs,
         Err(error) => return untouched(Phase::Pull, None, None, error),
     };
@@ -360,7 +432,7 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     let containers = container::Hosts::new(&hosts, request.config);
     let plan = swap::Plan {
         pipeline,
-        image,
+        release,
         targets: &targets,
         force: request.force,
         stop: request.stop,
@@ -384,47 +456,54 @@ struct PullJob {
     credentials: Option<registry::Credentials>,
 }
 
-/// The deployed image on every host but those that run only accessories, and each
-/// accessory's image on its host.
+/// On each host, the release's images its instances and release tasks run, and each
+/// accessory's image.
 async fn pull_jobs(
     config: &Config,
-    image: &DeployImage,
+    pipeline: &Pipeline,
+    release: &Release,
     hosts: &BTreeMap<String, Docker>,
     targets: &[Target<'_>],
 ) -> Result<Vec<PullJob>, String> {
-    let credentials = async |repository: &ImageRepository| {
-        registry::credentials(config, repository.registry())
-            .await
-            .map_err(|error| error.to_string())
-    };
-    let app_credentials = credentials(&image.repository).await?;
+    let mut credentials: BTreeMap<String, Option<registry::Credentials>> = BTreeMap::new();
     let mut jobs = Vec::new();
     for host in hosts.keys() {
         let here: Vec<&Target<'_>> = targets
             .iter()
             .filter(|target| &target.instance.host == host)
             .collect();
-        if here.is_empty() || here.iter().any(|target| target.service.accessory.is_none()) {
-            jobs.push(PullJob {
-                host: host.clone(),
-                reference: image.reference(),
-                repository: image.repository.clone(),
-                credentials: app_credentials.clone(),
-            });
+        // The rollout's release tasks run their service's image on their host.
+        let tasks = [TaskWhen::Before, TaskWhen::After]
+            .into_iter()
+            .flat_map(|when| task::selected(pipeline, targets, when))
+            .filter(|task| &task.host == host)
+            .filter_map(|task| pipeline.deploy.services.get(&task.service));
+        let mut references: BTreeMap<String, ImageRepository> = BTreeMap::new();
+        for service in here.iter().map(|target| target.service).chain(tasks) {
+            let (reference, repository) = match &service.image {
+                ServiceImage::Built(_) => {
+                    let image = release.image_for(service);
+                    (image.reference(), image.repository.clone())
+                }
+                ServiceImage::Accessory(reference) => {
+                    (reference.clone(), ImageRepository::of_reference(reference)?)
+                }
+            };
+            references.insert(reference, repository);
         }
-        let mut accessories: Vec<&str> = here
-            .iter()
-            .filter_map(|target| target.service.accessory.as_deref())
-            .collect();
-        accessories.sort();
-        accessories.dedup();
-        for reference in accessories {
-            let repository = ImageRepository::of_reference(reference)?;
+        for (reference, repository) in references {
+            let registry = repository.registry().to_string();
+            if !credentials.contains_key(&registry) {
+                let found = registry::credentials(config, &registry)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                credentials.insert(registry.clone(), found);
+            }
             jobs.push(PullJob {
                 host: host.clone(),
-                reference: reference.to_string(),
-                credentials: credentials(&repository).await?,
+                reference,
                 repository,
+                credentials: credentials[&registry].clone(),
             });
         }
     }

@@ -141,7 +141,7 @@ pub async fn prune(request: &PruneRequest<'_>, log: Log<'_>) -> PruneReport {
         .values()
         .flat_map(|service| service.instances.values())
         .map(|instance| instance.host.as_str())
-        .chain([pipeline.build.host.as_str()])
+        .chain([pipeline.build_host()])
         .collect();
     let outcomes: Vec<(Vec<Item>, Vec<PruneError>)> =
         futures_util::stream::iter(hosts.into_iter().map(|host| prune_host(request, host, log)))
@@ -212,12 +212,18 @@ async fn prune_host(
         .filter(|summary| !removing.contains(summary.id.as_deref().unwrap_or_default()))
         .filter_map(|summary| summary.image_id.clone())
         .collect();
-    let planned = plan_images(
-        images,
-        request.pipeline.deploy.keep_images as usize,
-        request.protected,
-        &in_use,
-    );
+    // `keep_images` of each of the pipeline's images.
+    let planned: Vec<_> = images
+        .into_values()
+        .flat_map(|images| {
+            plan_images(
+                images,
+                request.pipeline.deploy.keep_images as usize,
+                request.protected,
+                &in_use,
+            )
+        })
+        .collect();
 
     let mut items = Vec::new();
     let mut errors = Vec::new();
@@ -274,11 +280,12 @@ async fn prune_host(
     (items, errors)
 }
 
-/// The pipeline's images (with their exact creation times) and every container on a host.
-async fn list(
+/// The pipeline's images (with their exact creation times) by the pipeline's image they
+/// are a build of, and every container on a host.
+async fn list<'p>(
     docker: &Docker,
-    pipeline: &Pipeline,
-) -> Result<(Vec<PipelineImage>, Vec<ContainerSummary>), String> {
+    pipeline: &'p Pipeline,
+) -> Result<(BTreeMap<&'p str, Vec<PipelineImage>>, Vec<ContainerSummary>), String> {
     let options = ListImagesOptions {
         filters: Some(HashMap::from([(
             "label".to_string(),
@@ -290,10 +297,12 @@ async fn list(
         .list_images(Some(options))
         .await
         .map_err(|error| format!("listing images: {}", describe_error(&error)))?;
-    let mut images = Vec::new();
+    let mut images: BTreeMap<&str, Vec<PipelineImage>> = BTreeMap::new();
     for summary in &summaries {
-        let Some(mut image) = pipeline_image(summary, &pipeline.name, &pipeline.image.repository)
-        else {
+        let Some((name, mut image)) = pipeline.images.values().find_map(|built| {
+            pipeline_image(summary, &pipeline.name, &built.repository)
+                .map(|image| (built.name.as_str(), image))
+        }) else {
             continue;
         };
         // The listing has whole seconds; two builds can fall in one.
@@ -302,7 +311,7 @@ async fn list(
         {
             image.created = created.into();
         }
-        images.push(image);
+        images.entry(name).or_default().push(image);
     }
     let options = ListContainersOptions {
         all: true,

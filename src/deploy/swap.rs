@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::container::{self, ContainerSpec, DockerCallError};
 use super::health::{HealthFailure, ProbeTarget};
 use super::{
-    Action, DeployImage, FAILURE_LOG_LINES, InstanceReport, Log, Phase, RolloutFailure,
-    RolloutReport, Target, report, service_order, short_digest, short_id,
+    Action, FAILURE_LOG_LINES, InstanceReport, Log, Phase, RolloutFailure, RolloutReport, Target,
+    report, service_order, short_digest, short_id,
 };
 use crate::config::{Health, OnFailure, Pipeline, Service};
 
@@ -106,7 +106,7 @@ pub trait Containers: Clone + Send + Sync + 'static {
 /// What phase 2 rolls out, and where.
 pub struct Plan<'a> {
     pub pipeline: &'a Pipeline,
-    pub image: &'a DeployImage,
+    pub release: &'a super::Release,
     /// The instances, in `requires` order (`super::targets`).
     pub targets: &'a [Target<'a>],
     pub force: bool,
@@ -121,7 +121,6 @@ pub async fn roll_out<C: Containers>(
     log: Log<'_>,
 ) -> RolloutReport {
     let pipeline = plan.pipeline;
-    let image = plan.image;
     let batch_size = pipeline.deploy.batch.max(1) as usize;
     let mut reports: Vec<InstanceReport> = Vec::new();
     let mut swapped: Vec<Swapped> = Vec::new();
@@ -165,9 +164,7 @@ pub async fn roll_out<C: Containers>(
                     pipeline,
                     target.service,
                     target.instance,
-                    &image.repository,
-                    &image.digest,
-                    image.commit.as_deref(),
+                    plan.release.image_for(target.service),
                 );
                 async move {
                     let outcome =

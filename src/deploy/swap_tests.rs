@@ -8,7 +8,7 @@ use super::container::{ContainerSpec, DockerCallError};
 use super::health::{HealthFailure, ProbeTarget};
 use super::swap::{Containers, Existing, Plan, roll_out};
 use super::tests::{pipeline, pipeline_with_global, spec_of};
-use super::{Action, DeployImage, targets};
+use super::{Action, DeployImage, Release, targets};
 use crate::config::{Health, Pipeline};
 
 /// A container in memory.
@@ -241,15 +241,11 @@ async fn roll<C: Containers>(
     force: bool,
     stop: Option<&(dyn Fn() -> Option<String> + Sync)>,
 ) -> (Vec<(String, Action)>, Option<String>) {
-    let image = DeployImage {
-        repository: pipeline.image.repository.clone(),
-        digest: digest.to_string(),
-        commit: None,
-    };
+    let release = release_of(pipeline, digest);
     let targets = targets(pipeline, None);
     let plan = Plan {
         pipeline,
-        image: &image,
+        release: &release,
         targets: &targets,
         force,
         stop,
@@ -505,4 +501,21 @@ async fn behind_the_proxy_the_old_container_keeps_the_requests_until_the_new_one
         ]
     );
     assert_eq!(memory.shown(), ["w1=sha256:old", "w2=sha256:old"]);
+}
+
+/// Every image of `pipeline` at `digest`.
+pub(super) fn release_of(pipeline: &Pipeline, digest: &str) -> Release {
+    let images = pipeline
+        .images
+        .values()
+        .map(|image| {
+            let deployed = DeployImage {
+                repository: image.repository.clone(),
+                digest: digest.to_string(),
+                commit: Some("abc".to_string()),
+            };
+            (image.name.clone(), deployed)
+        })
+        .collect();
+    Release::new(pipeline, images).unwrap()
 }

@@ -137,7 +137,17 @@ pub async fn run_tasks(
                 Vec::new(),
             ));
         };
-        let report = run_task(docker, request.pipeline, task, request.image, None, log).await;
+        let Some(service) = request.pipeline.deploy.services.get(&task.service) else {
+            return Err(failure(
+                format!(
+                    "task `{}`: service `{}` is not defined",
+                    task.name, task.service
+                ),
+                Vec::new(),
+            ));
+        };
+        let image = request.release.image_for(service);
+        let report = run_task(docker, request.pipeline, task, image, None, log).await;
         if let Some(error) = report.error {
             return Err(failure(error, report.logs));
         }
@@ -192,9 +202,7 @@ pub async fn run_task(
             volumes: Vec::new(),
             position: Default::default(),
         },
-        &image.repository,
-        &image.digest,
-        image.commit.as_deref(),
+        image,
     );
     let created = async {
         container::ensure_network(docker, &spec).await?;

@@ -69,9 +69,7 @@ pub(super) fn spec_of(pipeline: &Pipeline, instance: &str, digest: &str) -> Cont
         pipeline,
         service,
         &service.instances[instance],
-        &pipeline.image.repository,
-        digest,
-        Some("abc"),
+        super::swap_tests::release_of(pipeline, digest).image_for(service),
     )
 }
 

@@ -9,13 +9,13 @@
 use serde::Serialize;
 
 use super::lease::{HeldLease, acquire_lease, lease_owner};
-use super::resolve::{describe_image, resolve_image, rollback_image};
+use super::resolve::{describe_release, resolve_release, rollback_release, stored_release};
 use super::{
     BuildGate, BuildReport, EngineError, Failure, Progress, RunRecorder, StageReport, build_run,
 };
 use crate::config::{Config, Pipeline};
 use crate::deploy::{
-    self, Action, DeployImage, InstanceReport, Phase, Rollout, RolloutFailure, SharedLog,
+    self, Action, DeployImage, InstanceReport, Phase, Release, Rollout, RolloutFailure, SharedLog,
 };
 
 use crate::run::{Outcome, RunId, RunKind, RunState, Stage, Trigger};
@@ -24,7 +24,8 @@ use crate::store::{DeploymentId, InstanceRecord, NewDeployment, Pin, RunResult, 
 /// What a deploy should roll out, and how.
 #[derive(Debug, Clone, Default)]
 pub struct DeployOptions {
-    /// An image reference (`repo:tag` or `repo@digest`); the latest built image when `None`.
+    /// An image reference (`repo:tag` or `repo@digest`; `NAME=REF` for one of several
+    /// images, the others as the latest build made them); the latest built images when `None`.
     pub image: Option<String>,
     pub only: Option<glob::Pattern>,
     /// Replace unchanged containers too, and deploy a pinned pipeline.
@@ -50,8 +51,11 @@ pub struct DeployReport {
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployment: Option<DeploymentId>,
+    /// The first image rolled out (by name); `images` has every one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<DeployImage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<Release>,
     pub instances: Vec<InstanceReport>,
     pub stages: Vec<StageReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,16 +141,17 @@ async fn deploy_run(
     let resolved = deploying
         .stage(Stage::Resolve, async |progress: &mut dyn Progress| {
             refuse_if_pinned(pin.as_ref(), pipeline, options.force)?;
-            let image = resolve_image(config, pipeline, store, options.image.as_deref()).await?;
-            progress.line(&describe_image(&image));
-            Ok(image)
+            let release =
+                resolve_release(config, pipeline, store, options.image.as_deref()).await?;
+            progress.line(&describe_release(&release));
+            Ok(release)
         })
         .await?;
-    let image = match resolved {
-        Ok(image) => image,
+    let release = match resolved {
+        Ok(release) => release,
         Err(failure) => return deploying.fail(failure).await,
     };
-    deploy_image(deploying, config, image, options, None).await
+    deploy_release(deploying, config, release, options, None).await
 }
 
 /// Builds, pushes and deploys one commit as a single run (`queued`: a run the
@@ -246,28 +251,34 @@ async fn build_and_deploy(
             nothing_to_do: Some(nothing),
         });
     }
-    let Some(digest) = build.digest.clone() else {
+    if build.failure.is_some() || build.images.iter().any(|image| image.digest.is_none()) {
         return Ok(RunReport {
             build: Some(build),
             deploy: None,
             nothing_to_do: None,
         });
-    };
-    let image = DeployImage {
-        repository: pipeline.image.repository.clone(),
-        digest,
-        commit: build.commit.as_ref().map(|commit| commit.sha.clone()),
-    };
+    }
+    let built: std::collections::BTreeMap<String, String> = build
+        .images
+        .iter()
+        .map(|image| {
+            let digest = image.digest.as_deref().unwrap_or_default();
+            (image.name.clone(), format!("{}@{digest}", image.image))
+        })
+        .collect();
+    let commit = build.commit.as_ref().map(|commit| commit.sha.as_str());
     let mut deploying = DeployRun::new(recorder, pipeline, RunKind::Run);
     let allowed = deploying
         .stage(Stage::Resolve, async |progress: &mut dyn Progress| {
             refuse_if_pinned(pin.as_ref(), pipeline, options.force)?;
-            progress.line(&describe_image(&image));
-            Ok(())
+            let release = stored_release(pipeline, &built, "", commit, "this run's build")
+                .map_err(|message| Failure::new(Stage::Resolve, message))?;
+            progress.line(&describe_release(&release));
+            Ok(release)
         })
         .await?;
     let deploy = match allowed {
-        Ok(()) => deploy_image(deploying, config, image, options, None).await?,
+        Ok(release) => deploy_release(deploying, config, release, options, None).await?,
         Err(failure) => deploying.fail(failure).await?,
     };
     Ok(RunReport {
@@ -334,23 +345,23 @@ async fn rollback_run(
     let mut deploying = DeployRun::new(recorder, pipeline, RunKind::Rollback);
     let resolved = deploying
         .stage(Stage::Resolve, async |progress: &mut dyn Progress| {
-            let (image, number) = rollback_image(pipeline, store, target.0.as_deref()).await?;
+            let (release, number) = rollback_release(pipeline, store, target.0.as_deref()).await?;
             progress.line(&format!(
                 "rolling back to deployment #{number}: {}",
-                describe_image(&image)
+                describe_release(&release)
             ));
-            Ok((image, number))
+            Ok((release, number))
         })
         .await?;
-    let (image, number) = match resolved {
+    let (release, number) = match resolved {
         Ok(resolved) => resolved,
         Err(failure) => return deploying.fail(failure).await,
     };
     let reason = format!(
         "rolled back to deployment #{number} ({})",
-        deploy::short_digest(&image.digest)
+        deploy::short_digest(&release.first().digest)
     );
-    deploy_image(deploying, config, image, options, Some(reason)).await
+    deploy_release(deploying, config, release, options, Some(reason)).await
 }
 
 /// Refuses a deploy of a pinned pipeline unless forced.
@@ -368,17 +379,18 @@ fn refuse_if_pinned(pin: Option<&Pin>, pipeline: &Pipeline, force: bool) -> Resu
 }
 
 /// The lease, the rollout and its record; `pin_reason` pins the pipeline on success (rollback).
-async fn deploy_image(
+async fn deploy_release(
     mut deploying: DeployRun<'_, '_>,
     config: &Config,
-    image: DeployImage,
+    release: Release,
     options: &DeployOptions,
     pin_reason: Option<String>,
 ) -> Result<DeployReport, EngineError> {
     let store = deploying.recorder.store();
     let pipeline = deploying.pipeline;
-    deploying.report.image = Some(image.clone());
-    if let Some(commit) = &image.commit {
+    deploying.report.image = Some(release.first().clone());
+    deploying.report.images = Some(release.clone());
+    if let Some(commit) = release.commit() {
         store
             .set_commit(deploying.recorder.run, commit, None)
             .await?;
@@ -397,7 +409,8 @@ async fn deploy_image(
     // it changes another container.
     let held = HeldLease::keep(store, &pipeline.name, &owner);
     let stop = || held.lost();
-    let result = rollout_recorded(&mut deploying, config, &image, options, pin_reason, &stop).await;
+    let result =
+        rollout_recorded(&mut deploying, config, &release, options, pin_reason, &stop).await;
     let released = held.release().await;
     let report = result?;
     released?;
@@ -407,28 +420,31 @@ async fn deploy_image(
 async fn rollout_recorded(
     deploying: &mut DeployRun<'_, '_>,
     config: &Config,
-    image: &DeployImage,
+    release: &Release,
     options: &DeployOptions,
     pin_reason: Option<String>,
     stop: &(dyn Fn() -> Option<String> + Sync),
 ) -> Result<DeployReport, EngineError> {
     let store = deploying.recorder.store();
     let pipeline = deploying.pipeline;
+    let first = release.first();
+    let references = release.references();
     let deployment = store
         .start_deployment(&NewDeployment {
             pipeline: &pipeline.name,
             run: Some(deploying.recorder.run),
             kind: deploying.report.kind,
-            image: &image.reference(),
-            digest: &image.digest,
-            commit: image.commit.as_deref(),
+            image: &first.reference(),
+            digest: &first.digest,
+            commit: release.commit(),
+            images: &references,
         })
         .await?;
     deploying.report.deployment = Some(deployment);
     let request = Rollout {
         config,
         pipeline,
-        image,
+        release,
         only: options.only.as_ref(),
         force: options.force,
         stop: Some(stop),
@@ -476,7 +492,7 @@ async fn rollout_recorded(
                 .finish_deployment(deployment, Outcome::Succeeded, None)
                 .await?;
             if let Some(reason) = pin_reason {
-                store.pin(&pipeline.name, &image.digest, &reason).await?;
+                store.pin(&pipeline.name, &first.digest, &reason).await?;
             }
             deploying.report.pinned = store.pin_of(&pipeline.name).await?;
             // Old images and stopped leftovers go now, while the lease is still held.
@@ -484,8 +500,9 @@ async fn rollout_recorded(
             deploying
                 .recorder
                 .succeed(&RunResult::Deployed {
-                    image: pipeline.image.repository.to_string(),
-                    digest: image.digest.clone(),
+                    image: first.repository.to_string(),
+                    digest: first.digest.clone(),
+                    images: references.clone(),
                 })
                 .await?;
             Ok(deploying.report.clone())
@@ -568,6 +585,7 @@ impl<'r, 'a> DeployRun<'r, 'a> {
                 outcome: Outcome::Succeeded,
                 deployment: None,
                 image: None,
+                images: None,
                 instances: Vec::new(),
                 stages: Vec::new(),
                 failure: None,

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::lease::{HeldLease, acquire_lease, lease_owner_doing};
-use super::resolve::previous_image;
+use super::resolve::{previous_release, rolled_out};
 use super::{EngineError, Failure, RunRecorder, Silent};
 use crate::config::{Config, Pipeline};
 use crate::deploy::Log;
@@ -38,14 +38,25 @@ pub async fn protected_digests(
         .iter()
         .filter(|deployment| deployment.state == RunState::Succeeded)
         .collect();
-    if let Some(target) = previous_image(&succeeded) {
-        protected.insert(target.digest.clone(), Keep::RollbackTarget);
+    if let Some(target) = previous_release(&succeeded) {
+        for digest in rolled_out(target).into_values() {
+            protected.insert(digest.to_string(), Keep::RollbackTarget);
+        }
     }
+    let current = succeeded
+        .first()
+        .map(|current| {
+            rolled_out(current)
+                .into_values()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_else(Vec::new);
     let deployed = store
         .recorded_digests(pipeline)
         .await?
         .into_values()
-        .chain(succeeded.first().map(|current| current.digest.clone()))
+        .chain(current)
         .chain(store.pin_of(pipeline).await?.map(|pin| pin.digest));
     for digest in deployed {
         // An image both deployed and the rollback target is named for the first.

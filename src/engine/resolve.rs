@@ -1,80 +1,195 @@
-//! Which image a deploy rolls out: the latest built, one the user names (a tag asked
+//! Which images a deploy rolls out: the latest built, one the user names (a tag asked
 //! of the registry), or, for a rollback, an earlier successful deployment's.
+
+use std::collections::BTreeMap;
 
 use super::Failure;
 use crate::config::{Config, Pipeline};
-use crate::deploy::{self, DeployImage};
+use crate::deploy::{self, DeployImage, Release};
 use crate::registry;
 use crate::run::{RunState, Stage};
-use crate::store::Store;
+use crate::store::{DeploymentRecord, Store};
 
 /// The shortest digest or commit prefix `rollback --to` takes as naming one.
 const MIN_PREFIX: usize = 4;
 
-pub(super) fn describe_image(image: &DeployImage) -> String {
-    match &image.commit {
-        Some(commit) => format!(
-            "image {} (commit {})",
-            image.reference(),
-            crate::source::prefix(commit, 12)
-        ),
-        None => format!("image {}", image.reference()),
+/// `image REF (commit C)`, or for several `images web=REF, worker=REF (commit C)`.
+pub(super) fn describe_release(release: &Release) -> String {
+    let images = release.images();
+    let listed = if images.len() == 1 {
+        format!("image {}", release.first().reference())
+    } else {
+        let each: Vec<String> = images
+            .iter()
+            .map(|(name, image)| format!("{name}={}", image.reference()))
+            .collect();
+        format!("images {}", each.join(", "))
+    };
+    match release.commit() {
+        Some(commit) => format!("{listed} (commit {})", crate::source::prefix(commit, 12)),
+        None => listed,
     }
 }
 
-/// The image to deploy: the one given (its digest asked of the registry for a tag) or the latest built.
-pub(super) async fn resolve_image(
+/// The release stored as `images` (name → `repository@digest`), each image in its
+/// repository as the pipeline names it now. A record from before several images were
+/// kept has only `digest`: it is the release of a one-image pipeline.
+pub(super) fn stored_release(
+    pipeline: &Pipeline,
+    images: &BTreeMap<String, String>,
+    digest: &str,
+    commit: Option<&str>,
+    what: &str,
+) -> Result<Release, String> {
+    let mut chosen = BTreeMap::new();
+    for (name, image) in &pipeline.images {
+        let digest = match images.get(name) {
+            Some(reference) => reference
+                .rsplit_once('@')
+                .map_or(reference.as_str(), |(_, digest)| digest),
+            None if images.is_empty() && pipeline.images.len() == 1 => digest,
+            None => {
+                return Err(format!(
+                    "{what} has no image `{name}` (the pipeline's images changed since; hint: `gantry run {}`)",
+                    pipeline.name
+                ));
+            }
+        };
+        chosen.insert(
+            name.clone(),
+            DeployImage {
+                repository: image.repository.clone(),
+                digest: digest.to_string(),
+                commit: commit.map(str::to_string),
+            },
+        );
+    }
+    Release::new(pipeline, chosen)
+}
+
+/// The images to deploy: the latest built, with the one `requested` names (its digest
+/// asked of the registry for a tag) in place of its image's. With several images a
+/// request names its image: `web=REF`.
+pub(super) async fn resolve_release(
     config: &Config,
     pipeline: &Pipeline,
     store: &Store,
     requested: Option<&str>,
-) -> Result<DeployImage, Failure> {
+) -> Result<Release, Failure> {
     let fail = |message: String| Failure::new(Stage::Resolve, message);
-    let repository = pipeline.image.repository.clone();
+    let built = store
+        .latest_built(&pipeline.name)
+        .await
+        .map_err(|error| fail(error.to_string()))?;
     let Some(requested) = requested else {
-        let built = store
-            .latest_built(&pipeline.name)
-            .await
-            .map_err(|error| fail(error.to_string()))?;
-        return match built {
-            Some(built) => Ok(DeployImage {
-                repository,
-                digest: built.digest,
-                commit: built.commit,
-            }),
-            None => Err(fail(format!(
+        let built = built.ok_or_else(|| {
+            fail(format!(
                 "gantry has not built `{}` yet (hint: `gantry run {}`, or pass --image REF)",
                 pipeline.name, pipeline.name
-            ))),
-        };
+            ))
+        })?;
+        let what = format!("the latest build (run {})", built.run);
+        return stored_release(
+            pipeline,
+            &built.images,
+            &built.digest,
+            built.commit.as_deref(),
+            &what,
+        )
+        .map_err(fail);
     };
-    // Accept `repo@digest`, `repo:tag`, `@digest`/`sha256:...`, or a bare tag, all of the pipeline's repository.
-    let (name, digest, tag) = split_image_reference(requested);
+    let (name, reference) = match requested.split_once('=') {
+        Some((name, reference)) => (name, reference),
+        None if pipeline.images.len() == 1 => (
+            pipeline.images.keys().next().map_or("", String::as_str),
+            requested,
+        ),
+        None => {
+            return Err(fail(format!(
+                "`{}` builds several images ({}); name the one --image gives: --image NAME=REF",
+                pipeline.name,
+                pipeline
+                    .images
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    };
+    let image = pipeline.images.get(name).ok_or_else(|| {
+        fail(format!(
+            "--image {requested}: `{}` builds no image named `{name}` (its images: {})",
+            pipeline.name,
+            pipeline
+                .images
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    let given = resolve_reference(config, pipeline, store, image, reference)
+        .await
+        .map_err(fail)?;
+    let mut images = BTreeMap::from([(name.to_string(), given)]);
+    if pipeline.images.len() > 1 {
+        // The other images stay as the latest build made them.
+        let built = built.ok_or_else(|| {
+            fail(format!(
+                "gantry has not built `{}`'s other images yet (hint: `gantry run {}`)",
+                pipeline.name, pipeline.name
+            ))
+        })?;
+        let what = format!("the latest build (run {})", built.run);
+        let latest = stored_release(
+            pipeline,
+            &built.images,
+            &built.digest,
+            built.commit.as_deref(),
+            &what,
+        )
+        .map_err(fail)?;
+        for (other, image) in latest.images() {
+            images.entry(other.clone()).or_insert_with(|| image.clone());
+        }
+    }
+    Release::new(pipeline, images).map_err(fail)
+}
+
+/// One image's digest for `text`: `repo@digest`, `repo:tag`, `@digest`/`sha256:...`, or
+/// a bare tag, all of the image's repository.
+async fn resolve_reference(
+    config: &Config,
+    pipeline: &Pipeline,
+    store: &Store,
+    image: &crate::config::Image,
+    text: &str,
+) -> Result<DeployImage, String> {
+    let repository = image.repository.clone();
+    let (name, digest, tag) = split_image_reference(text);
     if !name.is_empty() && name != repository.to_string() {
-        return Err(fail(format!(
-            "--image {requested} is not from the pipeline's repository {repository}"
-        )));
+        return Err(format!(
+            "--image {text} is not from the repository of image `{}`, {repository}",
+            image.name
+        ));
     }
     let digest = match (digest, tag) {
         (Some(digest), _) => digest.to_string(),
         (None, Some(tag)) => {
             let credentials = registry::credentials(config, repository.registry())
                 .await
-                .map_err(|error| fail(error.to_string()))?;
+                .map_err(|error| error.to_string())?;
             registry::manifest_digest(config, &repository, tag, credentials.as_ref())
                 .await
-                .map_err(|error| fail(error.to_string()))?
+                .map_err(|error| error.to_string())?
         }
-        (None, None) => {
-            return Err(fail(format!(
-                "--image {requested} names neither a tag nor a digest"
-            )));
-        }
+        (None, None) => return Err(format!("--image {text} names neither a tag nor a digest")),
     };
     let commit = store
         .commit_of_digest(&pipeline.name, &digest)
         .await
-        .map_err(|error| fail(error.to_string()))?;
+        .map_err(|error| error.to_string())?;
     Ok(DeployImage {
         repository,
         digest,
@@ -103,12 +218,12 @@ fn split_image_reference(text: &str) -> (&str, Option<&str>, Option<&str>) {
     }
 }
 
-/// Finds the deployment `gantry rollback` returns to, and its number.
-pub(super) async fn rollback_image(
+/// Finds the deployment `gantry rollback` returns to, its release and its number.
+pub(super) async fn rollback_release(
     pipeline: &Pipeline,
     store: &Store,
     wanted: Option<&str>,
-) -> Result<(DeployImage, i64), Failure> {
+) -> Result<(Release, i64), Failure> {
     let fail = |message: String| Failure::new(Stage::Resolve, message);
     let history = store
         .deployments(&pipeline.name, 1000)
@@ -136,7 +251,7 @@ pub(super) async fn rollback_image(
                     pipeline.name
                 ))
             })?;
-            previous_image(&succeeded).ok_or_else(|| {
+            previous_release(&succeeded).ok_or_else(|| {
                 fail(format!(
                     "`{}` has no earlier image than {} to roll back to",
                     pipeline.name,
@@ -145,50 +260,71 @@ pub(super) async fn rollback_image(
             })?
         }
     };
-    Ok((
-        DeployImage {
-            repository: pipeline.image.repository.clone(),
-            digest: chosen.digest.clone(),
-            commit: chosen.commit.clone(),
-        },
-        chosen.number,
-    ))
+    let what = format!("deployment #{}", chosen.number);
+    let release = stored_release(
+        pipeline,
+        &chosen.images,
+        &chosen.digest,
+        chosen.commit.as_deref(),
+        &what,
+    )
+    .map_err(fail)?;
+    Ok((release, chosen.number))
 }
 
-/// Where `gantry rollback` without `--to` returns: the newest successful deployment of
-/// another image than the newest successful deployment's. `succeeded` is newest first.
-pub(super) fn previous_image<'a>(
-    succeeded: &[&'a crate::store::DeploymentRecord],
-) -> Option<&'a crate::store::DeploymentRecord> {
-    let current = succeeded.first()?;
+/// What a deployment rolled out: every image's digest, by image name.
+pub(super) fn rolled_out(deployment: &DeploymentRecord) -> BTreeMap<&str, &str> {
+    if deployment.images.is_empty() {
+        return BTreeMap::from([("", deployment.digest.as_str())]);
+    }
+    deployment
+        .images
+        .iter()
+        .map(|(name, reference)| {
+            let digest = reference
+                .rsplit_once('@')
+                .map_or(reference.as_str(), |(_, digest)| digest);
+            (name.as_str(), digest)
+        })
+        .collect()
+}
+
+/// Where `gantry rollback` without `--to` returns: the newest successful deployment
+/// that rolled out other images than the newest successful deployment. `succeeded`
+/// is newest first.
+pub(super) fn previous_release<'a>(
+    succeeded: &[&'a DeploymentRecord],
+) -> Option<&'a DeploymentRecord> {
+    let current = rolled_out(succeeded.first()?);
     succeeded
         .iter()
-        .find(|deployment| deployment.digest != current.digest)
+        .find(|deployment| rolled_out(deployment) != current)
         .copied()
 }
 
-/// The deployment `wanted` names: its number first; a digest or commit prefix only
-/// when it is long enough to mean one (`1` is deployment #1, not a digest that starts
-/// with 1).
+/// The deployment `wanted` names: its number first; a digest (of any of its images) or
+/// commit prefix only when it is long enough to mean one (`1` is deployment #1, not a
+/// digest that starts with 1).
 fn named_deployment<'a>(
-    succeeded: &[&'a crate::store::DeploymentRecord],
+    succeeded: &[&'a DeploymentRecord],
     wanted: &str,
-) -> Option<&'a crate::store::DeploymentRecord> {
+) -> Option<&'a DeploymentRecord> {
     let prefix = |text: &str| wanted.len() >= MIN_PREFIX && text.starts_with(wanted);
     succeeded
         .iter()
         .find(|deployment| deployment.number.to_string() == wanted)
         .or_else(|| {
             succeeded.iter().find(|deployment| {
-                prefix(&deployment.digest)
-                    || prefix(deployment.digest.trim_start_matches("sha256:"))
+                rolled_out(deployment)
+                    .values()
+                    .any(|digest| prefix(digest) || prefix(digest.trim_start_matches("sha256:")))
                     || deployment.commit.as_deref().is_some_and(prefix)
             })
         })
         .copied()
 }
 
-fn known_deployments(deployments: &[&crate::store::DeploymentRecord]) -> String {
+fn known_deployments(deployments: &[&DeploymentRecord]) -> String {
     if deployments.is_empty() {
         return "none".to_string();
     }
@@ -223,6 +359,7 @@ mod tests {
             image: format!("r/x@{digest}"),
             digest: digest.into(),
             commit: Some(commit.into()),
+            images: Default::default(),
             state: RunState::Succeeded,
             message: None,
             started_at: 0,

@@ -73,7 +73,7 @@ pub async fn run_task(
     // with any good result, so a lost lease is only told.
     let held = HeldLease::keep(store, &pipeline.name, &owner);
     let result = async {
-        let recorded = newest_deployed(store, pipeline).await?;
+        let recorded = newest_deployed(store, pipeline, &task.service).await?;
         Ok::<_, EngineError>(run_by_hand(config, pipeline, task, recorded, interrupt, log).await)
     }
     .await;
@@ -107,22 +107,33 @@ pub async fn run_task(
     Ok(report)
 }
 
-/// The image of the pipeline's newest successful deployment.
+/// The image the pipeline's newest successful deployment gave `service`.
 async fn newest_deployed(
     store: &Store,
     pipeline: &Pipeline,
+    service: &str,
 ) -> Result<Option<DeployImage>, EngineError> {
     let history = store
         .deployments(&pipeline.name, DEPLOYMENTS_SEARCHED)
         .await?;
-    Ok(history
-        .into_iter()
-        .find(|deployment| deployment.state == RunState::Succeeded)
-        .map(|deployment| DeployImage {
-            repository: pipeline.image.repository.clone(),
-            digest: deployment.digest,
-            commit: deployment.commit,
-        }))
+    let (Some(deployment), Some(service)) = (
+        history
+            .iter()
+            .find(|deployment| deployment.state == RunState::Succeeded),
+        pipeline.deploy.services.get(service),
+    ) else {
+        return Ok(None);
+    };
+    // A deployment of images the pipeline no longer builds tells nothing.
+    Ok(super::resolve::stored_release(
+        pipeline,
+        &deployment.images,
+        &deployment.digest,
+        deployment.commit.as_deref(),
+        "",
+    )
+    .ok()
+    .map(|release| release.image_for(service).clone()))
 }
 
 /// The lease's "waiting for another deploy" line, sent to the task's log.

@@ -101,7 +101,10 @@ async fn summary(state: &AppState, name: &str) -> Result<Value, ApiError> {
         "branch": pipeline.source.branch,
         "poll_seconds": pipeline.source.poll.map(|poll| poll.as_secs()),
         "webhook": pipeline.source.webhook.is_some(),
-        "image": pipeline.image.repository.to_string(),
+        "image": pipeline.images.values().next().map(|image| image.repository.to_string()),
+        "images": pipeline.images.values()
+            .map(|image| (image.name.clone(), image.repository.to_string()))
+            .collect::<std::collections::BTreeMap<_, _>>(),
         "services": pipeline.deploy.services.keys().collect::<Vec<_>>(),
         "instances": pipeline.deploy.services.values()
             .flat_map(|service| service.instances.values().map(|instance| json!({

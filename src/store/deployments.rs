@@ -23,6 +23,9 @@ pub struct BuiltImage {
     pub image: String,
     pub digest: String,
     pub commit: Option<String>,
+    /// Every image the run pushed, name → `repository@digest` (empty for a run stored
+    /// before runs kept several: its one image is `image` with `digest`).
+    pub images: BTreeMap<String, String>,
 }
 
 /// A deployment about to start.
@@ -32,10 +35,12 @@ pub struct NewDeployment<'a> {
     pub run: Option<RunId>,
     /// `deploy`, `rollback` or `run`.
     pub kind: RunKind,
-    /// repository@digest.
+    /// repository@digest of the first image.
     pub image: &'a str,
     pub digest: &'a str,
     pub commit: Option<&'a str>,
+    /// Every image rolled out, name → `repository@digest`.
+    pub images: &'a BTreeMap<String, String>,
 }
 
 /// What a deployment did to one instance.
@@ -62,6 +67,9 @@ pub struct DeploymentRecord {
     pub image: String,
     pub digest: String,
     pub commit: Option<String>,
+    /// Every image rolled out, name → `repository@digest` (empty for a deployment
+    /// stored before deployments kept several: its one image is `image`).
+    pub images: BTreeMap<String, String>,
     /// `running`, `succeeded` or `failed`.
     pub state: RunState,
     pub message: Option<String>,
@@ -74,7 +82,7 @@ impl Store {
     /// The newest image a build of the pipeline pushed (a digest is stored only once the push is confirmed).
     pub async fn latest_built(&self, pipeline: &str) -> Result<Option<BuiltImage>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, image, digest, commit_sha FROM runs
+            "SELECT id, image, digest, commit_sha, images FROM runs
              WHERE pipeline = ?1 AND digest IS NOT NULL AND kind IN ('build', 'run')
              ORDER BY id DESC LIMIT 1",
         )
@@ -86,6 +94,7 @@ impl Store {
             image: row.get("image"),
             digest: row.get("digest"),
             commit: row.get("commit_sha"),
+            images: images_of(&row),
         }))
     }
 
@@ -126,7 +135,8 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let commit: Option<Option<String>> = sqlx::query_scalar(
             "SELECT commit_sha FROM runs
-             WHERE pipeline = ?1 AND digest = ?2 AND commit_sha IS NOT NULL AND kind IN ('build', 'run')
+             WHERE pipeline = ?1 AND (digest = ?2 OR images LIKE '%@' || ?2 || '\"%')
+                   AND commit_sha IS NOT NULL AND kind IN ('build', 'run')
              ORDER BY id DESC LIMIT 1",
         )
         .bind(pipeline)
@@ -143,9 +153,9 @@ impl Store {
     ) -> Result<DeploymentId, StoreError> {
         let row = sqlx::query(
             "INSERT INTO deployments (pipeline, number, run_id, kind, image, digest, commit_sha,
-                                      state, started_at)
+                                      state, started_at, images)
              VALUES (?1, (SELECT COALESCE(MAX(number), 0) + 1 FROM deployments WHERE pipeline = ?1),
-                     ?2, ?3, ?4, ?5, ?6, 'running', ?7)
+                     ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8)
              RETURNING id, number",
         )
         .bind(deployment.pipeline)
@@ -155,6 +165,7 @@ impl Store {
         .bind(deployment.digest)
         .bind(deployment.commit)
         .bind(now_millis())
+        .bind(serde_json::to_string(deployment.images).unwrap_or_default())
         .fetch_one(&self.pool)
         .await?;
         Ok(DeploymentId {
@@ -218,7 +229,7 @@ impl Store {
     ) -> Result<Vec<DeploymentRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, pipeline, number, run_id, kind, image, digest, commit_sha, state, message,
-                    started_at, finished_at
+                    started_at, finished_at, images
              FROM deployments WHERE pipeline = ?1 ORDER BY id DESC LIMIT ?2",
         )
         .bind(pipeline)
@@ -255,6 +266,7 @@ impl Store {
                 image: row.get("image"),
                 digest: row.get("digest"),
                 commit: row.get("commit_sha"),
+                images: images_of(&row),
                 state: word(&row, "state")?,
                 message: row.get("message"),
                 started_at: row.get("started_at"),
@@ -328,4 +340,11 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// A row's `images` column: name → `repository@digest`, empty when NULL (older rows).
+pub(super) fn images_of(row: &sqlx::sqlite::SqliteRow) -> BTreeMap<String, String> {
+    row.get::<Option<String>, _>("images")
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
 }

@@ -1,6 +1,7 @@
 //! Runs and their stages: numbered per pipeline, recorded from their first moment to
 //! their outcome, listed a page at a time.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -12,15 +13,19 @@ use crate::run::{Outcome, RunId, RunKind, RunState, Stage, Trigger};
 /// How a finished run ended: what it produced, or why it failed.
 #[derive(Debug, Clone)]
 pub enum RunResult {
+    /// A build succeeded: its first image and digest, every tag it pushed (full
+    /// references), and every image, name → `repository@digest`.
     Succeeded {
         image: String,
         tags: Vec<String>,
         digest: String,
+        images: BTreeMap<String, String>,
     },
-    /// A deploy succeeded: the digest it rolled out; a build's image and tags in the same run stay.
+    /// A deploy succeeded: what it rolled out; a build's tags in the same run stay.
     Deployed {
         image: String,
         digest: String,
+        images: BTreeMap<String, String>,
     },
     Failed {
         stage: Stage,
@@ -45,7 +50,7 @@ pub struct FinishedStage<'a> {
 macro_rules! run_columns {
     () => {
         "id, pipeline, number, kind, trigger, requested, commit_sha, commit_message, commit_author,
-         state, failed_stage, message, image, tags, digest, started_at, finished_at"
+         state, failed_stage, message, image, tags, digest, started_at, finished_at, images"
     };
 }
 
@@ -76,6 +81,10 @@ pub struct RunRecord {
     pub image: Option<String>,
     pub tags: Vec<String>,
     pub digest: Option<String>,
+    /// Every image the run built or rolled out, name → `repository@digest` (empty when
+    /// it has one, or was stored before runs kept several).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub stages: Vec<StageRecord>,
@@ -181,27 +190,36 @@ impl Store {
                 image,
                 tags,
                 digest,
+                images,
             } => sqlx::query(
-                "UPDATE runs SET state = 'succeeded', image = ?1, tags = ?2, digest = ?3, finished_at = ?4
-                 WHERE id = ?5",
+                "UPDATE runs SET state = 'succeeded', image = ?1, tags = ?2, digest = ?3, images = ?4,
+                                 finished_at = ?5
+                 WHERE id = ?6",
             )
             .bind(image)
             .bind(serde_json::to_string(tags).unwrap_or_default())
-            .bind(digest),
-            RunResult::Deployed { image, digest } => sqlx::query(
+            .bind(digest)
+            .bind(serde_json::to_string(images).unwrap_or_default()),
+            RunResult::Deployed {
+                image,
+                digest,
+                images,
+            } => sqlx::query(
                 "UPDATE runs SET state = 'succeeded', image = ?1, tags = COALESCE(tags, ?2),
-                                 digest = ?3, finished_at = ?4
-                 WHERE id = ?5",
+                                 digest = ?3, images = ?4, finished_at = ?5
+                 WHERE id = ?6",
             )
             .bind(image)
             .bind("[]")
-            .bind(digest),
+            .bind(digest)
+            .bind(serde_json::to_string(images).unwrap_or_default()),
             RunResult::Failed { stage, message } => sqlx::query(
-                "UPDATE runs SET state = 'failed', failed_stage = ?1, message = ?2, finished_at = ?4
-                 WHERE id = ?5",
+                "UPDATE runs SET state = 'failed', failed_stage = ?1, message = ?2, finished_at = ?5
+                 WHERE id = ?6",
             )
             .bind(stage.as_str())
             .bind(message)
+            .bind(Option::<String>::None)
             .bind(Option::<String>::None),
         };
         query
@@ -218,15 +236,19 @@ impl Store {
             image,
             tags,
             digest,
+            images,
         } = result
         {
-            sqlx::query("UPDATE runs SET image = ?1, tags = ?2, digest = ?3 WHERE id = ?4")
-                .bind(image)
-                .bind(serde_json::to_string(tags).unwrap_or_default())
-                .bind(digest)
-                .bind(run.id)
-                .execute(&self.pool)
-                .await?;
+            sqlx::query(
+                "UPDATE runs SET image = ?1, tags = ?2, digest = ?3, images = ?4 WHERE id = ?5",
+            )
+            .bind(image)
+            .bind(serde_json::to_string(tags).unwrap_or_default())
+            .bind(digest)
+            .bind(serde_json::to_string(images).unwrap_or_default())
+            .bind(run.id)
+            .execute(&self.pool)
+            .await?;
         }
         Ok(())
     }
@@ -328,6 +350,7 @@ impl Store {
                     .and_then(|text| serde_json::from_str(&text).ok())
                     .unwrap_or_default(),
                 digest: row.get("digest"),
+                images: super::deployments::images_of(&row),
                 started_at: row.get("started_at"),
                 finished_at: row.get("finished_at"),
                 stages,

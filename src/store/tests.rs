@@ -36,6 +36,7 @@ async fn runs_are_numbered_per_pipeline_and_recorded() {
                 image: "r/x".to_string(),
                 tags: vec!["r/x:1".to_string()],
                 digest: "sha256:1".to_string(),
+                images: Default::default(),
             },
         )
         .await
@@ -114,6 +115,7 @@ async fn deployments_record_instance_digests_and_pins() {
             image: "r/x@sha256:1",
             digest: "sha256:1",
             commit: Some("c1"),
+            images: &Default::default(),
         })
         .await
         .unwrap();
@@ -137,6 +139,7 @@ async fn deployments_record_instance_digests_and_pins() {
             image: "r/x@sha256:2",
             digest: "sha256:2",
             commit: None,
+            images: &Default::default(),
         })
         .await
         .unwrap();

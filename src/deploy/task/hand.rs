@@ -70,9 +70,15 @@ async fn prepare_by_hand(
     .await
     .map_err(|(host, reason)| format!("host `{host}`: {reason}"))?;
     let running = running_images(&hosts, pipeline, service).await?;
+    let image = pipeline.image_of(service).ok_or_else(|| {
+        format!(
+            "service `{}` runs no image the pipeline builds",
+            task.service
+        )
+    })?;
     let chosen = choose_image(
         &pipeline.name,
-        &pipeline.image.repository,
+        &image.repository,
         &task.service,
         &running,
         recorded,

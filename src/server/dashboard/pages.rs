@@ -108,7 +108,12 @@ pub(super) async fn pipeline_page(
         layout: Layout::new(name.clone(), &viewer, 3),
         repo: display_url(&pipeline.source.repo),
         branch: pipeline.source.branch.clone(),
-        image: pipeline.image.repository.to_string(),
+        image: pipeline
+            .images
+            .values()
+            .map(|image| image.repository.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         pinned: pin.map(|pin| pin.reason).unwrap_or_default(),
         deploying: lease.map(|lease| lease.owner).unwrap_or_default(),
         may_operate: viewer.may_operate(),
