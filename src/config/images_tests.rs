@@ -2,7 +2,6 @@
 //! refused, each with the place it points at.
 
 use super::tests::{check, load_files};
-use super::*;
 
 const SOURCE: &str = "\
 source: { repo: https://git.example.com/team/shop.git }

@@ -104,7 +104,7 @@ impl Store {
         pipeline: &str,
     ) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
         let rows = sqlx::query(
-            "SELECT digest, tags FROM runs
+            "SELECT digest, tags, images FROM runs
              WHERE pipeline = ?1 AND digest IS NOT NULL AND kind IN ('build', 'run')
              ORDER BY id",
         )
@@ -117,8 +117,18 @@ impl Store {
                 .get::<Option<String>, _>("tags")
                 .and_then(|text| serde_json::from_str(&text).ok())
                 .unwrap_or_default();
-            let known = tags.entry(row.get("digest")).or_default();
+            // Of several images, a tag belongs to the image of its repository.
+            let images = images_of(&row);
+            let digest_of = |tag: &str| {
+                images.values().find_map(|reference| {
+                    let (repository, digest) = reference.rsplit_once('@')?;
+                    let named = tag.strip_prefix(repository)?.starts_with(':');
+                    named.then(|| digest.to_string())
+                })
+            };
             for tag in pushed {
+                let digest = digest_of(&tag).unwrap_or_else(|| row.get("digest"));
+                let known = tags.entry(digest).or_default();
                 if !known.contains(&tag) {
                     known.push(tag);
                 }

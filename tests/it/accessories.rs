@@ -128,7 +128,7 @@ fn an_accessory_names_its_image_and_only_an_accessory_may() {
     let text = stdout(&output) + &stderr(&output);
     for expected in [
         "`deploy.services.db` is an accessory: name its image (`image: postgres:16`)",
-        "`deploy.services.web.image`: a service runs the pipeline's image; one with an image of its own is an accessory (`accessory: true`)",
+        "`deploy.services.web.image`: `redis:7` is not one of the pipeline's images (`acc-config`); a service with an image of its own is an accessory (`accessory: true`)",
         "`deploy.services.cache.image`: ",
     ] {
         assert!(text.contains(expected), "{expected}\n{text}");

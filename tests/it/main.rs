@@ -13,6 +13,7 @@ mod deploy;
 mod full_disk;
 mod hostile;
 mod hosts;
+mod images;
 mod leaks;
 mod lease;
 mod output;
