@@ -169,10 +169,13 @@ async fn resolve_reference(
     let repository = image.repository.clone();
     let (name, digest, tag) = split_image_reference(text);
     if !name.is_empty() && name != repository.to_string() {
-        return Err(format!(
-            "--image {text} is not from the repository of image `{}`, {repository}",
-            image.name
-        ));
+        return Err(match pipeline.images.len() {
+            1 => format!("--image {text} is not from the pipeline's repository {repository}"),
+            _ => format!(
+                "--image {text} is not from image `{}`'s repository {repository}",
+                image.name
+            ),
+        });
     }
     let digest = match (digest, tag) {
         (Some(digest), _) => digest.to_string(),

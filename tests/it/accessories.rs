@@ -127,10 +127,13 @@ fn an_accessory_names_its_image_and_only_an_accessory_may() {
     assert_eq!(output.status.code(), Some(2));
     let text = stdout(&output) + &stderr(&output);
     for expected in [
-        "`deploy.services.db` is an accessory: name its image (`image: postgres:16`)",
-        "`deploy.services.web.image`: `redis:7` is not one of the pipeline's images (`acc-config`); a service with an image of its own is an accessory (`accessory: true`)",
-        "`deploy.services.cache.image`: ",
+        "`deploy.services.db` is an accessory: name its image (`image: postgres:16`)".to_string(),
+        format!(
+            "`deploy.services.web.image`: `redis:7` is not one of the pipeline's images (`{}`); a service with an image of its own is an accessory (`accessory: true`)",
+            deployment.name
+        ),
+        "`deploy.services.cache.image`: ".to_string(),
     ] {
-        assert!(text.contains(expected), "{expected}\n{text}");
+        assert!(text.contains(expected.as_str()), "{expected}\n{text}");
     }
 }
