@@ -19,7 +19,7 @@ use crate::source::{self, Commit, FetchReport};
 use crate::store::{CommitDetails, RunResult, Store, StoreError};
 
 mod deployment;
-mod images;
+pub mod images;
 pub mod intake;
 mod lease;
 pub mod metrics;

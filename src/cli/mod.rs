@@ -711,11 +711,17 @@ fn print_build(report: &BuildReport) {
                 "built {} run #{}{commit}",
                 report.pipeline, report.run.number
             );
-            println!("  image   {}", report.image);
-            for tag in &report.tags {
-                println!("  tag     {tag}");
+            for image in &report.images {
+                let name = match report.images.len() {
+                    1 => String::new(),
+                    _ => format!(" ({})", image.name),
+                };
+                println!("  image   {}{name}", image.image);
+                for tag in &image.tags {
+                    println!("  tag     {tag}");
+                }
+                println!("  digest  {}", image.digest.as_deref().unwrap_or("?"));
             }
-            println!("  digest  {}", report.digest.as_deref().unwrap_or("?"));
             println!("  stages  {stages}");
         }
         Some(failure) => {
