@@ -136,6 +136,17 @@ fn two_images_from_one_commit_deploy_together_and_roll_back_together() {
     assert_eq!(label(&worker, "gantry.digest"), worker_v1);
     let db_id = container_id(LOCAL_DOCKER, &db);
 
+    // The run records both images.
+    let runs = deployment.succeed(&["runs", name, "--json"]);
+    assert_eq!(
+        runs[0]["images"],
+        serde_json::json!({
+            "web": format!("{web_repository}@{web_v1}"),
+            "worker": format!("{worker_repository}@{worker_v1}"),
+        }),
+        "{runs}"
+    );
+
     // `status` shows each service's image.
     let status = deployment.succeed(&["status", name, "--json"]);
     let rows = status["pipelines"][0]["instances"]
@@ -213,4 +224,55 @@ fn two_images_from_one_commit_deploy_together_and_roll_back_together() {
     );
     assert_eq!(label(&worker, "gantry.digest"), worker_v2);
     assert_eq!(label(&web, "gantry.digest"), web_v1);
+}
+
+#[test]
+fn one_image_that_fails_to_build_fails_the_run_and_deploys_nothing() {
+    let deployment = Deployment::new("imgs-fail", &[]);
+    let name = &deployment.name;
+    let (web_repository, worker_repository) = (
+        format!("{}-web", deployment.repository),
+        format!("{}-worker", deployment.repository),
+    );
+    let _images = Images(vec![web_repository.clone(), worker_repository.clone()]);
+    deployment.repo.write(
+        "Dockerfile",
+        &format!("{DOCKERFILE}\nFROM base AS broken\nRUN echo the worker cannot build && exit 3\n"),
+    );
+    deployment.repo.commit("a broken target");
+    let web = deployment.instance("web");
+    deployment.config.write(
+        &format!("pipelines/{name}.yaml"),
+        &format!(
+            "source: {{ repo: \"{}\", branch: main }}\n\
+             images:\n  web: {{ repository: \"{web_repository}\", target: web }}\n  \
+             worker: {{ repository: \"{worker_repository}\", target: broken }}\n\
+             deploy:\n  services:\n    web:\n      image: web\n      ports: [\"8080\"]\n      \
+             instances: {{ {web}: {{}} }}\n",
+            deployment.repo.url(),
+        ),
+    );
+    let (output, report) = deployment.gantry_json(&["run", name, "--json"]);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    let failure = &report["build"]["failure"];
+    assert_eq!(failure["stage"], "build", "{report}");
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("[worker] "),
+        "{report}"
+    );
+    assert!(
+        failure["details"]
+            .to_string()
+            .contains("the worker cannot build"),
+        "{report}"
+    );
+    assert!(report["deploy"].is_null(), "{report}");
+    let listed = docker(LOCAL_DOCKER)
+        .args(["ps", "-aq", "--filter", &format!("name={web}")])
+        .output()
+        .unwrap();
+    assert!(stdout(&listed).trim().is_empty(), "a container was started");
 }

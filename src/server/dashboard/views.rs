@@ -54,6 +54,8 @@ pub(super) struct RunView {
     pub(super) image: String,
     pub(super) digest_short: String,
     pub(super) tags: Vec<String>,
+    /// Of a run of several images: each one's name, repository and short digest.
+    pub(super) images: Vec<(String, String, String)>,
 }
 
 impl RunView {
@@ -88,6 +90,22 @@ impl RunView {
             image: run.image.clone().unwrap_or_default(),
             digest_short: short_digest(run.digest.as_deref()),
             tags: run.tags.clone(),
+            images: match run.images.len() {
+                0 | 1 => Vec::new(),
+                _ => run
+                    .images
+                    .iter()
+                    .map(|(name, reference)| {
+                        let (repository, digest) =
+                            reference.rsplit_once('@').unwrap_or((reference, ""));
+                        (
+                            name.clone(),
+                            repository.to_string(),
+                            short_digest(Some(digest)),
+                        )
+                    })
+                    .collect(),
+            },
         }
     }
 }
