@@ -19,6 +19,7 @@ pub mod container;
 pub mod health;
 pub mod proxy;
 pub mod prune;
+mod pull;
 pub mod status;
 pub mod swap;
 pub mod task;
@@ -363,56 +364,25 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
             return untouched(Phase::Pull, Some(host), None, message);
         }
     };
-    // Every container the rollout would touch is this pipeline's, or nothing is touched.
-    if let Err((host, instance, message)) = check_ownership(&hosts, &targets, pipeline).await {
+    // Every container the rollout would touch is this pipeline's; every host holds the
+    // images; the proxy of every host with a proxied instance runs and routes to the
+    // containers running now. All three are asked at once (none changes a container of
+    // the pipeline); the first that fails, in this order, ends the rollout untouched.
+    let release = request.release;
+    let (owned, pulled, proxied) = tokio::join!(
+        check_ownership(&hosts, &targets, pipeline),
+        pull::pull_images(request.config, pipeline, release, &hosts, &targets, log),
+        prepare_proxies(request.config, pipeline, &hosts, &targets, log),
+    );
+    if let Err((host, instance, message)) = owned {
         let message = format!("{message}; no container was touched");
         return untouched(Phase::Check, Some(host), Some(instance), message);
     }
-    let release = request.release;
-    let jobs = match pull_jobs(request.config, pipeline, release, &hosts, &targets).await {
-        Ok(jobs) => jobs,
-        Err(error) => return untouched(Phase::Pull, None, None, error),
-    };
-    for (reference, on) in describe_pulls(&jobs) {
-        log(&format!("pulling {reference} on {on}"));
+    if let Err((host, message)) = pulled {
+        let message = format!("{message}; no container was touched");
+        return untouched(Phase::Pull, host, None, message);
     }
-    let pulls: Vec<_> = futures_util::stream::iter(jobs.iter().map(|job| {
-        let docker = &hosts[&job.host];
-        async move {
-            // An engine that has the image under this reference has what it names
-            // (by digest: exactly it; an accessory's tag: the copy it runs until its
-            // reference changes), so the registry is not asked again.
-            if docker.inspect_image(&job.reference).await.is_ok() {
-                return (job.host.clone(), Ok(()));
-            }
-            let result = registry::pull_reference(
-                docker,
-                &job.reference,
-                &job.repository,
-                job.credentials.as_ref(),
-            )
-            .await;
-            (job.host.clone(), result)
-        }
-    }))
-    .buffer_unordered(MAX_PARALLEL_HOSTS)
-    .collect()
-    .await;
-    let mut pull_failures: Vec<(String, String)> = pulls
-        .into_iter()
-        .filter_map(|(host, result)| result.err().map(|error| (host, error.to_string())))
-        .collect();
-    pull_failures.sort();
-    if let Some((host, reason)) = pull_failures.into_iter().next() {
-        let message = format!("host `{host}`: {reason}; no container was touched");
-        return untouched(Phase::Pull, Some(host), None, message);
-    }
-
-    // The proxy of every host with a proxied instance runs and routes to the
-    // containers running now, before any of them is replaced.
-    if let Err((host, message)) =
-        prepare_proxies(request.config, pipeline, &hosts, &targets, log).await
-    {
+    if let Err((host, message)) = proxied {
         let message = format!("{message}; no container was touched");
         return untouched(Phase::Proxy, Some(host), None, message);
     }
@@ -446,80 +416,6 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         rolled_out.failure = Some(failure);
     }
     rolled_out
-}
-
-/// One image to have on one host before any container is touched.
-struct PullJob {
-    host: String,
-    reference: String,
-    repository: ImageRepository,
-    credentials: Option<registry::Credentials>,
-}
-
-/// On each host, the release's images its instances and release tasks run, and each
-/// accessory's image.
-async fn pull_jobs(
-    config: &Config,
-    pipeline: &Pipeline,
-    release: &Release,
-    hosts: &BTreeMap<String, Docker>,
-    targets: &[Target<'_>],
-) -> Result<Vec<PullJob>, String> {
-    let mut credentials: BTreeMap<String, Option<registry::Credentials>> = BTreeMap::new();
-    let mut jobs = Vec::new();
-    for host in hosts.keys() {
-        let here: Vec<&Target<'_>> = targets
-            .iter()
-            .filter(|target| &target.instance.host == host)
-            .collect();
-        // The rollout's release tasks run their service's image on their host.
-        let tasks = [TaskWhen::Before, TaskWhen::After]
-            .into_iter()
-            .flat_map(|when| task::selected(pipeline, targets, when))
-            .filter(|task| &task.host == host)
-            .filter_map(|task| pipeline.deploy.services.get(&task.service));
-        let mut references: BTreeMap<String, ImageRepository> = BTreeMap::new();
-        for service in here.iter().map(|target| target.service).chain(tasks) {
-            let (reference, repository) = match &service.image {
-                ServiceImage::Built(_) => {
-                    let image = release.image_for(service);
-                    (image.reference(), image.repository.clone())
-                }
-                ServiceImage::Accessory(reference) => {
-                    (reference.clone(), ImageRepository::of_reference(reference)?)
-                }
-            };
-            references.insert(reference, repository);
-        }
-        for (reference, repository) in references {
-            let registry = repository.registry().to_string();
-            if !credentials.contains_key(&registry) {
-                let found = registry::credentials(config, &registry)
-                    .await
-                    .map_err(|error| error.to_string())?;
-                credentials.insert(registry.clone(), found);
-            }
-            jobs.push(PullJob {
-                host: host.clone(),
-                reference,
-                repository,
-                credentials: credentials[&registry].clone(),
-            });
-        }
-    }
-    Ok(jobs)
-}
-
-/// Each image pulled, with the hosts it is pulled on.
-fn describe_pulls(jobs: &[PullJob]) -> BTreeMap<&str, String> {
-    let mut hosts: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for job in jobs {
-        hosts.entry(&job.reference).or_default().push(&job.host);
-    }
-    hosts
-        .into_iter()
-        .map(|(reference, on)| (reference, on.join(", ")))
-        .collect()
 }
 
 /// Makes the proxy right on every host where a target is proxied (all hosts at once);
