@@ -172,6 +172,9 @@ pub struct Registry {
     pub password: Option<SecretString>,
     /// Plain HTTP instead of HTTPS.
     pub insecure: bool,
+    /// Pulls from this registry at once, across all hosts of a deploy; unbounded (but
+    /// for the hosts pulled on at once) when `None`.
+    pub max_pulls: Option<u32>,
 }
 
 #[derive(Debug, Clone)]

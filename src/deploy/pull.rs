@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use bollard::Docker;
 use futures_util::StreamExt;
+use tokio::sync::Semaphore;
 
 use super::{Log, MAX_PARALLEL_HOSTS, Release, Target, task};
 use crate::config::{Config, ImageRepository, Pipeline, ServiceImage, TaskWhen};
@@ -26,37 +27,67 @@ pub async fn pull_images(
     for (reference, on) in describe_pulls(&jobs) {
         log(&format!("pulling {reference} on {on}"));
     }
-    let pulls: Vec<_> = futures_util::stream::iter(jobs.iter().map(|job| {
-        let docker = &hosts[&job.host];
-        async move {
-            // An engine that has the image under this reference has what it names
-            // (by digest: exactly it; an accessory's tag: the copy it runs until its
-            // reference changes), so the registry is not asked again.
-            if docker.inspect_image(&job.reference).await.is_ok() {
-                return (job.host.clone(), Ok(()));
-            }
-            let result = registry::pull_reference(
-                docker,
-                &job.reference,
-                &job.repository,
-                job.credentials.as_ref(),
-            )
-            .await;
-            (job.host.clone(), result)
-        }
-    }))
-    .buffer_unordered(MAX_PARALLEL_HOSTS)
-    .collect()
-    .await;
+    let limits = config
+        .registries
+        .iter()
+        .filter_map(|(name, registry)| Some((name.clone(), registry.max_pulls? as usize)))
+        .collect();
+    let present = async |job: &PullJob| {
+        // An engine that has the image under this reference has what it names (by
+        // digest: exactly it; an accessory's tag: the copy it runs until its reference
+        // changes), so the registry is not asked again.
+        hosts[&job.host].inspect_image(&job.reference).await.is_ok()
+    };
+    let pull = async |job: &PullJob| {
+        registry::pull_reference(
+            &hosts[&job.host],
+            &job.reference,
+            &job.repository,
+            job.credentials.as_ref(),
+        )
+        .await
+        .map_err(|error| error.to_string())
+    };
+    let pulls = pull_each(&jobs, &limits, present, pull).await;
     let mut failures: Vec<(String, String)> = pulls
         .into_iter()
-        .filter_map(|(host, result)| result.err().map(|error| (host, error.to_string())))
+        .filter_map(|(host, result)| result.err().map(|error| (host, error)))
         .collect();
     failures.sort();
     match failures.into_iter().next() {
         Some((host, reason)) => Err((Some(host.clone()), format!("host `{host}`: {reason}"))),
         None => Ok(()),
     }
+}
+
+/// Runs the jobs, `MAX_PARALLEL_HOSTS` at once, a job whose image the host lacks
+/// pulling it once one of its registry's `limits` pulls is free: each job's host and
+/// outcome.
+async fn pull_each(
+    jobs: &[PullJob],
+    limits: &BTreeMap<String, usize>,
+    present: impl AsyncFn(&PullJob) -> bool,
+    pull: impl AsyncFn(&PullJob) -> Result<(), String>,
+) -> Vec<(String, Result<(), String>)> {
+    let slots: BTreeMap<&str, Semaphore> = limits
+        .iter()
+        .map(|(registry, limit)| (registry.as_str(), Semaphore::new(*limit)))
+        .collect();
+    let (slots, present, pull) = (&slots, &present, &pull);
+    futures_util::stream::iter(jobs.iter().map(|job| async move {
+        if present(job).await {
+            return (job.host.clone(), Ok(()));
+        }
+        // The semaphores live as long as this function and are never closed.
+        let _slot = match slots.get(job.repository.registry()) {
+            Some(slots) => Some(slots.acquire().await),
+            None => None,
+        };
+        (job.host.clone(), pull(job).await)
+    }))
+    .buffer_unordered(MAX_PARALLEL_HOSTS)
+    .collect()
+    .await
 }
 
 /// One image to have on one host before any container is touched.
@@ -131,4 +162,69 @@ fn describe_pulls(jobs: &[PullJob]) -> BTreeMap<&str, String> {
         .into_iter()
         .map(|(reference, on)| (reference, on.join(", ")))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Pulls that take a while, counting how many run at once per registry.
+    #[tokio::test]
+    async fn pulls_from_a_bounded_registry_never_exceed_its_limit_across_hosts() {
+        let job = |host: usize, reference: &str| PullJob {
+            host: format!("h{host}"),
+            reference: reference.to_string(),
+            repository: ImageRepository::of_reference(reference).unwrap(),
+            credentials: None,
+        };
+        let mut jobs = Vec::new();
+        for host in 0..6 {
+            jobs.push(job(host, "bounded.example.com/team/app:v1"));
+            jobs.push(job(host, "open.example.com/team/db:16"));
+        }
+        jobs.push(job(9, "bounded.example.com/team/present:v1"));
+        let limits = BTreeMap::from([("bounded.example.com".to_string(), 2)]);
+        // (running now, most at once, pulls) per registry.
+        let seen: Mutex<BTreeMap<String, (usize, usize, usize)>> = Mutex::default();
+        let present = async |job: &PullJob| job.reference.contains("present");
+        let pull = async |job: &PullJob| {
+            let registry = job.repository.registry().to_string();
+            {
+                let mut seen = seen.lock().unwrap();
+                let counts = seen.entry(registry.clone()).or_default();
+                counts.0 += 1;
+                counts.1 = counts.1.max(counts.0);
+                counts.2 += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            seen.lock().unwrap().get_mut(&registry).unwrap().0 -= 1;
+            match job.host.as_str() {
+                "h3" => Err("refused".to_string()),
+                _ => Ok(()),
+            }
+        };
+        let outcomes = pull_each(&jobs, &limits, present, pull).await;
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(
+            seen["bounded.example.com"],
+            (0, 2, 6),
+            "at most 2 at once, each pulled"
+        );
+        let (_, most, pulls) = seen["open.example.com"];
+        assert!(
+            most > 2,
+            "an unbounded registry is pulled from on several hosts at once"
+        );
+        assert_eq!(pulls, 6);
+        assert_eq!(outcomes.len(), jobs.len());
+        let failed: Vec<&str> = outcomes
+            .iter()
+            .filter(|(_, result)| result.is_err())
+            .map(|(host, _)| host.as_str())
+            .collect();
+        assert_eq!(failed, ["h3", "h3"]);
+    }
 }
