@@ -22,6 +22,7 @@ mod proxy;
 mod prune;
 mod registries;
 mod serve;
+mod state;
 mod tasks;
 mod transports;
 mod validate;
