@@ -27,6 +27,8 @@ use crate::host;
 use crate::run::Trigger;
 use crate::store::Store;
 
+pub use progress::escapes_allowed;
+
 /// Exit code for success.
 pub const EXIT_OK: u8 = 0;
 /// Exit code when the work failed: a build error, a refused push, an unreachable host.
