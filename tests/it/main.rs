@@ -17,6 +17,7 @@ mod leaks;
 mod lease;
 mod output;
 mod ownership;
+mod packaging;
 mod polling;
 mod proxy;
 mod prune;
