@@ -28,7 +28,7 @@ for lib in $(ldd "$binary" 2>/dev/null | grep -o '/[^ ]*' || true); do
   cp -L "$lib" "$root$lib"
 done
 cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
-printf 'root:x:0:0:root:/var/lib/gantry:/usr/local/bin/gantry\n' >"$root/etc/passwd"
+printf 'root:x:0:0:root:/var/lib/gantry:/sbin/nologin\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
 
 docker build --quiet -f "$here/Dockerfile" -t "$tag" --label "org.opencontainers.image.version=$version" "$@" "$context" >/dev/null
