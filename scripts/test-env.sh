@@ -136,6 +136,8 @@ command -v containerd >/dev/null 2>&1 && command -v ctr >/dev/null 2>&1 || missi
 # The dashboard tests drive a real headless browser; the metrics test runs a real Prometheus.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# The packaging test checks dist/gantry.service with `systemd-analyze verify`.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -61,7 +61,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(log_filter(default_level))
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Set explicitly, tracing's colours would ignore `NO_COLOR`; this follows it.
+        .with_ansi(cli::escapes_allowed(std::io::IsTerminal::is_terminal(
+            &std::io::stderr(),
+        )))
         .init();
     // SAFETY: no other thread exists yet; libgit2's globals are set once, here.
     unsafe { gantry::source::bound_network_waits() };

@@ -11,6 +11,7 @@ mod operate;
 mod progress;
 mod prune;
 mod remote;
+mod state;
 mod task;
 
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ use crate::engine::{self, BuildReport};
 use crate::host;
 use crate::run::Trigger;
 use crate::store::Store;
+
+pub use progress::escapes_allowed;
 
 /// Exit code for success.
 pub const EXIT_OK: u8 = 0;
@@ -221,6 +224,11 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The state directory's database: `gantry state backup FILE`.
+    State {
+        #[command(subcommand)]
+        action: state::StateCommand,
+    },
     /// Print a completion script for a shell, generated from these commands.
     ///
     /// bash: `gantry completions bash > /etc/bash_completion.d/gantry`; zsh: into a
@@ -347,9 +355,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(ConfigError::Invalid(diagnostics))
-            if matches!(cli.command, Command::Runs { .. } | Command::Logs { .. }) =>
+            if matches!(
+                cli.command,
+                Command::Runs { .. } | Command::Logs { .. } | Command::State { .. }
+            ) =>
         {
-            // History stays readable while a config file is broken.
+            // History stays readable, and can be backed up, while a config file is broken.
             for diagnostic in &diagnostics {
                 eprintln!("warning: {diagnostic}");
             }
@@ -361,6 +372,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Logs { run, follow } => {
                     daemon::logs(&state_dir, &run, follow, cli.json).await
                 }
+                Command::State { action } => state::run(&state_dir, action, cli.json).await,
                 _ => Ok(ExitCode::from(EXIT_USAGE)),
             };
         }
@@ -458,6 +470,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune { pipeline, dry_run } => {
             prune::prune(&config, &pipeline, dry_run, cli.json).await
         }
+        Command::State { action } => state::run(&config.state_dir, action, cli.json).await,
         // Answered before the config is read (`describe_cli`).
         command @ (Command::Completions { .. } | Command::Man) => {
             describe_cli(&command).unwrap_or(Ok(ExitCode::SUCCESS))

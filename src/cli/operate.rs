@@ -1,7 +1,6 @@
 //! The operator's commands: `deploy`, `run`, `rollback`, `unpin`, `status`, and
 //! `stop`/`start`/`restart`. Each prints for people, or one JSON document with `--json`.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -48,7 +47,7 @@ pub(super) async fn on_pipeline<T>(
         Err(code) => return Ok(code),
     };
     let store = open_store(config).await?;
-    let mut progress = progress::for_terminal(std::io::stderr().is_terminal());
+    let mut progress = progress::for_stderr();
     let done = work(pipeline, &store, progress.as_mut()).await;
     drop(progress);
     store.close().await;

@@ -10,9 +10,19 @@ use crate::run::{Outcome, Stage};
 /// How often the terminal spinner redraws.
 const TICK: Duration = Duration::from_millis(120);
 
-/// Progress for stderr: a spinner when it is a terminal, prefixed lines when it is a log.
-pub fn for_terminal(is_terminal: bool) -> Box<dyn Progress> {
-    if is_terminal {
+/// Whether output to a stream may carry escape sequences (colour, bold, the spinner's
+/// redrawing): only to a terminal, and never while `NO_COLOR` is set to anything but
+/// the empty string, as <https://no-color.org> asks. clap's help and errors follow
+/// the same variable by themselves.
+pub fn escapes_allowed(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+}
+
+/// Progress for stderr: a spinner on a terminal that takes escape sequences, prefixed
+/// lines otherwise (a log, CI, or `NO_COLOR`).
+pub fn for_stderr() -> Box<dyn Progress> {
+    use std::io::IsTerminal;
+    if escapes_allowed(std::io::stderr().is_terminal()) {
         Box::new(Spinner {
             bar: None,
             stage: None,

@@ -6,6 +6,7 @@
 //! not at compile time, so building gantry needs no database; they stay in
 //! plain SQL that Postgres also accepts, to keep that door open.
 
+mod backup;
 mod deployments;
 mod leases;
 mod logs;
@@ -24,6 +25,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use backup::{Backup, BackupError, back_up};
 pub use deployments::{BuiltImage, DeploymentId, DeploymentRecord, InstanceRecord, NewDeployment};
 pub use leases::{LeaseHolder, Pin};
 pub use logs::LogLine;
@@ -48,6 +50,19 @@ pub enum StoreError {
     },
     #[error("state database {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
+    /// The database was brought to a schema this binary does not know, by a newer
+    /// gantry. Nothing is changed: an older binary must not write rows whose meaning
+    /// it does not know, nor drop what it does not understand.
+    #[error(
+        "state database {path}: its schema is version {found}, from a newer gantry; \
+         this one knows versions up to {known}. Run the newer gantry, or restore a \
+         backup taken before the upgrade (`gantry state backup`)"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("state database {path}: migration failed: {source}")]
     Migrate {
         path: PathBuf,
@@ -102,6 +117,15 @@ where
     Ok(text.parse()?)
 }
 
+/// The newest schema version this binary knows: its last embedded migration.
+pub fn newest_migration() -> i64 {
+    MIGRATOR
+        .iter()
+        .map(|migration| migration.version)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Milliseconds since the epoch, the store's one time format.
 pub fn now_millis() -> i64 {
     SystemTime::now()
@@ -139,10 +163,21 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|source| StoreError::Migrate { path, source })?;
+        MIGRATOR.run(&pool).await.map_err(|source| match source {
+            // sqlx checks every applied migration against the embedded ones before it
+            // applies any, so this error leaves the database as it was.
+            sqlx::migrate::MigrateError::VersionMissing(found) if found > newest_migration() => {
+                StoreError::NewerSchema {
+                    path: path.clone(),
+                    found,
+                    known: newest_migration(),
+                }
+            }
+            source => StoreError::Migrate {
+                path: path.clone(),
+                source,
+            },
+        })?;
         Ok(Store {
             pool,
             queue_writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),

@@ -245,3 +245,71 @@ async fn runs_page_by_pipeline_and_state_from_before() {
     assert_eq!(ids(before).len(), 2, "web[0] and db's first");
     assert_eq!(store.last_finished_at(Some("db")).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_backup_holds_the_runs_and_never_replaces_a_file_unasked() {
+    let (dir, store) = Store::temporary().await;
+    let first = store.manual_run("web", RunKind::Build).await;
+    let copies = tempfile::tempdir().unwrap();
+    let file = copies.path().join(DATABASE_FILE);
+
+    let backup = back_up(dir.path(), &file, false).await.unwrap();
+    assert_eq!(backup.schema_version, newest_migration());
+    assert_eq!(backup.bytes, std::fs::metadata(&file).unwrap().len());
+
+    // The copy is a state directory of its own, with the run in it.
+    store.manual_run("web", RunKind::Build).await;
+    let copy = Store::open(copies.path()).await.unwrap();
+    let ids = |runs: Vec<RunRecord>| runs.iter().map(|run| run.id).collect::<Vec<_>>();
+    let runs = copy.runs_page(None, None, None, 10).await.unwrap();
+    assert_eq!(ids(runs), [first.id]);
+    copy.close().await;
+
+    let before = std::fs::read(&file).unwrap();
+    let refused = back_up(dir.path(), &file, false).await.unwrap_err();
+    assert!(matches!(refused, BackupError::Exists { .. }), "{refused}");
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    let leftovers = std::fs::read_dir(copies.path()).unwrap().count();
+    assert_eq!(leftovers, 1, "only state.db: no temporary file left behind");
+
+    back_up(dir.path(), &file, true).await.unwrap();
+    let copy = Store::open(copies.path()).await.unwrap();
+    assert_eq!(copy.runs_page(None, None, None, 10).await.unwrap().len(), 2);
+    copy.close().await;
+
+    let missing = back_up(copies.path().join("none").as_path(), &file, true).await;
+    assert!(matches!(missing, Err(BackupError::NoDatabase { .. })));
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_gantry_is_refused_and_left_as_it_was() {
+    let (dir, store) = Store::temporary().await;
+    store.manual_run("web", RunKind::Build).await;
+    let newer = newest_migration() + 1;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (?, 'from a newer gantry', TRUE, X'00', 0)",
+    )
+    .bind(newer)
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    store.close().await;
+    let before = std::fs::read(dir.path().join(DATABASE_FILE)).unwrap();
+
+    let refused = Store::open(dir.path()).await.unwrap_err();
+    match &refused {
+        StoreError::NewerSchema { found, known, .. } => {
+            assert_eq!((*found, *known), (newer, newest_migration()));
+        }
+        other => panic!("not NewerSchema: {other}"),
+    }
+    assert!(
+        refused.to_string().contains("from a newer gantry"),
+        "{refused}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join(DATABASE_FILE)).unwrap(),
+        before
+    );
+}

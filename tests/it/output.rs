@@ -1,8 +1,10 @@
-//! A command whose stdout goes away (`gantry runs | head`, a full disk) ends with a
-//! clear exit, not a panic.
+//! How gantry writes: a command whose stdout goes away (`gantry runs | head`, a full
+//! disk) ends with a clear exit, not a panic; on a terminal, `NO_COLOR` leaves out
+//! every escape sequence.
 
+use std::io::Read;
 use std::os::fd::FromRawFd;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use crate::common::*;
 
@@ -149,4 +151,144 @@ fn gantry_server_in_the_environment_leaves_local_commands_local_and_no_flag_is_d
             stderr(&output)
         );
     }
+}
+
+/// Runs `gantry --config DIR ARGS` with stdout and stderr on a new pseudo-terminal, as
+/// at a person's terminal; returns all it wrote there and its exit code. A command that
+/// does not end by itself (`serve`) gets SIGTERM once it has written `stop_after`.
+fn on_terminal(
+    config: &ConfigDir,
+    arguments: &[&str],
+    no_color: &str,
+    stop_after: Option<&str>,
+) -> (String, Option<i32>) {
+    let (mut controller, mut terminal) = (0, 0);
+    // SAFETY: openpty(3) fills in the two descriptors; the name, settings and window
+    // size may be null.
+    let made = unsafe {
+        libc::openpty(
+            &mut controller,
+            &mut terminal,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(made, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just made and are owned here, once each.
+    let (mut controller, terminal) = unsafe {
+        (
+            std::fs::File::from_raw_fd(controller),
+            std::fs::File::from_raw_fd(terminal),
+        )
+    };
+    let mut child = {
+        // The command holds its copies of the terminal until it drops: then only the
+        // child has it open, and reading ends when the child exits.
+        let mut command = config.command(arguments);
+        command
+            .env("TERM", "xterm-256color")
+            .env("NO_COLOR", no_color)
+            .env("GANTRY_LOG", "info")
+            .env_remove("CLICOLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .stdin(Stdio::null())
+            .stdout(terminal.try_clone().unwrap())
+            .stderr(terminal);
+        command.spawn().unwrap()
+    };
+    let mut stop_after = stop_after;
+    let mut written = Vec::new();
+    let mut buffer = [0; 4096];
+    loop {
+        match controller.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(count) => {
+                written.extend_from_slice(&buffer[..count]);
+                if let Some(mark) = stop_after
+                    && String::from_utf8_lossy(&written).contains(mark)
+                    && child.try_wait().unwrap().is_none()
+                {
+                    run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+                    stop_after = None;
+                }
+            }
+            // Linux answers EIO once no process has the terminal open any more.
+            Err(error) if error.raw_os_error() == Some(libc::EIO) => break,
+            Err(error) => panic!("reading the terminal: {error}"),
+        }
+    }
+    let status = child.wait().unwrap();
+    (
+        String::from_utf8_lossy(&written).into_owned(),
+        status.code(),
+    )
+}
+
+#[test]
+fn no_color_leaves_every_escape_sequence_out_of_what_gantry_writes_to_a_terminal() {
+    let mut config = ConfigDir::new();
+    let name = unique("nocolor");
+    config.pipeline(
+        &name,
+        &format!("file:///nonexistent/{name}"),
+        &format!("{}/{name}", registry()),
+        &["x"],
+    );
+    // The help, a usage error, a build that fails at its checkout (progress and the
+    // error), and the daemon's log lines until it has served and is stopped.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cases: [(&[&str], Option<&str>); 4] = [
+        (&["--help"], None),
+        (&["build"], None),
+        (&["build", &name], None),
+        (&["serve", "--listen", &listen], Some("gantry::daemon")),
+    ];
+    // An empty NO_COLOR counts as unset: on this terminal the help, the usage error
+    // and the daemon's log are in colour, and the build shows a spinner, not lines.
+    let coloured: Vec<_> = cases
+        .iter()
+        .map(|(arguments, stop_after)| on_terminal(&config, arguments, "", *stop_after))
+        .collect();
+    for index in [0, 1, 3] {
+        let (written, _) = &coloured[index];
+        assert!(
+            written.contains('\x1b'),
+            "{:?} has no colour: {written:?}",
+            cases[index].0
+        );
+    }
+    assert!(
+        !coloured[2].0.contains("[checkout] started"),
+        "{:?}",
+        coloured[2].0
+    );
+
+    let plain: Vec<_> = cases
+        .iter()
+        .map(|(arguments, stop_after)| on_terminal(&config, arguments, "1", *stop_after))
+        .collect();
+    for ((arguments, _), ((written, code), (coloured, coloured_code))) in
+        cases.iter().zip(plain.iter().zip(&coloured))
+    {
+        assert!(
+            !written.contains('\x1b'),
+            "{arguments:?} with NO_COLOR: {written:?}"
+        );
+        assert_eq!(code, coloured_code, "{arguments:?}: {written}\n{coloured}");
+    }
+    let [help, _, build, serve] = &plain[..] else {
+        unreachable!("four cases")
+    };
+    assert_eq!(help.1, Some(0), "{}", help.0);
+    assert!(help.0.contains("Usage: gantry"), "{}", help.0);
+    assert_eq!(build.1, Some(1), "{}", build.0);
+    assert!(build.0.contains("[checkout] started"), "{}", build.0);
+    assert!(build.0.contains("failed at checkout"), "{}", build.0);
+    assert_eq!(serve.1, Some(0), "{}", serve.0);
+    assert!(
+        serve.0.contains(" INFO gantry::daemon: serving"),
+        "{}",
+        serve.0
+    );
 }

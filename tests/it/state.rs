@@ -1,0 +1,171 @@
+//! The state database looked after by hand: `gantry state backup` while the daemon
+//! runs, and what a gantry does with a database a newer gantry wrote.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+/// A config whose pipeline's repository does not exist: every run fails at once at
+/// its checkout, which is all these tests need of a run.
+fn config_with_failing_pipeline() -> (ConfigDir, String) {
+    let mut config = ConfigDir::new();
+    let name = unique("state");
+    let missing = format!("file:///nonexistent/{name}");
+    config.pipeline(&name, &missing, &format!("{}/{name}", registry()), &["x"]);
+    (config, name)
+}
+
+fn run_ids(runs: &serde_json::Value) -> Vec<i64> {
+    runs.as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[test]
+fn state_backup_copies_the_database_while_the_daemon_runs() {
+    let (config, name) = config_with_failing_pipeline();
+    let daemon = Daemon::start(&config);
+    // One at a time: triggers that wait together coalesce into one run.
+    let mut runs = serde_json::Value::Null;
+    for count in 1..=3 {
+        let output = config.gantry(&["trigger", &name]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        runs = eventually("the run ends", Duration::from_secs(30), || {
+            let (_, runs) = config.gantry_json(&["runs", &name]);
+            let ended = runs
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|run| run["state"] == "failed")
+                .count();
+            if ended == count {
+                Ok(runs)
+            } else {
+                Err(format!("{runs}\n{}", daemon.log()))
+            }
+        });
+    }
+
+    // The daemon keeps writing while the copy is taken: a fourth run is queued and
+    // run meanwhile.
+    let target = tempfile::tempdir().unwrap();
+    let file = target.path().join("state.db");
+    let mut trigger = config.command(&["trigger", &name]).spawn().unwrap();
+    let (output, backup) = config.gantry_json(&["state", "backup", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(trigger.wait().unwrap().success());
+    assert_eq!(backup["file"], file.to_str().unwrap());
+    assert_eq!(
+        backup["source"],
+        config.state_database().to_str().unwrap(),
+        "{backup}"
+    );
+    assert_eq!(backup["bytes"], std::fs::metadata(&file).unwrap().len());
+    assert!(backup["schema_version"].as_i64().unwrap() >= 6, "{backup}");
+
+    // Read as another process would, the copy holds the three ended runs.
+    let copied: Vec<i64> = with_database(&file, async |pool| {
+        sqlx::query_scalar("SELECT id FROM runs WHERE state = 'failed'")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    });
+    let expected = run_ids(&runs);
+    assert_eq!(expected.len(), 3, "{runs}");
+    for id in &expected {
+        assert!(copied.contains(id), "run {id} not in the copy: {copied:?}");
+    }
+
+    // The copy is a state directory of its own: a config that points there lists them.
+    let restored = ConfigDir::new();
+    restored.write(
+        "gantry.yaml",
+        &format!("state: {}\n", target.path().display()),
+    );
+    let (output, listed) = restored.gantry_json(&["runs"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for id in &expected {
+        assert!(run_ids(&listed).contains(id), "run {id} not in {listed}");
+    }
+
+    // An existing file is left alone unless --force; then it is replaced.
+    let before = std::fs::read(&file).unwrap();
+    let output = config.gantry(&["state", "backup", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("already exists; pass --force"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    let output = config.gantry(&["state", "backup", "--force", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with("backed up "),
+        "{}",
+        stdout(&output)
+    );
+
+    // A directory that does not exist is the backup failing; no FILE is bad usage.
+    let nowhere = target.path().join("missing/state.db");
+    let output = config.gantry(&["state", "backup", nowhere.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot write the backup"),
+        "{}",
+        stderr(&output)
+    );
+    let output = config.gantry(&["state", "backup"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    drop(daemon);
+}
+
+#[test]
+fn a_database_from_a_newer_gantry_is_refused_by_commands_and_the_daemon() {
+    let (config, name) = config_with_failing_pipeline();
+    let output = config.gantry(&["trigger", &name]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let database = config.state_database();
+    with_database(&database, async |pool| {
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99990101, 'from a newer gantry', TRUE, X'00', 0)",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+    });
+    let count_runs = || {
+        with_database(&database, async |pool| {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM runs")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        })
+    };
+    assert_eq!(count_runs(), 1);
+
+    for arguments in [
+        vec!["runs"],
+        vec!["trigger", name.as_str()],
+        vec!["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let output = config.gantry(&arguments);
+        let error = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{arguments:?}: {error}");
+        assert!(
+            error.contains("its schema is version 99990101, from a newer gantry"),
+            "{arguments:?}: {error}"
+        );
+    }
+    // Nothing was written: the run is still the only one.
+    assert_eq!(count_runs(), 1);
+    // A backup does not migrate, so it takes a newer database as it is.
+    let target = tempfile::tempdir().unwrap();
+    let file = target.path().join("newer.db");
+    let (output, backup) = config.gantry_json(&["state", "backup", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(backup["schema_version"], 99990101);
+}
