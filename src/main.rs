@@ -78,10 +78,7 @@ fn main() -> ExitCode {
     };
     let code = match runtime.block_on(cli::run(cli)) {
         Ok(code) => code,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::from(EXIT_FAILED)
-        }
+        Err(error) => cli::errors::fail(EXIT_FAILED, format!("{error:#}")),
     };
     // Work that is still going on a blocking thread (a git fetch stuck on a silent
     // remote) must not keep a finished command or a stopped daemon from exiting.

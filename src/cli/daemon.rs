@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use super::errors;
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline};
 use crate::config::{Config, Pipeline};
 use crate::engine::Progress;
@@ -24,23 +25,30 @@ pub async fn serve(config: Config, listen: Option<String>) -> anyhow::Result<Exi
         Some(text) => match text.parse() {
             Ok(address) => address,
             Err(_) => {
-                eprintln!("error: --listen `{text}` is not an address like 127.0.0.1:8700");
-                return Ok(ExitCode::from(EXIT_USAGE));
+                return Ok(errors::fail(
+                    EXIT_USAGE,
+                    format!("--listen `{text}` is not an address like 127.0.0.1:8700"),
+                ));
             }
         },
         None => config.server.listen,
     };
     if !address.ip().is_loopback() && config.server.token.is_none() {
-        eprintln!(
-            "error: refusing to listen on {address} without server.token: anyone who can reach it could act              (set server.token in gantry.yaml, or listen on 127.0.0.1)"
-        );
-        return Ok(ExitCode::from(EXIT_USAGE));
+        return Ok(errors::fail(
+            EXIT_USAGE,
+            format!(
+                "refusing to listen on {address} without server.token: anyone who can reach it could act \
+                 (set server.token in gantry.yaml, or listen on 127.0.0.1)"
+            ),
+        ));
     }
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("error: cannot listen on {address}: {error}");
-            return Ok(ExitCode::from(EXIT_FAILED));
+            return Ok(errors::fail(
+                EXIT_FAILED,
+                format!("cannot listen on {address}: {error}"),
+            ));
         }
     };
     eprintln!("gantry serve: listening on http://{address} (webhooks at /hooks/PIPELINE)");
@@ -170,8 +178,10 @@ pub async fn logs(
         .await
         .context("opening the state store")?;
     let Some(id) = find_run(&store, run).await? else {
-        eprintln!("error: no run `{run}` (give PIPELINE#NUMBER or the id `gantry runs` shows)");
-        return Ok(ExitCode::from(EXIT_USAGE));
+        return Ok(errors::fail(
+            EXIT_USAGE,
+            format!("no run `{run}` (give PIPELINE#NUMBER or the id `gantry runs` shows)"),
+        ));
     };
     let mut last = -1;
     loop {
@@ -230,8 +240,7 @@ pub async fn trigger(
             Ok(Ok(run)) => run,
             Ok(Err(_)) => anyhow::bail!("the run was not queued"),
             Err(IntakeError::Invalid(message)) => {
-                eprintln!("error: --commit {message}");
-                return Ok(ExitCode::from(EXIT_USAGE));
+                return Ok(errors::fail(EXIT_USAGE, format!("--commit {message}")));
             }
             Err(IntakeError::Store(error)) => return Err(error.into()),
         };

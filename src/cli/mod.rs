@@ -7,6 +7,7 @@
 //! usage or bad config. Progress and diagnostics go to stderr, data to stdout.
 
 mod daemon;
+pub mod errors;
 mod operate;
 mod progress;
 mod prune;
@@ -79,8 +80,13 @@ impl Cli {
     /// Parses the process's arguments (exiting on `--help` or a usage error).
     pub fn from_process() -> Cli {
         use clap::{CommandFactory, FromArgMatches};
-        let matches = Cli::command().get_matches();
-        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+        let arguments: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let matches = match Cli::command().try_get_matches_from(&arguments) {
+            Ok(matches) => matches,
+            Err(error) => usage_error(error, &arguments),
+        };
+        let mut cli =
+            Cli::from_arg_matches(&matches).unwrap_or_else(|error| usage_error(error, &arguments));
         cli.server_from_environment =
             matches.value_source("server") == Some(clap::parser::ValueSource::EnvVariable);
         cli
@@ -324,7 +330,39 @@ fn describe_cli(command: &Command) -> Option<anyhow::Result<ExitCode>> {
 }
 
 /// Runs the parsed command line and returns the process exit code.
+/// What `--server` refuses to send to the daemon.
+const SERVER_COMMANDS: &str = "with --server only status, runs, logs, trigger, deploy, rollback, pin and unpin \
+     go to the daemon; run this command where the config is, without --server";
+
+/// Ends the process on arguments that do not parse: clap's own message (and help and
+/// version, which are not errors), or a JSON error when `--json` was among them.
+fn usage_error(error: clap::Error, arguments: &[std::ffi::OsString]) -> ! {
+    use clap::error::ErrorKind;
+    let shown = matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if shown || !errors::asked_for_json(arguments) {
+        error.exit();
+    }
+    errors::set_json(true);
+    let message = error.kind().as_str().map_or_else(
+        || error.to_string(),
+        |kind| {
+            // clap's first line, without its `error: ` and styling.
+            let rendered = error.render().to_string();
+            let first = rendered.lines().next().unwrap_or(kind);
+            first.strip_prefix("error: ").unwrap_or(first).to_string()
+        },
+    );
+    errors::fail(EXIT_USAGE, message);
+    std::process::exit(i32::from(EXIT_USAGE));
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    errors::set_json(cli.json);
     if let Some(result) = describe_cli(&cli.command) {
         return result;
     }
@@ -344,11 +382,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return remote_command(cli, &server).await;
         }
         if !cli.server_from_environment {
-            eprintln!(
-                "error: with --server only status, runs, logs, trigger, deploy, rollback, pin and unpin \
-                 go to the daemon; run this command where the config is, without --server"
-            );
-            return Ok(ExitCode::from(EXIT_USAGE));
+            return Ok(errors::fail(EXIT_USAGE, SERVER_COMMANDS));
         }
         // GANTRY_SERVER only says where the daemon is: this command runs here.
     }
@@ -361,8 +395,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ) =>
         {
             // History stays readable, and can be backed up, while a config file is broken.
-            for diagnostic in &diagnostics {
-                eprintln!("warning: {diagnostic}");
+            if !cli.json {
+                for diagnostic in &diagnostics {
+                    eprintln!("warning: {diagnostic}");
+                }
             }
             let state_dir = crate::config::state_dir_of(&cli.config);
             return match cli.command {
@@ -393,6 +429,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "{}",
                     serde_json::json!({ "valid": false, "errors": errors })
                 );
+            } else if cli.json {
+                let listed: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+                let message = format!(
+                    "{} error(s) in the config; nothing was changed",
+                    listed.len()
+                );
+                return Ok(errors::fail_with(
+                    EXIT_USAGE,
+                    &message,
+                    Some(("diagnostics", listed.into())),
+                ));
             } else {
                 for diagnostic in &diagnostics {
                     eprintln!("{diagnostic}");
@@ -401,10 +448,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             return Ok(ExitCode::from(EXIT_USAGE));
         }
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Ok(ExitCode::from(EXIT_USAGE));
-        }
+        Err(error) => return Ok(errors::fail(EXIT_USAGE, error)),
     };
     match cli.command {
         Command::Validate => validate(&config, cli.json),
@@ -538,13 +582,7 @@ async fn remote_command(cli: Cli, server: &str) -> anyhow::Result<ExitCode> {
             }
             remote::status(&remote, pipeline.as_deref(), json).await
         }
-        _ => {
-            eprintln!(
-                "error: with --server only status, runs, logs, trigger, deploy, rollback, pin and unpin \
-                 go to the daemon; run this command where the config is, without --server"
-            );
-            ExitCode::from(EXIT_USAGE)
-        }
+        _ => errors::fail(EXIT_USAGE, SERVER_COMMANDS),
     })
 }
 
@@ -552,11 +590,13 @@ async fn remote_command(cli: Cli, server: &str) -> anyhow::Result<ExitCode> {
 /// given, as the exit code of a usage error.
 fn refuse_remote_flags(flags: &[(bool, &str)], command: &str) -> Option<ExitCode> {
     let (_, flag) = flags.iter().find(|(given, _)| *given)?;
-    eprintln!(
-        "error: `{command} {flag}` is not available with --server (the daemon's API does not take it); \
-         run it where the config is, without --server"
-    );
-    Some(ExitCode::from(EXIT_USAGE))
+    Some(errors::fail(
+        EXIT_USAGE,
+        format!(
+            "`{command} {flag}` is not available with --server (the daemon's API does not take it); \
+             run it where the config is, without --server"
+        ),
+    ))
 }
 
 async fn lifecycle(
@@ -656,8 +696,10 @@ fn find_pipeline<'c>(config: &'c Config, name: &str) -> Result<&'c Pipeline, Exi
                         .join(", ")
                 ),
             };
-            eprintln!("error: no pipeline `{name}`{hint}");
-            Err(ExitCode::from(EXIT_USAGE))
+            Err(errors::fail(
+                EXIT_USAGE,
+                format!("no pipeline `{name}`{hint}"),
+            ))
         }
     }
 }

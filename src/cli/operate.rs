@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use super::errors;
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline, open_store, print_build, progress};
 use crate::config::{Config, Pipeline};
 use crate::deploy::status::{Lifecycle, LifecycleReport, lifecycle};
@@ -18,10 +19,7 @@ use crate::store::Store;
 pub fn parse_only(only: Option<&str>) -> Result<Option<glob::Pattern>, ExitCode> {
     match only.map(glob::Pattern::new).transpose() {
         Ok(pattern) => Ok(pattern),
-        Err(error) => {
-            eprintln!("error: --only: {error}");
-            Err(ExitCode::from(EXIT_USAGE))
-        }
+        Err(error) => Err(errors::fail(EXIT_USAGE, format!("--only: {error}"))),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use super::errors;
 use super::{EXIT_FAILED, EXIT_OK, operate};
 use crate::config::{Config, Pipeline};
 use crate::deploy::prune::{PruneReport, describe};
@@ -22,10 +23,7 @@ pub async fn prune(
     };
     operate::on_pipeline(config, name, work, |_, result| match result {
         Ok(report) => show(&report, json),
-        Err(failure) => {
-            eprintln!("error: {}", failure.message);
-            Ok(ExitCode::from(EXIT_FAILED))
-        }
+        Err(failure) => Ok(errors::fail(EXIT_FAILED, &failure.message)),
     })
     .await
 }

@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
+use super::errors;
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::run::RunState;
 use crate::store::{LogLine, RunRecord};
@@ -92,8 +93,7 @@ impl Remote {
 }
 
 fn refused(refusal: Refused) -> ExitCode {
-    eprintln!("error: {}", refusal.message);
-    ExitCode::from(refusal.code)
+    errors::fail(refusal.code, &refusal.message)
 }
 
 pub async fn runs(remote: &Remote, pipeline: Option<&str>, limit: i64, json: bool) -> ExitCode {

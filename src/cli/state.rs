@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::errors;
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::store::{self, BackupError};
 
@@ -49,14 +50,13 @@ async fn backup(
             Ok(ExitCode::from(EXIT_OK))
         }
         Err(error) => {
-            eprintln!("error: {error}");
             // Replacing a file nobody asked to replace is a matter of how the command
             // was given; everything else is the backup failing.
             let code = match error {
                 BackupError::Exists { .. } => EXIT_USAGE,
                 _ => EXIT_FAILED,
             };
-            Ok(ExitCode::from(code))
+            Ok(errors::fail(code, error))
         }
     }
 }

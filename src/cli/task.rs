@@ -68,9 +68,9 @@ fn find_task<'p>(pipeline: &'p Pipeline, name: &str) -> Option<&'p Task> {
         None if names.is_empty() => " (it has no `deploy.tasks`)".to_string(),
         None => format!(" (tasks: {})", names.join(", ")),
     };
-    eprintln!(
-        "error: pipeline `{}` has no task `{name}`{hint}",
-        pipeline.name
+    super::errors::fail(
+        EXIT_USAGE,
+        format!("pipeline `{}` has no task `{name}`{hint}", pipeline.name),
     );
     None
 }

@@ -292,3 +292,101 @@ fn no_color_leaves_every_escape_sequence_out_of_what_gantry_writes_to_a_terminal
         serve.0
     );
 }
+
+/// stdout of a `--json` command that failed: one JSON document, with the error's
+/// message and exit code (or, for work that ran and failed, its report).
+fn json_error(config: &ConfigDir, arguments: &[&str], code: i32) -> serde_json::Value {
+    let output = config.gantry(arguments);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{arguments:?}: {}",
+        stderr(&output)
+    );
+    let text = stdout(&output);
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|error| panic!("{arguments:?}: stdout is not JSON ({error}): {text:?}"));
+    assert_eq!(value["error"]["exit_code"], code, "{arguments:?}: {value}");
+    assert!(
+        !value["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{arguments:?}: {value}"
+    );
+    value
+}
+
+#[test]
+fn with_json_every_command_reports_its_error_as_json_on_stdout() {
+    let mut config = ConfigDir::new();
+    let repo = Repo::from_fixture();
+    config.pipeline(
+        "app",
+        &repo.url(),
+        &format!("{}/gantry-it/json-errors", registry()),
+        &["latest"],
+    );
+    config.append(
+        "pipelines/app.yaml",
+        "deploy:\n  services:\n    web:\n      instances: { json-errors-web: {} }\n",
+    );
+    let existing = config.path().join("existing.db");
+    std::fs::write(&existing, "x").unwrap();
+    let existing = existing.to_string_lossy().into_owned();
+    // Usage: an unknown pipeline, run, task or flag value, for every command that names one.
+    for arguments in [
+        vec!["build", "nope"],
+        vec!["run", "nope"],
+        vec!["deploy", "nope"],
+        vec!["deploy", "app", "--only", "["],
+        vec!["rollback", "nope"],
+        vec!["pin", "nope", "--reason", "x"],
+        vec!["unpin", "nope"],
+        vec!["status", "nope"],
+        vec!["stop", "nope"],
+        vec!["start", "nope"],
+        vec!["restart", "nope"],
+        vec!["prune", "nope"],
+        vec!["task", "app", "nope"],
+        vec!["trigger", "nope"],
+        vec!["logs", "app#99"],
+        vec!["serve", "--listen", "nowhere"],
+        vec!["state", "backup", &existing],
+        // Arguments that do not parse.
+        vec!["deploy"],
+        vec!["no-such-command"],
+        vec!["hosts", "--server", "http://127.0.0.1:9"],
+    ] {
+        let mut with_json = vec!["--json"];
+        with_json.extend(&arguments);
+        json_error(&config, &with_json, 2);
+    }
+    let message = json_error(&config, &["--json", "build", "nope"], 2);
+    assert!(
+        message["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no pipeline `nope`"),
+        "{message}"
+    );
+    // Failures of the work itself: a daemon that does not answer.
+    json_error(
+        &config,
+        &["--json", "--server", "http://127.0.0.1:9", "status"],
+        1,
+    );
+    // A config that does not load: every diagnostic, as printed.
+    config.write("pipelines/broken.yaml", "source: [\n");
+    let broken = json_error(&config, &["--json", "hosts"], 2);
+    let diagnostics = broken["error"]["diagnostics"].as_array().unwrap();
+    assert!(
+        diagnostics[0].as_str().unwrap().contains("broken.yaml:"),
+        "{broken}"
+    );
+    // Without --json, errors stay on stderr and stdout stays empty.
+    let output = config.gantry(&["build", "nope"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stdout(&output).is_empty());
+    assert!(stderr(&output).contains("error: "), "{}", stderr(&output));
+}
