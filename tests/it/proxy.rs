@@ -209,6 +209,14 @@ fn redeploys_behind_the_proxy_fail_no_request_and_switch_to_the_new_version() {
     for url in &urls {
         wait_for_body(url, "v1");
     }
+    // The proxy's namespace hands connections waiting on a listener Caddy closes at a
+    // reload to the new listener (the kernel here has the setting).
+    let proxy = inspect(&engines[0], "gantry-proxy");
+    assert_eq!(
+        proxy["HostConfig"]["Sysctls"]["net.ipv4.tcp_migrate_req"], "1",
+        "{}",
+        proxy["HostConfig"]
+    );
     // Four loops of 15 requests a second: 60 a second in all, for at most 3 minutes.
     let loads: Vec<Load> = urls
         .iter()
