@@ -36,6 +36,12 @@ pub use runs::{CommitDetails, FinishedStage, RunRecord, RunResult, StageRecord};
 pub const DATABASE_FILE: &str = "state.db";
 /// How long a writer waits for another process's write to finish before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long intake (a delivery, a trigger) waits for the write lock, twice at most (this
+/// process's other writers, then another process's): forges give up on an answer after
+/// 10 s, and a 503 sent before that is retried, where a late answer is a failure.
+pub const INTAKE_WAIT: Duration = Duration::from_secs(4);
+/// Connections intake writes on, with `INTAKE_WAIT` as their busy timeout.
+const INTAKE_CONNECTIONS: u32 = 2;
 /// Connections per process: the CLI needs one, the daemon a few.
 const MAX_CONNECTIONS: u32 = 4;
 
@@ -72,6 +78,9 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("state database: {0}")]
     Unreadable(#[from] crate::run::UnknownWord),
+    /// Intake waited `INTAKE_WAIT` for the write lock (another process holds it).
+    #[error("state database: locked by another writer for longer than {}s", INTAKE_WAIT.as_secs())]
+    Busy,
 }
 
 impl StoreError {
@@ -79,8 +88,10 @@ impl StoreError {
     /// disk, a failing disk, a read-only file, a lock another process holds. Callers
     /// answer "try again later" (503) to these; other errors are gantry's own.
     pub fn unwritable(&self) -> Option<&'static str> {
-        let StoreError::Query(sqlx::Error::Database(error)) = self else {
-            return None;
+        let error = match self {
+            StoreError::Query(sqlx::Error::Database(error)) => error,
+            StoreError::Busy => return Some("the state database is locked by another writer"),
+            _ => return None,
         };
         // SQLite's extended result codes carry the primary code in their low byte.
         let code: i64 = error.code()?.parse().ok()?;
@@ -99,6 +110,8 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Intake's connections: the same database, a shorter wait for its lock.
+    intake_pool: SqlitePool,
     /// Queue writers of this process wait here, in order, instead of in SQLite's busy
     /// handler, whose growing sleeps (1, 2, 5, 10 ms...) would make the slow tail.
     queue_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -157,7 +170,7 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|source| StoreError::Open {
                 path: path.clone(),
@@ -178,8 +191,13 @@ impl Store {
                 source,
             },
         })?;
+        // Lazily: a command that never queues opens none of these.
+        let intake_pool = SqlitePoolOptions::new()
+            .max_connections(INTAKE_CONNECTIONS)
+            .connect_lazy_with(options.busy_timeout(INTAKE_WAIT));
         Ok(Store {
             pool,
+            intake_pool,
             queue_writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             write_failure: std::sync::Arc::new(std::sync::Mutex::new(None)),
         })
@@ -218,7 +236,28 @@ impl Store {
         &self,
         work: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut connection = self.pool.acquire().await?;
+        self.transaction_on(&self.pool, work).await
+    }
+
+    /// `transaction` for intake: after this process's other queue writers (at most
+    /// `INTAKE_WAIT`), on a connection that waits at most `INTAKE_WAIT` for the lock.
+    async fn intake_transaction<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let writer = tokio::time::timeout(INTAKE_WAIT, self.queue_writer.lock()).await;
+        let Ok(_writer) = writer else {
+            return self.wrote(Err(StoreError::Busy));
+        };
+        self.transaction_on(&self.intake_pool, work).await
+    }
+
+    async fn transaction_on<T>(
+        &self,
+        pool: &SqlitePool,
+        work: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut connection = pool.acquire().await?;
         let result = async {
             // IMMEDIATE: the write lock is taken at the start, where SQLite waits for it
             // (the busy timeout); a transaction that read first and then wrote would fail
@@ -239,6 +278,7 @@ impl Store {
 
     /// Closes every connection, folding the write-ahead log back into the database.
     pub async fn close(self) {
+        self.intake_pool.close().await;
         self.pool.close().await;
     }
 }

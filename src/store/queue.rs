@@ -52,8 +52,7 @@ impl Store {
         delivery: Option<DeliveryKey<'_>>,
         answer: &(dyn Fn(RunId) -> String + Sync),
     ) -> Result<Queued, StoreError> {
-        let _writer = self.queue_writer.lock().await;
-        self.transaction(async |connection| {
+        self.intake_transaction(async |connection| {
             if let Some(delivery) = delivery
                 && let Some(first) = delivery_answer(connection, pipeline, &delivery).await?
             {
@@ -98,8 +97,7 @@ impl Store {
         answer: &DeliveryAnswer,
         keep: u32,
     ) -> Result<Option<DeliveryAnswer>, StoreError> {
-        let _writer = self.queue_writer.lock().await;
-        self.transaction(async |connection| {
+        self.intake_transaction(async |connection| {
             if let Some(first) = delivery_answer(connection, pipeline, delivery).await? {
                 return Ok(Some(first));
             }

@@ -16,6 +16,7 @@ mod hosts;
 mod images;
 mod leaks;
 mod lease;
+mod outages;
 mod output;
 mod ownership;
 mod packaging;
