@@ -20,6 +20,26 @@ use crate::source::{self, Commit, TreeFile, TreeFileKind};
 
 /// How many of a pipeline's images are built, or pushed, at once.
 pub const MAX_PARALLEL_IMAGES: usize = 4;
+/// A push the registry did not answer is tried this many times in all, waiting
+/// `PUSH_RETRY_WAIT` times the attempt's number between tries (2 s, then 4 s): a
+/// registry restarting comes back within that. A refusal (credentials, a bad manifest)
+/// is not retried.
+pub const PUSH_ATTEMPTS: u32 = 3;
+pub const PUSH_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The registry did not answer (it may answer the next try).
+fn unreachable(error: &RegistryError) -> bool {
+    matches!(
+        error,
+        RegistryError::Push {
+            kind: crate::registry::RefusalKind::Unreachable,
+            ..
+        } | RegistryError::Manifest {
+            kind: crate::registry::RefusalKind::Unreachable,
+            ..
+        }
+    )
+}
 
 /// What a run built of one image.
 #[derive(Debug, Clone, Serialize)]
@@ -271,13 +291,40 @@ async fn push_image(
     let mut digest: Option<String> = None;
     for tag in tags {
         let reference = repository.with_tag(tag);
-        let mut on_line = |line: &str| log(line);
-        let reported = registry::push(docker, repository, tag, credentials.as_ref(), &mut on_line)
-            .await
-            .map_err(registry_failure)?;
-        let served = registry::manifest_digest(config, repository, tag, credentials.as_ref())
-            .await
-            .map_err(registry_failure)?;
+        let mut attempt = 1;
+        let (reported, served) = loop {
+            let pushed = async {
+                let mut on_line = |line: &str| log(line);
+                let reported =
+                    registry::push(docker, repository, tag, credentials.as_ref(), &mut on_line)
+                        .await?;
+                let served =
+                    registry::manifest_digest(config, repository, tag, credentials.as_ref())
+                        .await?;
+                Ok::<_, RegistryError>((reported, served))
+            }
+            .await;
+            match pushed {
+                Ok(pushed) => break pushed,
+                Err(error) if attempt < PUSH_ATTEMPTS && unreachable(&error) => {
+                    let wait = PUSH_RETRY_WAIT * attempt;
+                    log(&format!(
+                        "{error}; trying again in {}s (attempt {} of {PUSH_ATTEMPTS})",
+                        wait.as_secs(),
+                        attempt + 1
+                    ));
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(error) => {
+                    let mut failure = registry_failure(error);
+                    if attempt > 1 {
+                        failure.message = format!("{} (after {attempt} attempts)", failure.message);
+                    }
+                    return Err(failure);
+                }
+            }
+        };
         if let Some(reported) = reported
             && reported != served
         {

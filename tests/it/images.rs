@@ -5,30 +5,6 @@
 
 use crate::common::*;
 
-/// Removes the images of `repositories` from the main engine, however the test ends.
-struct Images(Vec<String>);
-
-impl Drop for Images {
-    fn drop(&mut self) {
-        for repository in &self.0 {
-            let listed = docker(LOCAL_DOCKER)
-                .args(["images", "-q", repository])
-                .output();
-            let Ok(listed) = listed else { continue };
-            let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect();
-            if !ids.is_empty() {
-                let _ = docker(LOCAL_DOCKER)
-                    .args(["rmi", "-f", "--no-prune"])
-                    .args(&ids)
-                    .output();
-            }
-        }
-    }
-}
-
 const DOCKERFILE: &str = "\
 FROM gantry-test/busybox:latest AS base
 COPY www /www
@@ -70,7 +46,7 @@ fn two_images_from_one_commit_deploy_together_and_roll_back_together() {
         format!("{}-web", deployment.repository),
         format!("{}-worker", deployment.repository),
     );
-    let _images = Images(vec![web_repository.clone(), worker_repository.clone()]);
+    let _images = RemoveImages(vec![web_repository.clone(), worker_repository.clone()]);
     deployment.repo.write("Dockerfile", DOCKERFILE);
     deployment.repo.commit("two targets");
     let (web, worker, db) = (
@@ -234,7 +210,7 @@ fn one_image_that_fails_to_build_fails_the_run_and_deploys_nothing() {
         format!("{}-web", deployment.repository),
         format!("{}-worker", deployment.repository),
     );
-    let _images = Images(vec![web_repository.clone(), worker_repository.clone()]);
+    let _images = RemoveImages(vec![web_repository.clone(), worker_repository.clone()]);
     deployment.repo.write(
         "Dockerfile",
         &format!("{DOCKERFILE}\nFROM base AS broken\nRUN echo the worker cannot build && exit 3\n"),

@@ -97,3 +97,133 @@ fn a_store_locked_by_another_process_answers_deliveries_503_before_a_forge_gives
         },
     );
 }
+
+/// A registry of the test's own on a free loopback port, stopped and started at will
+/// (its data stays in a directory of its own).
+struct OwnRegistry {
+    dir: tempfile::TempDir,
+    port: u16,
+    process: Option<std::process::Child>,
+}
+
+impl OwnRegistry {
+    fn start() -> OwnRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("config.yml"),
+            format!(
+                "version: 0.1\nlog: {{ level: error }}\nstorage:\n  filesystem: {{ rootdirectory: {} }}\n\
+                 http: {{ addr: \"127.0.0.1:{port}\", secret: outage-test }}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut registry = OwnRegistry {
+            dir,
+            port,
+            process: None,
+        };
+        registry.resume();
+        registry
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn resume(&mut self) {
+        let mut process = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(self.port, &mut process);
+        self.process = Some(process);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+impl Drop for OwnRegistry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn a_registry_down_during_the_push_is_tried_again_then_fails_the_run_with_nothing_deployed() {
+    let mut registry = OwnRegistry::start();
+    let deployment = Deployment::new("reg-down", &[]);
+    let name = &deployment.name;
+    let repository = format!("{}/gantry-it/{name}", registry.address());
+    let _images = RemoveImages(vec![repository.clone()]);
+    let web = deployment.instance("web");
+    deployment.config.write(
+        &format!("pipelines/{name}.yaml"),
+        &format!(
+            "source: {{ repo: \"{}\", branch: main }}\nimage: {{ repository: \"{repository}\" }}\ndeploy:\n{}",
+            deployment.repo.url(),
+            one_instance(&web)
+        ),
+    );
+    deployment.succeed(&["run", name, "--json"]);
+    let serves = || fetch("127.0.0.1", published_port(LOCAL_DOCKER, &web));
+    assert_eq!(serves().as_deref(), Some("v1\n"));
+
+    // Down through every attempt: the run fails at push, and v1 keeps running.
+    registry.stop();
+    deployment.repo.write("www/index.html", "v2\n");
+    deployment.repo.commit("v2");
+    let started = Instant::now();
+    let (output, report) = deployment.gantry_json(&["run", name, "--json"]);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    let failure = &report["build"]["failure"];
+    assert_eq!(failure["stage"], "push", "{report}");
+    let message = failure["message"].as_str().unwrap();
+    assert!(message.contains("(after 3 attempts)"), "{message}");
+    assert!(message.contains(&registry.address()), "{message}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "no waits between attempts"
+    );
+    assert!(report["deploy"].is_null(), "{report}");
+    assert_eq!(serves().as_deref(), Some("v1\n"), "something was deployed");
+
+    // Back before the last attempt: the push goes through and the run deploys.
+    deployment.repo.write("www/index.html", "v3\n");
+    deployment.repo.commit("v3");
+    let mut run = deployment
+        .config
+        .command(&["run", name])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let progress = std::io::BufReader::new(run.stderr.take().unwrap());
+    let mut lines = std::io::BufRead::lines(progress);
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("trying again in 2s (attempt 2 of 3)") {
+            break;
+        }
+    }
+    assert!(
+        seen.last()
+            .is_some_and(|line| line.contains("trying again")),
+        "{seen:#?}"
+    );
+    registry.resume();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = run.wait().unwrap();
+    assert!(status.success(), "{seen:#?}\n{rest:#?}");
+    assert_eq!(serves().as_deref(), Some("v3\n"));
+}

@@ -195,3 +195,27 @@ pub fn fetch(address: &str, port: u16) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
+
+/// Removes the images of `repositories` from the main engine, however the test ends.
+pub struct RemoveImages(pub Vec<String>);
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        for repository in &self.0 {
+            let listed = docker(LOCAL_DOCKER)
+                .args(["images", "-q", repository])
+                .output();
+            let Ok(listed) = listed else { continue };
+            let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = docker(LOCAL_DOCKER)
+                    .args(["rmi", "-f", "--no-prune"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
