@@ -1,5 +1,6 @@
 //! Outages while gantry works: the state database locked by another process for longer
-//! than a forge waits for an answer.
+//! than a forge waits for an answer, the registry down during a push, an engine stopped
+//! between the pull and the swap.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -226,4 +227,135 @@ fn a_registry_down_during_the_push_is_tried_again_then_fails_the_run_with_nothin
     let status = run.wait().unwrap();
     assert!(status.success(), "{seen:#?}\n{rest:#?}");
     assert_eq!(serves().as_deref(), Some("v3\n"));
+}
+
+/// Extra engine 4, which this file alone stops: brought up (by `scripts/test-env.sh`,
+/// which leaves the others as they are) when made, and again when dropped.
+struct StoppableEngine;
+
+impl StoppableEngine {
+    const INDEX: usize = 4;
+
+    fn up() -> StoppableEngine {
+        Self::start();
+        StoppableEngine
+    }
+
+    fn start() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        run(std::process::Command::new("bash")
+            .arg(format!("{root}/scripts/test-env.sh"))
+            .args(["hosts", &Self::INDEX.to_string()])
+            .stdout(std::process::Stdio::null()));
+    }
+
+    /// Stops the engine's daemon (its containers stop with it), as an operator or a
+    /// crash of the host would.
+    fn stop(&self) {
+        let pid = std::fs::read_to_string(format!("/run/gantry-h{}.pid", Self::INDEX)).unwrap();
+        run(std::process::Command::new("kill").arg(pid.trim()));
+        eventually(
+            "the engine stops",
+            Duration::from_secs(30),
+            || match docker(&host_docker(Self::INDEX)).arg("version").output() {
+                Ok(output) if output.status.success() => Err("still answers".to_string()),
+                _ => Ok(()),
+            },
+        );
+    }
+}
+
+impl Drop for StoppableEngine {
+    fn drop(&mut self) {
+        StoppableEngine::start();
+    }
+}
+
+#[test]
+fn an_engine_stopped_between_pull_and_swap_ends_the_deploy_and_returns_what_was_swapped() {
+    let engine = StoppableEngine::up();
+    let deployment = Deployment::new("engine-down", &[1, StoppableEngine::INDEX]);
+    let name = &deployment.name;
+    let (first, second) = (deployment.instance("a"), deployment.instance("b"));
+    deployment.pipeline(&format!(
+        "  services:\n    web:\n      ports: [\"8080\"]\n      stop_timeout: 1s\n      \
+         health: {{ http: {{ port: 8080, path: /healthz }}, interval: 100ms }}\n      \
+         instances:\n        {first}: {{ host: h1 }}\n        {second}: {{ host: h{} }}\n  \
+         tasks:\n    wait: {{ service: web, command: [\"sleep\", \"4\"], when: before, host: h1 }}\n",
+        StoppableEngine::INDEX
+    ));
+    deployment.succeed(&["run", name, "--json"]);
+    let serves = |instance: &str, index: usize| {
+        fetch(
+            &host_address(index),
+            published_port(&host_docker(index), instance),
+        )
+    };
+    assert_eq!(serves(&first, 1).as_deref(), Some("v1\n"));
+    let first_v1 = container_id(&host_docker(1), &first);
+
+    // v2: every host pulls it; while the release task runs, engine 4 stops.
+    deployment.repo.write("www/index.html", "v2\n");
+    deployment.repo.commit("v2");
+    let mut run = deployment
+        .config
+        .command(&["run", name])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(run.stderr.take().unwrap()));
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("task wait: running in") {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|line| line.contains("pulling")),
+        "{seen:#?}"
+    );
+    engine.stop();
+    seen.extend(lines.map_while(Result::ok));
+    let status = run.wait().unwrap();
+    let log = seen.join("\n");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&format!("h{}", StoppableEngine::INDEX)),
+        "{log}"
+    );
+    // The instance swapped before the failure is back on v1, in its own container, and
+    // nothing is left renamed aside.
+    assert_eq!(serves(&first, 1).as_deref(), Some("v1\n"), "{log}");
+    assert_eq!(container_id(&host_docker(1), &first), first_v1);
+    let leftovers = docker(&host_docker(1))
+        .args(["ps", "-aq", "--filter", &format!("name={first}.previous")])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&leftovers).trim().is_empty(),
+        "a .previous container is left"
+    );
+    let runs = deployment.succeed(&["runs", name, "--json"]);
+    assert_eq!(runs[0]["state"], "failed", "{runs}");
+    assert_eq!(runs[0]["failed_stage"], "deploy", "{runs}");
+
+    // The engine comes back: its container with it, and the next deploy rolls v2 out.
+    drop(engine);
+    let _engine = StoppableEngine;
+    eventually(
+        "the instance on the engine is back",
+        Duration::from_secs(30),
+        || match serves(&second, StoppableEngine::INDEX) {
+            Some(body) if body == "v1\n" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    deployment.succeed(&["deploy", name, "--json"]);
+    assert_eq!(serves(&first, 1).as_deref(), Some("v2\n"));
+    assert_eq!(
+        serves(&second, StoppableEngine::INDEX).as_deref(),
+        Some("v2\n")
+    );
 }
