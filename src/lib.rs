@@ -22,6 +22,9 @@
 //! - `daemon`: `gantry serve` as one library call: every task of the daemon started on a
 //!   listener and stopped by one token.
 //! - `cli`: the subcommands and how they print.
+//! - `fuzz` (tests only): the budget of the property tests that feed random input from
+//!   outside (webhooks, config files, `.dockerignore`, tag templates, HTTP requests) to
+//!   the code that reads it; they sit beside that code in `fuzz_tests` modules.
 
 pub mod build;
 pub mod cli;
@@ -29,6 +32,8 @@ pub mod config;
 pub mod daemon;
 pub mod deploy;
 pub mod engine;
+#[cfg(test)]
+mod fuzz;
 pub mod host;
 pub mod http;
 pub mod registry;

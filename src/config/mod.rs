@@ -510,6 +510,8 @@ pub(super) fn is_container_name(name: &str) -> bool {
 #[cfg(test)]
 mod container_tests;
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod images_tests;
 #[cfg(test)]
 mod tests;

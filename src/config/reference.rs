@@ -156,6 +156,9 @@ impl serde::Serialize for ImageRepository {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

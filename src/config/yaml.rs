@@ -92,13 +92,16 @@ pub struct SyntaxError {
 /// Parses the first document of `text`. An empty text is an empty mapping, so
 /// that an empty `gantry.yaml` means "all defaults".
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
-    let mut builder = TreeBuilder::default();
+    let mut builder = TreeBuilder {
+        end: end_of(text),
+        ..TreeBuilder::default()
+    };
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|error| SyntaxError {
-            position: Position {
+            position: builder.within(Position {
                 line: error.marker().line(),
                 column: error.marker().col() + 1,
-            },
+            }),
             // The parser bounds its own recursion into flow collections (`[[[...`).
             message: match error.info() {
                 "recursion limit exceeded" => format!("nested deeper than {MAX_DEPTH} levels"),
@@ -113,6 +116,17 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
         kind: NodeKind::Mapping(Vec::new()),
         position: Position { line: 1, column: 1 },
     })
+}
+
+/// Where `text` ends: its last line, and the column after its last character.
+fn end_of(text: &str) -> Position {
+    // YAML ends a line at `\n`, `\r\n` or a lone `\r`.
+    let lines = text.replace("\r\n", "\n").replace('\r', "\n");
+    let last_line = lines.split('\n').next_back().unwrap_or_default();
+    Position {
+        line: lines.matches('\n').count() + 1,
+        column: last_line.chars().count() + 1,
+    }
 }
 
 /// A collection under construction: where it starts, its anchor id, and how many
@@ -139,12 +153,25 @@ struct TreeBuilder {
     anchors: HashMap<usize, (Node, usize)>,
     /// Nodes in the document so far, aliases counted as the nodes they expand to.
     nodes: usize,
+    /// Where the text ends (`end_of`).
+    end: Position,
 }
 
 impl TreeBuilder {
+    /// `position`, or the end of the text when it lies past it: the parser places some
+    /// errors and empty values at the end of the input on the line after the last one,
+    /// which no editor can show.
+    fn within(&self, position: Position) -> Position {
+        if position.line > self.end.line {
+            self.end
+        } else {
+            position
+        }
+    }
+
     /// Feeds one event; returns the document once its root node is complete.
     fn push(&mut self, event: Event<'_>, span: Span) -> Result<Option<Node>, SyntaxError> {
-        let position = Position::from_span(&span);
+        let position = self.within(Position::from_span(&span));
         let finished = match event {
             Event::Scalar(value, style, anchor, _tag) => {
                 let size = 1 + value.len() / TEXT_PER_NODE;
@@ -272,6 +299,9 @@ impl TreeBuilder {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -364,6 +394,23 @@ mod tests {
         }
         let fine = format!("{}x", "- ".repeat(MAX_DEPTH - 1));
         assert!(parse(&fine).is_ok());
+    }
+
+    #[test]
+    fn a_syntax_error_at_the_end_points_inside_the_text() {
+        // The parser reports some errors on the line after the last one.
+        let error = parse("%\u{a1}").unwrap_err();
+        assert_eq!(error.position, Position { line: 1, column: 3 }, "{error:?}");
+        for (text, lines) in [("%x\n", 2), ("%x\r\n%y\r", 3)] {
+            let error = parse(text).unwrap_err();
+            assert!(error.position.line <= lines, "{text:?}: {error:?}");
+        }
+        // Nodes too: the empty value of `? ` is placed after the end.
+        let root = parse("? ").unwrap();
+        let NodeKind::Mapping(entries) = &root.kind else {
+            panic!("root is not a mapping")
+        };
+        assert_eq!(entries[0].1.position, Position { line: 1, column: 3 });
     }
 
     #[test]

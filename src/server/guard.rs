@@ -4,8 +4,10 @@
 //!   `MAX_FAILURES` in `FAILURE_WINDOW`, every attempt from that address is answered
 //!   `429` until the window ends, so a token cannot be guessed at network speed.
 //! - Errors under `/api/` and `/hooks/` are JSON (`{"error": ...}`), axum's own
-//!   rejections (bad JSON, wrong content type, a body too large) included.
+//!   rejections (bad JSON, wrong content type, a body too large) and paths no route
+//!   serves included.
 //! - Dashboard pages carry a content security policy and refuse to be framed.
+//! - A request whose header fields hold more than `MAX_HEADER_BYTES` is answered `431`.
 //!
 //! The client address is the connection's peer: behind a reverse proxy every client
 //! shares the proxy's, which limits them together (a forwarded-for header is not
@@ -30,6 +32,11 @@ pub const MAX_FAILURES: u32 = 10;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Addresses remembered at once; past this, expired entries are dropped, then the oldest.
 const MAX_TRACKED: usize = 10_000;
+/// The most a request's header fields may hold, names and values together. A forge's
+/// delivery sends about 2 KiB of them, a browser its cookies (at most 4 KiB each); 32 KiB
+/// is nginx's default too. hyper reads at most about 400 KiB of a request's head and 100
+/// fields before it answers `431` itself; this is the tighter bound handlers rely on.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// The longest error text turned into JSON (axum's rejections are one line).
 const MAX_ERROR_TEXT: usize = 4096;
 
@@ -132,6 +139,25 @@ pub async fn limit_guessing(
     response
 }
 
+/// Refuses a request whose header fields hold more than `MAX_HEADER_BYTES` (`431`).
+pub async fn limit_headers(request: Request, next: Next) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request's header fields hold {size} bytes, more than the {MAX_HEADER_BYTES} allowed"
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
 /// Turns an error answer that is not JSON (axum's rejections are plain text) into
 /// `{"error": TEXT}`.
 pub async fn json_errors(request: Request, next: Next) -> Response {
@@ -159,6 +185,20 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
         }
     }
     response
+}
+
+/// A path no route serves: `404`, in JSON under `/api/` and `/hooks/` like every other
+/// error there, and empty elsewhere.
+pub async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if path.starts_with("/api/") || path.starts_with("/hooks/") {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no endpoint {method} {path}"),
+        )
+        .into_response();
+    }
+    StatusCode::NOT_FOUND.into_response()
 }
 
 /// Adds the dashboard's security headers to a page.

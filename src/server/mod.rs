@@ -13,6 +13,8 @@ pub mod guard;
 mod hooks;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
@@ -126,11 +128,13 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(machines)
         .merge(pages)
+        .fallback(guard::not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             guard::limit_guessing,
         ))
+        .layer(middleware::from_fn(guard::limit_headers))
         .with_state(state)
 }
 

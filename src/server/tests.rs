@@ -13,16 +13,16 @@ use crate::engine::reload::LiveConfig;
 use crate::engine::scheduler;
 use crate::run::{RunKind, RunState, Trigger};
 
-const OPERATOR: &str = "operator-token-1";
-const READER: &str = "reader-token-2";
+pub(super) const OPERATOR: &str = "operator-token-1";
+pub(super) const READER: &str = "reader-token-2";
 
-struct Api {
+pub(super) struct Api {
     _dir: tempfile::TempDir,
-    state: AppState,
+    pub(super) state: AppState,
 }
 
 impl Api {
-    async fn new(server: &str) -> Api {
+    pub(super) async fn new(server: &str) -> Api {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
         std::fs::write(

@@ -142,7 +142,17 @@ fn hot_reload_survives_files_made_to_exhaust_it_and_loads_the_next_good_edit() {
         "tags: [\"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x\", ",
     );
     config.write("pipelines/bomb.yaml", &looping);
-    wait_config_error(&daemon, "cannot be rendered");
+    wait_config_error(&daemon, "`{% for %}` is not allowed in a template");
+    // A string doubled forty times (8 TiB) is refused before any render.
+    let doubling = pipeline.replace(
+        "tags: [",
+        &format!(
+            "tags: [\"{{% set a = 'xxxxxxxx' %}}{}{{{{ a|length }}}}\", ",
+            "{% set a = a ~ a %}".repeat(40)
+        ),
+    );
+    config.write("pipelines/bomb.yaml", &doubling);
+    wait_config_error(&daemon, "`{% set %}` is not allowed in a template");
 
     // The next good edit is loaded: the bad file goes, a new pipeline comes.
     std::fs::remove_file(config.path().join("pipelines/bomb.yaml")).unwrap();

@@ -484,4 +484,6 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
