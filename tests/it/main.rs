@@ -6,6 +6,7 @@ mod accessories;
 mod bounds;
 mod build;
 mod buildkit;
+mod chaos;
 mod common;
 mod container_spec;
 mod dashboard;
