@@ -1,6 +1,6 @@
 //! Outages while gantry works: the state database locked by another process for longer
-//! than a forge waits for an answer, the registry down during a push, an engine stopped
-//! between the pull and the swap.
+//! than a forge waits for an answer, its filesystem turned read-only under the daemon,
+//! the registry down during a push, an engine stopped between the pull and the swap.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -358,4 +358,130 @@ fn an_engine_stopped_between_pull_and_swap_ends_the_deploy_and_returns_what_was_
         serves(&second, StoppableEngine::INDEX).as_deref(),
         Some("v2\n")
     );
+}
+
+/// A small ext4 filesystem on a loop device, mounted `errors=remount-ro`, which the test
+/// can make fail: ext4 then turns it read-only under the open files, as it does on a
+/// disk error. Unmounted and detached when dropped.
+struct FailingDisk {
+    dir: tempfile::TempDir,
+    device: String,
+}
+
+impl FailingDisk {
+    fn mount() -> FailingDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(48 * 1024 * 1024)
+            .unwrap();
+        run(std::process::Command::new("mkfs.ext4")
+            .arg("-q")
+            .arg(&image));
+        let device = run(std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&image))
+        .trim()
+        .to_string();
+        let disk = FailingDisk { dir, device };
+        std::fs::create_dir(disk.path()).unwrap();
+        run(std::process::Command::new("mount")
+            .args(["-o", "errors=remount-ro", &disk.device])
+            .arg(disk.path()));
+        disk
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("mounted")
+    }
+
+    /// An ext4 error on the filesystem: from now on every write to it fails (EROFS).
+    fn fail(&self) {
+        let name = self.device.trim_start_matches("/dev/");
+        std::fs::write(format!("/sys/fs/ext4/{name}/trigger_fs_error"), "1").unwrap();
+    }
+}
+
+impl Drop for FailingDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.path())
+            .status();
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.device])
+            .status();
+    }
+}
+
+#[test]
+fn a_state_directory_turned_read_only_is_answered_503_and_loses_no_delivery_it_took() {
+    let disk = FailingDisk::mount();
+    let deployment = webhook_deployment("readonly", "");
+    let config = &deployment.config;
+    let state = disk.path().join("state");
+    config.append("gantry.yaml", &format!("state: {}\n", state.display()));
+    // Pinned, so a queued run ends at once (held) without building.
+    let pinned = config.gantry(&["pin", &deployment.name, "--reason", "test"]);
+    assert!(pinned.status.success(), "{}", stderr(&pinned));
+    let mut daemon = Daemon::start(config);
+    let name = &deployment.name;
+    let push = |index: usize| {
+        let (headers, body) = forge_push(
+            "github",
+            &format!("{:040x}", index + 1),
+            &format!("readonly-{index}"),
+            SECRET,
+        );
+        daemon.post(name, &headers, &body)
+    };
+    let mut accepted = Vec::new();
+    for index in 0..3 {
+        let (status, answer) = push(index);
+        assert_eq!(status, 202, "{answer}");
+        accepted.push(
+            serde_json::from_str::<serde_json::Value>(&answer).unwrap()["run_id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+
+    disk.fail();
+    for index in 3..6 {
+        let started = Instant::now();
+        let (status, answer) = push(index);
+        assert_eq!(status, 503, "{answer}\n{}", daemon.log());
+        assert!(
+            answer.contains("read-only") || answer.contains("failed a write"),
+            "{answer}"
+        );
+        assert!(started.elapsed() < FORGE_WAIT, "{answer}");
+    }
+    let (status, health) = daemon.get("/healthz");
+    assert_eq!(status, 503, "{health}");
+    assert!(health.contains("store_unwritable"), "{health}");
+    // The daemon stays up and stops cleanly.
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+
+    // Every delivery answered 202 is in the database (read from a copy: the
+    // filesystem takes no more writes, not even SQLite's lock files).
+    let copy = tempfile::tempdir().unwrap();
+    for file in ["state.db", "state.db-wal"] {
+        if state.join(file).exists() {
+            std::fs::copy(state.join(file), copy.path().join(file)).unwrap();
+        }
+    }
+    let stored: Vec<i64> = with_database(&copy.path().join("state.db"), async |pool| {
+        sqlx::query_scalar("SELECT id FROM runs")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    });
+    for run in accepted {
+        assert!(
+            stored.contains(&run),
+            "run {run} was answered 202 but is not stored: {stored:?}"
+        );
+    }
 }
