@@ -47,6 +47,8 @@ fn pushes_while_the_daemon_is_killed_at_random_lose_nothing_and_end_on_the_newes
     let mut dice = Dice(seed);
     let deployment = webhook_deployment("chaos", "");
     let config = &deployment.config;
+    // Every run stays in the history, to be checked.
+    config.append("gantry.yaml", "server:\n  keep_runs: 100000\n");
     let name = deployment.name.clone();
     let started = Instant::now();
     let mut daemon = Daemon::start(config);
