@@ -107,6 +107,18 @@ fn pushes_while_the_daemon_is_killed_at_random_lose_nothing_and_end_on_the_newes
             .as_i64()
             .unwrap_or_else(|| panic!("{answer:?}"));
         answered.push((commit, delivery, run));
+        // Most pushes wait until their run has been taken, so that runs build and
+        // deploy (and kills land in them) rather than all coalescing into the last.
+        if dice.below(4) != 0 {
+            eventually("the run is taken", Duration::from_secs(120), || {
+                let queued = runs(&deployment).iter().any(|run| run["state"] == "queued");
+                if queued {
+                    Err("queued".to_string())
+                } else {
+                    Ok(())
+                }
+            });
+        }
     }
 
     // The last daemon finishes what is queued.
@@ -164,14 +176,22 @@ fn pushes_while_the_daemon_is_killed_at_random_lose_nothing_and_end_on_the_newes
             .unwrap()
     });
     assert_eq!(leases, 0, "a deploy lease is still held");
-    let interrupted = runs
-        .iter()
-        .filter(|run| run["state"] == "interrupted")
-        .count();
+    // Where each kill caught a run: the last stage it had finished.
+    let mut caught: BTreeMap<String, usize> = BTreeMap::new();
+    for run in runs.iter().filter(|run| run["state"] == "interrupted") {
+        let stage = run["stages"]
+            .as_array()
+            .and_then(|stages| stages.last())
+            .and_then(|stage| stage["name"].as_str())
+            .unwrap_or("none");
+        *caught.entry(stage.to_string()).or_default() += 1;
+    }
+    let interrupted: usize = caught.values().sum();
     eprintln!(
         "chaos summary: {pushes} pushes in {:.0?}, {} kills ({} while taking a delivery, {} later), \
          {unanswered} deliveries sent again, every 2xx a stored run; their outcomes {outcomes:?}; \
-         {} runs in all, {interrupted} interrupted by a kill; the newest commit runs; \
+         {} runs in all, {interrupted} interrupted by a kill (by the last stage they finished: {caught:?}); \
+         the newest commit runs; \
          nothing left aside; no lease held",
         started.elapsed(),
         kills.values().sum::<usize>(),
