@@ -8,6 +8,10 @@
 #
 #   BENCH_SOAK_RUNS=1000   runs in all
 #   BENCH_SOAK_EVERY=100   runs between samples
+#   BENCH_SOAK_BUILDER=classic   build with the engine's classic builder (default: auto)
+#   BENCH_SOAK_DEPLOY=0    runs that build and push only (default: 1, they deploy too)
+#   BENCH_SOAK_MODE=held   the pipeline is pinned: each run is held at once (the queue,
+#                          the store); =broken: each build fails at its first step
 #   GANTRY_BIN=path        use this binary instead of `cargo build --release`
 set -euo pipefail
 
@@ -65,6 +69,8 @@ REPO="$WORK/repo"
 CONFIG="$WORK/config"
 mkdir -p "$REPO" "$CONFIG/pipelines"
 cp -R fixtures/hello/. "$REPO/"
+[ "${BENCH_SOAK_MODE:-}" != broken ] ||
+  printf 'FROM gantry-test/busybox:latest\nRUN echo this build fails; exit 1\n' >"$REPO/Dockerfile"
 git_in "$REPO" init -q
 git_in "$REPO" symbolic-ref HEAD refs/heads/main
 git_in "$REPO" add -A
@@ -75,6 +81,9 @@ EOF
 cat >"$CONFIG/pipelines/$NAME.yaml" <<EOF
 source: { repo: $REPO, branch: main }
 image: { repository: $IMAGE }
+build: { builder: ${BENCH_SOAK_BUILDER:-auto} }
+EOF
+[ "${BENCH_SOAK_DEPLOY:-1}" = 0 ] || cat >>"$CONFIG/pipelines/$NAME.yaml" <<EOF
 deploy:
   services:
     web:
@@ -83,6 +92,7 @@ deploy:
       instances: { $NAME-web: {} }
 EOF
 
+[ "${BENCH_SOAK_MODE:-}" != held ] || "$GANTRY" -c "$CONFIG" pin "$NAME" --reason soak >/dev/null
 PORT=$(free_port)
 URL="http://127.0.0.1:$PORT"
 GANTRY_LOG=warn "$GANTRY" -c "$CONFIG" serve --listen "127.0.0.1:$PORT" >"$WORK/serve.log" 2>&1 &
