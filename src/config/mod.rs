@@ -514,6 +514,8 @@ mod fuzz_tests;
 #[cfg(test)]
 mod images_tests;
 #[cfg(test)]
+mod proxy_tests;
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use crate::config::{Config, Pipeline};
 use crate::deploy::{self, DeployImage, Release};
 use crate::registry;
 use crate::run::{RunState, Stage};
-use crate::store::{DeploymentRecord, Store};
+use crate::store::{BuiltImage, DeploymentRecord, Store};
 
 /// The shortest digest or commit prefix `rollback --to` takes as naming one.
 const MIN_PREFIX: usize = 4;
@@ -67,6 +67,33 @@ pub(super) fn stored_release(
     Release::new(pipeline, chosen)
 }
 
+/// The release a build run pushed.
+fn built_release(pipeline: &Pipeline, built: &BuiltImage) -> Result<Release, String> {
+    let what = format!("the latest build (run {})", built.run);
+    stored_release(
+        pipeline,
+        &built.images,
+        &built.digest,
+        built.commit.as_deref(),
+        &what,
+    )
+}
+
+/// The release a deployment rolled out.
+pub(super) fn deployed_release(
+    pipeline: &Pipeline,
+    deployment: &DeploymentRecord,
+) -> Result<Release, String> {
+    let what = format!("deployment #{}", deployment.number);
+    stored_release(
+        pipeline,
+        &deployment.images,
+        &deployment.digest,
+        deployment.commit.as_deref(),
+        &what,
+    )
+}
+
 /// The images to deploy: the latest built, with the one `requested` names (its digest
 /// asked of the registry for a tag) in place of its image's. With several images a
 /// request names its image: `web=REF`.
@@ -88,15 +115,7 @@ pub(super) async fn resolve_release(
                 pipeline.name, pipeline.name
             ))
         })?;
-        let what = format!("the latest build (run {})", built.run);
-        return stored_release(
-            pipeline,
-            &built.images,
-            &built.digest,
-            built.commit.as_deref(),
-            &what,
-        )
-        .map_err(fail);
+        return built_release(pipeline, &built).map_err(fail);
     };
     let (name, reference) = match requested.split_once('=') {
         Some((name, reference)) => (name, reference),
@@ -141,15 +160,7 @@ pub(super) async fn resolve_release(
                 pipeline.name, pipeline.name
             ))
         })?;
-        let what = format!("the latest build (run {})", built.run);
-        let latest = stored_release(
-            pipeline,
-            &built.images,
-            &built.digest,
-            built.commit.as_deref(),
-            &what,
-        )
-        .map_err(fail)?;
+        let latest = built_release(pipeline, &built).map_err(fail)?;
         for (other, image) in latest.images() {
             images.entry(other.clone()).or_insert_with(|| image.clone());
         }
@@ -263,15 +274,7 @@ pub(super) async fn rollback_release(
             })?
         }
     };
-    let what = format!("deployment #{}", chosen.number);
-    let release = stored_release(
-        pipeline,
-        &chosen.images,
-        &chosen.digest,
-        chosen.commit.as_deref(),
-        &what,
-    )
-    .map_err(fail)?;
+    let release = deployed_release(pipeline, chosen).map_err(fail)?;
     Ok((release, chosen.number))
 }
 

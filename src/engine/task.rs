@@ -125,15 +125,9 @@ async fn newest_deployed(
         return Ok(None);
     };
     // A deployment of images the pipeline no longer builds tells nothing.
-    Ok(super::resolve::stored_release(
-        pipeline,
-        &deployment.images,
-        &deployment.digest,
-        deployment.commit.as_deref(),
-        "",
-    )
-    .ok()
-    .map(|release| release.image_for(service).clone()))
+    Ok(super::resolve::deployed_release(pipeline, deployment)
+        .ok()
+        .map(|release| release.image_for(service).clone()))
 }
 
 /// The lease's "waiting for another deploy" line, sent to the task's log.

@@ -10,6 +10,17 @@ use crate::common::*;
 /// How long forges wait for a webhook's answer (GitHub: 10 s).
 const FORGE_WAIT: Duration = Duration::from_secs(10);
 
+/// Sends push number `index` (a made-up commit id) as a signed GitHub delivery.
+fn push_numbered(daemon: &Daemon, pipeline: &str, prefix: &str, index: usize) -> (u16, String) {
+    let (headers, body) = forge_push(
+        "github",
+        &format!("{:040x}", index + 1),
+        &format!("{prefix}-{index}"),
+        SECRET,
+    );
+    daemon.post(pipeline, &headers, &body)
+}
+
 #[test]
 fn a_store_locked_by_another_process_answers_deliveries_503_before_a_forge_gives_up() {
     let deployment = webhook_deployment("locked", "");
@@ -19,15 +30,7 @@ fn a_store_locked_by_another_process_answers_deliveries_503_before_a_forge_gives
     assert!(pinned.status.success(), "{}", stderr(&pinned));
     let daemon = Daemon::start(config);
     let name = &deployment.name;
-    let push = |index: usize| {
-        let (headers, body) = forge_push(
-            "github",
-            &format!("{:040x}", index + 1),
-            &format!("locked-{index}"),
-            SECRET,
-        );
-        daemon.post(name, &headers, &body)
-    };
+    let push = |index: usize| push_numbered(&daemon, name, "locked", index);
     assert_eq!(push(0).0, 202, "{}", daemon.log());
 
     // Another process takes the write lock and keeps it for longer than forges wait.
@@ -427,15 +430,7 @@ fn a_state_directory_turned_read_only_is_answered_503_and_loses_no_delivery_it_t
     assert!(pinned.status.success(), "{}", stderr(&pinned));
     let mut daemon = Daemon::start(config);
     let name = &deployment.name;
-    let push = |index: usize| {
-        let (headers, body) = forge_push(
-            "github",
-            &format!("{:040x}", index + 1),
-            &format!("readonly-{index}"),
-            SECRET,
-        );
-        daemon.post(name, &headers, &body)
-    };
+    let push = |index: usize| push_numbered(&daemon, name, "readonly", index);
     let mut accepted = Vec::new();
     for index in 0..3 {
         let (status, answer) = push(index);
