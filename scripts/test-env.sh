@@ -67,6 +67,9 @@ if [ "$(id -u)" -ne 0 ]; then
   exec sudo -E bash "$0" "$@"
 fi
 
+# shellcheck source=scripts/test-env-postgres.sh
+. "$(dirname "$0")/test-env-postgres.sh"
+
 # Talk to the engine on the socket explicitly, whatever DOCKER_HOST the caller has.
 dk() { docker -H "unix://$DOCKER_SOCK" "$@"; }
 
@@ -138,6 +141,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 # The packaging test checks dist/gantry.service with `systemd-analyze verify`.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# The store's tests and the replica tests run against a real PostgreSQL.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -613,6 +618,7 @@ write_env() {
     printf 'export GANTRY_TEST_CERTS=%q\n' "$CERTS"
     printf 'export GANTRY_TEST_BASE_IMAGE=%q\n' "$BASE_IMAGE"
     printf 'export GANTRY_TEST_PROXY_IMAGE=%q\n' "${PROXY_IMAGE:-$(proxy_image)}"
+    printf 'export GANTRY_TEST_POSTGRES=%q\n' "$PG_URL"
     echo "# Extra engines (scripts/test-env.sh hosts N): every engine that answers."
     printf 'export GANTRY_TEST_HOSTS=%q\n' "$n"
     for i in $(seq "$n"); do
@@ -942,6 +948,9 @@ fi
 out=$(dk run --rm "$PROXY_IMAGE" version) || die "$PROXY_IMAGE does not run"
 log "proxy image $PROXY_IMAGE: caddy $out"
 
+# ---------------------------------------------------------------- postgres
+ensure_postgres
+
 # ---------------------------------------------------------------- extra engines
 ensure_hosts "$WANT_HOSTS"
 
@@ -969,4 +978,5 @@ if [ "$hosts" -gt 0 ]; then
   printf '    %-16s%s\n' "registries" "$REGISTRY_ADDR and $AUTH_REGISTRY_ADDR inside every engine too"
   printf '    %-16s%s\n' "image" "$HOST_IMAGE (pulled by every engine)"
 fi
+echo "  postgres          $PG_URL"
 echo "  env file          $STATE/env"

@@ -32,7 +32,7 @@ pub async fn run(
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let store = Store::open(&config.state_dir).await?;
+    let store = Store::open(&crate::store::Location::of(&config)).await?;
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "serving");
     }

@@ -1,7 +1,6 @@
 //! `gantry serve` and the commands that read or feed its queue: `runs`, `logs`, `trigger`.
 //! They work on the state directory, whether or not a daemon is running.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -94,7 +93,7 @@ async fn wait_for_signal() {
 
 /// `config` is `None` when the config directory has errors: history is still shown.
 pub async fn runs(
-    state_dir: &Path,
+    state: &crate::store::Location,
     config: Option<&Config>,
     name: Option<&str>,
     limit: i64,
@@ -105,7 +104,7 @@ pub async fn runs(
     {
         return Ok(code);
     }
-    let store = Store::open(state_dir)
+    let store = Store::open(state)
         .await
         .context("opening the state store")?;
     let runs = store.runs(name, limit).await?;
@@ -169,12 +168,12 @@ async fn find_run(store: &Store, text: &str) -> anyhow::Result<Option<i64>> {
 }
 
 pub async fn logs(
-    state_dir: &Path,
+    state: &crate::store::Location,
     run: &str,
     follow: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let store = Store::open(state_dir)
+    let store = Store::open(state)
         .await
         .context("opening the state store")?;
     let Some(id) = find_run(&store, run).await? else {

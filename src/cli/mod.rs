@@ -400,15 +400,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("warning: {diagnostic}");
                 }
             }
-            let state_dir = crate::config::state_dir_of(&cli.config);
+            let state = crate::store::Location::of_dir(&cli.config);
             return match cli.command {
                 Command::Runs { pipeline, limit } => {
-                    daemon::runs(&state_dir, None, pipeline.as_deref(), limit, cli.json).await
+                    daemon::runs(&state, None, pipeline.as_deref(), limit, cli.json).await
                 }
                 Command::Logs { run, follow } => {
-                    daemon::logs(&state_dir, &run, follow, cli.json).await
+                    daemon::logs(&state, &run, follow, cli.json).await
                 }
-                Command::State { action } => state::run(&state_dir, action, cli.json).await,
+                Command::State { action } => state::run(&state, action, cli.json).await,
                 _ => Ok(ExitCode::from(EXIT_USAGE)),
             };
         }
@@ -492,7 +492,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { listen } => daemon::serve(config, listen).await,
         Command::Runs { pipeline, limit } => {
             daemon::runs(
-                &config.state_dir,
+                &crate::store::Location::of(&config),
                 Some(&config),
                 pipeline.as_deref(),
                 limit,
@@ -501,7 +501,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Logs { run, follow } => {
-            daemon::logs(&config.state_dir, &run, follow, cli.json).await
+            daemon::logs(&crate::store::Location::of(&config), &run, follow, cli.json).await
         }
         Command::Trigger { pipeline, commit } => {
             daemon::trigger(&config, &pipeline, commit.as_deref(), cli.json).await
@@ -514,7 +514,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune { pipeline, dry_run } => {
             prune::prune(&config, &pipeline, dry_run, cli.json).await
         }
-        Command::State { action } => state::run(&config.state_dir, action, cli.json).await,
+        Command::State { action } => {
+            state::run(&crate::store::Location::of(&config), action, cli.json).await
+        }
         // Answered before the config is read (`describe_cli`).
         command @ (Command::Completions { .. } | Command::Man) => {
             describe_cli(&command).unwrap_or(Ok(ExitCode::SUCCESS))
@@ -706,7 +708,7 @@ fn find_pipeline<'c>(config: &'c Config, name: &str) -> Result<&'c Pipeline, Exi
 
 /// The config's state store, opened (and migrated) for a command.
 pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::open(&config.state_dir)
+    Store::open(&crate::store::Location::of(config))
         .await
         .context("opening the state store")
 }

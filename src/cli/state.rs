@@ -22,9 +22,20 @@ pub enum StateCommand {
     },
 }
 
-pub async fn run(state_dir: &Path, command: StateCommand, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    state: &store::Location,
+    command: StateCommand,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     match command {
-        StateCommand::Backup { file, force } => backup(state_dir, &file, force, json).await,
+        StateCommand::Backup { file, force } => match state {
+            store::Location::Directory(state_dir) => backup(state_dir, &file, force, json).await,
+            store::Location::Postgres(_) => Ok(errors::fail(
+                EXIT_USAGE,
+                "the state is in PostgreSQL: back it up with the server's own tools \
+                 (pg_dump); `gantry state backup` copies a SQLite state directory",
+            )),
+        },
     }
 }
 

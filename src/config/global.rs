@@ -17,6 +17,7 @@ const MIN_TOKEN_LEN: usize = 16;
 /// What `gantry.yaml` holds, with defaults filled in.
 pub(super) struct Global {
     pub(super) state_dir: PathBuf,
+    pub(super) state_database: Option<SecretString>,
     pub(super) server: Server,
     pub(super) hosts: BTreeMap<String, Host>,
     pub(super) registries: BTreeMap<String, Registry>,
@@ -35,6 +36,7 @@ pub(super) fn read_global(
 ) -> Global {
     let mut global = Global {
         state_dir: dir.join(".gantry"),
+        state_database: None,
         server: Server {
             listen: DEFAULT_LISTEN
                 .parse()
@@ -76,8 +78,14 @@ pub(super) fn read_global(
     ) else {
         return global;
     };
-    if let Some(state) = decoder.optional_string(&fields, "state") {
-        global.state_dir = dir.join(state);
+    if let Some(node) = fields.get("state")
+        && let Some(state) = decoder.string(node, "state")
+    {
+        match state_location(dir, &state) {
+            Ok(StateLocation::Directory(path)) => global.state_dir = path,
+            Ok(StateLocation::Database(url)) => global.state_database = Some(url),
+            Err(message) => decoder.error(node.position, message),
+        }
     }
     if let Some(server_node) = fields.get("server")
         && let Some(server) = decoder.mapping(
@@ -245,36 +253,92 @@ pub(super) fn read_global(
     global
 }
 
-/// The state directory a config directory names, read leniently: for commands that
-/// only read history and must work while a pipeline file is broken. A plain `state:`
-/// in gantry.yaml is honoured; anything else gives the default.
-pub fn state_dir_of(dir: &Path) -> PathBuf {
-    let default = dir.join(".gantry");
+/// Where `state:` puts the state database.
+pub enum StateLocation {
+    /// `state.db` (SQLite) in this directory, with the caches.
+    Directory(PathBuf),
+    /// A PostgreSQL database; caches stay in the default directory.
+    Database(SecretString),
+}
+
+/// Whether `state:` names a database rather than a directory.
+pub fn is_database_url(state: &str) -> bool {
+    state.starts_with("postgres://") || state.starts_with("postgresql://")
+}
+
+/// Reads `state:` (already interpolated): a directory, relative to the config
+/// directory, or a `postgres://` URL. Other URLs are refused rather than taken for a
+/// directory named `mysql:`.
+fn state_location(dir: &Path, state: &str) -> Result<StateLocation, String> {
+    if is_database_url(state) {
+        return match url::Url::parse(state) {
+            Ok(url) if url.host_str().is_some_and(|host| !host.is_empty()) => {
+                Ok(StateLocation::Database(SecretString::from(state.to_string())))
+            }
+            // The URL may hold a password: the message never quotes it.
+            _ => Err("`state`: not a valid postgres:// URL \
+                      (postgres://USER:PASSWORD@HOST:PORT/DATABASE)"
+                .to_string()),
+        };
+    }
+    if let Some((scheme, _)) = state.split_once("://") {
+        return Err(format!(
+            "`state`: `{scheme}://` is not a state store gantry knows; give a directory \
+             (SQLite, the default) or a postgres:// URL"
+        ));
+    }
+    if state.trim().is_empty() {
+        return Err("`state` is empty; give a directory or a postgres:// URL".to_string());
+    }
+    Ok(StateLocation::Directory(dir.join(state)))
+}
+
+/// Where the state a config directory names lives, read leniently: for commands that
+/// only read history and must work while a pipeline file is broken. `state:` in
+/// gantry.yaml is honoured, its `${VAR}` and `${file:PATH}` filled in from this
+/// process's environment; what cannot be read gives the default directory.
+pub fn state_of(dir: &Path) -> StateLocation {
+    let default = || StateLocation::Directory(dir.join(".gantry"));
     let Ok(Some(text)) = super::read_file(
         &dir.join(GLOBAL_FILE),
         Path::new(GLOBAL_FILE),
         &mut Vec::new(),
     ) else {
-        return default;
+        return default();
     };
     let Ok(root) = yaml::parse(&text) else {
-        return default;
+        return default();
     };
     let yaml::NodeKind::Mapping(entries) = &root.kind else {
-        return default;
+        return default();
     };
-    for (key, value) in entries {
-        if let (
-            yaml::NodeKind::Scalar { value: key, .. },
-            yaml::NodeKind::Scalar { value: state, .. },
-        ) = (&key.kind, &value.kind)
-            && key == "state"
-            && !state.contains('$')
-        {
-            return dir.join(state);
-        }
+    let state = entries.iter().find_map(|(key, value)| match &key.kind {
+        yaml::NodeKind::Scalar { value: key, .. } if key == "state" => Some(value),
+        _ => None,
+    });
+    let Some(state) = state else {
+        return default();
+    };
+    let environment = |name: &str| std::env::var(name).ok();
+    let mut decoder = Decoder {
+        file: dir.join(GLOBAL_FILE),
+        dir: dir.to_path_buf(),
+        diagnostics: &mut Vec::new(),
+        environment: &environment,
+    };
+    decoder
+        .string(state, "state")
+        .and_then(|state| state_location(dir, &state).ok())
+        .unwrap_or_else(default)
+}
+
+/// The state directory (caches, and `state.db` unless the state is in PostgreSQL) a
+/// config directory names, read leniently as `state_of`.
+pub fn state_dir_of(dir: &Path) -> PathBuf {
+    match state_of(dir) {
+        StateLocation::Directory(path) => path,
+        StateLocation::Database(_) => dir.join(".gantry"),
     }
-    default
 }
 
 /// The `local` host, as the Docker CLI finds its engine: `DOCKER_HOST` when set, else

@@ -27,7 +27,7 @@ use std::time::Duration;
 pub use builder::{BuildSecret, BuildSecretSource, Builder};
 use decode::{Environment, closest};
 use global::read_global;
-pub use global::state_dir_of;
+pub use global::{StateLocation, is_database_url, state_dir_of, state_of};
 pub use pipeline::is_valid_branch;
 use pipeline::read_pipeline;
 pub use reference::{DEFAULT_REGISTRY, ImageRepository, is_valid_tag};
@@ -149,6 +149,7 @@ impl Config {
         Ok(Config {
             dir: dir.to_path_buf(),
             state_dir: global.state_dir,
+            state_database: global.state_database,
             server: global.server,
             hosts: global.hosts,
             registries: global.registries,

@@ -21,6 +21,9 @@ pub struct Config {
     pub dir: PathBuf,
     /// Where state.db, git caches and logs live.
     pub state_dir: PathBuf,
+    /// `state: postgres://...`: the state database is PostgreSQL (shared by several
+    /// `gantry serve` replicas); `state_dir` then keeps only caches.
+    pub state_database: Option<SecretString>,
     pub server: Server,
     pub hosts: BTreeMap<String, Host>,
     pub registries: BTreeMap<String, Registry>,

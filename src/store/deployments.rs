@@ -83,7 +83,7 @@ impl Store {
     pub async fn latest_built(&self, pipeline: &str) -> Result<Option<BuiltImage>, StoreError> {
         let row = sqlx::query(
             "SELECT id, image, digest, commit_sha, images FROM runs
-             WHERE pipeline = ?1 AND digest IS NOT NULL AND kind IN ('build', 'run')
+             WHERE pipeline = $1 AND digest IS NOT NULL AND kind IN ('build', 'run')
              ORDER BY id DESC LIMIT 1",
         )
         .bind(pipeline)
@@ -105,7 +105,7 @@ impl Store {
     ) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
         let rows = sqlx::query(
             "SELECT digest, tags, images FROM runs
-             WHERE pipeline = ?1 AND digest IS NOT NULL AND kind IN ('build', 'run')
+             WHERE pipeline = $1 AND digest IS NOT NULL AND kind IN ('build', 'run')
              ORDER BY id",
         )
         .bind(pipeline)
@@ -145,7 +145,7 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let commit: Option<Option<String>> = sqlx::query_scalar(
             "SELECT commit_sha FROM runs
-             WHERE pipeline = ?1 AND (digest = ?2 OR images LIKE '%@' || ?2 || '\"%')
+             WHERE pipeline = $1 AND (digest = $2 OR images LIKE '%@' || $2 || '\"%')
                    AND commit_sha IS NOT NULL AND kind IN ('build', 'run')
              ORDER BY id DESC LIMIT 1",
         )
@@ -164,8 +164,8 @@ impl Store {
         let row = sqlx::query(
             "INSERT INTO deployments (pipeline, number, run_id, kind, image, digest, commit_sha,
                                       state, started_at, images)
-             VALUES (?1, (SELECT COALESCE(MAX(number), 0) + 1 FROM deployments WHERE pipeline = ?1),
-                     ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8)
+             VALUES ($1, (SELECT COALESCE(MAX(number), 0) + 1 FROM deployments WHERE pipeline = $1),
+                     $2, $3, $4, $5, $6, 'running', $7, $8)
              RETURNING id, number",
         )
         .bind(deployment.pipeline)
@@ -193,7 +193,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO deployment_instances (deployment_id, service, instance, host, action,
                                                digest, previous_digest, message, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (deployment_id, instance) DO UPDATE SET
                  action = excluded.action, digest = excluded.digest,
                  previous_digest = excluded.previous_digest, message = excluded.message,
@@ -220,7 +220,7 @@ impl Store {
         message: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE deployments SET state = ?1, message = ?2, finished_at = ?3 WHERE id = ?4",
+            "UPDATE deployments SET state = $1, message = $2, finished_at = $3 WHERE id = $4",
         )
         .bind(outcome.as_str())
         .bind(message)
@@ -240,7 +240,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT id, pipeline, number, run_id, kind, image, digest, commit_sha, state, message,
                     started_at, finished_at, images
-             FROM deployments WHERE pipeline = ?1 ORDER BY id DESC LIMIT ?2",
+             FROM deployments WHERE pipeline = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(pipeline)
         .bind(limit)
@@ -251,7 +251,7 @@ impl Store {
             let id: i64 = row.get("id");
             let instances = sqlx::query(
                 "SELECT service, instance, host, action, digest, previous_digest, message
-                 FROM deployment_instances WHERE deployment_id = ?1 ORDER BY instance",
+                 FROM deployment_instances WHERE deployment_id = $1 ORDER BY instance",
             )
             .bind(id)
             .fetch_all(&self.pool)
@@ -291,7 +291,7 @@ impl Store {
     /// built it.
     pub async fn deployed_commit(&self, pipeline: &str) -> Result<Option<String>, StoreError> {
         let commit: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT commit_sha FROM deployments WHERE pipeline = ?1 AND state = ?2
+            "SELECT commit_sha FROM deployments WHERE pipeline = $1 AND state = $2
              ORDER BY id DESC LIMIT 1",
         )
         .bind(pipeline)
@@ -309,7 +309,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT i.instance, i.digest FROM deployment_instances i
              JOIN deployments d ON d.id = i.deployment_id
-             WHERE d.pipeline = ?1 AND i.digest IS NOT NULL
+             WHERE d.pipeline = $1 AND i.digest IS NOT NULL
              ORDER BY d.id DESC",
         )
         .bind(pipeline)
@@ -353,7 +353,7 @@ impl Store {
 }
 
 /// A row's `images` column: name → `repository@digest`, empty when NULL (older rows).
-pub(super) fn images_of(row: &sqlx::sqlite::SqliteRow) -> BTreeMap<String, String> {
+pub(super) fn images_of(row: &sqlx::any::AnyRow) -> BTreeMap<String, String> {
     row.get::<Option<String>, _>("images")
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default()

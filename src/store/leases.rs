@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now_millis};
 
@@ -29,7 +29,7 @@ pub struct LeaseHolder {
 impl Store {
     pub async fn pin(&self, pipeline: &str, digest: &str, reason: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO pins (pipeline, digest, reason, pinned_at) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO pins (pipeline, digest, reason, pinned_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (pipeline) DO UPDATE SET
                  digest = excluded.digest, reason = excluded.reason, pinned_at = excluded.pinned_at",
         )
@@ -44,7 +44,7 @@ impl Store {
 
     /// Lifts a pin; returns whether there was one.
     pub async fn unpin(&self, pipeline: &str) -> Result<bool, StoreError> {
-        let result = sqlx::query("DELETE FROM pins WHERE pipeline = ?1")
+        let result = sqlx::query("DELETE FROM pins WHERE pipeline = $1")
             .bind(pipeline)
             .execute(&self.pool)
             .await?;
@@ -53,7 +53,7 @@ impl Store {
 
     pub async fn pin_of(&self, pipeline: &str) -> Result<Option<Pin>, StoreError> {
         let row =
-            sqlx::query("SELECT pipeline, digest, reason, pinned_at FROM pins WHERE pipeline = ?1")
+            sqlx::query("SELECT pipeline, digest, reason, pinned_at FROM pins WHERE pipeline = $1")
                 .bind(pipeline)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -78,11 +78,11 @@ impl Store {
         // cannot both win: SQLite serialises the writes, and the loser's
         // conflict clause sees the winner's fresh expiry.
         let taken = sqlx::query(
-            "INSERT INTO leases (pipeline, owner, acquired_at, expires_at) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO leases (pipeline, owner, acquired_at, expires_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (pipeline) DO UPDATE SET
                  owner = excluded.owner, acquired_at = excluded.acquired_at,
                  expires_at = excluded.expires_at
-             WHERE leases.expires_at < ?3 OR leases.owner = ?2",
+             WHERE leases.expires_at < $3 OR leases.owner = $2",
         )
         .bind(pipeline)
         .bind(owner)
@@ -95,7 +95,7 @@ impl Store {
             return Ok(None);
         }
         let holder =
-            sqlx::query("SELECT owner, acquired_at, expires_at FROM leases WHERE pipeline = ?1")
+            sqlx::query("SELECT owner, acquired_at, expires_at FROM leases WHERE pipeline = $1")
                 .bind(pipeline)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -113,7 +113,7 @@ impl Store {
     /// Who holds the pipeline's deploy lease now, if anyone (expired leases are nobody's).
     pub async fn lease_of(&self, pipeline: &str) -> Result<Option<LeaseHolder>, StoreError> {
         let row = sqlx::query(
-            "SELECT owner, acquired_at, expires_at FROM leases WHERE pipeline = ?1 AND expires_at >= ?2",
+            "SELECT owner, acquired_at, expires_at FROM leases WHERE pipeline = $1 AND expires_at >= $2",
         )
         .bind(pipeline)
         .bind(now_millis())
@@ -130,7 +130,7 @@ impl Store {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let result =
-            sqlx::query("UPDATE leases SET expires_at = ?1 WHERE pipeline = ?2 AND owner = ?3")
+            sqlx::query("UPDATE leases SET expires_at = $1 WHERE pipeline = $2 AND owner = $3")
                 .bind(now_millis() + ttl.as_millis() as i64)
                 .bind(pipeline)
                 .bind(owner)
@@ -140,7 +140,7 @@ impl Store {
     }
 
     pub async fn release_lease(&self, pipeline: &str, owner: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM leases WHERE pipeline = ?1 AND owner = ?2")
+        sqlx::query("DELETE FROM leases WHERE pipeline = $1 AND owner = $2")
             .bind(pipeline)
             .bind(owner)
             .execute(&self.pool)
@@ -149,7 +149,7 @@ impl Store {
     }
 }
 
-fn lease_holder(row: &SqliteRow) -> LeaseHolder {
+fn lease_holder(row: &AnyRow) -> LeaseHolder {
     LeaseHolder {
         owner: row.get("owner"),
         acquired_at: row.get("acquired_at"),

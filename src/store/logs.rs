@@ -27,8 +27,8 @@ impl Store {
             for line in lines {
                 sqlx::query(
                     "INSERT INTO run_logs (run_id, seq, at, line)
-                     VALUES (?1, (SELECT COALESCE(MAX(seq), -1) + 1 FROM run_logs WHERE run_id = ?1),
-                             ?2, ?3)",
+                     VALUES ($1, (SELECT COALESCE(MAX(seq), -1) + 1 FROM run_logs WHERE run_id = $1),
+                             $2, $3)",
                 )
                 .bind(run)
                 .bind(at)
@@ -45,7 +45,7 @@ impl Store {
     pub async fn log_tail(&self, run: i64, count: i64) -> Result<Vec<LogLine>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, at, line FROM
-               (SELECT seq, at, line FROM run_logs WHERE run_id = ?1 ORDER BY seq DESC LIMIT ?2)
+               (SELECT seq, at, line FROM run_logs WHERE run_id = $1 ORDER BY seq DESC LIMIT $2)
              ORDER BY seq",
         )
         .bind(run)
@@ -63,8 +63,8 @@ impl Store {
         count: i64,
     ) -> Result<Vec<LogLine>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, at, line FROM run_logs WHERE run_id = ?1 AND seq > ?2
-             ORDER BY seq LIMIT ?3",
+            "SELECT seq, at, line FROM run_logs WHERE run_id = $1 AND seq > $2
+             ORDER BY seq LIMIT $3",
         )
         .bind(run)
         .bind(after)
@@ -77,7 +77,7 @@ impl Store {
     /// A run's log lines after `after` (a sequence number; -1 for all).
     pub async fn log_lines(&self, run: i64, after: i64) -> Result<Vec<LogLine>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, at, line FROM run_logs WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+            "SELECT seq, at, line FROM run_logs WHERE run_id = $1 AND seq > $2 ORDER BY seq",
         )
         .bind(run)
         .bind(after)
@@ -87,7 +87,7 @@ impl Store {
     }
 }
 
-fn log_line(row: sqlx::sqlite::SqliteRow) -> LogLine {
+fn log_line(row: sqlx::any::AnyRow) -> LogLine {
     LogLine {
         seq: row.get("seq"),
         at: row.get("at"),

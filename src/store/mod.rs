@@ -1,12 +1,14 @@
-//! The state store: `state.db` in the state directory, SQLite through sqlx.
+//! The state store: `state.db` (SQLite) in the state directory, or PostgreSQL with
+//! `state: postgres://...`, through sqlx (see `connect`).
 //!
 //! All SQL of gantry lives here, behind methods named for what they record.
 //! Migrations are embedded in the binary and run on open, so a new gantry
-//! upgrades an old state directory by itself. Queries are checked at run time,
-//! not at compile time, so building gantry needs no database; they stay in
-//! plain SQL that Postgres also accepts, to keep that door open.
+//! upgrades an old state by itself. Queries are checked at run time, not at
+//! compile time, so building gantry needs no database; each is written once, in
+//! SQL both back ends accept.
 
 mod backup;
+mod connect;
 mod deployments;
 mod leases;
 mod logs;
@@ -15,17 +17,16 @@ mod runs;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod testing;
 
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::migrate::Migrator;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::AnyPool;
 
 pub use backup::{Backup, BackupError, back_up};
+pub use connect::{Backend, Location, newest_migration};
 pub use deployments::{BuiltImage, DeploymentId, DeploymentRecord, InstanceRecord, NewDeployment};
 pub use leases::{LeaseHolder, Pin};
 pub use logs::LogLine;
@@ -45,8 +46,6 @@ const INTAKE_CONNECTIONS: u32 = 2;
 /// Connections per process: the CLI needs one, the daemon a few.
 const MAX_CONNECTIONS: u32 = 4;
 
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state directory {path}: {source}")]
@@ -54,24 +53,24 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("state database {path}: {source}")]
-    Open { path: PathBuf, source: sqlx::Error },
+    #[error("state database {place}: {source}")]
+    Open { place: String, source: sqlx::Error },
     /// The database was brought to a schema this binary does not know, by a newer
     /// gantry. Nothing is changed: an older binary must not write rows whose meaning
     /// it does not know, nor drop what it does not understand.
     #[error(
-        "state database {path}: its schema is version {found}, from a newer gantry; \
+        "state database {place}: its schema is version {found}, from a newer gantry; \
          this one knows versions up to {known}. Run the newer gantry, or restore a \
          backup taken before the upgrade (`gantry state backup`)"
     )]
     NewerSchema {
-        path: PathBuf,
+        place: String,
         found: i64,
         known: i64,
     },
-    #[error("state database {path}: migration failed: {source}")]
+    #[error("state database {place}: migration failed: {source}")]
     Migrate {
-        path: PathBuf,
+        place: String,
         source: sqlx::migrate::MigrateError,
     },
     #[error("state database: {0}")]
@@ -88,18 +87,35 @@ impl StoreError {
     /// disk, a failing disk, a read-only file, a lock another process holds. Callers
     /// answer "try again later" (503) to these; other errors are gantry's own.
     pub fn unwritable(&self) -> Option<&'static str> {
+        const LOCKED: &str = "the state database is locked by another writer";
+        const UNREACHABLE: &str = "the state database cannot be reached";
         let error = match self {
             StoreError::Query(sqlx::Error::Database(error)) => error,
-            StoreError::Busy => return Some("the state database is locked by another writer"),
+            StoreError::Busy => return Some(LOCKED),
+            StoreError::Query(
+                sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut,
+            )
+            | StoreError::Open { .. } => return Some(UNREACHABLE),
             _ => return None,
         };
+        if let Some(error) = error.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            let code = error.code();
+            return match code {
+                "53100" => Some("the disk holding the state database is full"),
+                "25006" => Some("the state database is read-only"),
+                "55P03" => Some(LOCKED),
+                _ if code.starts_with("53") => Some("the state database server is out of resources"),
+                _ if code.starts_with("08") || code.starts_with("57P") => Some(UNREACHABLE),
+                _ => None,
+            };
+        }
         // SQLite's extended result codes carry the primary code in their low byte.
         let code: i64 = error.code()?.parse().ok()?;
         match code & 0xff {
             13 => Some("the disk holding the state database is full"),
             10 => Some("the disk holding the state database failed a write"),
             8 => Some("the state database is read-only"),
-            5 | 6 => Some("the state database is locked by another writer"),
+            5 | 6 => Some(LOCKED),
             14 => Some("the state database cannot be opened"),
             _ => None,
         }
@@ -109,9 +125,10 @@ impl StoreError {
 /// A handle on the state database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    backend: Backend,
+    pool: AnyPool,
     /// Intake's connections: the same database, a shorter wait for its lock.
-    intake_pool: SqlitePool,
+    intake_pool: AnyPool,
     /// Queue writers of this process wait here, in order, instead of in SQLite's busy
     /// handler, whose growing sleeps (1, 2, 5, 10 ms...) would make the slow tail.
     queue_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -121,22 +138,13 @@ pub struct Store {
 }
 
 /// A column that holds a word of the run vocabulary, read back as its type.
-fn word<T>(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<T, StoreError>
+fn word<T>(row: &sqlx::any::AnyRow, column: &str) -> Result<T, StoreError>
 where
     T: std::str::FromStr<Err = crate::run::UnknownWord>,
 {
     use sqlx::Row;
     let text: String = row.try_get(column)?;
     Ok(text.parse()?)
-}
-
-/// The newest schema version this binary knows: its last embedded migration.
-pub fn newest_migration() -> i64 {
-    MIGRATOR
-        .iter()
-        .map(|migration| migration.version)
-        .max()
-        .unwrap_or(0)
 }
 
 /// Milliseconds since the epoch, the store's one time format.
@@ -147,60 +155,48 @@ pub fn now_millis() -> i64 {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `state_dir` and brings its schema up to date.
-    pub async fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Directory {
-            path: state_dir.to_path_buf(),
-            source,
-        })?;
-        let path = state_dir.join(DATABASE_FILE);
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?
-            .filename(&path)
-            .create_if_missing(true)
-            // WAL lets the CLI read while the daemon writes.
-            .journal_mode(SqliteJournalMode::Wal)
-            // With WAL, NORMAL writes every commit to the log before it returns (so a
-            // killed process loses nothing it committed) and syncs at checkpoints.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .connect_with(options.clone())
+    /// Opens (creating if needed) the state database and brings its schema up to date.
+    pub async fn open(location: &Location) -> Result<Store, StoreError> {
+        let (pool, backend) = connect::connect(location, BUSY_TIMEOUT, MAX_CONNECTIONS).await?;
+        let place = location.describe();
+        backend
+            .migrations()
+            .run(&pool)
             .await
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        MIGRATOR.run(&pool).await.map_err(|source| match source {
-            // sqlx checks every applied migration against the embedded ones before it
-            // applies any, so this error leaves the database as it was.
-            sqlx::migrate::MigrateError::VersionMissing(found) if found > newest_migration() => {
-                StoreError::NewerSchema {
-                    path: path.clone(),
-                    found,
-                    known: newest_migration(),
+            .map_err(|source| match source {
+                // sqlx checks every applied migration against the embedded ones before
+                // it applies any, so this error leaves the database as it was.
+                sqlx::migrate::MigrateError::VersionMissing(found)
+                    if found > newest_migration() =>
+                {
+                    StoreError::NewerSchema {
+                        place: place.clone(),
+                        found,
+                        known: newest_migration(),
+                    }
                 }
-            }
-            source => StoreError::Migrate {
-                path: path.clone(),
-                source,
-            },
-        })?;
+                source => StoreError::Migrate {
+                    place: place.clone(),
+                    source,
+                },
+            })?;
         // Lazily: a command that never queues opens none of these.
-        let intake_pool = SqlitePoolOptions::new()
-            .max_connections(INTAKE_CONNECTIONS)
-            .connect_lazy_with(options.busy_timeout(INTAKE_WAIT));
+        let (url, _) = connect::database_url(location)?;
+        let intake_pool = connect::pool_options(backend, INTAKE_WAIT, INTAKE_CONNECTIONS)
+            .connect_lazy(&url)
+            .map_err(|source| StoreError::Open { place, source })?;
         Ok(Store {
+            backend,
             pool,
             intake_pool,
             queue_writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             write_failure: std::sync::Arc::new(std::sync::Mutex::new(None)),
         })
+    }
+
+    /// Which database the store writes to.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Why the store cannot write, if its last write failed for that reason.
@@ -234,7 +230,7 @@ impl Store {
     /// answer later writes from inside a transaction that is never committed.
     async fn transaction<T>(
         &self,
-        work: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T, StoreError>,
+        work: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.transaction_on(&self.pool, work).await
     }
@@ -243,7 +239,7 @@ impl Store {
     /// `INTAKE_WAIT`), on a connection that waits at most `INTAKE_WAIT` for the lock.
     async fn intake_transaction<T>(
         &self,
-        work: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T, StoreError>,
+        work: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let writer = tokio::time::timeout(INTAKE_WAIT, self.queue_writer.lock()).await;
         let Ok(_writer) = writer else {
@@ -254,16 +250,12 @@ impl Store {
 
     async fn transaction_on<T>(
         &self,
-        pool: &SqlitePool,
-        work: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T, StoreError>,
+        pool: &AnyPool,
+        work: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut connection = pool.acquire().await?;
         let result = async {
-            // IMMEDIATE: the write lock is taken at the start, where SQLite waits for it
-            // (the busy timeout); a transaction that read first and then wrote would fail
-            // at once if another connection wrote in between.
-            let mut transaction =
-                sqlx::Connection::begin_with(&mut *connection, "BEGIN IMMEDIATE").await?;
+            let mut transaction = self.backend.begin_write(&mut connection).await?;
             let value = work(&mut transaction).await?;
             transaction.commit().await?;
             Ok::<T, StoreError>(value)
@@ -288,7 +280,8 @@ impl Store {
     /// A store in a temporary directory, which goes when the returned guard drops.
     pub(crate) async fn temporary() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let store = Store::open(dir.path()).await.expect("a store opens");
+        let location = Location::Directory(dir.path().to_path_buf());
+        let store = Store::open(&location).await.expect("a store opens");
         (dir, store)
     }
 

@@ -132,7 +132,7 @@ impl Store {
         self.transaction(async |transaction| {
             let row = sqlx::query(
                 "SELECT id, number, pipeline, kind, trigger, requested FROM runs
-                 WHERE pipeline = ?1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
+                 WHERE pipeline = $1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
             )
             .bind(pipeline)
             .fetch_optional(&mut *transaction)
@@ -142,9 +142,9 @@ impl Store {
             };
             let queued = queued_run(&row)?;
             sqlx::query(
-                "UPDATE runs SET state = 'coalesced', superseded_by = ?1, finished_at = ?2,
+                "UPDATE runs SET state = 'coalesced', superseded_by = $1, finished_at = $2,
                                  message = 'a newer push superseded it'
-                 WHERE pipeline = ?3 AND state = 'queued' AND id < ?1",
+                 WHERE pipeline = $3 AND state = 'queued' AND id < $1",
             )
             .bind(queued.run.id)
             .bind(now_millis())
@@ -152,8 +152,8 @@ impl Store {
             .execute(&mut *transaction)
             .await?;
             sqlx::query(
-                "UPDATE runs SET state = 'running', runner = 'daemon', started_at = ?1
-                 WHERE id = ?2",
+                "UPDATE runs SET state = 'running', runner = 'daemon', started_at = $1
+                 WHERE id = $2",
             )
             .bind(now_millis())
             .bind(queued.run.id)
@@ -168,7 +168,7 @@ impl Store {
     /// them so their commits can be queued again.
     pub async fn interrupt_running(&self) -> Result<Vec<QueuedRun>, StoreError> {
         let rows = sqlx::query(
-            "UPDATE runs SET state = 'interrupted', finished_at = ?1,
+            "UPDATE runs SET state = 'interrupted', finished_at = $1,
                              message = 'gantry stopped while this run was going'
              WHERE state = 'running' AND runner = 'daemon'
              RETURNING id, number, pipeline, kind, trigger,
@@ -197,13 +197,13 @@ impl Store {
 }
 
 async fn delivery_answer(
-    connection: &mut sqlx::SqliteConnection,
+    connection: &mut sqlx::AnyConnection,
     pipeline: &str,
     delivery: &DeliveryKey<'_>,
 ) -> Result<Option<DeliveryAnswer>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT status, response FROM deliveries
-         WHERE pipeline = ?1 AND forge = ?2 AND delivery_id = ?3 AND body_sha256 = ?4",
+         WHERE pipeline = $1 AND forge = $2 AND delivery_id = $3 AND body_sha256 = $4",
     )
     .bind(pipeline)
     .bind(delivery.forge)
@@ -218,7 +218,7 @@ async fn delivery_answer(
 }
 
 async fn insert_delivery(
-    connection: &mut sqlx::SqliteConnection,
+    connection: &mut sqlx::AnyConnection,
     pipeline: &str,
     delivery: &DeliveryKey<'_>,
     answer: &DeliveryAnswer,
@@ -227,7 +227,7 @@ async fn insert_delivery(
     sqlx::query(
         "INSERT INTO deliveries (pipeline, forge, body_sha256, delivery_id, status, response,
                                  run_id, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
     )
     .bind(pipeline)
     .bind(delivery.forge)
@@ -244,7 +244,7 @@ async fn insert_delivery(
 
 /// A run as the queue hands it out, from a row with its `id`, `number`, `pipeline`,
 /// `kind`, `trigger` and `requested`.
-fn queued_run(row: &sqlx::sqlite::SqliteRow) -> Result<QueuedRun, StoreError> {
+fn queued_run(row: &sqlx::any::AnyRow) -> Result<QueuedRun, StoreError> {
     Ok(QueuedRun {
         run: RunId {
             id: row.try_get("id")?,
@@ -259,14 +259,14 @@ fn queued_run(row: &sqlx::sqlite::SqliteRow) -> Result<QueuedRun, StoreError> {
 
 /// Deletes a pipeline's deliveries that point at no run, but for the newest `keep`.
 async fn delete_old_deliveries(
-    executor: impl sqlx::SqliteExecutor<'_>,
+    executor: impl sqlx::Executor<'_, Database = sqlx::Any>,
     pipeline: &str,
     keep: u32,
 ) -> Result<u64, sqlx::Error> {
     let result = sqlx::query(
-        "DELETE FROM deliveries WHERE pipeline = ?1 AND run_id IS NULL AND received_at <
-           (SELECT received_at FROM deliveries WHERE pipeline = ?1 AND run_id IS NULL
-            ORDER BY received_at DESC LIMIT 1 OFFSET ?2)",
+        "DELETE FROM deliveries WHERE pipeline = $1 AND run_id IS NULL AND received_at <
+           (SELECT received_at FROM deliveries WHERE pipeline = $1 AND run_id IS NULL
+            ORDER BY received_at DESC LIMIT 1 OFFSET $2)",
     )
     .bind(pipeline)
     // Older than the keep-th newest (same-millisecond ties stay).

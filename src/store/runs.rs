@@ -130,8 +130,8 @@ impl Store {
         match details {
             Some(details) => {
                 sqlx::query(
-                    "UPDATE runs SET commit_sha = ?1, commit_message = ?2, commit_author = ?3
-                     WHERE id = ?4",
+                    "UPDATE runs SET commit_sha = $1, commit_message = $2, commit_author = $3
+                     WHERE id = $4",
                 )
                 .bind(commit)
                 .bind(details.subject)
@@ -142,16 +142,16 @@ impl Store {
             }
             None => {
                 sqlx::query(
-                    "UPDATE runs SET commit_sha = ?1,
+                    "UPDATE runs SET commit_sha = $1,
                        commit_message = (SELECT commit_message FROM runs AS built
-                                         WHERE built.pipeline = runs.pipeline AND built.commit_sha = ?1
+                                         WHERE built.pipeline = runs.pipeline AND built.commit_sha = $1
                                            AND built.commit_message IS NOT NULL
                                          ORDER BY built.id DESC LIMIT 1),
                        commit_author = (SELECT commit_author FROM runs AS built
-                                        WHERE built.pipeline = runs.pipeline AND built.commit_sha = ?1
+                                        WHERE built.pipeline = runs.pipeline AND built.commit_sha = $1
                                           AND built.commit_author IS NOT NULL
                                         ORDER BY built.id DESC LIMIT 1)
-                     WHERE id = ?2",
+                     WHERE id = $2",
                 )
                 .bind(commit)
                 .bind(run.id)
@@ -170,7 +170,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO stages (run_id, position, name, state, started_at, duration_ms, message)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(run.id)
         .bind(stage.position)
@@ -192,9 +192,9 @@ impl Store {
                 digest,
                 images,
             } => sqlx::query(
-                "UPDATE runs SET state = 'succeeded', image = ?1, tags = ?2, digest = ?3, images = ?4,
-                                 finished_at = ?5
-                 WHERE id = ?6",
+                "UPDATE runs SET state = 'succeeded', image = $1, tags = $2, digest = $3, images = $4,
+                                 finished_at = $5
+                 WHERE id = $6",
             )
             .bind(image)
             .bind(serde_json::to_string(tags).unwrap_or_default())
@@ -205,17 +205,17 @@ impl Store {
                 digest,
                 images,
             } => sqlx::query(
-                "UPDATE runs SET state = 'succeeded', image = ?1, tags = COALESCE(tags, ?2),
-                                 digest = ?3, images = ?4, finished_at = ?5
-                 WHERE id = ?6",
+                "UPDATE runs SET state = 'succeeded', image = $1, tags = COALESCE(tags, $2),
+                                 digest = $3, images = $4, finished_at = $5
+                 WHERE id = $6",
             )
             .bind(image)
             .bind("[]")
             .bind(digest)
             .bind(serde_json::to_string(images).unwrap_or_default()),
             RunResult::Failed { stage, message } => sqlx::query(
-                "UPDATE runs SET state = 'failed', failed_stage = ?1, message = ?2, finished_at = ?5
-                 WHERE id = ?6",
+                "UPDATE runs SET state = 'failed', failed_stage = $1, message = $2, finished_at = $5
+                 WHERE id = $6",
             )
             .bind(stage.as_str())
             .bind(message)
@@ -240,7 +240,7 @@ impl Store {
         } = result
         {
             sqlx::query(
-                "UPDATE runs SET image = ?1, tags = ?2, digest = ?3, images = ?4 WHERE id = ?5",
+                "UPDATE runs SET image = $1, tags = $2, digest = $3, images = $4 WHERE id = $5",
             )
             .bind(image)
             .bind(serde_json::to_string(tags).unwrap_or_default())
@@ -278,17 +278,17 @@ impl Store {
                 "SELECT ",
                 run_columns!(),
                 " FROM runs
-                 WHERE pipeline = ?1 AND (?2 IS NULL OR state = ?2)
-                   AND id < COALESCE(?3, 9223372036854775807)
-                 ORDER BY id DESC LIMIT ?4"
+                 WHERE pipeline = $1 AND ($2 IS NULL OR state = $2)
+                   AND id < COALESCE($3, 9223372036854775807)
+                 ORDER BY id DESC LIMIT $4"
             )),
             None => sqlx::query(concat!(
                 "SELECT ",
                 run_columns!(),
                 " FROM runs
-                 WHERE ?1 IS NULL AND (?2 IS NULL OR state = ?2)
-                   AND id < COALESCE(?3, 9223372036854775807)
-                 ORDER BY id DESC LIMIT ?4"
+                 WHERE $1 IS NULL AND ($2 IS NULL OR state = $2)
+                   AND id < COALESCE($3, 9223372036854775807)
+                 ORDER BY id DESC LIMIT $4"
             )),
         };
         let rows = query
@@ -304,14 +304,14 @@ impl Store {
     /// Run rows made records, each with its stages.
     async fn with_stages(
         &self,
-        rows: Vec<sqlx::sqlite::SqliteRow>,
+        rows: Vec<sqlx::any::AnyRow>,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let mut runs = Vec::with_capacity(rows.len());
         for row in rows {
             let id: i64 = row.get("id");
             let stages = sqlx::query(
                 "SELECT name, state, started_at, duration_ms, message FROM stages
-                 WHERE run_id = ?1 ORDER BY position",
+                 WHERE run_id = $1 ORDER BY position",
             )
             .bind(id)
             .fetch_all(&self.pool)
@@ -366,7 +366,7 @@ impl Store {
         state: RunState,
         message: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET state = ?1, message = ?2, finished_at = ?3 WHERE id = ?4")
+        sqlx::query("UPDATE runs SET state = $1, message = $2, finished_at = $3 WHERE id = $4")
             .bind(state.as_str())
             .bind(message)
             .bind(now_millis())
@@ -384,7 +384,7 @@ impl Store {
     ) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT finished_at FROM runs
-             WHERE finished_at IS NOT NULL AND (?1 IS NULL OR pipeline = ?1)
+             WHERE finished_at IS NOT NULL AND ($1 IS NULL OR pipeline = $1)
                AND state NOT IN ('coalesced', 'skipped', 'held')
              ORDER BY finished_at DESC LIMIT 1",
         )
@@ -399,7 +399,7 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             run_columns!(),
-            " FROM runs WHERE id = ?1"
+            " FROM runs WHERE id = $1"
         ))
         .bind(id)
         .fetch_all(&self.pool)
@@ -410,7 +410,7 @@ impl Store {
     /// The row id of a pipeline's run number.
     pub async fn run_id(&self, pipeline: &str, number: i64) -> Result<Option<i64>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT id FROM runs WHERE pipeline = ?1 AND number = ?2")
+            sqlx::query_scalar("SELECT id FROM runs WHERE pipeline = $1 AND number = $2")
                 .bind(pipeline)
                 .bind(number)
                 .fetch_optional(&self.pool)
@@ -421,8 +421,8 @@ impl Store {
     /// Deletes all but the newest `keep` finished runs of a pipeline (stages and logs go with them).
     pub async fn prune_runs(&self, pipeline: &str, keep: u32) -> Result<u64, StoreError> {
         let result = sqlx::query(
-            "DELETE FROM runs WHERE pipeline = ?1 AND state NOT IN ('queued', 'running')
-               AND id NOT IN (SELECT id FROM runs WHERE pipeline = ?1 ORDER BY id DESC LIMIT ?2)",
+            "DELETE FROM runs WHERE pipeline = $1 AND state NOT IN ('queued', 'running')
+               AND id NOT IN (SELECT id FROM runs WHERE pipeline = $1 ORDER BY id DESC LIMIT $2)",
         )
         .bind(pipeline)
         .bind(keep as i64)
@@ -433,7 +433,7 @@ impl Store {
 
     /// Marks a queued or running run as started now (a queued run taken by the CLI).
     pub async fn begin_run(&self, run: RunId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET state = 'running', started_at = ?1 WHERE id = ?2")
+        sqlx::query("UPDATE runs SET state = 'running', started_at = $1 WHERE id = $2")
             .bind(now_millis())
             .bind(run.id)
             .execute(&self.pool)
@@ -455,13 +455,13 @@ pub(super) struct NewRun<'a> {
 /// Records a run and gives it the pipeline's next number, in one statement, so two
 /// processes never share a number.
 pub(super) async fn insert_run(
-    connection: &mut sqlx::SqliteConnection,
+    connection: &mut sqlx::AnyConnection,
     run: &NewRun<'_>,
 ) -> Result<RunId, sqlx::Error> {
     let row = sqlx::query(
         "INSERT INTO runs (pipeline, number, kind, trigger, requested, state, started_at)
-         VALUES (?1, (SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE pipeline = ?1),
-                 ?2, ?3, ?4, ?5, ?6)
+         VALUES ($1, (SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE pipeline = $1),
+                 $2, $3, $4, $5, $6)
          RETURNING id, number",
     )
     .bind(run.pipeline)

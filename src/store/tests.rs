@@ -1,11 +1,19 @@
-//! The store against a real SQLite file in a temporary directory.
+//! The store against a real SQLite file in a temporary directory and a real
+//! PostgreSQL database: each test of both back ends runs once on each.
 
 use super::*;
+
+crate::on_both_back_ends!(
+    runs_are_numbered_per_pipeline_and_recorded,
+    a_lease_has_one_holder_until_it_expires_or_is_released,
+    deployments_record_instance_digests_and_pins,
+    only_runs_the_daemon_took_are_recovered_after_a_crash,
+    runs_page_by_pipeline_and_state_from_before,
+);
 use crate::run::{Outcome, RunKind, RunState, Stage, Trigger};
 
-#[tokio::test]
-async fn runs_are_numbered_per_pipeline_and_recorded() {
-    let (dir, store) = Store::temporary().await;
+async fn runs_are_numbered_per_pipeline_and_recorded(backend: Backend) {
+    let (state, store) = Store::temporary_on(backend).await;
     let first = store.manual_run("a", RunKind::Build).await;
     let other = store.manual_run("b", RunKind::Build).await;
     let second = store
@@ -53,8 +61,8 @@ async fn runs_are_numbered_per_pipeline_and_recorded() {
         .unwrap();
 
     // Reopening runs no migration twice and sees the same rows.
-    drop(store);
-    let store = Store::open(dir.path()).await.unwrap();
+    store.close().await;
+    let store = Store::open(state.location()).await.unwrap();
     let runs = store.runs(Some("a"), 10).await.unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0].state, RunState::Failed);
@@ -65,9 +73,8 @@ async fn runs_are_numbered_per_pipeline_and_recorded() {
     assert_eq!(runs[1].stages[0].duration_ms, 5);
 }
 
-#[tokio::test]
-async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
-    let (_dir, store) = Store::temporary().await;
+async fn a_lease_has_one_holder_until_it_expires_or_is_released(backend: Backend) {
+    let (_state, store) = Store::temporary_on(backend).await;
     let ttl = Duration::from_secs(60);
     let takes = async |pipeline: &str, owner: &str, ttl: Duration| {
         store
@@ -95,9 +102,8 @@ async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
     assert!(!store.renew_lease("r", "dead", ttl).await.unwrap());
 }
 
-#[tokio::test]
-async fn deployments_record_instance_digests_and_pins() {
-    let (_dir, store) = Store::temporary().await;
+async fn deployments_record_instance_digests_and_pins(backend: Backend) {
+    let (_state, store) = Store::temporary_on(backend).await;
     let record = |instance: &str, digest: Option<&str>| InstanceRecord {
         service: "web".to_string(),
         instance: instance.to_string(),
@@ -180,9 +186,8 @@ async fn deployments_record_instance_digests_and_pins() {
     assert!(!store.unpin("p").await.unwrap());
 }
 
-#[tokio::test]
-async fn only_runs_the_daemon_took_are_recovered_after_a_crash() {
-    let (_dir, store) = Store::temporary().await;
+async fn only_runs_the_daemon_took_are_recovered_after_a_crash(backend: Backend) {
+    let (_state, store) = Store::temporary_on(backend).await;
     // A `gantry run` in the foreground of another process.
     let foreground = store.manual_run("p", RunKind::Run).await;
     let queued = store
@@ -210,9 +215,8 @@ async fn only_runs_the_daemon_took_are_recovered_after_a_crash() {
     assert_eq!(state_of(queued.id), RunState::Interrupted);
 }
 
-#[tokio::test]
-async fn runs_page_by_pipeline_and_state_from_before() {
-    let (_dir, store) = Store::temporary().await;
+async fn runs_page_by_pipeline_and_state_from_before(backend: Backend) {
+    let (_state, store) = Store::temporary_on(backend).await;
     let mut web = Vec::new();
     for index in 0..7 {
         let run = store.manual_run("web", RunKind::Run).await;
@@ -259,7 +263,9 @@ async fn a_backup_holds_the_runs_and_never_replaces_a_file_unasked() {
 
     // The copy is a state directory of its own, with the run in it.
     store.manual_run("web", RunKind::Build).await;
-    let copy = Store::open(copies.path()).await.unwrap();
+    let copy = Store::open(&Location::Directory(copies.path().to_path_buf()))
+        .await
+        .unwrap();
     let ids = |runs: Vec<RunRecord>| runs.iter().map(|run| run.id).collect::<Vec<_>>();
     let runs = copy.runs_page(None, None, None, 10).await.unwrap();
     assert_eq!(ids(runs), [first.id]);
@@ -273,7 +279,9 @@ async fn a_backup_holds_the_runs_and_never_replaces_a_file_unasked() {
     assert_eq!(leftovers, 1, "only state.db: no temporary file left behind");
 
     back_up(dir.path(), &file, true).await.unwrap();
-    let copy = Store::open(copies.path()).await.unwrap();
+    let copy = Store::open(&Location::Directory(copies.path().to_path_buf()))
+        .await
+        .unwrap();
     assert_eq!(copy.runs_page(None, None, None, 10).await.unwrap().len(), 2);
     copy.close().await;
 
@@ -297,7 +305,9 @@ async fn a_database_from_a_newer_gantry_is_refused_and_left_as_it_was() {
     store.close().await;
     let before = std::fs::read(dir.path().join(DATABASE_FILE)).unwrap();
 
-    let refused = Store::open(dir.path()).await.unwrap_err();
+    let refused = Store::open(&Location::Directory(dir.path().to_path_buf()))
+        .await
+        .unwrap_err();
     match &refused {
         StoreError::NewerSchema { found, known, .. } => {
             assert_eq!((*found, *known), (newer, newest_migration()));

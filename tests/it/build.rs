@@ -72,7 +72,9 @@ fn a_fresh_commit_pushes_every_tag_with_the_registrys_digest() {
     // The run is in the state store with its outcome and timings.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let runs = runtime.block_on(async {
-        let store = gantry::store::Store::open(&config.path().join(".gantry"))
+        let store = gantry::store::Store::open(&gantry::store::Location::Directory(
+            config.path().join(".gantry"),
+        ))
             .await
             .unwrap();
         store.runs(Some("hello"), 10).await.unwrap()

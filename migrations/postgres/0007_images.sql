@@ -1,0 +1,2 @@
+ALTER TABLE runs ADD COLUMN images TEXT;
+ALTER TABLE deployments ADD COLUMN images TEXT;

@@ -1,0 +1,244 @@
+//! Where the state database is and how gantry connects to it: SQLite in the state
+//! directory (the default), or PostgreSQL, shared by several `gantry serve` replicas.
+//!
+//! Both go through sqlx's `Any` driver, so every query is written once, in the SQL
+//! both accept (`$1` placeholders, `ON CONFLICT`, `RETURNING`). What differs lives
+//! here: each connection's settings, how a write transaction takes the one write
+//! lock, and which migrations apply (`migrations/sqlite` and `migrations/postgres`,
+//! the same versions in each back end's words).
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::AnyConnection;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+use super::{DATABASE_FILE, StoreError};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long a PostgreSQL connection may take before the store gives up on the server.
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// The advisory lock every PostgreSQL write transaction holds (`gantry` in ASCII):
+/// writers take turns, as on SQLite, so numbering runs and answering a delivery once
+/// hold across replicas without retries.
+const WRITE_LOCK: i64 = 0x67_61_6e_74_72_79;
+
+/// Where the state database is.
+#[derive(Clone)]
+pub enum Location {
+    /// `state.db` in this directory.
+    Directory(PathBuf),
+    /// A PostgreSQL database, by a URL that may hold a password.
+    Postgres(SecretString),
+}
+
+impl Location {
+    /// Where a configuration keeps its state.
+    pub fn of(config: &crate::config::Config) -> Location {
+        match &config.state_database {
+            Some(url) => Location::Postgres(url.clone()),
+            None => Location::Directory(config.state_dir.clone()),
+        }
+    }
+
+    /// Where the state of a config directory is, read leniently (see `config::state_of`).
+    pub fn of_dir(dir: &Path) -> Location {
+        match crate::config::state_of(dir) {
+            crate::config::StateLocation::Directory(path) => Location::Directory(path),
+            crate::config::StateLocation::Database(url) => Location::Postgres(url),
+        }
+    }
+
+    /// The database file, or the URL without its password, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Directory(dir) => dir.join(DATABASE_FILE).display().to_string(),
+            Location::Postgres(url) => without_password(url.expose_secret()),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Location::Directory(_) => Backend::Sqlite,
+            Location::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.describe())
+    }
+}
+
+/// A URL with its password, if any, replaced by `***`.
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(an unreadable postgres:// URL)".to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub(super) fn migrations(self) -> &'static Migrator {
+        match self {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Begins a write transaction that holds the database's one write lock, waiting
+    /// for it as long as the connection's lock wait allows.
+    pub(super) async fn begin_write(
+        self,
+        connection: &mut AnyConnection,
+    ) -> Result<sqlx::Transaction<'_, sqlx::Any>, sqlx::Error> {
+        match self {
+            // IMMEDIATE: the write lock is taken at the start, where SQLite waits for it
+            // (the busy timeout); a transaction that read first and then wrote would fail
+            // at once if another connection wrote in between.
+            Backend::Sqlite => sqlx::Connection::begin_with(connection, "BEGIN IMMEDIATE").await,
+            Backend::Postgres => {
+                let mut transaction = sqlx::Connection::begin(connection).await?;
+                sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK)
+                    .execute(&mut *transaction)
+                    .await?;
+                Ok(transaction)
+            }
+        }
+    }
+}
+
+/// The newest schema version this binary knows: its last embedded migration.
+pub fn newest_migration() -> i64 {
+    SQLITE_MIGRATIONS
+        .iter()
+        .map(|migration| migration.version)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The URL sqlx opens, and the back end behind it. The state directory is created.
+pub(super) fn database_url(location: &Location) -> Result<(String, Backend), StoreError> {
+    static DRIVERS: Once = Once::new();
+    DRIVERS.call_once(|| {
+        sqlx::any::install_drivers(&[sqlx::sqlite::any::DRIVER, sqlx::postgres::any::DRIVER])
+            .expect("the database drivers are installed once");
+    });
+    match location {
+        Location::Postgres(url) => Ok((url.expose_secret().to_string(), Backend::Postgres)),
+        Location::Directory(dir) => {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+                path: dir.clone(),
+                source,
+            })?;
+            let file = dir.join(DATABASE_FILE);
+            let Some(path) = file.to_str() else {
+                return Err(StoreError::Directory {
+                    path: dir.clone(),
+                    source: std::io::Error::other("the path is not valid UTF-8"),
+                });
+            };
+            // The path is percent-decoded by the driver: `%`, `?` and `#` are escaped.
+            let path = path
+                .replace('%', "%25")
+                .replace('?', "%3F")
+                .replace('#', "%23");
+            Ok((format!("sqlite://{path}?mode=rwc"), Backend::Sqlite))
+        }
+    }
+}
+
+/// A pool whose connections wait `lock_wait` for another writer's lock.
+pub(super) fn pool_options(backend: Backend, lock_wait: Duration, size: u32) -> AnyPoolOptions {
+    let wait = lock_wait.as_millis();
+    let options = AnyPoolOptions::new().max_connections(size);
+    let options = match backend {
+        Backend::Sqlite => options,
+        Backend::Postgres => options.acquire_timeout(CONNECT_WAIT),
+    };
+    options.after_connect(move |connection, _| {
+        Box::pin(async move {
+            let settings = match backend {
+                Backend::Sqlite => vec![
+                    // WAL lets the CLI read while the daemon writes. With WAL, NORMAL
+                    // writes every commit to the log before it returns (a killed process
+                    // loses nothing it committed) and syncs at checkpoints.
+                    "PRAGMA journal_mode = WAL".to_string(),
+                    "PRAGMA synchronous = NORMAL".to_string(),
+                    "PRAGMA foreign_keys = ON".to_string(),
+                    format!("PRAGMA busy_timeout = {wait}"),
+                ],
+                Backend::Postgres => vec![format!("SET lock_timeout = {wait}")],
+            };
+            for setting in settings {
+                connection.execute(sqlx::AssertSqlSafe(setting)).await?;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Connects a pool now (to fail early on a server that does not answer).
+pub(super) async fn connect(
+    location: &Location,
+    lock_wait: Duration,
+    size: u32,
+) -> Result<(AnyPool, Backend), StoreError> {
+    let (url, backend) = database_url(location)?;
+    let pool = pool_options(backend, lock_wait, size)
+        .connect(&url)
+        .await
+        .map_err(|source| StoreError::Open {
+            place: location.describe(),
+            source,
+        })?;
+    Ok((pool, backend))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_back_ends_have_the_same_migrations() {
+        let versions = |migrator: &Migrator| -> Vec<(i64, String)> {
+            migrator
+                .iter()
+                .map(|migration| (migration.version, migration.description.to_string()))
+                .collect()
+        };
+        assert_eq!(versions(&SQLITE_MIGRATIONS), versions(&POSTGRES_MIGRATIONS));
+    }
+
+    #[test]
+    fn a_postgres_location_never_shows_its_password() {
+        let location = Location::Postgres(SecretString::from(
+            "postgres://gantry:hunter2@db.internal:5432/gantry".to_string(),
+        ));
+        assert_eq!(
+            location.describe(),
+            "postgres://gantry:***@db.internal:5432/gantry"
+        );
+        assert!(!format!("{location:?}").contains("hunter2"));
+    }
+}
