@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::engine::metrics::Metrics;
 use crate::engine::poller::Poller;
 use crate::engine::reload::{self, LiveConfig};
+use crate::engine::replica::Replica;
 use crate::engine::scheduler::{self, Scheduler};
 use crate::engine::status::{StatusSnapshot, StatusWatcher};
 use crate::server::{self, AppState};
@@ -33,6 +34,8 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
     let store = Store::open(&crate::store::Location::of(&config)).await?;
+    let replica = Replica::join(&store).await?;
+    tracing::info!(replica = replica.id, backend = ?store.backend(), "state store open");
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "serving");
     }
@@ -53,14 +56,21 @@ pub async fn run(
             events,
             sender: events_sender.clone(),
             status_refresh: status_refresh.clone(),
+            replica: replica.clone(),
         }
         .run(shutdown.child_token()),
+    );
+    let keep_alive = tokio::spawn(
+        replica
+            .clone()
+            .keep_alive(store.clone(), shutdown.child_token()),
     );
     let poller = tokio::spawn(
         Poller {
             config: live.clone(),
             store: store.clone(),
             sender: events_sender.clone(),
+            replica: replica.clone(),
         }
         .run(shutdown.child_token()),
     );
@@ -100,6 +110,12 @@ pub async fn run(
     let _ = poller.await;
     let _ = status_watcher.await;
     let _ = scheduler.await;
+    let _ = keep_alive.await;
+    if store.backend() == crate::store::Backend::Postgres
+        && let Err(error) = store.remove_replica(&replica.id).await
+    {
+        tracing::warn!(%error, "removing this replica's row");
+    }
     if let Ok(Err(error)) = watcher.await {
         tracing::warn!(%error, "the config watcher failed");
     }

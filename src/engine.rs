@@ -28,6 +28,7 @@ pub mod poller;
 pub mod prune;
 mod record;
 pub mod reload;
+pub mod replica;
 mod resolve;
 pub mod scheduler;
 pub mod status;

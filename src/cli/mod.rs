@@ -405,9 +405,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Runs { pipeline, limit } => {
                     daemon::runs(&state, None, pipeline.as_deref(), limit, cli.json).await
                 }
-                Command::Logs { run, follow } => {
-                    daemon::logs(&state, &run, follow, cli.json).await
-                }
+                Command::Logs { run, follow } => daemon::logs(&state, &run, follow, cli.json).await,
                 Command::State { action } => state::run(&state, action, cli.json).await,
                 _ => Ok(ExitCode::from(EXIT_USAGE)),
             };

@@ -272,9 +272,9 @@ pub fn is_database_url(state: &str) -> bool {
 fn state_location(dir: &Path, state: &str) -> Result<StateLocation, String> {
     if is_database_url(state) {
         return match url::Url::parse(state) {
-            Ok(url) if url.host_str().is_some_and(|host| !host.is_empty()) => {
-                Ok(StateLocation::Database(SecretString::from(state.to_string())))
-            }
+            Ok(url) if url.host_str().is_some_and(|host| !host.is_empty()) => Ok(
+                StateLocation::Database(SecretString::from(state.to_string())),
+            ),
             // The URL may hold a password: the message never quotes it.
             _ => Err("`state`: not a valid postgres:// URL \
                       (postgres://USER:PASSWORD@HOST:PORT/DATABASE)"

@@ -36,6 +36,8 @@ pub struct Poller {
     pub config: watch::Receiver<LiveConfig>,
     pub store: Store,
     pub sender: mpsc::Sender<Event>,
+    /// Polls only while this replica holds the poll lease (always, on SQLite).
+    pub replica: std::sync::Arc<super::replica::Replica>,
 }
 
 /// One repository's listing, as it came back.
@@ -109,6 +111,12 @@ impl Poller {
                     }
                 };
                 due.insert(repo, Instant::now() + wait + jitter(wait));
+                continue;
+            }
+            if !self.replica.polls() {
+                // Another replica polls. What was seen is forgotten: when this one
+                // takes over, its first look compares heads with the newest runs.
+                seen.clear();
                 continue;
             }
             let now = Instant::now();

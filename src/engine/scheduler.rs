@@ -16,15 +16,15 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::intake::{self, Request};
 use super::metrics::{Metrics, PipelineLabels, RunLabels, StageLabels};
 use super::notification;
 use super::reload::LiveConfig;
+use super::replica::{self, Replica};
 use super::{DeployOptions, Progress, run_pipeline};
 use crate::config::{Config, Pipeline};
-use crate::run::{Outcome, RunKind, RunState, Stage, Trigger};
+use crate::run::{Outcome, RunKind, RunState, Stage};
 
-use crate::store::{QueuedRun, Store, StoreError};
+use crate::store::{Backend, Interrupted, QueuedRun, Store, StoreError};
 
 /// How often the scheduler looks at the store for work it was not told about
 /// (`gantry trigger` from another process, a missed event).
@@ -63,13 +63,21 @@ pub struct Scheduler {
     pub sender: mpsc::Sender<Event>,
     /// Poked when a run ends, so the instances are read again at once.
     pub status_refresh: Arc<tokio::sync::Notify>,
+    /// This process among the replicas sharing the state: the runs it takes name it.
+    pub replica: Arc<Replica>,
 }
 
 impl Scheduler {
     /// Runs until `shutdown`, then gives running runs `SHUTDOWN_GRACE` to end; a run
     /// still going after that is recorded as interrupted and queued again.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        self.recover().await;
+        // Alone on a SQLite state, a starting daemon recovers every run left running;
+        // among replicas, those of replicas that died (the others' runs go on).
+        let left = match self.store.backend() {
+            Backend::Sqlite => Interrupted::All,
+            Backend::Postgres => Interrupted::OfDeadReplicas,
+        };
+        replica::recover(&self.store, left).await;
         let max_builds = self.config.borrow().config.server.max_builds.max(1) as usize;
         let permits = Arc::new(Semaphore::new(max_builds));
         let tracker = TaskTracker::new();
@@ -133,7 +141,7 @@ impl Scheduler {
             tracing::warn!("runs still going after the grace period; they will be retried");
         }
         // Whatever did not finish is recorded as interrupted and queued again.
-        self.recover().await;
+        replica::recover(&self.store, Interrupted::Of(&self.replica.id)).await;
     }
 
     /// Deletes a pipeline's runs beyond `server.keep_runs`, and as many of its
@@ -145,35 +153,6 @@ impl Scheduler {
         }
         if let Err(error) = self.store.prune_deliveries(pipeline, keep).await {
             tracing::warn!(pipeline, %error, "pruning old deliveries");
-        }
-    }
-
-    /// Records runs left running as interrupted and queues their commits again.
-    async fn recover(&self) {
-        match self.store.interrupt_running().await {
-            Ok(interrupted) => {
-                for run in interrupted {
-                    tracing::warn!(
-                        pipeline = run.pipeline,
-                        run = run.run.number,
-                        "run was interrupted; queued again"
-                    );
-                    let request = Request {
-                        pipeline: &run.pipeline,
-                        kind: run.kind,
-                        trigger: Trigger::Retry,
-                        requested: run.requested.as_deref(),
-                        delivery: None,
-                    };
-                    // Taken by the scan that follows a start; at shutdown, by the next start.
-                    let queued =
-                        intake::queue(&self.store, None, &request, &|_| String::new()).await;
-                    if let Err(error) = queued {
-                        tracing::error!(%error, "queueing an interrupted run again");
-                    }
-                }
-            }
-            Err(error) => tracing::error!(%error, "recovering interrupted runs"),
         }
     }
 
@@ -202,12 +181,13 @@ impl Scheduler {
             let sender = self.sender.clone();
             let metrics = self.metrics.clone();
             let status_refresh = self.status_refresh.clone();
+            let replica = self.replica.clone();
             tracker.spawn(async move {
                 // The permit bounds concurrent runs across pipelines; the queue is
                 // read only once it is held, so the newest trigger is what runs.
                 if let Ok(_permit) = permits.acquire_owned().await {
                     let live = config.borrow().config.clone();
-                    match store.take_queued(&pipeline).await {
+                    match store.take_queued(&pipeline, &replica.id).await {
                         Ok(Some(queued)) => {
                             // The run's future borrows across its stages in a way the
                             // compiler cannot prove `Send` for; it runs on a blocking

@@ -37,7 +37,9 @@ impl Api {
         )
         .unwrap();
         let config = Config::load_with(dir.path(), &|_: &str| None).unwrap();
-        let store = Store::open(&crate::store::Location::of(&config)).await.unwrap();
+        let store = Store::open(&crate::store::Location::of(&config))
+            .await
+            .unwrap();
         let (_sender, live) = watch::channel(LiveConfig {
             config: Arc::new(config),
             errors: vec!["pipelines/other.yaml:1:1: broken".to_string()],

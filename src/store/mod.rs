@@ -13,12 +13,13 @@ mod deployments;
 mod leases;
 mod logs;
 mod queue;
+mod replicas;
 mod runs;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,6 +32,7 @@ pub use deployments::{BuiltImage, DeploymentId, DeploymentRecord, InstanceRecord
 pub use leases::{LeaseHolder, Pin};
 pub use logs::LogLine;
 pub use queue::{DeliveryAnswer, DeliveryKey, Queued, QueuedRun};
+pub use replicas::Interrupted;
 pub use runs::{CommitDetails, FinishedStage, RunRecord, RunResult, StageRecord};
 
 /// The database file inside the state directory.
@@ -104,7 +106,9 @@ impl StoreError {
                 "53100" => Some("the disk holding the state database is full"),
                 "25006" => Some("the state database is read-only"),
                 "55P03" => Some(LOCKED),
-                _ if code.starts_with("53") => Some("the state database server is out of resources"),
+                _ if code.starts_with("53") => {
+                    Some("the state database server is out of resources")
+                }
                 _ if code.starts_with("08") || code.starts_with("57P") => Some(UNREACHABLE),
                 _ => None,
             };

@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::replicas::Interrupted;
 use super::runs::{NewRun, insert_run};
 use super::{Store, StoreError, now_millis, word};
 use crate::run::{RunId, RunKind, RunState, Trigger};
@@ -125,11 +126,28 @@ impl Store {
         Ok(rows.into_iter().map(|row| row.get("pipeline")).collect())
     }
 
-    /// Takes the newest queued run of a pipeline and marks it running; every older
-    /// queued run of the pipeline is coalesced into it.
-    pub async fn take_queued(&self, pipeline: &str) -> Result<Option<QueuedRun>, StoreError> {
+    /// Takes the newest queued run of a pipeline for `replica` and marks it running;
+    /// every older queued run of the pipeline is coalesced into it. Nothing is taken
+    /// while another daemon (another replica) runs the pipeline: runs of a pipeline
+    /// never overlap. The write lock makes the look and the claim one step, so one
+    /// replica only takes a run.
+    pub async fn take_queued(
+        &self,
+        pipeline: &str,
+        replica: &str,
+    ) -> Result<Option<QueuedRun>, StoreError> {
         let _writer = self.queue_writer.lock().await;
         self.transaction(async |transaction| {
+            let running: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM runs
+                 WHERE pipeline = $1 AND state = 'running' AND runner = 'daemon' LIMIT 1",
+            )
+            .bind(pipeline)
+            .fetch_optional(&mut *transaction)
+            .await?;
+            if running.is_some() {
+                return Ok(None);
+            }
             let row = sqlx::query(
                 "SELECT id, number, pipeline, kind, trigger, requested FROM runs
                  WHERE pipeline = $1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
@@ -152,9 +170,11 @@ impl Store {
             .execute(&mut *transaction)
             .await?;
             sqlx::query(
-                "UPDATE runs SET state = 'running', runner = 'daemon', started_at = $1
-                 WHERE id = $2",
+                "UPDATE runs SET state = 'running', runner = 'daemon', replica = $1,
+                                 started_at = $2
+                 WHERE id = $3",
             )
+            .bind(replica)
             .bind(now_millis())
             .bind(queued.run.id)
             .execute(&mut *transaction)
@@ -164,18 +184,35 @@ impl Store {
         .await
     }
 
-    /// Marks runs left `running` by a process that died as `interrupted`, and returns
-    /// them so their commits can be queued again.
-    pub async fn interrupt_running(&self) -> Result<Vec<QueuedRun>, StoreError> {
+    /// Marks runs a daemon left `running` as `interrupted` (which: see `Interrupted`),
+    /// and returns them so their commits can be queued again. Each run is returned to
+    /// one caller only, however many replicas recover at once.
+    pub async fn interrupt_running(
+        &self,
+        which: Interrupted<'_>,
+    ) -> Result<Vec<QueuedRun>, StoreError> {
+        let (all, replica) = match which {
+            Interrupted::All => (true, None),
+            Interrupted::Of(replica) => (false, Some(replica)),
+            Interrupted::OfDeadReplicas => (false, None),
+        };
+        let now = now_millis();
         let rows = sqlx::query(
             "UPDATE runs SET state = 'interrupted', finished_at = $1,
                              message = 'gantry stopped while this run was going'
              WHERE state = 'running' AND runner = 'daemon'
+               AND ($2 OR CASE WHEN $3 IS NULL
+                              THEN replica IS NULL OR NOT EXISTS (
+                                  SELECT 1 FROM replicas
+                                  WHERE replicas.id = runs.replica AND replicas.expires_at >= $1)
+                              ELSE replica = $3 END)
              RETURNING id, number, pipeline, kind, trigger,
                        CASE WHEN kind = 'run' THEN COALESCE(commit_sha, requested) ELSE requested END
                            AS requested",
         )
-        .bind(now_millis())
+        .bind(now)
+        .bind(all)
+        .bind(replica)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(queued_run).collect()

@@ -50,7 +50,8 @@ pub struct FinishedStage<'a> {
 macro_rules! run_columns {
     () => {
         "id, pipeline, number, kind, trigger, requested, commit_sha, commit_message, commit_author,
-         state, failed_stage, message, image, tags, digest, started_at, finished_at, images"
+         state, failed_stage, message, image, tags, digest, started_at, finished_at, images,
+         replica"
     };
 }
 
@@ -88,6 +89,10 @@ pub struct RunRecord {
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub stages: Vec<StageRecord>,
+    /// The `gantry serve` replica that took the run from the queue (none for a run a
+    /// command did in the foreground).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -354,6 +359,7 @@ impl Store {
                 started_at: row.get("started_at"),
                 finished_at: row.get("finished_at"),
                 stages,
+                replica: row.get("replica"),
             });
         }
         Ok(runs)

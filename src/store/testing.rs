@@ -101,9 +101,7 @@ impl Store {
     /// A migrated store of its own on `backend`.
     pub async fn temporary_on(backend: Backend) -> (TestState, Store) {
         let state = TestState::new(backend).await;
-        let store = Store::open(state.location())
-            .await
-            .expect("a store opens");
+        let store = Store::open(state.location()).await.expect("a store opens");
         (state, store)
     }
 }

@@ -9,6 +9,7 @@ crate::on_both_back_ends!(
     deployments_record_instance_digests_and_pins,
     only_runs_the_daemon_took_are_recovered_after_a_crash,
     runs_page_by_pipeline_and_state_from_before,
+    a_run_is_taken_by_one_replica_and_recovered_once_its_replica_is_dead,
 );
 use crate::run::{Outcome, RunKind, RunState, Stage, Trigger};
 
@@ -202,9 +203,9 @@ async fn only_runs_the_daemon_took_are_recovered_after_a_crash(backend: Backend)
         .await
         .unwrap()
         .unwrap();
-    let taken = store.take_queued("p").await.unwrap().unwrap();
+    let taken = store.take_queued("p", "r1").await.unwrap().unwrap();
     assert_eq!((taken.run, taken.kind), (queued, RunKind::Deploy));
-    let recovered = store.interrupt_running().await.unwrap();
+    let recovered = store.interrupt_running(Interrupted::All).await.unwrap();
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].run, queued);
     assert_eq!(recovered[0].kind, RunKind::Deploy);
@@ -322,4 +323,70 @@ async fn a_database_from_a_newer_gantry_is_refused_and_left_as_it_was() {
         std::fs::read(dir.path().join(DATABASE_FILE)).unwrap(),
         before
     );
+}
+
+async fn a_run_is_taken_by_one_replica_and_recovered_once_its_replica_is_dead(backend: Backend) {
+    let (_state, store) = Store::temporary_on(backend).await;
+    let queue = async |pipeline: &str| {
+        store
+            .queue_run(
+                pipeline,
+                RunKind::Run,
+                &Trigger::Api,
+                Some("main"),
+                None,
+                &|_| String::new(),
+            )
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let first = queue("p").await;
+    store
+        .renew_replica("a", Duration::from_secs(60))
+        .await
+        .unwrap();
+    store
+        .renew_replica("b", Duration::from_millis(1))
+        .await
+        .unwrap();
+    let taken = store.take_queued("p", "b").await.unwrap().unwrap();
+    assert_eq!(taken.run, first);
+    // While b runs p, nobody takes p's next run, not even b.
+    let second = queue("p").await;
+    assert!(store.take_queued("p", "a").await.unwrap().is_none());
+    assert!(store.take_queued("p", "b").await.unwrap().is_none());
+    // Another pipeline is free.
+    let other = queue("q").await;
+    assert_eq!(
+        store.take_queued("q", "a").await.unwrap().unwrap().run,
+        other
+    );
+
+    // a lives, b's row expired: b's run is recovered, once; a's is left alone.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(store.live_replicas().await.unwrap(), ["a"]);
+    let recovered = store
+        .interrupt_running(Interrupted::OfDeadReplicas)
+        .await
+        .unwrap();
+    assert_eq!(
+        recovered.iter().map(|run| run.run).collect::<Vec<_>>(),
+        [first]
+    );
+    let again = store
+        .interrupt_running(Interrupted::OfDeadReplicas)
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    // p is free again: its queued run is taken.
+    assert_eq!(
+        store.take_queued("p", "a").await.unwrap().unwrap().run,
+        second
+    );
+    // At a's shutdown, its own runs are interrupted and nobody else's.
+    let mine = store.interrupt_running(Interrupted::Of("a")).await.unwrap();
+    let mut mine: Vec<i64> = mine.iter().map(|run| run.run.id).collect();
+    mine.sort();
+    assert_eq!(mine, [second.id, other.id]);
 }

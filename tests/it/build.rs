@@ -75,8 +75,8 @@ fn a_fresh_commit_pushes_every_tag_with_the_registrys_digest() {
         let store = gantry::store::Store::open(&gantry::store::Location::Directory(
             config.path().join(".gantry"),
         ))
-            .await
-            .unwrap();
+        .await
+        .unwrap();
         store.runs(Some("hello"), 10).await.unwrap()
     });
     assert_eq!(runs.len(), 1);

@@ -25,6 +25,7 @@ mod polling;
 mod proxy;
 mod prune;
 mod registries;
+mod replicas;
 mod serve;
 mod state;
 mod tasks;
