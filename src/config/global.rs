@@ -677,3 +677,40 @@ mod registry_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod state_tests {
+    use secrecy::ExposeSecret;
+
+    use super::super::tests::{check, load_files};
+
+    #[test]
+    fn state_is_a_directory_or_a_postgres_url_whose_password_may_come_from_the_environment() {
+        let variables = |name: &str| (name == "PG_PASSWORD").then(|| "s3cret".to_string());
+        let text = "state: postgres://gantry:${PG_PASSWORD}@db.internal:5432/gantry\n";
+        let config = load_files(&[("gantry.yaml", text)], &variables).unwrap();
+        let url = config.state_database.as_ref().unwrap();
+        assert_eq!(
+            url.expose_secret(),
+            "postgres://gantry:s3cret@db.internal:5432/gantry"
+        );
+        // The caches stay in the default directory.
+        assert!(config.state_dir.ends_with(".gantry"));
+        let config = load_files(&[("gantry.yaml", "state: var/state\n")], &variables).unwrap();
+        assert!(config.state_database.is_none());
+        assert!(config.state_dir.ends_with("var/state"));
+        check(
+            &[("gantry.yaml", "state: \"mysql://root:pw@db/gantry\"\n")],
+            &[
+                "gantry.yaml:1:8: `state`: `mysql://` is not a state store gantry knows; give a directory (SQLite, the default) or a postgres:// URL",
+            ],
+        );
+        // A broken URL is refused without quoting it: it may hold a password.
+        check(
+            &[("gantry.yaml", "state: \"postgres://gantry:pw@/gantry\"\n")],
+            &[
+                "gantry.yaml:1:8: `state`: not a valid postgres:// URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)",
+            ],
+        );
+    }
+}

@@ -78,6 +78,14 @@ fn started_runs(daemon: &Daemon) -> Vec<i64> {
         .collect()
 }
 
+/// Whether the daemon's log last said it leads the polling.
+fn leads(daemon: &Daemon) -> bool {
+    strip_colors(&daemon.log())
+        .lines()
+        .rfind(|line| line.contains("polling lease changed hands"))
+        .is_some_and(|line| line.contains("leads=true"))
+}
+
 fn strip_colors(text: &str) -> String {
     let mut plain = String::with_capacity(text.len());
     let mut chars = text.chars();
@@ -314,15 +322,7 @@ fn one_replica_polls_at_a_time_and_another_takes_over_when_it_dies() {
             "a replica leads the polling",
             Duration::from_secs(20),
             || {
-                let leading: Vec<usize> = (0..2)
-                    .filter(|index| {
-                        strip_colors(&daemons[*index].log())
-                            .lines()
-                            .filter(|line| line.contains("polling lease changed hands"))
-                            .next_back()
-                            .is_some_and(|line| line.contains("leads=true"))
-                    })
-                    .collect();
+                let leading: Vec<usize> = (0..2).filter(|index| leads(&daemons[*index])).collect();
                 match leading.as_slice() {
                     [one] => Ok(*one),
                     other => Err(format!(
@@ -376,13 +376,8 @@ fn one_replica_polls_at_a_time_and_another_takes_over_when_it_dies() {
     );
     let took_over = killed_at.elapsed();
     // (The killed replica's log ends saying it led: only the survivor's tells now.)
-    let survivor_leads = strip_colors(&daemons[1 - first].log())
-        .lines()
-        .filter(|line| line.contains("polling lease changed hands"))
-        .next_back()
-        .is_some_and(|line| line.contains("leads=true"));
     assert!(
-        survivor_leads,
+        leads(&daemons[1 - first]),
         "{}: {}",
         ids[1 - first],
         daemons[1 - first].log()
