@@ -20,6 +20,20 @@ pub enum StateCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Copy a SQLite state directory's runs (with their logs), deliveries, deployments
+    /// and pins into this config's PostgreSQL state (or --to's), e.g. before starting
+    /// replicas. Rows already there (same pipeline and number) are left as they are, so
+    /// running it again copies nothing twice. Stop the daemon on the old state first.
+    Migrate {
+        /// The state directory to copy from (the one holding state.db).
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// Where to copy to: a postgres:// URL; default the config's `state:`. A URL
+        /// here is visible to other users of this machine: prefer the config, whose
+        /// password may come from a variable or a file.
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+    },
 }
 
 pub async fn run(
@@ -36,7 +50,78 @@ pub async fn run(
                  (pg_dump); `gantry state backup` copies a SQLite state directory",
             )),
         },
+        StateCommand::Migrate { from, to } => {
+            let to = match to {
+                Some(url) if crate::config::is_database_url(&url) => {
+                    store::Location::Postgres(url.into())
+                }
+                Some(_) => {
+                    return Ok(errors::fail(
+                        EXIT_USAGE,
+                        "--to must be a postgres:// URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)",
+                    ));
+                }
+                None => state.clone(),
+            };
+            migrate(&from, &to, json).await
+        }
     }
+}
+
+async fn migrate(from: &Path, to: &store::Location, json: bool) -> anyhow::Result<ExitCode> {
+    if !from.join(store::DATABASE_FILE).is_file() {
+        let message = format!("there is no state database in {}", from.display());
+        return Ok(errors::fail(EXIT_USAGE, message));
+    }
+    let from = store::Location::Directory(from.to_path_buf());
+    if to.backend() != store::Backend::Postgres {
+        return Ok(errors::fail(
+            EXIT_USAGE,
+            "the config's state is a directory: give --to postgres://... or set `state:` \
+             in gantry.yaml to the PostgreSQL database to copy into",
+        ));
+    }
+    let opened = async |location: &store::Location| {
+        store::Store::open(location)
+            .await
+            .map_err(|error| errors::fail(EXIT_FAILED, error))
+    };
+    let source = match opened(&from).await {
+        Ok(source) => source,
+        Err(code) => return Ok(code),
+    };
+    let target = match opened(to).await {
+        Ok(target) => target,
+        Err(code) => return Ok(code),
+    };
+    let copied = match source.copy_into(&target).await {
+        Ok(copied) => copied,
+        Err(error) => return Ok(errors::fail(EXIT_FAILED, error)),
+    };
+    source.close().await;
+    target.close().await;
+    if json {
+        let report = serde_json::json!({
+            "from": from.describe(),
+            "to": to.describe(),
+            "copied": copied,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "copied {} runs ({} log lines), {} deliveries, {} deployments and {} pins \
+             from {} to {}; {} runs and deployments were there already",
+            copied.runs,
+            copied.log_lines,
+            copied.deliveries,
+            copied.deployments,
+            copied.pins,
+            from.describe(),
+            to.describe(),
+            copied.already_there
+        );
+    }
+    Ok(ExitCode::from(EXIT_OK))
 }
 
 async fn backup(

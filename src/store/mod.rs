@@ -9,6 +9,7 @@
 
 mod backup;
 mod connect;
+mod copy;
 mod deployments;
 mod leases;
 mod logs;
@@ -28,6 +29,7 @@ use sqlx::AnyPool;
 
 pub use backup::{Backup, BackupError, back_up};
 pub use connect::{Backend, Location, newest_migration};
+pub use copy::Copied;
 pub use deployments::{BuiltImage, DeploymentId, DeploymentRecord, InstanceRecord, NewDeployment};
 pub use leases::{LeaseHolder, Pin};
 pub use logs::LogLine;

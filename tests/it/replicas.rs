@@ -8,52 +8,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// A schema of the test database for one test, dropped when it ends.
-struct Schema {
-    admin: String,
-    name: String,
-}
-
-impl Schema {
-    fn new() -> Schema {
-        let admin = std::env::var("GANTRY_TEST_POSTGRES").expect(
-            "GANTRY_TEST_POSTGRES is not set: run `bash scripts/test-env.sh` and source its env file",
-        );
-        let name = unique("replicas").replace('-', "_");
-        Schema::execute(&admin, &format!("CREATE SCHEMA {name}"));
-        Schema { admin, name }
-    }
-
-    /// The `state:` URL whose tables live in this schema.
-    fn url(&self) -> String {
-        let separator = if self.admin.contains('?') { '&' } else { '?' };
-        format!(
-            "{}{separator}options=-c%20search_path%3D{}",
-            self.admin, self.name
-        )
-    }
-
-    fn execute(url: &str, statement: &str) {
-        use sqlx::Connection;
-        tokio::runtime::Runtime::new().unwrap().block_on(async {
-            let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
-                .execute(&mut connection)
-                .await
-                .unwrap();
-        });
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        Schema::execute(
-            &self.admin,
-            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
-        );
-    }
-}
-
 /// The replica id a daemon logged when it joined.
 fn replica_id(daemon: &Daemon) -> String {
     let log = strip_colors(&daemon.log());

@@ -169,3 +169,104 @@ fn a_database_from_a_newer_gantry_is_refused_by_commands_and_the_daemon() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(backup["schema_version"], 99990101);
 }
+
+#[test]
+fn state_migrate_copies_a_sqlite_state_into_postgres_once() {
+    let (config, name) = config_with_failing_pipeline();
+    let daemon = Daemon::start(&config);
+    for _ in 1..=2 {
+        let output = config.gantry(&["trigger", &name]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        eventually("the run ends", Duration::from_secs(30), || {
+            let (_, runs) = config.gantry_json(&["runs", &name]);
+            let ended = runs
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|run| run["state"] == "failed");
+            if ended { Ok(()) } else { Err(runs.to_string()) }
+        });
+    }
+    drop(daemon);
+    let (_, before) = config.gantry_json(&["runs", &name]);
+    assert_eq!(before.as_array().unwrap().len(), 2);
+
+    // The same pipelines, their state now in PostgreSQL (the password from a variable).
+    let schema = Schema::new();
+    let moved = ConfigDir::new();
+    std::fs::create_dir_all(moved.path().join("pipelines")).unwrap();
+    let pipeline = format!("pipelines/{name}.yaml");
+    std::fs::copy(config.path().join(&pipeline), moved.path().join(&pipeline)).unwrap();
+    let url = schema.url();
+    let (head, host) = url.split_once('@').unwrap();
+    let (user, password) = head.rsplit_once(':').unwrap();
+    moved.write(
+        "gantry.yaml",
+        &format!("state: \"{user}:${{PG_PASSWORD}}@{host}\"\n"),
+    );
+    let environment = [("PG_PASSWORD", password)];
+    let from = config.path().join(".gantry");
+    let from = from.to_str().unwrap();
+
+    let migrate = |json: bool| {
+        let mut arguments = vec!["state", "migrate", "--from", from];
+        if json {
+            arguments.insert(0, "--json");
+        }
+        moved.gantry_with(&arguments, &environment)
+    };
+    let output = migrate(true);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["copied"]["runs"], 2, "{report}");
+    assert!(
+        report["copied"]["log_lines"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    // The URL's password is never shown.
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(!shown.contains(password), "{shown}");
+    assert!(report["to"].as_str().unwrap().contains(":***@"), "{report}");
+
+    let runs = moved.gantry_with(&["--json", "runs", &name], &environment);
+    assert!(runs.status.success(), "{}", stderr(&runs));
+    let after: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let without_ids = |runs: &serde_json::Value| {
+        let mut runs = runs.clone();
+        for run in runs.as_array_mut().unwrap() {
+            run["id"] = serde_json::Value::Null;
+        }
+        runs
+    };
+    assert_eq!(without_ids(&after), without_ids(&before));
+    let logs = moved.gantry_with(&["logs", &format!("{name}#1")], &environment);
+    assert!(logs.status.success(), "{}", stderr(&logs));
+    assert!(!stdout(&logs).trim().is_empty());
+
+    // Again: nothing twice.
+    let output = migrate(false);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output)
+            .contains("copied 0 runs (0 log lines), 0 deliveries, 0 deployments and 0 pins"),
+        "{}",
+        stdout(&output)
+    );
+    let runs = moved.gantry_with(&["--json", "runs", &name], &environment);
+    let again: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(again.as_array().unwrap().len(), 2);
+
+    // Bad input: a directory with no state, a --to that is not a database.
+    let nowhere = moved.gantry_with(
+        &["state", "migrate", "--from", "/nonexistent"],
+        &environment,
+    );
+    assert_eq!(nowhere.status.code(), Some(2), "{}", stderr(&nowhere));
+    assert!(stderr(&nowhere).contains("there is no state database in /nonexistent"));
+    let not_a_url = moved.gantry_with(
+        &["state", "migrate", "--from", from, "--to", "mysql://x"],
+        &environment,
+    );
+    assert_eq!(not_a_url.status.code(), Some(2), "{}", stderr(&not_a_url));
+    assert!(stderr(&not_a_url).contains("--to must be a postgres:// URL"));
+}

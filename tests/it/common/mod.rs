@@ -10,9 +10,11 @@
 
 mod daemon;
 mod deployment;
+mod postgres;
 
 pub use daemon::*;
 pub use deployment::*;
+pub use postgres::Schema;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
