@@ -24,9 +24,10 @@ use serde_json::json;
     about = "Floods gantry's webhook intake with signed deliveries and reports throughput and latency"
 )]
 struct Args {
-    /// The hook URL: http://127.0.0.1:PORT/hooks/PIPELINE.
-    #[arg(long)]
-    url: String,
+    /// The hook URL: http://127.0.0.1:PORT/hooks/PIPELINE. Given several times (one
+    /// per replica), deliveries go to each in turn.
+    #[arg(long, required = true)]
+    url: Vec<String>,
     /// The pipeline's `source.webhook.secret`.
     #[arg(long)]
     secret: String,
@@ -107,7 +108,7 @@ impl Tally {
 /// Everything a request needs, made before the clock starts.
 struct Prepared {
     client: reqwest::Client,
-    url: reqwest::Url,
+    urls: Vec<reqwest::Url>,
     body: bytes::Bytes,
     headers: HeaderMap,
     delivery_header: HeaderName,
@@ -139,7 +140,7 @@ async fn flood(
                 headers.insert(prepared.delivery_header.clone(), id.clone());
                 let request = prepared
                     .client
-                    .post(prepared.url.clone())
+                    .post(prepared.urls[index % prepared.urls.len()].clone())
                     .headers(headers)
                     .body(prepared.body.clone());
                 let sent = Instant::now();
@@ -240,7 +241,11 @@ async fn run(args: Args) -> Result<ExitCode, String> {
             args.commit
         ));
     }
-    let url = reqwest::Url::parse(&args.url).map_err(|error| format!("--url: {error}"))?;
+    let urls = args
+        .url
+        .iter()
+        .map(|url| reqwest::Url::parse(url).map_err(|error| format!("--url {url}: {error}")))
+        .collect::<Result<Vec<_>, _>>()?;
     let prefix = args.id_prefix.clone().unwrap_or_else(|| {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -267,7 +272,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         .map_err(|error| format!("HTTP client: {error}"))?;
     let prepared = Arc::new(Prepared {
         client,
-        url,
+        urls,
         body: bytes::Bytes::from(body),
         headers,
         delivery_header: HeaderName::from_static("x-gantry-delivery"),

@@ -13,6 +13,10 @@
 #   BENCH_CONCURRENCY=32     requests in flight at once
 #   BENCH_WARMUP=200         warm-up deliveries (stored and checked too, not timed)
 #   BENCH_LOG=file           keep the daemon's log there
+#   BENCH_STATE=postgres     the state in the test PostgreSQL (GANTRY_TEST_POSTGRES, from
+#                            scripts/test-env.sh), in a schema of its own; default SQLite
+#   BENCH_REPLICAS=1         daemons sharing that state (PostgreSQL only); deliveries go
+#                            to each in turn
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,6 +29,13 @@ for pair in "BENCH_DELIVERIES=$DELIVERIES" "BENCH_CONCURRENCY=$CONCURRENCY"; do
   case "${pair#*=}" in '' | *[!0-9]* | 0) echo "bench: ${pair%%=*} must be a positive integer" >&2; exit 2 ;; esac
 done
 case "$WARMUP" in '' | *[!0-9]*) echo "bench: BENCH_WARMUP must be an integer" >&2; exit 2 ;; esac
+STATE_KIND="${BENCH_STATE:-sqlite}"
+REPLICAS="${BENCH_REPLICAS:-1}"
+case "$STATE_KIND" in sqlite | postgres) ;; *) echo "bench: BENCH_STATE must be sqlite or postgres" >&2; exit 2 ;; esac
+case "$REPLICAS" in 1 | 2 | 3 | 4) ;; *) echo "bench: BENCH_REPLICAS must be 1 to 4" >&2; exit 2 ;; esac
+if [ "$REPLICAS" -gt 1 ] && [ "$STATE_KIND" != postgres ]; then
+  echo "bench: several replicas need BENCH_STATE=postgres" >&2; exit 2
+fi
 # The goal (from the issue): at least this many deliveries/s, p99 below this many ms.
 GOAL_RATE=2000
 GOAL_P99_MS=50
@@ -51,10 +62,17 @@ WORK=''
 REGISTRY=''
 IMAGE=''
 DAEMON_PID=''
+# Every daemon started (one per replica); DAEMON_PID is the first.
+DAEMON_PIDS=()
+SCHEMA=''
+
+# psql_test SQL: runs SQL on the test PostgreSQL, printing bare values.
+psql_test() { psql -X -q -tA -v ON_ERROR_STOP=1 -d "$GANTRY_TEST_POSTGRES" -c "$1"; }
 
 cleanup() {
-  local status=$?
-  [ -z "$DAEMON_PID" ] || stop_daemon "$DAEMON_PID" "$STOP_LIMIT"
+  local status=$? pid
+  for pid in "${DAEMON_PIDS[@]}"; do stop_daemon "$pid" "$STOP_LIMIT"; done
+  [ -z "$SCHEMA" ] || psql_test "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true
   if [ -n "$IMAGE" ]; then
     # Containers: none without a deploy section, but a build interrupted by the
     # cleanup may leave one of ours behind.
@@ -133,6 +151,14 @@ server:
   keep_runs: 1000000
   token: $API_TOKEN
 EOF
+if [ "$STATE_KIND" = postgres ]; then
+  [ -n "${GANTRY_TEST_POSTGRES:-}" ] || [ ! -f /var/lib/gantry-test-env/env ] ||
+    . /var/lib/gantry-test-env/env
+  [ -n "${GANTRY_TEST_POSTGRES:-}" ] || die "BENCH_STATE=postgres needs GANTRY_TEST_POSTGRES (scripts/test-env.sh)"
+  SCHEMA="bench_intake_$$"
+  psql_test "CREATE SCHEMA $SCHEMA" >/dev/null || die "cannot create a schema in the test PostgreSQL"
+  printf 'state: "%s?options=-c%%20search_path%%3D%s"\n' "$GANTRY_TEST_POSTGRES" "$SCHEMA" >>"$CONFIG/gantry.yaml"
+fi
 cat >"$CONFIG/pipelines/$NAME.yaml" <<EOF
 source:
   repo: $REPO
@@ -145,27 +171,35 @@ EOF
 "$GANTRY" -c "$CONFIG" validate >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "the bench config does not validate"; }
 
 # ------------------------------------------------------------------ daemon
-PORT=$(free_port)
-log "gantry serve on 127.0.0.1:$PORT (pipeline $NAME)"
-GANTRY_LOG="${GANTRY_LOG:-warn}" "$GANTRY" -c "$CONFIG" serve --listen "127.0.0.1:$PORT" >>"$LOG" 2>&1 &
-DAEMON_PID=$!
-deadline=$(($(now_ms) + START_LIMIT * 1000))
-until curl -s -f -m 1 --noproxy '*' "http://127.0.0.1:$PORT/healthz" 2>/dev/null | grep -q '"status":"ok"'; do
-  kill -0 "$DAEMON_PID" 2>/dev/null || { tail -n 20 "$LOG" >&2; die "gantry serve exited"; }
-  [ "$(now_ms)" -lt "$deadline" ] || { tail -n 20 "$LOG" >&2; die "gantry serve did not answer /healthz in ${START_LIMIT}s"; }
-  sleep 0.1
+URLS=()
+for replica in $(seq "$REPLICAS"); do
+  port=$(free_port)
+  log "gantry serve on 127.0.0.1:$port (pipeline $NAME, state $STATE_KIND, replica $replica of $REPLICAS)"
+  GANTRY_LOG="${GANTRY_LOG:-warn}" "$GANTRY" -c "$CONFIG" serve --listen "127.0.0.1:$port" >>"$LOG" 2>&1 &
+  pid=$!
+  DAEMON_PIDS+=("$pid")
+  deadline=$(($(now_ms) + START_LIMIT * 1000))
+  until curl -s -f -m 1 --noproxy '*' "http://127.0.0.1:$port/healthz" 2>/dev/null | grep -q '"status":"ok"'; do
+    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$LOG" >&2; die "gantry serve exited"; }
+    [ "$(now_ms)" -lt "$deadline" ] || { tail -n 20 "$LOG" >&2; die "gantry serve did not answer /healthz in ${START_LIMIT}s"; }
+    sleep 0.1
+  done
+  URLS+=(--url "http://127.0.0.1:$port/hooks/$NAME")
+  [ -n "$DAEMON_PID" ] || { DAEMON_PID=$pid; PORT=$port; }
 done
+# cpu_ticks: user + system ticks of every daemon.
+cpu_ticks() { local pid sum=0; for pid in "${DAEMON_PIDS[@]}"; do sum=$((sum + $(awk '{ print $14 + $15 }' "/proc/$pid/stat"))); done; echo "$sum"; }
 DAEMON_RSS_START=$(awk '/^VmRSS:/ { print $2 }' "/proc/$DAEMON_PID/status" 2>/dev/null || echo 0)
 
 # ------------------------------------------------------------------ flood
 log "$WARMUP warm-up + $DELIVERIES measured deliveries at concurrency $CONCURRENCY"
 RESULT="$WORK/result.json"
-CPU_BEFORE=$(awk '{ print $14 + $15 }' "/proc/$DAEMON_PID/stat")
+CPU_BEFORE=$(cpu_ticks)
 loadgen_status=0
-"$LOADGEN" --url "http://127.0.0.1:$PORT/hooks/$NAME" --secret "$SECRET" --commit "$COMMIT" \
+"$LOADGEN" "${URLS[@]}" --secret "$SECRET" --commit "$COMMIT" \
   --deliveries "$DELIVERIES" --concurrency "$CONCURRENCY" --warmup "$WARMUP" \
   --timeout 10s >"$RESULT" 2>"$WORK/loadgen.err" || loadgen_status=$?
-CPU_AFTER=$(awk '{ print $14 + $15 }' "/proc/$DAEMON_PID/stat")
+CPU_AFTER=$(cpu_ticks)
 DAEMON_RSS_END=$(awk '/^VmRSS:/ { print $2 }' "/proc/$DAEMON_PID/status" 2>/dev/null || echo 0)
 [ -s "$RESULT" ] || { cat "$WORK/loadgen.err" >&2; die "the load generator printed nothing (exit $loadgen_status)"; }
 cat "$WORK/loadgen.err" >&2
@@ -193,7 +227,10 @@ stored=$(run_count "$WORK/runs.json")
 states=$(run_states "$WORK/runs.json" | awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }')
 # Second witness, when the sqlite3 CLI is there: remembered deliveries that point at a run.
 deliveries_rows='n/a'
-if command -v sqlite3 >/dev/null 2>&1; then
+if [ "$STATE_KIND" = postgres ]; then
+  deliveries_rows=$(psql_test "SELECT COUNT(*) FROM $SCHEMA.deliveries WHERE pipeline = '$NAME' AND run_id IS NOT NULL" 2>>"$LOG") ||
+    deliveries_rows='n/a'
+elif command -v sqlite3 >/dev/null 2>&1; then
   deliveries_rows=$(sqlite3 -readonly "$CONFIG/.gantry/state.db" \
     "SELECT COUNT(*) FROM deliveries WHERE pipeline = '$NAME' AND run_id IS NOT NULL" 2>>"$LOG") ||
     deliveries_rows='n/a'
@@ -277,7 +314,7 @@ all_202=met
 cat <<EOF
 
 gantry webhook intake benchmark ($DELIVERIES signed deliveries after $WARMUP warm-up ones,
-concurrency $CONCURRENCY, one keep-alive connection per task, loopback)
+concurrency $CONCURRENCY, one keep-alive connection per task, loopback; state $STATE_KIND, $REPLICAS daemon(s))
   wall clock:            $seconds s  ->  $per_second deliveries/s
   latency to the 202:    mean $mean ms, p50 $p50 ms, p90 $p90 ms, p99 $p99 ms, max $max ms
   answers:               $statuses; transport errors $errors; distinct run ids $distinct_runs

@@ -9,6 +9,9 @@ PG_DATABASE=gantry_test
 PG_DIR="$STATE/postgres"
 PG_URL="postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DATABASE"
 
+# The server is started without this script's descriptor 9 (test-env.sh's lock), as
+# start_bg does for the others: a server holding it would block every later run.
+
 # The newest installed server's programs (initdb, pg_ctl).
 pg_bin() {
   local dir
@@ -40,7 +43,7 @@ ensure_postgres() {
     log "postgres: starting on 127.0.0.1:$PG_PORT"
     as_postgres "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
       -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DIR/run -c max_connections=300" \
-      start >/dev/null || die "postgres did not start: $(tail -n 5 "$PG_DIR/server.log")"
+      start >/dev/null 9>&- || die "postgres did not start: $(tail -n 5 "$PG_DIR/server.log")"
   fi
   wait_for 30 "" pg_ready || die "postgres does not answer on 127.0.0.1:$PG_PORT"
   # The role and database are made once; with the password from the cluster's pwfile.
