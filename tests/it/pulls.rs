@@ -70,13 +70,13 @@ fn forget_images(repository: &str) {
     assert_eq!(left.trim(), "", "{repository} is still on the engine");
 }
 
-/// A deployment of one instance on `local` whose registry has `registry_entry` in
-/// gantry.yaml; built (the image then removed from the engine): (deployment, instance,
-/// the built image's digest).
-fn built(prefix: &str, registry_entry: &str) -> (Deployment, String, String) {
+/// A deployment of one instance on `local` (and `tasks`, a `deploy.tasks` section or
+/// nothing) whose registry has `registry_entry` in gantry.yaml; built (the image then
+/// removed from the engine): (deployment, instance, the built image's digest).
+fn built(prefix: &str, registry_entry: &str, tasks: &str) -> (Deployment, String, String) {
     let deployment = Deployment::new(prefix, &[]);
     let web = deployment.instance("web");
-    deployment.pipeline(&one_instance(&web));
+    deployment.pipeline(&format!("{}{tasks}", one_instance(&web)));
     deployment.config.append(
         "gantry.yaml",
         &format!("registries:\n  \"{}\": {registry_entry}\n", registry()),
@@ -99,8 +99,11 @@ fn created_from(instance: &str) -> (String, serde_json::Value) {
 #[test]
 fn a_deploy_pulls_through_the_mirror_and_keeps_the_registrys_name_for_the_image() {
     let mirror = OwnRegistry::start(Some(&registry()));
-    let (deployment, web, digest) =
-        built("mirror", &format!("{{ mirror: \"{}\" }}", mirror.address()));
+    let (deployment, web, digest) = built(
+        "mirror",
+        &format!("{{ mirror: \"{}\" }}", mirror.address()),
+        "  tasks:\n    show: { service: web, when: after, command: [\"cat\", \"/www/index.html\"] }\n",
+    );
     let name = &deployment.name;
     let path = format!("gantry-it/{name}");
     let _mirrored = RemoveImages(vec![format!("{}/{path}", mirror.address())]);
@@ -124,6 +127,8 @@ fn a_deploy_pulls_through_the_mirror_and_keeps_the_registrys_name_for_the_image(
         )),
         "{log}"
     );
+    // The release task's container is created from the mirror's name too.
+    assert!(log.contains("task show: v1"), "{log}");
     // The mirror served the manifest by digest (fetching it from the registry).
     let served = mirror.log();
     assert!(
@@ -169,13 +174,27 @@ fn a_deploy_pulls_through_the_mirror_and_keeps_the_registrys_name_for_the_image(
     assert!(output.status.success(), "{report}\n{log}");
     assert!(!log.contains("pulled"), "{log}");
     assert_eq!(created_from(&web).0, through_mirror);
+
+    // A task run by hand on an engine without the image pulls it through the mirror.
+    run(docker(LOCAL_DOCKER).args(["rm", "-f", &web]));
+    forget_images(&format!("{}/{path}", mirror.address()));
+    let output = deployment.gantry(&["task", name, "show"]);
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(
+        log.contains(&format!(
+            "local: pulled {reference} through mirror {}",
+            mirror.address()
+        )) && log.contains("task show: v1"),
+        "{log}"
+    );
 }
 
 #[test]
 fn a_dead_mirror_or_one_without_the_image_falls_back_to_the_registry_and_says_why() {
     // Nothing listens on this port: it was free a moment ago and nothing takes it.
     let dead = format!("127.0.0.1:{}", free_port());
-    let (deployment, web, digest) = built("mirror-dead", &format!("{{ mirror: \"{dead}\" }}"));
+    let (deployment, web, digest) = built("mirror-dead", &format!("{{ mirror: \"{dead}\" }}"), "");
     let name = &deployment.name;
     let reference = format!("{}@{digest}", deployment.repository);
     let (output, report) = deployment.gantry_json(&["deploy", name, "--json"]);
