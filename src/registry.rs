@@ -1,5 +1,6 @@
-//! Registries: credentials, pushing tags through the engine, and confirming with the
-//! registry itself which digest it now serves for each tag.
+//! Registries: credentials, pushing tags through the engine, confirming with the
+//! registry itself which digest it now serves for each tag, and pulls (through a
+//! registry's mirror, `registry::mirror`, when the caller asks).
 //!
 //! Credentials come from gantry.yaml first, then from the Docker client's config
 //! (`registry::credentials`). The engine does the push; the registry's HTTP API is
@@ -8,6 +9,7 @@
 
 mod challenge;
 mod credentials;
+mod mirror;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use crate::config::{Config, ImageRepository};
 use crate::host::describe_error;
 
 pub use credentials::{Credentials, credentials};
+pub use mirror::{Mirrored, Mirrors};
 
 /// How long a manifest request to a registry may take.
 pub const REGISTRY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -162,22 +165,6 @@ fn for_engine(credentials: &Credentials, repository: &ImageRepository) -> Docker
             ..DockerCredentials::default()
         },
     }
-}
-
-/// Pulls `repository@digest` through the engine, so a host has the exact image before it is used.
-pub async fn pull(
-    docker: &Docker,
-    repository: &ImageRepository,
-    digest: &str,
-    credentials: Option<&Credentials>,
-) -> Result<(), RegistryError> {
-    pull_reference(
-        docker,
-        &repository.with_digest(digest),
-        repository,
-        credentials,
-    )
-    .await
 }
 
 /// Pulls an image by its full reference (tag or digest) through the engine.

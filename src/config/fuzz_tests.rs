@@ -81,6 +81,7 @@ const WORDS: &[&str] = &[
     "max_pulls",
     "memory",
     "migrate",
+    "mirror",
     "network",
     "networks",
     "no",

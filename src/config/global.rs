@@ -215,40 +215,7 @@ pub(super) fn read_global(
         }
     }
     if let Some(registries_node) = fields.get("registries") {
-        for (name, _, node) in decoder
-            .entries(registries_node, "registries")
-            .unwrap_or_default()
-        {
-            let path = decode::join_path("registries", name);
-            let Some(entry) = decoder.mapping(
-                node,
-                &path,
-                &["username", "password", "insecure", "max_pulls"],
-            ) else {
-                continue;
-            };
-            let registry = Registry {
-                username: decoder.optional_string(&entry, "username"),
-                password: decoder.optional_secret(&entry, "password"),
-                insecure: decoder
-                    .optional_bool(&entry, "insecure")
-                    .unwrap_or_else(|| is_loopback_registry(name)),
-                max_pulls: decoder.optional_number(&entry, "max_pulls", "a whole number of pulls"),
-            };
-            if registry.max_pulls == Some(0) {
-                decoder.error(
-                    entry.key_position("max_pulls"),
-                    format!("`{path}.max_pulls` must be at least 1"),
-                );
-            }
-            if registry.password.is_some() && registry.username.is_none() {
-                decoder.error(
-                    entry.key_position("password"),
-                    format!("`{path}` has a password but no username"),
-                );
-            }
-            global.registries.insert(name.to_string(), registry);
-        }
+        global.registries = registries::read_registries(&mut decoder, registries_node);
     }
     global
 }
@@ -651,30 +618,6 @@ mod docker_host_tests {
             Vec::<String>::new()
         );
         assert_eq!(load("", "tcp://127.0.0.1:2375"), Vec::<String>::new());
-    }
-}
-
-#[cfg(test)]
-mod registry_tests {
-    use super::super::tests::{check, load_files};
-
-    #[test]
-    fn max_pulls_is_a_positive_number_of_pulls() {
-        let no_variables = |_: &str| None;
-        let text = "registries:\n  reg.example.com: { max_pulls: 4 }\n  other.example.com: {}\n";
-        let config = load_files(&[("gantry.yaml", text)], &no_variables).unwrap();
-        assert_eq!(config.registries["reg.example.com"].max_pulls, Some(4));
-        assert_eq!(config.registries["other.example.com"].max_pulls, None);
-        check(
-            &[(
-                "gantry.yaml",
-                "registries:\n  reg.example.com: { max_pulls: 0 }\n  b.example.com: { max_pulls: many }\n",
-            )],
-            &[
-                "gantry.yaml:2:22: `registries.reg.example.com.max_pulls` must be at least 1",
-                "gantry.yaml:3:31: `registries.b.example.com.max_pulls` must be a whole number of pulls, not `many`",
-            ],
-        );
     }
 }
 

@@ -13,6 +13,7 @@ mod global;
 mod images;
 mod pipeline;
 mod reference;
+mod registries;
 mod service;
 mod task;
 mod template;

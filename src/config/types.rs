@@ -178,6 +178,9 @@ pub struct Registry {
     /// Pulls from this registry at once, across all hosts of a deploy; unbounded (but
     /// for the hosts pulled on at once) when `None`.
     pub max_pulls: Option<u32>,
+    /// `HOST:PORT` of a registry that mirrors this one: pulls go through it first and
+    /// come from this registry when it fails.
+    pub mirror: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -27,6 +27,7 @@ use crate::config::{
     ServiceProxy,
 };
 use crate::host::describe_error;
+use crate::registry::Mirrors;
 
 pub const LABEL_PIPELINE: &str = "gantry.pipeline";
 pub const LABEL_SERVICE: &str = "gantry.service";
@@ -214,7 +215,9 @@ impl ContainerSpec {
         labels
     }
 
-    fn create_body(&self) -> ContainerCreateBody {
+    /// The container's settings, created from `image`: the name the engine holds the
+    /// spec's image under (`Mirrors::engine_reference`).
+    fn create_body(&self, image: &str) -> ContainerCreateBody {
         let mut port_bindings = HashMap::new();
         for port in &self.ports {
             let binding = PortBinding {
@@ -247,7 +250,7 @@ impl ContainerSpec {
                 )])),
             });
         ContainerCreateBody {
-            image: Some(self.image()),
+            image: Some(image.to_string()),
             cmd: self.command.clone(),
             env: Some(
                 self.env
@@ -442,14 +445,20 @@ pub async fn create_network(
     }
 }
 
-/// Creates (without starting) the spec's container under the instance name; returns its id.
-pub async fn create(docker: &Docker, spec: &ContainerSpec) -> Result<String, DockerCallError> {
+/// Creates (without starting) the spec's container under the instance name, from the
+/// name the engine holds its image under; returns its id.
+pub async fn create(
+    docker: &Docker,
+    spec: &ContainerSpec,
+    mirrors: &Mirrors,
+) -> Result<String, DockerCallError> {
+    let image = mirrors.engine_reference(docker, &spec.image()).await;
     let options = CreateContainerOptions {
         name: Some(spec.instance.clone()),
         ..CreateContainerOptions::default()
     };
     let created = docker
-        .create_container(Some(options), spec.create_body())
+        .create_container(Some(options), spec.create_body(&image))
         .await
         .map_err(failed(format!("creating container {}", spec.instance)))?;
     // The engine takes one network at creation; the others join before it starts.
@@ -634,6 +643,8 @@ pub struct Hosts {
     addresses: std::sync::Arc<BTreeMap<String, String>>,
     /// The ACME account's email, for proxies with `tls: acme` sites.
     email: Option<String>,
+    /// Where images pulled through a mirror are found on an engine.
+    mirrors: std::sync::Arc<Mirrors>,
 }
 
 impl Hosts {
@@ -646,6 +657,7 @@ impl Hosts {
             docker: std::sync::Arc::new(docker.clone()),
             addresses: std::sync::Arc::new(addresses),
             email: config.proxy.email.clone(),
+            mirrors: std::sync::Arc::new(Mirrors::of(config)),
         }
     }
 
@@ -682,7 +694,7 @@ impl super::swap::Containers for Hosts {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, DockerCallError> {
-        create(self.engine(&spec.host)?, spec).await
+        create(self.engine(&spec.host)?, spec, &self.mirrors).await
     }
 
     async fn start(&self, host: &str, name: &str) -> Result<(), DockerCallError> {

@@ -194,7 +194,7 @@ async fn prune_host(
             );
         }
     };
-    let listed = list(&docker, request.pipeline).await;
+    let listed = list(&docker, request.config, request.pipeline).await;
     let (images, containers) = match listed {
         Ok(listed) => listed,
         Err(reason) => return (Vec::new(), vec![error(reason)]),
@@ -284,6 +284,7 @@ async fn prune_host(
 /// are a build of, and every container on a host.
 async fn list<'p>(
     docker: &Docker,
+    config: &Config,
     pipeline: &'p Pipeline,
 ) -> Result<(BTreeMap<&'p str, Vec<PipelineImage>>, Vec<ContainerSummary>), String> {
     let options = ListImagesOptions {
@@ -300,7 +301,11 @@ async fn list<'p>(
     let mut images: BTreeMap<&str, Vec<PipelineImage>> = BTreeMap::new();
     for summary in &summaries {
         let Some((name, mut image)) = pipeline.images.values().find_map(|built| {
-            pipeline_image(summary, &pipeline.name, &built.repository)
+            let mirror = config
+                .registries
+                .get(built.repository.registry())
+                .and_then(|registry| registry.mirror.as_deref());
+            pipeline_image(summary, &pipeline.name, &built.repository, mirror)
                 .map(|image| (built.name.as_str(), image))
         }) else {
             continue;
@@ -391,11 +396,14 @@ pub struct PipelineImage {
     pub named_elsewhere: bool,
 }
 
-/// The image as the pipeline's, when its labels and a name say it is.
+/// The image as the pipeline's, when its labels and a name say it is: a name in its
+/// repository, or in the same path on the registry's `mirror` (an image pulled
+/// through the mirror is known by that name only).
 pub fn pipeline_image(
     summary: &ImageSummary,
     pipeline: &str,
     repository: &ImageRepository,
+    mirror: Option<&str>,
 ) -> Option<PipelineImage> {
     let labels = &summary.labels;
     if labels.get(LABEL_PIPELINE).map(String::as_str) != Some(pipeline)
@@ -405,7 +413,8 @@ pub fn pipeline_image(
     }
     let ours = |name: &str| {
         ImageRepository::parse(name).is_ok_and(|named| {
-            named.registry() == repository.registry() && named.path() == repository.path()
+            (named.registry() == repository.registry() || Some(named.registry()) == mirror)
+                && named.path() == repository.path()
         })
     };
     let mut digests = Vec::new();

@@ -24,7 +24,7 @@ fn summary(labels: &[(&str, &str)], tags: &[&str], digests: &[&str]) -> ImageSum
 
 fn check_image(summary: ImageSummary, expected: Option<(&str, &[&str], bool)>) {
     let repository = ImageRepository::parse(REPOSITORY).unwrap();
-    let found = pipeline_image(&summary, "app", &repository);
+    let found = pipeline_image(&summary, "app", &repository, Some("127.0.0.1:5117"));
     let found = found.as_ref().map(|image| {
         (
             image.name.as_str(),
@@ -76,6 +76,16 @@ fn an_image_is_the_pipelines_by_its_labels_and_a_name_in_its_repository() {
         None,
     );
     check_image(summary(&built, &["<none>:<none>"], &[]), None);
+    // Pulled through the registry's mirror: known by the mirror's name only.
+    check_image(
+        summary(&built, &[], &["127.0.0.1:5117/team/app@sha256:d1"]),
+        Some((pulled, &["sha256:d1"], false)),
+    );
+    // Another registry's copy of the same path is not the pipeline's.
+    check_image(
+        summary(&built, &[], &["127.0.0.1:5118/team/app@sha256:d1"]),
+        None,
+    );
 }
 
 fn image(id: &str, created: u64, digest: &str) -> PipelineImage {

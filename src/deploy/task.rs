@@ -37,6 +37,7 @@ use super::container::{
 use super::{DeployImage, FAILURE_LOG_LINES, Log, Phase, RolloutFailure, Target};
 use crate::config::{Instance, Pipeline, Task, TaskWhen};
 use crate::host::describe_error;
+use crate::registry::Mirrors;
 
 mod hand;
 pub use hand::{HandImage, run_by_hand};
@@ -147,7 +148,8 @@ pub async fn run_tasks(
             ));
         };
         let image = request.release.image_for(service);
-        let report = run_task(docker, request.pipeline, task, image, None, log).await;
+        let mirrors = Mirrors::of(request.config);
+        let report = run_task(docker, request.pipeline, task, image, &mirrors, None, log).await;
         if let Some(error) = report.error {
             return Err(failure(error, report.logs));
         }
@@ -163,6 +165,7 @@ pub async fn run_task(
     pipeline: &Pipeline,
     task: &Task,
     image: &DeployImage,
+    mirrors: &Mirrors,
     interrupt: Option<&CancellationToken>,
     log: Log<'_>,
 ) -> TaskReport {
@@ -206,7 +209,7 @@ pub async fn run_task(
     );
     let created = async {
         container::ensure_network(docker, &spec).await?;
-        create(docker, &spec, task).await
+        create(docker, &spec, task, mirrors).await
     }
     .await;
     if let Err(error) = created {
@@ -308,10 +311,12 @@ fn container_name(pipeline: &str, task: &str) -> String {
     format!("{pipeline}-task-{task}-{}", hex::encode(&digest[..4]))
 }
 
+/// The task's container, from the name the engine holds the image under.
 async fn create(
     docker: &Docker,
     spec: &ContainerSpec,
     task: &Task,
+    mirrors: &Mirrors,
 ) -> Result<String, DockerCallError> {
     let labels = HashMap::from([
         (LABEL_PIPELINE.to_string(), spec.pipeline.clone()),
@@ -325,7 +330,7 @@ async fn create(
         ),
     ]);
     let body = ContainerCreateBody {
-        image: Some(spec.image()),
+        image: Some(mirrors.engine_reference(docker, &spec.image()).await),
         cmd: Some(task.command.clone()),
         env: Some(
             spec.env

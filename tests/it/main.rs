@@ -24,6 +24,7 @@ mod packaging;
 mod polling;
 mod proxy;
 mod prune;
+mod pulls;
 mod registries;
 mod replicas;
 mod serve;

@@ -12,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 use super::run_task;
 use crate::config::{Config, ImageRepository, Pipeline, Service, Task};
 use crate::deploy::container::{self, LABEL_COMMIT, LABEL_DIGEST};
+use crate::deploy::pull;
 use crate::deploy::task::TaskReport;
 use crate::deploy::{DeployImage, Log, connect_hosts, short_digest};
 use crate::host::describe_error;
-use crate::registry;
+use crate::registry::Mirrors;
 
 /// The image a task run by hand uses, and where it came from.
 #[derive(Debug, Clone, Serialize)]
@@ -42,7 +43,17 @@ pub async fn run_by_hand(
         () = interrupt.cancelled() => return Err("interrupted before the task started".to_string()),
     };
     let (docker, chosen) = prepared;
-    let report = run_task(&docker, pipeline, task, &chosen.image, Some(interrupt), log).await;
+    let mirrors = Mirrors::of(config);
+    let report = run_task(
+        &docker,
+        pipeline,
+        task,
+        &chosen.image,
+        &mirrors,
+        Some(interrupt),
+        log,
+    )
+    .await;
     Ok((chosen, report))
 }
 
@@ -85,7 +96,12 @@ async fn prepare_by_hand(
     )?;
     let docker = &hosts[&task.host];
     let image = &chosen.image;
-    if image_is_present(docker, &image.reference()).await? {
+    if image_is_present(docker, &image.reference()).await?
+        || Mirrors::of(config)
+            .held_as(docker, &image.reference())
+            .await
+            .is_some()
+    {
         log(&format!("task {}: using {}", task.name, image.reference()));
     } else {
         log(&format!(
@@ -94,17 +110,7 @@ async fn prepare_by_hand(
             image.reference(),
             task.host
         ));
-        let credentials = registry::credentials(config, image.repository.registry())
-            .await
-            .map_err(|error| error.to_string())?;
-        registry::pull(
-            docker,
-            &image.repository,
-            &image.digest,
-            credentials.as_ref(),
-        )
-        .await
-        .map_err(|error| format!("host `{}`: {error}", task.host))?;
+        pull::pull_one(config, &task.host, docker, &image.reference(), log).await?;
     }
     Ok((docker.clone(), chosen))
 }
