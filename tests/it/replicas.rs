@@ -246,6 +246,13 @@ fn the_run_of_a_killed_replica_is_queued_again_by_another_and_deployed() {
     });
     let holder = running["replica"].as_str().unwrap();
     let dead = ids.iter().position(|id| id == holder).unwrap();
+    // The other replica follows the log its peer writes (for 2 s of the 3 s build).
+    let url = daemons[1 - dead].url(&format!("/api/v1/runs/{}/log", running["id"]));
+    let (_, followed) = curl(&["-N", "-m", "2", "-H", "Accept: text/event-stream", &url]);
+    assert!(
+        followed.contains("event: line") && followed.contains("RUN sleep"),
+        "{followed}"
+    );
     let killed_at = Instant::now();
     daemons[dead].kill();
     let survivor = &daemons[1 - dead];
