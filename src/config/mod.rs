@@ -14,6 +14,7 @@ mod images;
 mod pipeline;
 mod reference;
 mod service;
+mod swarm;
 mod task;
 mod template;
 mod types;
@@ -31,6 +32,10 @@ pub use global::state_dir_of;
 pub use pipeline::is_valid_branch;
 use pipeline::read_pipeline;
 pub use reference::{DEFAULT_REGISTRY, ImageRepository, is_valid_tag};
+pub use swarm::{
+    DEFAULT_MONITOR as DEFAULT_SWARM_MONITOR, FailureAction, PublishMode, SwarmSettings,
+    SwarmUpdate, UpdateOrder,
+};
 pub use task::{DEFAULT_TASK_TIMEOUT, Task, TaskWhen};
 pub use template::{Template, TemplateValues};
 pub use types::*;
@@ -515,6 +520,8 @@ mod fuzz_tests;
 mod images_tests;
 #[cfg(test)]
 mod proxy_tests;
+#[cfg(test)]
+mod swarm_tests;
 #[cfg(test)]
 mod tests;
 

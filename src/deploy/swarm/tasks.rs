@@ -1,0 +1,192 @@
+//! A Swarm service's tasks as gantry shows them: node, state and digest, read through
+//! the manager; and the log lines that tell each task's changes during an update.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::Docker;
+use bollard::models::{Task, TaskState};
+use bollard::query_parameters::{ListNodesOptions, ListTasksOptionsBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::host::describe_error;
+
+/// One task of a Swarm service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmTask {
+    /// The task's id, short.
+    pub id: String,
+    /// The replica it fills (`web.2` is slot 2).
+    pub slot: Option<i64>,
+    /// The node's host name (its id when the manager does not know it).
+    pub node: Option<String>,
+    /// `new`, `pending`, `preparing`, `starting`, `running`, `complete`, `failed`,
+    /// `shutdown`, `rejected`, `orphaned`, `remove`.
+    pub state: String,
+    /// What Swarm wants of it: `running` for a task that is or will be serving.
+    pub desired_state: String,
+    pub digest: Option<String>,
+    /// Why it failed or waits, as Swarm says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl SwarmTask {
+    /// Runs and is meant to.
+    pub fn is_serving(&self) -> bool {
+        self.state == "running" && self.desired_state == "running"
+    }
+
+    /// How the run log names it: `web.2 on gantry-s2`.
+    pub fn describe(&self, service: &str) -> String {
+        let slot = self
+            .slot
+            .map_or_else(|| self.id.clone(), |slot| format!("{service}.{slot}"));
+        match &self.node {
+            Some(node) => format!("{slot} on {node}"),
+            None => slot,
+        }
+    }
+}
+
+/// The nodes' host names by node id.
+pub async fn node_names(docker: &Docker) -> HashMap<String, String> {
+    docker
+        .list_nodes(None::<ListNodesOptions>)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|node| {
+            let hostname = node.description?.hostname?;
+            Some((node.id?, hostname))
+        })
+        .collect()
+}
+
+/// Every task Swarm keeps for the service (its history too), newest first within a slot.
+pub async fn list(
+    docker: &Docker,
+    service: &str,
+    nodes: &HashMap<String, String>,
+) -> Result<Vec<SwarmTask>, String> {
+    let filters = HashMap::from([("service", vec![service])]);
+    let options = ListTasksOptionsBuilder::default().filters(&filters).build();
+    let tasks = docker.list_tasks(Some(options)).await.map_err(|error| {
+        format!(
+            "listing the tasks of Swarm service {service}: {}",
+            describe_error(&error)
+        )
+    })?;
+    let mut tasks: Vec<(String, SwarmTask)> = tasks
+        .into_iter()
+        // The filter matches name prefixes too (`web` and `web-2`): keep this service's.
+        .filter(|task| task_service_name(task).is_none_or(|name| name == service))
+        .map(|task| (timestamp(&task), view(task, nodes)))
+        .collect();
+    tasks.sort_by(|(left_time, left), (right_time, right)| {
+        left.slot
+            .cmp(&right.slot)
+            .then_with(|| right_time.cmp(left_time))
+    });
+    Ok(tasks.into_iter().map(|(_, task)| task).collect())
+}
+
+/// The tasks that are meant to run (what `docker service ps` shows first).
+pub fn current(tasks: &[SwarmTask]) -> Vec<SwarmTask> {
+    tasks
+        .iter()
+        .filter(|task| task.desired_state == "running" || task.desired_state == "ready")
+        .cloned()
+        .collect()
+}
+
+fn task_service_name(task: &Task) -> Option<&str> {
+    task.labels
+        .as_ref()
+        .and_then(|labels| labels.get("com.docker.swarm.service.name"))
+        .map(String::as_str)
+}
+
+fn timestamp(task: &Task) -> String {
+    task.status
+        .as_ref()
+        .and_then(|status| status.timestamp.as_ref())
+        .map(|time| format!("{time:?}"))
+        .unwrap_or_default()
+}
+
+fn view(task: Task, nodes: &HashMap<String, String>) -> SwarmTask {
+    let status = task.status.unwrap_or_default();
+    let digest = task
+        .spec
+        .and_then(|spec| spec.container_spec)
+        .and_then(|container| container.image)
+        .and_then(|image| image.split_once('@').map(|(_, digest)| digest.to_string()));
+    SwarmTask {
+        id: task
+            .id
+            .as_deref()
+            .map(super::super::short_id)
+            .unwrap_or_default(),
+        slot: task.slot,
+        node: task.node_id.map(|id| nodes.get(&id).cloned().unwrap_or(id)),
+        state: status
+            .state
+            .map_or_else(|| "unknown".to_string(), state_text),
+        desired_state: task
+            .desired_state
+            .map_or_else(|| "unknown".to_string(), state_text),
+        digest,
+        error: status.err.filter(|error| !error.is_empty()),
+    }
+}
+
+fn state_text(state: TaskState) -> String {
+    state.to_string()
+}
+
+/// Remembers what each task was last seen as, so each change is logged once.
+#[derive(Default)]
+pub struct TaskLog {
+    seen: BTreeMap<String, (String, String)>,
+}
+
+impl TaskLog {
+    /// Takes the tasks as they are now without logging them: the state before an update.
+    pub fn baseline(tasks: &[SwarmTask]) -> TaskLog {
+        TaskLog {
+            seen: tasks
+                .iter()
+                .map(|task| {
+                    (
+                        task.id.clone(),
+                        (task.state.clone(), task.desired_state.clone()),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Lines for the tasks that are new or changed since the last call.
+    pub fn changes(&mut self, service: &str, tasks: &[SwarmTask]) -> Vec<String> {
+        let mut lines = Vec::new();
+        for task in tasks {
+            let now = (task.state.clone(), task.desired_state.clone());
+            if self.seen.get(&task.id) == Some(&now) {
+                continue;
+            }
+            let mut line = format!("task {}: {}", task.describe(service), task.state);
+            if task.desired_state != "running" && task.state != task.desired_state {
+                line.push_str(&format!(" (to be {})", task.desired_state));
+            }
+            if let Some(digest) = &task.digest {
+                line.push_str(&format!(", {}", super::super::short_digest(digest)));
+            }
+            if let Some(error) = &task.error {
+                line.push_str(&format!(": {error}"));
+            }
+            lines.push(line);
+            self.seen.insert(task.id.clone(), now);
+        }
+        lines
+    }
+}
