@@ -110,17 +110,17 @@ fn swarm_settings_are_checked() {
             "pipelines/hello.yaml:15:21: `deploy.services.web.swarm.placement`: `role=worker` is not a constraint like `node.role==worker` or `node.labels.zone!=b`",
             "pipelines/hello.yaml:15:36: `deploy.services.web.swarm.placement`: `node.id==` is not a constraint like `node.role==worker` or `node.labels.zone!=b`",
             "pipelines/hello.yaml:16:9: `deploy.services.web.swarm.publish` must be `ingress` or `host`, not `mesh`",
-            "pipelines/hello.yaml:17:78: unknown key `monitr` in `deploy.services.web.swarm.update` (did you mean `monitor`?)",
             "pipelines/hello.yaml:17:19: `deploy.services.web.swarm.update.parallelism` must be at least 1",
             "pipelines/hello.yaml:17:35: `deploy.services.web.swarm.update.order` must be `start-first` or `stop-first`, not `first`",
             "pipelines/hello.yaml:17:49: `deploy.services.web.swarm.update.failure_action` must be `rollback`, `pause` or `continue`, not `retry`",
+            "pipelines/hello.yaml:17:72: unknown key `monitr` in `deploy.services.web.swarm.update` (did you mean `monitor`?)",
         ],
     );
     check_service(
         "      swarm: { replicas: 1001 }\n",
         "prod",
         &[
-            "pipelines/hello.yaml:14:16: `deploy.services.web.swarm.replicas` must be 1 to 1000, not 1001",
+            "pipelines/hello.yaml:13:16: `deploy.services.web.swarm.replicas` must be 1 to 1000, not 1001",
         ],
     );
 }
@@ -131,7 +131,7 @@ fn start_first_cannot_wait_for_a_fixed_host_mode_port() {
         "      ports: [\"8080:8080\"]\n      swarm: { publish: host, update: { order: start-first } }\n",
         "prod",
         &[
-            "pipelines/hello.yaml:15:43: `deploy.services.web.swarm.update.order: start-first` cannot work with a fixed port published in `host` mode: a node's port is held by its old task, so Swarm would never place the new one; use `stop-first`, `publish: ingress`, or let Docker choose the host port",
+            "pipelines/hello.yaml:14:41: `deploy.services.web.swarm.update.order: start-first` cannot work with a fixed port published in `host` mode: a node's port is held by its old task, so Swarm would never place the new one; use `stop-first`, `publish: ingress`, or let Docker choose the host port",
         ],
     );
     // Through the routing mesh it can.
@@ -177,8 +177,8 @@ fn what_a_swarm_service_cannot_have() {
             ),
         ],
         &[
-            "pipelines/hello.yaml:15:9: `deploy.services.web.instances.web-2`: host `web1` is not a Swarm manager, but other instances of this service are; a service runs either as Swarm services or as containers",
             "pipelines/hello.yaml:14:9: `deploy.services.web.instances.web.ports`: a Swarm service publishes the service's `ports`; an instance has none of its own",
+            "pipelines/hello.yaml:15:9: `deploy.services.web.instances.web-2`: host `web1` is not a Swarm manager, but other instances of this service are; a service runs either as Swarm services or as containers",
         ],
     );
 }
@@ -197,7 +197,7 @@ fn a_container_service_cannot_require_a_swarm_service() {
             ),
         ],
         &[
-            "pipelines/hello.yaml:16:18: `deploy.services.web.requires`: `api` runs as a Swarm service, which is updated after the containers; a container service cannot require it",
+            "pipelines/hello.yaml:15:18: `deploy.services.web.requires`: `api` runs as a Swarm service, which is updated after the containers; a container service cannot require it",
         ],
     );
 }
@@ -209,6 +209,6 @@ fn swarm_on_a_host_must_be_a_boolean() {
             "gantry.yaml",
             "hosts:\n  prod: { docker: tcp://10.0.0.20:2376, swarm: yes please }\n",
         )],
-        &["gantry.yaml:2:48: `hosts.prod.swarm` must be true or false"],
+        &["gantry.yaml:2:48: `hosts.prod.swarm` must be true or false, not `yes please`"],
     );
 }

@@ -27,6 +27,7 @@ mod prune;
 mod registries;
 mod serve;
 mod state;
+mod swarm;
 mod tasks;
 mod transports;
 mod validate;

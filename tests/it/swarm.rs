@@ -1,0 +1,341 @@
+//! Swarm services: a pipeline service on a Swarm manager (`swarm: true`) becomes a
+//! Swarm service of the test Swarm that `scripts/test-env.sh` forms (three engines in
+//! network namespaces, `scripts/test-env-swarm.sh`). A redeploy of three replicas on
+//! three nodes converges start-first on the new digest while a request loop inside the
+//! service's overlay network never fails; a new image whose health check fails is
+//! rolled back by Swarm, and gantry says so and exits 1.
+//!
+//! The kernel here has no IPVS, so neither the routing mesh nor a service's virtual IP
+//! works: the request loop asks for the service's tasks by name (`tasks.NAME`, Docker's
+//! DNS on the overlay) and sends each request to the first address it gets.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+fn swarm_manager() -> String {
+    std::env::var("GANTRY_TEST_SWARM_MANAGER")
+        .unwrap_or_else(|_| "unix:///var/lib/gantry-test-env/swarm/s1/docker.sock".to_string())
+}
+
+/// Removes what a test made on the Swarm (services, then the overlay network, then the
+/// request loop's container), however it ends.
+struct SwarmCleanup {
+    services: Vec<String>,
+    containers: Vec<String>,
+    network: String,
+}
+
+impl Drop for SwarmCleanup {
+    fn drop(&mut self) {
+        let manager = swarm_manager();
+        for container in &self.containers {
+            let _ = docker(&manager).args(["rm", "-f", container]).output();
+        }
+        for service in &self.services {
+            let _ = docker(&manager).args(["service", "rm", service]).output();
+        }
+        // The network goes once the tasks have left it.
+        let _ = eventually_quiet(Duration::from_secs(30), || {
+            docker(&manager)
+                .args(["network", "rm", &self.network])
+                .output()
+                .is_ok_and(|output| output.status.success())
+        });
+    }
+}
+
+fn eventually_quiet(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// A deployment whose gantry.yaml has the test Swarm's manager as host `swarm`.
+fn swarm_deployment(prefix: &str) -> Deployment {
+    let deployment = Deployment::new(prefix, &[]);
+    deployment.config.write(
+        "gantry.yaml",
+        &format!(
+            "hosts:\n  local: {{ docker: \"{LOCAL_DOCKER}\" }}\n  \
+             swarm: {{ docker: \"{}\", swarm: true }}\n",
+            swarm_manager()
+        ),
+    );
+    deployment
+}
+
+/// One service `web` as the Swarm service `instance` of three replicas on the overlay
+/// network `network`, gated by a check that `/www/healthy` exists in the image.
+fn swarm_deploy(instance: &str, network: &str) -> String {
+    format!(
+        "  services:\n    web:\n      network: {network}\n      stop_timeout: 2s\n      \
+         health:\n        exec: [\"test\", \"-f\", \"/www/healthy\"]\n        interval: 200ms\n        \
+         timeout: 3s\n      swarm:\n        replicas: 3\n        \
+         update: {{ parallelism: 1, order: start-first, failure_action: rollback, monitor: 2s }}\n      \
+         instances:\n        {instance}: {{ host: swarm }}\n"
+    )
+}
+
+fn commit_version(deployment: &Deployment, version: &str, healthy: bool) {
+    deployment
+        .repo
+        .write("www/index.html", &format!("{version}\n"));
+    if healthy {
+        deployment.repo.write("www/healthy", "yes\n");
+    } else {
+        let _ = std::fs::remove_file(deployment.repo.path().join("www/healthy"));
+        deployment.repo.git(&["add", "-A"]);
+    }
+    deployment.repo.commit(version);
+}
+
+/// `gantry status --json` of the pipeline's one instance.
+fn instance_status(deployment: &Deployment) -> serde_json::Value {
+    let status = deployment.succeed(&["status", &deployment.name]);
+    status["pipelines"][0]["instances"][0].clone()
+}
+
+fn deployed_digest(report: &serde_json::Value) -> String {
+    report["deploy"]["instances"][0]["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no digest in {report}"))
+        .to_string()
+}
+
+/// The tasks `gantry status` lists: every one running `digest`, on three nodes.
+fn assert_tasks_run(instance: &serde_json::Value, digest: &str) {
+    let tasks = instance["tasks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{instance}"));
+    assert_eq!(tasks.len(), 3, "{instance}");
+    let mut nodes: Vec<&str> = tasks
+        .iter()
+        .map(|task| task["node"].as_str().unwrap())
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes.len(), 3, "three replicas on three nodes: {instance}");
+    for task in tasks {
+        assert_eq!(task["state"], "running", "{instance}");
+        assert_eq!(task["digest"], digest, "{instance}");
+    }
+    assert_eq!(instance["state"], "running", "{instance}");
+    assert_eq!(instance["digest"], digest, "{instance}");
+}
+
+#[test]
+fn a_swarm_redeploy_converges_start_first_on_the_new_digest_without_a_failed_request() {
+    let deployment = swarm_deployment("swarm-roll");
+    let instance = deployment.instance("web");
+    let network = deployment.instance("net");
+    let client = deployment.instance("client");
+    let _cleanup = SwarmCleanup {
+        services: vec![instance.clone()],
+        containers: vec![client.clone()],
+        network: network.clone(),
+    };
+    deployment.pipeline(&swarm_deploy(&instance, &network));
+    commit_version(&deployment, "v1", true);
+
+    let (output, first) = deployment.gantry_json(&["run", &deployment.name]);
+    assert!(output.status.success(), "{first}\n{}", stderr(&output));
+    let first_digest = deployed_digest(&first);
+    assert_eq!(
+        first["deploy"]["instances"][0]["action"], "updated",
+        "{first}"
+    );
+    assert_tasks_run(&instance_status(&deployment), &first_digest);
+    // The service carries gantry's labels, as a container does.
+    let labels = run(docker(&swarm_manager()).args([
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.Labels}}",
+        &instance,
+    ]));
+    let labels: serde_json::Value = serde_json::from_str(&labels).unwrap();
+    assert_eq!(
+        labels["gantry.pipeline"],
+        deployment.name.as_str(),
+        "{labels}"
+    );
+    assert_eq!(labels["gantry.digest"], first_digest.as_str(), "{labels}");
+
+    // A request loop inside the overlay network, bounded in count, until told to stop.
+    let loop_script = format!(
+        "i=0; ok=0; failed=0; \
+         while [ ! -e /tmp/stop ] && [ $i -lt 20000 ]; do \
+           i=$((i+1)); \
+           ip=$(nslookup tasks.{instance} 2>/dev/null | sed -n 's/^Address: *//p' | tail -n +2 | head -n 1); \
+           if body=$(wget -q -T 2 -O - \"http://$ip:8080/\" 2>/dev/null); then ok=$((ok+1)); echo \"body $body\"; \
+           else failed=$((failed+1)); echo \"failed $ip\"; fi; \
+         done; echo \"done ok=$ok failed=$failed\""
+    );
+    run(docker(&swarm_manager()).args([
+        "run",
+        "-d",
+        "--name",
+        &client,
+        "--network",
+        &network,
+        "--label",
+        &format!("gantry.pipeline={}", deployment.name),
+        &host_image(),
+        "sh",
+        "-c",
+        &loop_script,
+    ]));
+    eventually(
+        "the request loop reaches v1",
+        Duration::from_secs(20),
+        || {
+            let logs = client_logs(&client);
+            if logs.contains("body v1") {
+                Ok(())
+            } else {
+                Err(logs.lines().last().unwrap_or_default().to_string())
+            }
+        },
+    );
+
+    commit_version(&deployment, "v2", true);
+    let (output, second) = deployment.gantry_json(&["run", &deployment.name]);
+    assert!(output.status.success(), "{second}\n{}", stderr(&output));
+    let second_digest = deployed_digest(&second);
+    assert_ne!(second_digest, first_digest);
+    assert_eq!(
+        second["deploy"]["instances"][0]["action"], "updated",
+        "{second}"
+    );
+    assert_eq!(
+        second["deploy"]["instances"][0]["previous_digest"],
+        first_digest.as_str(),
+        "{second}"
+    );
+    // Each task's changes are in the run's log, on the node it ran on.
+    let log = stderr(&output);
+    assert!(
+        log.contains(&format!(
+            "updating Swarm service on swarm to {}",
+            &second_digest[..19]
+        )),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .filter(|line| line.contains(&format!("task {instance}."))
+                && line.contains(": running, ")
+                && line.contains(&second_digest[..19]))
+            .count()
+            >= 3,
+        "{log}"
+    );
+    assert_tasks_run(&instance_status(&deployment), &second_digest);
+
+    // Start-first: the old tasks stopped only after the new ones ran.
+    let mut order = Vec::new();
+    for line in log.lines() {
+        if line.contains(": running, ") && line.contains(&second_digest[..19]) {
+            order.push("new running");
+        } else if line.contains(&first_digest[..19]) && line.contains("shutdown") {
+            order.push("old shutdown");
+        }
+    }
+    assert_eq!(order.first(), Some(&"new running"), "{log}");
+
+    eventually(
+        "the request loop reaches v2",
+        Duration::from_secs(20),
+        || {
+            let logs = client_logs(&client);
+            if logs.contains("body v2") {
+                Ok(())
+            } else {
+                Err(logs.lines().last().unwrap_or_default().to_string())
+            }
+        },
+    );
+    run(docker(&swarm_manager()).args(["exec", &client, "touch", "/tmp/stop"]));
+    let summary = eventually("the request loop ends", Duration::from_secs(20), || {
+        let logs = client_logs(&client);
+        logs.lines()
+            .find(|line| line.starts_with("done "))
+            .map(str::to_string)
+            .ok_or_else(|| logs.lines().last().unwrap_or_default().to_string())
+    });
+    let logs = client_logs(&client);
+    let failures: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.starts_with("failed"))
+        .collect();
+    assert!(summary.ends_with(" failed=0"), "{summary}: {failures:?}");
+    let served = logs
+        .lines()
+        .filter(|line| line.starts_with("body "))
+        .count();
+    assert!(served >= 20, "{summary}");
+}
+
+#[test]
+fn a_failing_health_check_is_rolled_back_by_swarm_and_reported() {
+    let deployment = swarm_deployment("swarm-fail");
+    let instance = deployment.instance("web");
+    let network = deployment.instance("net");
+    let _cleanup = SwarmCleanup {
+        services: vec![instance.clone()],
+        containers: Vec::new(),
+        network: network.clone(),
+    };
+    deployment.pipeline(&swarm_deploy(&instance, &network));
+    commit_version(&deployment, "v1", true);
+    let first = deployment.succeed(&["run", &deployment.name]);
+    let first_digest = deployed_digest(&first);
+
+    // v2 lacks the file its health check looks for.
+    commit_version(&deployment, "v2", false);
+    let (output, second) = deployment.gantry_json(&["run", &deployment.name]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{second}\n{}",
+        stderr(&output)
+    );
+    let failure = &second["failure"];
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the update failed and Swarm rolled it back"),
+        "{second}"
+    );
+    let reported = &second["deploy"]["instances"][0];
+    assert_eq!(reported["action"], "failed", "{second}");
+    assert_eq!(reported["digest"], first_digest.as_str(), "{second}");
+    let log = stderr(&output);
+    assert!(log.contains("Swarm is rolling the update back"), "{log}");
+    assert!(log.contains("unhealthy") || log.contains("failed"), "{log}");
+
+    // The service is back on v1, every task running it; status says so.
+    let status = instance_status(&deployment);
+    assert_tasks_run(&status, &first_digest);
+    assert_eq!(status["recorded_digest"], first_digest.as_str(), "{status}");
+}
+
+fn client_logs(client: &str) -> String {
+    let output = docker(&swarm_manager())
+        .args(["logs", client])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn host_image() -> String {
+    std::env::var("GANTRY_TEST_HOST_IMAGE")
+        .unwrap_or_else(|_| "127.0.0.1:5115/gantry-test/busybox:latest".to_string())
+}
