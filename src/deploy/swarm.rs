@@ -12,6 +12,7 @@
 //! touches a Swarm service without this pipeline's and instance's labels, and creates
 //! only overlay networks (labelled with the pipeline); it records nothing.
 
+mod spec;
 pub mod status;
 pub mod tasks;
 
@@ -19,26 +20,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
-    EndpointSpec, HealthConfig, Limit, Mount, MountType, NetworkAttachmentConfig,
-    NetworkCreateRequest, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-    ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
-    ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig,
-    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
-    ServiceUpdateStatusStateEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
-    TaskSpecResources,
-};
+use bollard::models::{NetworkCreateRequest, ServiceUpdateStatusStateEnum};
 use bollard::query_parameters::{InspectServiceOptions, UpdateServiceOptionsBuilder};
-use sha2::{Digest, Sha256};
 
 use super::container::{ContainerSpec, LABEL_DIGEST, LABEL_INSTANCE, LABEL_PIPELINE, LABEL_SPEC};
 use super::{Action, InstanceReport, Log, Phase, Rollout, RolloutFailure, Target, report};
-use crate::config::{
-    FailureAction, HealthCheck, ImageRepository, OnFailure, PublishMode, Service, SwarmSettings,
-    UpdateOrder,
-};
+use crate::config::{HealthCheck, ImageRepository, OnFailure, Service, UpdateOrder};
 use crate::host::describe_error;
+pub use spec::service_spec;
 use tasks::{SwarmTask, TaskLog};
 
 /// How often the manager is asked about a service while it converges.
@@ -68,10 +57,10 @@ pub async fn roll_out(
     for (index, target) in targets.iter().enumerate() {
         let stopped = request.stop.and_then(|stop| stop());
         let outcome = match stopped {
-            Some(why) => Err((
+            Some(why) => Err(Box::new((
                 report(target, Action::NotReached),
                 failure(target, why, Vec::new()),
-            )),
+            ))),
             None => update_one(&hosts[&target.instance.host], request, target, log).await,
         };
         match outcome {
@@ -81,7 +70,8 @@ pub async fn roll_out(
                 }
                 reports.push(done);
             }
-            Err((failed, why)) => {
+            Err(failed) => {
+                let (failed, why) = *failed;
                 reports.push(failed);
                 reports.extend(
                     targets[index + 1..]
@@ -114,7 +104,8 @@ pub async fn roll_out(
     (reports, None)
 }
 
-type Failed = (InstanceReport, RolloutFailure);
+/// A failed service: its report and why (boxed: the pair is large).
+type Failed = Box<(InstanceReport, RolloutFailure)>;
 
 fn failure(target: &Target<'_>, message: String, logs: Vec<String>) -> RolloutFailure {
     RolloutFailure {
@@ -140,7 +131,7 @@ async fn update_one(
     let spec = ContainerSpec::new(request.pipeline, target.service, target.instance, image);
     let mut entry = report(target, Action::Failed);
     let fail = |entry: &InstanceReport, message: String, logs: Vec<String>| {
-        Err((entry.clone(), failure(target, message, logs)))
+        Err(Box::new((entry.clone(), failure(target, message, logs))))
     };
     let Some(settings) = target.service.swarm.as_ref() else {
         entry.action = Action::NotReached;
@@ -185,13 +176,13 @@ async fn update_one(
              (its labels say otherwise); gantry leaves it alone: remove or rename it",
             request.pipeline.name
         );
-        return Err((
+        return Err(Box::new((
             entry,
             RolloutFailure {
                 phase: Phase::Check,
                 ..failure(target, message, Vec::new())
             },
-        ));
+        )));
     }
     entry.previous_digest = labels.get(LABEL_DIGEST).cloned();
     if !request.force
@@ -598,163 +589,6 @@ async fn ensure_overlay(
             "inspecting network {network} on {host}: {}",
             describe_error(&error)
         )),
-    }
-}
-
-/// The Swarm service for an instance's container spec and its service's settings. Its
-/// `gantry.spec` label covers the Swarm settings and the health check too.
-pub fn service_spec(
-    spec: &ContainerSpec,
-    service: &Service,
-    settings: &SwarmSettings,
-) -> ServiceSpec {
-    let health_check = match &service.health.check {
-        HealthCheck::Exec { command } => {
-            let interval = service.health.interval.max(Duration::from_millis(100));
-            let retries = (service.health.timeout.as_millis() / interval.as_millis()).max(1);
-            Some(HealthConfig {
-                test: Some([vec!["CMD".to_string()], command.clone()].concat()),
-                interval: Some(interval.as_nanos() as i64),
-                timeout: Some(interval.min(Duration::from_secs(10)).as_nanos() as i64),
-                retries: Some(retries as i64),
-                start_period: Some(0),
-                ..HealthConfig::default()
-            })
-        }
-        _ => None,
-    };
-    let mut labels = spec.all_labels();
-    let hashed = serde_json::json!({
-        "swarm": settings,
-        "health": format!("{:?}", service.health),
-    });
-    let swarm_hash = hex::encode(&Sha256::digest(hashed.to_string().as_bytes())[..4]);
-    labels.insert(
-        LABEL_SPEC.to_string(),
-        format!("{}.{swarm_hash}", spec.spec_hash),
-    );
-    let publish_mode = match settings.publish {
-        PublishMode::Ingress => EndpointPortConfigPublishModeEnum::INGRESS,
-        PublishMode::Host => EndpointPortConfigPublishModeEnum::HOST,
-    };
-    let ports: Vec<EndpointPortConfig> = spec
-        .ports
-        .iter()
-        .map(|port| EndpointPortConfig {
-            protocol: Some(match port.protocol.as_str() {
-                "udp" => EndpointPortConfigProtocolEnum::UDP,
-                "sctp" => EndpointPortConfigProtocolEnum::SCTP,
-                _ => EndpointPortConfigProtocolEnum::TCP,
-            }),
-            target_port: Some(i64::from(port.container_port)),
-            published_port: port.host_port.map(i64::from),
-            publish_mode: Some(publish_mode),
-            ..EndpointPortConfig::default()
-        })
-        .collect();
-    let mounts: Vec<Mount> = spec.volumes.iter().map(|volume| mount(volume)).collect();
-    let (order, rollback_order) = match settings.update.order {
-        UpdateOrder::StartFirst => (
-            ServiceSpecUpdateConfigOrderEnum::START_FIRST,
-            ServiceSpecRollbackConfigOrderEnum::START_FIRST,
-        ),
-        UpdateOrder::StopFirst => (
-            ServiceSpecUpdateConfigOrderEnum::STOP_FIRST,
-            ServiceSpecRollbackConfigOrderEnum::STOP_FIRST,
-        ),
-    };
-    ServiceSpec {
-        name: Some(spec.instance.clone()),
-        labels: Some(labels),
-        task_template: Some(TaskSpec {
-            container_spec: Some(TaskSpecContainerSpec {
-                image: Some(spec.image()),
-                args: spec.command.clone(),
-                env: Some(
-                    spec.env
-                        .iter()
-                        .map(|(key, value)| format!("{key}={value}"))
-                        .collect(),
-                ),
-                mounts: (!mounts.is_empty()).then_some(mounts),
-                stop_grace_period: spec.stop_timeout.map(|timeout| timeout.as_nanos() as i64),
-                health_check,
-                ..TaskSpecContainerSpec::default()
-            }),
-            resources: (spec.memory.is_some() || spec.cpus.is_some()).then(|| TaskSpecResources {
-                limits: Some(Limit {
-                    memory_bytes: spec.memory.map(|bytes| bytes as i64),
-                    nano_cpus: spec.cpus.map(|cpus| (cpus * 1e9) as i64),
-                    ..Limit::default()
-                }),
-                ..TaskSpecResources::default()
-            }),
-            placement: (!settings.placement.is_empty()).then(|| TaskSpecPlacement {
-                constraints: Some(settings.placement.clone()),
-                ..TaskSpecPlacement::default()
-            }),
-            networks: spec.network.as_ref().map(|network| {
-                vec![NetworkAttachmentConfig {
-                    target: Some(network.clone()),
-                    aliases: Some(vec![spec.service.clone()]),
-                    ..NetworkAttachmentConfig::default()
-                }]
-            }),
-            ..TaskSpec::default()
-        }),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated {
-                replicas: Some(settings.replicas as i64),
-            }),
-            ..ServiceSpecMode::default()
-        }),
-        update_config: Some(ServiceSpecUpdateConfig {
-            parallelism: Some(settings.update.parallelism as i64),
-            delay: Some(settings.update.delay.as_nanos() as i64),
-            failure_action: Some(match settings.update.failure_action {
-                FailureAction::Rollback => ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK,
-                FailureAction::Pause => ServiceSpecUpdateConfigFailureActionEnum::PAUSE,
-                FailureAction::Continue => ServiceSpecUpdateConfigFailureActionEnum::CONTINUE,
-            }),
-            monitor: Some(settings.update.monitor.as_nanos() as i64),
-            max_failure_ratio: Some(0.0),
-            order: Some(order),
-        }),
-        // A rollback goes the way the update came, and pauses if it fails too.
-        rollback_config: Some(ServiceSpecRollbackConfig {
-            parallelism: Some(settings.update.parallelism as i64),
-            delay: Some(0),
-            failure_action: Some(ServiceSpecRollbackConfigFailureActionEnum::PAUSE),
-            monitor: Some(settings.update.monitor.as_nanos() as i64),
-            max_failure_ratio: Some(0.0),
-            order: Some(rollback_order),
-        }),
-        endpoint_spec: Some(EndpointSpec {
-            ports: (!ports.is_empty()).then_some(ports),
-            ..EndpointSpec::default()
-        }),
-        ..ServiceSpec::default()
-    }
-}
-
-/// `SOURCE:TARGET[:ro]`: a bind mount for an absolute source, else a named volume.
-fn mount(volume: &str) -> Mount {
-    let mut parts = volume.splitn(3, ':');
-    let source = parts.next().unwrap_or_default().to_string();
-    let target = parts.next().unwrap_or_default().to_string();
-    let read_only = parts
-        .next()
-        .is_some_and(|options| options.split(',').any(|o| o == "ro"));
-    Mount {
-        typ: Some(if source.starts_with('/') {
-            MountType::BIND
-        } else {
-            MountType::VOLUME
-        }),
-        source: Some(source),
-        target: Some(target),
-        read_only: read_only.then_some(true),
-        ..Mount::default()
     }
 }
 
