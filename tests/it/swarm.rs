@@ -245,6 +245,9 @@ fn a_swarm_redeploy_converges_start_first_on_the_new_digest_without_a_failed_req
         "{log}"
     );
     assert_tasks_run(&instance_status(&deployment), &second_digest, false);
+    // Deployed again as it is, the service is left alone.
+    let again = deployment.succeed(&["deploy", &deployment.name]);
+    assert_eq!(again["instances"][0]["action"], "unchanged", "{again}");
 
     // Start-first: in each slot the old task stops only after the new one runs.
     let lines: Vec<&str> = log.lines().collect();
@@ -356,4 +359,53 @@ fn client_logs(client: &str) -> String {
 fn host_image() -> String {
     std::env::var("GANTRY_TEST_HOST_IMAGE")
         .unwrap_or_else(|_| "127.0.0.1:5115/gantry-test/busybox:latest".to_string())
+}
+
+#[test]
+fn a_network_of_one_engine_is_refused_for_a_swarm_service() {
+    let deployment = swarm_deployment("swarm-net");
+    let instance = deployment.instance("web");
+    let network = deployment.instance("bridge");
+    let _cleanup = SwarmCleanup {
+        services: vec![instance.clone()],
+        containers: Vec::new(),
+        network: network.clone(),
+    };
+    run(docker(&swarm_manager()).args([
+        "network",
+        "create",
+        "--driver",
+        "bridge",
+        "--label",
+        &format!("gantry.pipeline={}", deployment.name),
+        &network,
+    ]));
+    deployment.pipeline(&swarm_deploy(&instance, &network));
+    commit_version(&deployment, "v1", true);
+    let (output, report) = deployment.gantry_json(&["run", &deployment.name]);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    let message = report["deploy"]["failure"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "network {network} on swarm is a bridge network of one engine; a Swarm service needs an overlay network"
+        )),
+        "{report}"
+    );
+    assert_eq!(
+        report["deploy"]["instances"][0]["action"], "not_reached",
+        "{report}"
+    );
+    let services = run(docker(&swarm_manager()).args([
+        "service",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name={instance}"),
+    ]));
+    assert!(
+        services.trim().is_empty(),
+        "no service was created: {services}"
+    );
 }
