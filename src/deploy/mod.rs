@@ -333,7 +333,9 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     let pipeline = request.pipeline;
     let all_targets = targets(pipeline, request.only);
     // Instances on Swarm managers are Swarm services (`deploy::swarm`), updated after
-    // the containers; phase 1 only connects their managers (the nodes pull themselves).
+    // the containers. Phase 1 connects their managers and pulls the image there too
+    // (a release task of theirs runs there as a container); the other nodes pull it
+    // when Swarm gives them a task.
     let (swarm_targets, targets): (Vec<Target<'_>>, Vec<Target<'_>>) = all_targets
         .iter()
         .partition(|target| swarm::is_swarm(target));
@@ -361,7 +363,7 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
             .iter()
             .chain(&swarm_targets)
             .map(|target| target.instance.host.clone())
-            .chain(task::hosts(pipeline, &targets)),
+            .chain(task::hosts(pipeline, &all_targets)),
     )
     .await
     {
@@ -378,7 +380,7 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     let release = request.release;
     let (owned, pulled, proxied) = tokio::join!(
         check_ownership(&hosts, &targets, pipeline),
-        pull::pull_images(request.config, pipeline, release, &hosts, &targets, log),
+        pull::pull_images(request.config, pipeline, release, &hosts, &all_targets, log),
         prepare_proxies(request.config, pipeline, &hosts, &targets, log),
     );
     if let Err((host, instance, message)) = owned {
@@ -395,7 +397,9 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     }
 
     // Release tasks that must pass before any instance is swapped (migrations).
-    if let Err(failure) = task::run_tasks(&hosts, request, &targets, TaskWhen::Before, log).await {
+    if let Err(failure) =
+        task::run_tasks(&hosts, request, &all_targets, TaskWhen::Before, log).await
+    {
         return RolloutReport {
             instances: all_targets
                 .iter()
@@ -430,7 +434,8 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     // Release tasks for once every instance runs the new image; their failure fails
     // the rollout but swaps nothing back.
     if rolled_out.failure.is_none()
-        && let Err(failure) = task::run_tasks(&hosts, request, &targets, TaskWhen::After, log).await
+        && let Err(failure) =
+            task::run_tasks(&hosts, request, &all_targets, TaskWhen::After, log).await
     {
         rolled_out.failure = Some(failure);
     }
