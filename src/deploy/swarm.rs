@@ -622,3 +622,45 @@ pub fn owned_by(labels: &HashMap<String, String>, pipeline: &str, instance: &str
     labels.get(LABEL_PIPELINE).map(String::as_str) == Some(pipeline)
         && labels.get(LABEL_INSTANCE).map(String::as_str) == Some(instance)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::converged;
+    use super::tasks::SwarmTask;
+
+    fn task(slot: i64, state: &str, desired: &str, digest: &str) -> SwarmTask {
+        SwarmTask {
+            id: format!("{slot}{state}{digest}"),
+            slot: Some(slot),
+            node: None,
+            state: state.to_string(),
+            desired_state: desired.to_string(),
+            digest: Some(digest.to_string()),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_service_converged_when_exactly_its_replicas_serve_the_digest() {
+        let new = |slot| task(slot, "running", "running", "sha256:new");
+        assert!(converged(&[new(1), new(2)], "sha256:new", 2));
+        // An old task still meant to run, one still starting, one too few.
+        assert!(!converged(
+            &[new(1), task(2, "running", "running", "sha256:old")],
+            "sha256:new",
+            2
+        ));
+        assert!(!converged(
+            &[new(1), task(2, "starting", "running", "sha256:new")],
+            "sha256:new",
+            2
+        ));
+        assert!(!converged(&[new(1)], "sha256:new", 2));
+        // Old tasks on their way out do not count.
+        assert!(converged(
+            &[new(1), new(2), task(1, "running", "shutdown", "sha256:old")],
+            "sha256:new",
+            2
+        ));
+    }
+}

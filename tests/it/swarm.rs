@@ -346,6 +346,18 @@ fn a_failing_health_check_is_rolled_back_by_swarm_and_reported() {
     let status = instance_status(&deployment);
     assert_tasks_run(&status, &first_digest, false);
     assert_eq!(status["recorded_digest"], first_digest.as_str(), "{status}");
+    // As text: a line per task with its node, state and digest.
+    let text = stdout(&deployment.gantry(&["status", &deployment.name]));
+    let task_lines: Vec<&str> = text
+        .lines()
+        .filter(|line| line.trim_start().starts_with(&format!("task {instance}.")))
+        .collect();
+    assert_eq!(task_lines.len(), 3, "{text}");
+    for line in task_lines {
+        assert!(line.contains(" on gantry-s"), "{text}");
+        assert!(line.contains("running"), "{text}");
+        assert!(line.contains(&first_digest[..19]), "{text}");
+    }
 }
 
 fn client_logs(client: &str) -> String {

@@ -190,3 +190,59 @@ impl TaskLog {
         lines
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, slot: i64, state: &str, desired: &str, digest: &str) -> SwarmTask {
+        SwarmTask {
+            id: id.to_string(),
+            slot: Some(slot),
+            node: Some(format!("node-{slot}")),
+            state: state.to_string(),
+            desired_state: desired.to_string(),
+            digest: Some(digest.to_string()),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn each_change_of_a_task_is_logged_once_and_the_state_before_not_at_all() {
+        let before = [task("a", 1, "running", "running", "sha256:old")];
+        let mut log = TaskLog::baseline(&before);
+        assert!(log.changes("web", &before).is_empty());
+        let during = [
+            task("a", 1, "running", "shutdown", "sha256:old"),
+            task("b", 1, "starting", "running", "sha256:new"),
+        ];
+        assert_eq!(
+            log.changes("web", &during),
+            [
+                "task web.1 on node-1: running (to be shutdown), sha256:old",
+                "task web.1 on node-1: starting, sha256:new",
+            ]
+        );
+        assert!(log.changes("web", &during).is_empty());
+        let mut failed = task("c", 2, "failed", "shutdown", "sha256:new");
+        failed.error = Some("task: non-zero exit (137)".to_string());
+        assert_eq!(
+            log.changes("web", &[failed]),
+            [
+                "task web.2 on node-2: failed (to be shutdown), sha256:new: task: non-zero exit (137)"
+            ]
+        );
+    }
+
+    #[test]
+    fn current_tasks_are_those_meant_to_run() {
+        let tasks = [
+            task("a", 1, "shutdown", "shutdown", "sha256:old"),
+            task("b", 1, "running", "running", "sha256:new"),
+            task("c", 2, "preparing", "running", "sha256:new"),
+        ];
+        let current: Vec<String> = current(&tasks).into_iter().map(|task| task.id).collect();
+        assert_eq!(current, ["b", "c"]);
+        assert!(tasks[1].is_serving() && !tasks[2].is_serving());
+    }
+}
