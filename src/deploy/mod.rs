@@ -333,8 +333,8 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     let pipeline = request.pipeline;
     let all_targets = targets(pipeline, request.only);
     // Instances on Swarm managers are Swarm services (`deploy::swarm`), updated after
-    // the containers. Phase 1 connects their managers and pulls the image there too
-    // (a release task of theirs runs there as a container); the other nodes pull it
+    // the containers. Phase 1 connects their managers and pulls there only what a
+    // release task of theirs runs (as a container); the nodes pull a service's image
     // when Swarm gives them a task.
     let (swarm_targets, targets): (Vec<Target<'_>>, Vec<Target<'_>>) = all_targets
         .iter()
