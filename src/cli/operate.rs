@@ -348,13 +348,18 @@ pub(super) fn render_status(documents: &[PipelineStatus], json: bool) -> anyhow:
             }
             for task in &row.tasks {
                 println!(
-                    "    task {:24}  {:10}  {}{}",
+                    "    task {:24}  {:10}  {}{}{}",
                     task.describe(&row.instance),
                     task.state,
                     task.digest
                         .as_deref()
                         .map(short_digest)
                         .unwrap_or("-".to_string()),
+                    if task.published.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  {}", task.published.join(", "))
+                    },
                     task.error
                         .as_deref()
                         .map(|error| format!("  {error}"))

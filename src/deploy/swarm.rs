@@ -357,7 +357,7 @@ struct Watch<'a> {
     service: &'a str,
     digest: &'a str,
     replicas: u64,
-    nodes: &'a HashMap<String, String>,
+    nodes: &'a HashMap<String, tasks::NodeName>,
     /// When the update before this one started: its status says nothing of this one.
     previous_update: Option<String>,
     created: bool,
@@ -637,6 +637,7 @@ mod tests {
             desired_state: desired.to_string(),
             digest: Some(digest.to_string()),
             error: None,
+            published: Vec::new(),
         }
     }
 

@@ -72,12 +72,13 @@ fn swarm_deployment(prefix: &str) -> Deployment {
 }
 
 /// One service `web` as the Swarm service `instance` of three replicas on the overlay
-/// network `network`, gated by a check that `/www/healthy` exists in the image.
+/// network `network`, gated by a check that `/www/healthy` exists in the image, its
+/// port 8080 published in `host` mode on a port each node chooses.
 fn swarm_deploy(instance: &str, network: &str) -> String {
     format!(
-        "  services:\n    web:\n      network: {network}\n      stop_timeout: 2s\n      \
+        "  services:\n    web:\n      network: {network}\n      ports: [\"8080\"]\n      stop_timeout: 2s\n      \
          health:\n        exec: [\"test\", \"-f\", \"/www/healthy\"]\n        interval: 200ms\n        \
-         timeout: 3s\n      swarm:\n        replicas: 3\n        \
+         timeout: 3s\n      swarm:\n        replicas: 3\n        publish: host\n        \
          update: {{ parallelism: 1, order: start-first, failure_action: rollback, monitor: 2s }}\n      \
          instances:\n        {instance}: {{ host: swarm }}\n"
     )
@@ -244,7 +245,22 @@ fn a_swarm_redeploy_converges_start_first_on_the_new_digest_without_a_failed_req
             >= 3,
         "{log}"
     );
-    assert_tasks_run(&instance_status(&deployment), &second_digest, false);
+    let status = instance_status(&deployment);
+    assert_tasks_run(&status, &second_digest, false);
+    // Each task answers on the port its node published, at the node's address.
+    for task in status["tasks"].as_array().unwrap() {
+        let published = task["published"][0].as_str().unwrap_or_default();
+        let (address, port) = published
+            .strip_suffix("->8080/tcp")
+            .and_then(|place| place.rsplit_once(':'))
+            .unwrap_or_else(|| panic!("{task}"));
+        assert!(address.starts_with("10.77.2"), "{task}");
+        assert_eq!(
+            fetch(address, port.parse().unwrap()).as_deref(),
+            Some("v2\n"),
+            "{task}"
+        );
+    }
     // Deployed again as it is, the service is left alone.
     let again = deployment.succeed(&["deploy", &deployment.name]);
     assert_eq!(again["instances"][0]["action"], "unchanged", "{again}");

@@ -28,6 +28,10 @@ pub struct SwarmTask {
     /// Why it failed or waits, as Swarm says it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Ports it publishes in `host` mode, where they answer: `ADDRESS:PORT->TARGET/PROTOCOL`
+    /// with the node's address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<String>,
 }
 
 impl SwarmTask {
@@ -48,8 +52,16 @@ impl SwarmTask {
     }
 }
 
-/// The nodes' host names by node id.
-pub async fn node_names(docker: &Docker) -> HashMap<String, String> {
+/// A node as tasks name it.
+#[derive(Debug, Clone, Default)]
+pub struct NodeName {
+    pub hostname: String,
+    /// Its address in the Swarm, where its `host`-mode ports answer.
+    pub address: Option<String>,
+}
+
+/// The nodes by node id.
+pub async fn node_names(docker: &Docker) -> HashMap<String, NodeName> {
     docker
         .list_nodes(None::<ListNodesOptions>)
         .await
@@ -57,7 +69,8 @@ pub async fn node_names(docker: &Docker) -> HashMap<String, String> {
         .into_iter()
         .filter_map(|node| {
             let hostname = node.description?.hostname?;
-            Some((node.id?, hostname))
+            let address = node.status.and_then(|status| status.addr);
+            Some((node.id?, NodeName { hostname, address }))
         })
         .collect()
 }
@@ -66,7 +79,7 @@ pub async fn node_names(docker: &Docker) -> HashMap<String, String> {
 pub async fn list(
     docker: &Docker,
     service: &str,
-    nodes: &HashMap<String, String>,
+    nodes: &HashMap<String, NodeName>,
 ) -> Result<Vec<SwarmTask>, String> {
     let filters = HashMap::from([("service", vec![service])]);
     let options = ListTasksOptionsBuilder::default().filters(&filters).build();
@@ -114,8 +127,29 @@ fn timestamp(task: &Task) -> String {
         .unwrap_or_default()
 }
 
-fn view(task: Task, nodes: &HashMap<String, String>) -> SwarmTask {
+fn view(task: Task, nodes: &HashMap<String, NodeName>) -> SwarmTask {
     let status = task.status.unwrap_or_default();
+    let address = task
+        .node_id
+        .as_ref()
+        .and_then(|id| nodes.get(id)?.address.clone())
+        .unwrap_or_else(|| "0.0.0.0".to_string());
+    let published = status
+        .port_status
+        .clone()
+        .and_then(|ports| ports.ports)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|port| {
+            Some(format!(
+                "{address}:{}->{}/{}",
+                port.published_port?,
+                port.target_port?,
+                port.protocol
+                    .map_or_else(|| "tcp".to_string(), |protocol| protocol.to_string())
+            ))
+        })
+        .collect();
     let digest = task
         .spec
         .and_then(|spec| spec.container_spec)
@@ -128,7 +162,9 @@ fn view(task: Task, nodes: &HashMap<String, String>) -> SwarmTask {
             .map(super::super::short_id)
             .unwrap_or_default(),
         slot: task.slot,
-        node: task.node_id.map(|id| nodes.get(&id).cloned().unwrap_or(id)),
+        node: task
+            .node_id
+            .map(|id| nodes.get(&id).map_or(id, |node| node.hostname.clone())),
         state: status
             .state
             .map_or_else(|| "unknown".to_string(), state_text),
@@ -137,6 +173,7 @@ fn view(task: Task, nodes: &HashMap<String, String>) -> SwarmTask {
             .map_or_else(|| "unknown".to_string(), state_text),
         digest,
         error: status.err.filter(|error| !error.is_empty()),
+        published,
     }
 }
 
@@ -204,6 +241,7 @@ mod tests {
             desired_state: desired.to_string(),
             digest: Some(digest.to_string()),
             error: None,
+            published: Vec::new(),
         }
     }
 
