@@ -437,3 +437,67 @@ fn a_network_of_one_engine_is_refused_for_a_swarm_service() {
         "no service was created: {services}"
     );
 }
+
+#[test]
+fn a_failed_swarm_service_rolls_back_the_ones_updated_before_it() {
+    let deployment = swarm_deployment("swarm-revert");
+    let api = deployment.instance("api");
+    let web = deployment.instance("web");
+    let network = deployment.instance("net");
+    let _cleanup = SwarmCleanup {
+        services: vec![api.clone(), web.clone()],
+        containers: Vec::new(),
+        network: network.clone(),
+    };
+    // `api` passes its check on every version; `web` needs /www/healthy.
+    let service = |name: &str, requires: &str, file: &str, instance: &str| {
+        format!(
+            "    {name}:\n      network: {network}\n      requires: [{requires}]\n      \
+             stop_timeout: 1s\n      health:\n        exec: [\"test\", \"-f\", \"{file}\"]\n        \
+             interval: 200ms\n        timeout: 2s\n      swarm:\n        \
+             update: {{ monitor: 1s }}\n      instances:\n        {instance}: {{ host: swarm }}\n"
+        )
+    };
+    deployment.pipeline(&format!(
+        "  on_failure: rollback\n  services:\n{}{}",
+        service("api", "", "/www/index.html", &api),
+        service("web", "api", "/www/healthy", &web)
+    ));
+    commit_version(&deployment, "v1", true);
+    let first = deployment.succeed(&["run", &deployment.name]);
+    let first_digest = deployed_digest(&first);
+
+    commit_version(&deployment, "v2", false);
+    let (output, second) = deployment.gantry_json(&["run", &deployment.name]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{second}\n{}",
+        stderr(&output)
+    );
+    let instances = second["deploy"]["instances"].as_array().unwrap();
+    let action = |instance: &str| {
+        instances
+            .iter()
+            .find(|report| report["instance"] == instance)
+            .map(|report| report["action"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(action(&api).as_deref(), Some("reverted"), "{second}");
+    assert_eq!(action(&web).as_deref(), Some("failed"), "{second}");
+    let log = stderr(&output);
+    assert!(
+        log.contains(&format!(
+            "{api}: rolling the Swarm service back to {}",
+            &first_digest[..19]
+        )),
+        "{log}"
+    );
+    // Both services run v1 again.
+    let status = deployment.succeed(&["status", &deployment.name]);
+    for instance in status["pipelines"][0]["instances"].as_array().unwrap() {
+        let tasks = instance["tasks"].as_array().unwrap();
+        assert_eq!(tasks.len(), 1, "{instance}");
+        assert_eq!(tasks[0]["state"], "running", "{instance}");
+        assert_eq!(tasks[0]["digest"], first_digest.as_str(), "{instance}");
+    }
+}
