@@ -69,7 +69,8 @@ swarm_net() {
 # swarm_forward: this namespace forwards between the nodes' veths (and nothing else
 # new). The rule goes before Docker's chains, whose policy drops forwarded packets.
 swarm_forward() {
-  sysctl -qw net.ipv4.ip_forward=1
+  # (Through /proc: procps, which has sysctl, may be missing.)
+  echo 1 >/proc/sys/net/ipv4/ip_forward
   iptables -C FORWARD -i 'gs+' -o 'gs+' -j ACCEPT 2>/dev/null \
     || iptables -I FORWARD 1 -i 'gs+' -o 'gs+' -j ACCEPT
 }
@@ -127,7 +128,14 @@ swarm_registry_proxy() {
 }
 
 swarm_state() { sdk "$1" info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || true; }
-swarm_cluster() { sdk "$1" info --format '{{if .Swarm.Cluster}}{{.Swarm.Cluster.ID}}{{end}}' 2>/dev/null || true; }
+# swarm_member I: node I is in node 1's swarm and the manager sees it Ready (a worker's
+# own `docker info` names no cluster, so the manager is asked).
+swarm_member() {
+  local id
+  [ "$(swarm_state "$1")" = active ] || return 1
+  id=$(sdk "$1" info --format '{{.Swarm.NodeID}}' 2>/dev/null) && [ -n "$id" ] || return 1
+  [ "$(sdk 1 node inspect --format '{{.Status.State}}' "$id" 2>/dev/null)" = ready ]
+}
 # swarm_ready_count: nodes the manager sees Ready.
 swarm_ready_count() {
   sdk 1 node ls --format '{{.Status}}' 2>/dev/null | grep -c '^Ready$' || true
@@ -138,35 +146,32 @@ swarm_all_ready() { [ "$(swarm_ready_count)" -eq "$SWARM_NODES" ]; }
 # another Swarm (node 1's data was reset) leaves it first; nodes the manager lists as
 # down (an earlier identity of a rejoined node) are removed from its list.
 swarm_form() {
-  local i cluster token
+  local i token down
   if [ "$(swarm_state 1)" != active ]; then
     log "forming the test swarm: manager s1 at $(swarm_addr 1)"
     sdk 1 swarm init --advertise-addr "$(swarm_addr 1)" --listen-addr "$(swarm_addr 1):2377" \
       --default-addr-pool "$SWARM_ADDR_POOL" >/dev/null || die "swarm init on s1 failed"
   fi
-  cluster=$(swarm_cluster 1)
   token=$(sdk 1 swarm join-token -q worker) || die "no worker join token from s1"
   for i in $(seq 2 "$SWARM_NODES"); do
-    if [ "$(swarm_state "$i")" = active ] && [ "$(swarm_cluster "$i")" = "$cluster" ]; then continue; fi
+    swarm_member "$i" && continue
     if [ "$(swarm_state "$i")" != inactive ]; then sdk "$i" swarm leave --force >/dev/null 2>&1 || true; fi
     log "swarm node s$i joins as a worker"
     sdk "$i" swarm join --token "$token" --advertise-addr "$(swarm_addr "$i")" \
       --listen-addr "$(swarm_addr "$i"):2377" "$(swarm_addr 1):2377" >/dev/null \
       || die "s$i cannot join the swarm at $(swarm_addr 1):2377"
   done
-  # The workers' own view is `active` only once the manager has them; wait for Ready.
   wait_for 60 "" swarm_all_ready || {
-    local down
-    down=$(sdk 1 node ls --format '{{.ID}} {{.Status}}' | awk '$2 == "Down" { print $1 }')
-    if [ -n "$down" ]; then
-      # shellcheck disable=SC2086
-      sdk 1 node rm --force $down >/dev/null 2>&1 || true
-    fi
-    wait_for 30 "" swarm_all_ready || {
-      sdk 1 node ls >&2 || true
-      die "the test swarm has $(swarm_ready_count) of $SWARM_NODES nodes Ready"
-    }
+    sdk 1 node ls >&2 || true
+    die "the test swarm has $(swarm_ready_count) of $SWARM_NODES nodes Ready"
   }
+  # Earlier identities of nodes that joined again (their data was reset) stay listed as
+  # Down; the manager forgets them.
+  down=$(sdk 1 node ls --format '{{.ID}} {{.Status}}' | awk '$2 == "Down" { print $1 }')
+  if [ -n "$down" ]; then
+    # shellcheck disable=SC2086
+    sdk 1 node rm --force $down >/dev/null 2>&1 || true
+  fi
   # A placement constraint can name a node by this label (all nodes have distinct
   # host names too).
   for i in $(seq "$SWARM_NODES"); do
