@@ -114,6 +114,10 @@ write_if_changed() {
   fi
 }
 
+# The test Swarm's functions (ensure_swarm, swarm_env).
+# shellcheck source=scripts/test-env-swarm.sh
+source "$(dirname "${BASH_SOURCE[0]}")/test-env-swarm.sh"
+
 # ---------------------------------------------------------------- packages
 missing=()
 command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 || missing+=(docker.io)
@@ -629,6 +633,7 @@ write_env() {
       printf 'export GANTRY_TEST_HOST_TLS=%q\n' "tcp://$(host_addr 1):$HOST_TLS_PORT"
       printf 'export GANTRY_TEST_HOST_IMAGE=%q\n' "$HOST_IMAGE"
     fi
+    swarm_env
   } | write_if_changed "$STATE/env"
 }
 
@@ -953,6 +958,7 @@ ensure_postgres
 
 # ---------------------------------------------------------------- extra engines
 ensure_hosts "$WANT_HOSTS"
+ensure_swarm
 
 # ---------------------------------------------------------------- env file + summary
 write_env

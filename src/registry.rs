@@ -150,7 +150,10 @@ pub async fn push(
 /// The credentials as the engine takes them (its `X-Registry-Auth` header) for
 /// `repository`'s registry. The engine trades an identity token at the registry's token
 /// service itself.
-fn for_engine(credentials: &Credentials, repository: &ImageRepository) -> DockerCredentials {
+pub(crate) fn for_engine(
+    credentials: &Credentials,
+    repository: &ImageRepository,
+) -> DockerCredentials {
     let serveraddress = Some(repository.registry().to_string());
     match credentials {
         Credentials::Password { username, password } => DockerCredentials {

@@ -346,6 +346,26 @@ pub(super) fn render_status(documents: &[PipelineStatus], json: bool) -> anyhow:
                     (_, state) => println!("    proxy :{} is {state}", route.port),
                 }
             }
+            for task in &row.tasks {
+                println!(
+                    "    task {:24}  {:10}  {}{}{}",
+                    task.describe(&row.instance),
+                    task.state,
+                    task.digest
+                        .as_deref()
+                        .map(short_digest)
+                        .unwrap_or("-".to_string()),
+                    if task.published.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  {}", task.published.join(", "))
+                    },
+                    task.error
+                        .as_deref()
+                        .map(|error| format!("  {error}"))
+                        .unwrap_or_default()
+                );
+            }
             for line in row.logs.iter().flatten() {
                 println!("    | {line}");
             }

@@ -337,6 +337,7 @@ fn local_host(environment: Environment) -> Host {
         tls,
         timeout: DEFAULT_HOST_TIMEOUT,
         ssh_key: None,
+        swarm: false,
     }
 }
 
@@ -410,7 +411,7 @@ fn read_host(
     let fields = decoder.mapping(
         node,
         &path,
-        &["docker", "tls", "address", "timeout", "ssh_key"],
+        &["docker", "tls", "address", "timeout", "ssh_key", "swarm"],
     )?;
     let docker_node = fields.get("docker");
     let url = decoder.required_string(&fields, "docker")?;
@@ -455,6 +456,7 @@ fn read_host(
     Some(Host {
         name: name.to_string(),
         ssh_key,
+        swarm: decoder.optional_bool(&fields, "swarm").unwrap_or(false),
         address: decoder
             .optional_string(&fields, "address")
             .unwrap_or_else(|| default_address(&docker)),

@@ -15,6 +15,7 @@ mod pipeline;
 mod reference;
 mod registries;
 mod service;
+mod swarm;
 mod task;
 mod template;
 mod types;
@@ -32,6 +33,10 @@ pub use global::{StateLocation, is_database_url, state_dir_of, state_of};
 pub use pipeline::is_valid_branch;
 use pipeline::read_pipeline;
 pub use reference::{DEFAULT_REGISTRY, ImageRepository, is_valid_tag};
+pub use swarm::{
+    DEFAULT_MONITOR as DEFAULT_SWARM_MONITOR, FailureAction, PublishMode, SwarmSettings,
+    SwarmUpdate, UpdateOrder,
+};
 pub use task::{DEFAULT_TASK_TIMEOUT, Task, TaskWhen};
 pub use template::{Template, TemplateValues};
 pub use types::*;
@@ -517,6 +522,8 @@ mod fuzz_tests;
 mod images_tests;
 #[cfg(test)]
 mod proxy_tests;
+#[cfg(test)]
+mod swarm_tests;
 #[cfg(test)]
 mod tests;
 

@@ -97,6 +97,19 @@ pub(super) fn read_deploy(
             );
         }
     }
+    // Swarm services are rolled out after the containers (`deploy::rollout`).
+    for (service, required, position) in &requires_positions {
+        let plain = services.get(service).is_some_and(|s| s.swarm.is_none());
+        if plain && services.get(required).is_some_and(|r| r.swarm.is_some()) {
+            decoder.error(
+                *position,
+                format!(
+                    "`deploy.services.{service}.requires`: `{required}` runs as a Swarm service, \
+                     which is updated after the containers; a container service cannot require it"
+                ),
+            );
+        }
+    }
     if let Some(cycle) = find_cycle(&services) {
         let position = requires_positions
             .iter()
@@ -145,6 +158,7 @@ fn read_service(
         "instances",
         "image",
         "accessory",
+        "swarm",
     ];
     known.extend(super::container::KEYS);
     let fields = decoder.mapping(node, &path, &known)?;
@@ -286,6 +300,20 @@ fn read_service(
     let mut env = super::container::read_env_files(decoder, &fields, &path);
     env.extend(decoder.string_map(&fields, "env"));
     let image = read_service_image(decoder, &fields, &path, images);
+    let swarm = super::swarm::read_swarm(
+        decoder,
+        &fields,
+        global,
+        super::swarm::SwarmContext {
+            path: &path,
+            ports: &ports,
+            health: health.as_ref(),
+            proxied,
+            instances: &instances,
+            options: &options,
+            accessory: matches!(image, ServiceImage::Accessory(_)),
+        },
+    );
     let service = Service {
         name: name.to_string(),
         image,
@@ -306,6 +334,7 @@ fn read_service(
         options,
         health: health?,
         proxy,
+        swarm,
         instances,
     };
     Some((service, requires_positions))

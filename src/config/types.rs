@@ -72,6 +72,8 @@ pub struct Host {
     pub timeout: Duration,
     /// Private key for an `ssh://` host; ssh's own config and agent are used when absent.
     pub ssh_key: Option<PathBuf>,
+    /// A Swarm manager: services deployed here become Swarm services (`deploy::swarm`).
+    pub swarm: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,6 +306,8 @@ pub struct Service {
     pub health: Health,
     /// Reached through gantry's proxy on a fixed port, switched without a gap.
     pub proxy: Option<ServiceProxy>,
+    /// Its instances are on Swarm managers: each is a Swarm service (`config::swarm`).
+    pub swarm: Option<super::SwarmSettings>,
     pub instances: BTreeMap<String, Instance>,
 }
 

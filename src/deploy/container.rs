@@ -195,7 +195,7 @@ impl ContainerSpec {
         }
     }
 
-    fn all_labels(&self) -> HashMap<String, String> {
+    pub(crate) fn all_labels(&self) -> HashMap<String, String> {
         let mut labels: HashMap<String, String> = self.labels.clone().into_iter().collect();
         labels.insert(LABEL_PIPELINE.to_string(), self.pipeline.clone());
         labels.insert(LABEL_SERVICE.to_string(), self.service.clone());

@@ -22,6 +22,7 @@ pub mod prune;
 mod pull;
 pub mod status;
 pub mod swap;
+pub mod swarm;
 pub mod task;
 
 #[cfg(test)]
@@ -330,11 +331,18 @@ pub async fn connect_hosts(
 /// Rolls the image out to the selected instances.
 pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     let pipeline = request.pipeline;
-    let targets = targets(pipeline, request.only);
+    let all_targets = targets(pipeline, request.only);
+    // Instances on Swarm managers are Swarm services (`deploy::swarm`), updated after
+    // the containers. Phase 1 connects their managers and pulls there only what a
+    // release task of theirs runs (as a container); the nodes pull a service's image
+    // when Swarm gives them a task.
+    let (swarm_targets, targets): (Vec<Target<'_>>, Vec<Target<'_>>) = all_targets
+        .iter()
+        .partition(|target| swarm::is_swarm(target));
     // A failure of phase 1: no instance was reached.
     let untouched =
         |phase: Phase, host: Option<String>, instance: Option<String>, message| RolloutReport {
-            instances: targets
+            instances: all_targets
                 .iter()
                 .map(|target| report(target, Action::NotReached))
                 .collect(),
@@ -353,8 +361,9 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         request.config,
         targets
             .iter()
+            .chain(&swarm_targets)
             .map(|target| target.instance.host.clone())
-            .chain(task::hosts(pipeline, &targets)),
+            .chain(task::hosts(pipeline, &all_targets)),
     )
     .await
     {
@@ -371,7 +380,7 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     let release = request.release;
     let (owned, pulled, proxied) = tokio::join!(
         check_ownership(&hosts, &targets, pipeline),
-        pull::pull_images(request.config, pipeline, release, &hosts, &targets, log),
+        pull::pull_images(request.config, pipeline, release, &hosts, &all_targets, log),
         prepare_proxies(request.config, pipeline, &hosts, &targets, log),
     );
     if let Err((host, instance, message)) = owned {
@@ -388,9 +397,11 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
     }
 
     // Release tasks that must pass before any instance is swapped (migrations).
-    if let Err(failure) = task::run_tasks(&hosts, request, &targets, TaskWhen::Before, log).await {
+    if let Err(failure) =
+        task::run_tasks(&hosts, request, &all_targets, TaskWhen::Before, log).await
+    {
         return RolloutReport {
-            instances: targets
+            instances: all_targets
                 .iter()
                 .map(|target| report(target, Action::NotReached))
                 .collect(),
@@ -408,10 +419,23 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         stop: request.stop,
     };
     let mut rolled_out = swap::roll_out(&containers, &plan, log).await;
+    // Then the Swarm services, once every container passed its gate.
+    if rolled_out.failure.is_none() {
+        let (reports, failure) = swarm::roll_out(&hosts, request, &swarm_targets, log).await;
+        rolled_out.instances.extend(reports);
+        rolled_out.failure = failure;
+    } else {
+        rolled_out.instances.extend(
+            swarm_targets
+                .iter()
+                .map(|target| report(target, Action::NotReached)),
+        );
+    }
     // Release tasks for once every instance runs the new image; their failure fails
     // the rollout but swaps nothing back.
     if rolled_out.failure.is_none()
-        && let Err(failure) = task::run_tasks(&hosts, request, &targets, TaskWhen::After, log).await
+        && let Err(failure) =
+            task::run_tasks(&hosts, request, &all_targets, TaskWhen::After, log).await
     {
         rolled_out.failure = Some(failure);
     }

@@ -235,9 +235,10 @@ async fn pull_jobs(
     let mut credentials = BTreeMap::new();
     let mut jobs = Vec::new();
     for host in hosts.keys() {
+        // A Swarm service's nodes pull its image themselves when they get a task.
         let here: Vec<&Target<'_>> = targets
             .iter()
-            .filter(|target| &target.instance.host == host)
+            .filter(|target| &target.instance.host == host && target.service.swarm.is_none())
             .collect();
         // The rollout's release tasks run their service's image on their host.
         let tasks = [TaskWhen::Before, TaskWhen::After]

@@ -48,6 +48,9 @@ pub struct InstanceStatus {
     /// Where the host's proxy sends this instance's requests, for a proxied service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<proxy::ProxyRoute>,
+    /// A Swarm service's tasks that are meant to run: node, state, digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<super::swarm::tasks::SwarmTask>,
 }
 
 /// What the state store knows of a pipeline, for status.
@@ -120,6 +123,7 @@ pub async fn status(
                 error: None,
                 logs: None,
                 proxy: None,
+                tasks: Vec::new(),
             };
             let docker = match connection {
                 Ok(docker) => docker,
@@ -130,6 +134,11 @@ pub async fn status(
                     return status;
                 }
             };
+            if let Some(settings) = &target.service.swarm {
+                super::swarm::status::read(docker, pipeline, target, settings, known, &mut status)
+                    .await;
+                return status;
+            }
             if let Some(service_proxy) = &target.service.proxy {
                 let route = proxy::route_status(
                     docker,

@@ -29,6 +29,7 @@ mod registries;
 mod replicas;
 mod serve;
 mod state;
+mod swarm;
 mod tasks;
 mod transports;
 mod validate;

@@ -95,6 +95,7 @@ fn instances_are_grouped_by_host_in_reading_order() {
         state: "running".to_string(),
         health: None,
         uptime_seconds: Some(65),
+        tasks: Vec::new(),
         recorded_digest: None,
         drift: vec!["digest differs".to_string(), "stopped".to_string()],
         error: None,
