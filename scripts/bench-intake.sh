@@ -157,7 +157,7 @@ if [ "$STATE_KIND" = postgres ]; then
   [ -n "${GANTRY_TEST_POSTGRES:-}" ] || die "BENCH_STATE=postgres needs GANTRY_TEST_POSTGRES (scripts/test-env.sh)"
   SCHEMA="bench_intake_$$"
   psql_test "CREATE SCHEMA $SCHEMA" >/dev/null || die "cannot create a schema in the test PostgreSQL"
-  printf 'state: "%s?options=-c%%20search_path%%3D%s"\n' "$GANTRY_TEST_POSTGRES" "$SCHEMA" >>"$CONFIG/gantry.yaml"
+  printf 'state: "%s?options=-c%%20search_path%%3D%s${BENCH_PG_OPTIONS:-}"\n' "$GANTRY_TEST_POSTGRES" "$SCHEMA" >>"$CONFIG/gantry.yaml"
 fi
 cat >"$CONFIG/pipelines/$NAME.yaml" <<EOF
 source:

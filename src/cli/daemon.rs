@@ -232,7 +232,7 @@ pub async fn trigger(
             requested: reference,
             delivery: None,
         };
-        Ok(intake::queue(store, None, &request, &|_| String::new()).await)
+        Ok(intake::queue(store, None, &request, crate::store::no_answer()).await)
     };
     super::operate::on_pipeline(config, name, work, |pipeline, queued| {
         let run = match queued {

@@ -9,7 +9,7 @@
 use tokio::sync::mpsc;
 
 use super::scheduler::Event;
-use crate::run::{RunId, RunKind, Trigger};
+use crate::run::{RunKind, Trigger};
 use crate::source;
 use crate::store::{DeliveryAnswer, DeliveryKey, Pin, Queued, Store, StoreError};
 
@@ -45,7 +45,7 @@ pub async fn queue(
     store: &Store,
     wake: Option<&mpsc::Sender<Event>>,
     request: &Request<'_>,
-    answer: &(dyn Fn(RunId) -> String + Sync),
+    answer: crate::store::Answer,
 ) -> Result<Queued, IntakeError> {
     if let Some(requested) = request.requested {
         check_requested(request.kind, requested).map_err(IntakeError::Invalid)?;

@@ -153,9 +153,12 @@ impl Poller {
             requested: Some(head),
             delivery: None,
         };
-        match intake::queue(&self.store, Some(&self.sender), &request, &|_| {
-            String::new()
-        })
+        match intake::queue(
+            &self.store,
+            Some(&self.sender),
+            &request,
+            crate::store::no_answer(),
+        )
         .await
         {
             Ok(Ok(run)) => {

@@ -127,7 +127,7 @@ pub async fn recover(store: &Store, which: Interrupted<'_>) -> usize {
             delivery: None,
         };
         // Taken by the scan that follows; at shutdown, by the next start or another replica.
-        if let Err(error) = intake::queue(store, None, &request, &|_| String::new()).await {
+        if let Err(error) = intake::queue(store, None, &request, crate::store::no_answer()).await {
             tracing::error!(%error, "queueing an interrupted run again");
         }
     }

@@ -391,9 +391,12 @@ pub(super) async fn enqueue(
         requested,
         delivery: None,
     };
-    let queued = intake::queue(&state.store, Some(&state.events), &request, &|_| {
-        String::new()
-    })
+    let queued = intake::queue(
+        &state.store,
+        Some(&state.events),
+        &request,
+        crate::store::no_answer(),
+    )
     .await?;
     queued.map_err(|_| ApiError::internal("a run without a delivery was refused"))
 }

@@ -219,15 +219,18 @@ async fn record(
         forge: forge.to_string(),
         delivery: delivery.id.clone(),
     };
-    let make_answer = |run: RunId| {
-        json!({
-            "queued": true,
-            "pipeline": name,
-            "run": run.number,
-            "run_id": run.id,
-            "commit": commit,
+    let make_answer: crate::store::Answer = {
+        let (pipeline, commit) = (name.to_string(), commit.clone());
+        std::sync::Arc::new(move |run: RunId| {
+            json!({
+                "queued": true,
+                "pipeline": pipeline,
+                "run": run.number,
+                "run_id": run.id,
+                "commit": commit,
+            })
+            .to_string()
         })
-        .to_string()
     };
     let request = intake::Request {
         pipeline: name,
@@ -236,7 +239,14 @@ async fn record(
         requested: Some(&commit),
         delivery: key,
     };
-    match intake::queue(&state.store, Some(&state.events), &request, &make_answer).await {
+    match intake::queue(
+        &state.store,
+        Some(&state.events),
+        &request,
+        make_answer.clone(),
+    )
+    .await
+    {
         Ok(Ok(run)) => Received::Queued {
             run,
             answer: make_answer(run),

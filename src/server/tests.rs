@@ -98,9 +98,14 @@ impl Api {
     async fn queued(&self) -> crate::run::RunId {
         self.state
             .store
-            .queue_run("app", RunKind::Run, &Trigger::Api, None, None, &|_| {
-                String::new()
-            })
+            .queue_run(
+                "app",
+                RunKind::Run,
+                &Trigger::Api,
+                None,
+                None,
+                crate::store::no_answer(),
+            )
             .await
             .unwrap()
             .unwrap()

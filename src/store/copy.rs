@@ -330,7 +330,7 @@ mod tests {
                     &Trigger::Api,
                     Some(requested),
                     delivery,
-                    &|run| format!("run {}", run.id),
+                    std::sync::Arc::new(|run: crate::run::RunId| format!("run {}", run.id)),
                 )
                 .await
                 .unwrap()
@@ -444,7 +444,7 @@ mod tests {
                 &Trigger::Api,
                 Some("c2"),
                 Some(delivery),
-                &|_| String::new(),
+                crate::store::no_answer(),
             )
             .await
             .unwrap();

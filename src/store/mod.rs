@@ -11,6 +11,7 @@ mod backup;
 mod connect;
 mod copy;
 mod deployments;
+mod group;
 mod leases;
 mod logs;
 mod queue;
@@ -33,7 +34,7 @@ pub use copy::Copied;
 pub use deployments::{BuiltImage, DeploymentId, DeploymentRecord, InstanceRecord, NewDeployment};
 pub use leases::{LeaseHolder, Pin};
 pub use logs::LogLine;
-pub use queue::{DeliveryAnswer, DeliveryKey, Queued, QueuedRun};
+pub use queue::{Answer, DeliveryAnswer, DeliveryKey, Queued, QueuedRun, no_answer};
 pub use replicas::Interrupted;
 pub use runs::{CommitDetails, FinishedStage, RunRecord, RunResult, StageRecord};
 
@@ -81,6 +82,9 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("state database: {0}")]
     Unreadable(#[from] crate::run::UnknownWord),
+    /// A failure shared by every run a group commit queued (see `store::group`).
+    #[error("{0}")]
+    Shared(std::sync::Arc<StoreError>),
     /// Intake waited `INTAKE_WAIT` for the write lock (another process holds it).
     #[error("state database: locked by another writer for longer than {}s", INTAKE_WAIT.as_secs())]
     Busy,
@@ -95,6 +99,7 @@ impl StoreError {
         const UNREACHABLE: &str = "the state database cannot be reached";
         let error = match self {
             StoreError::Query(sqlx::Error::Database(error)) => error,
+            StoreError::Shared(error) => return error.unwritable(),
             StoreError::Busy => return Some(LOCKED),
             StoreError::Query(
                 sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut,
@@ -141,6 +146,8 @@ pub struct Store {
     /// Why the last write failed, while no write has succeeded since: what `/healthz`
     /// and refused requests tell.
     write_failure: std::sync::Arc<std::sync::Mutex<Option<&'static str>>>,
+    /// Runs waiting to be queued together (PostgreSQL; see `store::group`).
+    waiting: std::sync::Arc<std::sync::Mutex<Vec<group::Waiting>>>,
 }
 
 /// A column that holds a word of the run vocabulary, read back as its type.
@@ -197,6 +204,7 @@ impl Store {
             intake_pool,
             queue_writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             write_failure: std::sync::Arc::new(std::sync::Mutex::new(None)),
+            waiting: std::sync::Arc::default(),
         })
     }
 

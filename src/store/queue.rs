@@ -40,6 +40,25 @@ pub struct DeliveryKey<'a> {
 /// What queueing did: a new run, or the first answer to a delivery seen before.
 pub type Queued = Result<RunId, DeliveryAnswer>;
 
+/// Makes a delivery's JSON answer from the id of the run it queued.
+pub type Answer = std::sync::Arc<dyn Fn(RunId) -> String + Send + Sync>;
+
+/// The answer of a run queued without a delivery: nothing remembers it.
+pub fn no_answer() -> Answer {
+    std::sync::Arc::new(|_| String::new())
+}
+
+/// A run to queue, owned, so that one writer can queue several at once.
+pub(super) struct QueueJob {
+    pub pipeline: String,
+    pub kind: RunKind,
+    pub trigger: Trigger,
+    pub requested: Option<String>,
+    /// (forge, id, body digest)
+    pub delivery: Option<(String, String, String)>,
+    pub answer: Answer,
+}
+
 impl Store {
     /// Queues a run for `requested` (a commit id or ref) and, for a webhook, remembers
     /// the delivery and its answer, in one transaction: once this returns `Ok`, the
@@ -51,40 +70,32 @@ impl Store {
         trigger: &Trigger,
         requested: Option<&str>,
         delivery: Option<DeliveryKey<'_>>,
-        answer: &(dyn Fn(RunId) -> String + Sync),
+        answer: Answer,
     ) -> Result<Queued, StoreError> {
-        self.intake_transaction(async |connection| {
-            if let Some(delivery) = delivery
-                && let Some(first) = delivery_answer(connection, pipeline, &delivery).await?
-            {
-                // Delivered before (or a moment ago by another request): the first
-                // answer stands and nothing is queued.
-                return Ok(Err(first));
+        let job = QueueJob {
+            pipeline: pipeline.to_string(),
+            kind,
+            trigger: trigger.clone(),
+            requested: requested.map(str::to_string),
+            delivery: delivery.map(|delivery| {
+                let DeliveryKey {
+                    forge,
+                    id,
+                    body_sha256,
+                } = delivery;
+                (forge.to_string(), id.to_string(), body_sha256.to_string())
+            }),
+            answer,
+        };
+        match self.backend {
+            // Each commit is one PostgreSQL round of fsync: concurrent deliveries are
+            // committed together (see `store::group`).
+            super::Backend::Postgres => self.queue_together(job).await,
+            super::Backend::Sqlite => {
+                self.intake_transaction(async |connection| queue_one(connection, &job).await)
+                    .await
             }
-            let new = NewRun {
-                pipeline,
-                kind,
-                trigger,
-                requested,
-                state: RunState::Queued,
-            };
-            let run = insert_run(connection, &new).await?;
-            if let Some(delivery) = delivery {
-                insert_delivery(
-                    connection,
-                    pipeline,
-                    &delivery,
-                    &DeliveryAnswer {
-                        status: 202,
-                        response: answer(run),
-                    },
-                    Some(run.id),
-                )
-                .await?;
-            }
-            Ok(Ok(run))
-        })
-        .await
+        }
     }
 
     /// Remembers `answer` to a delivery that queues nothing (a ping, another branch)
@@ -231,6 +242,44 @@ impl Store {
             .map(|row| (row.get("pipeline"), row.get("depth")))
             .collect())
     }
+}
+
+/// Queues one job inside the caller's transaction.
+pub(super) async fn queue_one(
+    connection: &mut sqlx::AnyConnection,
+    job: &QueueJob,
+) -> Result<Queued, StoreError> {
+    let delivery = job
+        .delivery
+        .as_ref()
+        .map(|(forge, id, body_sha256)| DeliveryKey {
+            forge,
+            id,
+            body_sha256,
+        });
+    if let Some(delivery) = delivery
+        && let Some(first) = delivery_answer(connection, &job.pipeline, &delivery).await?
+    {
+        // Delivered before (or a moment ago by another request): the first answer
+        // stands and nothing is queued.
+        return Ok(Err(first));
+    }
+    let new = NewRun {
+        pipeline: &job.pipeline,
+        kind: job.kind,
+        trigger: &job.trigger,
+        requested: job.requested.as_deref(),
+        state: RunState::Queued,
+    };
+    let run = insert_run(connection, &new).await?;
+    if let Some(delivery) = delivery {
+        let answer = DeliveryAnswer {
+            status: 202,
+            response: (job.answer)(run),
+        };
+        insert_delivery(connection, &job.pipeline, &delivery, &answer, Some(run.id)).await?;
+    }
+    Ok(Ok(run))
 }
 
 async fn delivery_answer(

@@ -10,6 +10,7 @@ crate::on_both_back_ends!(
     only_runs_the_daemon_took_are_recovered_after_a_crash,
     runs_page_by_pipeline_and_state_from_before,
     a_run_is_taken_by_one_replica_and_recovered_once_its_replica_is_dead,
+    deliveries_queued_at_once_are_each_stored_once_and_numbered_in_turn,
 );
 use crate::run::{Outcome, RunKind, RunState, Stage, Trigger};
 
@@ -198,7 +199,7 @@ async fn only_runs_the_daemon_took_are_recovered_after_a_crash(backend: Backend)
             &Trigger::Api,
             Some("r/x:1"),
             None,
-            &|_| String::new(),
+            crate::store::no_answer(),
         )
         .await
         .unwrap()
@@ -335,7 +336,7 @@ async fn a_run_is_taken_by_one_replica_and_recovered_once_its_replica_is_dead(ba
                 &Trigger::Api,
                 Some("main"),
                 None,
-                &|_| String::new(),
+                crate::store::no_answer(),
             )
             .await
             .unwrap()
@@ -389,4 +390,55 @@ async fn a_run_is_taken_by_one_replica_and_recovered_once_its_replica_is_dead(ba
     let mut mine: Vec<i64> = mine.iter().map(|run| run.run.id).collect();
     mine.sort();
     assert_eq!(mine, [second.id, other.id]);
+}
+
+async fn deliveries_queued_at_once_are_each_stored_once_and_numbered_in_turn(backend: Backend) {
+    let (_state, store) = Store::temporary_on(backend).await;
+    // 120 deliveries at once, each sent twice: 120 runs, and each second send gets the
+    // first answer (on PostgreSQL, sends are committed together; see `store::group`).
+    let ids: Vec<String> = (0..120).map(|index| format!("d-{index}")).collect();
+    let sends = ids.iter().chain(&ids).map(|id| {
+        let store = store.clone();
+        async move {
+            let key = DeliveryKey {
+                forge: "github",
+                id,
+                body_sha256: "ab",
+            };
+            let answer: Answer = std::sync::Arc::new(|run: crate::run::RunId| run.id.to_string());
+            let queued = store
+                .queue_run(
+                    "p",
+                    RunKind::Run,
+                    &Trigger::Api,
+                    Some("c"),
+                    Some(key),
+                    answer,
+                )
+                .await
+                .unwrap();
+            (id.clone(), queued)
+        }
+    });
+    let outcomes = futures_util::future::join_all(sends).await;
+    let mut runs = std::collections::BTreeMap::new();
+    for (id, queued) in &outcomes {
+        let run = match queued {
+            Ok(run) => run.id,
+            Err(first) => first.response.parse().unwrap(),
+        };
+        assert_eq!(*runs.entry(id.clone()).or_insert(run), run, "{id}");
+    }
+    assert_eq!(runs.len(), 120);
+    let new: usize = outcomes.iter().filter(|(_, queued)| queued.is_ok()).count();
+    assert_eq!(new, 120, "each delivery queued once");
+    let mut numbers: Vec<i64> = store
+        .runs(Some("p"), 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|run| run.number)
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, (1..=120).collect::<Vec<i64>>());
 }
