@@ -233,7 +233,7 @@ fn two_replicas(
 #[test]
 fn the_run_of_a_killed_replica_is_queued_again_by_another_and_deployed() {
     let (_schema, deployment, mut daemons, ids) = two_replicas("takeover", "");
-    deployment.repo.write("Dockerfile", &slow_dockerfile(3));
+    deployment.repo.write("Dockerfile", &slow_dockerfile(6));
     let commit = deployment.repo.commit("slow build");
     let (headers, body) = forge_push("github", &commit, &unique("takeover"), SECRET);
     let answer = daemons[0].post(&deployment.name, &headers, &body);
@@ -246,9 +246,9 @@ fn the_run_of_a_killed_replica_is_queued_again_by_another_and_deployed() {
     });
     let holder = running["replica"].as_str().unwrap();
     let dead = ids.iter().position(|id| id == holder).unwrap();
-    // The other replica follows the log its peer writes (for 2 s of the 3 s build).
+    // The other replica follows the log its peer writes (for 1 s of the 6 s build).
     let url = daemons[1 - dead].url(&format!("/api/v1/runs/{}/log", running["id"]));
-    let (_, followed) = curl(&["-N", "-m", "2", "-H", "Accept: text/event-stream", &url]);
+    let (_, followed) = curl(&["-N", "-m", "1", "-H", "Accept: text/event-stream", &url]);
     assert!(
         followed.contains("event: line") && followed.contains("RUN sleep"),
         "{followed}"
