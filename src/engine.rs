@@ -22,6 +22,7 @@ mod deployment;
 pub mod images;
 pub mod intake;
 mod lease;
+pub mod memory;
 pub mod metrics;
 pub mod notification;
 pub mod poller;
