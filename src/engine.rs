@@ -22,7 +22,6 @@ mod deployment;
 pub mod images;
 pub mod intake;
 mod lease;
-pub mod memory;
 pub mod metrics;
 pub mod notification;
 pub mod poller;

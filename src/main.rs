@@ -50,8 +50,6 @@ fn end_quietly_when_stdout_fails() {
 }
 
 fn main() -> ExitCode {
-    // Before any thread exists: the allocator's limits hold for every thread.
-    gantry::engine::memory::bound_allocator();
     end_quietly_when_stdout_fails();
     let cli = Cli::from_process();
     // The daemon tells what it does; one-shot commands speak through their progress.
