@@ -22,9 +22,6 @@ use proptest::test_runner::{Config, TestCaseResult, TestError, TestRunner};
 pub const DEFAULT_CASES: u64 = 256;
 /// Inputs per proptest run; between runs the time budget is looked at.
 const CASES_PER_ROUND: u64 = 1_000;
-/// How much dearer an input of a costly property is (files written, a store behind the
-/// HTTP router): such a property runs this many times fewer inputs.
-pub const COSTLY: u64 = 8;
 
 /// Runs `property` on inputs from `strategy` until `GANTRY_FUZZ_CASES` inputs ran or
 /// `GANTRY_FUZZ_SECONDS` passed, and panics with the smallest failing input proptest
@@ -34,24 +31,9 @@ where
     S: Strategy,
     S::Value: Debug,
 {
-    run(name, 1, strategy, property);
-}
-
-/// `check` for a property whose inputs cost about `COSTLY` times a cheap one's.
-pub fn check_costly<S>(name: &str, strategy: S, property: impl Fn(S::Value) -> TestCaseResult)
-where
-    S: Strategy,
-    S::Value: Debug,
-{
-    run(name, COSTLY, strategy, property);
-}
-
-fn run<S>(name: &str, cost: u64, strategy: S, property: impl Fn(S::Value) -> TestCaseResult)
-where
-    S: Strategy,
-    S::Value: Debug,
-{
-    let cases = (variable("GANTRY_FUZZ_CASES").unwrap_or(DEFAULT_CASES) / cost).max(1);
+    let cases = variable("GANTRY_FUZZ_CASES")
+        .unwrap_or(DEFAULT_CASES)
+        .max(1);
     let budget = variable("GANTRY_FUZZ_SECONDS").map(Duration::from_secs);
     let started = Instant::now();
     let mut done = 0;

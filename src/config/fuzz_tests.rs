@@ -285,23 +285,23 @@ fn block(value: &serde_json::Value) -> String {
 #[test]
 fn any_config_directory_loads_or_fails_with_positions() {
     let pipelines = proptest::collection::btree_map("[a-z][a-z0-9.-]{0,6}", file(), 0..3);
-    fuzz::check_costly(
+    // One directory for every input, emptied before each: making and removing a
+    // directory per input cost more than loading what is in it.
+    let dir = tempfile::tempdir().unwrap();
+    let pipelines_dir = dir.path().join(PIPELINES_DIR);
+    std::fs::create_dir_all(&pipelines_dir).unwrap();
+    fuzz::check(
         "config::load",
         (proptest::option::of(file()), pipelines),
         |(global, pipelines)| {
-            let dir =
-                tempfile::tempdir().map_err(|error| TestCaseError::fail(error.to_string()))?;
+            empty(dir.path(), &pipelines_dir);
             let mut written: Vec<(PathBuf, Vec<u8>)> = Vec::new();
             if let Some(global) = global {
                 written.push((dir.path().join(GLOBAL_FILE), global));
             }
             for (name, content) in pipelines {
-                written.push((
-                    dir.path().join(PIPELINES_DIR).join(format!("{name}.yaml")),
-                    content,
-                ));
+                written.push((pipelines_dir.join(format!("{name}.yaml")), content));
             }
-            std::fs::create_dir_all(dir.path().join(PIPELINES_DIR)).unwrap();
             for (path, content) in &written {
                 std::fs::write(path, content).unwrap();
             }
@@ -352,4 +352,16 @@ fn any_config_directory_loads_or_fails_with_positions() {
             Ok(())
         },
     );
+}
+
+/// Removes what the last input wrote: `gantry.yaml` and the pipeline files.
+fn empty(dir: &Path, pipelines_dir: &Path) {
+    match std::fs::remove_file(dir.join(GLOBAL_FILE)) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => panic!("removing {GLOBAL_FILE}: {error}"),
+    }
+    for entry in std::fs::read_dir(pipelines_dir).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
 }
