@@ -77,8 +77,10 @@ fn two_replicas_share_the_queue_and_a_killed_one_is_taken_over() {
 
     // Each build takes 2 s (every push changes the step, so none is cached), so that
     // a run can be killed in the middle of its build.
+    let token = unique("build");
     let dockerfile = |push: usize| {
-        slow_dockerfile(2).replace("RUN sleep 2", &format!("RUN sleep 2 && echo {push}"))
+        let step = format!("RUN sleep 2 && echo {token} {push}");
+        slow_dockerfile(2).replace("RUN sleep 2", &step)
     };
     deployment.repo.write("Dockerfile", &dockerfile(PUSHES));
     // A delivery sent to both replicas is one run: the second answer is the first's.
@@ -233,7 +235,12 @@ fn two_replicas(
 #[test]
 fn the_run_of_a_killed_replica_is_queued_again_by_another_and_deployed() {
     let (_schema, deployment, mut daemons, ids) = two_replicas("takeover", "");
-    deployment.repo.write("Dockerfile", &slow_dockerfile(6));
+    // A step of its own, never in the engine's build cache: the build takes its 6 s.
+    let step = format!("RUN sleep 6 && echo {}", unique("takeover"));
+    deployment.repo.write(
+        "Dockerfile",
+        &slow_dockerfile(6).replace("RUN sleep 6", &step),
+    );
     let commit = deployment.repo.commit("slow build");
     let (headers, body) = forge_push("github", &commit, &unique("takeover"), SECRET);
     let answer = daemons[0].post(&deployment.name, &headers, &body);
