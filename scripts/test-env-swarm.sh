@@ -78,17 +78,7 @@ swarm_forward() {
 swarm_start() {
   local i=$1 dir run
   dir=$(swarm_dir "$i") run=$(swarm_run "$i")
-  mkdir -p "$dir/data" "$run/containerd"
-  printf '{ "deprecated-key-path": "%s" }\n' "$dir/key.json" | write_if_changed "$dir/daemon.json"
-  write_if_changed "$dir/containerd.toml" <<EOF
-version = 2
-root = "$dir/data/containerd/daemon"
-state = "$run/containerd/daemon"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-
-[grpc]
-  address = "$run/containerd/containerd.sock"
-EOF
+  engine_configs "$dir" "$run"
   if ! swarm_containerd_up "$i" && [ -z "$(swarm_pid_of "$i" containerd "$dir/containerd.pid")" ]; then
     log "starting containerd of swarm node s$i"
     start_bg "swarm/s$i/containerd" \

@@ -385,9 +385,12 @@ host_net() {
 # host_configs I: engine I's containerd config and daemon.json (so neither daemon
 # reads the main engine's /etc/docker/daemon.json or uses /run/containerd). The key
 # dockerd 20.10 derives its engine ID from is its own, not the shared /etc/docker/key.json.
-host_configs() {
-  local i=$1 dir run
-  dir=$(host_dir "$i") run=$(host_run "$i")
+host_configs() { engine_configs "$(host_dir "$1")" "$(host_run "$1")"; }
+
+# engine_configs DIR RUN: an extra engine's containerd config and daemon.json in DIR,
+# its containerd's state and socket under RUN (the test Swarm's engines use it too).
+engine_configs() {
+  local dir=$1 run=$2
   mkdir -p "$dir/data" "$run/containerd"
   printf '{ "deprecated-key-path": "%s" }\n' "$dir/key.json" | write_if_changed "$dir/daemon.json"
   write_if_changed "$dir/containerd.toml" <<EOF
