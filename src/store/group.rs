@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::oneshot;
 
-use super::queue::{QueueJob, Queued, queue_one};
+use super::batch::queue_many;
+use super::queue::{QueueJob, Queued};
 use super::{INTAKE_WAIT, Store, StoreError};
 
 /// The most runs one transaction queues.
@@ -87,11 +88,8 @@ impl Store {
     async fn queue_all(&self, jobs: Vec<Waiting>) {
         let outcome = self
             .transaction_on(&self.intake_pool, async |connection| {
-                let mut queued = Vec::with_capacity(jobs.len());
-                for waiting in &jobs {
-                    queued.push(queue_one(connection, &waiting.job).await?);
-                }
-                Ok(queued)
+                let batch: Vec<&QueueJob> = jobs.iter().map(|waiting| &waiting.job).collect();
+                queue_many(connection, &batch).await
             })
             .await;
         match outcome {

@@ -8,6 +8,7 @@
 //! SQL both back ends accept.
 
 mod backup;
+mod batch;
 mod connect;
 mod copy;
 mod deployments;

@@ -4,9 +4,8 @@
 use sqlx::Row;
 
 use super::replicas::Interrupted;
-use super::runs::{NewRun, insert_run};
 use super::{Store, StoreError, now_millis, word};
-use crate::run::{RunId, RunKind, RunState, Trigger};
+use crate::run::{RunId, RunKind, Trigger};
 
 /// A webhook delivery's first answer, replayed when the forge delivers it again.
 #[derive(Debug, Clone)]
@@ -249,37 +248,8 @@ pub(super) async fn queue_one(
     connection: &mut sqlx::AnyConnection,
     job: &QueueJob,
 ) -> Result<Queued, StoreError> {
-    let delivery = job
-        .delivery
-        .as_ref()
-        .map(|(forge, id, body_sha256)| DeliveryKey {
-            forge,
-            id,
-            body_sha256,
-        });
-    if let Some(delivery) = delivery
-        && let Some(first) = delivery_answer(connection, &job.pipeline, &delivery).await?
-    {
-        // Delivered before (or a moment ago by another request): the first answer
-        // stands and nothing is queued.
-        return Ok(Err(first));
-    }
-    let new = NewRun {
-        pipeline: &job.pipeline,
-        kind: job.kind,
-        trigger: &job.trigger,
-        requested: job.requested.as_deref(),
-        state: RunState::Queued,
-    };
-    let run = insert_run(connection, &new).await?;
-    if let Some(delivery) = delivery {
-        let answer = DeliveryAnswer {
-            status: 202,
-            response: (job.answer)(run),
-        };
-        insert_delivery(connection, &job.pipeline, &delivery, &answer, Some(run.id)).await?;
-    }
-    Ok(Ok(run))
+    let mut queued = super::batch::queue_many(connection, &[job]).await?;
+    Ok(queued.remove(0))
 }
 
 async fn delivery_answer(
