@@ -1,12 +1,16 @@
 //! Health gates: whether a freshly started container may take over from the old one.
 //!
 //! A check is asked every `interval` until it passes or `timeout` has passed since
-//! the container started. Before each attempt the container itself is inspected,
-//! so one that exits (or restarts) fails the gate at once instead of at the
-//! deadline. `http` and `tcp` probe the host port Docker published for the named
-//! container port, at the host's `address`; `exec` runs a command inside the
-//! container; `docker` reads the engine's verdict on the image's own HEALTHCHECK.
+//! the container started. Before each attempt the container itself is inspected
+//! (after a failed one, for a check through the proxy), so one that exits (or
+//! restarts) fails the gate at once instead of at the deadline. `http` and `tcp`
+//! probe the host port Docker published for the named container port, at the host's
+//! `address`; `exec` runs a command inside the container; `docker` reads the
+//! engine's verdict on the image's own HEALTHCHECK.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -80,32 +84,46 @@ pub async fn wait_healthy(
     }
     let mut last_result: String;
     loop {
-        let attempt = match container_state(docker, container).await {
-            ContainerState::Gone(reason) => {
-                return Err(HealthFailure {
-                    check,
-                    result: reason,
-                    exited: true,
-                });
-            }
-            ContainerState::Unknown(reason) => Err(reason),
-            ContainerState::Running { published } => {
-                if let Some(host_port) = check_port(&health.check)
-                    .filter(|_| via.is_none())
-                    .and_then(|container_port| published_port(&published, container_port))
-                {
-                    check = describe_check(&health.check, address, Some(host_port));
+        let attempt = match (via, &health.check) {
+            // Through the proxy, an answer proves the container runs: it is inspected
+            // only when the probe fails, to tell an exited one at once.
+            (
+                Some(via),
+                HealthCheck::Http {
+                    path, status, body, ..
+                },
+            ) => match probe_through_proxy(via, path, *status, body.as_deref()).await {
+                Ok(()) => Ok(()),
+                Err(result) => match container_state(docker, container).await {
+                    ContainerState::Gone(reason) => {
+                        return Err(HealthFailure {
+                            check,
+                            result: reason,
+                            exited: true,
+                        });
+                    }
+                    _ => Err(result),
+                },
+            },
+            _ => match container_state(docker, container).await {
+                ContainerState::Gone(reason) => {
+                    return Err(HealthFailure {
+                        check,
+                        result: reason,
+                        exited: true,
+                    });
                 }
-                match (via, &health.check) {
-                    (
-                        Some(via),
-                        HealthCheck::Http {
-                            path, status, body, ..
-                        },
-                    ) => probe_through_proxy(via, path, *status, body.as_deref()).await,
-                    _ => probe(docker, container, health, address, &published, started).await,
+                ContainerState::Unknown(reason) => Err(reason),
+                ContainerState::Running { published } => {
+                    if let Some(host_port) = check_port(&health.check)
+                        .filter(|_| via.is_none())
+                        .and_then(|container_port| published_port(&published, container_port))
+                    {
+                        check = describe_check(&health.check, address, Some(host_port));
+                    }
+                    probe(docker, container, health, address, &published, started).await
                 }
-            }
+            },
         };
         match attempt {
             Ok(()) => return Ok(started.elapsed()),
@@ -260,6 +278,50 @@ async fn probe_http(
     check_response(request, expected_status, body_pattern).await
 }
 
+/// Clients for probes through a proxy, by (TLS, the host name and the address it is
+/// sent to). Building one loads the system's certificates, which takes longer than
+/// the probe itself; a rollout probes the same proxies again and again.
+type ProxyClients = HashMap<(bool, Option<(String, SocketAddr)>), reqwest::Client>;
+static PROXY_CLIENTS: LazyLock<Mutex<ProxyClients>> = LazyLock::new(Mutex::default);
+
+/// The client for probes through `via`'s proxy, and the authority to ask for.
+async fn proxy_client(via: &ProbeTarget) -> Result<(reqwest::Client, String), String> {
+    let target = format!("{}:{}", bracket_ipv6(&via.address), via.port);
+    let (name, authority) = match &via.host_name {
+        Some(name) => {
+            let resolved = tokio::net::lookup_host(&target)
+                .await
+                .map_err(|error| format!("{target}: {error}"))?
+                .next()
+                .ok_or_else(|| format!("{target} resolves to no address"))?;
+            (
+                Some((name.clone(), resolved)),
+                format!("{name}:{}", via.port),
+            )
+        }
+        None => (None, target),
+    };
+    let key = (via.tls, name);
+    let mut clients = PROXY_CLIENTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(client) = clients.get(&key) {
+        return Ok((client.clone(), authority));
+    }
+    crate::http::install_crypto();
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .tls_danger_accept_invalid_certs(via.tls);
+    if let Some((name, resolved)) = &key.1 {
+        builder = builder.resolve(name, *resolved);
+    }
+    let client = builder
+        .build()
+        .map_err(|error| format!("cannot make an HTTP client: {error}"))?;
+    clients.insert(key, client.clone());
+    Ok((client, authority))
+}
+
 /// An `http` check through the proxy's probe route. Over TLS the proxy's certificate
 /// is not verified: the request goes to the proxy gantry configured on a host it
 /// reaches through the engine, and the check only reads a status.
@@ -269,26 +331,7 @@ async fn probe_through_proxy(
     expected_status: u16,
     body_pattern: Option<&str>,
 ) -> Result<(), String> {
-    crate::http::install_crypto();
-    let mut builder = reqwest::Client::builder()
-        .no_proxy()
-        .tls_danger_accept_invalid_certs(via.tls);
-    let authority = match &via.host_name {
-        Some(name) => {
-            let target = format!("{}:{}", bracket_ipv6(&via.address), via.port);
-            let resolved = tokio::net::lookup_host(&target)
-                .await
-                .map_err(|error| format!("{target}: {error}"))?
-                .next()
-                .ok_or_else(|| format!("{target} resolves to no address"))?;
-            builder = builder.resolve(name, resolved);
-            format!("{name}:{}", via.port)
-        }
-        None => format!("{}:{}", bracket_ipv6(&via.address), via.port),
-    };
-    let client = builder
-        .build()
-        .map_err(|error| format!("cannot make an HTTP client: {error}"))?;
+    let (client, authority) = proxy_client(via).await?;
     let scheme = if via.tls { "https" } else { "http" };
     let request = client
         .get(format!("{scheme}://{authority}{path}"))

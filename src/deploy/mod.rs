@@ -462,22 +462,22 @@ async fn prepare_proxies(
                 return Ok(());
             };
             let docker = &hosts[host];
+            let registry = ImageRepository::of_reference(&spec.image)
+                .map(|repository| repository.registry().to_string())
+                .unwrap_or_default();
+            let (recorded, credentials) = tokio::join!(
+                proxy::refresh(docker, host),
+                registry::credentials(config, &registry)
+            );
+            let recorded = recorded.map_err(|error| error.to_string())?;
+            let credentials = credentials.map_err(|error| error.to_string())?;
             // Sites of pipelines this config does not know (another config sharing the
             // host) keep their ports.
-            let recorded = proxy::refresh(docker, host)
-                .await
-                .map_err(|error| error.to_string())?;
             spec.ports
                 .extend(recorded.sites.iter().filter_map(|(key, site)| {
                     let owner = key.split('/').next().unwrap_or_default();
                     (!config.pipelines.contains_key(owner)).then_some(site.port)
                 }));
-            let registry = ImageRepository::of_reference(&spec.image)
-                .map(|repository| repository.registry().to_string())
-                .unwrap_or_default();
-            let credentials = registry::credentials(config, &registry)
-                .await
-                .map_err(|error| error.to_string())?;
             let found = proxy::ensure(docker, &spec, credentials.as_ref(), log)
                 .await
                 .map_err(|error| error.to_string())?;

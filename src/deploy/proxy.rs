@@ -191,9 +191,12 @@ pub async fn ensure(
     log: Log<'_>,
 ) -> Result<Found, DockerCallError> {
     let host = &spec.host;
-    let sysctls = sysctls_for(docker).await;
+    let (sysctls, existing) = tokio::join!(
+        sysctls_for(docker),
+        container::inspect(docker, PROXY_CONTAINER)
+    );
     let hash = spec.hash(sysctls);
-    let found = match container::inspect(docker, PROXY_CONTAINER).await? {
+    let found = match existing? {
         Some(existing) if container::label(&existing, LABEL_PROXY).is_none() => {
             return Err(failure(
                 format!("starting the proxy on {host}"),

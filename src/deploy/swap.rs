@@ -334,17 +334,16 @@ async fn swap_instance<C: Containers>(
         previous_digest,
     };
 
-    let mut current = containers
-        .inspect(host, name)
-        .await
-        .map_err(|error| plain_failure(error, None))?;
+    // Both names are looked at, and the network made sure of, at once: none of them
+    // changes a container.
+    let (current, kept, network) = tokio::join!(
+        containers.inspect(host, name),
+        containers.inspect(host, &previous_name),
+        containers.ensure_network(spec),
+    );
+    let mut current = current.map_err(|error| plain_failure(error, None))?;
     // A kept old container means an earlier rollout was interrupted mid-swap.
-    if containers
-        .inspect(host, &previous_name)
-        .await
-        .map_err(|error| plain_failure(error, None))?
-        .is_some()
-    {
+    if kept.map_err(|error| plain_failure(error, None))?.is_some() {
         if current.is_some() {
             log(&format!(
                 "{name}: removing {previous_name} left by an interrupted deploy"
@@ -380,10 +379,7 @@ async fn swap_instance<C: Containers>(
         log(&format!("{name} on {}: unchanged", spec.host));
         return Ok(SwapOutcome::Unchanged);
     }
-    containers
-        .ensure_network(spec)
-        .await
-        .map_err(|error| plain_failure(error, previous_digest.clone()))?;
+    network.map_err(|error| plain_failure(error, previous_digest.clone()))?;
 
     // Keep the old container under another name while the new one is on trial.
     let previous = match &current {

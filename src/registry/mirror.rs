@@ -71,6 +71,10 @@ impl Mirrors {
     /// What to create a container of `reference` from on `docker`: the name the engine
     /// holds it under (`reference` when it holds none; the engine then says so).
     pub async fn engine_reference(&self, docker: &Docker, reference: &str) -> String {
+        // Without a mirror there is one name to ask for: no need to look first.
+        if self.mirrored(reference).is_none() {
+            return reference.to_string();
+        }
         self.held_as(docker, reference)
             .await
             .unwrap_or_else(|| reference.to_string())
