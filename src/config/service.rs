@@ -309,6 +309,7 @@ fn read_service(
             ports: &ports,
             health: health.as_ref(),
             proxied,
+            network: network.as_deref(),
             instances: &instances,
             options: &options,
             accessory: matches!(image, ServiceImage::Accessory(_)),

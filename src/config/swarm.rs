@@ -93,6 +93,7 @@ pub(super) struct SwarmContext<'a> {
     pub ports: &'a [PortMapping],
     pub health: Option<&'a Health>,
     pub proxied: bool,
+    pub network: Option<&'a str>,
     pub instances: &'a std::collections::BTreeMap<String, Instance>,
     pub options: &'a ContainerOptions,
     pub accessory: bool,
@@ -294,12 +295,12 @@ fn read_settings(
 /// What a Swarm service cannot have, each reported where it is written.
 fn check_service(decoder: &mut Decoder, fields: &Fields, service: &SwarmContext<'_>) {
     let path = service.path;
-    if service.proxied {
+    if service.proxied && service.network.is_none() {
         decoder.error(
             fields.key_position("proxy"),
             format!(
-                "`{path}.proxy`: a Swarm service is not behind gantry's proxy; publish its \
-                 `ports` (Swarm routes them)"
+                "`{path}.proxy`: a Swarm service behind gantry's proxy needs `network:`, the \
+                 overlay network the manager's proxy joins to reach its tasks"
             ),
         );
     }

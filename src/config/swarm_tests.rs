@@ -212,3 +212,36 @@ fn swarm_on_a_host_must_be_a_boolean() {
         &["gantry.yaml:2:48: `hosts.prod.swarm` must be true or false, not `yes please`"],
     );
 }
+
+#[test]
+fn a_swarm_service_behind_the_proxy_names_its_overlay_network() {
+    let hosts = format!("{SWARM_HOSTS}proxy:\n  image: \"caddy:2.8.4\"\n");
+    check(
+        &[
+            ("gantry.yaml", &hosts),
+            (
+                "pipelines/hello.yaml",
+                &pipeline("      proxy: { port: 80, container_port: 8080 }\n", "prod"),
+            ),
+        ],
+        &[
+            "pipelines/hello.yaml:13:7: `deploy.services.web.proxy`: a Swarm service behind gantry's proxy needs `network:`, the overlay network the manager's proxy joins to reach its tasks",
+        ],
+    );
+    let config = load_files(
+        &[
+            ("gantry.yaml", &hosts),
+            (
+                "pipelines/hello.yaml",
+                &pipeline(
+                    "      network: web-net\n      proxy: { port: 80, container_port: 8080 }\n",
+                    "prod",
+                ),
+            ),
+        ],
+        &|_: &str| None,
+    )
+    .unwrap_or_else(|errors| panic!("{errors:#?}"));
+    let web = &config.pipelines["hello"].deploy.services["web"];
+    assert!(web.swarm.is_some() && web.proxy.is_some());
+}

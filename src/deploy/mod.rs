@@ -424,6 +424,21 @@ pub async fn rollout(request: &Rollout<'_>, log: Log<'_>) -> RolloutReport {
         let (reports, failure) = swarm::roll_out(&hosts, request, &swarm_targets, log).await;
         rolled_out.instances.extend(reports);
         rolled_out.failure = failure;
+        // A proxied Swarm service is routed once its overlay network and tasks exist;
+        // Swarm replaces the tasks behind the route, which stays as it is.
+        if rolled_out.failure.is_none()
+            && let Err((host, message)) =
+                prepare_proxies(request.config, pipeline, &hosts, &swarm_targets, log).await
+        {
+            rolled_out.failure = Some(RolloutFailure {
+                phase: Phase::Proxy,
+                host: Some(host),
+                instance: None,
+                message,
+                check: None,
+                logs: Vec::new(),
+            });
+        }
     } else {
         rolled_out.instances.extend(
             swarm_targets
@@ -471,6 +486,17 @@ async fn prepare_proxies(
             );
             let recorded = recorded.map_err(|error| error.to_string())?;
             let credentials = credentials.map_err(|error| error.to_string())?;
+            // On a Swarm manager the proxy joins overlay networks Swarm services made;
+            // one not made yet (a service not deployed yet) is joined when it is.
+            if config.hosts.get(host).is_some_and(|host| host.swarm) {
+                let mut existing = std::collections::BTreeSet::new();
+                for network in &spec.networks {
+                    if docker.inspect_network(network, None).await.is_ok() {
+                        existing.insert(network.clone());
+                    }
+                }
+                spec.networks = existing;
+            }
             // Sites of pipelines this config does not know (another config sharing the
             // host) keep their ports.
             spec.ports

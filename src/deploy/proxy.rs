@@ -403,6 +403,19 @@ pub async fn sync_sites(
         };
         let mut site = Site::new(proxy);
         for instance in service.instances.values().filter(|i| i.host == host) {
+            if service.swarm.is_some() {
+                // A Swarm service is reached through its tasks' names on its overlay
+                // network: Docker's DNS there lists the tasks that run, as Swarm
+                // replaces them.
+                site.upstreams.insert(
+                    instance.name.clone(),
+                    Upstream {
+                        container: format!("tasks.{}", instance.name),
+                        port: proxy.container_port,
+                    },
+                );
+                continue;
+            }
             if let Some(inspect) = container::inspect(docker, &instance.name).await?
                 && container::is_running(&inspect)
                 && container::label(&inspect, container::LABEL_PIPELINE)

@@ -13,17 +13,17 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 /// The proxy image the test environment built.
-fn proxy_image() -> String {
+pub(crate) fn proxy_image() -> String {
     std::env::var("GANTRY_TEST_PROXY_IMAGE")
         .unwrap_or_else(|_| format!("{}/gantry-test/caddy:2.6.2", registry()))
 }
 
 /// Removes the proxy (and its volumes) from the engines when the test ends, so the
 /// next test starts from none.
-struct ProxyCleanup(Vec<String>);
+pub(crate) struct ProxyCleanup(Vec<String>);
 
 impl ProxyCleanup {
-    fn new(engines: &[&str]) -> ProxyCleanup {
+    pub(crate) fn new(engines: &[&str]) -> ProxyCleanup {
         let cleanup = ProxyCleanup(engines.iter().map(|engine| engine.to_string()).collect());
         cleanup.clean();
         cleanup
@@ -58,33 +58,33 @@ fn proxied(prefix: &str, hosts: &[usize]) -> Deployment {
 /// A request loop against one URL with curl: `keep_alive` reuses one connection (and,
 /// as browsers and curl do, retries once on a fresh one when the server closed it
 /// while idle); otherwise every request opens a new connection.
-struct Load {
+pub(crate) struct Load {
     child: Child,
     what: String,
 }
 
 /// What a load loop saw.
 #[derive(Debug, Default)]
-struct Seen {
+pub(crate) struct Seen {
     answers: Vec<(u16, String)>,
 }
 
 impl Seen {
-    fn failed(&self) -> Vec<&(u16, String)> {
+    pub(crate) fn failed(&self) -> Vec<&(u16, String)> {
         self.answers
             .iter()
             .filter(|(status, _)| *status != 200)
             .collect()
     }
 
-    fn bodies(&self) -> Vec<&str> {
+    pub(crate) fn bodies(&self) -> Vec<&str> {
         self.answers.iter().map(|(_, body)| body.as_str()).collect()
     }
 }
 
 impl Load {
     /// At most `per_second` requests a second, for at most `limit` requests.
-    fn start(url: &str, keep_alive: bool, per_second: u32, limit: usize) -> Load {
+    pub(crate) fn start(url: &str, keep_alive: bool, per_second: u32, limit: usize) -> Load {
         let mut command = Command::new("curl");
         command.args([
             "-sS",
@@ -120,7 +120,7 @@ impl Load {
     }
 
     /// Stops the loop; every complete answer it got.
-    fn finish(mut self) -> Seen {
+    pub(crate) fn finish(mut self) -> Seen {
         let _ = self.child.kill();
         let mut output = String::new();
         if let Some(mut stdout) = self.child.stdout.take() {

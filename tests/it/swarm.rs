@@ -501,3 +501,77 @@ fn a_failed_swarm_service_rolls_back_the_ones_updated_before_it() {
         assert_eq!(tasks[0]["digest"], first_digest.as_str(), "{instance}");
     }
 }
+
+/// A Swarm service behind gantry's proxy: the manager's proxy, on a fixed port of the
+/// node (a container's `-p`, host mode), joins the service's overlay network and
+/// routes to its tasks by name. Requests to that port, at the node's address, while
+/// Swarm replaces the three tasks start-first: none fails, and the new version comes.
+#[test]
+fn a_proxied_swarm_service_is_redeployed_start_first_without_a_failed_request_on_the_proxy_port() {
+    const PORT: u16 = 18590;
+    let deployment = swarm_deployment("swarm-proxy");
+    deployment.config.append(
+        "gantry.yaml",
+        &format!("proxy:\n  image: \"{}\"\n", crate::proxy::proxy_image()),
+    );
+    let manager = swarm_manager();
+    let _proxy = crate::proxy::ProxyCleanup::new(&[manager.as_str()]);
+    let instance = deployment.instance("web");
+    let network = deployment.instance("net");
+    let _cleanup = SwarmCleanup {
+        services: vec![instance.clone()],
+        containers: Vec::new(),
+        network: network.clone(),
+    };
+    deployment.pipeline(&format!(
+        "  services:\n    web:\n      network: {network}\n      \
+         proxy: {{ port: {PORT}, container_port: 8080 }}\n      stop_timeout: 2s\n      \
+         health:\n        exec: [\"test\", \"-f\", \"/www/healthy\"]\n        interval: 200ms\n        \
+         timeout: 3s\n      swarm:\n        replicas: 3\n        \
+         update: {{ parallelism: 1, order: start-first, failure_action: rollback, monitor: 2s }}\n      \
+         instances:\n        {instance}: {{ host: swarm }}\n"
+    ));
+    commit_version(&deployment, "v1", true);
+    let first = deployment.succeed(&["run", &deployment.name]);
+    let first_digest = deployed_digest(&first);
+
+    let address =
+        std::env::var("GANTRY_TEST_SWARM_1_ADDRESS").unwrap_or_else(|_| "10.77.21.2".to_string());
+    let url = format!("http://{address}:{PORT}/");
+    eventually(
+        "the proxy port serves v1",
+        Duration::from_secs(20),
+        || match fetch(&address, PORT) {
+            Some(body) if body == "v1\n" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
+    // Half the requests on one connection, half each on a new one, 50 a second each.
+    let kept = crate::proxy::Load::start(&url, true, 50, 3000);
+    let fresh = crate::proxy::Load::start(&url, false, 50, 3000);
+    commit_version(&deployment, "v2", true);
+    let (output, second) = deployment.gantry_json(&["run", &deployment.name]);
+    assert!(output.status.success(), "{second}\n{}", stderr(&output));
+    let second_digest = deployed_digest(&second);
+    assert_ne!(second_digest, first_digest);
+    eventually(
+        "the proxy port serves v2",
+        Duration::from_secs(20),
+        || match fetch(&address, PORT) {
+            Some(body) if body == "v2\n" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // A moment of v2 in both loops, then they stop.
+    std::thread::sleep(Duration::from_secs(1));
+    for seen in [kept.finish(), fresh.finish()] {
+        assert!(seen.failed().is_empty(), "{:?}", seen.failed());
+        let bodies = seen.bodies();
+        assert!(bodies.len() >= 50, "{} answers", bodies.len());
+        assert_eq!(bodies.first().copied(), Some("v1"), "{bodies:?}");
+        // While Swarm replaces the tasks one at a time, old and new both answer.
+        assert_eq!(bodies.last().copied(), Some("v2"), "{bodies:?}");
+    }
+    assert_tasks_run(&instance_status(&deployment), &second_digest, false);
+}

@@ -52,7 +52,7 @@ pub struct Site {
 }
 
 /// A container on a network the proxy shares, by its short id (Docker's DNS alias for it,
-/// which a rename does not change).
+/// which a rename does not change), or a Swarm service's tasks (`tasks.NAME`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upstream {
     pub container: String,
