@@ -929,8 +929,13 @@ out=$(dk run --rm "$BASE_IMAGE" sh -c 'echo ok') || die "$BASE_IMAGE does not ru
 # Debian's caddy with the libraries ldd names, in `FROM scratch`; pushed to the
 # registry so every engine pulls it as gantry does. Its tag is caddy's version.
 # (Debian starts a caddy service on :80 when the package is installed; stop it.)
+# Only a caddy in this PID namespace is the package's: the proxies the tests run are
+# caddy too, each in its container's namespace, and must live on.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now caddy >/dev/null 2>&1 || true; fi
-pkill -x caddy 2>/dev/null || true
+for pid in $(pgrep -x caddy || true); do
+  [ "$(readlink "/proc/$pid/ns/pid" 2>/dev/null)" = "$(readlink /proc/self/ns/pid)" ] || continue
+  kill "$pid" 2>/dev/null || true
+done
 PROXY_IMAGE=$(proxy_image)
 if ! dk image inspect "$PROXY_IMAGE" >/dev/null 2>&1 \
    || ! curl -fsI -m 5 "http://$REGISTRY_ADDR/v2/gantry-test/caddy/manifests/${PROXY_IMAGE##*:}" >/dev/null; then
