@@ -17,6 +17,7 @@
 #                            scripts/test-env.sh), in a schema of its own; default SQLite
 #   BENCH_REPLICAS=1         daemons sharing that state (PostgreSQL only); deliveries go
 #                            to each in turn
+#   GANTRY_BIN=path          use this binary instead of `cargo build --release`
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -120,9 +121,15 @@ STATE="${GANTRY_TEST_ENV_DIR:-/var/lib/gantry-test-env}"
 source "$STATE/env"
 REGISTRY="${GANTRY_TEST_REGISTRY:-127.0.0.1:5115}"
 
-log "cargo build --release (gantry and examples/intake_bench.rs)"
-cargo build --release --quiet --bin gantry --example intake_bench
-GANTRY="$ROOT/target/release/gantry"
+if [ -n "${GANTRY_BIN:-}" ]; then
+  log "cargo build --release (examples/intake_bench.rs)"
+  cargo build --release --quiet --example intake_bench
+  GANTRY=$GANTRY_BIN
+else
+  log "cargo build --release (gantry and examples/intake_bench.rs)"
+  cargo build --release --quiet --bin gantry --example intake_bench
+  GANTRY="$ROOT/target/release/gantry"
+fi
 LOADGEN="$ROOT/target/release/examples/intake_bench"
 [ -x "$GANTRY" ] || die "no gantry binary at $GANTRY"
 [ -x "$LOADGEN" ] || die "no load generator at $LOADGEN"
