@@ -16,7 +16,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// environment still overrides them. One arena and no per-thread caches: freed blocks
 /// go back where their neighbours can merge with them, not to a cache of the thread
 /// that freed them. Decay 0: pages no block uses any longer go back to the system at
-/// once. Each of these was needed for resident memory to stay flat over 1,000 runs.
+/// once. With the caches on, or a decay other than 0, it still grew (README, "Soak").
 #[cfg(target_os = "linux")]
 const ALLOCATOR_SETTINGS: &[u8] = b"narenas:1,tcache:false,dirty_decay_ms:0,muzzy_decay_ms:0\0";
 
