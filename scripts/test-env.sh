@@ -134,6 +134,8 @@ command -v stunnel4 >/dev/null 2>&1 || missing+=(stunnel4)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# Building gantry compiles jemalloc (its allocator on Linux) with its own configure and make.
+command -v make >/dev/null 2>&1 || missing+=(make)
 # The proxy image is Debian's caddy binary with the libraries ldd names.
 [ -x /usr/bin/caddy ] || missing+=(caddy)
 # The extra engines: namespaces and veths (ip), entering them (nsenter), their own containerd.

@@ -4,6 +4,28 @@ use std::process::ExitCode;
 
 use gantry::cli::{self, Cli, EXIT_FAILED};
 
+/// The allocator on Linux: jemalloc, in place of the C library's `malloc` for the whole
+/// process (libgit2, SQLite and OpenSSL allocate through it too). With glibc's malloc the
+/// daemon's resident memory grew by about 4 KiB a run: freed blocks kept between live
+/// ones in its arenas and per-thread caches (README, "Soak"). ARCHITECTURE.md, "Memory".
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read when it starts (before `main`); `MALLOC_CONF` in the
+/// environment still overrides them. One arena and no per-thread caches: freed blocks
+/// go back where their neighbours can merge with them, not to a cache of the thread
+/// that freed them. Decay 0: pages no block uses any longer go back to the system at
+/// once. With the caches on, or a decay other than 0, it still grew (README, "Soak").
+#[cfg(target_os = "linux")]
+const ALLOCATOR_SETTINGS: &[u8] = b"narenas:1,tcache:false,dirty_decay_ms:0,muzzy_decay_ms:0\0";
+
+/// jemalloc reads its settings from a C string named `malloc_conf` (a `const char *`):
+/// this reference to the string's first byte is that pointer.
+#[cfg(target_os = "linux")]
+#[unsafe(export_name = "malloc_conf")]
+static MALLOC_CONF: &u8 = &ALLOCATOR_SETTINGS[0];
+
 /// How long blocking work left over at exit may take to finish.
 const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(1);
 

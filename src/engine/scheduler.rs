@@ -195,7 +195,6 @@ impl Scheduler {
                             let runtime = tokio::runtime::Handle::current();
                             let ran = tokio::task::spawn_blocking(move || {
                                 runtime.block_on(execute(&live, &store, &metrics, queued));
-                                return_freed_memory();
                             })
                             .await;
                             if let Err(error) = ran {
@@ -210,20 +209,6 @@ impl Scheduler {
                 let _ = sender.send(Event::Finished { pipeline }).await;
             });
         }
-    }
-}
-
-/// Gives the memory a run freed back to the system. glibc keeps freed memory in the
-/// arena of the thread that allocated it, and a run's work is spread over several
-/// threads (the runtime's, blocking ones for git and files): without this the daemon's
-/// resident memory grew by about 18 KiB a run (`scripts/bench-soak.sh`) while its live
-/// heap stayed under 4 MiB.
-fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the
-    // system; it takes the arenas' locks itself and touches no memory in use.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
