@@ -311,6 +311,9 @@ async fn proxy_client(via: &ProbeTarget) -> Result<(reqwest::Client, String), St
     crate::http::install_crypto();
     let mut builder = reqwest::Client::builder()
         .no_proxy()
+        // A connection kept from an earlier probe may have been closed by a config
+        // load since; each probe opens its own.
+        .pool_max_idle_per_host(0)
         .tls_danger_accept_invalid_certs(via.tls);
     if let Some((name, resolved)) = &key.1 {
         builder = builder.resolve(name, *resolved);
