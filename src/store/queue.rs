@@ -86,15 +86,8 @@ impl Store {
             }),
             answer,
         };
-        match self.backend {
-            // Each commit is one PostgreSQL round of fsync: concurrent deliveries are
-            // committed together (see `store::group`).
-            super::Backend::Postgres => self.queue_together(job).await,
-            super::Backend::Sqlite => {
-                self.intake_transaction(async |connection| queue_one(connection, &job).await)
-                    .await
-            }
-        }
+        // Deliveries that arrive together are committed together (`store::group`).
+        self.queue_together(job).await
     }
 
     /// Remembers `answer` to a delivery that queues nothing (a ping, another branch)
@@ -241,15 +234,6 @@ impl Store {
             .map(|row| (row.get("pipeline"), row.get("depth")))
             .collect())
     }
-}
-
-/// Queues one job inside the caller's transaction.
-pub(super) async fn queue_one(
-    connection: &mut sqlx::AnyConnection,
-    job: &QueueJob,
-) -> Result<Queued, StoreError> {
-    let mut queued = super::batch::queue_many(connection, &[job]).await?;
-    Ok(queued.remove(0))
 }
 
 async fn delivery_answer(
