@@ -84,21 +84,20 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-# ended_runs: how many runs have an outcome (neither queued nor running).
-ended_runs() {
-  curl -fsS -H "Authorization: Bearer $TOKEN" "$URL/api/v1/runs?limit=500" |
-    grep -o '"state":"[a-z]*"' | grep -v -c -e '"queued"' -e '"running"' || true
+# runs_in [STATE]: how many runs there are (in STATE); each run names its pipeline once.
+runs_in() {
+  curl -fsS -H "Authorization: Bearer $TOKEN" "$URL/api/v1/runs?limit=500${1:+&state=$1}" |
+    grep -o '"pipeline":"' | wc -l | tr -d ' '
 }
 log "first round: one run per pipeline"
 start=$(now_ms)
-until [ "$(ended_runs)" -ge "$PIPELINES" ]; do
+until [ "$(runs_in)" -ge "$PIPELINES" ] && [ "$(runs_in queued)" -eq 0 ] && [ "$(runs_in running)" -eq 0 ]; do
   kill -0 "$DAEMON_PID" 2>/dev/null || { tail -n 20 "$WORK/serve.log" >&2; die "gantry serve exited"; }
   [ $(($(now_ms) - start)) -lt $((RUNS_LIMIT * 1000)) ] || die "the first round did not end in ${RUNS_LIMIT}s"
   sleep 1
 done
 first_round=$(($(now_ms) - start))
-succeeded=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$URL/api/v1/runs?limit=500" |
-  grep -o '"state":"succeeded"' | wc -l | tr -d ' ')
+succeeded=$(runs_in succeeded)
 
 # cpu_ticks: the daemon's user + system time in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$DAEMON_PID/stat"; }
