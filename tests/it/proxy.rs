@@ -170,7 +170,7 @@ fn proxied_web(proxy: &str, instances: &[(String, &str)]) -> String {
 }
 
 /// Waits until `url` answers `want`.
-fn wait_for_body(url: &str, want: &str) {
+pub(crate) fn wait_for_body(url: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let output = Command::new("curl")

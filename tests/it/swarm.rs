@@ -538,14 +538,7 @@ fn a_proxied_swarm_service_is_redeployed_start_first_without_a_failed_request_on
     let address =
         std::env::var("GANTRY_TEST_SWARM_1_ADDRESS").unwrap_or_else(|_| "10.77.21.2".to_string());
     let url = format!("http://{address}:{PORT}/");
-    eventually(
-        "the proxy port serves v1",
-        Duration::from_secs(20),
-        || match fetch(&address, PORT) {
-            Some(body) if body == "v1\n" => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    );
+    crate::proxy::wait_for_body(&url, "v1");
 
     // Half the requests on one connection, half each on a new one, 50 a second each.
     let kept = crate::proxy::Load::start(&url, true, 50, 3000);
@@ -555,14 +548,7 @@ fn a_proxied_swarm_service_is_redeployed_start_first_without_a_failed_request_on
     assert!(output.status.success(), "{second}\n{}", stderr(&output));
     let second_digest = deployed_digest(&second);
     assert_ne!(second_digest, first_digest);
-    eventually(
-        "the proxy port serves v2",
-        Duration::from_secs(20),
-        || match fetch(&address, PORT) {
-            Some(body) if body == "v2\n" => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    );
+    crate::proxy::wait_for_body(&url, "v2");
     // A moment of v2 in both loops, then they stop.
     std::thread::sleep(Duration::from_secs(1));
     for seen in [kept.finish(), fresh.finish()] {
