@@ -337,6 +337,7 @@ fn converge_limit(service: &Service) -> Duration {
         .div_ceil(settings.update.parallelism.max(1)) as u32;
     let health = match service.health.check {
         HealthCheck::None => Duration::ZERO,
+        HealthCheck::Exec { .. } => spec::unhealthy_within(service),
         _ => service.health.timeout,
     };
     let per_batch = health + settings.update.monitor + settings.update.delay + TASK_START_ALLOWANCE;

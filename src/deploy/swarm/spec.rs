@@ -18,6 +18,29 @@ use sha2::{Digest, Sha256};
 use super::super::container::{ContainerSpec, LABEL_SPEC};
 use crate::config::{FailureAction, HealthCheck, PublishMode, Service, SwarmSettings, UpdateOrder};
 
+/// The longest one health probe of a Swarm task may take.
+const PROBE_TIMEOUT_CAP: Duration = Duration::from_secs(10);
+
+/// Failed probes in a row, after the start period, that make a Swarm task unhealthy
+/// (Docker's own default).
+const UNHEALTHY_AFTER_FAILURES: i64 = 3;
+
+/// How often a Swarm task's health is probed, and how long one probe may take.
+fn probe_timing(service: &Service) -> (Duration, Duration) {
+    let interval = service.health.interval.max(Duration::from_millis(100));
+    (
+        interval,
+        service.health.timeout.clamp(interval, PROBE_TIMEOUT_CAP),
+    )
+}
+
+/// The longest a task with an `exec` health check takes to be found unhealthy: its
+/// start period, then the failed probes in a row.
+pub fn unhealthy_within(service: &Service) -> Duration {
+    let (interval, probe_timeout) = probe_timing(service);
+    service.health.timeout + (interval + probe_timeout) * UNHEALTHY_AFTER_FAILURES as u32
+}
+
 /// The Swarm service for an instance's container spec and its service's settings. Its
 /// `gantry.spec` label covers the Swarm settings and the health check too.
 pub fn service_spec(
@@ -27,14 +50,17 @@ pub fn service_spec(
 ) -> ServiceSpec {
     let health_check = match &service.health.check {
         HealthCheck::Exec { command } => {
-            let interval = service.health.interval.max(Duration::from_millis(100));
-            let retries = (service.health.timeout.as_millis() / interval.as_millis()).max(1);
+            // A task has the whole `timeout` to become healthy; after that, three
+            // failed probes in a row make it unhealthy. Each probe may take as long
+            // as `timeout` (capped), so a slow `exec` on a busy engine is not a
+            // failure by itself.
+            let (interval, probe_timeout) = probe_timing(service);
             Some(HealthConfig {
                 test: Some([vec!["CMD".to_string()], command.clone()].concat()),
                 interval: Some(interval.as_nanos() as i64),
-                timeout: Some(interval.min(Duration::from_secs(10)).as_nanos() as i64),
-                retries: Some(retries as i64),
-                start_period: Some(0),
+                timeout: Some(probe_timeout.as_nanos() as i64),
+                retries: Some(UNHEALTHY_AFTER_FAILURES),
+                start_period: Some(service.health.timeout.as_nanos() as i64),
                 ..HealthConfig::default()
             })
         }
@@ -226,9 +252,11 @@ mod tests {
             health.test.as_deref(),
             Some(&["CMD", "test", "-f", "/ok"].map(str::to_string)[..])
         );
-        // Unhealthy once the check failed for its whole `timeout`.
-        assert_eq!(health.retries, Some(20));
+        // The whole `timeout` to become healthy, then three failures in a row.
+        assert_eq!(health.start_period, Some(10_000_000_000));
+        assert_eq!(health.retries, Some(3));
         assert_eq!(health.interval, Some(500_000_000));
+        assert_eq!(health.timeout, Some(10_000_000_000));
         let mounts = container.mounts.as_ref().unwrap();
         assert_eq!(mounts[0].typ, Some(MountType::BIND));
         assert_eq!(mounts[0].read_only, Some(true));
