@@ -60,6 +60,7 @@ pub async fn run(
         }
         .run(shutdown.child_token()),
     );
+    let checkpoints = tokio::spawn(store.clone().checkpoint_until(shutdown.child_token()));
     let keep_alive = tokio::spawn(
         replica
             .clone()
@@ -111,6 +112,7 @@ pub async fn run(
     let _ = status_watcher.await;
     let _ = scheduler.await;
     let _ = keep_alive.await;
+    let _ = checkpoints.await;
     if store.backend() == crate::store::Backend::Postgres
         && let Err(error) = store.remove_replica(&replica.id).await
     {

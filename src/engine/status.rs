@@ -41,20 +41,30 @@ pub async fn collect(
     pipelines: &[&Pipeline],
     log_lines: usize,
 ) -> Result<Vec<PipelineStatus>, StoreError> {
+    // Four queries, whatever the number of pipelines: one pipeline's records, or all.
+    let only = match pipelines {
+        [one] => Some(one.name.as_str()),
+        _ => None,
+    };
+    let mut digests = store.recorded_digests_by_pipeline(only).await?;
+    let mut tags = store.tags_by_pipeline(only).await?;
+    let mut pins = store.pins().await?;
+    let mut leases = store.leases().await?;
     let mut recorded = BTreeMap::new();
     let mut documents = Vec::new();
     for pipeline in pipelines {
+        let name = &pipeline.name;
         recorded.insert(
-            pipeline.name.clone(),
+            name.clone(),
             Recorded {
-                digests: store.recorded_digests(&pipeline.name).await?,
-                tags: store.tags_by_digest(&pipeline.name).await?,
+                digests: digests.remove(name).unwrap_or_default(),
+                tags: tags.remove(name).unwrap_or_default(),
             },
         );
         documents.push(PipelineStatus {
-            pipeline: pipeline.name.clone(),
-            pinned: store.pin_of(&pipeline.name).await?,
-            deploying: store.lease_of(&pipeline.name).await?,
+            pipeline: name.clone(),
+            pinned: pins.remove(name),
+            deploying: leases.remove(name),
             instances: Vec::new(),
         });
     }

@@ -185,6 +185,11 @@ pub(super) fn pool_options(backend: Backend, lock_wait: Duration, size: u32) -> 
                     // loses nothing it committed) and syncs at checkpoints.
                     "PRAGMA journal_mode = WAL".to_string(),
                     "PRAGMA synchronous = NORMAL".to_string(),
+                    // The daemon checkpoints in the background (`store::checkpoint`).
+                    format!(
+                        "PRAGMA wal_autocheckpoint = {}",
+                        super::checkpoint::AUTO_CHECKPOINT_PAGES
+                    ),
                     "PRAGMA foreign_keys = ON".to_string(),
                     format!("PRAGMA busy_timeout = {wait}"),
                 ],

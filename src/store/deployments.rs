@@ -103,15 +103,25 @@ impl Store {
         &self,
         pipeline: &str,
     ) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+        let mut all = self.tags_by_pipeline(Some(pipeline)).await?;
+        Ok(all.remove(pipeline).unwrap_or_default())
+    }
+
+    /// `tags_by_digest` of one pipeline, or of every pipeline (`None`) in one query.
+    pub async fn tags_by_pipeline(
+        &self,
+        pipeline: Option<&str>,
+    ) -> Result<BTreeMap<String, BTreeMap<String, Vec<String>>>, StoreError> {
         let rows = sqlx::query(
-            "SELECT digest, tags, images FROM runs
-             WHERE pipeline = $1 AND digest IS NOT NULL AND kind IN ('build', 'run')
+            "SELECT pipeline, digest, tags, images FROM runs
+             WHERE ($1 IS NULL OR pipeline = $1) AND digest IS NOT NULL
+                   AND kind IN ('build', 'run')
              ORDER BY id",
         )
         .bind(pipeline)
         .fetch_all(&self.pool)
         .await?;
-        let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut tags: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
         for row in rows {
             let pushed: Vec<String> = row
                 .get::<Option<String>, _>("tags")
@@ -126,9 +136,10 @@ impl Store {
                     named.then(|| digest.to_string())
                 })
             };
+            let of_pipeline = tags.entry(row.get("pipeline")).or_default();
             for tag in pushed {
                 let digest = digest_of(&tag).unwrap_or_else(|| row.get("digest"));
-                let known = tags.entry(digest).or_default();
+                let known = of_pipeline.entry(digest).or_default();
                 if !known.contains(&tag) {
                     known.push(tag);
                 }
@@ -306,19 +317,30 @@ impl Store {
         &self,
         pipeline: &str,
     ) -> Result<BTreeMap<String, String>, StoreError> {
+        let mut all = self.recorded_digests_by_pipeline(Some(pipeline)).await?;
+        Ok(all.remove(pipeline).unwrap_or_default())
+    }
+
+    /// `recorded_digests` of one pipeline, or of every pipeline (`None`) in one query.
+    pub async fn recorded_digests_by_pipeline(
+        &self,
+        pipeline: Option<&str>,
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
         let rows = sqlx::query(
-            "SELECT i.instance, i.digest FROM deployment_instances i
+            "SELECT d.pipeline, i.instance, i.digest FROM deployment_instances i
              JOIN deployments d ON d.id = i.deployment_id
-             WHERE d.pipeline = $1 AND i.digest IS NOT NULL
+             WHERE ($1 IS NULL OR d.pipeline = $1) AND i.digest IS NOT NULL
              ORDER BY d.id DESC",
         )
         .bind(pipeline)
         .fetch_all(&self.pool)
         .await?;
-        let mut digests = BTreeMap::new();
+        let mut digests: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for row in rows {
             // Newest first: the first row seen for an instance wins.
             digests
+                .entry(row.get::<String, _>("pipeline"))
+                .or_default()
                 .entry(row.get::<String, _>("instance"))
                 .or_insert_with(|| row.get::<String, _>("digest"));
         }

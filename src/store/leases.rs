@@ -1,6 +1,7 @@
 //! Pins (a pipeline held after a rollback) and deploy leases (one deploy per pipeline
 //! across processes).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -57,12 +58,18 @@ impl Store {
                 .bind(pipeline)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.map(|row| Pin {
-            pipeline: row.get("pipeline"),
-            digest: row.get("digest"),
-            reason: row.get("reason"),
-            pinned_at: row.get("pinned_at"),
-        }))
+        Ok(row.as_ref().map(pin))
+    }
+
+    /// Every pin, by pipeline.
+    pub async fn pins(&self) -> Result<BTreeMap<String, Pin>, StoreError> {
+        let rows = sqlx::query("SELECT pipeline, digest, reason, pinned_at FROM pins")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get("pipeline"), pin(row)))
+            .collect())
     }
 
     /// Takes the pipeline's deploy lease for `ttl` unless a live holder has it;
@@ -122,6 +129,20 @@ impl Store {
         Ok(row.as_ref().map(lease_holder))
     }
 
+    /// Every live deploy lease, by pipeline.
+    pub async fn leases(&self) -> Result<BTreeMap<String, LeaseHolder>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT pipeline, owner, acquired_at, expires_at FROM leases WHERE expires_at >= $1",
+        )
+        .bind(now_millis())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get("pipeline"), lease_holder(row)))
+            .collect())
+    }
+
     /// Pushes the lease's expiry out by `ttl`; false when `owner` no longer holds it.
     pub async fn renew_lease(
         &self,
@@ -146,6 +167,15 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+fn pin(row: &AnyRow) -> Pin {
+    Pin {
+        pipeline: row.get("pipeline"),
+        digest: row.get("digest"),
+        reason: row.get("reason"),
+        pinned_at: row.get("pinned_at"),
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod backup;
 mod batch;
+mod checkpoint;
 mod connect;
 mod copy;
 mod deployments;

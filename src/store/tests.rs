@@ -11,6 +11,7 @@ crate::on_both_back_ends!(
     runs_page_by_pipeline_and_state_from_before,
     a_run_is_taken_by_one_replica_and_recovered_once_its_replica_is_dead,
     deliveries_queued_at_once_are_each_stored_once_and_numbered_in_turn,
+    every_pipelines_records_are_read_at_once_and_kept_apart,
 );
 use crate::run::{Outcome, RunKind, RunState, Stage, Trigger};
 
@@ -104,9 +105,9 @@ async fn a_lease_has_one_holder_until_it_expires_or_is_released(backend: Backend
     assert!(!store.renew_lease("r", "dead", ttl).await.unwrap());
 }
 
-async fn deployments_record_instance_digests_and_pins(backend: Backend) {
-    let (_state, store) = Store::temporary_on(backend).await;
-    let record = |instance: &str, digest: Option<&str>| InstanceRecord {
+/// An updated instance of service `web` on host `local`.
+fn record(instance: &str, digest: Option<&str>) -> InstanceRecord {
+    InstanceRecord {
         service: "web".to_string(),
         instance: instance.to_string(),
         host: "local".to_string(),
@@ -114,7 +115,11 @@ async fn deployments_record_instance_digests_and_pins(backend: Backend) {
         digest: digest.map(str::to_string),
         previous_digest: None,
         message: None,
-    };
+    }
+}
+
+async fn deployments_record_instance_digests_and_pins(backend: Backend) {
+    let (_state, store) = Store::temporary_on(backend).await;
     let first = store
         .start_deployment(&NewDeployment {
             pipeline: "p",
@@ -186,6 +191,71 @@ async fn deployments_record_instance_digests_and_pins(backend: Backend) {
     assert_eq!(store.pin_of("p").await.unwrap().unwrap().digest, "sha256:1");
     assert!(store.unpin("p").await.unwrap());
     assert!(!store.unpin("p").await.unwrap());
+}
+
+/// What `gantry status` reads of every pipeline in one query per kind (digests, tags,
+/// pins, leases) is what the per-pipeline reads give, each under its own pipeline.
+async fn every_pipelines_records_are_read_at_once_and_kept_apart(backend: Backend) {
+    let (_state, store) = Store::temporary_on(backend).await;
+    for (pipeline, digest) in [("p", "sha256:1"), ("q", "sha256:2")] {
+        let run = store.manual_run(pipeline, RunKind::Build).await;
+        let tag = format!("r/{pipeline}:1");
+        store
+            .finish_run(
+                run,
+                &RunResult::Succeeded {
+                    image: format!("r/{pipeline}"),
+                    tags: vec![tag],
+                    digest: digest.to_string(),
+                    images: Default::default(),
+                },
+            )
+            .await
+            .unwrap();
+        let deployment = store
+            .start_deployment(&NewDeployment {
+                pipeline,
+                run: None,
+                kind: RunKind::Deploy,
+                image: &format!("r/{pipeline}@{digest}"),
+                digest,
+                commit: None,
+                images: &Default::default(),
+            })
+            .await
+            .unwrap();
+        store
+            .record_instance(deployment, &record("web", Some(digest)))
+            .await
+            .unwrap();
+    }
+    store.pin("q", "sha256:2", "rolled back").await.unwrap();
+    let lease = Duration::from_secs(60);
+    assert!(
+        store
+            .acquire_lease("p", "me", lease)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let digests = store.recorded_digests_by_pipeline(None).await.unwrap();
+    assert_eq!(digests.len(), 2);
+    assert_eq!(digests["p"]["web"], "sha256:1");
+    assert_eq!(digests["q"]["web"], "sha256:2");
+    assert_eq!(digests["q"], store.recorded_digests("q").await.unwrap());
+    let tags = store.tags_by_pipeline(None).await.unwrap();
+    assert_eq!(tags["p"]["sha256:1"], vec!["r/p:1".to_string()]);
+    assert_eq!(tags["q"]["sha256:2"], vec!["r/q:1".to_string()]);
+    assert_eq!(tags["p"], store.tags_by_digest("p").await.unwrap());
+    let only_q = store.tags_by_pipeline(Some("q")).await.unwrap();
+    assert_eq!(only_q.keys().collect::<Vec<_>>(), ["q"]);
+    let pins = store.pins().await.unwrap();
+    assert_eq!(pins.keys().collect::<Vec<_>>(), ["q"]);
+    assert_eq!(pins["q"].digest, "sha256:2");
+    let leases = store.leases().await.unwrap();
+    assert_eq!(leases.keys().collect::<Vec<_>>(), ["p"]);
+    assert_eq!(leases["p"].owner, "me");
 }
 
 async fn only_runs_the_daemon_took_are_recovered_after_a_crash(backend: Backend) {
