@@ -33,7 +33,8 @@ pub async fn run(
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let store = Store::open(&crate::store::Location::of(&config)).await?;
+    let location = crate::store::Location::of(&config);
+    let store = Store::open(&location).await?;
     let replica = Replica::join(&store).await?;
     tracing::info!(replica = replica.id, backend = ?store.backend(), "state store open");
     if let Ok(address) = listener.local_addr() {
@@ -60,7 +61,11 @@ pub async fn run(
         }
         .run(shutdown.child_token()),
     );
-    let checkpoints = tokio::spawn(store.clone().checkpoint_until(shutdown.child_token()));
+    let checkpoints = tokio::spawn(
+        store
+            .clone()
+            .checkpoint_until(location.clone(), shutdown.child_token()),
+    );
     let keep_alive = tokio::spawn(
         replica
             .clone()

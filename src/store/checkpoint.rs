@@ -5,14 +5,14 @@
 //! sync. The daemon checkpoints on its own every `CHECKPOINT_EVERY` instead, beside
 //! the writers (a passive checkpoint blocks no one), so commits only append to the
 //! log; `AUTO_CHECKPOINT_PAGES` stays as SQLite's own fallback, for the CLI alone and
-//! for a flood that outruns the daemon's checkpoints.
+//! for a flood that outruns the daemon's checkpoints. (PostgreSQL checkpoints itself.)
 
 use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, Store};
+use super::{DATABASE_FILE, Location, Store};
 
 /// How often the daemon checkpoints the log.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
@@ -21,12 +21,20 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 pub(super) const AUTO_CHECKPOINT_PAGES: u32 = 4000;
 
 impl Store {
-    /// Checkpoints the write-ahead log every `CHECKPOINT_EVERY` until `shutdown`; on
-    /// PostgreSQL, returns at once.
-    pub async fn checkpoint_until(self, shutdown: CancellationToken) {
-        if self.backend != Backend::Sqlite {
+    /// Checkpoints the write-ahead log of the SQLite state at `location` every
+    /// `CHECKPOINT_EVERY` in which it changed, until `shutdown`; on PostgreSQL, returns
+    /// at once. An idle daemon only looks at the log file's time.
+    pub async fn checkpoint_until(self, location: Location, shutdown: CancellationToken) {
+        let Location::Directory(dir) = location else {
             return;
-        }
+        };
+        let log_file = dir.join(format!("{DATABASE_FILE}-wal"));
+        let changed_at = || {
+            std::fs::metadata(&log_file)
+                .and_then(|metadata| metadata.modified())
+                .ok()
+        };
+        let mut checkpointed = None;
         let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -34,8 +42,13 @@ impl Store {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if let Err(error) = self.checkpoint().await {
-                tracing::debug!(%error, "checkpointing the state's write-ahead log");
+            let seen = changed_at();
+            if seen.is_none() || seen == checkpointed {
+                continue;
+            }
+            match self.checkpoint().await {
+                Ok(_) => checkpointed = seen,
+                Err(error) => tracing::debug!(%error, "checkpointing the state's write-ahead log"),
             }
         }
     }
@@ -55,6 +68,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::run::RunKind;
+    use crate::store::Backend;
 
     /// With the daemon's checkpoints, commits leave the log to them; a checkpoint then
     /// copies every frame back.
