@@ -14,6 +14,7 @@ crate::on_both_back_ends!(
     every_pipelines_records_are_read_at_once_and_kept_apart,
 );
 use crate::run::{Outcome, RunKind, RunState, Stage, Trigger};
+use sqlx::Row;
 
 async fn runs_are_numbered_per_pipeline_and_recorded(backend: Backend) {
     let (state, store) = Store::temporary_on(backend).await;
@@ -511,4 +512,43 @@ async fn deliveries_queued_at_once_are_each_stored_once_and_numbered_in_turn(bac
         .collect();
     numbers.sort();
     assert_eq!(numbers, (1..=120).collect::<Vec<i64>>());
+}
+
+/// Deleting a run (pruning) updates every row that points at it; each such column
+/// has an index that starts with it, or each deleted run reads the whole table.
+#[tokio::test]
+async fn every_column_that_points_at_another_table_is_indexed() {
+    let (_dir, store) = Store::temporary().await;
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+    let mut unindexed = Vec::new();
+    for table in tables.iter().filter(|table| !table.starts_with("_sqlx")) {
+        let pragma = |sql: String| sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&store.pool);
+        let pointing: Vec<String> = pragma(format!("PRAGMA foreign_key_list({table})"))
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get("from"))
+            .collect();
+        let mut leading = Vec::new();
+        for index in pragma(format!("PRAGMA index_list({table})")).await.unwrap() {
+            let name: String = index.get("name");
+            let columns = pragma(format!("PRAGMA index_info({name})")).await.unwrap();
+            if let Some(first) = columns
+                .iter()
+                .find(|column| column.get::<i64, _>("seqno") == 0)
+            {
+                leading.push(first.get::<String, _>("name"));
+            }
+        }
+        for column in pointing {
+            if !leading.contains(&column) {
+                unindexed.push(format!("{table}.{column}"));
+            }
+        }
+    }
+    assert!(unindexed.is_empty(), "no index starts with {unindexed:?}");
 }
