@@ -321,6 +321,34 @@ fn a_new_container_that_fails_its_check_never_gets_a_request() {
     assert!(!ps.contains(&format!("{instance}.previous")), "{ps}");
 }
 
+/// A new container that listens only a moment after it starts passes its first probe:
+/// the proxy's probe route waits for it, so the gate does not fail that probe and wait a
+/// whole `interval` (here 30 s) for the next.
+#[test]
+fn a_container_slow_to_listen_passes_its_first_probe_through_the_proxy() {
+    let engine = host_docker(1);
+    let _cleanup = ProxyCleanup::new(&[&engine]);
+    let deployment = proxied("proxy-slow", &[1]);
+    let instance = deployment.instance("1");
+    deployment.pipeline(&format!(
+        "  services:\n    web:\n      proxy: {{ port: 80 }}\n      stop_timeout: 1s\n      \
+         command: [\"sh\", \"-c\", \"sleep 0.3; exec httpd -f -p 8080 -h /www\"]\n      \
+         health:\n        http: {{ port: 8080, path: /healthz }}\n        interval: 30s\n        timeout: 60s\n      \
+         instances:\n        {instance}: {{ host: h1 }}\n"
+    ));
+    deployment.repo.write("www/index.html", "slow\n");
+    deployment.repo.commit("slow");
+    let report = deployment.succeed(&["run", &deployment.name, "--json"]);
+    let healthy_after = report["deploy"]["instances"][0]["healthy_after_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        healthy_after < 10_000,
+        "healthy only after {healthy_after} ms: the first probe failed\n{report}"
+    );
+    wait_for_body(&format!("http://{}:80/", host_address(1)), "slow");
+}
+
 /// A CGI script in the fixture's web root: `before` runs first, `answer` prints the body.
 fn write_cgi(repo: &Repo, name: &str, before: &str, answer: &str) {
     use std::os::unix::fs::PermissionsExt;

@@ -27,6 +27,11 @@ const UPSTREAM_PATTERN: &str = "^[0-9a-f]{12}:[0-9]{1,5}$";
 /// How long the proxy retries reaching an upstream (one restarting, or just switched to).
 const TRY_DURATION: &str = "5s";
 const TRY_INTERVAL: &str = "250ms";
+/// How long, and how often, the probe route retries reaching a container that does not
+/// listen yet: a health probe sent while the new container starts is answered as soon
+/// as it listens, instead of failing and waiting a whole `interval` for the next one.
+const PROBE_TRY_DURATION: &str = "1s";
+const PROBE_TRY_INTERVAL: &str = "10ms";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Routes {
@@ -108,6 +113,10 @@ pub fn render(routes: &Routes, email: Option<&str>) -> Value {
                 "handle": [{
                     "handler": "reverse_proxy",
                     "upstreams": [{ "dial": format!("{{http.request.header.{UPSTREAM_HEADER}}}") }],
+                    "load_balancing": {
+                        "try_duration": PROBE_TRY_DURATION,
+                        "try_interval": PROBE_TRY_INTERVAL,
+                    },
                 }],
                 "terminal": true,
             }));
@@ -260,6 +269,11 @@ mod tests {
         assert_eq!(
             first["handle"][0]["upstreams"],
             json!([{ "dial": "{http.request.header.X-Gantry-Upstream}" }])
+        );
+        // A probe of a container that does not listen yet waits for it, briefly.
+        assert_eq!(
+            first["handle"][0]["load_balancing"],
+            json!({ "try_duration": "1s", "try_interval": "10ms" })
         );
         let pattern = regex::Regex::new(UPSTREAM_PATTERN).unwrap();
         assert!(pattern.is_match("0123456789ab:8080"));
