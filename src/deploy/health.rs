@@ -382,7 +382,7 @@ async fn probe_tcp(address: &str, port: u16) -> Result<(), String> {
 
 async fn probe_exec(docker: &Docker, container: &str, command: &[String]) -> Result<(), String> {
     let run = async {
-        let (code, output) = exec_output(docker, container, command)
+        let (code, output) = exec_output(docker, container, command, None)
             .await
             .map_err(|error| describe_error(&error))?;
         match code {
@@ -407,17 +407,20 @@ async fn probe_exec(docker: &Docker, container: &str, command: &[String]) -> Res
 }
 
 /// Runs a command in a running container and waits for it: its exit code (when the
-/// engine knows it) and what it wrote to stdout and stderr.
+/// engine knows it) and what it wrote to stdout and stderr. `input`, when given, is
+/// its standard input, closed after it.
 pub(super) async fn exec_output(
     docker: &Docker,
     container: &str,
     command: &[String],
+    input: Option<&[u8]>,
 ) -> Result<(Option<i64>, String), bollard::errors::Error> {
     let exec = docker
         .create_exec(
             container,
             CreateExecOptions {
                 cmd: Some(command.to_vec()),
+                attach_stdin: Some(input.is_some()),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
                 ..CreateExecOptions::default()
@@ -426,9 +429,15 @@ pub(super) async fn exec_output(
         .await?;
     let mut output = String::new();
     if let StartExecResults::Attached {
-        output: mut stream, ..
+        output: mut stream,
+        input: mut stdin,
     } = docker.start_exec(&exec.id, None).await?
     {
+        if let Some(input) = input {
+            use tokio::io::AsyncWriteExt;
+            stdin.write_all(input).await?;
+            stdin.shutdown().await?;
+        }
         while let Some(Ok(chunk)) = stream.next().await {
             output.push_str(&chunk.to_string());
         }

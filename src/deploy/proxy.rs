@@ -4,11 +4,12 @@
 //! The container (`gantry-proxy`, labelled as gantry's, restarted `unless-stopped`)
 //! publishes every proxy port the config gives its host; its spec hash is a label, so
 //! a changed image or port list replaces it. Its config is gantry's `Routes`, rendered
-//! to Caddy's JSON, copied into the container through the engine's archive API and
-//! loaded by `caddy reload` run inside it: that posts the whole config to Caddy's admin
-//! endpoint, which listens on the container's own loopback only and swaps configs
-//! atomically, finishing requests in flight on the old one. Nothing but the engine's
-//! API (which gantry already holds) reaches the admin endpoint.
+//! to Caddy's JSON and given to `caddy reload` run inside it, on its standard input:
+//! that posts the whole config to Caddy's admin endpoint, which listens on the
+//! container's own loopback only and swaps configs atomically, finishing requests in
+//! flight on the old one. Then the routes (gantry's record) are written into the
+//! container through the engine's archive API. Nothing but the engine's API (which
+//! gantry already holds) reaches the admin endpoint.
 //!
 //! Upstreams are containers' short ids, which Docker's DNS resolves on every network
 //! a container is on and a rename does not change: the old container renamed aside
@@ -363,18 +364,21 @@ pub async fn change_routes(
         *cached = Some(routes.clone());
         return Ok(routes);
     }
-    let config = routes::render(&routes, email);
-    upload(
+    let config = json(&routes::render(&routes, email));
+    // Caddy takes the config on the reload's standard input, so requests switch as soon
+    // as it loads; the record (and the config, for whoever looks) are written after.
+    // A failed reload leaves Caddy and the record as they were.
+    reload(docker, host, &config).await?;
+    if let Err(error) = upload(
         docker,
-        &[(CADDY_FILE, json(&config)), (ROUTES_FILE, json(&routes))],
+        &[(CADDY_FILE, config), (ROUTES_FILE, json(&routes))],
     )
-    .await?;
-    if let Err(error) = reload(docker, host).await {
-        // Caddy kept its config: so does the record (left unknown if that fails too).
-        if upload(docker, &[(ROUTES_FILE, json(&before))])
-            .await
-            .is_ok()
-        {
+    .await
+    {
+        // The record still describes the old config: Caddy goes back to it, so the
+        // two agree (left unknown if that fails too), and the change fails.
+        let previous = json(&routes::render(&before, email));
+        if reload(docker, host, &previous).await.is_ok() {
             *cached = Some(before);
         }
         return Err(error);
@@ -649,9 +653,10 @@ async fn upload(docker: &Docker, files: &[(&str, Vec<u8>)]) -> Result<(), Docker
         .map_err(|error| failure("writing the proxy's config", describe_error(&error)))
 }
 
-/// Loads `FILES_DIR/caddy.json` through Caddy's admin endpoint, waiting for a proxy
-/// that is still starting.
-async fn reload(docker: &Docker, host: &str) -> Result<(), DockerCallError> {
+/// Loads `config` (Caddy's JSON) through Caddy's admin endpoint, given to `caddy
+/// reload` on its standard input (writing a file first through the engine's archive
+/// API would cost as much again), waiting for a proxy that is still starting.
+async fn reload(docker: &Docker, host: &str, config: &[u8]) -> Result<(), DockerCallError> {
     let deadline = Instant::now() + ADMIN_READY;
     loop {
         let (code, output) = exec(
@@ -660,9 +665,10 @@ async fn reload(docker: &Docker, host: &str) -> Result<(), DockerCallError> {
                 "caddy".to_string(),
                 "reload".to_string(),
                 "--config".to_string(),
-                format!("{FILES_DIR}/{CADDY_FILE}"),
+                "/dev/stdin".to_string(),
                 "--force".to_string(),
             ],
+            Some(config),
         )
         .await?;
         if code == Some(0) {
@@ -689,8 +695,9 @@ async fn reload(docker: &Docker, host: &str) -> Result<(), DockerCallError> {
 async fn exec(
     docker: &Docker,
     command: Vec<String>,
+    input: Option<&[u8]>,
 ) -> Result<(Option<i64>, String), DockerCallError> {
-    super::health::exec_output(docker, PROXY_CONTAINER, &command)
+    super::health::exec_output(docker, PROXY_CONTAINER, &command, input)
         .await
         .map_err(|error| {
             failure(
