@@ -15,10 +15,10 @@
 //! a container is on and a rename does not change: the old container renamed aside
 //! keeps its requests until the switch.
 
+mod record;
 pub mod routes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -27,10 +27,7 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest, PortBinding,
     RestartPolicy, RestartPolicyNameEnum,
 };
-use bollard::query_parameters::{
-    CreateContainerOptions, DownloadFromContainerOptions, UploadToContainerOptions,
-};
-use futures_util::StreamExt;
+use bollard::query_parameters::CreateContainerOptions;
 use sha2::{Digest, Sha256};
 
 use self::routes::{Routes, Site, Upstream};
@@ -81,8 +78,8 @@ pub const LABEL_PROXY: &str = "gantry.proxy";
 const CONFIG_VOLUME: &str = "gantry-proxy-config:/config";
 /// Certificates and the internal certificate authority survive a replaced container.
 const DATA_VOLUME: &str = "gantry-proxy-data:/data";
-const FILES_DIR: &str = "/config/gantry";
-const ROUTES_FILE: &str = "routes.json";
+pub(super) const FILES_DIR: &str = "/config/gantry";
+pub(super) const ROUTES_FILE: &str = "routes.json";
 const CADDY_FILE: &str = "caddy.json";
 /// How long a fresh proxy may take before its admin endpoint takes a config.
 const ADMIN_READY: Duration = Duration::from_secs(20);
@@ -154,8 +151,9 @@ pub enum Found {
 /// Per host, gantry's record of the proxy's routes as this process last read or
 /// loaded it (`None`: read it from the proxy first), behind a lock, so changes to one
 /// proxy's routes are made one at a time and each does not read the record back.
-/// Every rollout reads it afresh (`refresh`), so another process's changes are seen.
-type HostRoutes = Arc<tokio::sync::Mutex<Option<Routes>>>;
+/// Every rollout looks at it again (`refresh`: a stat, and a read when the proxy's
+/// record is not the one held here), so another process's changes are seen.
+type HostRoutes = Arc<tokio::sync::Mutex<Option<record::Known>>>;
 
 static HOSTS: LazyLock<std::sync::Mutex<HashMap<String, HostRoutes>>> =
     LazyLock::new(Default::default);
@@ -167,16 +165,26 @@ fn host_routes(host: &str) -> HostRoutes {
     hosts.entry(host.to_string()).or_default().clone()
 }
 
-/// Reads the host's record from its proxy, for this process to change from now on.
+/// Reads the host's record from its proxy, for this process to change from now on
+/// (unless the record this process holds is still the proxy's, which a stat tells).
 pub async fn refresh(docker: &Docker, host: &str) -> Result<Routes, DockerCallError> {
     let state = host_routes(host);
     let mut cached = state.lock().await;
-    let routes = read_routes(docker).await?.unwrap_or_default();
-    *cached = Some(routes.clone());
+    if let Some(known) = cached.as_ref()
+        && known.is_current(docker).await
+    {
+        return Ok(known.routes.clone());
+    }
+    let known = record::read(docker).await?;
+    let routes = known
+        .as_ref()
+        .map(|known| known.routes.clone())
+        .unwrap_or_default();
+    *cached = Some(known.unwrap_or_else(|| record::Known::unstamped(routes.clone())));
     Ok(routes)
 }
 
-fn failure(action: impl Into<String>, reason: impl Into<String>) -> DockerCallError {
+pub(super) fn failure(action: impl Into<String>, reason: impl Into<String>) -> DockerCallError {
     DockerCallError {
         action: action.into(),
         reason: reason.into(),
@@ -354,14 +362,18 @@ pub async fn change_routes(
 ) -> Result<Routes, DockerCallError> {
     let state = host_routes(host);
     let mut cached = state.lock().await;
-    let before = match cached.take() {
-        Some(routes) => routes,
-        None => read_routes(docker).await?.unwrap_or_default(),
+    let known = match cached.take() {
+        Some(known) => known,
+        None => match record::read(docker).await? {
+            Some(known) => known,
+            None => record::Known::unstamped(Routes::default()),
+        },
     };
+    let before = known.routes.clone();
     let mut routes = before.clone();
     change(&mut routes);
     if routes == before {
-        *cached = Some(routes.clone());
+        *cached = Some(known);
         return Ok(routes);
     }
     let config = json(&routes::render(&routes, email));
@@ -369,21 +381,19 @@ pub async fn change_routes(
     // as it loads; the record (and the config, for whoever looks) are written after.
     // A failed reload leaves Caddy and the record as they were.
     reload(docker, host, &config).await?;
-    if let Err(error) = upload(
-        docker,
-        &[(CADDY_FILE, config), (ROUTES_FILE, json(&routes))],
-    )
-    .await
+    let stored = json(&routes);
+    if let Err(error) =
+        record::write(docker, &[(CADDY_FILE, &config), (ROUTES_FILE, &stored)]).await
     {
         // The record still describes the old config: Caddy goes back to it, so the
         // two agree (left unknown if that fails too), and the change fails.
         let previous = json(&routes::render(&before, email));
         if reload(docker, host, &previous).await.is_ok() {
-            *cached = Some(before);
+            *cached = Some(record::Known::unstamped(before));
         }
         return Err(error);
     }
-    *cached = Some(routes.clone());
+    *cached = Some(record::Known::stored_as(routes.clone(), &stored));
     Ok(routes)
 }
 
@@ -567,90 +577,15 @@ pub async fn route_status(docker: &Docker, port: u16, site: &str, instance: &str
             return route;
         }
     }
-    if let Ok(Some(routes)) = read_routes(docker).await {
-        route.upstream = routes
+    if let Ok(Some(known)) = record::read(docker).await {
+        route.upstream = known
+            .routes
             .sites
             .get(site)
             .and_then(|site| site.upstreams.get(instance))
             .map(|upstream| upstream.container.clone());
     }
     route
-}
-
-/// gantry's record of the routes loaded into the host's proxy; `None` when the proxy
-/// has none (or the container is gone).
-pub async fn read_routes(docker: &Docker) -> Result<Option<Routes>, DockerCallError> {
-    let options = DownloadFromContainerOptions {
-        path: format!("{FILES_DIR}/{ROUTES_FILE}"),
-    };
-    let mut stream = docker.download_from_container(PROXY_CONTAINER, Some(options));
-    let mut archive = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(bytes) => archive.extend_from_slice(&bytes),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => return Ok(None),
-            Err(error) => {
-                return Err(failure(
-                    "reading the proxy's routes",
-                    describe_error(&error),
-                ));
-            }
-        }
-    }
-    let unreadable = |error: String| failure("reading the proxy's routes", error);
-    let mut tar = tar::Archive::new(archive.as_slice());
-    let mut entries = tar
-        .entries()
-        .map_err(|error| unreadable(error.to_string()))?;
-    let Some(entry) = entries.next() else {
-        return Ok(None);
-    };
-    let mut text = String::new();
-    entry
-        .and_then(|mut entry| entry.read_to_string(&mut text))
-        .map_err(|error| unreadable(error.to_string()))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|error| unreadable(error.to_string()))
-}
-
-/// Writes files into the container's `FILES_DIR`, in one archive.
-async fn upload(docker: &Docker, files: &[(&str, Vec<u8>)]) -> Result<(), DockerCallError> {
-    let mut archive = tar::Builder::new(Vec::new());
-    let append = |archive: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], dir: bool| {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(if dir { 0o755 } else { 0o644 });
-        header.set_entry_type(if dir {
-            tar::EntryType::Directory
-        } else {
-            tar::EntryType::Regular
-        });
-        header.set_mtime(0);
-        header.set_cksum();
-        archive.append_data(&mut header, path, data)
-    };
-    let write_error =
-        |error: std::io::Error| failure("writing the proxy's config", error.to_string());
-    append(&mut archive, "gantry/", &[], true).map_err(write_error)?;
-    for (name, contents) in files {
-        append(&mut archive, &format!("gantry/{name}"), contents, false).map_err(write_error)?;
-    }
-    let bytes = archive.into_inner().map_err(write_error)?;
-    let options = UploadToContainerOptions {
-        path: "/config".to_string(),
-        ..UploadToContainerOptions::default()
-    };
-    docker
-        .upload_to_container(
-            PROXY_CONTAINER,
-            Some(options),
-            bollard::body_full(bytes.into()),
-        )
-        .await
-        .map_err(|error| failure("writing the proxy's config", describe_error(&error)))
 }
 
 /// Loads `config` (Caddy's JSON) through Caddy's admin endpoint, given to `caddy

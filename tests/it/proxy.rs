@@ -349,6 +349,47 @@ fn a_container_slow_to_listen_passes_its_first_probe_through_the_proxy() {
     wait_for_body(&format!("http://{}:80/", host_address(1)), "slow");
 }
 
+/// The daemon holds its proxy's record between deploys. Another process (another
+/// config sharing the host) changes the record meanwhile; the daemon's next deploy sees
+/// that (a stat of the record) and keeps the other config's site and port.
+#[test]
+fn a_record_changed_by_another_process_is_read_again_by_the_daemon() {
+    let engine = host_docker(1);
+    let _cleanup = ProxyCleanup::new(&[&engine]);
+    let served = proxied("proxy-held", &[1]);
+    let other = proxied("proxy-other", &[1]);
+    let web = |port: u16| {
+        format!(
+            "  services:\n    web:\n      proxy: {{ port: {port} }}\n      stop_timeout: 1s\n      \
+             health:\n        http: {{ port: 8080, path: /healthz }}\n        interval: 100ms\n        timeout: 10s\n      \
+             instances:\n        WEB: {{ host: h1 }}\n"
+        )
+    };
+    served.pipeline(&web(18621).replace("WEB", &served.instance("1")));
+    other.pipeline(&web(18622).replace("WEB", &other.instance("1")));
+    let address = host_address(1);
+    let daemon = Daemon::start(&served.config);
+    let deploy = |version: &str, at_least: usize| {
+        served.repo.write("www/index.html", &format!("{version}\n"));
+        served.repo.commit(version);
+        served.succeed(&["trigger", &served.name]);
+        let runs = wait_idle(&served, &daemon, at_least);
+        assert_eq!(runs[0]["state"], "succeeded", "{runs:?}\n{}", daemon.log());
+        wait_for_body(&format!("http://{address}:18621/"), version);
+    };
+    deploy("held-1", 1);
+
+    // The other config's deploy, from another process, adds its site to the record.
+    other.repo.write("www/index.html", "other\n");
+    other.repo.commit("other");
+    other.succeed(&["run", &other.name, "--json"]);
+    wait_for_body(&format!("http://{address}:18622/"), "other");
+
+    // The daemon's next deploy keeps it: its port, and its route.
+    deploy("held-2", 2);
+    wait_for_body(&format!("http://{address}:18622/"), "other");
+}
+
 /// A CGI script in the fixture's web root: `before` runs first, `answer` prints the body.
 fn write_cgi(repo: &Repo, name: &str, before: &str, answer: &str) {
     use std::os::unix::fs::PermissionsExt;
