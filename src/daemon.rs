@@ -80,11 +80,15 @@ pub async fn run(
         }
         .run(shutdown.child_token()),
     );
-    let watcher = tokio::spawn(reload::watch_config(
-        dir,
-        live_sender,
-        shutdown.child_token(),
-    ));
+    // Watching starts here, before anything is served: an edit made as soon as the
+    // daemon answers is seen.
+    let watcher = match reload::watch_config(dir) {
+        Ok(watch) => Some(tokio::spawn(watch.run(live_sender, shutdown.child_token()))),
+        Err(error) => {
+            tracing::warn!(%error, "watching the config directory failed: edits are not reloaded");
+            None
+        }
+    };
     let (status_sender, status) = watch::channel(Arc::new(StatusSnapshot::default()));
     let status_watcher = tokio::spawn(
         StatusWatcher {
@@ -123,8 +127,8 @@ pub async fn run(
     {
         tracing::warn!(%error, "removing this replica's row");
     }
-    if let Ok(Err(error)) = watcher.await {
-        tracing::warn!(%error, "the config watcher failed");
+    if let Some(watcher) = watcher {
+        let _ = watcher.await;
     }
     store.close().await;
     Ok(())

@@ -33,18 +33,25 @@ pub fn load(dir: &std::path::Path) -> Result<Config, Vec<String>> {
     }
 }
 
-/// Watches the config directory and publishes each valid config; an invalid edit is
-/// logged and kept as `errors` while the last good config goes on serving. Editors
-/// that save by writing a new file and renaming it are seen like any other change.
-pub async fn watch_config(
+/// The config directory, watched: edits are noticed from the moment this exists, so
+/// the daemon makes it before it answers anyone (an edit made right after `/healthz`
+/// answers is not missed).
+pub struct ConfigWatch {
     dir: PathBuf,
-    live: watch::Sender<LiveConfig>,
-    shutdown: CancellationToken,
-) -> Result<(), notify::Error> {
+    changes: mpsc::Receiver<()>,
+    // Dropped, it stops watching.
+    _debouncer: notify_debouncer_full::Debouncer<
+        notify::RecommendedWatcher,
+        notify_debouncer_full::RecommendedCache,
+    >,
+}
+
+/// Starts watching the config directory (and its pipelines folder).
+pub fn watch_config(dir: PathBuf) -> Result<ConfigWatch, notify::Error> {
     use notify::RecursiveMode;
     use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
-    let (changed, mut changes) = mpsc::channel::<()>(16);
+    let (changed, changes) = mpsc::channel::<()>(16);
     let mut debouncer =
         new_debouncer(RELOAD_DEBOUNCE, None, move |result: DebounceEventResult| {
             // Only YAML files (and the pipelines folder itself) are config; the state
@@ -73,33 +80,46 @@ pub async fn watch_config(
     if pipelines.is_dir() {
         debouncer.watch(&pipelines, RecursiveMode::NonRecursive)?;
     }
-    // Each change is loaded on a blocking thread of its own, so that a load that takes
-    // long can never hold up the next edit; results are numbered, and only one newer
-    // than the last applied is applied.
-    let (loaded_sender, mut loaded) = mpsc::channel::<(u64, Result<Config, Vec<String>>)>(16);
-    let mut requested: u64 = 0;
-    let mut applied: u64 = 0;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            change = changes.recv() => {
-                if change.is_none() {
-                    return Ok(());
+    Ok(ConfigWatch {
+        dir,
+        changes,
+        _debouncer: debouncer,
+    })
+}
+
+impl ConfigWatch {
+    /// Publishes each valid config until `shutdown`; an invalid edit is logged and kept
+    /// as `errors` while the last good config goes on serving. Editors that save by
+    /// writing a new file and renaming it are seen like any other change.
+    pub async fn run(mut self, live: watch::Sender<LiveConfig>, shutdown: CancellationToken) {
+        // Each change is loaded on a blocking thread of its own, so that a load that
+        // takes long can never hold up the next edit; results are numbered, and only
+        // one newer than the last applied is applied.
+        let (loaded_sender, mut loaded) = mpsc::channel::<(u64, Result<Config, Vec<String>>)>(16);
+        let mut requested: u64 = 0;
+        let mut applied: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                change = self.changes.recv() => {
+                    if change.is_none() {
+                        return;
+                    }
+                    requested += 1;
+                    let generation = requested;
+                    let dir = self.dir.clone();
+                    let sender = loaded_sender.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let _ = sender.blocking_send((generation, load(&dir)));
+                    });
                 }
-                requested += 1;
-                let generation = requested;
-                let dir = dir.clone();
-                let sender = loaded_sender.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _ = sender.blocking_send((generation, load(&dir)));
-                });
-            }
-            Some((generation, result)) = loaded.recv() => {
-                if generation <= applied {
-                    continue;
+                Some((generation, result)) = loaded.recv() => {
+                    if generation <= applied {
+                        continue;
+                    }
+                    applied = generation;
+                    apply(&live, result);
                 }
-                applied = generation;
-                apply(&live, result);
             }
         }
     }
