@@ -104,22 +104,11 @@ trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------------ setup
 log "test environment with $MAX_HOSTS extra engines"
-bash scripts/test-env.sh hosts "$MAX_HOSTS" >/dev/null
-STATE="${GANTRY_TEST_ENV_DIR:-/var/lib/gantry-test-env}"
-# shellcheck source=/dev/null
-source "$STATE/env"
-REGISTRY="${GANTRY_TEST_REGISTRY:-127.0.0.1:5115}"
+use_test_env hosts "$MAX_HOSTS"
 [ "${GANTRY_TEST_HOSTS:-0}" -ge "$MAX_HOSTS" ] ||
   die "$STATE/env lists ${GANTRY_TEST_HOSTS:-0} extra engines, not $MAX_HOSTS"
 
-if [ -n "${GANTRY_BIN:-}" ]; then
-  GANTRY=$GANTRY_BIN
-else
-  log "cargo build --release"
-  cargo build --release --quiet
-  GANTRY="$ROOT/target/release/gantry"
-fi
-[ -x "$GANTRY" ] || die "no gantry binary at $GANTRY"
+use_gantry
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gantry-bench-deploy.XXXXXX")
 REPO="$WORK/repo"

@@ -40,20 +40,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log "test environment"
-bash scripts/test-env.sh >/dev/null
-STATE="${GANTRY_TEST_ENV_DIR:-/var/lib/gantry-test-env}"
-# shellcheck source=/dev/null
-source "$STATE/env"
-REGISTRY="${GANTRY_TEST_REGISTRY:-127.0.0.1:5115}"
+use_test_env
 
-if [ -n "${GANTRY_BIN:-}" ]; then
-  GANTRY=$GANTRY_BIN
-else
-  log "cargo build --release"
-  cargo build --release --quiet
-  GANTRY="$ROOT/target/release/gantry"
-fi
-[ -x "$GANTRY" ] || die "no gantry binary at $GANTRY"
+use_gantry
 
 # A docker CLI that builds with BuildKit (as gantry does on this engine): one with
 # buildx, or one before 23, whose BuildKit client is built in.

@@ -115,11 +115,7 @@ gantry_runs() {
 
 # ------------------------------------------------------------------ setup
 log "test environment"
-bash scripts/test-env.sh >/dev/null
-STATE="${GANTRY_TEST_ENV_DIR:-/var/lib/gantry-test-env}"
-# shellcheck source=/dev/null
-source "$STATE/env"
-REGISTRY="${GANTRY_TEST_REGISTRY:-127.0.0.1:5115}"
+use_test_env
 
 if [ -n "${GANTRY_BIN:-}" ]; then
   log "cargo build --release (examples/intake_bench.rs); gantry: $GANTRY_BIN"

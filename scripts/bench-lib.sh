@@ -68,3 +68,26 @@ delete_pushed() {
       true
   done
 }
+
+# use_test_env [ARGUMENTS...]: starts the test environment (`scripts/test-env.sh
+# ARGUMENTS...`) and reads its env file; sets STATE (its directory) and REGISTRY.
+use_test_env() {
+  bash scripts/test-env.sh "$@" >/dev/null
+  STATE="${GANTRY_TEST_ENV_DIR:-/var/lib/gantry-test-env}"
+  # shellcheck source=/dev/null
+  source "$STATE/env"
+  REGISTRY="${GANTRY_TEST_REGISTRY:-127.0.0.1:5115}"
+}
+
+# use_gantry: sets GANTRY to GANTRY_BIN, or to a release build of gantry (cargo
+# rebuilds only when a source is newer than what it built last).
+use_gantry() {
+  if [ -n "${GANTRY_BIN:-}" ]; then
+    GANTRY=$GANTRY_BIN
+  else
+    log "cargo build --release"
+    cargo build --release --quiet --bin gantry
+    GANTRY="$ROOT/target/release/gantry"
+  fi
+  [ -x "$GANTRY" ] || die "no gantry binary at $GANTRY"
+}

@@ -128,11 +128,7 @@ port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 command -v jq >/dev/null || die "jq is needed to read gantry's JSON"
 command -v openssl >/dev/null || die "openssl is needed to sign the webhooks"
 log "test environment"
-bash scripts/test-env.sh >/dev/null
-STATE="${GANTRY_TEST_ENV_DIR:-/var/lib/gantry-test-env}"
-# shellcheck source=/dev/null
-source "$STATE/env"
-REGISTRY="${GANTRY_TEST_REGISTRY:-127.0.0.1:5115}"
+use_test_env
 PROXY_IMAGE="${GANTRY_TEST_PROXY_IMAGE:-$REGISTRY/gantry-test/caddy:2.6.2}"
 
 # The local engine's proxy is shared by every config that proxies a service there:
@@ -151,15 +147,7 @@ docker network inspect "$PROXY_NETWORK" >/dev/null 2>&1 || OWN_NETWORK=yes
 docker image inspect "$PROXY_IMAGE" >/dev/null 2>&1 || OWN_PROXY_IMAGE=$PROXY_IMAGE
 OWN_PROXY=yes
 
-if [ -n "${GANTRY_BIN:-}" ]; then
-  GANTRY=$GANTRY_BIN
-else
-  # cargo rebuilds only when a source is newer than what it built last.
-  log "cargo build --release"
-  cargo build --release --quiet --bin gantry
-  GANTRY="$ROOT/target/release/gantry"
-fi
-[ -x "$GANTRY" ] || die "no gantry binary at $GANTRY"
+use_gantry
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gantry-bench-proxy.XXXXXX")
 REPO="$WORK/repo"

@@ -50,18 +50,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log "test environment"
-bash scripts/test-env.sh >/dev/null
-STATE="${GANTRY_TEST_ENV_DIR:-/var/lib/gantry-test-env}"
-# shellcheck source=/dev/null
-source "$STATE/env"
-REGISTRY="${GANTRY_TEST_REGISTRY:-127.0.0.1:5115}"
-if [ -n "${GANTRY_BIN:-}" ]; then
-  GANTRY=$GANTRY_BIN
-else
-  log "cargo build --release"
-  cargo build --release --quiet --bin gantry
-  GANTRY="$ROOT/target/release/gantry"
-fi
+use_test_env
+use_gantry
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gantry-bench-soak.XXXXXX")
 IMAGE="$REGISTRY/bench/$NAME"

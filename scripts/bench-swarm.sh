@@ -86,14 +86,7 @@ source "$STATE/env"
 REGISTRY="${GANTRY_TEST_REGISTRY:-127.0.0.1:5115}"
 MANAGER=$(swarm_manager)
 
-if [ -n "${GANTRY_BIN:-}" ]; then
-  GANTRY=$GANTRY_BIN
-else
-  log "cargo build --release"
-  cargo build --release --quiet
-  GANTRY="$ROOT/target/release/gantry"
-fi
-[ -x "$GANTRY" ] || die "no gantry binary at $GANTRY"
+use_gantry
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gantry-bench-swarm.XXXXXX")
 REPO="$WORK/repo"

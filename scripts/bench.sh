@@ -49,20 +49,9 @@ trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------------ setup
 log "test environment"
-bash scripts/test-env.sh >/dev/null
-STATE="${GANTRY_TEST_ENV_DIR:-/var/lib/gantry-test-env}"
-# shellcheck source=/dev/null
-source "$STATE/env"
-REGISTRY="${GANTRY_TEST_REGISTRY:-127.0.0.1:5115}"
+use_test_env
 
-if [ -n "${GANTRY_BIN:-}" ]; then
-  GANTRY=$GANTRY_BIN
-else
-  log "cargo build --release"
-  cargo build --release --quiet
-  GANTRY="$ROOT/target/release/gantry"
-fi
-[ -x "$GANTRY" ] || die "no gantry binary at $GANTRY"
+use_gantry
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gantry-bench.XXXXXX")
 REPO="$WORK/repo"
