@@ -175,12 +175,9 @@ pub async fn refresh(docker: &Docker, host: &str) -> Result<Routes, DockerCallEr
     {
         return Ok(known.routes.clone());
     }
-    let known = record::read(docker).await?;
-    let routes = known
-        .as_ref()
-        .map(|known| known.routes.clone())
-        .unwrap_or_default();
-    *cached = Some(known.unwrap_or_else(|| record::Known::unstamped(routes.clone())));
+    let known = record::read_or_empty(docker).await?;
+    let routes = known.routes.clone();
+    *cached = Some(known);
     Ok(routes)
 }
 
@@ -364,10 +361,7 @@ pub async fn change_routes(
     let mut cached = state.lock().await;
     let known = match cached.take() {
         Some(known) => known,
-        None => match record::read(docker).await? {
-            Some(known) => known,
-            None => record::Known::unstamped(Routes::default()),
-        },
+        None => record::read_or_empty(docker).await?,
     };
     let before = known.routes.clone();
     let mut routes = before.clone();

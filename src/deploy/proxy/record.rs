@@ -111,6 +111,13 @@ pub async fn read(docker: &Docker) -> Result<Option<Known>, DockerCallError> {
     Ok(Some(Known::stored_as(routes, &text)))
 }
 
+/// The record in the host's proxy, or an empty one (unstamped) when it has none.
+pub async fn read_or_empty(docker: &Docker) -> Result<Known, DockerCallError> {
+    Ok(read(docker)
+        .await?
+        .unwrap_or_else(|| Known::unstamped(Routes::default())))
+}
+
 /// Writes files into the container's `FILES_DIR`, in one archive, each stamped.
 pub async fn write(docker: &Docker, files: &[(&str, &[u8])]) -> Result<(), DockerCallError> {
     let mut archive = tar::Builder::new(Vec::new());
