@@ -64,7 +64,7 @@ pub async fn run(
     let checkpoints = tokio::spawn(
         store
             .clone()
-            .checkpoint_until(location.clone(), shutdown.child_token()),
+            .checkpoint_until(location, shutdown.child_token()),
     );
     let keep_alive = tokio::spawn(
         replica
