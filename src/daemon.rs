@@ -49,10 +49,13 @@ pub async fn run(
     let metrics = Metrics::new();
     let status_refresh = Arc::new(tokio::sync::Notify::new());
 
+    // Work on a timer goes through a connection of its own (`Store::on_timers`).
+    let timed = store.on_timers();
     let scheduler = tokio::spawn(
         Scheduler {
             config: live.clone(),
             store: store.clone(),
+            timed: timed.clone(),
             metrics: metrics.clone(),
             events,
             sender: events_sender.clone(),
@@ -61,6 +64,7 @@ pub async fn run(
         }
         .run(shutdown.child_token()),
     );
+    // Checkpoints follow the writes, beside them on the shared pool.
     let checkpoints = tokio::spawn(
         store
             .clone()
@@ -69,7 +73,7 @@ pub async fn run(
     let keep_alive = tokio::spawn(
         replica
             .clone()
-            .keep_alive(store.clone(), shutdown.child_token()),
+            .keep_alive(timed.clone(), shutdown.child_token()),
     );
     let poller = tokio::spawn(
         Poller {
@@ -93,7 +97,7 @@ pub async fn run(
     let status_watcher = tokio::spawn(
         StatusWatcher {
             config: live.clone(),
-            store: store.clone(),
+            store: timed,
             snapshot: status_sender,
             refresh: status_refresh,
         }

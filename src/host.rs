@@ -1,8 +1,8 @@
 //! Docker hosts: engines gantry talks to directly over their API (`unix://`, `tcp://`,
 //! `tcp://` + TLS, `ssh://`), with no agent on them.
 //!
-//! A `Host` from the config becomes a connected `bollard::Docker` here, with the API
-//! version negotiated (engines as old as 20.10 speak only API 1.41) and every call
+//! A `Host` from the config becomes a connected `bollard::Docker` here, with the
+//! engine's version read (engines as old as 20.10 speak only API 1.41) and every call
 //! bounded by the host's timeout. This module connects and reports; it never
 //! builds, pushes or changes a container.
 
@@ -62,7 +62,7 @@ pub struct HostReport {
     pub elapsed_ms: u128,
 }
 
-/// Connects to a host and negotiates the API version, within the host's timeout.
+/// Connects to a host and reads the engine's version, within the host's timeout.
 pub async fn connect(host: &Host) -> Result<Connection, HostError> {
     let endpoint = host.docker.to_string();
     let unreachable = |reason: String| HostError::Unreachable {
@@ -122,8 +122,12 @@ pub async fn connect(host: &Host) -> Result<Connection, HostError> {
     }
     .map_err(|error| unreachable(error.to_string()))?;
 
+    // One `/version` call is the whole handshake. bollard sends every request on the
+    // engine's unversioned path (it joins the absolute path over its `/vX.Y` prefix), so
+    // each engine answers in its own API version and `negotiate_version`, a second
+    // `/version` (about 10 ms: the engine runs `runc --version` for it), would change
+    // nothing that is sent.
     let handshake = async {
-        let client = client.negotiate_version().await?;
         let version = client.version().await?;
         Ok::<_, bollard::errors::Error>((client, version))
     };

@@ -29,6 +29,13 @@ static MALLOC_CONF: &u8 = &ALLOCATOR_SETTINGS[0];
 /// How long blocking work left over at exit may take to finish.
 const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a thread of the runtime's blocking pool (git, files) waits for more work
+/// before it ends. The pool wakes its longest-idle thread first, so every thread a burst
+/// of runs started stays alive while the poller's listings (ten a second for a hundred
+/// pipelines) come more often than this, each thread holding its stack; at half a second
+/// the pool shrinks to the few the listings need (tokio's default is 10 s).
+const BLOCKING_THREAD_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The Docker client's debug lines quote request bodies (container environments with
 /// their secrets, registry credentials): they never reach gantry's log, whatever
 /// `GANTRY_LOG` asks for.
@@ -91,7 +98,11 @@ fn main() -> ExitCode {
     // SAFETY: no other thread exists yet; libgit2's globals are set once, here.
     unsafe { gantry::source::bound_network_waits() };
     gantry::http::install_crypto();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::intake::{self, Request};
 use super::reload::LiveConfig;
 use super::scheduler::Event;
-use crate::config::{Pipeline, Source};
+use crate::config::{Config, Pipeline, Source};
 use crate::run::{RunKind, Trigger};
 use crate::source;
 use crate::store::Store;
@@ -57,6 +57,7 @@ impl Poller {
         let mut listings: JoinSet<Listed> = JoinSet::new();
         // Repositories with a listing under way, which are not asked again meanwhile.
         let mut asking: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut groups = Groups::of(self.config.borrow().config.clone());
         let mut tick = tokio::time::interval(TICK);
         loop {
             let listed = tokio::select! {
@@ -65,18 +66,12 @@ impl Poller {
                 Some(Ok(listed)) = listings.join_next(), if !listings.is_empty() => Some(listed),
             };
             let config = self.config.borrow().config.clone();
-            let mut groups: BTreeMap<String, Vec<&Pipeline>> = BTreeMap::new();
-            for pipeline in config.pipelines.values() {
-                if pipeline.source.poll.is_some() {
-                    groups
-                        .entry(pipeline.source.repo.clone())
-                        .or_default()
-                        .push(pipeline);
-                }
+            if !Arc::ptr_eq(&config, &groups.config) {
+                groups = Groups::of(config);
             }
             if let Some(Listed { repo, heads }) = listed {
                 asking.remove(&repo);
-                let pipelines = groups.get(&repo).cloned().unwrap_or_default();
+                let pipelines = groups.pipelines(&repo);
                 let interval = poll_interval(&pipelines);
                 let wait = match heads {
                     Ok(heads) => {
@@ -110,7 +105,7 @@ impl Poller {
                         backoff
                     }
                 };
-                due.insert(repo, Instant::now() + wait + jitter(wait));
+                due.insert(repo, Instant::now() + wait + random_share(wait, 0.1));
                 continue;
             }
             if !self.replica.polls() {
@@ -120,13 +115,28 @@ impl Poller {
                 continue;
             }
             let now = Instant::now();
-            for (repo, pipelines) in groups {
-                if asking.contains(&repo) || due.get(&repo).is_some_and(|at| *at > now) {
+            for repo in groups.by_repo.keys() {
+                if asking.contains(repo) {
                     continue;
+                }
+                let pipelines = groups.pipelines(repo);
+                match due.get(repo) {
+                    Some(at) if *at > now => continue,
+                    Some(_) => {}
+                    // A repository first seen (at start, or added by a reload) is first
+                    // listed at a random moment of its first interval: a hundred
+                    // pipelines started together then poll spread over it, not in
+                    // bursts that each need a thread per listing (and hit the forge
+                    // at once).
+                    None => {
+                        let interval = poll_interval(&pipelines);
+                        due.insert(repo.clone(), now + random_share(interval, 1.0));
+                        continue;
+                    }
                 }
                 asking.insert(repo.clone());
                 let source = pipelines[0].source.clone();
-                listings.spawn(list(repo, source, permits.clone()));
+                listings.spawn(list(repo.clone(), source, permits.clone()));
             }
         }
     }
@@ -176,6 +186,39 @@ impl Poller {
     }
 }
 
+/// A config's pipelines with `poll:`, by repository: built again only when the config
+/// changes, not on each of the poller's wake-ups.
+struct Groups {
+    config: Arc<Config>,
+    /// Each polled repository's pipelines, by name.
+    by_repo: BTreeMap<String, Vec<String>>,
+}
+
+impl Groups {
+    fn of(config: Arc<Config>) -> Groups {
+        let mut by_repo: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for pipeline in config.pipelines.values() {
+            if pipeline.source.poll.is_some() {
+                by_repo
+                    .entry(pipeline.source.repo.clone())
+                    .or_default()
+                    .push(pipeline.name.clone());
+            }
+        }
+        Groups { config, by_repo }
+    }
+
+    /// The pipelines polling `repo` (none once a reload removed them all).
+    fn pipelines(&self, repo: &str) -> Vec<&Pipeline> {
+        self.by_repo
+            .get(repo)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.config.pipelines.get(name))
+            .collect()
+    }
+}
+
 /// The shortest `poll` of the pipelines sharing a repository.
 fn poll_interval(pipelines: &[&Pipeline]) -> Duration {
     pipelines
@@ -207,10 +250,11 @@ async fn list(repo: String, source: Source, permits: Arc<Semaphore>) -> Listed {
     Listed { repo, heads }
 }
 
-/// Up to a tenth of `interval`, so that many pipelines do not poll in step.
-fn jitter(interval: Duration) -> Duration {
+/// A random part of `interval`, up to `share` of it (a tenth after each listing, so
+/// that many pipelines do not fall into step).
+fn random_share(interval: Duration, share: f64) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |now| now.subsec_nanos());
-    interval.mul_f64(f64::from(nanos % 1000) / 10_000.0)
+    interval.mul_f64(share * f64::from(nanos % 1000) / 1000.0)
 }

@@ -57,6 +57,9 @@ pub fn events() -> (mpsc::Sender<Event>, mpsc::Receiver<Event>) {
 pub struct Scheduler {
     pub config: watch::Receiver<LiveConfig>,
     pub store: Store,
+    /// The same store, for the scan every `SCAN_EVERY` and its pruning
+    /// (`Store::on_timers`).
+    pub timed: Store,
     pub metrics: Metrics,
     /// Receives `Queued` from the server and the poller, `Finished` from its own runs.
     pub events: mpsc::Receiver<Event>,
@@ -114,7 +117,7 @@ impl Scheduler {
                         .cloned()
                         .collect();
                     for pipeline in pipelines {
-                        self.prune(&pipeline).await;
+                        self.prune(&self.timed, &pipeline).await;
                     }
                 }
             }
@@ -122,7 +125,7 @@ impl Scheduler {
                 match event {
                     Event::Finished { pipeline } => {
                         busy.remove(&pipeline);
-                        self.prune(&pipeline).await;
+                        self.prune(&self.store, &pipeline).await;
                         worth_a_look = true;
                     }
                     // A push to a pipeline that is running waits for its end anyway.
@@ -146,12 +149,12 @@ impl Scheduler {
 
     /// Deletes a pipeline's runs beyond `server.keep_runs`, and as many of its
     /// deliveries that no longer answer for a run.
-    async fn prune(&self, pipeline: &str) {
+    async fn prune(&self, store: &Store, pipeline: &str) {
         let keep = self.config.borrow().config.server.keep_runs;
-        if let Err(error) = self.store.prune_runs(pipeline, keep).await {
+        if let Err(error) = store.prune_runs(pipeline, keep).await {
             tracing::warn!(pipeline, %error, "pruning old runs");
         }
-        if let Err(error) = self.store.prune_deliveries(pipeline, keep).await {
+        if let Err(error) = store.prune_deliveries(pipeline, keep).await {
             tracing::warn!(pipeline, %error, "pruning old deliveries");
         }
     }
@@ -163,7 +166,7 @@ impl Scheduler {
         permits: &Arc<Semaphore>,
         tracker: &TaskTracker,
     ) {
-        let pipelines = match self.store.queued_pipelines().await {
+        let pipelines = match self.timed.queued_pipelines().await {
             Ok(pipelines) => pipelines,
             Err(error) => {
                 tracing::error!(%error, "reading the queue");

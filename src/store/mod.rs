@@ -142,6 +142,8 @@ pub struct Store {
     pool: AnyPool,
     /// Intake's connections: the same database, a shorter wait for its lock.
     intake_pool: AnyPool,
+    /// One connection for the daemon's work on a timer (`on_timers`).
+    timer_pool: AnyPool,
     /// Queue writers of this process wait here, in order, instead of in SQLite's busy
     /// handler, whose growing sleeps (1, 2, 5, 10 ms...) would make the slow tail.
     queue_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -197,17 +199,38 @@ impl Store {
             })?;
         // Lazily: a command that never queues opens none of these.
         let (url, _) = connect::database_url(location)?;
-        let intake_pool = connect::pool_options(backend, INTAKE_WAIT, INTAKE_CONNECTIONS)
-            .connect_lazy(&url)
-            .map_err(|source| StoreError::Open { place, source })?;
+        let lazy = |lock_wait, size| {
+            connect::pool_options(backend, lock_wait, size)
+                .connect_lazy(&url)
+                .map_err(|source| StoreError::Open {
+                    place: place.clone(),
+                    source,
+                })
+        };
+        let intake_pool = lazy(INTAKE_WAIT, INTAKE_CONNECTIONS)?;
+        let timer_pool = lazy(BUSY_TIMEOUT, 1)?;
         Ok(Store {
             backend,
             pool,
             intake_pool,
+            timer_pool,
             queue_writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             write_failure: std::sync::Arc::new(std::sync::Mutex::new(None)),
             waiting: std::sync::Arc::default(),
         })
+    }
+
+    /// This store, reading and writing through one connection of its own: for the
+    /// daemon's work on a timer (the queue's scan, the status reading, pruning). The
+    /// pool hands out its idle connections in turn, so work every second or so on
+    /// the shared pool would keep every connection a burst of runs opened alive (each
+    /// with a thread and a page cache); this way an idle daemon holds one, and the
+    /// others close after a while unused.
+    pub fn on_timers(&self) -> Store {
+        Store {
+            pool: self.timer_pool.clone(),
+            ..self.clone()
+        }
     }
 
     /// Which database the store writes to.
@@ -287,6 +310,7 @@ impl Store {
     /// Closes every connection, folding the write-ahead log back into the database.
     pub async fn close(self) {
         self.intake_pool.close().await;
+        self.timer_pool.close().await;
         self.pool.close().await;
     }
 }

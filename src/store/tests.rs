@@ -12,6 +12,7 @@ crate::on_both_back_ends!(
     a_run_is_taken_by_one_replica_and_recovered_once_its_replica_is_dead,
     deliveries_queued_at_once_are_each_stored_once_and_numbered_in_turn,
     every_pipelines_records_are_read_at_once_and_kept_apart,
+    work_on_timers_shares_the_state_through_one_connection_of_its_own,
 );
 use crate::run::{Outcome, RunKind, RunState, Stage, Trigger};
 use sqlx::Row;
@@ -551,4 +552,28 @@ async fn every_column_that_points_at_another_table_is_indexed() {
         }
     }
     assert!(unindexed.is_empty(), "no index starts with {unindexed:?}");
+}
+
+async fn work_on_timers_shares_the_state_through_one_connection_of_its_own(backend: Backend) {
+    let (_state, store) = Store::temporary_on(backend).await;
+    let timed = store.on_timers();
+    store.manual_run("a", RunKind::Build).await;
+    let opened = store.pool.size();
+    let pipelines = |runs: Vec<RunRecord>| -> Vec<String> {
+        runs.into_iter().map(|run| run.pipeline).collect()
+    };
+    // Readers on a timer at once: they take turns on the one connection.
+    let reads = futures_util::future::join_all((0..4).map(|_| timed.runs(None, 10))).await;
+    for read in reads {
+        assert_eq!(pipelines(read.unwrap()), ["a"]);
+    }
+    assert_eq!(timed.pool.size(), 1);
+    assert_eq!(
+        store.pool.size(),
+        opened,
+        "the shared pool opened no connection"
+    );
+    // What it writes, the shared pool reads.
+    timed.manual_run("b", RunKind::Build).await;
+    assert_eq!(pipelines(store.runs(None, 10).await.unwrap()), ["b", "a"]);
 }
