@@ -119,7 +119,6 @@ impl Poller {
                 if asking.contains(repo) {
                     continue;
                 }
-                let pipelines = groups.pipelines(repo);
                 match due.get(repo) {
                     Some(at) if *at > now => continue,
                     Some(_) => {}
@@ -129,13 +128,16 @@ impl Poller {
                     // bursts that each need a thread per listing (and hit the forge
                     // at once).
                     None => {
-                        let interval = poll_interval(&pipelines);
+                        let interval = poll_interval(&groups.pipelines(repo));
                         due.insert(repo.clone(), now + random_share(interval, 1.0));
                         continue;
                     }
                 }
+                let Some(pipeline) = groups.pipelines(repo).first().copied() else {
+                    continue;
+                };
                 asking.insert(repo.clone());
-                let source = pipelines[0].source.clone();
+                let source = pipeline.source.clone();
                 listings.spawn(list(repo.clone(), source, permits.clone()));
             }
         }
