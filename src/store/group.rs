@@ -88,10 +88,14 @@ impl Store {
     /// Queues every job in one transaction and answers each caller.
     async fn queue_all(&self, jobs: Vec<Waiting>) {
         let outcome = self
-            .transaction_on(&self.intake_pool, async |connection| {
-                let batch: Vec<&QueueJob> = jobs.iter().map(|waiting| &waiting.job).collect();
-                queue_many(connection, &batch).await
-            })
+            .transaction_on(
+                &self.intake_pool,
+                super::LockWait::Poll,
+                async |connection| {
+                    let batch: Vec<&QueueJob> = jobs.iter().map(|waiting| &waiting.job).collect();
+                    queue_many(connection, &batch).await
+                },
+            )
             .await;
         match outcome {
             Ok(queued) => {

@@ -48,8 +48,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// process's other writers, then another process's): forges give up on an answer after
 /// 10 s, and a 503 sent before that is retried, where a late answer is a failure.
 pub const INTAKE_WAIT: Duration = Duration::from_secs(4);
-/// Connections intake writes on, with `INTAKE_WAIT` as their busy timeout.
+/// Connections intake writes on.
 const INTAKE_CONNECTIONS: u32 = 2;
+/// How often intake asks SQLite for the write lock again while another writer holds it.
+const LOCK_POLL: Duration = Duration::from_millis(1);
 /// Connections per process: the CLI needs one, the daemon a few.
 const MAX_CONNECTIONS: u32 = 4;
 
@@ -154,6 +156,30 @@ pub struct Store {
     waiting: std::sync::Arc<std::sync::Mutex<Vec<group::Waiting>>>,
 }
 
+/// How a write transaction waits while another connection holds SQLite's write lock
+/// (on PostgreSQL the server queues writers on the lock itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LockWait {
+    /// In SQLite's busy handler, up to the connection's busy timeout. It sleeps longer
+    /// and longer between tries (1, 2, 5, 10, 15, 20, 25 ms...), so a writer that found
+    /// the lock held for a millisecond can wait twenty.
+    BusyHandler,
+    /// Asking again every `LOCK_POLL`, up to `INTAKE_WAIT`: intake, where every
+    /// delivery of a group commit waits as long as its writer does.
+    Poll,
+}
+
+/// SQLite's answer when another connection holds the lock (`SQLITE_BUSY`).
+fn is_busy(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(error) = error else {
+        return false;
+    };
+    error
+        .code()
+        .and_then(|code| code.parse::<i64>().ok())
+        .is_some_and(|code| code & 0xff == 5)
+}
+
 /// A column that holds a word of the run vocabulary, read back as its type.
 fn word<T>(row: &sqlx::any::AnyRow, column: &str) -> Result<T, StoreError>
 where
@@ -207,7 +233,13 @@ impl Store {
                     source,
                 })
         };
-        let intake_pool = lazy(INTAKE_WAIT, INTAKE_CONNECTIONS)?;
+        // Intake's SQLite connections have no busy timeout: `transaction_on` asks again
+        // for the lock itself (`LockWait::Poll`).
+        let intake_wait = match backend {
+            Backend::Sqlite => Duration::ZERO,
+            Backend::Postgres => INTAKE_WAIT,
+        };
+        let intake_pool = lazy(intake_wait, INTAKE_CONNECTIONS)?;
         let timer_pool = lazy(BUSY_TIMEOUT, 1)?;
         Ok(Store {
             backend,
@@ -271,11 +303,13 @@ impl Store {
         &self,
         work: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.transaction_on(&self.pool, work).await
+        self.transaction_on(&self.pool, LockWait::BusyHandler, work)
+            .await
     }
 
     /// `transaction` for intake: after this process's other queue writers (at most
-    /// `INTAKE_WAIT`), on a connection that waits at most `INTAKE_WAIT` for the lock.
+    /// `INTAKE_WAIT`), on a connection that waits at most `INTAKE_WAIT` for the lock,
+    /// asking for it every `LOCK_POLL`.
     async fn intake_transaction<T>(
         &self,
         work: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T, StoreError>,
@@ -284,22 +318,40 @@ impl Store {
         let Ok(_writer) = writer else {
             return self.wrote(Err(StoreError::Busy));
         };
-        self.transaction_on(&self.intake_pool, work).await
+        self.transaction_on(&self.intake_pool, LockWait::Poll, work)
+            .await
     }
 
     async fn transaction_on<T>(
         &self,
         pool: &AnyPool,
+        wait: LockWait,
         work: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut connection = pool.acquire().await?;
-        let result = async {
-            let mut transaction = self.backend.begin_write(&mut connection).await?;
-            let value = work(&mut transaction).await?;
-            transaction.commit().await?;
-            Ok::<T, StoreError>(value)
-        }
-        .await;
+        let polls = wait == LockWait::Poll && self.backend == Backend::Sqlite;
+        let deadline = std::time::Instant::now() + INTAKE_WAIT;
+        let mut work = Some(work);
+        let result = loop {
+            let mut transaction = match self.backend.begin_write(&mut connection).await {
+                Ok(transaction) => transaction,
+                Err(error) if polls && is_busy(&error) => {
+                    if std::time::Instant::now() >= deadline {
+                        break Err(StoreError::Busy);
+                    }
+                    tokio::time::sleep(LOCK_POLL).await;
+                    continue;
+                }
+                Err(error) => break Err(error.into()),
+            };
+            let work = work.take().expect("the transaction begins once");
+            break async {
+                let value = work(&mut transaction).await?;
+                transaction.commit().await?;
+                Ok::<T, StoreError>(value)
+            }
+            .await;
+        };
         if result.is_err() {
             // Closing rolls back whatever SQLite kept open and releases its locks.
             let _ = connection.close().await;

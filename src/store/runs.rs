@@ -425,13 +425,28 @@ impl Store {
     }
 
     /// Deletes all but the newest `keep` finished runs of a pipeline (stages and logs go with them).
+    ///
+    /// The newest run beyond `keep` is found by a read first (along the pipeline's id
+    /// index, without the write lock), and the delete is a range below it: a run's end
+    /// prunes while intake writes, and a delete that scanned the pipeline's runs held
+    /// SQLite's one write lock for as long as the scan, even with nothing to delete.
     pub async fn prune_runs(&self, pipeline: &str, keep: u32) -> Result<u64, StoreError> {
-        let result = sqlx::query(
-            "DELETE FROM runs WHERE pipeline = $1 AND state NOT IN ('queued', 'running')
-               AND id NOT IN (SELECT id FROM runs WHERE pipeline = $1 ORDER BY id DESC LIMIT $2)",
+        let newest_beyond: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE pipeline = $1 ORDER BY id DESC LIMIT 1 OFFSET $2",
         )
         .bind(pipeline)
-        .bind(keep as i64)
+        .bind(i64::from(keep))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(newest_beyond) = newest_beyond else {
+            return Ok(0);
+        };
+        // Runs are only ever added with higher ids, so none below it joined the newest.
+        let result = sqlx::query(
+            "DELETE FROM runs WHERE pipeline = $1 AND id <= $2 AND state NOT IN ('queued', 'running')",
+        )
+        .bind(pipeline)
+        .bind(newest_beyond)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())

@@ -13,6 +13,7 @@ crate::on_both_back_ends!(
     deliveries_queued_at_once_are_each_stored_once_and_numbered_in_turn,
     every_pipelines_records_are_read_at_once_and_kept_apart,
     work_on_timers_shares_the_state_through_one_connection_of_its_own,
+    pruning_keeps_the_newest_runs_and_every_queued_or_running_one,
 );
 use crate::run::{Outcome, RunKind, RunState, Stage, Trigger};
 use sqlx::Row;
@@ -576,4 +577,52 @@ async fn work_on_timers_shares_the_state_through_one_connection_of_its_own(backe
     // What it writes, the shared pool reads.
     timed.manual_run("b", RunKind::Build).await;
     assert_eq!(pipelines(store.runs(None, 10).await.unwrap()), ["b", "a"]);
+}
+
+async fn pruning_keeps_the_newest_runs_and_every_queued_or_running_one(backend: Backend) {
+    let (_state, store) = Store::temporary_on(backend).await;
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        runs.push(store.manual_run("p", RunKind::Build).await);
+    }
+    let other = store.manual_run("q", RunKind::Build).await;
+    // The oldest run still runs, the next one waits; the others and `q`'s ended.
+    for run in runs[2..].iter().chain([&other]) {
+        store.end_run(*run, RunState::Succeeded, "").await.unwrap();
+    }
+    sqlx::query("UPDATE runs SET state = 'queued' WHERE id = $1")
+        .bind(runs[1].id)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let numbers = async |pipeline| -> Vec<i64> {
+        let runs = store.runs(Some(pipeline), 10).await.unwrap();
+        runs.into_iter().map(|run| run.number).collect()
+    };
+    assert_eq!(store.prune_runs("p", 6).await.unwrap(), 0);
+    assert_eq!(store.prune_runs("p", 2).await.unwrap(), 2);
+    assert_eq!(numbers("p").await, [6, 5, 2, 1]);
+    assert_eq!(numbers("q").await, [1]);
+}
+
+/// Pruning with nothing to prune writes nothing, so it never waits for the write lock
+/// (a run's end prunes while a flood of deliveries holds it in turn).
+#[tokio::test]
+async fn pruning_nothing_does_not_wait_for_another_writer() {
+    let (_dir, store) = Store::temporary().await;
+    let run = store.manual_run("p", RunKind::Build).await;
+    store.end_run(run, RunState::Succeeded, "").await.unwrap();
+    let mut writer = store.pool.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    let pruned = tokio::time::timeout(Duration::from_secs(2), store.prune_runs("p", 10)).await;
+    assert_eq!(
+        pruned
+            .expect("pruned without waiting for the writer")
+            .unwrap(),
+        0
+    );
+    sqlx::query("ROLLBACK").execute(&mut *writer).await.unwrap();
 }
