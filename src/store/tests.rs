@@ -626,3 +626,31 @@ async fn pruning_nothing_does_not_wait_for_another_writer() {
     );
     sqlx::query("ROLLBACK").execute(&mut *writer).await.unwrap();
 }
+
+/// Intake's SQLite connections have no busy timeout of their own: intake asks for the
+/// lock again until the writer holding it is done, then queues.
+#[tokio::test]
+async fn intake_waits_for_the_writer_that_holds_the_lock_then_queues() {
+    let (_dir, store) = Store::temporary().await;
+    let mut writer = store.pool.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::query("ROLLBACK").execute(&mut *writer).await.unwrap();
+    };
+    let queue = store.queue_run(
+        "p",
+        RunKind::Run,
+        &Trigger::Api,
+        None,
+        None,
+        crate::store::no_answer(),
+    );
+    let (queued, ()) = tokio::join!(queue, release);
+    let queued = queued.expect("queued once the lock was free").unwrap();
+    let taken = store.take_queued("p", "r1").await.unwrap().unwrap();
+    assert_eq!(taken.run, queued);
+}
