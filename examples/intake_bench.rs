@@ -4,10 +4,16 @@
 //! deliveries (`X-Gantry-Signature-256`, a unique `X-Gantry-Delivery` each) to one
 //! `POST /hooks/PIPELINE` URL from `--concurrency` tasks over one keep-alive client,
 //! times each request until its whole answer is read, and prints one JSON summary on
-//! stdout. Exits 1 when any measured or warm-up request failed or was not answered 202.
+//! stdout. By default each task sends its next delivery as soon as the last is answered
+//! (a closed loop: what the daemon can take). With `--rate N` delivery i is due at
+//! i/N s after the start whatever the answers before it (an open loop: how a forge's
+//! pushes arrive), and its latency counts from when it was due, so a stall that keeps
+//! deliveries from being sent counts against every one of them. Exits 1 when any
+//! measured or warm-up request failed or was not answered 202.
 //!
 //!   cargo run --release --example intake_bench -- --url http://127.0.0.1:8700/hooks/NAME \
-//!     --secret SECRET --commit SHA [--deliveries 10000] [--concurrency 32] [--warmup 200]
+//!     --secret SECRET --commit SHA [--deliveries 10000] [--concurrency 32] [--warmup 200] \
+//!     [--rate 5000]
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -40,9 +46,13 @@ struct Args {
     /// Measured deliveries.
     #[arg(long, default_value_t = 10_000)]
     deliveries: usize,
-    /// Requests in flight at once (one task each).
+    /// Requests in flight at once (one task each); with `--rate`, the most in flight.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Deliveries per second to offer, on a fixed schedule (an open loop); without it
+    /// each task sends as soon as its last request is answered.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Deliveries sent first and not counted (connections, caches, the database warm up).
     #[arg(long, default_value_t = 200)]
     warmup: usize,
@@ -52,6 +62,10 @@ struct Args {
     /// Delivery ids are PREFIX-w-N (warm-up) and PREFIX-m-N; the default is unique per run.
     #[arg(long)]
     id_prefix: Option<String>,
+    /// Writes one line per measured request to FILE: milliseconds from the flood's
+    /// start to the request's send, its latency in ms, and its status (0: no answer).
+    #[arg(long)]
+    trace: Option<std::path::PathBuf>,
 }
 
 /// What one phase (warm-up or measured) saw.
@@ -59,6 +73,8 @@ struct Args {
 struct Tally {
     /// Microseconds from sending to the whole answer, one per request that got an answer.
     latencies_us: Vec<u64>,
+    /// (µs from the flood's start to the send, latency in µs, status; 0 when unanswered)
+    trace: Vec<(u64, u64, u16)>,
     statuses: BTreeMap<u16, u64>,
     errors: u64,
     /// First error messages, for the reader (at most a few).
@@ -72,6 +88,7 @@ struct Tally {
 impl Tally {
     fn merge(&mut self, other: Tally) {
         self.latencies_us.extend(other.latencies_us);
+        self.trace.extend(other.trace);
         for (status, count) in other.statuses {
             *self.statuses.entry(status).or_default() += count;
         }
@@ -119,6 +136,7 @@ async fn flood(
     prepared: Arc<Prepared>,
     ids: Vec<HeaderValue>,
     concurrency: usize,
+    rate: Option<f64>,
 ) -> (Tally, Duration) {
     let ids = Arc::new(ids);
     let next = Arc::new(AtomicUsize::new(0));
@@ -143,7 +161,15 @@ async fn flood(
                     .post(prepared.urls[index % prepared.urls.len()].clone())
                     .headers(headers)
                     .body(prepared.body.clone());
-                let sent = Instant::now();
+                // Open loop: due at its place in the schedule; closed: now.
+                let sent = match rate {
+                    Some(rate) => {
+                        let due = started + Duration::from_secs_f64(index as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 let answer = match request.send().await {
                     Ok(response) => {
                         let status = response.status().as_u16();
@@ -152,6 +178,12 @@ async fn flood(
                     Err(error) => Err(error),
                 };
                 let elapsed = sent.elapsed();
+                let status = answer.as_ref().map_or(0, |(status, _)| *status);
+                tally.trace.push((
+                    sent.duration_since(started).as_micros() as u64,
+                    elapsed.as_micros() as u64,
+                    status,
+                ));
                 match answer {
                     Ok((status, body)) => {
                         tally.latencies_us.push(elapsed.as_micros() as u64);
@@ -195,6 +227,22 @@ async fn flood(
     (total, started.elapsed())
 }
 
+/// Writes `trace` in the order the requests were sent, one line each.
+fn write_trace(path: &std::path::Path, trace: &mut [(u64, u64, u16)]) -> Result<(), String> {
+    use std::fmt::Write as _;
+    trace.sort_unstable();
+    let mut text = String::with_capacity(trace.len() * 24);
+    for (sent_us, latency_us, status) in trace.iter() {
+        let _ = writeln!(
+            text,
+            "{:.3} {:.3} {status}",
+            *sent_us as f64 / 1000.0,
+            *latency_us as f64 / 1000.0
+        );
+    }
+    std::fs::write(path, text).map_err(|error| format!("--trace {}: {error}", path.display()))
+}
+
 /// The value below which `fraction` of the sorted samples lie (nearest rank), in ms.
 fn percentile_ms(sorted_us: &[u64], fraction: f64) -> f64 {
     if sorted_us.is_empty() {
@@ -234,6 +282,12 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<ExitCode, String> {
     if args.deliveries == 0 || args.concurrency == 0 {
         return Err("--deliveries and --concurrency must be positive".to_string());
+    }
+    if args
+        .rate
+        .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+    {
+        return Err("--rate must be a positive number of deliveries per second".to_string());
     }
     if args.commit.len() != 40 || !args.commit.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!(
@@ -285,14 +339,18 @@ async fn run(args: Args) -> Result<ExitCode, String> {
             prepared.clone(),
             warmup_ids,
             args.concurrency.min(args.warmup),
+            None,
         )
         .await
     } else {
         (Tally::default(), Duration::ZERO)
     };
-    let (mut measured, elapsed) = flood(prepared, measured_ids, args.concurrency).await;
+    let (mut measured, elapsed) = flood(prepared, measured_ids, args.concurrency, args.rate).await;
 
     measured.latencies_us.sort_unstable();
+    if let Some(path) = &args.trace {
+        write_trace(path, &mut measured.trace)?;
+    }
     let seconds = elapsed.as_secs_f64();
     let answered = measured.latencies_us.len();
     let mean_ms = if answered == 0 {
@@ -307,6 +365,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         "url": args.url,
         "deliveries": args.deliveries,
         "concurrency": args.concurrency,
+        "offered_per_second": args.rate,
         "seconds": round3(seconds),
         "per_second": (args.deliveries as f64 / seconds * 10.0).round() / 10.0,
         "mean_ms": round3(mean_ms),

@@ -10,9 +10,14 @@
 # Traffic goes to loopback only (the daemon, the local engine, the registry).
 #
 #   BENCH_DELIVERIES=10000   measured deliveries (after BENCH_WARMUP uncounted ones)
-#   BENCH_CONCURRENCY=32     requests in flight at once
+#   BENCH_CONCURRENCY=32     requests in flight at once (with BENCH_RATE: at most)
+#   BENCH_RATE=5000          offer this many deliveries/s on a fixed schedule (an open
+#                            loop; latency counts from when each was due) instead of
+#                            sending each one as soon as the last is answered
 #   BENCH_WARMUP=200         warm-up deliveries (stored and checked too, not timed)
 #   BENCH_LOG=file           keep the daemon's log there
+#   BENCH_TRACE=file         one line per measured delivery there: ms from the flood's
+#                            start to its send, its latency in ms, its status
 #   BENCH_STATE=postgres     the state in the test PostgreSQL (GANTRY_TEST_POSTGRES, from
 #                            scripts/test-env.sh), in a schema of its own; default SQLite
 #   BENCH_REPLICAS=1         daemons sharing that state (PostgreSQL only); deliveries go
@@ -30,6 +35,8 @@ for pair in "BENCH_DELIVERIES=$DELIVERIES" "BENCH_CONCURRENCY=$CONCURRENCY"; do
   case "${pair#*=}" in '' | *[!0-9]* | 0) echo "bench: ${pair%%=*} must be a positive integer" >&2; exit 2 ;; esac
 done
 case "$WARMUP" in '' | *[!0-9]*) echo "bench: BENCH_WARMUP must be an integer" >&2; exit 2 ;; esac
+RATE="${BENCH_RATE:-}"
+case "$RATE" in '' ) ;; *[!0-9]* | 0) echo "bench: BENCH_RATE must be a positive integer" >&2; exit 2 ;; esac
 STATE_KIND="${BENCH_STATE:-sqlite}"
 REPLICAS="${BENCH_REPLICAS:-1}"
 case "$STATE_KIND" in sqlite | postgres) ;; *) echo "bench: BENCH_STATE must be sqlite or postgres" >&2; exit 2 ;; esac
@@ -37,9 +44,9 @@ case "$REPLICAS" in 1 | 2 | 3 | 4) ;; *) echo "bench: BENCH_REPLICAS must be 1 t
 if [ "$REPLICAS" -gt 1 ] && [ "$STATE_KIND" != postgres ]; then
   echo "bench: several replicas need BENCH_STATE=postgres" >&2; exit 2
 fi
-# The goal (from the issue): at least this many deliveries/s, p99 below this many ms.
-GOAL_RATE=2000
-GOAL_P99_MS=50
+# The goals: at least this many deliveries/s, p99 below this many ms (SQLite: issue 15;
+# PostgreSQL: issue 14). With BENCH_RATE the rate to reach is the one offered.
+if [ "$STATE_KIND" = sqlite ]; then GOAL_RATE=5000 GOAL_P99_MS=10; else GOAL_RATE=2000 GOAL_P99_MS=50; fi
 GOAL_API_P99_MS=20
 GOAL_HOME_MS=50
 API_REQUESTS=200
@@ -199,9 +206,12 @@ log "$WARMUP warm-up + $DELIVERIES measured deliveries at concurrency $CONCURREN
 RESULT="$WORK/result.json"
 CPU_BEFORE=$(cpu_ticks)
 loadgen_status=0
+TRACE_ARGS=()
+[ -z "${BENCH_TRACE:-}" ] || TRACE_ARGS=(--trace "$BENCH_TRACE")
+[ -z "$RATE" ] || TRACE_ARGS+=(--rate "$RATE")
 "$LOADGEN" "${URLS[@]}" --secret "$SECRET" --commit "$COMMIT" \
   --deliveries "$DELIVERIES" --concurrency "$CONCURRENCY" --warmup "$WARMUP" \
-  --timeout 10s >"$RESULT" 2>"$WORK/loadgen.err" || loadgen_status=$?
+  --timeout 10s "${TRACE_ARGS[@]}" >"$RESULT" 2>"$WORK/loadgen.err" || loadgen_status=$?
 CPU_AFTER=$(cpu_ticks)
 DAEMON_RSS_END=$(awk '/^VmRSS:/ { print $2 }' "/proc/$DAEMON_PID/status" 2>/dev/null || echo 0)
 [ -s "$RESULT" ] || { cat "$WORK/loadgen.err" >&2; die "the load generator printed nothing (exit $loadgen_status)"; }
@@ -309,7 +319,16 @@ DAEMON_PID=''
 engine=$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?')
 revision=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
 git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || revision+="+changes"
-rate_goal=$(goal "$per_second" ge "$GOAL_RATE")
+if [ -n "$RATE" ]; then
+  # An open loop cannot go faster than it offers: the goal is to keep up with the
+  # offered rate (2 % for the start and the last answers), offering at least the goal.
+  LOAD="offered at $RATE/s on a fixed schedule (at most $CONCURRENCY in flight)"
+  rate_goal=$(goal "$per_second" ge "$(awk -v r="$RATE" 'BEGIN { print r * 0.98 }')")
+  [ "$RATE" -ge "$GOAL_RATE" ] || rate_goal="offered below the goal"
+else
+  LOAD="at concurrency $CONCURRENCY"
+  rate_goal=$(goal "$per_second" ge "$GOAL_RATE")
+fi
 p99_goal=$(goal "$p99" lt "$GOAL_P99_MS")
 all_202=met
 [ "$accepted" -eq "$DELIVERIES" ] && [ "$errors" -eq 0 ] || all_202=missed
@@ -317,7 +336,7 @@ all_202=met
 cat <<EOF
 
 gantry webhook intake benchmark ($DELIVERIES signed deliveries after $WARMUP warm-up ones,
-concurrency $CONCURRENCY, one keep-alive connection per task, loopback; state $STATE_KIND, $REPLICAS daemon(s))
+$LOAD, one keep-alive connection per task, loopback; state $STATE_KIND, $REPLICAS daemon(s))
   wall clock:            $seconds s  ->  $per_second deliveries/s
   latency to the 202:    mean $mean ms, p50 $p50 ms, p90 $p90 ms, p99 $p99 ms, max $max ms
   answers:               $statuses; transport errors $errors; distinct run ids $distinct_runs
@@ -328,7 +347,7 @@ concurrency $CONCURRENCY, one keep-alive connection per task, loopback; state $S
 
 | Figure | Value |
 | --- | --- |
-| Webhook intake, $DELIVERIES signed deliveries at concurrency $CONCURRENCY over loopback (goal ≥ $GOAL_RATE/s) | $per_second deliveries/s ($rate_goal) |
+| Webhook intake, $DELIVERIES signed deliveries $LOAD over loopback (goal ≥ $GOAL_RATE/s) | $per_second deliveries/s ($rate_goal) |
 | Latency to the 202, p50 / p90 | $p50 / $p90 ms |
 | Latency to the 202, p99 (goal < $GOAL_P99_MS ms) | $p99 ms ($p99_goal) |
 | Latency to the 202, max | $max ms |

@@ -147,7 +147,10 @@ async fn answers_of<'a>(
     Ok(answers)
 }
 
-/// Each pipeline's highest run number (pipelines without runs are left out).
+/// Each pipeline's highest run number (pipelines without runs are left out). One
+/// subquery per pipeline, not `MAX` with `GROUP BY`: SQLite reads a grouped maximum by
+/// walking every run of the pipeline, but a lone `MAX` of an indexed column by one
+/// step down the index (`runs_by_pipeline`).
 async fn last_numbers<'a>(
     connection: &mut sqlx::AnyConnection,
     jobs: &[&'a QueueJob],
@@ -155,13 +158,12 @@ async fn last_numbers<'a>(
     let mut pipelines: Vec<&'a str> = jobs.iter().map(|job| job.pipeline.as_str()).collect();
     pipelines.sort_unstable();
     pipelines.dedup();
+    // A VALUES list names its column `column1` in both back ends.
     let sql = format!(
-        "SELECT pipeline, MAX(number) AS number FROM runs
-         WHERE pipeline IN ({}) GROUP BY pipeline",
-        (1..=pipelines.len())
-            .map(|at| format!("${at}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "SELECT wanted.column1 AS pipeline,
+                (SELECT MAX(number) FROM runs WHERE runs.pipeline = wanted.column1) AS number
+         FROM (VALUES {}) AS wanted",
+        placeholders(pipelines.len(), 1)
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for pipeline in &pipelines {
@@ -170,8 +172,11 @@ async fn last_numbers<'a>(
     let mut numbers = HashMap::new();
     for row in query.fetch_all(&mut *connection).await? {
         let pipeline: String = row.try_get("pipeline")?;
+        let Some(number) = row.try_get::<Option<i64>, _>("number")? else {
+            continue;
+        };
         if let Some(known) = pipelines.iter().find(|known| **known == pipeline) {
-            numbers.insert(*known, row.try_get::<i64, _>("number")?);
+            numbers.insert(*known, number);
         }
     }
     Ok(numbers)

@@ -1,8 +1,8 @@
-//! Checkpoints of SQLite's write-ahead log, off the commit path. A checkpoint copies
-//! the log back into the database file and is where `synchronous = NORMAL` syncs it
-//! to disk; left to SQLite, it runs inside whichever commit first finds the log past
-//! its threshold, and that commit (a webhook's 202, say) waits for the copy and the
-//! sync. The daemon checkpoints on its own every `CHECKPOINT_EVERY` instead, beside
+//! Checkpoints of SQLite's write-ahead log, off the commit path. Every commit syncs
+//! the log (`synchronous = FULL`, `store::connect`); a checkpoint copies the log back
+//! into the database file and syncs that. Left to SQLite, it runs inside whichever
+//! commit first finds the log past its threshold, and that commit (a webhook's 202,
+//! say) waits for the copy and the sync. The daemon checkpoints on its own every `CHECKPOINT_EVERY` instead, beside
 //! the writers (a passive checkpoint blocks no one), so commits only append to the
 //! log; `AUTO_CHECKPOINT_PAGES` stays as SQLite's own fallback, for the CLI alone and
 //! for a flood that outruns the daemon's checkpoints. (PostgreSQL checkpoints itself.)
@@ -86,5 +86,20 @@ mod tests {
         let (frames, copied) = store.checkpoint().await.unwrap();
         assert!(frames > 0, "the runs are in the log");
         assert_eq!(copied, frames);
+    }
+
+    /// A 202 means stored on disk: every connection of the SQLite state, intake's and
+    /// the timers' too, syncs the log at each commit (`synchronous` 2 is FULL).
+    #[tokio::test]
+    async fn every_connection_syncs_the_log_at_each_commit() {
+        let (_state, store) = Store::temporary_on(Backend::Sqlite).await;
+        let timers = store.on_timers();
+        for pool in [&store.pool, &store.intake_pool, &timers.pool] {
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(level, 2, "synchronous = FULL");
+        }
     }
 }
