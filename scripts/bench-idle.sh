@@ -97,16 +97,19 @@ log "measuring for ${SECONDS_MEASURED}s"
 before=$(cpu_ticks)
 t0=$(now_ms)
 max_rss=0
-for _ in $(seq "$SECONDS_MEASURED"); do
+series=''
+for second in $(seq "$SECONDS_MEASURED"); do
   sleep 1
   rss=$(rss_kib)
   [ "$rss" -le "$max_rss" ] || max_rss=$rss
+  [ $((second % 5)) -ne 1 ] || series+="${series:+ }$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')"
 done
 elapsed=$(($(now_ms) - t0))
 used=$(($(cpu_ticks) - before))
 end_rss=$(rss_kib)
 cpu=$(awk -v t="$used" -v hz="$TICKS" -v ms="$elapsed" 'BEGIN { printf "%.2f", 100 * t / hz / (ms / 1000) }')
 logged=$(grep -c . "$WORK/serve.log" || true)
+log "resident memory (MiB) at 1 s, 6 s, 11 s ...: $series"
 
 echo
 echo "gantry idle: $PIPELINES pipelines polling every 10s; first round of runs ${first_round} ms ($succeeded succeeded)"

@@ -30,10 +30,41 @@ pub async fn pull_images(
     let jobs = pull_jobs(config, pipeline, release, hosts, targets)
         .await
         .map_err(|error| (None, error))?;
-    for (reference, on) in describe_pulls(&jobs) {
+    let (held, missing) = partition_held(config, hosts, jobs).await;
+    for (reference, on) in describe_pulls(&held, false) {
+        log(&format!("{reference} is on {on} already"));
+    }
+    for (reference, on) in describe_pulls(&missing, true) {
         log(&format!("pulling {reference} on {on}"));
     }
-    pull_jobs_on(config, hosts, &jobs, log).await
+    pull_jobs_on(config, hosts, &missing, log).await
+}
+
+/// The jobs whose host holds their image already, and the others; the engines are
+/// asked `MAX_PARALLEL_HOSTS` at once.
+async fn partition_held(
+    config: &Config,
+    hosts: &BTreeMap<String, Docker>,
+    jobs: Vec<PullJob>,
+) -> (Vec<PullJob>, Vec<PullJob>) {
+    let mirrors = Mirrors::of(config);
+    let mirrors = &mirrors;
+    let checked: Vec<(bool, PullJob)> =
+        futures_util::stream::iter(jobs.into_iter().map(async |job| {
+            let held = mirrors
+                .held_as(&hosts[&job.host], &job.reference)
+                .await
+                .is_some();
+            (held, job)
+        }))
+        .buffered(MAX_PARALLEL_HOSTS)
+        .collect()
+        .await;
+    let (held, missing): (Vec<_>, Vec<_>) = checked.into_iter().partition(|(held, _)| *held);
+    (
+        held.into_iter().map(|(_, job)| job).collect(),
+        missing.into_iter().map(|(_, job)| job).collect(),
+    )
 }
 
 /// Has `docker` (host `host`) hold `reference`, through its registry's mirror when it
@@ -311,13 +342,18 @@ async fn pull_job(
     })
 }
 
-/// Each image pulled, with the hosts it is pulled on (and the mirror it goes through).
-fn describe_pulls(jobs: &[PullJob]) -> BTreeMap<&str, String> {
+/// Each image of `jobs`, with their hosts (and, `through` the mirror, the mirror it goes
+/// through).
+fn describe_pulls(jobs: &[PullJob], through: bool) -> BTreeMap<&str, String> {
     let mut hosts: BTreeMap<&str, (Vec<&str>, Option<&str>)> = BTreeMap::new();
     for job in jobs {
         let entry = hosts.entry(&job.reference).or_default();
         entry.0.push(&job.host);
-        entry.1 = job.mirror.as_ref().map(|mirror| mirror.to.mirror.as_str());
+        entry.1 = job
+            .mirror
+            .as_ref()
+            .filter(|_| through)
+            .map(|mirror| mirror.to.mirror.as_str());
     }
     hosts
         .into_iter()

@@ -168,11 +168,15 @@ fn a_deploy_pulls_through_the_mirror_and_keeps_the_registrys_name_for_the_image(
     assert_eq!(instance["drift"], serde_json::json!([]), "{status}");
 
     // Forced again: the engine holds the image (under the mirror's name), so nothing
-    // is pulled, and the new container is created from that name again.
+    // is pulled, the log says so, and the new container is created from that name again.
     let (output, report) = deployment.gantry_json(&["deploy", name, "--force", "--json"]);
     let log = stderr(&output);
     assert!(output.status.success(), "{report}\n{log}");
-    assert!(!log.contains("pulled"), "{log}");
+    assert!(!log.contains("pulled") && !log.contains("pulling"), "{log}");
+    assert!(
+        log.contains(&format!("{reference} is on local already")),
+        "{log}"
+    );
     assert_eq!(created_from(&web).0, through_mirror);
 
     // A task run by hand on an engine without the image pulls it through the mirror.
