@@ -2,10 +2,11 @@
 //! the log (`synchronous = FULL`, `store::connect`); a checkpoint copies the log back
 //! into the database file and syncs that. Left to SQLite, it runs inside whichever
 //! commit first finds the log past its threshold, and that commit (a webhook's 202,
-//! say) waits for the copy and the sync. The daemon checkpoints on its own every `CHECKPOINT_EVERY` instead, beside
-//! the writers (a passive checkpoint blocks no one), so commits only append to the
-//! log; `AUTO_CHECKPOINT_PAGES` stays as SQLite's own fallback, for the CLI alone and
-//! for a flood that outruns the daemon's checkpoints. (PostgreSQL checkpoints itself.)
+//! say) waits for the copy and the sync. The daemon checkpoints on its own every
+//! `CHECKPOINT_EVERY` instead, beside the writers (a passive checkpoint blocks no
+//! one), so commits only append to the log; `AUTO_CHECKPOINT_PAGES` stays as SQLite's
+//! own fallback, for the CLI alone and for a flood that outruns the daemon's
+//! checkpoints. (PostgreSQL checkpoints itself.)
 
 use std::time::Duration;
 
