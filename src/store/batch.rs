@@ -14,10 +14,10 @@ use super::{StoreError, now_millis};
 use crate::run::{RunId, RunState};
 
 /// (pipeline, forge, delivery id, body digest)
-type DeliveryOf<'a> = (&'a str, &'a str, &'a str, &'a str);
+pub(super) type DeliveryOf<'a> = (&'a str, &'a str, &'a str, &'a str);
 
 /// What becomes of one job of the batch.
-enum Fate {
+pub(super) enum Fate {
     /// Delivered before: its first answer stands.
     Answered(DeliveryAnswer),
     /// The same delivery as an earlier job of this batch, which answers for both.
@@ -34,10 +34,25 @@ pub(super) async fn queue_many(
 ) -> Result<Vec<Queued>, StoreError> {
     let deliveries: Vec<Option<DeliveryOf<'_>>> = jobs.iter().map(|job| delivery_of(job)).collect();
     let answered = answers_of(connection, &deliveries).await?;
-    let mut next = last_numbers(connection, jobs).await?;
-    let mut first_of: HashMap<DeliveryOf<'_>, usize> = HashMap::new();
+    let next = last_numbers(connection, jobs).await?;
+    let fates = plan(jobs, &deliveries, &answered, next);
+    let ids = insert_runs(connection, jobs, &fates).await?;
+    let (outcomes, stored) = settle(jobs, &deliveries, fates, &ids)?;
+    insert_deliveries(connection, &deliveries, &stored).await?;
+    Ok(outcomes)
+}
+
+/// What becomes of each job, given the deliveries `answered` before and each
+/// pipeline's last run number (`next`, counted on from there).
+pub(super) fn plan<'a>(
+    jobs: &[&'a QueueJob],
+    deliveries: &[Option<DeliveryOf<'a>>],
+    answered: &HashMap<DeliveryOf<'a>, DeliveryAnswer>,
+    mut next: HashMap<&'a str, i64>,
+) -> Vec<Fate> {
+    let mut first_of: HashMap<DeliveryOf<'a>, usize> = HashMap::new();
     let mut fates = Vec::with_capacity(jobs.len());
-    for (at, (job, delivery)) in jobs.iter().zip(&deliveries).enumerate() {
+    for (at, (job, delivery)) in jobs.iter().zip(deliveries).enumerate() {
         if let Some(delivery) = delivery {
             if let Some(first) = answered.get(delivery) {
                 fates.push(Fate::Answered(first.clone()));
@@ -53,10 +68,22 @@ pub(super) async fn queue_many(
         *number += 1;
         fates.push(Fate::New { number: *number });
     }
-    let ids = insert_runs(connection, jobs, &fates).await?;
+    fates
+}
+
+/// A new run's delivery with the answer it got: (the job's place, the answer, the run's id).
+pub(super) type Stored = (usize, DeliveryAnswer, i64);
+
+/// Each job's outcome, once the new runs have their `ids` (by pipeline and number), and
+/// the deliveries to remember with the answer each got.
+pub(super) fn settle(
+    jobs: &[&QueueJob],
+    deliveries: &[Option<DeliveryOf<'_>>],
+    fates: Vec<Fate>,
+    ids: &HashMap<(String, i64), i64>,
+) -> Result<(Vec<Queued>, Vec<Stored>), StoreError> {
     let mut outcomes: Vec<Queued> = Vec::with_capacity(jobs.len());
-    // The answer each new run's delivery got, by the job's place.
-    let mut stored: Vec<(usize, DeliveryAnswer, i64)> = Vec::new();
+    let mut stored: Vec<Stored> = Vec::new();
     for (at, (job, fate)) in jobs.iter().zip(fates).enumerate() {
         let outcome = match fate {
             Fate::Answered(first) => Err(first),
@@ -71,7 +98,7 @@ pub(super) async fn queue_many(
                 let id = ids
                     .get(&(job.pipeline.clone(), number))
                     .copied()
-                    // RETURNING gives back every row inserted.
+                    // Every row inserted has its id.
                     .ok_or(sqlx::Error::RowNotFound)?;
                 let run = RunId { id, number };
                 if deliveries[at].is_some() {
@@ -86,11 +113,10 @@ pub(super) async fn queue_many(
         };
         outcomes.push(outcome);
     }
-    insert_deliveries(connection, &deliveries, &stored).await?;
-    Ok(outcomes)
+    Ok((outcomes, stored))
 }
 
-fn delivery_of(job: &QueueJob) -> Option<DeliveryOf<'_>> {
+pub(super) fn delivery_of(job: &QueueJob) -> Option<DeliveryOf<'_>> {
     job.delivery.as_ref().map(|(forge, id, body)| {
         (
             job.pipeline.as_str(),
@@ -228,7 +254,7 @@ async fn insert_runs(
 async fn insert_deliveries(
     connection: &mut sqlx::AnyConnection,
     deliveries: &[Option<DeliveryOf<'_>>],
-    stored: &[(usize, DeliveryAnswer, i64)],
+    stored: &[Stored],
 ) -> Result<(), StoreError> {
     if stored.is_empty() {
         return Ok(());

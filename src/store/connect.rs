@@ -171,7 +171,7 @@ pub(super) fn database_url(location: &Location) -> Result<(String, Backend), Sto
 /// How long a connection may sit unused before the pool closes it. Each SQLite
 /// connection holds a worker thread and a page cache of its own; an idle daemon needs
 /// one or two of them, not the few a burst of runs opened.
-const IDLE_CONNECTION: Duration = Duration::from_secs(10);
+pub(super) const IDLE_CONNECTION: Duration = Duration::from_secs(10);
 
 /// A pool whose connections wait `lock_wait` for another writer's lock.
 pub(super) fn pool_options(backend: Backend, lock_wait: Duration, size: u32) -> AnyPoolOptions {

@@ -19,6 +19,7 @@ mod logs;
 mod queue;
 mod replicas;
 mod runs;
+mod writer;
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -89,6 +90,11 @@ pub enum StoreError {
     /// A failure shared by every run a group commit queued (see `store::group`).
     #[error("{0}")]
     Shared(std::sync::Arc<StoreError>),
+    /// A statement of intake's own SQLite connection (`store::writer`).
+    #[error("state database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state database: cannot start intake's writer: {0}")]
+    Thread(String),
     /// Intake waited `INTAKE_WAIT` for the write lock (another process holds it).
     #[error("state database: locked by another writer for longer than {}s", INTAKE_WAIT.as_secs())]
     Busy,
@@ -103,6 +109,12 @@ impl StoreError {
         const UNREACHABLE: &str = "the state database cannot be reached";
         let error = match self {
             StoreError::Query(sqlx::Error::Database(error)) => error,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(error, _)) => {
+                return sqlite_unwritable(i64::from(error.extended_code));
+            }
+            StoreError::Sqlite(rusqlite::Error::SqliteSingleThreadedMode) => {
+                return Some(UNREACHABLE);
+            }
             StoreError::Shared(error) => return error.unwritable(),
             StoreError::Busy => return Some(LOCKED),
             StoreError::Query(
@@ -124,16 +136,20 @@ impl StoreError {
                 _ => None,
             };
         }
-        // SQLite's extended result codes carry the primary code in their low byte.
-        let code: i64 = error.code()?.parse().ok()?;
-        match code & 0xff {
-            13 => Some("the disk holding the state database is full"),
-            10 => Some("the disk holding the state database failed a write"),
-            8 => Some("the state database is read-only"),
-            5 | 6 => Some(LOCKED),
-            14 => Some("the state database cannot be opened"),
-            _ => None,
-        }
+        sqlite_unwritable(error.code()?.parse().ok()?)
+    }
+}
+
+/// `StoreError::unwritable` for one of SQLite's result codes.
+fn sqlite_unwritable(code: i64) -> Option<&'static str> {
+    // The extended result codes carry the primary code in their low byte.
+    match code & 0xff {
+        13 => Some("the disk holding the state database is full"),
+        10 => Some("the disk holding the state database failed a write"),
+        8 => Some("the state database is read-only"),
+        5 | 6 => Some("the state database is locked by another writer"),
+        14 => Some("the state database cannot be opened"),
+        _ => None,
     }
 }
 
@@ -154,6 +170,9 @@ pub struct Store {
     write_failure: std::sync::Arc<std::sync::Mutex<Option<&'static str>>>,
     /// Runs waiting to be queued together (PostgreSQL; see `store::group`).
     waiting: std::sync::Arc<std::sync::Mutex<Vec<group::Waiting>>>,
+    /// SQLite: the database file, and intake's writer on it (`store::writer`).
+    file: Option<PathBuf>,
+    writer: std::sync::Arc<writer::Writer>,
 }
 
 /// How a write transaction waits while another connection holds SQLite's write lock
@@ -249,6 +268,11 @@ impl Store {
             queue_writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             write_failure: std::sync::Arc::new(std::sync::Mutex::new(None)),
             waiting: std::sync::Arc::default(),
+            file: match location {
+                Location::Directory(dir) => Some(dir.join(DATABASE_FILE)),
+                Location::Postgres(_) => None,
+            },
+            writer: std::sync::Arc::default(),
         })
     }
 
@@ -361,6 +385,7 @@ impl Store {
 
     /// Closes every connection, folding the write-ahead log back into the database.
     pub async fn close(self) {
+        self.writer.close().await;
         self.intake_pool.close().await;
         self.timer_pool.close().await;
         self.pool.close().await;

@@ -86,8 +86,13 @@ impl Store {
             }),
             answer,
         };
-        // Deliveries that arrive together are committed together (`store::group`).
-        self.queue_together(job).await
+        // Deliveries that arrive together are committed together: by intake's own
+        // thread on SQLite (`store::writer`), by whoever writes first on PostgreSQL
+        // (`store::group`).
+        match &self.file {
+            Some(file) => self.wrote(self.writer.queue(file, job).await),
+            None => self.queue_together(job).await,
+        }
     }
 
     /// Remembers `answer` to a delivery that queues nothing (a ping, another branch)
@@ -134,57 +139,26 @@ impl Store {
     /// while another daemon (another replica) runs the pipeline: runs of a pipeline
     /// never overlap. The write lock makes the look and the claim one step, so one
     /// replica only takes a run.
+    ///
+    /// A flood of pushes can leave thousands queued; they are coalesced `COALESCE_AT_ONCE`
+    /// to a transaction, so that no transaction holds the write lock long (deliveries
+    /// wait for it). Each points at the newest queued run, which the last transaction
+    /// takes: a crash in between leaves that run queued, and what points at it true.
     pub async fn take_queued(
         &self,
         pipeline: &str,
         replica: &str,
     ) -> Result<Option<QueuedRun>, StoreError> {
         let _writer = self.queue_writer.lock().await;
-        self.transaction(async |transaction| {
-            let running: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM runs
-                 WHERE pipeline = $1 AND state = 'running' AND runner = 'daemon' LIMIT 1",
-            )
-            .bind(pipeline)
-            .fetch_optional(&mut *transaction)
-            .await?;
-            if running.is_some() {
-                return Ok(None);
+        loop {
+            let step = self
+                .transaction(async |transaction| take_step(transaction, pipeline, replica).await)
+                .await?;
+            match step {
+                Take::Coalesced => continue,
+                Take::Taken(taken) => return Ok(taken),
             }
-            let row = sqlx::query(
-                "SELECT id, number, pipeline, kind, trigger, requested FROM runs
-                 WHERE pipeline = $1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
-            )
-            .bind(pipeline)
-            .fetch_optional(&mut *transaction)
-            .await?;
-            let Some(row) = row else {
-                return Ok(None);
-            };
-            let queued = queued_run(&row)?;
-            sqlx::query(
-                "UPDATE runs SET state = 'coalesced', superseded_by = $1, finished_at = $2,
-                                 message = 'a newer push superseded it'
-                 WHERE pipeline = $3 AND state = 'queued' AND id < $1",
-            )
-            .bind(queued.run.id)
-            .bind(now_millis())
-            .bind(pipeline)
-            .execute(&mut *transaction)
-            .await?;
-            sqlx::query(
-                "UPDATE runs SET state = 'running', runner = 'daemon', replica = $1,
-                                 started_at = $2
-                 WHERE id = $3",
-            )
-            .bind(replica)
-            .bind(now_millis())
-            .bind(queued.run.id)
-            .execute(&mut *transaction)
-            .await?;
-            Ok(Some(queued))
-        })
-        .await
+        }
     }
 
     /// Marks runs a daemon left `running` as `interrupted` (which: see `Interrupted`),
@@ -316,9 +290,120 @@ async fn delete_old_deliveries(
     Ok(result.rows_affected())
 }
 
+/// The most older queued runs one transaction of `Store::take_queued` coalesces.
+const COALESCE_AT_ONCE: i64 = 256;
+
+/// What one transaction of `Store::take_queued` did.
+enum Take {
+    /// Coalesced `COALESCE_AT_ONCE` older runs; there may be more.
+    Coalesced,
+    /// Coalesced the rest and took the newest run, or found nothing to take.
+    Taken(Option<QueuedRun>),
+}
+
+async fn take_step(
+    transaction: &mut sqlx::AnyConnection,
+    pipeline: &str,
+    replica: &str,
+) -> Result<Take, StoreError> {
+    let running: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM runs
+         WHERE pipeline = $1 AND state = 'running' AND runner = 'daemon' LIMIT 1",
+    )
+    .bind(pipeline)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    if running.is_some() {
+        return Ok(Take::Taken(None));
+    }
+    let row = sqlx::query(
+        "SELECT id, number, pipeline, kind, trigger, requested FROM runs
+         WHERE pipeline = $1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
+    )
+    .bind(pipeline)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Take::Taken(None));
+    };
+    let queued = queued_run(&row)?;
+    let coalesced = sqlx::query(
+        "UPDATE runs SET state = 'coalesced', superseded_by = $1, finished_at = $2,
+                         message = 'a newer push superseded it'
+         WHERE id IN (SELECT id FROM runs WHERE pipeline = $3 AND state = 'queued' AND id < $1
+                      ORDER BY id LIMIT $4)",
+    )
+    .bind(queued.run.id)
+    .bind(now_millis())
+    .bind(pipeline)
+    .bind(COALESCE_AT_ONCE)
+    .execute(&mut *transaction)
+    .await?
+    .rows_affected();
+    if coalesced >= COALESCE_AT_ONCE as u64 {
+        return Ok(Take::Coalesced);
+    }
+    sqlx::query(
+        "UPDATE runs SET state = 'running', runner = 'daemon', replica = $1, started_at = $2
+         WHERE id = $3",
+    )
+    .bind(replica)
+    .bind(now_millis())
+    .bind(queued.run.id)
+    .execute(&mut *transaction)
+    .await?;
+    Ok(Take::Taken(Some(queued)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Backend;
+
+    crate::on_both_back_ends!(a_flood_of_queued_runs_is_coalesced_a_bounded_number_at_a_time);
+
+    /// 600 queued runs: the first transaction coalesces `COALESCE_AT_ONCE` of them and
+    /// takes nothing; `take_queued` goes on until all 599 older ones point at the
+    /// newest, which it takes.
+    async fn a_flood_of_queued_runs_is_coalesced_a_bounded_number_at_a_time(backend: Backend) {
+        let (_state, store) = Store::temporary_on(backend).await;
+        let queue = (0..600)
+            .map(|_| store.queue_run("p", RunKind::Run, &Trigger::Api, None, None, no_answer()));
+        let queued = futures_util::future::try_join_all(queue).await.unwrap();
+        let newest = queued
+            .iter()
+            .map(|queued| queued.as_ref().unwrap().id)
+            .max()
+            .unwrap();
+        let count = async |state: &str| -> i64 {
+            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE state = $1")
+                .bind(state)
+                .fetch_one(&store.pool)
+                .await
+                .unwrap()
+        };
+
+        let step = store
+            .transaction(async |transaction| take_step(transaction, "p", "r").await)
+            .await
+            .unwrap();
+        assert!(matches!(step, Take::Coalesced));
+        assert_eq!(count("coalesced").await, COALESCE_AT_ONCE);
+        assert_eq!(count("running").await, 0);
+
+        let taken = store.take_queued("p", "r").await.unwrap().unwrap();
+        assert_eq!(taken.run.id, newest);
+        assert_eq!(count("coalesced").await, 599);
+        assert_eq!(count("queued").await, 0);
+        let elsewhere: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE state = 'coalesced' AND superseded_by <> $1",
+        )
+        .bind(newest)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(elsewhere, 0, "every coalesced run points at the one taken");
+    }
 
     #[tokio::test]
     async fn a_delivery_that_queues_nothing_keeps_its_first_answer_and_only_the_newest_stay() {

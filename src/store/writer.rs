@@ -1,0 +1,312 @@
+//! Intake's writer on SQLite: one thread with a connection of its own, which queues
+//! every run waiting for it in one transaction (group commit, as `store::group` does on
+//! PostgreSQL) and answers each caller once the commit is on disk.
+//!
+//! Through sqlx each statement is a trip to the connection's worker thread and back,
+//! each row of an answer one more message: a group commit of five statements was a
+//! dozen thread hops, and every delivery waiting behind it waited for all of them. Here
+//! the whole transaction runs where the connection lives (rusqlite, on the same SQLite
+//! library sqlx links), with statements prepared once and kept, so a commit takes what
+//! SQLite takes: the rows, and one sync of the log.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::Instant;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use super::batch::{DeliveryOf, Fate, Stored, delivery_of, plan, settle};
+use super::connect::IDLE_CONNECTION;
+use super::queue::{DeliveryAnswer, QueueJob, Queued};
+use super::{INTAKE_WAIT, LOCK_POLL, StoreError, now_millis};
+use crate::run::RunState;
+
+/// The most runs one transaction queues.
+const MOST_AT_ONCE: usize = 256;
+
+/// A caller's run, waiting for the writer.
+struct Waiting {
+    job: QueueJob,
+    /// When its caller stops waiting for the lock: `INTAKE_WAIT` after it came.
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Queued, Arc<StoreError>>>,
+}
+
+/// The writer thread, started on the first run queued; it ends once every handle on
+/// it is gone (`close`, or the last `Store` dropped).
+#[derive(Debug, Default)]
+pub(super) struct Writer {
+    running: std::sync::Mutex<Option<Running>>,
+}
+
+#[derive(Debug)]
+struct Running {
+    sender: Sender<Waiting>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "run of {} waiting", self.job.pipeline)
+    }
+}
+
+impl Writer {
+    /// Queues `job` in the database `file` with whatever else is waiting; answers once
+    /// it is committed, or `Busy` once another process held the lock for `INTAKE_WAIT`.
+    pub(super) async fn queue(&self, file: &Path, job: QueueJob) -> Result<Queued, StoreError> {
+        let (reply, answered) = oneshot::channel();
+        let waiting = Waiting {
+            job,
+            deadline: Instant::now() + INTAKE_WAIT,
+            reply,
+        };
+        self.send(file, waiting)?;
+        match answered.await {
+            Ok(outcome) => outcome.map_err(StoreError::Shared),
+            // The thread died (it does not, short of a panic): nothing is known.
+            Err(_) => Err(StoreError::Busy),
+        }
+    }
+
+    fn send(&self, file: &Path, waiting: Waiting) -> Result<(), StoreError> {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let waiting = match running.as_ref() {
+            Some(running) => match running.sender.send(waiting) {
+                Ok(()) => return Ok(()),
+                // The thread is gone: a new one takes it.
+                Err(unsent) => unsent.0,
+            },
+            None => waiting,
+        };
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let file = file.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("gantry-intake".to_string())
+            .spawn(move || write_until_closed(&file, &receiver))
+            .map_err(|error| StoreError::Thread(error.to_string()))?;
+        let _ = sender.send(waiting);
+        *running = Some(Running { sender, thread });
+        Ok(())
+    }
+
+    /// Lets the thread finish what is waiting and close its connection.
+    pub(super) async fn close(&self) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(Running { sender, thread }) = running {
+            drop(sender);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// The thread: takes every run waiting (up to `MOST_AT_ONCE`), queues them in one
+/// transaction and answers each, until the channel closes. Its connection is closed
+/// after `IDLE_CONNECTION` without work, as the pools' are (a page cache of its own).
+fn write_until_closed(file: &Path, receiver: &Receiver<Waiting>) {
+    let mut connection: Option<Connection> = None;
+    let mut pending: VecDeque<Waiting> = VecDeque::new();
+    loop {
+        if pending.is_empty() {
+            let next = match receiver.recv_timeout(IDLE_CONNECTION) {
+                Err(RecvTimeoutError::Timeout) => {
+                    connection = None;
+                    receiver.recv().ok()
+                }
+                next => next.ok(),
+            };
+            match next {
+                Some(waiting) => pending.push_back(waiting),
+                None => return,
+            }
+        }
+        while let Ok(waiting) = receiver.try_recv() {
+            pending.push_back(waiting);
+        }
+        let count = pending.len().min(MOST_AT_ONCE);
+        let batch: Vec<Waiting> = pending.drain(..count).collect();
+        let outcome = match &mut connection {
+            Some(open) => queue_all(open, &batch),
+            None => match open(file) {
+                Ok(open) => queue_all(connection.insert(open), &batch),
+                Err(error) => Err(error),
+            },
+        };
+        match outcome {
+            Ok(queued) => {
+                for (waiting, queued) in batch.into_iter().zip(queued) {
+                    let _ = waiting.reply.send(Ok(queued));
+                }
+            }
+            Err(StoreError::Busy) => {
+                // Those whose wait is over are told; the rest try again, first in line.
+                let now = Instant::now();
+                let (over, again): (Vec<Waiting>, Vec<Waiting>) = batch
+                    .into_iter()
+                    .partition(|waiting| waiting.deadline <= now);
+                for waiting in over {
+                    let _ = waiting.reply.send(Err(Arc::new(StoreError::Busy)));
+                }
+                for waiting in again.into_iter().rev() {
+                    pending.push_front(waiting);
+                }
+            }
+            Err(error) => {
+                // A connection that failed may be left inside its transaction (a full
+                // disk's failed commit): the next batch opens a new one.
+                connection = None;
+                let error = Arc::new(error);
+                for waiting in batch {
+                    let _ = waiting.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The writer's connection to the state's database file, which `Store::open` created
+/// and migrated, with the settings of every other connection (`connect::pool_options`).
+fn open(file: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open_with_flags(
+        file,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA wal_autocheckpoint = {};
+         PRAGMA foreign_keys = ON;",
+        super::checkpoint::AUTO_CHECKPOINT_PAGES
+    ))?;
+    connection.busy_handler(Some(wait_for_the_lock))?;
+    Ok(connection)
+}
+
+thread_local! {
+    /// When the batch being written stops waiting for the lock (`wait_for_the_lock`).
+    static LOCK_DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// SQLite's busy handler for the writer: asks for the lock again every `LOCK_POLL` until
+/// the batch's first deadline (SQLite's own handler sleeps longer and longer, so a lock
+/// held for a millisecond could cost every waiting delivery twenty).
+fn wait_for_the_lock(_tries: i32) -> bool {
+    let deadline = LOCK_DEADLINE.get();
+    if deadline.is_none_or(|deadline| Instant::now() >= deadline) {
+        return false;
+    }
+    std::thread::sleep(LOCK_POLL);
+    true
+}
+
+/// Queues the batch in one transaction; `Busy` when another writer kept the lock past
+/// the first caller's deadline.
+fn queue_all(connection: &mut Connection, batch: &[Waiting]) -> Result<Vec<Queued>, StoreError> {
+    LOCK_DEADLINE.set(batch.iter().map(|waiting| waiting.deadline).min());
+    let transaction = match connection.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(transaction) => transaction,
+        Err(error) if is_busy(&error) => return Err(StoreError::Busy),
+        Err(error) => return Err(error.into()),
+    };
+    let jobs: Vec<&QueueJob> = batch.iter().map(|waiting| &waiting.job).collect();
+    let queued = queue_many(&transaction, &jobs)?;
+    transaction.commit()?;
+    Ok(queued)
+}
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+}
+
+/// `batch::queue_many`, one row at a time: each statement is prepared once and kept.
+fn queue_many(connection: &Connection, jobs: &[&QueueJob]) -> Result<Vec<Queued>, StoreError> {
+    let deliveries: Vec<Option<DeliveryOf<'_>>> = jobs.iter().map(|job| delivery_of(job)).collect();
+    let mut answered = HashMap::new();
+    let mut answer_of = connection.prepare_cached(
+        "SELECT status, response FROM deliveries
+         WHERE pipeline = ?1 AND forge = ?2 AND delivery_id = ?3 AND body_sha256 = ?4",
+    )?;
+    for delivery @ (pipeline, forge, id, body) in deliveries.iter().flatten() {
+        let first = answer_of
+            .query_row(params![pipeline, forge, id, body], |row| {
+                Ok(DeliveryAnswer {
+                    status: row.get::<_, i64>(0)? as u16,
+                    response: row.get(1)?,
+                })
+            })
+            .optional()?;
+        if let Some(first) = first {
+            answered.insert(*delivery, first);
+        }
+    }
+    let mut last_number =
+        connection.prepare_cached("SELECT MAX(number) FROM runs WHERE pipeline = ?1")?;
+    let mut next = HashMap::new();
+    for job in jobs {
+        let pipeline = job.pipeline.as_str();
+        if next.contains_key(pipeline) {
+            continue;
+        }
+        let last: Option<i64> = last_number.query_row([pipeline], |row| row.get(0))?;
+        next.insert(pipeline, last.unwrap_or(0));
+    }
+    let fates = plan(jobs, &deliveries, &answered, next);
+
+    let mut insert_run = connection.prepare_cached(
+        "INSERT INTO runs (pipeline, number, kind, trigger, requested, state, started_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+    )?;
+    let now = now_millis();
+    let mut ids = HashMap::new();
+    for (job, fate) in jobs.iter().zip(&fates) {
+        let Fate::New { number } = fate else {
+            continue;
+        };
+        let id: i64 = insert_run.query_row(
+            params![
+                job.pipeline,
+                number,
+                job.kind.as_str(),
+                job.trigger.to_string(),
+                job.requested,
+                RunState::Queued.as_str(),
+                now
+            ],
+            |row| row.get(0),
+        )?;
+        ids.insert((job.pipeline.clone(), *number), id);
+    }
+    let (outcomes, stored) = settle(jobs, &deliveries, fates, &ids)?;
+
+    let mut insert_delivery = connection.prepare_cached(
+        "INSERT INTO deliveries (pipeline, forge, body_sha256, delivery_id, status, response,
+                                 run_id, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+    )?;
+    for (at, answer, run) in &stored as &[Stored] {
+        let Some((pipeline, forge, id, body)) = deliveries[*at] else {
+            continue;
+        };
+        insert_delivery.execute(params![
+            pipeline,
+            forge,
+            body,
+            id,
+            i64::from(answer.status),
+            answer.response,
+            run,
+            now
+        ])?;
+    }
+    Ok(outcomes)
+}
