@@ -1,10 +1,10 @@
-//! Group commit of queued runs. Writers take turns for the one write lock
-//! (`Backend::begin_write`), and each commit costs a PostgreSQL flush, or SQLite's
-//! lock, journal and its worker thread's hops, so deliveries one after the other would
-//! wait for each other's commit. Instead a caller leaves its run in `waiting`; whoever
-//! holds the queue writer takes every run waiting and queues them in one transaction
-//! (`store::batch`), then tells each caller its outcome. A caller is answered only
-//! once its run is committed, as alone: a 202 still means stored.
+//! Group commit of queued runs on PostgreSQL (on SQLite intake has a thread of its
+//! own, `store::writer`). Writers take turns for the one write lock
+//! (`Backend::begin_write`), and each commit costs a flush, so deliveries one after the
+//! other would wait for each other's commit. Instead a caller leaves its run in
+//! `waiting`; whoever holds the queue writer takes every run waiting and queues them in
+//! one transaction (`store::batch`), then tells each caller its outcome. A caller is
+//! answered only once its run is committed, as alone: a 202 still means stored.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
