@@ -137,10 +137,28 @@ pub fn newest_migration() -> i64 {
         .unwrap_or(0)
 }
 
+/// SQLite keeps each writing statement's journal (what to undo should the statement
+/// fail halfway) in memory, in chunks as large as the point where it would move to a
+/// temporary file: 64 KiB by default, taken and freed by every insert of a group commit,
+/// and the allocator gives such a chunk's pages back to the system at once (src/main.rs),
+/// each time flushing the other cores' TLBs. With no such point the chunks are 1 KiB,
+/// from the allocator's slabs. Set before SQLite starts (the first connection), once.
+fn keep_statement_journals_in_memory() {
+    // SAFETY: `sqlite3_config` takes this option with one `int`; it is called before any
+    // connection exists, and when SQLite has started already it refuses (SQLITE_MISUSE)
+    // without changing anything.
+    let code =
+        unsafe { rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_STMTJRNL_SPILL, -1) };
+    if code != rusqlite::ffi::SQLITE_OK {
+        tracing::debug!(code, "SQLite kept its statement journal setting");
+    }
+}
+
 /// The URL sqlx opens, and the back end behind it. The state directory is created.
 pub(super) fn database_url(location: &Location) -> Result<(String, Backend), StoreError> {
     static DRIVERS: Once = Once::new();
     DRIVERS.call_once(|| {
+        keep_statement_journals_in_memory();
         sqlx::any::install_drivers(&[sqlx::sqlite::any::DRIVER, sqlx::postgres::any::DRIVER])
             .expect("the database drivers are installed once");
     });
