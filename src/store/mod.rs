@@ -171,7 +171,7 @@ pub struct Store {
     /// Runs waiting to be queued together (PostgreSQL; see `store::group`).
     waiting: std::sync::Arc<std::sync::Mutex<Vec<group::Waiting>>>,
     /// SQLite: the database file, and intake's writer on it (`store::writer`).
-    file: Option<PathBuf>,
+    file: Option<std::sync::Arc<std::path::Path>>,
     writer: std::sync::Arc<writer::Writer>,
 }
 
@@ -269,7 +269,7 @@ impl Store {
             write_failure: std::sync::Arc::new(std::sync::Mutex::new(None)),
             waiting: std::sync::Arc::default(),
             file: match location {
-                Location::Directory(dir) => Some(dir.join(DATABASE_FILE)),
+                Location::Directory(dir) => Some(dir.join(DATABASE_FILE).into()),
                 Location::Postgres(_) => None,
             },
             writer: std::sync::Arc::default(),
