@@ -13,6 +13,9 @@ use super::queue::{DeliveryAnswer, QueueJob, Queued};
 use super::{StoreError, now_millis};
 use crate::run::{RunId, RunState};
 
+/// The most runs one group commit queues (`store::group`, `store::writer`).
+pub(super) const MOST_AT_ONCE: usize = 256;
+
 /// (pipeline, forge, delivery id, body digest)
 pub(super) type DeliveryOf<'a> = (&'a str, &'a str, &'a str, &'a str);
 

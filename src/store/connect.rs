@@ -191,6 +191,27 @@ pub(super) fn database_url(location: &Location) -> Result<(String, Backend), Sto
 /// one or two of them, not the few a burst of runs opened.
 pub(super) const IDLE_CONNECTION: Duration = Duration::from_secs(10);
 
+/// The settings of every SQLite connection, the pools' and intake's writer's
+/// (`store::writer`), which each set how they wait for the lock themselves.
+pub(super) fn sqlite_settings() -> Vec<String> {
+    vec![
+        // WAL lets the CLI read while the daemon writes. FULL syncs the log at every
+        // commit, so what a 202 promises outlives a power cut, not only a killed
+        // process; group commit shares one sync among the deliveries that wait
+        // together. It also leaves the checkpoints little to sync: under NORMAL a
+        // checkpoint synced all the log written since the last one, and on ext4 commits
+        // appending to the log waited behind that sync (README, "Webhook intake").
+        "PRAGMA journal_mode = WAL".to_string(),
+        "PRAGMA synchronous = FULL".to_string(),
+        // The daemon checkpoints in the background (`store::checkpoint`).
+        format!(
+            "PRAGMA wal_autocheckpoint = {}",
+            super::checkpoint::AUTO_CHECKPOINT_PAGES
+        ),
+        "PRAGMA foreign_keys = ON".to_string(),
+    ]
+}
+
 /// A pool whose connections wait `lock_wait` for another writer's lock.
 pub(super) fn pool_options(backend: Backend, lock_wait: Duration, size: u32) -> AnyPoolOptions {
     let wait = lock_wait.as_millis();
@@ -206,24 +227,11 @@ pub(super) fn pool_options(backend: Backend, lock_wait: Duration, size: u32) -> 
     options.after_connect(move |connection, _| {
         Box::pin(async move {
             let settings = match backend {
-                Backend::Sqlite => vec![
-                    // WAL lets the CLI read while the daemon writes. FULL syncs the log
-                    // at every commit, so what a 202 promises outlives a power cut, not
-                    // only a killed process; group commit (`store::group`) shares one
-                    // sync among the deliveries that wait together. It also leaves the
-                    // checkpoints little to sync: under NORMAL a checkpoint synced all
-                    // the log written since the last one, and on ext4 commits appending
-                    // to the log waited behind that sync (README, "Webhook intake").
-                    "PRAGMA journal_mode = WAL".to_string(),
-                    "PRAGMA synchronous = FULL".to_string(),
-                    // The daemon checkpoints in the background (`store::checkpoint`).
-                    format!(
-                        "PRAGMA wal_autocheckpoint = {}",
-                        super::checkpoint::AUTO_CHECKPOINT_PAGES
-                    ),
-                    "PRAGMA foreign_keys = ON".to_string(),
-                    format!("PRAGMA busy_timeout = {wait}"),
-                ],
+                Backend::Sqlite => {
+                    let mut settings = sqlite_settings();
+                    settings.push(format!("PRAGMA busy_timeout = {wait}"));
+                    settings
+                }
                 Backend::Postgres => vec![format!("SET lock_timeout = {wait}")],
             };
             for setting in settings {

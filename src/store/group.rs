@@ -11,12 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::oneshot;
 
-use super::batch::queue_many;
+use super::batch::{MOST_AT_ONCE, queue_many};
 use super::queue::{QueueJob, Queued};
 use super::{INTAKE_WAIT, Store, StoreError};
-
-/// The most runs one transaction queues.
-const MOST_AT_ONCE: usize = 256;
 
 /// A caller's run, waiting for a writer.
 pub(super) struct Waiting {

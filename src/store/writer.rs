@@ -18,14 +18,11 @@ use std::time::Instant;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use super::batch::{DeliveryOf, Fate, Stored, delivery_of, plan, settle};
-use super::connect::IDLE_CONNECTION;
+use super::batch::{DeliveryOf, Fate, MOST_AT_ONCE, delivery_of, plan, settle};
+use super::connect::{IDLE_CONNECTION, sqlite_settings};
 use super::queue::{DeliveryAnswer, QueueJob, Queued};
 use super::{INTAKE_WAIT, LOCK_POLL, StoreError, now_millis};
 use crate::run::RunState;
-
-/// The most runs one transaction queues.
-const MOST_AT_ONCE: usize = 256;
 
 /// A caller's run, waiting for the writer.
 struct Waiting {
@@ -181,13 +178,7 @@ fn open(file: &Path) -> Result<Connection, StoreError> {
         file,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    connection.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = FULL;
-         PRAGMA wal_autocheckpoint = {};
-         PRAGMA foreign_keys = ON;",
-        super::checkpoint::AUTO_CHECKPOINT_PAGES
-    ))?;
+    connection.execute_batch(&sqlite_settings().join(";\n"))?;
     connection.busy_handler(Some(wait_for_the_lock))?;
     Ok(connection)
 }
@@ -293,7 +284,7 @@ fn queue_many(connection: &Connection, jobs: &[&QueueJob]) -> Result<Vec<Queued>
                                  run_id, received_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
     )?;
-    for (at, answer, run) in &stored as &[Stored] {
+    for (at, answer, run) in &stored {
         let Some((pipeline, forge, id, body)) = deliveries[*at] else {
             continue;
         };
