@@ -198,19 +198,27 @@ async fn id_of_first_tag(
     step: Option<String>,
     last_lines: Vec<String>,
 ) -> Result<String, BuildError> {
-    let found = match tags.first() {
-        Some(tag) => docker
-            .inspect_image(tag)
-            .await
-            .ok()
-            .and_then(|image| image.id),
-        None => None,
-    };
-    found.ok_or_else(|| BuildError::Failed {
+    let failed = |message: String| BuildError::Failed {
         step,
-        message: "the engine finished without producing an image".to_string(),
+        message,
         last_lines,
-    })
+    };
+    let Some(tag) = tags.first() else {
+        return Err(failed(
+            "the engine finished without producing an image".to_string(),
+        ));
+    };
+    match docker.inspect_image(tag).await {
+        Ok(image) => image.id.ok_or_else(|| {
+            failed(format!(
+                "the engine finished, but its answer for {tag} has no image id"
+            ))
+        }),
+        Err(error) => Err(failed(format!(
+            "the engine finished without producing an image: {tag} cannot be inspected: {}",
+            describe_error(&error)
+        ))),
+    }
 }
 
 /// The logins as the engine takes them, keyed by registry host (`None` when there are none).

@@ -325,7 +325,7 @@ fn cache_from_a_pushed_image_lets_a_fresh_engine_skip_a_slow_step() {
     let tags = "\"{{ commit.short }}\", latest";
     pipeline(&mut config, &repo, &repository, tags, &build("local"));
     let (output, first) = config.gantry_json(&["build", "hello"]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(output.status.success(), "{first}\n{}", stderr(&output));
     assert_eq!(first["builder"], "buildkit");
     // Nothing to reuse yet: the missing image costs the cache, not the build.
     let log = stderr(&output);
@@ -349,7 +349,7 @@ fn cache_from_a_pushed_image_lets_a_fresh_engine_skip_a_slow_step() {
     });
     pipeline(&mut config, &repo, &repository, tags, &build("h1"));
     let (output, second) = config.gantry_json(&["build", "hello"]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(output.status.success(), "{second}\n{}", stderr(&output));
     let log = stderr(&output);
     assert!(log.contains("building on `h1`"), "{log}");
     assert_eq!(
