@@ -227,11 +227,18 @@ async fn flood(
     (total, started.elapsed())
 }
 
-/// Writes `trace` in the order the requests were sent, one line each.
-fn write_trace(path: &std::path::Path, trace: &mut [(u64, u64, u16)]) -> Result<(), String> {
+/// Writes `trace` in the order the requests were sent, one line each, after a comment
+/// line with the flood's start (RFC 3339, UTC) to line it up with the daemon's log.
+fn write_trace(
+    path: &std::path::Path,
+    started: SystemTime,
+    trace: &mut [(u64, u64, u16)],
+) -> Result<(), String> {
     use std::fmt::Write as _;
     trace.sort_unstable();
     let mut text = String::with_capacity(trace.len() * 24);
+    let started = humantime::format_rfc3339_micros(started);
+    let _ = writeln!(text, "# flood started at {started}");
     for (sent_us, latency_us, status) in trace.iter() {
         let _ = writeln!(
             text,
@@ -345,11 +352,12 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     } else {
         (Tally::default(), Duration::ZERO)
     };
+    let flood_started = SystemTime::now();
     let (mut measured, elapsed) = flood(prepared, measured_ids, args.concurrency, args.rate).await;
 
     measured.latencies_us.sort_unstable();
     if let Some(path) = &args.trace {
-        write_trace(path, &mut measured.trace)?;
+        write_trace(path, flood_started, &mut measured.trace)?;
     }
     let seconds = elapsed.as_secs_f64();
     let answered = measured.latencies_us.len();

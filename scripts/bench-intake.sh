@@ -17,7 +17,8 @@
 #   BENCH_WARMUP=200         warm-up deliveries (stored and checked too, not timed)
 #   BENCH_LOG=file           keep the daemon's log there
 #   BENCH_TRACE=file         one line per measured delivery there: ms from the flood's
-#                            start to its send, its latency in ms, its status
+#                            start to its send, its latency in ms, its status (after
+#                            a `# flood started at` line, to match the daemon's log)
 #   BENCH_STATE=postgres     the state in the test PostgreSQL (GANTRY_TEST_POSTGRES, from
 #                            scripts/test-env.sh), in a schema of its own; default SQLite
 #   BENCH_REPLICAS=1         daemons sharing that state (PostgreSQL only); deliveries go

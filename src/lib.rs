@@ -22,6 +22,7 @@
 //! - `daemon`: `gantry serve` as one library call: every task of the daemon started on a
 //!   listener and stopped by one token.
 //! - `cli`: the subcommands and how they print.
+//! - `thread_cache`: per-thread allocation caches for the threads that answer requests.
 //! - `fuzz` (tests only): the budget of the property tests that feed random input from
 //!   outside (webhooks, config files, `.dockerignore`, tag templates, HTTP requests) to
 //!   the code that reads it; they sit beside that code in `fuzz_tests` modules.
@@ -41,3 +42,4 @@ pub mod run;
 pub mod server;
 pub mod source;
 pub mod store;
+pub mod thread_cache;

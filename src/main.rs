@@ -17,6 +17,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// go back where their neighbours can merge with them, not to a cache of the thread
 /// that freed them. Decay 0: pages no block uses any longer go back to the system at
 /// once. With the caches on, or a decay other than 0, it still grew (README, "Soak").
+/// The threads that answer requests turn a cache of their own on, and empty it when
+/// they go idle (`gantry::thread_cache`).
 #[cfg(target_os = "linux")]
 const ALLOCATOR_SETTINGS: &[u8] = b"narenas:1,tcache:false,dirty_decay_ms:0,muzzy_decay_ms:0\0";
 
@@ -98,11 +100,15 @@ fn main() -> ExitCode {
     // SAFETY: no other thread exists yet; libgit2's globals are set once, here.
     unsafe { gantry::source::bound_network_waits() };
     gantry::http::install_crypto();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
         .enable_all()
-        .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
-        .build()
-    {
+        .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE);
+    // Only the workers park and unpark: blocking threads (a run's) keep no cache.
+    builder
+        .on_thread_unpark(gantry::thread_cache::keep)
+        .on_thread_park(gantry::thread_cache::empty);
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -27,6 +28,8 @@ const MAX_POLL_BACKOFF: Duration = Duration::from_secs(600);
 pub const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Remotes listed at once.
 const MAX_PARALLEL_POLLS: usize = 8;
+/// How long the lister thread waits for more work before it ends (its cache with it).
+const LISTER_KEEP_ALIVE: Duration = Duration::from_secs(2);
 /// How often the poller looks for repositories that are due.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -240,7 +243,7 @@ async fn list(repo: String, source: Source, permits: Arc<Semaphore>) -> Listed {
             heads: Err("the poller is stopping".to_string()),
         };
     };
-    let listing = tokio::task::spawn_blocking(move || source::remote_heads(&source));
+    let listing = spawn_listing(move || source::remote_heads(&source));
     let heads = match tokio::time::timeout(LIST_TIMEOUT, listing).await {
         Ok(Ok(result)) => result.map_err(|error| error.to_string()),
         Ok(Err(error)) => Err(error.to_string()),
@@ -250,6 +253,50 @@ async fn list(repo: String, source: Source, permits: Arc<Semaphore>) -> Listed {
         )),
     };
     Listed { repo, heads }
+}
+
+/// Runs `listing` on the lister thread when it is free, else on a blocking thread of
+/// the runtime. Listings are many and alike (ten a second for a hundred pipelines)
+/// and short, so one thread takes nearly all of them; it keeps an allocation cache
+/// (`thread_cache`) that the blocking threads runs use do not have, and without it
+/// each listing's freed pages went back to the system and were mapped again by the
+/// next. A remote that is slow to answer holds the lister; the others go on beside it.
+fn spawn_listing<T: Send + 'static>(
+    listing: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    static LISTER: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
+        std::sync::OnceLock::new();
+    static LISTER_BUSY: AtomicBool = AtomicBool::new(false);
+    let lister = LISTER.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .thread_keep_alive(LISTER_KEEP_ALIVE)
+            .thread_name("gantry-lister")
+            .on_thread_start(crate::thread_cache::keep)
+            .build()
+            .map_err(|error| tracing::warn!(%error, "starting the listing thread"))
+            .ok()
+    });
+    match lister {
+        Some(lister)
+            if LISTER_BUSY
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok() =>
+        {
+            lister.spawn_blocking(move || {
+                // Free again when the listing ends, even by a panic.
+                struct Free;
+                impl Drop for Free {
+                    fn drop(&mut self) {
+                        LISTER_BUSY.store(false, Ordering::Release);
+                    }
+                }
+                let _free = Free;
+                listing()
+            })
+        }
+        _ => tokio::task::spawn_blocking(listing),
+    }
 }
 
 /// A random part of `interval`, up to `share` of it (a tenth after each listing, so

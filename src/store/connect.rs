@@ -186,10 +186,12 @@ pub(super) fn database_url(location: &Location) -> Result<(String, Backend), Sto
     }
 }
 
-/// How long a connection may sit unused before the pool closes it. Each SQLite
-/// connection holds a worker thread and a page cache of its own; an idle daemon needs
-/// one or two of them, not the few a burst of runs opened.
-pub(super) const IDLE_CONNECTION: Duration = Duration::from_secs(10);
+/// How long a connection may sit unused before the pool closes it (the pool looks
+/// this often, so it is closed within twice this). Each SQLite connection holds a
+/// worker thread and a page cache of its own; an idle daemon needs one or two of them,
+/// not the few a burst of runs opened, and opening one again takes well under a
+/// millisecond.
+pub(super) const IDLE_CONNECTION: Duration = Duration::from_secs(2);
 
 /// The settings of every SQLite connection, the pools' and intake's writer's
 /// (`store::writer`), which each set how they wait for the lock themselves.

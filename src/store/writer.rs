@@ -111,13 +111,22 @@ impl Writer {
 /// transaction and answers each, until the channel closes. Its connection is closed
 /// after `IDLE_CONNECTION` without work, as the pools' are (a page cache of its own).
 fn write_until_closed(file: &Path, receiver: &Receiver<Waiting>) {
+    crate::thread_cache::keep();
     let mut connection: Option<Connection> = None;
     let mut pending: VecDeque<Waiting> = VecDeque::new();
     loop {
         if pending.is_empty() {
-            let next = match receiver.recv_timeout(IDLE_CONNECTION) {
+            let next = match receiver.try_recv() {
+                Ok(waiting) => Ok(waiting),
+                Err(_) => {
+                    crate::thread_cache::empty();
+                    receiver.recv_timeout(IDLE_CONNECTION)
+                }
+            };
+            let next = match next {
                 Err(RecvTimeoutError::Timeout) => {
                     connection = None;
+                    crate::thread_cache::empty_now();
                     receiver.recv().ok()
                 }
                 next => next.ok(),

@@ -1,0 +1,145 @@
+//! Per-thread allocation caches, on for the threads that serve requests and off for the
+//! rest (ARCHITECTURE.md, "Memory").
+//!
+//! The binary's jemalloc starts with no per-thread caches (`src/main.rs`): a cache keeps
+//! freed blocks for its thread, where they cannot merge with their neighbours, and with
+//! the caches on a run at a time grew the daemon's memory. Without a cache every
+//! allocation takes the one arena's lock, which costs webhook intake a third of its
+//! CPU. So the threads that answer requests (the runtime's workers and intake's
+//! writer) turn their own cache on with `keep`, and give back what it holds with
+//! `empty` whenever they go idle: a burst of requests is served from the caches, and
+//! an idle daemon holds nothing in them. Runs execute on blocking threads, which keep
+//! none.
+//!
+//! Elsewhere than Linux (the system's allocator) these do nothing.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// The least time between two emptyings of one thread's cache by `empty`: a worker
+/// goes idle thousands of times a second under load.
+const EMPTY_EVERY: Duration = Duration::from_millis(100);
+
+thread_local! {
+    static ON: Cell<bool> = const { Cell::new(false) };
+    static EMPTIED: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Turns the calling thread's cache on (once; later calls cost a thread-local read).
+pub fn keep() {
+    if ON.get() {
+        return;
+    }
+    ON.set(true);
+    control::set_cache(true);
+}
+
+/// Gives back what the calling thread's cache holds, unless it did so in the last
+/// `EMPTY_EVERY`.
+pub fn empty() {
+    if !ON.get() {
+        return;
+    }
+    let now = Instant::now();
+    if EMPTIED
+        .get()
+        .is_some_and(|at| now.duration_since(at) < EMPTY_EVERY)
+    {
+        return;
+    }
+    EMPTIED.set(Some(now));
+    control::flush();
+}
+
+/// Gives back what the calling thread's cache holds, now.
+pub fn empty_now() {
+    if ON.get() {
+        EMPTIED.set(Some(Instant::now()));
+        control::flush();
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod control {
+    use std::ffi::{CStr, c_void};
+
+    /// `thread.tcache.enabled`: the calling thread's cache on or off.
+    pub fn set_cache(on: bool) {
+        let mut value = on;
+        // SAFETY: a documented jemalloc control that reads one `bool` from `newp`.
+        let _ = unsafe {
+            call(
+                c"thread.tcache.enabled",
+                (&raw mut value).cast::<c_void>(),
+                size_of::<bool>(),
+            )
+        };
+    }
+
+    /// `thread.tcache.flush`: the calling thread's cached blocks back to the arena.
+    pub fn flush() {
+        // SAFETY: a documented jemalloc control that takes no value.
+        let _ = unsafe { call(c"thread.tcache.flush", std::ptr::null_mut(), 0) };
+    }
+
+    /// # Safety
+    /// `new` must point to `length` bytes of the type control `name` takes.
+    unsafe fn call(name: &CStr, new: *mut c_void, length: usize) -> i32 {
+        // SAFETY: as the caller promises; nothing is read back.
+        unsafe {
+            tikv_jemalloc_sys::mallctl(
+                name.as_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                new,
+                length,
+            )
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod control {
+    pub fn set_cache(_on: bool) {}
+    pub fn flush() {}
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::ffi::c_void;
+
+    /// The calling thread's `thread.tcache.enabled`, read back from jemalloc.
+    fn cache_is_on() -> bool {
+        let mut value = false;
+        let mut length = size_of::<bool>();
+        // SAFETY: a documented jemalloc control that writes one `bool` to `oldp`.
+        let status = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"thread.tcache.enabled".as_ptr(),
+                (&raw mut value).cast::<c_void>(),
+                &raw mut length,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_eq!(status, 0, "jemalloc answers thread.tcache.enabled");
+        value
+    }
+
+    #[test]
+    fn keep_turns_the_cache_on_and_emptying_leaves_it_on() {
+        std::thread::spawn(|| {
+            super::control::set_cache(false);
+            assert!(!cache_is_on());
+            super::keep();
+            assert!(cache_is_on());
+            let blocks: Vec<Box<[u8; 48]>> = (0..64).map(|_| Box::new([7; 48])).collect();
+            drop(blocks);
+            super::empty_now();
+            super::empty();
+            assert!(cache_is_on());
+        })
+        .join()
+        .unwrap();
+    }
+}
