@@ -14,15 +14,9 @@
 //! Elsewhere than Linux (the system's allocator) these do nothing.
 
 use std::cell::Cell;
-use std::time::{Duration, Instant};
-
-/// The least time between two emptyings of one thread's cache by `empty`: a worker
-/// goes idle thousands of times a second under load.
-const EMPTY_EVERY: Duration = Duration::from_millis(100);
 
 thread_local! {
     static ON: Cell<bool> = const { Cell::new(false) };
-    static EMPTIED: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// Turns the calling thread's cache on (once; later calls cost a thread-local read).
@@ -34,27 +28,10 @@ pub fn keep() {
     control::set_cache(true);
 }
 
-/// Gives back what the calling thread's cache holds, unless it did so in the last
-/// `EMPTY_EVERY`.
+/// Gives back what the calling thread's cache holds. Emptied at most every 100 ms
+/// instead, the caches grew the daemon by 0.8 MiB over 1,000 runs (README, "Soak").
 pub fn empty() {
-    if !ON.get() {
-        return;
-    }
-    let now = Instant::now();
-    if EMPTIED
-        .get()
-        .is_some_and(|at| now.duration_since(at) < EMPTY_EVERY)
-    {
-        return;
-    }
-    EMPTIED.set(Some(now));
-    control::flush();
-}
-
-/// Gives back what the calling thread's cache holds, now.
-pub fn empty_now() {
     if ON.get() {
-        EMPTIED.set(Some(Instant::now()));
         control::flush();
     }
 }
@@ -135,7 +112,6 @@ mod tests {
             assert!(cache_is_on());
             let blocks: Vec<Box<[u8; 48]>> = (0..64).map(|_| Box::new([7; 48])).collect();
             drop(blocks);
-            super::empty_now();
             super::empty();
             assert!(cache_is_on());
         })

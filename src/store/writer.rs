@@ -126,7 +126,6 @@ fn write_until_closed(file: &Path, receiver: &Receiver<Waiting>) {
             let next = match next {
                 Err(RecvTimeoutError::Timeout) => {
                     connection = None;
-                    crate::thread_cache::empty_now();
                     receiver.recv().ok()
                 }
                 next => next.ok(),
