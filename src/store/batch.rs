@@ -179,7 +179,7 @@ async fn answers_of<'a>(
 /// Each pipeline's highest run number (pipelines without runs are left out). One
 /// subquery per pipeline, not `MAX` with `GROUP BY`: SQLite reads a grouped maximum by
 /// walking every run of the pipeline, but a lone `MAX` of an indexed column by one
-/// step down the index (`runs_by_pipeline`).
+/// step down the index of `UNIQUE (pipeline, number)`.
 async fn last_numbers<'a>(
     connection: &mut sqlx::AnyConnection,
     jobs: &[&'a QueueJob],

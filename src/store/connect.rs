@@ -186,12 +186,22 @@ pub(super) fn database_url(location: &Location) -> Result<(String, Backend), Sto
     }
 }
 
-/// How long a connection may sit unused before the pool closes it (the pool looks
-/// this often, so it is closed within twice this). Each SQLite connection holds a
-/// worker thread and a page cache of its own; an idle daemon needs one or two of them,
-/// not the few a burst of runs opened, and opening one again takes well under a
-/// millisecond.
-pub(super) const IDLE_CONNECTION: Duration = Duration::from_secs(2);
+/// How long a connection may sit unused before its pool closes it (the pool looks this
+/// often, so it is closed within twice this). Each SQLite connection holds a worker
+/// thread and a page cache of its own (about 300 KiB in all); an idle daemon needs the
+/// one its timers keep busy (`Store::on_timers`), not the few a burst of runs or
+/// requests opened, and opening one again takes well under a millisecond. A PostgreSQL
+/// connection costs a round trip and a login to open again: it is kept longer.
+pub(super) fn idle_connection(backend: Backend) -> Duration {
+    match backend {
+        Backend::Sqlite => Duration::from_millis(500),
+        Backend::Postgres => Duration::from_secs(10),
+    }
+}
+
+/// How long the timers' connection may sit unused: longer than the queue's scan every
+/// second, so it is opened once.
+pub(super) const TIMER_CONNECTION_IDLE: Duration = Duration::from_secs(5);
 
 /// The settings of every SQLite connection, the pools' and intake's writer's
 /// (`store::writer`), which each set how they wait for the lock themselves.
@@ -214,12 +224,18 @@ pub(super) fn sqlite_settings() -> Vec<String> {
     ]
 }
 
-/// A pool whose connections wait `lock_wait` for another writer's lock.
-pub(super) fn pool_options(backend: Backend, lock_wait: Duration, size: u32) -> AnyPoolOptions {
+/// A pool whose connections wait `lock_wait` for another writer's lock and close after
+/// `idle` unused.
+pub(super) fn pool_options(
+    backend: Backend,
+    lock_wait: Duration,
+    size: u32,
+    idle: Duration,
+) -> AnyPoolOptions {
     let wait = lock_wait.as_millis();
     let options = AnyPoolOptions::new()
         .max_connections(size)
-        .idle_timeout(IDLE_CONNECTION);
+        .idle_timeout(idle);
     let options = match backend {
         // A SQLite connection is a file in this process: there is nothing to ping, and
         // a ping is one more trip to the connection's worker thread on every acquire.
@@ -251,7 +267,7 @@ pub(super) async fn connect(
     size: u32,
 ) -> Result<(AnyPool, Backend), StoreError> {
     let (url, backend) = database_url(location)?;
-    let pool = pool_options(backend, lock_wait, size)
+    let pool = pool_options(backend, lock_wait, size, idle_connection(backend))
         .connect(&url)
         .await
         .map_err(|source| StoreError::Open {

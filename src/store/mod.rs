@@ -244,8 +244,8 @@ impl Store {
             })?;
         // Lazily: a command that never queues opens none of these.
         let (url, _) = connect::database_url(location)?;
-        let lazy = |lock_wait, size| {
-            connect::pool_options(backend, lock_wait, size)
+        let lazy = |lock_wait, size, idle| {
+            connect::pool_options(backend, lock_wait, size, idle)
                 .connect_lazy(&url)
                 .map_err(|source| StoreError::Open {
                     place: place.clone(),
@@ -258,8 +258,9 @@ impl Store {
             Backend::Sqlite => Duration::ZERO,
             Backend::Postgres => INTAKE_WAIT,
         };
-        let intake_pool = lazy(intake_wait, INTAKE_CONNECTIONS)?;
-        let timer_pool = lazy(BUSY_TIMEOUT, 1)?;
+        let idle = connect::idle_connection(backend);
+        let intake_pool = lazy(intake_wait, INTAKE_CONNECTIONS, idle)?;
+        let timer_pool = lazy(BUSY_TIMEOUT, 1, idle.max(connect::TIMER_CONNECTION_IDLE))?;
         Ok(Store {
             backend,
             pool,

@@ -555,6 +555,47 @@ async fn every_column_that_points_at_another_table_is_indexed() {
     assert!(unindexed.is_empty(), "no index starts with {unindexed:?}");
 }
 
+/// Every index is written at each insert: none repeats another's columns, and the run
+/// numbers intake reads for each group come from the end of one, not a scan.
+#[tokio::test]
+async fn no_index_repeats_another_and_the_last_run_number_is_read_from_one() {
+    let (_dir, store) = Store::temporary().await;
+    let pragma = |sql: String| sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&store.pool);
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+    for table in tables.iter().filter(|table| !table.starts_with("_sqlx")) {
+        let mut seen: Vec<(String, Vec<String>)> = Vec::new();
+        for index in pragma(format!("PRAGMA index_list({table})")).await.unwrap() {
+            let name: String = index.get("name");
+            let columns: Vec<String> = pragma(format!("PRAGMA index_info({name})"))
+                .await
+                .unwrap()
+                .iter()
+                .map(|column| column.get("name"))
+                .collect();
+            if let Some((other, _)) = seen.iter().find(|(_, known)| *known == columns) {
+                panic!("{table}: index {name} repeats {other} ({columns:?})");
+            }
+            seen.push((name, columns));
+        }
+    }
+    let plan: Vec<String> =
+        pragma("EXPLAIN QUERY PLAN SELECT MAX(number) FROM runs WHERE pipeline = 'p'".to_string())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get("detail"))
+            .collect();
+    assert!(
+        plan.iter()
+            .all(|step| step.contains("USING COVERING INDEX")),
+        "{plan:?}"
+    );
+}
+
 async fn work_on_timers_shares_the_state_through_one_connection_of_its_own(backend: Backend) {
     let (_state, store) = Store::temporary_on(backend).await;
     let timed = store.on_timers();

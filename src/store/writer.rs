@@ -12,6 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Instant;
 
@@ -19,7 +20,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::oneshot;
 
 use super::batch::{DeliveryOf, Fate, MOST_AT_ONCE, delivery_of, plan, settle};
-use super::connect::{IDLE_CONNECTION, sqlite_settings};
+use super::connect::{Backend, idle_connection, sqlite_settings};
 use super::queue::{DeliveryAnswer, QueueJob, Queued};
 use super::{INTAKE_WAIT, LOCK_POLL, StoreError, now_millis};
 use crate::run::RunState;
@@ -33,16 +34,19 @@ struct Waiting {
 }
 
 /// The writer thread, started on the first run queued; it ends once every handle on
-/// it is gone (`close`, or the last `Store` dropped).
+/// it is gone (`close`, or the last `Store` dropped), or after `idle_connection`
+/// without work, and the next run queued starts another.
 #[derive(Debug, Default)]
 pub(super) struct Writer {
-    running: std::sync::Mutex<Option<Running>>,
+    running: Arc<std::sync::Mutex<Option<Running>>>,
 }
 
 #[derive(Debug)]
 struct Running {
     sender: Sender<Waiting>,
     thread: std::thread::JoinHandle<()>,
+    /// Which thread this is, for it to tell that it is still the one running.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Waiting {
@@ -70,10 +74,7 @@ impl Writer {
     }
 
     fn send(&self, file: &Path, waiting: Waiting) -> Result<(), StoreError> {
-        let mut running = self
-            .running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut running = lock(&self.running);
         let waiting = match running.as_ref() {
             Some(running) => match running.sender.send(waiting) {
                 Ok(()) => return Ok(()),
@@ -82,53 +83,82 @@ impl Writer {
             },
             None => waiting,
         };
+        static THREADS: AtomicU64 = AtomicU64::new(0);
+        let generation = THREADS.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = std::sync::mpsc::channel();
         let file = file.to_path_buf();
+        let slot = Arc::clone(&self.running);
         let thread = std::thread::Builder::new()
             .name("gantry-intake".to_string())
-            .spawn(move || write_until_closed(&file, &receiver))
+            .spawn(move || {
+                write_until_idle(&file, &receiver, &|| {
+                    let mut running = lock(&slot);
+                    // Anything sent before the lock was taken is still in the channel.
+                    match receiver.try_recv() {
+                        Ok(waiting) => Some(waiting),
+                        Err(_) => {
+                            if running
+                                .as_ref()
+                                .is_some_and(|running| running.generation == generation)
+                            {
+                                *running = None;
+                            }
+                            None
+                        }
+                    }
+                })
+            })
             .map_err(|error| StoreError::Thread(error.to_string()))?;
         let _ = sender.send(waiting);
-        *running = Some(Running { sender, thread });
+        *running = Some(Running {
+            sender,
+            thread,
+            generation,
+        });
         Ok(())
     }
 
     /// Lets the thread finish what is waiting and close its connection.
     pub(super) async fn close(&self) {
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(Running { sender, thread }) = running {
+        let running = lock(&self.running).take();
+        if let Some(Running { sender, thread, .. }) = running {
             drop(sender);
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 }
 
+fn lock(running: &std::sync::Mutex<Option<Running>>) -> std::sync::MutexGuard<'_, Option<Running>> {
+    running
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The thread: takes every run waiting (up to `MOST_AT_ONCE`), queues them in one
-/// transaction and answers each, until the channel closes. Its connection is closed
-/// after `IDLE_CONNECTION` without work, as the pools' are (a page cache of its own).
-fn write_until_closed(file: &Path, receiver: &Receiver<Waiting>) {
+/// transaction and answers each, until the channel closes or nothing came for
+/// `idle_connection`; then `last_look` takes what came meanwhile, or, with nothing
+/// more, hands the work to the next thread (its stack and its connection's page cache
+/// are not kept for an idle daemon).
+fn write_until_idle(
+    file: &Path,
+    receiver: &Receiver<Waiting>,
+    last_look: &dyn Fn() -> Option<Waiting>,
+) {
     crate::thread_cache::keep();
     let mut connection: Option<Connection> = None;
     let mut pending: VecDeque<Waiting> = VecDeque::new();
     loop {
         if pending.is_empty() {
             let next = match receiver.try_recv() {
-                Ok(waiting) => Ok(waiting),
+                Ok(waiting) => Some(waiting),
                 Err(_) => {
                     crate::thread_cache::empty();
-                    receiver.recv_timeout(IDLE_CONNECTION)
+                    match receiver.recv_timeout(idle_connection(Backend::Sqlite)) {
+                        Ok(waiting) => Some(waiting),
+                        Err(RecvTimeoutError::Timeout) => last_look(),
+                        Err(RecvTimeoutError::Disconnected) => None,
+                    }
                 }
-            };
-            let next = match next {
-                Err(RecvTimeoutError::Timeout) => {
-                    connection = None;
-                    receiver.recv().ok()
-                }
-                next => next.ok(),
             };
             match next {
                 Some(waiting) => pending.push_back(waiting),
@@ -308,4 +338,57 @@ fn queue_many(connection: &Connection, jobs: &[&QueueJob]) -> Result<Vec<Queued>
         ])?;
     }
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::run::{RunKind, Trigger};
+    use crate::store::{Backend, Store, connect::idle_connection, no_answer};
+
+    async fn queue(store: &Store) -> crate::run::RunId {
+        store
+            .queue_run("p", RunKind::Build, &Trigger::Api, None, None, no_answer())
+            .await
+            .expect("the run is queued")
+            .expect("a new run")
+    }
+
+    fn running(store: &Store) -> bool {
+        store.writer.running.lock().unwrap().is_some()
+    }
+
+    /// An idle writer ends its thread; the next run queued starts another.
+    #[tokio::test]
+    async fn an_idle_writer_ends_its_thread_and_the_next_run_starts_another() {
+        let (_state, store) = Store::temporary_on(Backend::Sqlite).await;
+        let first = queue(&store).await;
+        assert!(running(&store));
+        let gone = std::time::Instant::now() + idle_connection(Backend::Sqlite) * 10;
+        while running(&store) {
+            assert!(
+                std::time::Instant::now() < gone,
+                "the idle writer kept running"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let second = queue(&store).await;
+        assert_eq!(second.number, first.number + 1);
+        assert!(running(&store));
+    }
+
+    /// Runs queued while the writer goes idle and ends are all queued, none lost.
+    #[tokio::test]
+    async fn runs_queued_around_the_writers_end_are_all_queued() {
+        let (_state, store) = Store::temporary_on(Backend::Sqlite).await;
+        let idle = idle_connection(Backend::Sqlite);
+        let mut numbers = Vec::new();
+        for round in 0..6u32 {
+            numbers.push(queue(&store).await.number);
+            // Around the moment the thread gives up: a little before, at, after.
+            tokio::time::sleep(idle + std::time::Duration::from_millis(u64::from(round % 4) * 3))
+                .await;
+        }
+        let expected: Vec<i64> = (1..=6).collect();
+        assert_eq!(numbers, expected);
+    }
 }
