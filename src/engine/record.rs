@@ -21,6 +21,10 @@ pub const MAX_LOG_LINES: usize = 20_000;
 pub const MAX_LOG_BYTES: usize = 8 * 1024 * 1024;
 /// Lines written to the store in one transaction, at most.
 const WRITE_AT_ONCE: usize = 500;
+/// How long the log's writer waits, once a line came, for the lines that follow it: a
+/// build prints in bursts, and each write is a commit (a sync of the state's log, the
+/// write lock held meanwhile, while webhook deliveries wait for it).
+const GATHER: Duration = Duration::from_millis(50);
 /// The longest line kept whole; a longer one is cut and says so.
 pub const MAX_LINE_BYTES: usize = 4096;
 
@@ -104,8 +108,20 @@ async fn write(
     budget: Arc<Budget>,
 ) {
     let mut batch: Vec<Message> = Vec::new();
-    // Whatever has piled up while the last lines were written goes in one write.
+    // Whatever has piled up while the last lines were written, and what follows within
+    // `GATHER`, goes in one write; a run that is over is not kept waiting.
     while receiver.recv_many(&mut batch, WRITE_AT_ONCE).await > 0 {
+        let finishing = batch
+            .iter()
+            .any(|message| matches!(message, Message::Finish(_)));
+        if !finishing && batch.len() < WRITE_AT_ONCE {
+            tokio::time::sleep(GATHER).await;
+            while batch.len() < WRITE_AT_ONCE
+                && let Ok(message) = receiver.try_recv()
+            {
+                batch.push(message);
+            }
+        }
         let mut lines = Vec::with_capacity(batch.len());
         let mut finished = Vec::new();
         for message in batch.drain(..) {
@@ -297,6 +313,26 @@ mod tests {
         assert!(kept.starts_with(&"é".repeat(MAX_LINE_BYTES / 2)));
         assert!(kept.ends_with(&format!("[{} more bytes cut]", MAX_LINE_BYTES)));
         assert_eq!(cut("short"), "short");
+    }
+
+    /// Lines a little apart go to the store in one write (one `at` for the write), and
+    /// a finished run's lines are stored before `finish` returns.
+    #[tokio::test]
+    async fn lines_that_come_close_together_are_written_together() {
+        let (_dir, store) = Store::temporary().await;
+        let run = store.manual_run("p", RunKind::Build).await;
+        let log = RunLog::new(&store, run);
+        log.line("first");
+        tokio::time::sleep(GATHER / 4).await;
+        log.line("second");
+        tokio::time::sleep(GATHER * 3).await;
+        log.line("third");
+        log.finish().await;
+        let lines = store.log_lines(run.id, -1).await.unwrap();
+        let texts: Vec<&str> = lines.iter().map(|line| line.line.as_str()).collect();
+        assert_eq!(texts, ["first", "second", "third"]);
+        assert_eq!(lines[0].at, lines[1].at, "one write for the first two");
+        assert!(lines[2].at > lines[1].at, "a later line, a later write");
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use super::batch::{DeliveryOf, Fate, MOST_AT_ONCE, delivery_of, plan, settle};
 use super::connect::{Backend, idle_connection, sqlite_settings};
 use super::queue::{DeliveryAnswer, QueueJob, Queued};
-use super::{INTAKE_WAIT, LOCK_POLL, StoreError, now_millis};
+use super::{INTAKE_WAIT, StoreError, now_millis};
 use crate::run::RunState;
 
 /// A caller's run, waiting for the writer.
@@ -225,6 +225,13 @@ thread_local! {
     /// When the batch being written stops waiting for the lock (`wait_for_the_lock`).
     static LOCK_DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
 }
+
+/// How often the writer asks for the lock again while another connection holds it. A
+/// run's log lines commit beside intake and hold the lock for the length of one sync,
+/// a fraction of a millisecond, and every delivery of the waiting group waits as long
+/// as the writer does: this thread sleeps precisely (`store::LOCK_POLL`, on the
+/// runtime's timer, cannot be shorter than its one-millisecond tick).
+const LOCK_POLL: Duration = Duration::from_micros(200);
 
 /// SQLite's busy handler for the writer: asks for the lock again every `LOCK_POLL` until
 /// the batch's first deadline (SQLite's own handler sleeps longer and longer, so a lock
