@@ -26,6 +26,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
 };
 use futures_util::StreamExt;
+use futures_util::future::{FusedFuture, FutureExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -48,6 +49,8 @@ const MAX_TAIL_LINE_BYTES: usize = 4096;
 /// Added to a task's timeout for the Docker call that waits for it, so the engine
 /// call never gives up before the task's own deadline does.
 const WAIT_MARGIN: Duration = Duration::from_secs(60);
+/// How long the output of a task that was killed may take to come in full.
+const OUTPUT_AFTER_KILL: Duration = Duration::from_secs(5);
 
 /// What one task did.
 #[derive(Debug, Clone, Serialize)]
@@ -232,12 +235,14 @@ pub async fn run_task(
     let mut tail = VecDeque::new();
     let outcome = match container::start(docker, &name).await {
         Ok(()) => {
+            // Kept beyond an interruption: what the task printed before it was killed
+            // is shown, not dropped with a stream not yet read.
+            let output = follow_output(docker, &name, task, &mut tail, log).fuse();
+            tokio::pin!(output);
             let ending = tokio::select! {
                 finished = tokio::time::timeout(task.timeout, async {
-                    let (exit, ()) = tokio::join!(
-                        wait_exit(docker, &name, task.timeout),
-                        follow_output(docker, &name, task, &mut tail, log)
-                    );
+                    let (exit, ()) =
+                        tokio::join!(wait_exit(docker, &name, task.timeout), &mut output);
                     exit
                 }) => finished.ok(),
                 () = interrupted(interrupt) => None,
@@ -264,6 +269,10 @@ pub async fn run_task(
                             error = describe_error(&error),
                             "killing a task"
                         );
+                    }
+                    // The killed container's output ends; whatever of it is unread comes now.
+                    if !output.is_terminated() {
+                        let _ = tokio::time::timeout(OUTPUT_AFTER_KILL, &mut output).await;
                     }
                     Err(format!("{why} and was killed"))
                 }
