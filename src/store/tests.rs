@@ -14,6 +14,7 @@ crate::on_both_back_ends!(
     every_pipelines_records_are_read_at_once_and_kept_apart,
     work_on_timers_shares_the_state_through_one_connection_of_its_own,
     pruning_keeps_the_newest_runs_and_every_queued_or_running_one,
+    a_list_of_runs_gives_each_run_its_own_stages_in_order,
 );
 use crate::run::{Outcome, RunKind, RunState, Stage, Trigger};
 use sqlx::Row;
@@ -694,4 +695,50 @@ async fn intake_waits_for_the_writer_that_holds_the_lock_then_queues() {
     let queued = queued.expect("queued once the lock was free").unwrap();
     let taken = store.take_queued("p", "r1").await.unwrap().unwrap();
     assert_eq!(taken.run, queued);
+}
+
+/// Stages are read for many runs at once (`STAGES_AT_ONCE` to a query): each run gets
+/// its own, in order, on both sides of a query's edge.
+async fn a_list_of_runs_gives_each_run_its_own_stages_in_order(backend: Backend) {
+    let (_state, store) = Store::temporary_on(backend).await;
+    let mut runs = Vec::new();
+    for _ in 0..503 {
+        runs.push(store.manual_run("p", RunKind::Build).await);
+    }
+    // Newest first in the list: the 500th listed is runs[3], the 501st runs[2].
+    let staged = [0, 2, 3, 502];
+    for (at, index) in staged.iter().enumerate() {
+        for position in (0..=at as i64).rev() {
+            let stage = FinishedStage {
+                position,
+                name: if position == 0 {
+                    Stage::Checkout
+                } else {
+                    Stage::Build
+                },
+                outcome: Outcome::Succeeded,
+                started_at: *index as i64,
+                duration: Duration::from_millis(position as u64),
+                message: None,
+            };
+            store.record_stage(runs[*index], &stage).await.unwrap();
+        }
+    }
+    let listed = store.runs(Some("p"), 1000).await.unwrap();
+    assert_eq!(listed.len(), 503);
+    for run in &listed {
+        let index = runs.iter().position(|id| id.id == run.id).unwrap();
+        let expected = staged
+            .iter()
+            .position(|staged| *staged == index)
+            .map_or(0, |at| at + 1);
+        assert_eq!(run.stages.len(), expected, "run {index}");
+        for (position, stage) in run.stages.iter().enumerate() {
+            assert_eq!(
+                stage.started_at, index as i64,
+                "run {index}: its own stages"
+            );
+            assert_eq!(stage.duration_ms, position as i64, "run {index}: in order");
+        }
+    }
 }
