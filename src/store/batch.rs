@@ -289,7 +289,7 @@ async fn insert_deliveries(
 }
 
 /// `($1, $2), ($3, $4)` for two rows of two columns.
-fn placeholders(rows: usize, columns: usize) -> String {
+pub(super) fn placeholders(rows: usize, columns: usize) -> String {
     (0..rows)
         .map(|row| {
             let row: Vec<String> = (1..=columns)

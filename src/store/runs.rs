@@ -359,12 +359,12 @@ impl Store {
     async fn stages_of(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<StageRecord>>, StoreError> {
         let mut stages: HashMap<i64, Vec<StageRecord>> = HashMap::new();
         for chunk in ids.chunks(STAGES_AT_ONCE) {
-            let wanted: Vec<String> = (1..=chunk.len()).map(|at| format!("${at}")).collect();
-            // Only placeholders go into the text; every id is bound.
+            // Only placeholders go into the text (one row of them: `($1, $2, ...)`);
+            // every id is bound.
             let sql = format!(
                 "SELECT run_id, name, state, started_at, duration_ms, message FROM stages
-                 WHERE run_id IN ({}) ORDER BY run_id, position",
-                wanted.join(", ")
+                 WHERE run_id IN {} ORDER BY run_id, position",
+                super::batch::placeholders(1, chunk.len())
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {

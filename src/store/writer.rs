@@ -92,20 +92,7 @@ impl Writer {
             .name("gantry-intake".to_string())
             .spawn(move || {
                 write_until_idle(&file, &receiver, &|| {
-                    let mut running = lock(&slot);
-                    // Anything sent before the lock was taken is still in the channel.
-                    match receiver.try_recv() {
-                        Ok(waiting) => Some(waiting),
-                        Err(_) => {
-                            if running
-                                .as_ref()
-                                .is_some_and(|running| running.generation == generation)
-                            {
-                                *running = None;
-                            }
-                            None
-                        }
-                    }
+                    hand_over(&slot, &receiver, generation)
                 })
             })
             .map_err(|error| StoreError::Thread(error.to_string()))?;
@@ -126,6 +113,27 @@ impl Writer {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
+}
+
+/// The last look of an idle writer thread (`generation`), under the writer's lock: what
+/// was sent before the lock was taken is still in the channel, and with nothing there
+/// the thread is no longer the one running, so the next run queued starts another.
+fn hand_over(
+    slot: &std::sync::Mutex<Option<Running>>,
+    receiver: &Receiver<Waiting>,
+    generation: u64,
+) -> Option<Waiting> {
+    let mut running = lock(slot);
+    if let Ok(waiting) = receiver.try_recv() {
+        return Some(waiting);
+    }
+    if running
+        .as_ref()
+        .is_some_and(|running| running.generation == generation)
+    {
+        *running = None;
+    }
+    None
 }
 
 fn lock(running: &std::sync::Mutex<Option<Running>>) -> std::sync::MutexGuard<'_, Option<Running>> {
