@@ -142,8 +142,9 @@ impl Store {
     ///
     /// A flood of pushes can leave thousands queued; they are coalesced `COALESCE_AT_ONCE`
     /// to a transaction, so that no transaction holds the write lock long (deliveries
-    /// wait for it). Each points at the newest queued run, which the last transaction
-    /// takes: a crash in between leaves that run queued, and what points at it true.
+    /// wait for it), and between two transactions the deliveries waiting are queued
+    /// first. Each points at the newest queued run, which the last transaction takes: a
+    /// crash in between leaves that run queued, and what points at it true.
     pub async fn take_queued(
         &self,
         pipeline: &str,
@@ -155,7 +156,7 @@ impl Store {
                 .transaction(async |transaction| take_step(transaction, pipeline, replica).await)
                 .await?;
             match step {
-                Take::Coalesced => continue,
+                Take::Coalesced => self.writer.let_waiting_in().await,
                 Take::Taken(taken) => return Ok(taken),
             }
         }
@@ -403,6 +404,54 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(elsewhere, 0, "every coalesced run points at the one taken");
+    }
+
+    /// Coalescing a flood takes one transaction per `COALESCE_AT_ONCE` runs; intake's
+    /// writer gets the lock between them, so a delivery waits for one step at most, not
+    /// for all of them (on SQLite, where there is one write lock).
+    #[tokio::test]
+    async fn a_delivery_waits_for_one_step_of_coalescing_a_flood_not_for_all() {
+        let (_state, store) = Store::temporary_on(Backend::Sqlite).await;
+        let steps = 16;
+        let flood = (0..COALESCE_AT_ONCE * steps)
+            .map(|_| store.queue_run("p", RunKind::Run, &Trigger::Api, None, None, no_answer()));
+        futures_util::future::try_join_all(flood).await.unwrap();
+        // Readers do not wait for the lock (WAL): how far the coalescing has come.
+        let coalesced = async || -> i64 {
+            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE state = 'coalesced'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap()
+        };
+
+        let taken = std::sync::atomic::AtomicBool::new(false);
+        let take = async {
+            let run = store.take_queued("p", "r").await.unwrap();
+            taken.store(true, std::sync::atomic::Ordering::SeqCst);
+            run
+        };
+        // Deliveries of another pipeline, one after another, until the run is taken:
+        // the most steps that committed while one of them waited for the writer.
+        let deliveries = async {
+            let mut most = 0;
+            while !taken.load(std::sync::atomic::Ordering::SeqCst) {
+                let before = coalesced().await;
+                let queued = store
+                    .queue_run("q", RunKind::Run, &Trigger::Api, None, None, no_answer())
+                    .await
+                    .unwrap();
+                assert!(queued.is_ok(), "a delivery without a key is a new run");
+                let steps = (coalesced().await - before + COALESCE_AT_ONCE - 1) / COALESCE_AT_ONCE;
+                most = most.max(steps);
+            }
+            most
+        };
+        let (run, most) = tokio::join!(take, deliveries);
+        assert!(run.is_some());
+        assert!(
+            most <= 2,
+            "a delivery waited while {most} steps of coalescing committed"
+        );
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,30 @@ struct Waiting {
 #[derive(Debug, Default)]
 pub(super) struct Writer {
     running: Arc<std::sync::Mutex<Option<Running>>>,
+    turns: Arc<Turns>,
 }
+
+/// What a long job writing the same database in many transactions looks at between
+/// them (`Writer::let_waiting_in`): the runs sent to the writer and not yet answered,
+/// and a count of the writer's attempts to commit.
+#[derive(Debug, Default)]
+struct Turns {
+    waiting: AtomicUsize,
+    attempts: tokio::sync::watch::Sender<u64>,
+}
+
+impl Turns {
+    /// The writer answered `count` runs after an attempt.
+    fn answered(&self, count: usize) {
+        self.waiting.fetch_sub(count, Ordering::SeqCst);
+        self.attempts
+            .send_modify(|attempts| *attempts = attempts.wrapping_add(1));
+    }
+}
+
+/// How long `Writer::let_waiting_in` waits for the writer's turn at most (the writer
+/// itself may be waiting for another process's lock).
+const TURN_LIMIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct Running {
@@ -65,7 +88,11 @@ impl Writer {
             deadline: Instant::now() + INTAKE_WAIT,
             reply,
         };
-        self.send(file, waiting)?;
+        self.turns.waiting.fetch_add(1, Ordering::SeqCst);
+        if let Err(error) = self.send(file, waiting) {
+            self.turns.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(error);
+        }
         match answered.await {
             Ok(outcome) => outcome.map_err(StoreError::Shared),
             // The thread died (it does not, short of a panic): nothing is known.
@@ -88,10 +115,11 @@ impl Writer {
         let (sender, receiver) = std::sync::mpsc::channel();
         let file = file.to_path_buf();
         let slot = Arc::clone(&self.running);
+        let turns = Arc::clone(&self.turns);
         let thread = std::thread::Builder::new()
             .name("gantry-intake".to_string())
             .spawn(move || {
-                write_until_idle(&file, &receiver, &|| {
+                write_until_idle(&file, &receiver, &turns, &|| {
                     hand_over(&slot, &receiver, generation)
                 })
             })
@@ -103,6 +131,19 @@ impl Writer {
             generation,
         });
         Ok(())
+    }
+
+    /// Between two transactions of a long job on the same database (coalescing a flood
+    /// of queued runs): when runs wait for the writer, lets its next attempt go first,
+    /// so that a delivery waits for one of the job's transactions, not for all of them
+    /// (SQLite takes whichever writer asks first after a commit, and the job asks at
+    /// once).
+    pub(super) async fn let_waiting_in(&self) {
+        let mut attempts = self.turns.attempts.subscribe();
+        if self.turns.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let _ = tokio::time::timeout(TURN_LIMIT, attempts.changed()).await;
     }
 
     /// Lets the thread finish what is waiting and close its connection.
@@ -150,6 +191,7 @@ fn lock(running: &std::sync::Mutex<Option<Running>>) -> std::sync::MutexGuard<'_
 fn write_until_idle(
     file: &Path,
     receiver: &Receiver<Waiting>,
+    turns: &Turns,
     last_look: &dyn Fn() -> Option<Waiting>,
 ) {
     crate::thread_cache::keep();
@@ -187,6 +229,7 @@ fn write_until_idle(
         };
         match outcome {
             Ok(queued) => {
+                turns.answered(batch.len());
                 for (waiting, queued) in batch.into_iter().zip(queued) {
                     let _ = waiting.reply.send(Ok(queued));
                 }
@@ -197,6 +240,7 @@ fn write_until_idle(
                 let (over, again): (Vec<Waiting>, Vec<Waiting>) = batch
                     .into_iter()
                     .partition(|waiting| waiting.deadline <= now);
+                turns.answered(over.len());
                 for waiting in over {
                     let _ = waiting.reply.send(Err(Arc::new(StoreError::Busy)));
                 }
@@ -209,6 +253,7 @@ fn write_until_idle(
                 // disk's failed commit): the next batch opens a new one.
                 connection = None;
                 let error = Arc::new(error);
+                turns.answered(batch.len());
                 for waiting in batch {
                     let _ = waiting.reply.send(Err(error.clone()));
                 }
