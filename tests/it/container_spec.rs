@@ -1,9 +1,11 @@
 //! The container settings a team sets reach the engine as written, and secrets from an
-//! `env_file` or a `${file:PATH}` reach the container and no message of gantry's.
+//! `env_file` or a `${file:PATH}` reach the container and no message of gantry's;
+//! `status` reports a container that drifted from them.
 
 use std::time::Duration;
 
 use crate::common::*;
+use crate::deploy::instances_by_name;
 
 const ENV_FILE_SECRET: &str = "envfile-s3cret-4417";
 const FILE_SECRET: &str = "file-s3cret-9023";
@@ -183,4 +185,166 @@ fn every_container_setting_reaches_the_engine_and_secrets_reach_only_the_contain
 fn run_docker(arguments: &[&str]) -> String {
     let output = docker(LOCAL_DOCKER).args(arguments).output().unwrap();
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn deploy_applies_every_service_setting_and_status_reports_drift() {
+    let deployment = Deployment::new("settings", &[]);
+    let (first, second) = (deployment.instance("web-1"), deployment.instance("web-2"));
+    let network = deployment.instance("net");
+    let volume = tempfile::tempdir().unwrap();
+    std::fs::write(volume.path().join("data.txt"), "from the host\n").unwrap();
+    deployment.pipeline(&format!(
+        "  services:\n    web:\n      command: [\"sh\", \"-c\", \"echo started as $ROLE; exec httpd -f -p 8080 -h /www\"]\n      \
+         env: {{ ROLE: primary, GREETING: hello }}\n      ports: [\"127.0.0.1::8080\"]\n      \
+         volumes: [\"{}:/data:ro\"]\n      restart: on-failure:3\n      network: {network}\n      \
+         labels: {{ team: platform }}\n      memory: 64m\n      cpus: 0.5\n      stop_timeout: 2s\n      \
+         health:\n        http: {{ port: 8080, path: /, body: \"^v1\" }}\n      \
+         instances:\n        {first}: {{}}\n        {second}: {{ env: {{ ROLE: secondary }} }}\n",
+        volume.path().display()
+    ));
+    let report = deployment.succeed(&["run", &deployment.name, "--only", "*-web-1"]);
+    assert_eq!(
+        instances_by_name(&report),
+        vec![(first.clone(), "updated".to_string())]
+    );
+    let container = inspect(LOCAL_DOCKER, &first);
+    let config = &container["Config"];
+    let host_config = &container["HostConfig"];
+    assert_eq!(
+        config["Cmd"],
+        serde_json::json!([
+            "sh",
+            "-c",
+            "echo started as $ROLE; exec httpd -f -p 8080 -h /www"
+        ])
+    );
+    let env: Vec<&str> = config["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|value| value.as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(&"ROLE=primary") && env.contains(&"GREETING=hello"),
+        "{env:?}"
+    );
+    assert_eq!(config["Labels"]["team"], "platform");
+    assert_eq!(config["StopTimeout"], 2);
+    assert_eq!(host_config["RestartPolicy"]["Name"], "on-failure");
+    assert_eq!(host_config["RestartPolicy"]["MaximumRetryCount"], 3);
+    assert_eq!(host_config["Memory"], 64 * 1024 * 1024);
+    assert_eq!(host_config["NanoCpus"], 500_000_000);
+    assert_eq!(host_config["NetworkMode"], network.as_str());
+    assert_eq!(
+        host_config["PortBindings"]["8080/tcp"][0]["HostIp"],
+        "127.0.0.1"
+    );
+    assert!(
+        container["NetworkSettings"]["Networks"][&network]["Aliases"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("web"))
+    );
+    let mounted = run(docker(LOCAL_DOCKER).args(["exec", &first, "cat", "/data/data.txt"]));
+    assert_eq!(mounted, "from the host\n");
+    assert!(run(docker(LOCAL_DOCKER).args(["logs", &first])).contains("started as primary"));
+
+    // The second instance, deployed from an explicit image reference, gets its own env.
+    let digest = report["build"]["digest"].as_str().unwrap();
+    let by_digest = format!("{}@{digest}", deployment.repository);
+    let explicit = deployment.succeed(&["deploy", &deployment.name, "--image", &by_digest]);
+    assert_eq!(
+        instances_by_name(&explicit),
+        vec![
+            (first.clone(), "unchanged".to_string()),
+            (second.clone(), "updated".to_string())
+        ]
+    );
+    assert!(run(docker(LOCAL_DOCKER).args(["logs", &second])).contains("started as secondary"));
+    let tag = format!("{}:{}", deployment.repository, &deployment.head()[..7]);
+    let by_tag = deployment.succeed(&["deploy", &deployment.name, "--image", &tag]);
+    assert_eq!(by_tag["image"]["digest"], digest, "{by_tag}");
+    assert_eq!(
+        by_tag["image"]["commit"],
+        deployment.head().as_str(),
+        "{by_tag}"
+    );
+    let output = deployment.gantry(&[
+        "deploy",
+        &deployment.name,
+        "--image",
+        "127.0.0.1:5115/other/app:v1",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("is not from the pipeline's repository"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Drift: a container replaced by hand, and one removed.
+    run(docker(LOCAL_DOCKER).args(["rm", "-f", &first]));
+    run(docker(LOCAL_DOCKER).args([
+        "run",
+        "-d",
+        "--name",
+        &first,
+        "--label",
+        &format!("gantry.pipeline={}", deployment.name),
+        "gantry-test/busybox:latest",
+        "sleep",
+        "60",
+    ]));
+    run(docker(LOCAL_DOCKER).args(["rm", "-f", &second]));
+    let (_, status) = deployment.gantry_json(&["status", &deployment.name, "--logs", "5"]);
+    let listed = status["pipelines"][0]["instances"].as_array().unwrap();
+    let replaced = listed
+        .iter()
+        .find(|instance| instance["instance"] == first.as_str())
+        .unwrap();
+    // A container gantry did not create says nothing of the instance: it is named.
+    assert_eq!(replaced["state"], "foreign", "{replaced}");
+    assert_eq!(
+        replaced["drift"],
+        serde_json::json!(["the container under its name is not this instance's"]),
+        "{replaced}"
+    );
+    assert!(
+        replaced["error"]
+            .as_str()
+            .unwrap()
+            .contains("was not created by gantry"),
+        "{replaced}"
+    );
+    let removed = listed
+        .iter()
+        .find(|instance| instance["instance"] == second.as_str())
+        .unwrap();
+    assert_eq!(removed["state"], "missing", "{removed}");
+    assert_eq!(
+        removed["drift"],
+        serde_json::json!(["container missing"]),
+        "{removed}"
+    );
+    let text = stdout(&deployment.gantry(&["status", &deployment.name]));
+    assert!(text.contains("container missing"), "{text}");
+
+    // A redeploy leaves the hand-made container alone and says so; once it is gone,
+    // a redeploy puts both back.
+    let refused = deployment.gantry(&["deploy", &deployment.name]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("was not created by gantry"),
+        "{}",
+        stderr(&refused)
+    );
+    run(docker(LOCAL_DOCKER).args(["rm", "-f", &first]));
+    let repaired = deployment.succeed(&["deploy", &deployment.name]);
+    assert!(
+        instances_by_name(&repaired)
+            .iter()
+            .all(|(_, action)| action == "updated"),
+        "{repaired}"
+    );
 }
