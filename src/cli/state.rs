@@ -146,10 +146,10 @@ async fn backup(
             Ok(ExitCode::from(EXIT_OK))
         }
         Err(error) => {
-            // Replacing a file nobody asked to replace is a matter of how the command
-            // was given; everything else is the backup failing.
+            // Replacing a file nobody asked to replace, or the database itself, is a
+            // matter of how the command was given; everything else is the backup failing.
             let code = match error {
-                BackupError::Exists { .. } => EXIT_USAGE,
+                BackupError::Exists { .. } | BackupError::IntoSource { .. } => EXIT_USAGE,
                 _ => EXIT_FAILED,
             };
             Ok(errors::fail(code, error))

@@ -30,6 +30,10 @@ pub struct Backup {
 pub enum BackupError {
     #[error("there is no state database at {path}")]
     NoDatabase { path: PathBuf },
+    #[error(
+        "{file} is the state database itself (or one of its journal files); back it up to another file"
+    )]
+    IntoSource { file: PathBuf },
     #[error("{file} already exists; pass --force to replace it")]
     Exists { file: PathBuf },
     #[error("cannot write the backup {file}: {source}")]
@@ -61,6 +65,11 @@ pub async fn back_up(
         file: file.to_path_buf(),
         source,
     };
+    if names_the_source(file, &source) {
+        return Err(BackupError::IntoSource {
+            file: file.to_path_buf(),
+        });
+    }
     // Checked now for a clear answer before any work; the final no-clobber rename
     // checks again, for a file that appears meanwhile.
     if !overwrite && file.symlink_metadata().is_ok() {
@@ -125,6 +134,27 @@ pub async fn back_up(
         file: file.to_path_buf(),
         bytes,
         schema_version,
+    })
+}
+
+/// Whether renaming a file to `file` would replace the database `source` or one of
+/// the journal files SQLite keeps beside it. The directories are compared resolved;
+/// the last component is not followed, since a rename replaces a link, not its target.
+fn names_the_source(file: &Path, source: &Path) -> bool {
+    let resolved = |path: &Path| {
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        Some(directory.canonicalize().ok()?.join(path.file_name()?))
+    };
+    let (Some(file), Some(source)) = (resolved(file), resolved(source)) else {
+        return false;
+    };
+    ["", "-wal", "-shm", "-journal"].iter().any(|suffix| {
+        let mut name = source.clone().into_os_string();
+        name.push(suffix);
+        file == Path::new(&name)
     })
 }
 

@@ -366,6 +366,42 @@ async fn a_backup_holds_the_runs_and_never_replaces_a_file_unasked() {
 }
 
 #[tokio::test]
+async fn a_backup_never_writes_over_the_database_it_copies() {
+    let (dir, store) = Store::temporary().await;
+    let first = store.manual_run("web", RunKind::Build).await;
+    // The live file, its journal files, and the live file reached another way.
+    let state_dir = dir.path();
+    let roundabout = state_dir.join("sub");
+    std::fs::create_dir(&roundabout).unwrap();
+    let targets = [
+        state_dir.join(DATABASE_FILE),
+        state_dir.join(format!("{DATABASE_FILE}-wal")),
+        state_dir.join(format!("{DATABASE_FILE}-shm")),
+        roundabout.join("..").join(DATABASE_FILE),
+    ];
+    for target in &targets {
+        let refused = back_up(state_dir, target, true).await.unwrap_err();
+        assert!(
+            matches!(refused, BackupError::IntoSource { .. }),
+            "{}: {refused}",
+            target.display()
+        );
+        assert!(
+            refused.to_string().contains("the state database itself"),
+            "{refused}"
+        );
+    }
+    let verdict: String = sqlx::query_scalar("PRAGMA quick_check")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(verdict, "ok");
+    let runs = store.runs_page(None, None, None, 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].id, first.id);
+}
+
+#[tokio::test]
 async fn a_database_from_a_newer_gantry_is_refused_and_left_as_it_was() {
     let (dir, store) = Store::temporary().await;
     store.manual_run("web", RunKind::Build).await;

@@ -108,6 +108,19 @@ fn state_backup_copies_the_database_while_the_daemon_runs() {
         stdout(&output)
     );
 
+    // The live database is never the destination, even with --force.
+    let live = config.state_database();
+    let output = config.gantry(&["state", "backup", "--force", live.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("is the state database itself"),
+        "{}",
+        stderr(&output)
+    );
+    let (output, listed) = config.gantry_json(&["runs", &name]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(listed.as_array().unwrap().len(), 4, "{listed}");
+
     // A directory that does not exist is the backup failing; no FILE is bad usage.
     let nowhere = target.path().join("missing/state.db");
     let output = config.gantry(&["state", "backup", nowhere.to_str().unwrap()]);
