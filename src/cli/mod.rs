@@ -169,8 +169,9 @@ pub enum Command {
     ///
     /// Webhooks go to POST /hooks/PIPELINE (GitHub, GitLab, Gitea, Forgejo, Bitbucket Cloud,
     /// or the generic X-Gantry-Signature-256); GET /healthz reports the config's state.
-    /// Runs of one pipeline never overlap, newer pushes coalesce into one pending run, and
-    /// every trigger is stored before it is answered. SIGTERM stops it gracefully.
+    /// Runs of one pipeline never overlap, newer pushes coalesce into one pending run (a
+    /// queued deploy or rollback never does), and every trigger is stored before it is
+    /// answered. SIGTERM stops it gracefully.
     Serve {
         /// The address to listen on (default: server.listen, 127.0.0.1:8700).
         #[arg(long, value_name = "ADDR")]

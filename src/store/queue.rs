@@ -134,8 +134,10 @@ impl Store {
         Ok(rows.into_iter().map(|row| row.get("pipeline")).collect())
     }
 
-    /// Takes the newest queued run of a pipeline for `replica` and marks it running;
-    /// every older queued run of the pipeline is coalesced into it. Nothing is taken
+    /// Takes the newest queued build (`run` or `build`) of a pipeline for `replica` and
+    /// marks it running; every older queued build is coalesced into it. A queued
+    /// `deploy` or `rollback` is never coalesced: builds queued after the oldest of them
+    /// wait until it is taken, in its turn. Nothing is taken
     /// while another daemon (another replica) runs the pipeline: runs of a pipeline
     /// never overlap. The write lock makes the look and the claim one step, so one
     /// replica only takes a run.
@@ -317,30 +319,56 @@ async fn take_step(
     if running.is_some() {
         return Ok(Take::Taken(None));
     }
-    let row = sqlx::query(
-        "SELECT id, number, pipeline, kind, trigger, requested FROM runs
-         WHERE pipeline = $1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
+    // An operator's deploy or rollback is never coalesced: the pushes queued before the
+    // oldest of them go first (coalesced into the newest), then it does.
+    let operators: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM runs
+         WHERE pipeline = $1 AND state = 'queued' AND kind IN ('deploy', 'rollback')
+         ORDER BY id LIMIT 1",
     )
     .bind(pipeline)
     .fetch_optional(&mut *transaction)
     .await?;
-    let Some(row) = row else {
-        return Ok(Take::Taken(None));
+    let push = sqlx::query(
+        "SELECT id, number, pipeline, kind, trigger, requested FROM runs
+         WHERE pipeline = $1 AND state = 'queued' AND kind IN ('build', 'run') AND id < $2
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(pipeline)
+    .bind(operators.unwrap_or(i64::MAX))
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let row = match (push, operators) {
+        (Some(push), _) => push,
+        (None, Some(id)) => {
+            sqlx::query(
+                "SELECT id, number, pipeline, kind, trigger, requested FROM runs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&mut *transaction)
+            .await?
+        }
+        (None, None) => return Ok(Take::Taken(None)),
     };
     let queued = queued_run(&row)?;
-    let coalesced = sqlx::query(
-        "UPDATE runs SET state = 'coalesced', superseded_by = $1, finished_at = $2,
-                         message = 'a newer push superseded it'
-         WHERE id IN (SELECT id FROM runs WHERE pipeline = $3 AND state = 'queued' AND id < $1
-                      ORDER BY id LIMIT $4)",
-    )
-    .bind(queued.run.id)
-    .bind(now_millis())
-    .bind(pipeline)
-    .bind(COALESCE_AT_ONCE)
-    .execute(&mut *transaction)
-    .await?
-    .rows_affected();
+    let coalesced = if matches!(queued.kind, RunKind::Build | RunKind::Run) {
+        sqlx::query(
+            "UPDATE runs SET state = 'coalesced', superseded_by = $1, finished_at = $2, message = $3
+             WHERE id IN (SELECT id FROM runs WHERE pipeline = $4 AND state = 'queued' AND id < $1
+                          AND kind IN ('build', 'run')
+                          ORDER BY id LIMIT $5)",
+        )
+        .bind(queued.run.id)
+        .bind(now_millis())
+        .bind(format!("run #{}, queued after it, superseded it", queued.run.number))
+        .bind(pipeline)
+        .bind(COALESCE_AT_ONCE)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected()
+    } else {
+        0
+    };
     if coalesced >= COALESCE_AT_ONCE as u64 {
         return Ok(Take::Coalesced);
     }
@@ -361,7 +389,10 @@ mod tests {
     use super::*;
     use crate::store::Backend;
 
-    crate::on_both_back_ends!(a_flood_of_queued_runs_is_coalesced_a_bounded_number_at_a_time);
+    crate::on_both_back_ends!(
+        a_flood_of_queued_runs_is_coalesced_a_bounded_number_at_a_time,
+        an_operators_deploy_or_rollback_is_never_coalesced_by_a_push,
+    );
 
     /// 600 queued runs: the first transaction coalesces `COALESCE_AT_ONCE` of them and
     /// takes nothing; `take_queued` goes on until all 599 older ones point at the
@@ -404,6 +435,73 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(elsewhere, 0, "every coalesced run points at the one taken");
+    }
+
+    /// Pushes coalesce among themselves, but a queued `deploy` or `rollback` is an
+    /// operator's decision: it runs, in its turn, and the pushes on either side of it
+    /// coalesce only with their own neighbours.
+    async fn an_operators_deploy_or_rollback_is_never_coalesced_by_a_push(backend: Backend) {
+        let (_state, store) = Store::temporary_on(backend).await;
+        let push = Trigger::Webhook {
+            forge: "github".to_string(),
+            delivery: None,
+        };
+        let order = [
+            (RunKind::Run, &push, None),
+            (RunKind::Run, &push, None),
+            (RunKind::Rollback, &Trigger::Api, Some("#1")),
+            (RunKind::Run, &push, None),
+            (RunKind::Deploy, &Trigger::Api, Some("app:v1")),
+            (RunKind::Deploy, &Trigger::Api, Some("app:v2")),
+            (RunKind::Run, &Trigger::Api, None),
+            (RunKind::Run, &push, None),
+        ];
+        let mut ids = Vec::new();
+        for (kind, trigger, requested) in order {
+            let queued = store
+                .queue_run("p", kind, trigger, requested, None, no_answer())
+                .await
+                .unwrap();
+            ids.push(queued.unwrap().id);
+        }
+        let mut taken = Vec::new();
+        while let Some(run) = store.take_queued("p", "r").await.unwrap() {
+            taken.push((run.run.id, run.kind));
+            store
+                .end_run(run.run, crate::run::RunState::Skipped, "done")
+                .await
+                .unwrap();
+        }
+        let expected = [
+            (ids[1], RunKind::Run),
+            (ids[2], RunKind::Rollback),
+            (ids[3], RunKind::Run),
+            (ids[4], RunKind::Deploy),
+            (ids[5], RunKind::Deploy),
+            (ids[7], RunKind::Run),
+        ];
+        assert_eq!(taken, expected);
+        let coalesced: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT id, superseded_by, message FROM runs WHERE state = 'coalesced' ORDER BY id",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            coalesced,
+            [
+                (
+                    ids[0],
+                    ids[1],
+                    "run #2, queued after it, superseded it".to_string()
+                ),
+                (
+                    ids[6],
+                    ids[7],
+                    "run #8, queued after it, superseded it".to_string()
+                ),
+            ]
+        );
     }
 
     /// Coalescing a flood takes one transaction per `COALESCE_AT_ONCE` runs; intake's
