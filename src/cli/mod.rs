@@ -25,7 +25,7 @@ use crate::config::{Config, ConfigError, Pipeline};
 use crate::deploy::status::Lifecycle;
 use crate::engine::{self, BuildReport};
 use crate::host;
-use crate::run::Trigger;
+use crate::run::{RunKind, Trigger};
 use crate::store::Store;
 
 pub use progress::escapes_allowed;
@@ -127,8 +127,9 @@ pub enum Command {
     Deploy {
         /// The pipeline (the stem of its file in pipelines/).
         pipeline: String,
-        /// The image to deploy: `repo:tag`, `repo@sha256:...`, a tag or a digest of the pipeline's repository.
-        #[arg(long, value_name = "REF")]
+        /// The image to deploy: `repo:tag`, `repo@sha256:...`, a tag or a digest of the
+        /// pipeline's repository (`NAME=REF` for one of several images).
+        #[arg(long, value_name = "REF", value_parser = image_request)]
         image: Option<String>,
         #[command(flatten)]
         deploy: DeployFlags,
@@ -276,6 +277,11 @@ pub struct LifecycleArgs {
     /// Only instances (or services) whose name matches this glob, like `web-*`.
     #[arg(long, value_name = "GLOB")]
     only: Option<String>,
+}
+
+/// `deploy --image`, checked as the API checks it, before anything is recorded.
+fn image_request(text: &str) -> Result<String, String> {
+    engine::intake::check_requested(RunKind::Deploy, text).map(|()| text.to_string())
 }
 
 impl DeployFlags {

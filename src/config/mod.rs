@@ -32,7 +32,7 @@ use global::read_global;
 pub use global::{StateLocation, is_database_url, state_dir_of, state_of};
 pub use pipeline::is_valid_branch;
 use pipeline::read_pipeline;
-pub use reference::{DEFAULT_REGISTRY, ImageRepository, is_valid_tag};
+pub use reference::{DEFAULT_REGISTRY, ImageRepository, is_sha256_digest, is_valid_tag};
 pub use swarm::{
     DEFAULT_MONITOR as DEFAULT_SWARM_MONITOR, FailureAction, PublishMode, SwarmSettings,
     SwarmUpdate, UpdateOrder,
@@ -510,7 +510,7 @@ pub(super) fn is_simple_name(name: &str) -> bool {
 }
 
 /// The name of a pipeline, service or instance: it becomes part of container names and labels.
-pub(super) fn is_container_name(name: &str) -> bool {
+pub(crate) fn is_container_name(name: &str) -> bool {
     is_simple_name(name) && name.len() <= 128
 }
 

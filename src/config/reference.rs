@@ -31,6 +31,17 @@ pub fn is_valid_tag(tag: &str) -> bool {
     TAG.is_match(tag)
 }
 
+/// Whether `text` is a sha256 digest as registries write it: `sha256:` and 64
+/// lowercase hex digits.
+pub fn is_sha256_digest(text: &str) -> bool {
+    text.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 /// An image repository without tag or digest: `registry.example.com/team/hello`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRepository {
@@ -65,7 +76,7 @@ impl ImageRepository {
             return Err(format!("`{text}`: `{tag}` is not a valid tag"));
         }
         if let Some(digest) = digest
-            && !(digest.starts_with("sha256:") && digest.len() == 71)
+            && !is_sha256_digest(digest)
         {
             return Err(format!("`{text}`: `{digest}` is not a sha256 digest"));
         }

@@ -9,6 +9,7 @@
 use tokio::sync::mpsc;
 
 use super::scheduler::Event;
+use crate::config::is_sha256_digest;
 use crate::run::{RunKind, Trigger};
 use crate::source;
 use crate::store::{DeliveryAnswer, DeliveryKey, Pin, Queued, Store, StoreError};
@@ -125,7 +126,7 @@ pub fn check_requested(kind: RunKind, requested: &str) -> Result<(), String> {
         RunKind::Run | RunKind::Build => {
             source::is_commit_id(requested) || crate::config::is_valid_branch(requested)
         }
-        RunKind::Deploy => plain("._-/:@"),
+        RunKind::Deploy => is_image_request(requested),
         RunKind::Rollback => plain("#:"),
     };
     if valid {
@@ -140,6 +141,39 @@ pub fn check_requested(kind: RunKind, requested: &str) -> Result<(), String> {
         "`{}` is not {what}",
         source::prefix(requested, 80).escape_debug()
     ))
+}
+
+/// Whether `text` names an image the way `deploy --image` takes it: `[NAME=]REF`, where
+/// REF is a bare tag, a digest (`sha256:…`, `@sha256:…`), or a reference with a tag or a
+/// digest (`repo:tag`, `repo@sha256:…`).
+fn is_image_request(text: &str) -> bool {
+    let reference = match text.split_once('=') {
+        Some((name, reference)) => {
+            if !crate::config::is_container_name(name) {
+                return false;
+            }
+            reference
+        }
+        None => text,
+    };
+    if let Some(digest) = reference.strip_prefix('@') {
+        return is_sha256_digest(digest);
+    }
+    if reference.starts_with("sha256:") {
+        return is_sha256_digest(reference);
+    }
+    if crate::config::is_valid_tag(reference) {
+        return true;
+    }
+    let name = reference
+        .split_once('@')
+        .map_or(reference, |(name, _)| name);
+    let tagged = name
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains(':'));
+    (tagged || reference.contains('@'))
+        && crate::config::ImageRepository::of_reference(reference).is_ok()
 }
 
 #[cfg(test)]
@@ -163,8 +197,40 @@ mod tests {
         check(RunKind::Run, "", false);
         check(RunKind::Run, &"a".repeat(MAX_REQUESTED_LEN + 1), false);
         check(RunKind::Deploy, "127.0.0.1:5115/team/app:v1", true);
-        check(RunKind::Deploy, "app@sha256:ab", true);
         check(RunKind::Deploy, "app:v1; rm -rf /", false);
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        for image in [
+            "v1",
+            "127.0.0.1:5115/team/app:v1",
+            &format!("127.0.0.1:5115/team/app@{digest}"),
+            &format!("app:v1@{digest}"),
+            &digest,
+            &format!("@{digest}"),
+            "web=v1",
+            &format!("web=@{digest}"),
+            "web_2=reg.example.com/team/web:v1",
+        ] {
+            check(RunKind::Deploy, image, true);
+        }
+        for image in [
+            "sha256:",
+            "sha256:zz",
+            &format!("sha256:{}", "AB".repeat(32)),
+            "app@sha256:ab",
+            "::::",
+            "@",
+            "-rf",
+            "App:v1",
+            "app:",
+            "app:v1@",
+            "=v1",
+            "web=",
+            "a b=v1",
+            "web=x=v1",
+            "reg.example.com/team/web",
+        ] {
+            check(RunKind::Deploy, image, false);
+        }
         check(RunKind::Rollback, "#3", true);
         check(RunKind::Rollback, "sha256:ab", true);
         check(RunKind::Rollback, "../x", false);

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::{Access, anonymous_access, token_access};
+use super::body::ActionBody;
 use super::{ApiError, AppState};
 use crate::engine::intake;
 use crate::run::{RunId, RunKind, RunState, Trigger};
@@ -39,7 +40,7 @@ fn access(state: &AppState, headers: &HeaderMap) -> Result<Access, ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     match bearer {
         Some(given) => token_access(server, given)
             .map(|(access, _)| access)
@@ -53,6 +54,15 @@ fn access(state: &AppState, headers: &HeaderMap) -> Result<Access, ApiError> {
             )
         }),
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value; the scheme's name is matched
+/// without regard to case, as HTTP says.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 fn may_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -312,6 +322,7 @@ fn log_events(
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a JSON object")]
 struct TriggerBody {
     /// A branch, tag or commit id; the branch head at run time when absent.
     commit: Option<String>,
@@ -321,18 +332,20 @@ async fn trigger(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Option<Json<TriggerBody>>,
+    ActionBody(body): ActionBody<TriggerBody>,
 ) -> Result<Response, ApiError> {
-    let commit = body.and_then(|Json(body)| body.commit);
+    let commit = body.commit;
     queue_action(&state, &headers, name, RunKind::Run, commit).await
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a JSON object")]
 struct DeployBody {
     image: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a JSON object")]
 struct RollbackBody {
     to: Option<String>,
 }
@@ -341,9 +354,9 @@ async fn deploy(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Option<Json<DeployBody>>,
+    ActionBody(body): ActionBody<DeployBody>,
 ) -> Result<Response, ApiError> {
-    let image = body.and_then(|Json(body)| body.image);
+    let image = body.image;
     queue_action(&state, &headers, name, RunKind::Deploy, image).await
 }
 
@@ -351,9 +364,9 @@ async fn rollback(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Option<Json<RollbackBody>>,
+    ActionBody(body): ActionBody<RollbackBody>,
 ) -> Result<Response, ApiError> {
-    let to = body.and_then(|Json(body)| body.to);
+    let to = body.to;
     queue_action(&state, &headers, name, RunKind::Rollback, to).await
 }
 
@@ -410,6 +423,7 @@ fn ensure_pipeline(state: &AppState, name: &str) -> Result<(), ApiError> {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a JSON object")]
 struct PinBody {
     reason: Option<String>,
 }
@@ -418,12 +432,12 @@ async fn pin(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Option<Json<PinBody>>,
+    ActionBody(body): ActionBody<PinBody>,
 ) -> Result<Response, ApiError> {
     may_operate(&state, &headers)?;
     ensure_pipeline(&state, &name)?;
     let reason = body
-        .and_then(|Json(body)| body.reason)
+        .reason
         .unwrap_or_else(|| "pinned through the API".to_string());
     let pinned = intake::pin(&state.store, &name, &reason)
         .await

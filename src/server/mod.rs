@@ -8,6 +8,7 @@
 
 mod access;
 pub mod api;
+mod body;
 mod dashboard;
 pub mod guard;
 mod hooks;

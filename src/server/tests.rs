@@ -242,6 +242,76 @@ async fn actions_record_and_answer_with_the_run() {
 }
 
 #[tokio::test]
+async fn action_bodies_hold_known_fields_of_the_right_kind_only() {
+    let api = Api::new("").await;
+    let refused = [
+        (
+            "trigger",
+            r#"{"comit": "v1"}"#,
+            "unknown field `comit`, expected `commit`",
+        ),
+        (
+            "trigger",
+            r#"{"commit": 5}"#,
+            "invalid type: integer `5`, expected a string",
+        ),
+        ("trigger", "[]", "expected"),
+        ("trigger", r#"{"commit": "v1"} {}"#, "trailing characters"),
+        (
+            "deploy",
+            r#"{"image": "sha256:zz"}"#,
+            "is not an image reference",
+        ),
+        ("deploy", r#"{"image": "-rf"}"#, "is not an image reference"),
+        (
+            "deploy",
+            r#"{"image": "app:v1", "force": true}"#,
+            "unknown field `force`",
+        ),
+        (
+            "rollback",
+            r##"{"to": "#1", "wait": true}"##,
+            "unknown field `wait`",
+        ),
+        (
+            "pin",
+            r#"{"reasn": "freeze"}"#,
+            "unknown field `reasn`, expected `reason`",
+        ),
+    ];
+    for (action, body, says) in refused {
+        let path = format!("/api/v1/pipelines/app/{action}");
+        let (status, answer) = api.act(&path, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{action} {body}: {answer}");
+        let message = answer["error"].as_str().unwrap();
+        assert!(message.contains(says), "{action} {body}: {message}");
+        assert!(!message.contains("Body"), "no type names: {message}");
+    }
+    let (_, page) = api.read("/api/v1/runs").await;
+    assert_eq!(page["runs"], serde_json::json!([]), "nothing was queued");
+    let (_, pipeline) = api.read("/api/v1/pipelines/app").await;
+    assert!(pipeline["pinned"].is_null(), "{pipeline}");
+
+    // The media type is matched as HTTP says: without regard to case, with parameters.
+    let send = async |content_type: &str| {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/api/v1/pipelines/app/trigger")
+            .header("authorization", format!("bearer {OPERATOR}"))
+            .header("content-type", content_type)
+            .body(Body::from(r#"{"commit": "v1"}"#))
+            .unwrap();
+        let response = router(api.state.clone()).oneshot(request).await.unwrap();
+        status_and_text(response).await
+    };
+    let (status, text) = send("Application/JSON; charset=utf-8").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    let (status, text) = send("text/plain").await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{text}");
+    assert!(text.contains("application/json"), "{text}");
+}
+
+#[tokio::test]
 async fn runs_come_a_page_at_a_time() {
     let api = Api::new("").await;
     for _ in 0..7 {

@@ -334,7 +334,12 @@ fn verify(
 /// The JSON document of a delivery: the body, or GitHub's form post `payload=`.
 fn json_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, String> {
     let is_form = content_type
-        .is_some_and(|content_type| content_type.starts_with("application/x-www-form-urlencoded"));
+        .and_then(|content_type| content_type.split(';').next())
+        .is_some_and(|media_type| {
+            media_type
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
     if is_form {
         let payload = form_urlencoded::parse(body)
             .find(|(key, _)| key == "payload")

@@ -204,13 +204,22 @@ fn deletions_have_no_commit_and_form_posts_are_read() {
         form,
     )
     .unwrap();
-    assert_eq!(
-        delivery.event,
-        WebhookEvent::Push(vec![push(
-            "refs/heads/main",
-            Some("0123456789abcdef0123456789abcdef01234567")
-        )])
-    );
+    let pushed = WebhookEvent::Push(vec![push(
+        "refs/heads/main",
+        Some("0123456789abcdef0123456789abcdef01234567"),
+    )]);
+    assert_eq!(delivery.event, pushed);
+    // Media types are matched without regard to case.
+    let delivery = deliver(
+        &[
+            ("X-GitHub-Event", "push"),
+            ("X-Hub-Signature-256", &sign(SECRET, form)),
+        ],
+        Some("Application/X-WWW-Form-Urlencoded; charset=utf-8"),
+        form,
+    )
+    .unwrap();
+    assert_eq!(delivery.event, pushed);
 }
 
 #[test]
