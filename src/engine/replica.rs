@@ -77,7 +77,7 @@ impl Replica {
                 tracing::info!(replica = self.id, leads, "polling lease changed hands");
             }
             // Queued again here, taken by any replica's next scan.
-            recover(&store, Interrupted::OfDeadReplicas).await;
+            recover(&store, Interrupted::OfDeadReplicas, false).await;
         }
         self.polls.store(false, Ordering::Relaxed);
         if let Err(error) = store.release_lease(POLL_LEASE, &self.id).await {
@@ -87,9 +87,20 @@ impl Replica {
 }
 
 /// Records runs left running as interrupted and queues their commits again; how many.
-pub async fn recover(store: &Store, which: Interrupted<'_>) -> usize {
-    let interrupted = match store.interrupt_running(which).await {
+/// `stopping`: this daemon is stopping, and waits for the store no longer than intake
+/// does; what it cannot record is left to the next start's recovery.
+pub async fn recover(store: &Store, which: Interrupted<'_>, stopping: bool) -> usize {
+    let interrupted = if stopping {
+        store.interrupt_running_briefly(which).await
+    } else {
+        store.interrupt_running(which).await
+    };
+    let interrupted = match interrupted {
         Ok(interrupted) => interrupted,
+        Err(error) if stopping => {
+            tracing::error!(%error, "recording the runs left going; the next start recovers them");
+            return 0;
+        }
         Err(error) => {
             tracing::error!(%error, "recovering interrupted runs");
             return 0;

@@ -72,7 +72,10 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Runs until `shutdown`, then gives running runs `SHUTDOWN_GRACE` to end; a run
-    /// still going after that is recorded as interrupted and queued again.
+    /// still going after that is abandoned, and recorded as interrupted and queued
+    /// again (by this daemon when the store takes the write within intake's wait, else
+    /// by the next start). Writes of a run's end are not retried once `shutdown` is
+    /// cancelled.
     pub async fn run(mut self, shutdown: CancellationToken) {
         // Alone on a SQLite state, a starting daemon recovers every run left running;
         // among replicas, those of replicas that died (the others' runs go on).
@@ -80,10 +83,14 @@ impl Scheduler {
             Backend::Sqlite => Interrupted::All,
             Backend::Postgres => Interrupted::OfDeadReplicas,
         };
-        replica::recover(&self.store, left).await;
+        replica::recover(&self.store, left, false).await;
         let max_builds = self.config.borrow().config.server.max_builds.max(1) as usize;
         let permits = Arc::new(Semaphore::new(max_builds));
         let tracker = TaskTracker::new();
+        let stops = Stops {
+            shutdown: shutdown.clone(),
+            abandon: CancellationToken::new(),
+        };
         let mut busy: BTreeSet<String> = BTreeSet::new();
         let mut scan = tokio::time::interval(SCAN_EVERY);
         let mut scans: u64 = 0;
@@ -133,7 +140,7 @@ impl Scheduler {
                 }
             }
             if worth_a_look {
-                self.schedule(&mut busy, &permits, &tracker).await;
+                self.schedule(&mut busy, &permits, &tracker, &stops).await;
             }
         }
         tracker.close();
@@ -141,10 +148,14 @@ impl Scheduler {
             .await
             .is_err()
         {
-            tracing::warn!("runs still going after the grace period; they will be retried");
+            tracing::warn!(
+                "runs still going after the grace period are abandoned; they will be retried"
+            );
+            stops.abandon.cancel();
+            tracker.wait().await;
         }
         // Whatever did not finish is recorded as interrupted and queued again.
-        replica::recover(&self.store, Interrupted::Of(&self.replica.id)).await;
+        replica::recover(&self.store, Interrupted::Of(&self.replica.id), true).await;
     }
 
     /// Deletes a pipeline's runs beyond `server.keep_runs`, and as many of its
@@ -165,6 +176,7 @@ impl Scheduler {
         busy: &mut BTreeSet<String>,
         permits: &Arc<Semaphore>,
         tracker: &TaskTracker,
+        stops: &Stops,
     ) {
         let pipelines = match self.timed.queued_pipelines().await {
             Ok(pipelines) => pipelines,
@@ -185,6 +197,7 @@ impl Scheduler {
             let metrics = self.metrics.clone();
             let status_refresh = self.status_refresh.clone();
             let replica = self.replica.clone();
+            let stops = stops.clone();
             tracker.spawn(async move {
                 // The permit bounds concurrent runs across pipelines; the queue is
                 // read only once it is held, so the newest trigger is what runs.
@@ -196,8 +209,17 @@ impl Scheduler {
                             // compiler cannot prove `Send` for; it runs on a blocking
                             // thread of its own, driven by this runtime.
                             let runtime = tokio::runtime::Handle::current();
+                            let name = pipeline.clone();
                             let ran = tokio::task::spawn_blocking(move || {
-                                runtime.block_on(execute(&live, &store, &metrics, queued));
+                                runtime.block_on(async {
+                                    let run = queued.run.number;
+                                    tokio::select! {
+                                        () = execute(&live, &store, &metrics, queued, &stops.shutdown) => {}
+                                        () = stops.abandon.cancelled() => {
+                                            tracing::warn!(pipeline = name, run, "run abandoned at shutdown");
+                                        }
+                                    }
+                                });
                             })
                             .await;
                             if let Err(error) = ran {
@@ -215,14 +237,29 @@ impl Scheduler {
     }
 }
 
+/// What stops the runs: `shutdown` (their ends are no longer retried), then, after
+/// the grace, `abandon` (they are dropped where they are).
+#[derive(Clone)]
+struct Stops {
+    shutdown: CancellationToken,
+    abandon: CancellationToken,
+}
+
 /// Runs one queued run to its end with the config it started with.
-async fn execute(config: &Config, store: &Store, metrics: &Metrics, queued: QueuedRun) {
+async fn execute(
+    config: &Config,
+    store: &Store,
+    metrics: &Metrics,
+    queued: QueuedRun,
+    stopping: &CancellationToken,
+) {
     let Some(pipeline) = config.pipeline(&queued.pipeline) else {
         end(
             store,
             &queued,
             RunState::Skipped,
             "the pipeline is no longer configured",
+            stopping,
         )
         .await;
         return;
@@ -230,13 +267,13 @@ async fn execute(config: &Config, store: &Store, metrics: &Metrics, queued: Queu
     match queued.kind {
         RunKind::Run => {}
         RunKind::Deploy | RunKind::Rollback => {
-            execute_deploy(config, store, metrics, pipeline, &queued).await;
+            execute_deploy(config, store, metrics, pipeline, &queued, stopping).await;
             return;
         }
         // Nothing queues one: `gantry build` runs in the foreground.
         RunKind::Build => {
             let reason = "a build is not run from the queue; `gantry build` runs one";
-            end(store, &queued, RunState::Skipped, reason).await;
+            end(store, &queued, RunState::Skipped, reason, stopping).await;
             return;
         }
     }
@@ -295,7 +332,7 @@ async fn execute(config: &Config, store: &Store, metrics: &Metrics, queued: Queu
                 },
             );
         }
-        Err(error) => record_broken(store, &queued, &error).await,
+        Err(error) => record_broken(store, &queued, &error, stopping).await,
     }
 }
 
@@ -307,6 +344,7 @@ async fn execute_deploy(
     metrics: &Metrics,
     pipeline: &Pipeline,
     queued: &QueuedRun,
+    stopping: &CancellationToken,
 ) {
     let mut progress = Logged::start(metrics, pipeline, queued);
     let options = DeployOptions {
@@ -361,7 +399,7 @@ async fn execute_deploy(
                 },
             );
         }
-        Err(error) => record_broken(store, queued, &error).await,
+        Err(error) => record_broken(store, queued, &error, stopping).await,
     }
 }
 
@@ -425,42 +463,60 @@ fn ended(config: &Config, store: &Store, metrics: &Metrics, queued: &QueuedRun, 
 
 /// A run that broke on gantry's side (its state store failed a write) still ends with
 /// an outcome: recorded as failed once the store takes writes again.
-async fn record_broken(store: &Store, queued: &QueuedRun, error: &super::EngineError) {
+async fn record_broken(
+    store: &Store,
+    queued: &QueuedRun,
+    error: &super::EngineError,
+    stopping: &CancellationToken,
+) {
     tracing::error!(pipeline = queued.pipeline, run = queued.run.number, %error, "run broke");
     let result = crate::store::RunResult::Failed {
         stage: Stage::Record,
         message: format!("gantry could not record this run: {error}"),
     };
-    retrying("recording the end of a broken run", async || {
+    retrying("recording the end of a broken run", stopping, async || {
         store.finish_run(queued.run, &result).await
     })
     .await;
 }
 
-async fn end(store: &Store, queued: &QueuedRun, state: RunState, message: &str) {
+async fn end(
+    store: &Store,
+    queued: &QueuedRun,
+    state: RunState,
+    message: &str,
+    stopping: &CancellationToken,
+) {
     tracing::info!(
         pipeline = queued.pipeline,
         run = queued.run.number,
         state = state.as_str(),
         message
     );
-    retrying("recording the end of a run", async || {
+    retrying("recording the end of a run", stopping, async || {
         store.end_run(queued.run, state, message).await
     })
     .await;
 }
 
 /// Tries a write of a run's end until the store takes it, for `RECORD_RETRY_FOR` (a
-/// full disk may get space back); after that a restarted daemon finds the run
-/// interrupted and queues it again.
-async fn retrying(what: &str, mut write: impl AsyncFnMut() -> Result<(), StoreError>) {
+/// full disk may get space back) or until `stopping`; after that a restarted daemon
+/// finds the run interrupted and queues it again.
+async fn retrying(
+    what: &str,
+    stopping: &CancellationToken,
+    mut write: impl AsyncFnMut() -> Result<(), StoreError>,
+) {
     let deadline = Instant::now() + RECORD_RETRY_FOR;
     loop {
         match write().await {
             Ok(()) => return,
-            Err(error) if Instant::now() < deadline => {
+            Err(error) if Instant::now() < deadline && !stopping.is_cancelled() => {
                 tracing::warn!(%error, "{what}; trying again");
-                tokio::time::sleep(RECORD_RETRY_EVERY).await;
+                tokio::select! {
+                    () = tokio::time::sleep(RECORD_RETRY_EVERY) => {}
+                    () = stopping.cancelled() => {}
+                }
             }
             Err(error) => {
                 tracing::error!(%error, "{what}: giving up");

@@ -171,31 +171,19 @@ impl Store {
         &self,
         which: Interrupted<'_>,
     ) -> Result<Vec<QueuedRun>, StoreError> {
-        let (all, replica) = match which {
-            Interrupted::All => (true, None),
-            Interrupted::Of(replica) => (false, Some(replica)),
-            Interrupted::OfDeadReplicas => (false, None),
-        };
-        let now = now_millis();
-        let rows = sqlx::query(
-            "UPDATE runs SET state = 'interrupted', finished_at = $1,
-                             message = 'gantry stopped while this run was going'
-             WHERE state = 'running' AND runner = 'daemon'
-               AND ($2 OR CASE WHEN $3 IS NULL
-                              THEN replica IS NULL OR NOT EXISTS (
-                                  SELECT 1 FROM replicas
-                                  WHERE replicas.id = runs.replica AND replicas.expires_at >= $1)
-                              ELSE replica = $3 END)
-             RETURNING id, number, pipeline, kind, trigger,
-                       CASE WHEN kind = 'run' THEN COALESCE(commit_sha, requested) ELSE requested END
-                           AS requested",
-        )
-        .bind(now)
-        .bind(all)
-        .bind(replica)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(queued_run).collect()
+        self.transaction(async |transaction| interrupt(transaction, which).await)
+            .await
+    }
+
+    /// `interrupt_running`, waiting for the write lock no longer than intake does
+    /// (`INTAKE_WAIT`): for a daemon that is stopping, which leaves what it cannot
+    /// record to the next start.
+    pub async fn interrupt_running_briefly(
+        &self,
+        which: Interrupted<'_>,
+    ) -> Result<Vec<QueuedRun>, StoreError> {
+        self.intake_transaction(async |transaction| interrupt(transaction, which).await)
+            .await
     }
 
     /// Queued runs per pipeline (zero for pipelines with none queued).
@@ -291,6 +279,37 @@ async fn delete_old_deliveries(
     .execute(executor)
     .await?;
     Ok(result.rows_affected())
+}
+
+async fn interrupt(
+    transaction: &mut sqlx::AnyConnection,
+    which: Interrupted<'_>,
+) -> Result<Vec<QueuedRun>, StoreError> {
+    let (all, replica) = match which {
+        Interrupted::All => (true, None),
+        Interrupted::Of(replica) => (false, Some(replica)),
+        Interrupted::OfDeadReplicas => (false, None),
+    };
+    let now = now_millis();
+    let rows = sqlx::query(
+        "UPDATE runs SET state = 'interrupted', finished_at = $1,
+                         message = 'gantry stopped while this run was going'
+         WHERE state = 'running' AND runner = 'daemon'
+           AND ($2 OR CASE WHEN $3 IS NULL
+                          THEN replica IS NULL OR NOT EXISTS (
+                              SELECT 1 FROM replicas
+                              WHERE replicas.id = runs.replica AND replicas.expires_at >= $1)
+                          ELSE replica = $3 END)
+         RETURNING id, number, pipeline, kind, trigger,
+                   CASE WHEN kind = 'run' THEN COALESCE(commit_sha, requested) ELSE requested END
+                       AS requested",
+    )
+    .bind(now)
+    .bind(all)
+    .bind(replica)
+    .fetch_all(&mut *transaction)
+    .await?;
+    rows.iter().map(queued_run).collect()
 }
 
 /// The most older queued runs one transaction of `Store::take_queued` coalesces.

@@ -34,30 +34,7 @@ fn a_store_locked_by_another_process_answers_deliveries_503_before_a_forge_gives
     assert_eq!(push(0).0, 202, "{}", daemon.log());
 
     // Another process takes the write lock and keeps it for longer than forges wait.
-    let database = config.state_database();
-    let (locked, release) = (mpsc::channel(), mpsc::channel::<()>());
-    let holder = std::thread::spawn({
-        let (locked, release) = (locked.0, release.1);
-        move || {
-            with_database(&database, async |pool| {
-                let mut connection = pool.acquire().await.unwrap();
-                sqlx::query("BEGIN EXCLUSIVE")
-                    .execute(&mut *connection)
-                    .await
-                    .unwrap();
-                locked.send(()).unwrap();
-                let _ = tokio::task::spawn_blocking(move || {
-                    release.recv_timeout(Duration::from_secs(60))
-                })
-                .await;
-                sqlx::query("ROLLBACK")
-                    .execute(&mut *connection)
-                    .await
-                    .unwrap();
-            })
-        }
-    });
-    locked.1.recv_timeout(Duration::from_secs(10)).unwrap();
+    let lock = WriteLock::take(&config.state_database());
 
     // Three deliveries at once: each is refused with 503 (forges retry that) before a
     // forge would give up, however many wait in line behind one another.
@@ -86,8 +63,7 @@ fn a_store_locked_by_another_process_answers_deliveries_503_before_a_forge_gives
     assert!(health.contains("locked"), "{health}");
 
     // The lock goes: the forge's retry of each delivery is taken, and health is back.
-    release.0.send(()).unwrap();
-    holder.join().unwrap();
+    lock.release();
     for index in 1..=3 {
         let (status, answer) = push(index);
         assert_eq!(status, 202, "{answer}\n{}", daemon.log());
@@ -100,6 +76,96 @@ fn a_store_locked_by_another_process_answers_deliveries_503_before_a_forge_gives
             other => Err(format!("{other:?}")),
         },
     );
+}
+
+#[test]
+fn sigterm_while_the_store_is_locked_stops_in_time_and_leaves_the_run_to_the_next_start() {
+    let deployment = webhook_deployment("termlocked", "");
+    // Longer than the grace, so the run is still going when it ends.
+    deployment.repo.write("Dockerfile", &slow_dockerfile(45));
+    let commit = deployment.repo.commit("a build longer than the grace");
+    let mut daemon = Daemon::start(&deployment.config);
+    crate::serve::push(&daemon, &deployment, &commit);
+    wait_building(&deployment, &daemon);
+
+    let lock = WriteLock::take(&deployment.config.state_database());
+    let started = Instant::now();
+    let status = daemon.terminate();
+    let took = started.elapsed();
+    let log = daemon.log();
+    assert!(status.success(), "{status:?}\n{log}");
+    // The grace (30 s) and intake's wait for the lock (4 s), well within systemd's
+    // TimeoutStopSec=45 in dist/gantry.service.
+    assert!(took < Duration::from_secs(40), "stopping took {took:?}\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("run abandoned at shutdown"), "{log}");
+    assert!(log.contains("the next start recovers them"), "{log}");
+    lock.release();
+
+    // The run is still `running` in the store; the next start records it interrupted
+    // and queues its commit again.
+    let runs = eventually_runs_after_restart(&deployment);
+    assert_eq!(runs[0]["state"], "interrupted", "{runs:?}");
+    assert_eq!(runs[1]["trigger"], "retry", "{runs:?}");
+}
+
+/// Starts the daemon again and waits until it has recovered run #1; the runs, oldest first.
+fn eventually_runs_after_restart(deployment: &Deployment) -> Vec<serde_json::Value> {
+    let daemon = Daemon::start(&deployment.config);
+    eventually("the run is recovered", Duration::from_secs(20), || {
+        let (_, runs) = deployment.config.gantry_json(&["runs", &deployment.name]);
+        let mut runs = runs.as_array().cloned().unwrap_or_default();
+        runs.reverse();
+        match runs.first() {
+            Some(first) if first["state"] == "interrupted" && runs.len() == 2 => Ok(runs),
+            _ => Err(format!("{runs:?}\n{}", daemon.log())),
+        }
+    })
+}
+
+/// SQLite's write lock, taken by another process's connection (`BEGIN EXCLUSIVE`) and
+/// held until `release` (or 60 s).
+struct WriteLock {
+    release: mpsc::Sender<()>,
+    holder: std::thread::JoinHandle<()>,
+}
+
+impl WriteLock {
+    fn take(database: &std::path::Path) -> WriteLock {
+        let (locked, release) = (mpsc::channel(), mpsc::channel::<()>());
+        let database = database.to_path_buf();
+        let holder = std::thread::spawn({
+            let (locked, release) = (locked.0, release.1);
+            move || {
+                with_database(&database, async |pool| {
+                    let mut connection = pool.acquire().await.unwrap();
+                    sqlx::query("BEGIN EXCLUSIVE")
+                        .execute(&mut *connection)
+                        .await
+                        .unwrap();
+                    locked.send(()).unwrap();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        release.recv_timeout(Duration::from_secs(60))
+                    })
+                    .await;
+                    sqlx::query("ROLLBACK")
+                        .execute(&mut *connection)
+                        .await
+                        .unwrap();
+                })
+            }
+        });
+        locked.1.recv_timeout(Duration::from_secs(10)).unwrap();
+        WriteLock {
+            release: release.0,
+            holder,
+        }
+    }
+
+    fn release(self) {
+        self.release.send(()).unwrap();
+        self.holder.join().unwrap();
+    }
 }
 
 /// A registry of the test's own on a free loopback port, stopped and started at will
