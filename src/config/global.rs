@@ -48,6 +48,7 @@ pub(super) fn read_global(
             max_body: DEFAULT_MAX_BODY,
             keep_runs: DEFAULT_KEEP_RUNS,
             max_builds: DEFAULT_MAX_BUILDS,
+            read_timeout: DEFAULT_READ_TIMEOUT,
         },
         hosts: BTreeMap::from([(LOCAL_HOST.to_string(), local_host(environment))]),
         registries: BTreeMap::new(),
@@ -100,9 +101,20 @@ pub(super) fn read_global(
                 "max_body",
                 "keep_runs",
                 "max_builds",
+                "read_timeout",
             ],
         )
     {
+        if let Some(timeout) = decoder.optional_duration(&server, "read_timeout") {
+            if timeout.is_zero() {
+                decoder.error(
+                    server.key_position("read_timeout"),
+                    "`server.read_timeout` must be longer than 0s",
+                );
+            } else {
+                global.server.read_timeout = timeout;
+            }
+        }
         if let Some(max_body_node) = server.get("max_body")
             && let Some(text) = decoder.string(max_body_node, "server.max_body")
         {

@@ -52,6 +52,9 @@ pub struct Server {
     pub keep_runs: u32,
     /// Builds that may run at once across pipelines.
     pub max_builds: u32,
+    /// How long a client may take to send a request's header fields, and then its body;
+    /// a connection that sends them slower is closed.
+    pub read_timeout: std::time::Duration,
 }
 
 /// Webhook bodies up to this size are read (forges send up to 25 MB).
@@ -60,6 +63,8 @@ pub const DEFAULT_MAX_BODY: u64 = 25 * 1024 * 1024;
 pub const DEFAULT_KEEP_RUNS: u32 = 100;
 /// Concurrent builds by default: enough for a small machine.
 pub const DEFAULT_MAX_BUILDS: u32 = 2;
+/// How long a request's header fields, then its body, may take to arrive by default.
+pub const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A Docker engine that gantry talks to directly.
 #[derive(Debug, Clone)]

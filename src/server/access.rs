@@ -98,6 +98,7 @@ mod tests {
             max_body: crate::config::DEFAULT_MAX_BODY,
             keep_runs: crate::config::DEFAULT_KEEP_RUNS,
             max_builds: crate::config::DEFAULT_MAX_BUILDS,
+            read_timeout: crate::config::DEFAULT_READ_TIMEOUT,
         };
         let check = |server: &Server, given: &str, expected: Option<Access>| {
             let access = token_access(server, given).map(|(access, _)| access);

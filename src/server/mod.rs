@@ -12,13 +12,12 @@ mod body;
 mod dashboard;
 pub mod guard;
 mod hooks;
+mod listen;
 
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
 mod tests;
-
-use std::net::SocketAddr;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
@@ -117,7 +116,14 @@ impl IntoResponse for ApiError {
 
 /// The routes, with the webhook body limit from the config the server starts with.
 pub fn router(state: AppState) -> Router {
-    let max_body = state.config.borrow().config.server.max_body as usize;
+    let (max_body, read_timeout) = {
+        let server = &state.config.borrow().config.server;
+        (server.max_body as usize, server.read_timeout)
+    };
+    let limits = body::BodyLimits {
+        max_body,
+        read_timeout,
+    };
     // Machines read JSON, errors included; people read pages, framed by nobody.
     let machines = Router::new()
         .route("/hooks/{pipeline}", post(hooks::hook))
@@ -135,6 +141,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             guard::limit_guessing,
         ))
+        .layer(middleware::from_fn_with_state(limits, body::read_body))
         .layer(middleware::from_fn(guard::limit_headers))
         .with_state(state)
 }
@@ -145,12 +152,8 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    let read_timeout = state.config.borrow().config.server.read_timeout;
+    listen::serve(listener, router(state), read_timeout, shutdown).await
 }
 
 /// The daemon's health: the config's state, and whether the store takes writes. A

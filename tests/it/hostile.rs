@@ -416,3 +416,68 @@ fn guessing_is_limited_errors_are_json_and_pages_refuse_framing() {
         daemon.log()
     );
 }
+
+/// Sends `request` on a new connection to the daemon and reads until the daemon closes
+/// it (or 20 s pass); what came back and how long the daemon kept the connection.
+fn trickle(daemon: &Daemon, request: &[u8]) -> (String, Duration) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn slow_and_oversized_requests_are_cut_off_without_waiting_for_them() {
+    let deployment = webhook_deployment("slowloris", "");
+    let config = &deployment.config;
+    config.append(
+        "gantry.yaml",
+        "server:\n  read_timeout: 1s\n  max_body: 1k\n",
+    );
+    let daemon = Daemon::start(config);
+    let hook = format!("/hooks/{}", deployment.name);
+
+    // Header fields that never end: the connection is closed after the read timeout.
+    let (answer, held) = trickle(
+        &daemon,
+        format!("POST {hook} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ").as_bytes(),
+    );
+    assert!(held < Duration::from_secs(10), "held {held:?}: {answer}");
+
+    // A body that never arrives whole: 408, once the read timeout has passed.
+    let (answer, held) = trickle(
+        &daemon,
+        format!("POST {hook} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 500\r\n\r\n{{\"ref\"")
+            .as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("server.read_timeout (1s)"), "{answer}");
+    assert!(held < Duration::from_secs(10), "held {held:?}");
+
+    // A body declared larger than the limit: 413 at once, before any of it is sent.
+    let (answer, _) = trickle(
+        &daemon,
+        format!("POST {hook} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000000\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("larger than server.max_body (1024 bytes)"),
+        "{answer}"
+    );
+
+    // Meanwhile the daemon answers everybody else.
+    assert_eq!(daemon.get("/healthz").0, 200);
+    let (output, runs) = config.gantry_json(&["runs", &deployment.name]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(runs, serde_json::json!([]), "nothing was queued");
+}

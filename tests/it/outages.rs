@@ -96,7 +96,10 @@ fn sigterm_while_the_store_is_locked_stops_in_time_and_leaves_the_run_to_the_nex
     assert!(status.success(), "{status:?}\n{log}");
     // The grace (30 s) and intake's wait for the lock (4 s), well within systemd's
     // TimeoutStopSec=45 in dist/gantry.service.
-    assert!(took < Duration::from_secs(40), "stopping took {took:?}\n{log}");
+    assert!(
+        took < Duration::from_secs(40),
+        "stopping took {took:?}\n{log}"
+    );
     assert!(!log.contains("panicked"), "{log}");
     assert!(log.contains("run abandoned at shutdown"), "{log}");
     assert!(log.contains("the next start recovers them"), "{log}");
