@@ -407,7 +407,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("warning: {diagnostic}");
                 }
             }
-            let state = crate::store::Location::of_dir(&cli.config);
+            let state = match crate::store::Location::of_dir(&cli.config) {
+                Ok(state) => state,
+                Err(message) => return Ok(errors::fail(EXIT_USAGE, message)),
+            };
             return match cli.command {
                 Command::Runs { pipeline, limit } => {
                     daemon::runs(&state, None, pipeline.as_deref(), limit, cli.json).await

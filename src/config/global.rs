@@ -275,21 +275,33 @@ fn state_location(dir: &Path, state: &str) -> Result<StateLocation, String> {
 /// Where the state a config directory names lives, read leniently: for commands that
 /// only read history and must work while a pipeline file is broken. `state:` in
 /// gantry.yaml is honoured, its `${VAR}` and `${file:PATH}` filled in from this
-/// process's environment; what cannot be read gives the default directory.
-pub fn state_of(dir: &Path) -> StateLocation {
-    let default = || StateLocation::Directory(dir.join(".gantry"));
-    let Ok(Some(text)) = super::read_file(
+/// process's environment; without gantry.yaml or `state:`, the default directory. A
+/// gantry.yaml that cannot be read, or a `state:` that is not valid, is an error: the
+/// state may be elsewhere, and the default directory would be the wrong history.
+pub fn state_of(dir: &Path) -> Result<StateLocation, String> {
+    let default = || Ok(StateLocation::Directory(dir.join(".gantry")));
+    let mut diagnostics = Vec::new();
+    let unreadable = |why: String| format!("{GLOBAL_FILE}: cannot tell where the state is: {why}");
+    let text = match super::read_file(
         &dir.join(GLOBAL_FILE),
         Path::new(GLOBAL_FILE),
-        &mut Vec::new(),
-    ) else {
-        return default();
+        &mut diagnostics,
+    ) {
+        Ok(Some(text)) => text,
+        Ok(None) => match diagnostics.first() {
+            Some(diagnostic) => return Err(unreadable(diagnostic.message.clone())),
+            None => return default(),
+        },
+        Err(error) => return Err(unreadable(error.to_string())),
     };
-    let Ok(root) = yaml::parse(&text) else {
-        return default();
-    };
+    let root = yaml::parse(&text).map_err(|error| {
+        unreadable(format!(
+            "{}:{}: {}",
+            error.position.line, error.position.column, error.message
+        ))
+    })?;
     let yaml::NodeKind::Mapping(entries) = &root.kind else {
-        return default();
+        return Err(unreadable("it is not a mapping".to_string()));
     };
     let state = entries.iter().find_map(|(key, value)| match &key.kind {
         yaml::NodeKind::Scalar { value: key, .. } if key == "state" => Some(value),
@@ -302,22 +314,23 @@ pub fn state_of(dir: &Path) -> StateLocation {
     let mut decoder = Decoder {
         file: dir.join(GLOBAL_FILE),
         dir: dir.to_path_buf(),
-        diagnostics: &mut Vec::new(),
+        diagnostics: &mut diagnostics,
         environment: &environment,
     };
-    decoder
+    let position = state.position;
+    let located = decoder
         .string(state, "state")
-        .and_then(|state| state_location(dir, &state).ok())
-        .unwrap_or_else(default)
-}
-
-/// The state directory (caches, and `state.db` unless the state is in PostgreSQL) a
-/// config directory names, read leniently as `state_of`.
-pub fn state_dir_of(dir: &Path) -> PathBuf {
-    match state_of(dir) {
-        StateLocation::Directory(path) => path,
-        StateLocation::Database(_) => dir.join(".gantry"),
-    }
+        .ok_or_else(|| "`state` is not a string".to_string())
+        .and_then(|state| state_location(dir, &state));
+    located.map_err(|message| {
+        let message = diagnostics
+            .first()
+            .map_or(message, |diagnostic| diagnostic.message.clone());
+        format!(
+            "{GLOBAL_FILE}:{}:{}: {message}",
+            position.line, position.column
+        )
+    })
 }
 
 /// The `local` host, as the Docker CLI finds its engine: `DOCKER_HOST` when set, else

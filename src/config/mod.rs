@@ -29,7 +29,7 @@ use std::time::Duration;
 pub use builder::{BuildSecret, BuildSecretSource, Builder};
 use decode::{Environment, closest};
 use global::read_global;
-pub use global::{StateLocation, is_database_url, state_dir_of, state_of};
+pub use global::{StateLocation, is_database_url, state_of};
 pub use pipeline::is_valid_branch;
 use pipeline::read_pipeline;
 pub use reference::{DEFAULT_REGISTRY, ImageRepository, is_sha256_digest, is_valid_tag};

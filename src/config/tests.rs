@@ -573,12 +573,21 @@ fn a_fifo_is_refused_without_blocking_the_loader() {
             Some(said) => assert!(errors.len() == 1 && errors[0].ends_with(said), "{errors:?}"),
             None => assert!(errors.is_empty(), "{errors:?}"),
         }
-        // Commands that read only history find the default state directory.
+        // Commands that read only history find the default state directory, unless
+        // gantry.yaml, which may name another, cannot be read.
         let root = dir.path().to_path_buf();
-        let state = within_seconds(Box::new(move || {
-            vec![super::state_dir_of(&root).display().to_string()]
+        let state = within_seconds(Box::new(move || match super::state_of(&root) {
+            Ok(StateLocation::Directory(path)) => vec![path.display().to_string()],
+            Ok(StateLocation::Database(_)) => vec!["a database".to_string()],
+            Err(message) => vec![message],
         }));
-        assert_eq!(state, [dir.path().join(".gantry").display().to_string()]);
+        let expected = match said {
+            Some(_) => {
+                "gantry.yaml: cannot tell where the state is: not a regular file".to_string()
+            }
+            None => dir.path().join(".gantry").display().to_string(),
+        };
+        assert_eq!(state, [expected]);
     }
 }
 

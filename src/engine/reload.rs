@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
+use crate::store::Location;
 
 /// How long file changes settle before the config is read again.
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
@@ -127,6 +128,23 @@ impl ConfigWatch {
 
 /// Publishes a freshly loaded config, or keeps the last good one and records the errors.
 fn apply(live: &watch::Sender<LiveConfig>, loaded: Result<Config, Vec<String>>) {
+    // The daemon's store was opened from the config it started with; another `state:`
+    // takes a restart, and until then commands would read another history than the
+    // daemon writes. The edit is refused like an invalid one, and says so.
+    let loaded = loaded.and_then(|config| {
+        let serving = Location::of(&live.borrow().config);
+        let edited = Location::of(&config);
+        if serving.same_place(&edited) {
+            Ok(config)
+        } else {
+            Err(vec![format!(
+                "gantry.yaml: `state` now names {}, but this daemon writes to {} until it is \
+                 restarted; restart `gantry serve` to move, or put `state` back",
+                edited.describe(),
+                serving.describe()
+            )])
+        }
+    });
     match loaded {
         Ok(config) => {
             tracing::info!(pipelines = config.pipelines.len(), "config reloaded");

@@ -49,11 +49,11 @@ impl Location {
     }
 
     /// Where the state of a config directory is, read leniently (see `config::state_of`).
-    pub fn of_dir(dir: &Path) -> Location {
-        match crate::config::state_of(dir) {
+    pub fn of_dir(dir: &Path) -> Result<Location, String> {
+        Ok(match crate::config::state_of(dir)? {
             crate::config::StateLocation::Directory(path) => Location::Directory(path),
             crate::config::StateLocation::Database(url) => Location::Postgres(url),
-        }
+        })
     }
 
     /// The database file, or the URL without its password, for messages.
@@ -61,6 +61,17 @@ impl Location {
         match self {
             Location::Directory(dir) => dir.join(DATABASE_FILE).display().to_string(),
             Location::Postgres(url) => without_password(url.expose_secret()),
+        }
+    }
+
+    /// Whether both name the same state: one directory, or one database URL.
+    pub fn same_place(&self, other: &Location) -> bool {
+        match (self, other) {
+            (Location::Directory(one), Location::Directory(other)) => one == other,
+            (Location::Postgres(one), Location::Postgres(other)) => {
+                one.expose_secret() == other.expose_secret()
+            }
+            _ => false,
         }
     }
 

@@ -283,3 +283,62 @@ fn state_migrate_copies_a_sqlite_state_into_postgres_once() {
     assert_eq!(not_a_url.status.code(), Some(2), "{}", stderr(&not_a_url));
     assert!(stderr(&not_a_url).contains("--to must be a postgres:// URL"));
 }
+
+#[test]
+fn a_state_that_cannot_be_read_or_moves_under_the_daemon_is_said_not_guessed() {
+    // Commands that read history while the config is broken refuse a `state:` they
+    // cannot read, rather than show the default directory's (another) history.
+    let (config, name) = config_with_failing_pipeline();
+    let good = std::fs::read_to_string(config.path().join("gantry.yaml")).unwrap_or_default();
+    config.write("gantry.yaml", &format!("{good}state: \"postgres://\"\n"));
+    for command in [
+        vec!["runs"],
+        vec!["logs", "x#1"],
+        vec!["state", "backup", "copy.db"],
+    ] {
+        let output = config.gantry(&command);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{command:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("gantry.yaml:")
+                && stderr(&output).contains("not a valid postgres:// URL"),
+            "{command:?}: {}",
+            stderr(&output)
+        );
+    }
+    assert!(
+        !config.path().join(".gantry").exists(),
+        "no default state was made"
+    );
+    config.write("gantry.yaml", &good);
+
+    // A daemon keeps the store it opened: a `state:` edited while it runs is refused as
+    // a config error that says so, until it is put back.
+    let daemon = Daemon::start(&config);
+    config.write("gantry.yaml", &format!("{good}state: elsewhere\n"));
+    let health = eventually("the moved state shows", Duration::from_secs(20), || {
+        let (_, body) = daemon.get("/healthz");
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        match health["config_errors"][0].as_str() {
+            Some(error) if error.contains("restart `gantry serve`") => Ok(error.to_string()),
+            _ => Err(format!("{body}\n{}", daemon.log())),
+        }
+    });
+    assert!(health.contains("elsewhere/state.db"), "{health}");
+    assert!(health.contains(".gantry/state.db"), "{health}");
+    config.write("gantry.yaml", &good);
+    eventually(
+        "the config is good again",
+        Duration::from_secs(20),
+        || match daemon.get("/healthz") {
+            (200, body) if body.contains("\"status\":\"ok\"") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let output = config.gantry(&["trigger", &name]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
