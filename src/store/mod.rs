@@ -102,7 +102,8 @@ pub enum StoreError {
 
 impl StoreError {
     /// Why the database cannot take writes right now, when that is the cause: a full
-    /// disk, a failing disk, a read-only file, a lock another process holds. Callers
+    /// disk, a failing disk, a read-only file, a lock another process holds, a damaged
+    /// file. Callers
     /// answer "try again later" (503) to these; other errors are gantry's own.
     pub fn unwritable(&self) -> Option<&'static str> {
         const LOCKED: &str = "the state database is locked by another writer";
@@ -149,6 +150,9 @@ fn sqlite_unwritable(code: i64) -> Option<&'static str> {
         8 => Some("the state database is read-only"),
         5 | 6 => Some("the state database is locked by another writer"),
         14 => Some("the state database cannot be opened"),
+        // SQLITE_CORRUPT, SQLITE_NOTADB: only a restore mends it, but the answer is
+        // still the store's state, not gantry failing.
+        11 | 26 => Some("the state database is damaged; restore it from a backup"),
         _ => None,
     }
 }

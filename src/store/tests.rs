@@ -402,6 +402,38 @@ async fn a_backup_never_writes_over_the_database_it_copies() {
 }
 
 #[tokio::test]
+async fn a_damaged_database_is_said_to_be_damaged_not_an_internal_error() {
+    let (dir, store) = Store::temporary().await;
+    for _ in 0..200 {
+        store.manual_run("web", RunKind::Build).await;
+    }
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    // Every page past the schema's turned to noise under the open store, as a failing
+    // disk might leave them.
+    let file = dir.path().join(DATABASE_FILE);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let page = 4096;
+    for byte in &mut bytes[8 * page..] {
+        *byte = 0xA5;
+    }
+    std::fs::write(&file, bytes).unwrap();
+
+    let error = store
+        .runs_page(None, None, None, 500)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(
+        error.unwritable(),
+        Some("the state database is damaged; restore it from a backup"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn a_database_from_a_newer_gantry_is_refused_and_left_as_it_was() {
     let (dir, store) = Store::temporary().await;
     store.manual_run("web", RunKind::Build).await;
