@@ -350,8 +350,15 @@ fn json_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(body).map_err(|error| error.to_string())
 }
 
-fn string_at<'v>(json: &'v Value, pointer: &str) -> Option<&'v str> {
-    json.pointer(pointer).and_then(Value::as_str)
+/// The text at `pointer`: `None` when it is absent or `null`, an error naming `field`
+/// when it is there but not a string (a number where a commit id belongs is a malformed
+/// delivery, not a deletion).
+fn string_at<'v>(json: &'v Value, pointer: &str, field: &str) -> Result<Option<&'v str>, String> {
+    match json.pointer(pointer) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(format!("`{field}` is not a string")),
+    }
 }
 
 /// What a delivery's commit field says: `None` for a deletion (all zeros, or nothing),
@@ -384,12 +391,12 @@ fn ref_name(field: &str, text: Option<&str>) -> Result<String, String> {
 }
 
 fn github_style_push(json: &Value) -> Result<Push, String> {
-    let git_ref = ref_name("ref", string_at(json, "/ref"))?;
+    let git_ref = ref_name("ref", string_at(json, "/ref", "ref")?)?;
     let deleted = json.get("deleted").and_then(Value::as_bool) == Some(true);
     // An annotated tag's `after` is the tag object; `head_commit.id` is the commit.
-    let (field, after) = match string_at(json, "/head_commit/id") {
+    let (field, after) = match string_at(json, "/head_commit/id", "head_commit.id")? {
         Some(head) if git_ref.starts_with("refs/tags/") => ("head_commit.id", Some(head)),
-        _ => ("after", string_at(json, "/after")),
+        _ => ("after", string_at(json, "/after", "after")?),
     };
     if !deleted && after.is_none() {
         return Err("no `after`".to_string());
@@ -408,13 +415,13 @@ fn github_style_push(json: &Value) -> Result<Push, String> {
 /// tag), or `after` where `checkout_sha` is absent (older GitLab). A deletion has `after`
 /// all zeros (and `checkout_sha: null`).
 fn gitlab_push(json: &Value) -> Result<Push, String> {
-    let git_ref = ref_name("ref", string_at(json, "/ref"))?;
+    let git_ref = ref_name("ref", string_at(json, "/ref", "ref")?)?;
     let after = commit_id(
         "after",
-        Some(string_at(json, "/after").ok_or("no `after`")?),
+        Some(string_at(json, "/after", "after")?.ok_or("no `after`")?),
     )?;
     // `after` of zeros is a deletion; otherwise the commit is `checkout_sha`, if sent.
-    let commit = match (after, string_at(json, "/checkout_sha")) {
+    let commit = match (after, string_at(json, "/checkout_sha", "checkout_sha")?) {
         (None, _) => None,
         (Some(_), Some(checkout)) => commit_id("checkout_sha", Some(checkout))?,
         (Some(after), None) => Some(after),
@@ -434,8 +441,8 @@ fn bitbucket_pushes(json: &Value) -> Result<Vec<Push>, String> {
     for change in changes(json, "/push/changes", "push.changes")? {
         let Some(new) = change.get("new").filter(|new| !new.is_null()) else {
             // `new: null`: the ref was deleted; the old one says which.
-            if let Some(name) = string_at(change, "/old/name") {
-                let prefix = ref_prefix(string_at(change, "/old/type"));
+            if let Some(name) = string_at(change, "/old/name", "old.name")? {
+                let prefix = ref_prefix(string_at(change, "/old/type", "old.type")?);
                 pushes.push(Push {
                     git_ref: ref_name("old.name", Some(&format!("{prefix}{name}")))?,
                     commit: None,
@@ -443,11 +450,14 @@ fn bitbucket_pushes(json: &Value) -> Result<Vec<Push>, String> {
             }
             continue;
         };
-        let name = string_at(new, "/name").ok_or("a change without `new.name`")?;
-        let prefix = ref_prefix(string_at(new, "/type"));
+        let name = string_at(new, "/name", "new.name")?.ok_or("a change without `new.name`")?;
+        let prefix = ref_prefix(string_at(new, "/type", "new.type")?);
+        // A ref that is not deleted points at a commit: no hash is a malformed change.
+        let hash = string_at(new, "/target/hash", "new.target.hash")?
+            .ok_or("a change without `new.target.hash`")?;
         pushes.push(Push {
             git_ref: ref_name("new.name", Some(&format!("{prefix}{name}")))?,
-            commit: commit_id("new.target.hash", string_at(new, "/target/hash"))?,
+            commit: commit_id("new.target.hash", Some(hash))?,
         });
     }
     Ok(pushes)
@@ -458,15 +468,18 @@ fn bitbucket_pushes(json: &Value) -> Result<Vec<Push>, String> {
 fn bitbucket_server_pushes(json: &Value) -> Result<Vec<Push>, String> {
     let mut pushes = Vec::new();
     for change in changes(json, "/changes", "changes")? {
-        let git_ref = ref_name(
-            "changes[].refId",
-            string_at(change, "/refId").or_else(|| string_at(change, "/ref/id")),
-        )?;
-        let deleted = string_at(change, "/type") == Some("DELETE");
+        let ref_id = match string_at(change, "/refId", "changes[].refId")? {
+            Some(ref_id) => Some(ref_id),
+            None => string_at(change, "/ref/id", "changes[].ref.id")?,
+        };
+        let git_ref = ref_name("changes[].refId", ref_id)?;
+        let deleted = string_at(change, "/type", "changes[].type")? == Some("DELETE");
         let commit = if deleted {
             None
         } else {
-            commit_id("changes[].toHash", string_at(change, "/toHash"))?
+            let hash = string_at(change, "/toHash", "changes[].toHash")?
+                .ok_or("a change without `changes[].toHash`")?;
+            commit_id("changes[].toHash", Some(hash))?
         };
         pushes.push(Push { git_ref, commit });
     }

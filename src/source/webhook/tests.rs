@@ -464,3 +464,72 @@ fn decisions_name_what_was_pushed_and_why_nothing_is_queued() {
         },
     );
 }
+
+#[test]
+fn a_field_of_the_wrong_kind_is_malformed_and_named() {
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let generic = |body: &str| {
+        let body = body.as_bytes();
+        deliver(
+            &[("X-Gantry-Signature-256", &sign(SECRET, body))],
+            Some("application/json"),
+            body,
+        )
+    };
+    let bitbucket = |body: &str| {
+        let body = body.as_bytes();
+        deliver(
+            &[
+                ("X-Event-Key", "repo:push"),
+                ("X-Hook-UUID", "h1"),
+                ("X-Hub-Signature", &sign(SECRET, body)),
+            ],
+            Some("application/json"),
+            body,
+        )
+    };
+    let cases: Vec<(Result<Delivery, WebhookError>, &str)> = vec![
+        (
+            generic(r#"{"ref": 5, "after": "x"}"#),
+            "`ref` is not a string",
+        ),
+        (
+            generic(&format!(
+                r#"{{"ref": "refs/heads/main", "after": ["{commit}"]}}"#
+            )),
+            "`after` is not a string",
+        ),
+        (
+            gitlab(
+                format!(r#"{{"ref": "refs/heads/main", "after": "{commit}", "checkout_sha": 5}}"#)
+                    .as_bytes(),
+            ),
+            "`checkout_sha` is not a string",
+        ),
+        (
+            bitbucket(
+                r#"{"push": {"changes": [{"new": {"name": "main", "type": "branch", "target": {"hash": 1}}}]}}"#,
+            ),
+            "`new.target.hash` is not a string",
+        ),
+        (
+            bitbucket(r#"{"push": {"changes": [{"new": {"name": "main", "type": "branch"}}]}}"#),
+            "a change without `new.target.hash`",
+        ),
+        (
+            bitbucket(r#"{"push": {"changes": [{"new": {"name": 7}}]}}"#),
+            "`new.name` is not a string",
+        ),
+    ];
+    for (result, reason) in cases {
+        match result {
+            Err(WebhookError::Malformed { reason: said, .. }) => assert_eq!(said, reason),
+            other => panic!("{reason}: {other:?}"),
+        }
+    }
+    // `null` is as good as absent: a GitLab deletion sends `checkout_sha: null`.
+    let deleted = gitlab(
+        br#"{"ref": "refs/heads/gone", "after": "0000000000000000000000000000000000000000", "checkout_sha": null}"#,
+    );
+    assert!(deleted.is_ok(), "{deleted:?}");
+}
