@@ -62,26 +62,35 @@ fn log_filter(default_level: &str) -> tracing_subscriber::EnvFilter {
 
 /// Writing to stdout fails when its reader went away (`gantry runs | head`) or the disk
 /// is full; the command ends there with a line on stderr, not a panic. A closed pipe
-/// exits 141, as a shell reports a process that SIGPIPE ended.
-fn end_quietly_when_stdout_fails() {
+/// exits 141, as a shell reports a process that SIGPIPE ended. When stderr itself
+/// fails (`gantry validate 2>&1 | head -c 100`) there is nowhere to say so: the exit
+/// status alone tells.
+fn end_quietly_when_output_fails() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if let Some(reason) = info
-            .payload_as_str()
-            .and_then(|message| message.strip_prefix("failed printing to stdout: "))
-        {
-            if reason.starts_with("Broken pipe") {
-                std::process::exit(141);
-            }
-            eprintln!("error: cannot write to stdout: {reason}");
-            std::process::exit(i32::from(EXIT_FAILED));
+        let message = info.payload_as_str().unwrap_or_default();
+        let (stream, reason) = match (
+            message.strip_prefix("failed printing to stdout: "),
+            message.strip_prefix("failed printing to stderr: "),
+        ) {
+            (Some(reason), _) => ("stdout", reason),
+            (None, Some(reason)) => ("stderr", reason),
+            (None, None) => return default(info),
+        };
+        if reason.starts_with("Broken pipe") {
+            std::process::exit(141);
         }
-        default(info);
+        if stream == "stdout" {
+            // `eprintln!` would panic again were stderr gone too.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "error: cannot write to stdout: {reason}");
+        }
+        std::process::exit(i32::from(EXIT_FAILED));
     }));
 }
 
 fn main() -> ExitCode {
-    end_quietly_when_stdout_fails();
+    end_quietly_when_output_fails();
     let cli = Cli::from_process();
     // The daemon tells what it does; one-shot commands speak through their progress.
     let default_level = if matches!(cli.command, cli::Command::Serve { .. }) {

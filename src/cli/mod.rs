@@ -358,10 +358,21 @@ fn usage_error(error: clap::Error, arguments: &[std::ffi::OsString]) -> ! {
     let message = error.kind().as_str().map_or_else(
         || error.to_string(),
         |kind| {
-            // clap's first line, without its `error: ` and styling.
+            // clap's first paragraph (the error, and what it names on the lines under
+            // it: missing arguments), as one line, without `error: ` and styling.
             let rendered = error.render().to_string();
-            let first = rendered.lines().next().unwrap_or(kind);
-            first.strip_prefix("error: ").unwrap_or(first).to_string()
+            let paragraph: Vec<&str> = rendered
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let message = paragraph.join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            if message.is_empty() {
+                kind.to_string()
+            } else {
+                message.to_string()
+            }
         },
     );
     errors::fail(EXIT_USAGE, message);

@@ -47,6 +47,38 @@ fn a_closed_pipe_or_a_full_disk_on_stdout_ends_the_command_without_a_panic() {
         stderr(&output).trim(),
         "error: cannot write to stdout: No space left on device (os error 28)"
     );
+
+    // The same on stderr (`gantry validate 2>&1 | head -c 100`): there is nowhere to say
+    // anything, and the exit status says what happened.
+    config.write("pipelines/broken.yaml", "source: [\n");
+    let closed_pipe = || {
+        let mut ends = [0; 2];
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::pipe(ends.as_mut_ptr()) }, 0);
+        // SAFETY: as above; the reading end is closed at once.
+        unsafe {
+            drop(std::fs::File::from_raw_fd(ends[0]));
+            std::fs::File::from_raw_fd(ends[1])
+        }
+    };
+    let output = config
+        .command(&["validate"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(closed_pipe()))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(141));
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let output = config
+        .command(&["validate"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(full))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
 }
 
 #[test]
@@ -369,6 +401,13 @@ fn with_json_every_command_reports_its_error_as_json_on_stdout() {
             .unwrap()
             .contains("no pipeline `nope`"),
         "{message}"
+    );
+    // An argument clap finds missing is named, as clap's own message names it.
+    let missing = json_error(&config, &["--json", "deploy"], 2);
+    assert_eq!(
+        missing["error"]["message"],
+        "the following required arguments were not provided: <PIPELINE>",
+        "{missing}"
     );
     // Failures of the work itself: a daemon that does not answer.
     json_error(
