@@ -24,6 +24,8 @@
 #   BENCH_REPLICAS=1         daemons sharing that state (PostgreSQL only); deliveries go
 #                            to each in turn
 #   GANTRY_BIN=path          use this gantry binary instead of the release build
+#   BENCH_LOADGEN=path       with GANTRY_BIN: this load generator (a release build of
+#                            examples/intake_bench.rs); nothing is compiled
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -125,7 +127,11 @@ gantry_runs() {
 log "test environment"
 use_test_env
 
-if [ -n "${GANTRY_BIN:-}" ]; then
+LOADGEN="${BENCH_LOADGEN:-$ROOT/target/release/examples/intake_bench}"
+if [ -n "${GANTRY_BIN:-}" ] && [ -n "${BENCH_LOADGEN:-}" ]; then
+  log "gantry: $GANTRY_BIN; load generator: $LOADGEN (nothing built)"
+  GANTRY=$GANTRY_BIN
+elif [ -n "${GANTRY_BIN:-}" ]; then
   log "cargo build --release (examples/intake_bench.rs); gantry: $GANTRY_BIN"
   cargo build --release --quiet --example intake_bench
   GANTRY=$GANTRY_BIN
@@ -134,7 +140,6 @@ else
   cargo build --release --quiet --bin gantry --example intake_bench
   GANTRY="$ROOT/target/release/gantry"
 fi
-LOADGEN="$ROOT/target/release/examples/intake_bench"
 [ -x "$GANTRY" ] || die "no gantry binary at $GANTRY"
 [ -x "$LOADGEN" ] || die "no load generator at $LOADGEN"
 
