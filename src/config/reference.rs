@@ -42,6 +42,27 @@ pub fn is_sha256_digest(text: &str) -> bool {
     })
 }
 
+/// `text` as messages may quote it: without the user info of a URL, or of a
+/// `user:password@host/...` written without a scheme.
+fn shown(text: &str) -> String {
+    let text = super::redact_urls(text);
+    match text.split_once('@') {
+        Some((_, after)) if user_info_before_path(&text) => format!("***@{after}"),
+        _ => text,
+    }
+}
+
+/// Whether `text` starts with `user:password@host/` (a name with a tag and a digest,
+/// `app:v1@sha256:...`, has no path after its `@`).
+fn user_info_before_path(text: &str) -> bool {
+    let Some((first, _)) = text.split_once('/') else {
+        return false;
+    };
+    first
+        .split_once('@')
+        .is_some_and(|(before, _)| before.contains(':'))
+}
+
 /// An image repository without tag or digest: `registry.example.com/team/hello`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRepository {
@@ -57,6 +78,9 @@ impl ImageRepository {
     /// The repository of a full reference with a tag or a digest (`caddy:2.8`,
     /// `reg.example.com:5000/caddy@sha256:…`), checked whole.
     pub fn of_reference(text: &str) -> Result<ImageRepository, String> {
+        if text.contains("://") || user_info_before_path(text) {
+            return ImageRepository::parse(text);
+        }
         let (repository, digest) = match text.split_once('@') {
             Some((repository, digest)) => (repository, Some(digest)),
             None => (text, None),
@@ -83,15 +107,23 @@ impl ImageRepository {
         ImageRepository::parse(repository)
     }
 
-    pub fn parse(text: &str) -> Result<ImageRepository, String> {
-        if text.len() > 255 {
+    pub fn parse(written: &str) -> Result<ImageRepository, String> {
+        // Messages quote the name without any credentials written into it.
+        let text = &shown(written);
+        if written.len() > 255 {
             return Err(format!("`{text}` is longer than 255 characters"));
         }
-        if text.contains('@') {
+        if written.contains("://") {
             return Err(format!(
-                "`{text}` carries a digest; give the repository only"
+                "`{text}`: give the repository as HOST/PATH, without a scheme (credentials go in `registries:`)"
             ));
         }
+        if written.contains('@') {
+            return Err(format!(
+                "`{text}` carries a digest or credentials; give the repository only"
+            ));
+        }
+        let text = written;
         let (first, rest) = match text.split_once('/') {
             Some((first, rest)) => (first, Some(rest)),
             None => (text, None),
@@ -213,6 +245,21 @@ mod tests {
         check("team//hello", Err("must be lowercase"));
         check("team/-hello", Err("must be lowercase"));
         check("bad_host.:5000/x", Err("not a valid registry host"));
+        // Credentials written into a repository are never quoted back.
+        for text in [
+            "https://user:s3cret-pw@reg.example.com/team/x",
+            "user:s3cret-pw@reg.example.com/team/x",
+        ] {
+            let message = ImageRepository::parse(text).unwrap_err();
+            assert!(!message.contains("s3cret-pw"), "{message}");
+            assert!(message.contains("reg.example.com/team/x"), "{message}");
+            let message = ImageRepository::of_reference(&format!("{text}:v1")).unwrap_err();
+            assert!(!message.contains("s3cret-pw"), "{message}");
+        }
+        check(
+            "https://reg.example.com/team/x",
+            Err("give the repository as HOST/PATH, without a scheme"),
+        );
     }
 
     #[test]
