@@ -167,6 +167,9 @@ async fn instances(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     may_read(&state, &headers)?;
+    if let Some(pipeline) = &filter.pipeline {
+        ensure_pipeline(&state, pipeline)?;
+    }
     let snapshot = crate::engine::status::fresh_snapshot(
         &state.status,
         &state.store,
@@ -193,7 +196,8 @@ struct RunFilter {
     state: Option<RunState>,
     /// The `next_before` of the previous page.
     before: Option<i64>,
-    limit: Option<i64>,
+    /// Runs per page, 1 to `MAX_PAGE` (more is taken as `MAX_PAGE`).
+    limit: Option<u32>,
 }
 
 async fn runs(
@@ -202,7 +206,16 @@ async fn runs(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     may_read(&state, &headers)?;
-    let limit = filter.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    let limit = match filter.limit {
+        None => 50,
+        Some(0) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("`limit` must be 1 to {MAX_PAGE}"),
+            ));
+        }
+        Some(limit) => i64::from(limit).min(MAX_PAGE),
+    };
     let page = state
         .store
         .runs_page(

@@ -340,6 +340,21 @@ async fn runs_come_a_page_at_a_time() {
     assert_eq!(numbers(&filtered), vec![7, 6]);
     let (_, none) = api.read("/api/v1/runs?state=succeeded").await;
     assert_eq!(numbers(&none), Vec::<i64>::new());
+    // A page of no runs, or of a negative number, is a mistake, not a page of one.
+    for limit in ["0", "-1", "x"] {
+        let (status, answer) = api.read(&format!("/api/v1/runs?limit={limit}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{limit}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("limit"),
+            "{answer}"
+        );
+    }
+    let (status, all) = api.read("/api/v1/runs?limit=100000").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(numbers(&all).len(), 7);
+    // Instances of a pipeline that is not configured: 404, as for the pipeline itself.
+    let (status, answer) = api.read("/api/v1/instances?pipeline=nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
 }
 
 #[tokio::test]
