@@ -8,6 +8,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::errors;
+use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline};
 use crate::config::{Config, Pipeline};
 use crate::engine::Progress;
@@ -117,7 +118,7 @@ pub async fn runs(
         println!("no runs yet");
     }
     for run in &runs {
-        println!("{}", describe(run));
+        println!("{}", printable(&describe(run)));
     }
     Ok(ExitCode::from(EXIT_OK))
 }
@@ -189,7 +190,7 @@ pub async fn logs(
             if json {
                 println!("{}", serde_json::to_string(line)?);
             } else {
-                println!("{}", line.line);
+                println!("{}", printable(&line.line));
             }
             last = line.seq;
         }
@@ -206,7 +207,7 @@ pub async fn logs(
                     if json {
                         println!("{}", serde_json::to_string(&line)?);
                     } else {
-                        println!("{}", line.line);
+                        println!("{}", printable(&line.line));
                     }
                 }
             }

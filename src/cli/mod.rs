@@ -9,6 +9,7 @@
 mod daemon;
 pub mod errors;
 mod operate;
+mod printable;
 mod progress;
 mod prune;
 mod remote;
@@ -89,6 +90,11 @@ impl Cli {
             Cli::from_arg_matches(&matches).unwrap_or_else(|error| usage_error(error, &arguments));
         cli.server_from_environment =
             matches.value_source("server") == Some(clap::parser::ValueSource::EnvVariable);
+        // An empty GANTRY_SERVER (`GANTRY_SERVER= gantry ...`) names no daemon.
+        if cli.server_from_environment && cli.server.as_deref().is_some_and(str::is_empty) {
+            cli.server = None;
+            cli.server_from_environment = false;
+        }
         cli
     }
 }
@@ -548,7 +554,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// A command against a daemon's API.
 async fn remote_command(cli: Cli, server: &str) -> anyhow::Result<ExitCode> {
-    let remote = remote::Remote::new(server, cli.token.map(secrecy::SecretString::from))?;
+    let remote = match remote::Remote::new(server, cli.token.map(secrecy::SecretString::from)) {
+        Ok(remote) => remote,
+        Err(refused) => return Ok(errors::fail(refused.code, refused.message)),
+    };
     let json = cli.json;
     Ok(match cli.command {
         Command::Runs { pipeline, limit } => {

@@ -44,6 +44,7 @@ impl Progress for Lines {
     }
 
     fn line(&mut self, line: &str) {
+        let line = super::printable::printable(line);
         eprintln!("[{}] {line}", self.stage.map_or("", Stage::as_str));
     }
 

@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use super::errors;
+use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::run::RunState;
 use crate::store::{LogLine, RunRecord};
@@ -34,8 +35,33 @@ pub struct Refused {
 }
 
 impl Remote {
-    pub fn new(base: &str, token: Option<SecretString>) -> anyhow::Result<Remote> {
-        let client = crate::http::client().map_err(anyhow::Error::msg)?.clone();
+    /// The daemon at `base` (`http://HOST:PORT` or `https://...`). An address that is
+    /// not such a URL, or that holds credentials (which belong in `--token`), is refused;
+    /// messages never quote the credentials.
+    pub fn new(base: &str, token: Option<SecretString>) -> Result<Remote, Refused> {
+        let usage = |message: String| Refused {
+            code: EXIT_USAGE,
+            message,
+        };
+        let shown = crate::config::redact_urls(base);
+        let url = url::Url::parse(base)
+            .map_err(|error| usage(format!("--server `{shown}` is not a URL: {error}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(usage(format!(
+                "--server `{shown}` is not an http:// or https:// address of a daemon"
+            )));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(usage(format!(
+                "--server `{shown}` holds credentials; give the address alone and the token with --token or GANTRY_TOKEN"
+            )));
+        }
+        let client = crate::http::client()
+            .map_err(|message| Refused {
+                code: EXIT_FAILED,
+                message,
+            })?
+            .clone();
         Ok(Remote {
             base: base.trim_end_matches('/').to_string(),
             token,
@@ -115,7 +141,7 @@ pub async fn runs(remote: &Remote, pipeline: Option<&str>, limit: i64, json: boo
         println!("no runs yet");
     } else {
         for run in &runs {
-            println!("{}", super::daemon::describe(run));
+            println!("{}", printable(&super::daemon::describe(run)));
         }
     }
     ExitCode::from(EXIT_OK)
@@ -212,7 +238,7 @@ async fn print_log(
             if json {
                 println!("{}", serde_json::to_string(line).unwrap_or_default());
             } else {
-                println!("{}", line.line);
+                println!("{}", printable(&line.line));
             }
             printed = line.seq;
         }

@@ -247,6 +247,31 @@ fn commits_from_outside_are_checked_at_intake_and_shown_whole_characters() {
         .unwrap();
     assert!(remote.status.success(), "{}", stderr(&remote));
     assert_eq!(stdout(&remote), stdout(&local));
+
+    // What a run says that came from outside (a commit message, a git error) reaches a
+    // terminal as text: escapes and reordering characters are shown, not acted on.
+    with_database(&config.state_database(), async |pool| {
+        sqlx::query("UPDATE runs SET message = ?1")
+            .bind("fixed\u{1b}]0;owned\u{7}\u{1b}[2J admin\u{202e}gnp.exe")
+            .execute(pool)
+            .await
+            .unwrap();
+    });
+    let local = config.gantry(&["runs", &deployment.name]);
+    let shown = stdout(&local);
+    assert!(
+        !shown.contains(['\u{1b}', '\u{7}', '\u{202e}']),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains("fixed\\u{1b}]0;owned\\u{7}\\u{1b}[2J admin\\u{202e}gnp.exe"),
+        "{shown}"
+    );
+    let (_, listed) = config.gantry_json(&["runs", &deployment.name]);
+    assert!(
+        listed[0]["message"].as_str().unwrap().contains('\u{202e}'),
+        "JSON keeps the text as stored: {listed}"
+    );
 }
 
 /// Rows of the state database's `deliveries` table for a pipeline: (id, run id).
@@ -410,6 +435,21 @@ fn guessing_is_limited_errors_are_json_and_pages_refuse_framing() {
     assert_eq!(status, 429);
     // Reading without credentials is not an attempt: `/healthz` still answers.
     assert_eq!(daemon.get("/healthz").0, 200);
+
+    // A webhook secret cannot be guessed either: wrong GitLab tokens for one pipeline
+    // are counted, for that pipeline alone.
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    for attempt in 0..MAX_FAILURES {
+        let (headers, body) =
+            forge_push("gitlab", commit, &unique("d"), &format!("guess-{attempt}"));
+        let (status, answer) = daemon.post(&deployment.name, &headers, &body);
+        assert_eq!(status, 401, "{answer}");
+    }
+    let (headers, body) = forge_push("gitlab", commit, &unique("d"), SECRET);
+    let (status, answer) = daemon.post(&deployment.name, &headers, &body);
+    assert_eq!(status, 429, "even the right secret waits: {answer}");
+    let (status, answer) = daemon.post("another-pipeline", &headers, &body);
+    assert_eq!(status, 404, "other paths are not held back: {answer}");
     assert!(
         daemon.log().contains("failed authentication"),
         "{}",

@@ -183,6 +183,43 @@ fn gantry_server_in_the_environment_leaves_local_commands_local_and_no_flag_is_d
             stderr(&output)
         );
     }
+
+    // An empty GANTRY_SERVER names no daemon: `runs` reads the local history.
+    let output = config
+        .command(&["runs"])
+        .env("GANTRY_SERVER", "")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    // An address that is not a daemon's URL, or holds credentials, is refused before
+    // anything is sent, and the credentials are not quoted back.
+    for (server, says) in [
+        ("nowhere", "is not a URL"),
+        ("ftp://127.0.0.1:9", "is not an http:// or https:// address"),
+        ("http://user:s3cret-pw@127.0.0.1:9", "holds credentials"),
+    ] {
+        let output = config
+            .command(&["--server", server, "runs"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{server}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(says),
+            "{server}: {}",
+            stderr(&output)
+        );
+        assert!(
+            !stderr(&output).contains("s3cret-pw"),
+            "{}",
+            stderr(&output)
+        );
+    }
 }
 
 /// Runs `gantry --config DIR ARGS` with stdout and stderr on a new pseudo-terminal, as
