@@ -12,7 +12,9 @@ use super::yaml::{self, Position};
 use super::*;
 
 /// Tokens shorter than this load, with a warning.
-const MIN_TOKEN_LEN: usize = 16;
+pub(super) const MIN_TOKEN_LEN: usize = 16;
+/// The longest `server.read_timeout`: a client slower than that is not one to wait for.
+const MAX_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What `gantry.yaml` holds, with defaults filled in.
 pub(super) struct Global {
@@ -106,10 +108,10 @@ pub(super) fn read_global(
         )
     {
         if let Some(timeout) = decoder.optional_duration(&server, "read_timeout") {
-            if timeout.is_zero() {
+            if timeout.is_zero() || timeout > MAX_READ_TIMEOUT {
                 decoder.error(
                     server.key_position("read_timeout"),
-                    "`server.read_timeout` must be longer than 0s",
+                    "`server.read_timeout` must be longer than 0s and at most 1h",
                 );
             } else {
                 global.server.read_timeout = timeout;

@@ -32,7 +32,9 @@ use global::read_global;
 pub use global::{StateLocation, is_database_url, state_of};
 pub use pipeline::is_valid_branch;
 use pipeline::read_pipeline;
-pub use reference::{DEFAULT_REGISTRY, ImageRepository, is_sha256_digest, is_valid_tag};
+pub use reference::{
+    DEFAULT_REGISTRY, ImageRepository, is_sha256_digest, is_valid_tag, shown_reference,
+};
 pub use swarm::{
     DEFAULT_MONITOR as DEFAULT_SWARM_MONITOR, FailureAction, PublishMode, SwarmSettings,
     SwarmUpdate, UpdateOrder,
@@ -123,6 +125,7 @@ impl Config {
         );
 
         let mut pipelines = BTreeMap::new();
+        let mut warnings = Vec::new();
         for path in pipeline_files(dir)? {
             let relative = Path::new(PIPELINES_DIR).join(path.file_name().unwrap_or_default());
             let file = display_file(dir, &relative.to_string_lossy());
@@ -142,6 +145,7 @@ impl Config {
                 &global,
                 environment,
                 &mut diagnostics,
+                &mut warnings,
             ) {
                 pipelines.insert(name, pipeline);
             }
@@ -161,7 +165,7 @@ impl Config {
             registries: global.registries,
             notifications: global.notifications,
             proxy: global.proxy,
-            warnings: global.warnings,
+            warnings: global.warnings.into_iter().chain(warnings).collect(),
             pipelines,
         })
     }

@@ -19,6 +19,7 @@ pub(super) fn read_pipeline(
     global: &Global,
     environment: Environment,
     diagnostics: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
 ) -> Option<Pipeline> {
     let root = parse_file(&file, text, diagnostics)?;
     let mut decoder = Decoder {
@@ -37,7 +38,7 @@ pub(super) fn read_pipeline(
     }
     let fields = decoder.mapping(&root, "", &["source", "build", "image", "images", "deploy"])?;
     let source = match fields.get("source") {
-        Some(node) => read_source(&mut decoder, dir, node),
+        Some(node) => read_source(&mut decoder, dir, node, warnings),
         None => {
             decoder.missing(&fields, "source");
             None
@@ -92,7 +93,12 @@ pub(super) fn empty_mapping(position: Position) -> yaml::Node {
     }
 }
 
-fn read_source(decoder: &mut Decoder, dir: &Path, node: &yaml::Node) -> Option<Source> {
+fn read_source(
+    decoder: &mut Decoder,
+    dir: &Path,
+    node: &yaml::Node,
+    warnings: &mut Vec<Diagnostic>,
+) -> Option<Source> {
     let fields = decoder.mapping(
         node,
         "source",
@@ -139,6 +145,22 @@ fn read_source(decoder: &mut Decoder, dir: &Path, node: &yaml::Node) -> Option<S
             let unsigned = decoder
                 .optional_bool(&webhook_fields, "unsigned")
                 .unwrap_or(false);
+            let short = secret.as_ref().is_some_and(|secret| {
+                secrecy::ExposeSecret::expose_secret(secret).chars().count()
+                    < super::global::MIN_TOKEN_LEN
+            });
+            if short {
+                let position = webhook_fields.key_position("secret");
+                warnings.push(Diagnostic {
+                    file: decoder.file.clone(),
+                    line: position.line,
+                    column: position.column,
+                    message: format!(
+                        "`source.webhook.secret` is shorter than {} characters; a long random secret (`openssl rand -hex 32`) is much harder to guess",
+                        super::global::MIN_TOKEN_LEN
+                    ),
+                });
+            }
             if unsigned && secret.is_some() {
                 decoder.error(
                     webhook_fields.key_position("unsigned"),

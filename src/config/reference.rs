@@ -42,13 +42,15 @@ pub fn is_sha256_digest(text: &str) -> bool {
     })
 }
 
-/// `text` as messages may quote it: without the user info of a URL, or of a
-/// `user:password@host/...` written without a scheme.
-fn shown(text: &str) -> String {
+/// `text` as messages may quote it: without the user info of a URL, and without
+/// anything before an `@` that does not start a digest (`user:password@host/...`, a
+/// token written before a host), since that may be a credential.
+pub fn shown_reference(text: &str) -> String {
     let text = super::redact_urls(text);
-    match text.split_once('@') {
-        Some((_, after)) if user_info_before_path(&text) => format!("***@{after}"),
-        _ => text,
+    match text.rsplit_once('@') {
+        Some((before, digest)) if digest.starts_with("sha256:") && !before.contains('@') => text,
+        Some((_, after)) => format!("***@{after}"),
+        None => text,
     }
 }
 
@@ -58,9 +60,7 @@ fn user_info_before_path(text: &str) -> bool {
     let Some((first, _)) = text.split_once('/') else {
         return false;
     };
-    first
-        .split_once('@')
-        .is_some_and(|(before, _)| before.contains(':'))
+    first.split_once('@').is_some_and(|(before, _)| before.contains(':'))
 }
 
 /// An image repository without tag or digest: `registry.example.com/team/hello`.
@@ -77,10 +77,12 @@ pub struct ImageRepository {
 impl ImageRepository {
     /// The repository of a full reference with a tag or a digest (`caddy:2.8`,
     /// `reg.example.com:5000/caddy@sha256:…`), checked whole.
-    pub fn of_reference(text: &str) -> Result<ImageRepository, String> {
-        if text.contains("://") || user_info_before_path(text) {
-            return ImageRepository::parse(text);
+    pub fn of_reference(written: &str) -> Result<ImageRepository, String> {
+        if written.contains("://") || user_info_before_path(written) || written.matches('@').count() > 1 {
+            return ImageRepository::parse(written);
         }
+        let text = written;
+        let quoted = shown_reference(written);
         let (repository, digest) = match text.split_once('@') {
             Some((repository, digest)) => (repository, Some(digest)),
             None => (text, None),
@@ -97,19 +99,19 @@ impl ImageRepository {
         if let Some(tag) = tag
             && !is_valid_tag(tag)
         {
-            return Err(format!("`{text}`: `{tag}` is not a valid tag"));
+            return Err(format!("`{quoted}`: `{tag}` is not a valid tag"));
         }
         if let Some(digest) = digest
             && !is_sha256_digest(digest)
         {
-            return Err(format!("`{text}`: `{digest}` is not a sha256 digest"));
+            return Err(format!("`{quoted}`: `{digest}` is not a sha256 digest"));
         }
         ImageRepository::parse(repository)
     }
 
     pub fn parse(written: &str) -> Result<ImageRepository, String> {
         // Messages quote the name without any credentials written into it.
-        let text = &shown(written);
+        let text = &shown_reference(written);
         if written.len() > 255 {
             return Err(format!("`{text}` is longer than 255 characters"));
         }
@@ -249,12 +251,16 @@ mod tests {
         for text in [
             "https://user:s3cret-pw@reg.example.com/team/x",
             "user:s3cret-pw@reg.example.com/team/x",
+            "user:s3cret/pw@reg.example.com/team/x",
+            "user:s3cret-p@w@reg.example.com/team/x",
+            "s3cret-pw@reg.example.com/team/x",
         ] {
             let message = ImageRepository::parse(text).unwrap_err();
             assert!(!message.contains("s3cret-pw"), "{message}");
             assert!(message.contains("reg.example.com/team/x"), "{message}");
+            assert!(!message.contains("s3cret"), "{message}");
             let message = ImageRepository::of_reference(&format!("{text}:v1")).unwrap_err();
-            assert!(!message.contains("s3cret-pw"), "{message}");
+            assert!(!message.contains("s3cret"), "{message}");
         }
         check(
             "https://reg.example.com/team/x",

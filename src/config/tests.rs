@@ -227,6 +227,25 @@ fn durations() {
 }
 
 #[test]
+fn the_read_timeout_is_bounded() {
+    for timeout in ["0s", "2h", "300000000000years"] {
+        let errors = diagnostics(&[(
+            "gantry.yaml",
+            &format!("server:\n  read_timeout: {timeout}\n"),
+        )]);
+        assert_eq!(
+            errors,
+            ["gantry.yaml:2:3: `server.read_timeout` must be longer than 0s and at most 1h"],
+            "{timeout}"
+        );
+    }
+    assert_eq!(
+        diagnostics(&[("gantry.yaml", "server:\n  read_timeout: 1h\n")]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
 fn paths_outside_the_repository() {
     let text = GOOD_PIPELINE
         .replace("context: .", "context: ../elsewhere")
@@ -456,16 +475,24 @@ fn short_tokens_load_with_a_warning() {
         "server:\n  token: short\n  read_token: a-long-enough-read-token\n",
     )
     .unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    std::fs::write(
+        dir.path().join("pipelines/hello.yaml"),
+        "source: { repo: \"https://git.example.com/hello.git\", branch: main, webhook: { secret: hook } }\nimage: { repository: 127.0.0.1:5000/hello }\n",
+    )
+    .unwrap();
     let config = Config::load_with(dir.path(), &|_: &str| None).unwrap();
+    let root = format!("{}/", dir.path().display());
     let warnings: Vec<String> = config
         .warnings
         .iter()
-        .map(|warning| format!("{}:{}: {}", warning.line, warning.column, warning.message))
+        .map(|warning| warning.to_string().replace(&root, ""))
         .collect();
     assert_eq!(
         warnings,
         [
-            "2:3: `server.token` is shorter than 16 characters; a long random token (`openssl rand -hex 32`) is much harder to guess"
+            "gantry.yaml:2:3: `server.token` is shorter than 16 characters; a long random token (`openssl rand -hex 32`) is much harder to guess",
+            "pipelines/hello.yaml:1:79: `source.webhook.secret` is shorter than 16 characters; a long random secret (`openssl rand -hex 32`) is much harder to guess",
         ]
     );
 }

@@ -137,9 +137,14 @@ pub fn check_requested(kind: RunKind, requested: &str) -> Result<(), String> {
         RunKind::Deploy => "an image reference (repo:tag, repo@digest, a tag or a digest)",
         RunKind::Rollback => "a deployment number, digest or commit",
     };
+    // An image may have been written with credentials in it: never quoted back.
+    let quoted = match kind {
+        RunKind::Deploy => crate::config::shown_reference(requested),
+        _ => requested.to_string(),
+    };
     Err(format!(
         "`{}` is not {what}",
-        source::prefix(requested, 80).escape_debug()
+        source::prefix(&quoted, 80).escape_debug()
     ))
 }
 

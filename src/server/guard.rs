@@ -1,9 +1,8 @@
 //! What every answer of the daemon gets on its way out, and the limit on guessing.
 //!
-//! - Failed logins and bearer tokens are counted per client address, and deliveries
-//!   with a wrong webhook secret per address and pipeline: after `MAX_FAILURES` in
-//!   `FAILURE_WINDOW`, every attempt from there is answered `429` until the window
-//!   ends, so neither a token nor a secret can be guessed at network speed.
+//! - Failed logins and bearer tokens are counted per client address: after
+//!   `MAX_FAILURES` in `FAILURE_WINDOW`, every attempt from that address is answered
+//!   `429` until the window ends, so a token cannot be guessed at network speed.
 //! - Errors under `/api/` and `/hooks/` are JSON (`{"error": ...}`), axum's own
 //!   rejections (bad JSON, wrong content type, a body too large) and paths no route
 //!   serves included.
@@ -47,17 +46,11 @@ const DASHBOARD_POLICY: &str = "default-src 'none'; script-src 'self'; style-src
      img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
      base-uri 'none'";
 
-/// Failed authentication attempts per client address and what it tried: the API and
-/// dashboard's tokens and login (`None`), or one pipeline's webhook secret. A forge
-/// whose deliveries to one pipeline carry a wrong secret is held back for that
-/// pipeline alone; its deliveries to the others still come in.
+/// Failed authentication attempts per client address.
 #[derive(Debug, Default)]
 pub struct FailedAuth {
-    windows: Mutex<HashMap<Attempter, Window>>,
+    windows: Mutex<HashMap<IpAddr, Window>>,
 }
-
-/// Who tried, and at what: `None` for tokens and login, a pipeline for its webhooks.
-type Attempter = (IpAddr, Option<Box<str>>);
 
 #[derive(Debug, Clone, Copy)]
 struct Window {
@@ -67,33 +60,33 @@ struct Window {
 
 impl FailedAuth {
     /// How long `address` must wait, when it made too many failed attempts.
-    fn blocked(&self, attempter: &Attempter, now: Instant) -> Option<Duration> {
+    fn blocked(&self, address: IpAddr, now: Instant) -> Option<Duration> {
         let windows = self
             .windows
             .lock()
             .unwrap_or_else(|error| error.into_inner());
-        let window = windows.get(attempter)?;
+        let window = windows.get(&address)?;
         let ends = window.started + FAILURE_WINDOW;
         (window.failures >= MAX_FAILURES && now < ends).then(|| ends - now)
     }
 
-    fn record(&self, attempter: Attempter, now: Instant) {
+    fn record(&self, address: IpAddr, now: Instant) {
         let mut windows = self
             .windows
             .lock()
             .unwrap_or_else(|error| error.into_inner());
-        if windows.len() >= MAX_TRACKED && !windows.contains_key(&attempter) {
+        if windows.len() >= MAX_TRACKED && !windows.contains_key(&address) {
             windows.retain(|_, window| now < window.started + FAILURE_WINDOW);
             if windows.len() >= MAX_TRACKED
                 && let Some(oldest) = windows
                     .iter()
                     .min_by_key(|(_, window)| window.started)
-                    .map(|(attempter, _)| attempter.clone())
+                    .map(|(address, _)| *address)
             {
                 windows.remove(&oldest);
             }
         }
-        let window = windows.entry(attempter).or_insert(Window {
+        let window = windows.entry(address).or_insert(Window {
             started: now,
             failures: 0,
         });
@@ -107,18 +100,10 @@ impl FailedAuth {
     }
 }
 
-/// What a request presents credentials for, if it does: a webhook's secret (the
-/// pipeline), or a bearer token or the login form (`None`).
-fn authenticates(request: &Request) -> Option<Option<Box<str>>> {
-    let path = request.uri().path();
-    if request.method() == Method::POST
-        && let Some(pipeline) = path.strip_prefix("/hooks/")
-    {
-        return Some(Some(pipeline.into()));
-    }
-    (request.headers().contains_key(header::AUTHORIZATION)
-        || (request.method() == Method::POST && path == "/login"))
-        .then_some(None)
+/// Whether a request presents credentials: a bearer token, or the login form.
+fn authenticates(request: &Request) -> bool {
+    request.headers().contains_key(header::AUTHORIZATION)
+        || (request.method() == Method::POST && request.uri().path() == "/login")
 }
 
 /// Refuses an address that failed too often; counts each failed attempt.
@@ -131,11 +116,10 @@ pub async fn limit_guessing(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| peer.ip());
-    let (Some(address), Some(tried)) = (address, authenticates(&request)) else {
+    let (Some(address), true) = (address, authenticates(&request)) else {
         return next.run(request).await;
     };
-    let attempter = (address, tried);
-    if let Some(wait) = state.failed_auth.blocked(&attempter, Instant::now()) {
+    if let Some(wait) = state.failed_auth.blocked(address, Instant::now()) {
         let seconds = wait.as_secs().max(1);
         let mut response = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -149,8 +133,8 @@ pub async fn limit_guessing(
     }
     let response = next.run(request).await;
     if response.status() == StatusCode::UNAUTHORIZED {
-        tracing::warn!(%address, pipeline = attempter.1.as_deref(), "failed authentication");
-        state.failed_auth.record(attempter, Instant::now());
+        tracing::warn!(%address, "failed authentication");
+        state.failed_auth.record(address, Instant::now());
     }
     response
 }
@@ -245,23 +229,20 @@ mod tests {
     fn an_address_that_fails_too_often_waits_out_the_window() {
         let failed = FailedAuth::default();
         let start = Instant::now();
-        let address: Attempter = ("127.0.0.7".parse().unwrap(), None);
-        let other: Attempter = ("127.0.0.8".parse().unwrap(), None);
-        // The same address, at one pipeline's webhook secret: counted apart.
-        let hooks: Attempter = (address.0, Some("app".into()));
+        let address: IpAddr = "127.0.0.7".parse().unwrap();
+        let other: IpAddr = "127.0.0.8".parse().unwrap();
         for _ in 0..MAX_FAILURES - 1 {
-            failed.record(address.clone(), start);
+            failed.record(address, start);
         }
-        assert_eq!(failed.blocked(&address, start), None);
-        failed.record(address.clone(), start);
-        assert_eq!(failed.blocked(&address, start), Some(FAILURE_WINDOW));
-        assert_eq!(failed.blocked(&other, start), None);
-        assert_eq!(failed.blocked(&hooks, start), None);
+        assert_eq!(failed.blocked(address, start), None);
+        failed.record(address, start);
+        assert_eq!(failed.blocked(address, start), Some(FAILURE_WINDOW));
+        assert_eq!(failed.blocked(other, start), None);
         let later = start + FAILURE_WINDOW;
-        assert_eq!(failed.blocked(&address, later), None);
+        assert_eq!(failed.blocked(address, later), None);
         // A new window starts counting from one.
-        failed.record(address.clone(), later);
-        assert_eq!(failed.blocked(&address, later), None);
+        failed.record(address, later);
+        assert_eq!(failed.blocked(address, later), None);
     }
 
     #[test]
@@ -269,7 +250,7 @@ mod tests {
         let failed = FailedAuth::default();
         let start = Instant::now();
         for index in 0..(MAX_TRACKED as u32 + 10) {
-            failed.record((IpAddr::from(index.to_be_bytes()), None), start);
+            failed.record(IpAddr::from(index.to_be_bytes()), start);
         }
         let remembered = failed.windows.lock().unwrap().len();
         assert!(remembered <= MAX_TRACKED, "{remembered}");

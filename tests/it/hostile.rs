@@ -436,10 +436,12 @@ fn guessing_is_limited_errors_are_json_and_pages_refuse_framing() {
     // Reading without credentials is not an attempt: `/healthz` still answers.
     assert_eq!(daemon.get("/healthz").0, 200);
 
-    // A webhook secret cannot be guessed either: wrong GitLab tokens for one pipeline
-    // are counted, for that pipeline alone.
+    // Deliveries with wrong secrets are not held against an address: forges send from
+    // a few shared addresses, and anyone can point a hook of theirs here, so blocking
+    // them would let a stranger stop a pipeline's deploys. A secret is protected by its
+    // length instead (a short one loads with a warning).
     let commit = "0123456789abcdef0123456789abcdef01234567";
-    for attempt in 0..MAX_FAILURES {
+    for attempt in 0..=MAX_FAILURES {
         let (headers, body) =
             forge_push("gitlab", commit, &unique("d"), &format!("guess-{attempt}"));
         let (status, answer) = daemon.post(&deployment.name, &headers, &body);
@@ -447,9 +449,10 @@ fn guessing_is_limited_errors_are_json_and_pages_refuse_framing() {
     }
     let (headers, body) = forge_push("gitlab", commit, &unique("d"), SECRET);
     let (status, answer) = daemon.post(&deployment.name, &headers, &body);
-    assert_eq!(status, 429, "even the right secret waits: {answer}");
-    let (status, answer) = daemon.post("another-pipeline", &headers, &body);
-    assert_eq!(status, 404, "other paths are not held back: {answer}");
+    assert_eq!(
+        status, 202,
+        "the forge's own delivery still comes in: {answer}"
+    );
     assert!(
         daemon.log().contains("failed authentication"),
         "{}",

@@ -10,7 +10,7 @@ use gantry::source::webhook::sign;
 
 use super::*;
 
-pub const SECRET: &str = "webhook-s3cret";
+pub const SECRET: &str = "webhook-s3cret-long-enough";
 
 /// How long a dropped daemon may take to stop on SIGTERM before it gets SIGKILL.
 const DROP_GRACE: Duration = Duration::from_secs(10);
