@@ -144,8 +144,10 @@ impl Config {
                 &text,
                 &global,
                 environment,
-                &mut diagnostics,
-                &mut warnings,
+                pipeline::Reports {
+                    errors: &mut diagnostics,
+                    warnings: &mut warnings,
+                },
             ) {
                 pipelines.insert(name, pipeline);
             }

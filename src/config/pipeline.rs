@@ -11,6 +11,13 @@ use super::service::read_deploy;
 use super::yaml::{self, Position};
 use super::*;
 
+/// Where reading a file reports what it found: errors, which stop the config from
+/// loading, and warnings, which do not.
+pub(super) struct Reports<'a> {
+    pub errors: &'a mut Vec<Diagnostic>,
+    pub warnings: &'a mut Vec<Diagnostic>,
+}
+
 pub(super) fn read_pipeline(
     dir: &Path,
     name: &str,
@@ -18,9 +25,12 @@ pub(super) fn read_pipeline(
     text: &str,
     global: &Global,
     environment: Environment,
-    diagnostics: &mut Vec<Diagnostic>,
-    warnings: &mut Vec<Diagnostic>,
+    reports: Reports,
 ) -> Option<Pipeline> {
+    let Reports {
+        errors: diagnostics,
+        warnings,
+    } = reports;
     let root = parse_file(&file, text, diagnostics)?;
     let mut decoder = Decoder {
         file: file.clone(),

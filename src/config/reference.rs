@@ -60,7 +60,9 @@ fn user_info_before_path(text: &str) -> bool {
     let Some((first, _)) = text.split_once('/') else {
         return false;
     };
-    first.split_once('@').is_some_and(|(before, _)| before.contains(':'))
+    first
+        .split_once('@')
+        .is_some_and(|(before, _)| before.contains(':'))
 }
 
 /// An image repository without tag or digest: `registry.example.com/team/hello`.
@@ -78,7 +80,10 @@ impl ImageRepository {
     /// The repository of a full reference with a tag or a digest (`caddy:2.8`,
     /// `reg.example.com:5000/caddy@sha256:…`), checked whole.
     pub fn of_reference(written: &str) -> Result<ImageRepository, String> {
-        if written.contains("://") || user_info_before_path(written) || written.matches('@').count() > 1 {
+        if written.contains("://")
+            || user_info_before_path(written)
+            || written.matches('@').count() > 1
+        {
             return ImageRepository::parse(written);
         }
         let text = written;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::intake::{self, Request};
-use crate::run::Trigger;
+use crate::run::{RunKind, Trigger};
 use crate::store::{Backend, Interrupted, Store, StoreError};
 
 /// How long a replica's row, and the poll lease, live without being renewed: how soon
@@ -106,10 +106,11 @@ pub async fn recover(store: &Store, which: Interrupted<'_>, stopping: bool) -> u
             return 0;
         }
     };
-    // A pipeline with a run queued since has newer work waiting, which coalesces the
-    // interrupted run anyway: queued again as the newest, the interrupted run's older
-    // commit would coalesce that newer work instead.
-    let waiting = match store.queued_pipelines().await {
+    // A pipeline with a build queued since has newer work waiting, which supersedes an
+    // interrupted build anyway: queued again as the newest, the interrupted build's
+    // older commit would coalesce that newer work instead. An operator's deploy or
+    // rollback is never superseded: it is always queued again.
+    let waiting = match store.queued_build_pipelines().await {
         Ok(pipelines) => pipelines,
         Err(error) => {
             tracing::error!(%error, "reading the queue");
@@ -117,7 +118,8 @@ pub async fn recover(store: &Store, which: Interrupted<'_>, stopping: bool) -> u
         }
     };
     for run in &interrupted {
-        if waiting.contains(&run.pipeline) {
+        let a_build = matches!(run.kind, RunKind::Build | RunKind::Run);
+        if a_build && waiting.contains(&run.pipeline) {
             tracing::warn!(
                 pipeline = run.pipeline,
                 run = run.run.number,
@@ -143,4 +145,45 @@ pub async fn recover(store: &Store, which: Interrupted<'_>, stopping: bool) -> u
         }
     }
     interrupted.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::no_answer;
+
+    /// An interrupted build gives way to a build queued since; an interrupted rollback
+    /// is an operator's decision and is always queued again.
+    #[tokio::test]
+    async fn an_interrupted_rollback_is_queued_again_even_behind_a_push() {
+        let (_dir, store) = Store::temporary().await;
+        let queue = async |pipeline: &str, kind: RunKind, requested: Option<&str>| {
+            store
+                .queue_run(pipeline, kind, &Trigger::Api, requested, None, no_answer())
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let rollback = queue("web", RunKind::Rollback, Some("#1")).await;
+        let build = queue("db", RunKind::Run, None).await;
+        for pipeline in ["web", "db"] {
+            store.take_queued(pipeline, "r").await.unwrap().unwrap();
+        }
+        // Pushes arrive while both go; then the daemon dies.
+        queue("web", RunKind::Run, None).await;
+        queue("db", RunKind::Run, None).await;
+
+        assert_eq!(recover(&store, Interrupted::All, false).await, 2);
+        let runs = store.runs_page(None, None, None, 10).await.unwrap();
+        let retries: Vec<(&str, RunKind, Option<&str>)> = runs
+            .iter()
+            .filter(|run| run.trigger == Trigger::Retry)
+            .map(|run| (run.pipeline.as_str(), run.kind, run.requested.as_deref()))
+            .collect();
+        assert_eq!(
+            retries,
+            [("web", RunKind::Rollback, Some("#1"))],
+            "the rollback ({rollback:?}) comes back; the build ({build:?}) gives way"
+        );
+    }
 }

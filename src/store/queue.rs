@@ -134,6 +134,16 @@ impl Store {
         Ok(rows.into_iter().map(|row| row.get("pipeline")).collect())
     }
 
+    /// The pipelines with a build (`run` or `build`) queued.
+    pub async fn queued_build_pipelines(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT pipeline FROM runs WHERE state = 'queued' AND kind IN ('build', 'run')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|row| row.get("pipeline")).collect())
+    }
+
     /// Takes the newest queued build (`run` or `build`) of a pipeline for `replica` and
     /// marks it running; every older queued build is coalesced into it. A queued
     /// `deploy` or `rollback` is never coalesced: builds queued after the oldest of them
