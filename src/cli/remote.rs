@@ -43,14 +43,21 @@ impl Remote {
             code: EXIT_USAGE,
             message,
         };
-        let shown = crate::config::redact_urls(base);
-        let url = url::Url::parse(base)
-            .map_err(|error| usage(format!("--server `{shown}` is not a URL: {error}")))?;
+        // What was given may hold a password in any form: a message never quotes it.
+        let url = url::Url::parse(base).map_err(|error| {
+            usage(format!(
+                "--server is not a URL ({error}); give the daemon's address, like http://127.0.0.1:8700"
+            ))
+        })?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(usage(format!(
-                "--server `{shown}` is not an http:// or https:// address of a daemon"
-            )));
+            return Err(usage(
+                "--server is not an http:// or https:// address of a daemon, like http://127.0.0.1:8700"
+                    .to_string(),
+            ));
         }
+        let mut shown = url.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
         if !url.username().is_empty() || url.password().is_some() {
             return Err(usage(format!(
                 "--server `{shown}` holds credentials; give the address alone and the token with --token or GANTRY_TOKEN"

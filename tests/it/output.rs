@@ -198,6 +198,12 @@ fn gantry_server_in_the_environment_leaves_local_commands_local_and_no_flag_is_d
         ("nowhere", "is not a URL"),
         ("ftp://127.0.0.1:9", "is not an http:// or https:// address"),
         ("http://user:s3cret-pw@127.0.0.1:9", "holds credentials"),
+        (
+            "user:s3cret-pw@127.0.0.1:9",
+            "is not an http:// or https:// address",
+        ),
+        ("http:user:s3cret-pw@127.0.0.1:9", "holds credentials"),
+        ("http://user:s3cret/pw@127.0.0.1:9", "is not a URL"),
     ] {
         let output = config
             .command(&["--server", server, "runs"])
