@@ -200,10 +200,20 @@ impl Scheduler {
             let stops = stops.clone();
             tracker.spawn(async move {
                 // The permit bounds concurrent runs across pipelines; the queue is
-                // read only once it is held, so the newest trigger is what runs.
-                if let Ok(_permit) = permits.acquire_owned().await {
+                // read only once it is held, so the newest trigger is what runs. Once
+                // the daemon is stopping, no run starts (a run that ends in the grace
+                // frees a permit, and what waited for it stays queued).
+                let permit = tokio::select! {
+                    permit = permits.acquire_owned() => permit.ok(),
+                    () = stops.shutdown.cancelled() => None,
+                };
+                if let Some(_permit) = permit.filter(|_| !stops.shutdown.is_cancelled()) {
                     let live = config.borrow().config.clone();
-                    match store.take_queued(&pipeline, &replica.id).await {
+                    let taken = tokio::select! {
+                        taken = store.take_queued(&pipeline, &replica.id) => taken,
+                        () = stops.abandon.cancelled() => Ok(None),
+                    };
+                    match taken {
                         Ok(Some(queued)) => {
                             // The run's future borrows across its stages in a way the
                             // compiler cannot prove `Send` for; it runs on a blocking

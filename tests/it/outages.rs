@@ -112,6 +112,66 @@ fn sigterm_while_the_store_is_locked_stops_in_time_and_leaves_the_run_to_the_nex
     assert_eq!(runs[1]["trigger"], "retry", "{runs:?}");
 }
 
+#[test]
+fn sigterm_lets_the_running_run_finish_and_starts_no_other() {
+    let mut deployment = webhook_deployment("nostart", "");
+    deployment.repo.write(
+        "Dockerfile",
+        "FROM gantry-test/busybox:latest\nARG PIPELINE\nRUN echo $PIPELINE && sleep 3\nCOPY www /www\n",
+    );
+    deployment.repo.commit("slow builds");
+    // One run at a time: the second pipeline's run waits for the first's permit.
+    deployment
+        .config
+        .append("gantry.yaml", "server:\n  max_builds: 1\n");
+    let names: Vec<String> = (1..=2)
+        .map(|index| deployment.instance(&format!("p{index}")))
+        .collect();
+    for name in &names {
+        let repository = format!("{}-{name}", deployment.repository);
+        deployment.config.write(
+            &format!("pipelines/{name}.yaml"),
+            &format!(
+                "source: {{ repo: {}, branch: main }}\nbuild: {{ args: {{ PIPELINE: {name} }} }}\n\
+                 image: {{ repository: {repository} }}\n",
+                deployment.repo.url()
+            ),
+        );
+        deployment.config.repositories.push(repository);
+        deployment.succeed(&["trigger", name]);
+    }
+    let states = || -> Vec<String> {
+        let (_, all) = deployment.gantry_json(&["runs"]);
+        names
+            .iter()
+            .map(|name| {
+                all.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|run| run["pipeline"] == name.as_str())
+                    .map_or("none".to_string(), |run| {
+                        run["state"].as_str().unwrap().to_string()
+                    })
+            })
+            .collect()
+    };
+    let mut daemon = Daemon::start(&deployment.config);
+    eventually("one run goes", Duration::from_secs(30), || {
+        let states = states();
+        if states.iter().any(|state| state == "running") {
+            Ok(())
+        } else {
+            Err(format!("{states:?}"))
+        }
+    });
+    let status = daemon.terminate();
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+    let mut ended = states();
+    ended.sort();
+    // The one that went finished in the grace; the other never started and waits.
+    assert_eq!(ended, ["queued", "succeeded"], "{}", daemon.log());
+}
+
 /// Starts the daemon again and waits until it has recovered run #1; the runs, oldest first.
 fn eventually_runs_after_restart(deployment: &Deployment) -> Vec<serde_json::Value> {
     let daemon = Daemon::start(&deployment.config);
