@@ -2,7 +2,8 @@
 //! JSON bodies of API actions.
 //!
 //! Every body is read by `read_body` first: refused up front (`413`) when its
-//! `Content-Length` is over the limit (`server.max_body`; 64 KiB under `/api/`), cut
+//! `Content-Length` is over the limit (`server.max_body` for webhooks; 64 KiB for the
+//! API and the dashboard), cut
 //! off when it grows past it, and answered `408` when it has not all arrived within
 //! `server.read_timeout`.
 //!
@@ -26,7 +27,7 @@ use super::ApiError;
 /// What `read_body` allows.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
-    /// `server.max_body`: webhooks, the dashboard's forms.
+    /// `server.max_body`: webhooks.
     pub max_body: usize,
     /// `server.read_timeout`.
     pub read_timeout: Duration,
@@ -35,10 +36,13 @@ pub struct BodyLimits {
 /// Reads the request's body whole within its limits (see the module's comment), then
 /// hands the request on with the body in memory.
 pub async fn read_body(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
-    let (limit, name) = if request.uri().path().starts_with("/api/") {
-        (super::api::MAX_BODY, "the API's limit")
-    } else {
+    let (limit, name) = if request.uri().path().starts_with("/hooks/") {
         (limits.max_body, "server.max_body")
+    } else {
+        (
+            super::api::MAX_BODY,
+            "the limit for API and dashboard requests",
+        )
     };
     let too_large = || {
         ApiError::new(

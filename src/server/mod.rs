@@ -125,11 +125,18 @@ pub fn router(state: AppState) -> Router {
         read_timeout,
     };
     // Machines read JSON, errors included; people read pages, framed by nobody.
+    // Bodies are read by the routes that take them, after the guard on guessing: a
+    // request to no route, or from an address that guessed too often, is answered
+    // without waiting for its body.
+    let read_body = middleware::from_fn_with_state(limits, body::read_body);
     let machines = Router::new()
         .route("/hooks/{pipeline}", post(hooks::hook))
         .merge(api::routes())
+        .layer(read_body.clone())
         .layer(middleware::from_fn(guard::json_errors));
-    let pages = dashboard::routes().layer(middleware::from_fn(guard::page_headers));
+    let pages = dashboard::routes()
+        .layer(read_body)
+        .layer(middleware::from_fn(guard::page_headers));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -141,7 +148,6 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             guard::limit_guessing,
         ))
-        .layer(middleware::from_fn_with_state(limits, body::read_body))
         .layer(middleware::from_fn(guard::limit_headers))
         .with_state(state)
 }

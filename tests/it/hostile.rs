@@ -506,6 +506,13 @@ fn slow_and_oversized_requests_are_cut_off_without_waiting_for_them() {
     assert!(answer.contains("server.read_timeout (1s)"), "{answer}");
     assert!(held < Duration::from_secs(10), "held {held:?}");
 
+    // A request to no route is answered without waiting for its body.
+    let (answer, _) = trickle(
+        &daemon,
+        b"POST /nothing-here HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 500\r\n\r\n{",
+    );
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+
     // A body declared larger than the limit: 413 at once, before any of it is sent.
     let (answer, _) = trickle(
         &daemon,
