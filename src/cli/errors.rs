@@ -34,7 +34,8 @@ pub fn fail_with(code: u8, message: &str, extra: Option<(&str, Value)>) -> ExitC
         }
         println!("{}", json!({ "error": error }));
     } else {
-        eprintln!("error: {message}");
+        // A message may carry text from outside (a daemon's answer, git's error).
+        eprintln!("error: {}", super::printable::printable(message));
     }
     ExitCode::from(code)
 }

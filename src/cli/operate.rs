@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::errors;
+use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, find_pipeline, open_store, print_build, progress};
 use crate::config::{Config, Pipeline};
 use crate::deploy::status::{Lifecycle, LifecycleReport, lifecycle};
@@ -195,10 +196,13 @@ fn print_deploy(report: &DeployReport, json: bool) -> anyhow::Result<()> {
         Some(failure) => {
             eprintln!(
                 "error: {} of {} failed at {}: {}",
-                report.kind, report.pipeline, failure.stage, failure.message
+                report.kind,
+                report.pipeline,
+                failure.stage,
+                printable(&failure.message)
             );
             for line in &failure.details {
-                eprintln!("  | {line}");
+                eprintln!("  | {}", printable(line));
             }
         }
     }
@@ -217,10 +221,11 @@ fn print_deploy(report: &DeployReport, json: bool) -> anyhow::Result<()> {
             _ => instance.message.clone().unwrap_or_default(),
         };
         let line = format!(
-            "  {:width$}  {:10}  {:11}  {detail}",
+            "  {:width$}  {:10}  {:11}  {}",
             instance.instance,
             instance.host,
-            instance.action.as_str()
+            instance.action.as_str(),
+            printable(&detail)
         );
         if report.failure.is_some() {
             eprintln!("{}", line.trim_end());
@@ -231,7 +236,9 @@ fn print_deploy(report: &DeployReport, json: bool) -> anyhow::Result<()> {
     if let Some(pin) = &report.pinned {
         eprintln!(
             "note: {} is pinned: {}; automatic deploys are held until `gantry unpin {}`",
-            report.pipeline, pin.reason, report.pipeline
+            report.pipeline,
+            printable(&pin.reason),
+            report.pipeline
         );
     }
     Ok(())

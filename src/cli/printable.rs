@@ -24,11 +24,18 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(shown)
 }
 
+/// Control characters but tab; the marks, embeddings, overrides and isolates that
+/// reorder text (and the Arabic letter mark); zero-width characters and the line and
+/// paragraph separators, which hide or break what a line shows.
 fn is_hazard(character: char) -> bool {
     (character.is_control() && character != '\t')
         || matches!(
             character,
-            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
         )
 }
 
@@ -45,5 +52,13 @@ mod tests {
         assert_eq!(printable("\u{9b}31m"), "\\u{9b}31m");
         assert_eq!(printable("admin\u{202e}gnp.exe"), "admin\\u{202e}gnp.exe");
         assert_eq!(printable("x\u{2066}y\u{2069}"), "x\\u{2066}y\\u{2069}");
+        for hidden in [
+            '\u{061c}', '\u{200b}', '\u{200d}', '\u{2028}', '\u{2029}', '\u{feff}',
+        ] {
+            assert!(
+                printable(&format!("a{hidden}b")).contains("\\u{"),
+                "{hidden:?}"
+            );
+        }
     }
 }

@@ -317,7 +317,10 @@ pub async fn act(
             state.map_or("ended", RunState::as_str),
             run["failed_stage"]
                 .as_str()
-                .map(|stage| format!(" at {stage}: {}", run["message"].as_str().unwrap_or("")))
+                .map(|stage| format!(
+                    " at {stage}: {}",
+                    printable(run["message"].as_str().unwrap_or(""))
+                ))
                 .unwrap_or_default()
         );
         ExitCode::from(EXIT_FAILED)

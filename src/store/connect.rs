@@ -64,12 +64,13 @@ impl Location {
         }
     }
 
-    /// Whether both name the same state: one directory, or one database URL.
+    /// Whether both name the same state: one directory, or one database (the URL but
+    /// for its password, which may be rotated).
     pub fn same_place(&self, other: &Location) -> bool {
         match (self, other) {
             (Location::Directory(one), Location::Directory(other)) => one == other,
             (Location::Postgres(one), Location::Postgres(other)) => {
-                one.expose_secret() == other.expose_secret()
+                without_password(one.expose_secret()) == without_password(other.expose_secret())
             }
             _ => false,
         }
