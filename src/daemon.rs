@@ -23,6 +23,9 @@ use crate::engine::status::{StatusSnapshot, StatusWatcher};
 use crate::server::{self, AppState};
 use crate::store::{Store, StoreError};
 
+/// How long closing the state store may take at the end of a stop.
+const CLOSE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves `config` on `listener` until `shutdown` is cancelled, then stops everything
 /// it started and closes the state store.
 pub async fn run(
@@ -134,6 +137,14 @@ pub async fn run(
     if let Some(watcher) = watcher {
         let _ = watcher.await;
     }
-    store.close().await;
+    // Closing waits for every connection to come back; one an abandoned run left
+    // waiting for a lock another process holds would hold the exit until its busy
+    // timeout. Such a connection is only waiting, not writing: the process may end.
+    if tokio::time::timeout(CLOSE_WITHIN, store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the state store's connections did not all close; stopping anyway");
+    }
     Ok(())
 }

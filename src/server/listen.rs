@@ -3,7 +3,8 @@
 //! fields here, the body in `guard::read_body`. A client that trickles its request
 //! (slowloris) is cut off instead of holding a connection and a task for ever.
 //!
-//! On shutdown nothing new is accepted; requests in flight are answered first.
+//! On shutdown nothing new is accepted; requests in flight are answered first, for as
+//! long as runs get to finish.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,6 +19,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+/// How long the requests in flight at shutdown may take to finish: as long as the runs
+/// (a followed log ends with its run), and the time to record them.
+const FINISH_WITHIN: Duration =
+    Duration::from_secs(crate::engine::scheduler::SHUTDOWN_GRACE.as_secs() + 5);
 
 /// How long accepting waits after it failed (out of file descriptors, say) before
 /// it tries again.
@@ -65,6 +71,13 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // A log followed live (server-sent events) ends with its run; a run the store can
+    // no longer record as ended would hold the stop for ever.
+    if tokio::time::timeout(FINISH_WITHIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the grace are closed");
+    }
     Ok(())
 }

@@ -81,14 +81,15 @@ fn a_store_locked_by_another_process_answers_deliveries_503_before_a_forge_gives
 #[test]
 fn sigterm_while_the_store_is_locked_stops_in_time_and_leaves_the_run_to_the_next_start() {
     let deployment = webhook_deployment("termlocked", "");
-    // Longer than the grace, so the run is still going when it ends.
-    deployment.repo.write("Dockerfile", &slow_dockerfile(45));
-    let commit = deployment.repo.commit("a build longer than the grace");
+    // A short build: once it is done, the run waits to record it, behind the lock.
+    deployment.repo.write("Dockerfile", &slow_dockerfile(2));
+    let commit = deployment.repo.commit("a build that ends under the lock");
     let mut daemon = Daemon::start(&deployment.config);
     crate::serve::push(&daemon, &deployment, &commit);
     wait_building(&deployment, &daemon);
 
     let lock = WriteLock::take(&deployment.config.state_database());
+    std::thread::sleep(Duration::from_secs(3));
     let started = Instant::now();
     let status = daemon.terminate();
     let took = started.elapsed();
