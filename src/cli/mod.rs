@@ -403,7 +403,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 | Command::Status { .. }
         );
         if remote {
-            return remote_command(cli, &server).await;
+            return remote::command(cli, &server).await;
         }
         if !cli.server_from_environment {
             return Ok(errors::fail(EXIT_USAGE, SERVER_COMMANDS));
@@ -550,83 +550,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start(args) => lifecycle(&config, args, Lifecycle::Start, cli.json).await,
         Command::Restart(args) => lifecycle(&config, args, Lifecycle::Restart, cli.json).await,
     }
-}
-
-/// A command against a daemon's API.
-async fn remote_command(cli: Cli, server: &str) -> anyhow::Result<ExitCode> {
-    let remote = match remote::Remote::new(server, cli.token.map(secrecy::SecretString::from)) {
-        Ok(remote) => remote,
-        Err(refused) => return Ok(errors::fail(refused.code, refused.message)),
-    };
-    let json = cli.json;
-    Ok(match cli.command {
-        Command::Runs { pipeline, limit } => {
-            remote::runs(&remote, pipeline.as_deref(), limit, json).await
-        }
-        Command::Logs { run, follow } => remote::logs(&remote, &run, follow, json).await,
-        Command::Trigger { pipeline, commit } => {
-            let body = remote::body(&[("commit", commit.as_deref())]);
-            remote::act(&remote, &pipeline, "trigger", body, false, json).await
-        }
-        Command::Deploy {
-            pipeline,
-            image,
-            deploy,
-        } => {
-            let dropped = [
-                (deploy.only.is_some(), "--only"),
-                (deploy.force, "--force"),
-                (deploy.wait, "--wait"),
-            ];
-            if let Some(code) = refuse_remote_flags(&dropped, "deploy") {
-                return Ok(code);
-            }
-            let body = remote::body(&[("image", image.as_deref())]);
-            remote::act(&remote, &pipeline, "deploy", body, true, json).await
-        }
-        Command::Rollback { pipeline, to, wait } => {
-            if let Some(code) = refuse_remote_flags(&[(wait, "--wait")], "rollback") {
-                return Ok(code);
-            }
-            let body = remote::body(&[("to", to.as_deref())]);
-            remote::act(&remote, &pipeline, "rollback", body, true, json).await
-        }
-        Command::Pin { pipeline, reason } => {
-            let body = remote::body(&[("reason", Some(reason.as_str()))]);
-            remote::act(&remote, &pipeline, "pin", body, false, json).await
-        }
-        Command::Unpin { pipeline } => {
-            remote::act(
-                &remote,
-                &pipeline,
-                "unpin",
-                serde_json::json!({}),
-                false,
-                json,
-            )
-            .await
-        }
-        Command::Status { pipeline, logs } => {
-            if let Some(code) = refuse_remote_flags(&[(logs > 0, "--logs")], "status") {
-                return Ok(code);
-            }
-            remote::status(&remote, pipeline.as_deref(), json).await
-        }
-        _ => errors::fail(EXIT_USAGE, SERVER_COMMANDS),
-    })
-}
-
-/// A flag the daemon's API does not take is refused, never dropped: the first one
-/// given, as the exit code of a usage error.
-fn refuse_remote_flags(flags: &[(bool, &str)], command: &str) -> Option<ExitCode> {
-    let (_, flag) = flags.iter().find(|(given, _)| *given)?;
-    Some(errors::fail(
-        EXIT_USAGE,
-        format!(
-            "`{command} {flag}` is not available with --server (the daemon's API does not take it); \
-             run it where the config is, without --server"
-        ),
-    ))
 }
 
 async fn lifecycle(

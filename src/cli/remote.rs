@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::errors;
 use super::printable::printable;
-use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use super::{Cli, Command, EXIT_FAILED, EXIT_OK, EXIT_USAGE, SERVER_COMMANDS};
 use crate::run::RunState;
 use crate::store::{LogLine, RunRecord};
 
@@ -336,4 +336,79 @@ pub fn body(pairs: &[(&str, Option<&str>)]) -> Value {
         }
     }
     body
+}
+
+/// A command against a daemon's API.
+pub(super) async fn command(cli: Cli, server: &str) -> anyhow::Result<ExitCode> {
+    let remote = match Remote::new(server, cli.token.map(secrecy::SecretString::from)) {
+        Ok(remote) => remote,
+        Err(refused) => return Ok(errors::fail(refused.code, refused.message)),
+    };
+    let json = cli.json;
+    Ok(match cli.command {
+        Command::Runs { pipeline, limit } => runs(&remote, pipeline.as_deref(), limit, json).await,
+        Command::Logs { run, follow } => logs(&remote, &run, follow, json).await,
+        Command::Trigger { pipeline, commit } => {
+            let body = body(&[("commit", commit.as_deref())]);
+            act(&remote, &pipeline, "trigger", body, false, json).await
+        }
+        Command::Deploy {
+            pipeline,
+            image,
+            deploy,
+        } => {
+            let dropped = [
+                (deploy.only.is_some(), "--only"),
+                (deploy.force, "--force"),
+                (deploy.wait, "--wait"),
+            ];
+            if let Some(code) = refuse_remote_flags(&dropped, "deploy") {
+                return Ok(code);
+            }
+            let body = body(&[("image", image.as_deref())]);
+            act(&remote, &pipeline, "deploy", body, true, json).await
+        }
+        Command::Rollback { pipeline, to, wait } => {
+            if let Some(code) = refuse_remote_flags(&[(wait, "--wait")], "rollback") {
+                return Ok(code);
+            }
+            let body = body(&[("to", to.as_deref())]);
+            act(&remote, &pipeline, "rollback", body, true, json).await
+        }
+        Command::Pin { pipeline, reason } => {
+            let body = body(&[("reason", Some(reason.as_str()))]);
+            act(&remote, &pipeline, "pin", body, false, json).await
+        }
+        Command::Unpin { pipeline } => {
+            act(
+                &remote,
+                &pipeline,
+                "unpin",
+                serde_json::json!({}),
+                false,
+                json,
+            )
+            .await
+        }
+        Command::Status { pipeline, logs } => {
+            if let Some(code) = refuse_remote_flags(&[(logs > 0, "--logs")], "status") {
+                return Ok(code);
+            }
+            status(&remote, pipeline.as_deref(), json).await
+        }
+        _ => errors::fail(EXIT_USAGE, SERVER_COMMANDS),
+    })
+}
+
+/// A flag the daemon's API does not take is refused, never dropped: the first one
+/// given, as the exit code of a usage error.
+fn refuse_remote_flags(flags: &[(bool, &str)], command: &str) -> Option<ExitCode> {
+    let (_, flag) = flags.iter().find(|(given, _)| *given)?;
+    Some(errors::fail(
+        EXIT_USAGE,
+        format!(
+            "`{command} {flag}` is not available with --server (the daemon's API does not take it); \
+             run it where the config is, without --server"
+        ),
+    ))
 }

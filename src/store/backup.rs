@@ -190,3 +190,85 @@ async fn check_copy(copy: &Path) -> Result<i64, BackupError> {
         Err(error) => Err(damaged(error.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::RunKind;
+    use crate::store::{Location, RunRecord, Store, newest_migration};
+
+    #[tokio::test]
+    async fn a_backup_holds_the_runs_and_never_replaces_a_file_unasked() {
+        let (dir, store) = Store::temporary().await;
+        let first = store.manual_run("web", RunKind::Build).await;
+        let copies = tempfile::tempdir().unwrap();
+        let file = copies.path().join(DATABASE_FILE);
+
+        let backup = back_up(dir.path(), &file, false).await.unwrap();
+        assert_eq!(backup.schema_version, newest_migration());
+        assert_eq!(backup.bytes, std::fs::metadata(&file).unwrap().len());
+
+        // The copy is a state directory of its own, with the run in it.
+        store.manual_run("web", RunKind::Build).await;
+        let copy = Store::open(&Location::Directory(copies.path().to_path_buf()))
+            .await
+            .unwrap();
+        let ids = |runs: Vec<RunRecord>| runs.iter().map(|run| run.id).collect::<Vec<_>>();
+        let runs = copy.runs_page(None, None, None, 10).await.unwrap();
+        assert_eq!(ids(runs), [first.id]);
+        copy.close().await;
+
+        let before = std::fs::read(&file).unwrap();
+        let refused = back_up(dir.path(), &file, false).await.unwrap_err();
+        assert!(matches!(refused, BackupError::Exists { .. }), "{refused}");
+        assert_eq!(std::fs::read(&file).unwrap(), before);
+        let leftovers = std::fs::read_dir(copies.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "only state.db: no temporary file left behind");
+
+        back_up(dir.path(), &file, true).await.unwrap();
+        let copy = Store::open(&Location::Directory(copies.path().to_path_buf()))
+            .await
+            .unwrap();
+        assert_eq!(copy.runs_page(None, None, None, 10).await.unwrap().len(), 2);
+        copy.close().await;
+
+        let missing = back_up(copies.path().join("none").as_path(), &file, true).await;
+        assert!(matches!(missing, Err(BackupError::NoDatabase { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_backup_never_writes_over_the_database_it_copies() {
+        let (dir, store) = Store::temporary().await;
+        let first = store.manual_run("web", RunKind::Build).await;
+        // The live file, its journal files, and the live file reached another way.
+        let state_dir = dir.path();
+        let roundabout = state_dir.join("sub");
+        std::fs::create_dir(&roundabout).unwrap();
+        let targets = [
+            state_dir.join(DATABASE_FILE),
+            state_dir.join(format!("{DATABASE_FILE}-wal")),
+            state_dir.join(format!("{DATABASE_FILE}-shm")),
+            roundabout.join("..").join(DATABASE_FILE),
+        ];
+        for target in &targets {
+            let refused = back_up(state_dir, target, true).await.unwrap_err();
+            assert!(
+                matches!(refused, BackupError::IntoSource { .. }),
+                "{}: {refused}",
+                target.display()
+            );
+            assert!(
+                refused.to_string().contains("the state database itself"),
+                "{refused}"
+            );
+        }
+        let verdict: String = sqlx::query_scalar("PRAGMA quick_check")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(verdict, "ok");
+        let runs = store.runs_page(None, None, None, 10).await.unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].id, first.id);
+    }
+}
