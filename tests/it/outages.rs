@@ -116,31 +116,8 @@ fn sigterm_while_the_store_is_locked_stops_in_time_and_leaves_the_run_to_the_nex
 #[test]
 fn sigterm_lets_the_running_run_finish_and_starts_no_other() {
     let mut deployment = webhook_deployment("nostart", "");
-    deployment.repo.write(
-        "Dockerfile",
-        "FROM gantry-test/busybox:latest\nARG PIPELINE\nRUN echo $PIPELINE && sleep 3\nCOPY www /www\n",
-    );
-    deployment.repo.commit("slow builds");
     // One run at a time: the second pipeline's run waits for the first's permit.
-    deployment
-        .config
-        .append("gantry.yaml", "server:\n  max_builds: 1\n");
-    let names: Vec<String> = (1..=2)
-        .map(|index| deployment.instance(&format!("p{index}")))
-        .collect();
-    for name in &names {
-        let repository = format!("{}-{name}", deployment.repository);
-        deployment.config.write(
-            &format!("pipelines/{name}.yaml"),
-            &format!(
-                "source: {{ repo: {}, branch: main }}\nbuild: {{ args: {{ PIPELINE: {name} }} }}\n\
-                 image: {{ repository: {repository} }}\n",
-                deployment.repo.url()
-            ),
-        );
-        deployment.config.repositories.push(repository);
-        deployment.succeed(&["trigger", name]);
-    }
+    let names = slow_pipelines(&mut deployment, 2, 3, 1);
     let states = || -> Vec<String> {
         let (_, all) = deployment.gantry_json(&["runs"]);
         names

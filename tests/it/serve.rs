@@ -582,30 +582,7 @@ fn serve_never_replaces_a_newer_deploy_and_holds_a_pinned_pipeline() {
 #[test]
 fn serve_runs_at_most_max_builds_at_once() {
     let mut deployment = webhook_deployment("bound", "");
-    deployment.repo.write(
-        "Dockerfile",
-        "FROM gantry-test/busybox:latest\nARG PIPELINE\nRUN echo $PIPELINE && sleep 2\nCOPY www /www\n",
-    );
-    deployment.repo.commit("slow builds");
-    deployment
-        .config
-        .append("gantry.yaml", "server:\n  max_builds: 2\n");
-    let names: Vec<String> = (1..=3)
-        .map(|index| deployment.instance(&format!("p{index}")))
-        .collect();
-    for name in &names {
-        let repository = format!("{}-{name}", deployment.repository);
-        deployment.config.write(
-            &format!("pipelines/{name}.yaml"),
-            &format!(
-                "source: {{ repo: {}, branch: main }}\nbuild: {{ args: {{ PIPELINE: {name} }} }}\n\
-                 image: {{ repository: {repository} }}\n",
-                deployment.repo.url()
-            ),
-        );
-        deployment.config.repositories.push(repository);
-        deployment.succeed(&["trigger", name]);
-    }
+    let names = slow_pipelines(&mut deployment, 3, 2, 2);
     let daemon = Daemon::start(&deployment.config);
     let spans: Vec<(i64, i64)> =
         eventually("the three runs succeed", Duration::from_secs(120), || {

@@ -462,3 +462,42 @@ pub fn slow_dockerfile(seconds: u32) -> String {
         "FROM gantry-test/busybox:latest\nRUN sleep {seconds}\nCOPY www /www\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
     )
 }
+
+/// `count` build-only pipelines beside the deployment's own, each building its
+/// repository with a step of `seconds`, at most `max_builds` at once, each with one run
+/// triggered (queued before any daemon starts); their names.
+pub fn slow_pipelines(
+    deployment: &mut Deployment,
+    count: usize,
+    seconds: u32,
+    max_builds: u32,
+) -> Vec<String> {
+    deployment.repo.write(
+        "Dockerfile",
+        &format!(
+            "FROM gantry-test/busybox:latest\nARG PIPELINE\nRUN echo $PIPELINE && sleep {seconds}\nCOPY www /www\n"
+        ),
+    );
+    deployment.repo.commit("slow builds");
+    deployment.config.append(
+        "gantry.yaml",
+        &format!("server:\n  max_builds: {max_builds}\n"),
+    );
+    let names: Vec<String> = (1..=count)
+        .map(|index| deployment.instance(&format!("p{index}")))
+        .collect();
+    for name in &names {
+        let repository = format!("{}-{name}", deployment.repository);
+        deployment.config.write(
+            &format!("pipelines/{name}.yaml"),
+            &format!(
+                "source: {{ repo: {}, branch: main }}\nbuild: {{ args: {{ PIPELINE: {name} }} }}\n\
+                 image: {{ repository: {repository} }}\n",
+                deployment.repo.url()
+            ),
+        );
+        deployment.config.repositories.push(repository);
+        deployment.succeed(&["trigger", name]);
+    }
+    names
+}
