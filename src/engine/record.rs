@@ -54,6 +54,8 @@ pub struct RunLog {
 
 enum Message {
     Line(String),
+    /// Write what came so far at once, then say so.
+    Flush(tokio::sync::oneshot::Sender<()>),
     /// Write the count of what was left out, then say so: the run is over.
     Finish(tokio::sync::oneshot::Sender<()>),
 }
@@ -98,6 +100,15 @@ impl RunLog {
             let _ = finished.await;
         }
     }
+
+    /// Waits until every line so far is stored: before the run's end is, so that
+    /// whoever sees the run ended finds its whole log.
+    pub async fn flush(&self) {
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        if self.messages.send(Message::Flush(done)).is_ok() {
+            let _ = flushed.await;
+        }
+    }
 }
 
 /// The writer of one run's log: lines in order, a batch per write.
@@ -113,7 +124,7 @@ async fn write(
     while receiver.recv_many(&mut batch, WRITE_AT_ONCE).await > 0 {
         let finishing = batch
             .iter()
-            .any(|message| matches!(message, Message::Finish(_)));
+            .any(|message| matches!(message, Message::Finish(_) | Message::Flush(_)));
         if !finishing && batch.len() < WRITE_AT_ONCE {
             tokio::time::sleep(GATHER).await;
             while batch.len() < WRITE_AT_ONCE
@@ -124,14 +135,19 @@ async fn write(
         }
         let mut lines = Vec::with_capacity(batch.len());
         let mut finished = Vec::new();
+        let mut over = false;
         for message in batch.drain(..) {
             match message {
                 Message::Line(line) => lines.push(line),
-                Message::Finish(done) => finished.push(done),
+                Message::Flush(done) => finished.push(done),
+                Message::Finish(done) => {
+                    over = true;
+                    finished.push(done);
+                }
             }
         }
         let left_out = budget.left_out_lines.load(Ordering::Relaxed);
-        if !finished.is_empty() && left_out > 0 {
+        if over && left_out > 0 {
             lines.push(format!(
                 "[log] {left_out} more lines ({} bytes) were not kept: a run's log keeps at most {MAX_LOG_LINES} lines and {} MiB",
                 budget.left_out_bytes.load(Ordering::Relaxed),
@@ -281,17 +297,20 @@ impl<'a> RunRecorder<'a> {
             stage: failure.stage,
             message: failure.message.clone(),
         };
+        self.log.flush().await;
         Ok(self.store.finish_run(self.run, &result).await?)
     }
 
     /// Ends the run as succeeded with what it produced.
     pub async fn succeed(&mut self, result: &RunResult) -> Result<(), EngineError> {
+        self.log.flush().await;
         Ok(self.store.finish_run(self.run, result).await?)
     }
 
     /// Ends a run that had nothing to do (`held`, `skipped`), saying why.
     pub async fn end(&mut self, state: RunState, message: &str) -> Result<(), EngineError> {
         self.progress.line(message);
+        self.log.flush().await;
         Ok(self.store.end_run(self.run, state, message).await?)
     }
 
@@ -333,6 +352,47 @@ mod tests {
         assert_eq!(texts, ["first", "second", "third"]);
         assert_eq!(lines[0].at, lines[1].at, "one write for the first two");
         assert!(lines[2].at > lines[1].at, "a later line, a later write");
+    }
+
+    /// Whoever sees a run ended finds its whole log: the lines are stored before the
+    /// end is (a follower stopped at the end and missed the last lines otherwise).
+    #[tokio::test]
+    async fn a_run_is_ended_only_once_its_log_is_stored() {
+        let (_dir, store) = Store::temporary().await;
+        for ending in ["succeed", "fail", "end"] {
+            let run = store.manual_run("p", RunKind::Run).await;
+            let mut silent = Silent;
+            let mut recorder = RunRecorder::new(&store, run, &mut silent);
+            recorder.line("the last line before the end");
+            match ending {
+                "succeed" => recorder
+                    .succeed(&RunResult::Succeeded {
+                        image: String::new(),
+                        tags: Vec::new(),
+                        digest: String::new(),
+                        images: Default::default(),
+                    })
+                    .await
+                    .unwrap(),
+                "fail" => recorder
+                    .fail(&Failure::new(Stage::Build, "broke".to_string()))
+                    .await
+                    .unwrap(),
+                _ => recorder
+                    .end(RunState::Skipped, "nothing to do")
+                    .await
+                    .unwrap(),
+            }
+            let lines = store.log_lines(run.id, -1).await.unwrap();
+            let texts: Vec<&str> = lines.iter().map(|line| line.line.as_str()).collect();
+            assert!(
+                texts
+                    .iter()
+                    .any(|text| text.contains("the last line before the end")),
+                "{ending}: {texts:?}"
+            );
+            recorder.finish().await;
+        }
     }
 
     #[tokio::test]
