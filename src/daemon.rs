@@ -20,7 +20,7 @@ use crate::engine::reload::{self, LiveConfig};
 use crate::engine::replica::Replica;
 use crate::engine::scheduler::{self, Scheduler};
 use crate::engine::status::{StatusSnapshot, StatusWatcher};
-use crate::server::{self, AppState};
+use crate::server::{self, AppState, Shared};
 use crate::store::{Store, StoreError};
 
 /// How long closing the state store may take at the end of a stop.
@@ -108,14 +108,14 @@ pub async fn run(
     );
     let http = tokio::spawn(server::serve(
         listener,
-        AppState {
+        AppState::new(Shared {
             config: live,
             store: store.clone(),
             events: events_sender,
             metrics,
             status,
             failed_auth: Arc::default(),
-        },
+        }),
         shutdown.child_token(),
     ));
 

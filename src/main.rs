@@ -18,7 +18,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// that freed them. Decay 0: pages no block uses any longer go back to the system at
 /// once. With the caches on, or a decay other than 0, it still grew (README, "Soak").
 /// The threads that answer requests turn a cache of their own on, and empty it when
-/// they go idle (`gantry::thread_cache`).
+/// they go idle; a flood of webhooks keeps freed pages until it ends
+/// (`gantry::thread_cache`).
 #[cfg(target_os = "linux")]
 const ALLOCATOR_SETTINGS: &[u8] = b"narenas:1,tcache:false,dirty_decay_ms:0,muzzy_decay_ms:0\0";
 

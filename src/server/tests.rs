@@ -47,7 +47,7 @@ impl Api {
         let (events, _receiver) = scheduler::events();
         Api {
             _dir: dir,
-            state: AppState {
+            state: AppState::new(Shared {
                 config: live,
                 store,
                 events,
@@ -55,7 +55,7 @@ impl Api {
                 status: watch::channel(Arc::new(crate::engine::status::StatusSnapshot::default()))
                     .1,
                 failed_auth: Arc::default(),
-            },
+            }),
         }
     }
 
