@@ -189,6 +189,25 @@ pub(crate) fn wait_for_body(url: &str, want: &str) {
     }
 }
 
+/// The last lines each engine's proxy logged (Caddy logs why it answered a request
+/// with an error), to tell a failed request's cause.
+fn proxy_logs(engines: &[String]) -> String {
+    engines
+        .iter()
+        .map(|engine| {
+            let output = docker(engine)
+                .args(["logs", "--tail", "40", "gantry-proxy"])
+                .output()
+                .unwrap();
+            format!(
+                "{engine}:\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn redeploys_behind_the_proxy_fail_no_request_and_switch_to_the_new_version() {
     let engines = [host_docker(1), host_docker(2)];
@@ -243,7 +262,12 @@ fn redeploys_behind_the_proxy_fail_no_request_and_switch_to_the_new_version() {
             "load {index} got only {} answers",
             seen.answers.len()
         );
-        assert_eq!(seen.failed(), Vec::<&(u16, String)>::new(), "load {index}");
+        assert_eq!(
+            seen.failed(),
+            Vec::<&(u16, String)>::new(),
+            "load {index}; the proxies said:\n{}",
+            proxy_logs(&engines)
+        );
         let bodies = seen.bodies();
         assert_eq!(bodies.first(), Some(&"v1"), "load {index}");
         assert_eq!(bodies.last(), Some(&"v6"), "load {index}");
