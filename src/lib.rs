@@ -22,7 +22,8 @@
 //! - `daemon`: `gantry serve` as one library call: every task of the daemon started on a
 //!   listener and stopped by one token.
 //! - `cli`: the subcommands and how they print.
-//! - `thread_cache`: per-thread allocation caches for the threads that answer requests.
+//! - `thread_cache`: per-thread allocation caches for the threads that answer requests,
+//!   and freed pages kept during a flood of webhooks.
 //! - `fuzz` (tests only): the budget of the property tests that feed random input from
 //!   outside (webhooks, config files, `.dockerignore`, tag templates, HTTP requests) to
 //!   the code that reads it; they sit beside that code in `fuzz_tests` modules.

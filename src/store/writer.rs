@@ -228,9 +228,9 @@ fn write_until_idle(
                 Err(error) => Err(error),
             },
         };
-        flood.queued(batch.len());
         match outcome {
             Ok(queued) => {
+                flood.queued(batch.len());
                 turns.answered(batch.len());
                 for (waiting, queued) in batch.into_iter().zip(queued) {
                     let _ = waiting.reply.send(Ok(queued));
