@@ -16,6 +16,9 @@ use crate::store::{LeaseHolder, Pin, Store, StoreError, now_millis};
 
 /// How often the daemon reads every instance on every host again.
 pub const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// A reading that takes longer than this is logged: what was shown meanwhile was older
+/// than `STATUS_EVERY` promises (a host's engine slow to answer, a store that waits).
+const SLOW_READING: Duration = Duration::from_secs(10);
 
 /// One pipeline's instances, pin and deploy in progress.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,7 +130,15 @@ impl StatusWatcher {
             // Stamped when the reading starts: a reading begun during a deploy is older
             // than that deploy's end, however late it finishes.
             let started = now_millis();
-            match collect(&config, &self.store, &pipelines, 0).await {
+            let reading = collect(&config, &self.store, &pipelines, 0).await;
+            let took = Duration::from_millis(now_millis().saturating_sub(started).max(0) as u64);
+            if took > SLOW_READING {
+                tracing::warn!(
+                    took = %humantime::format_duration(Duration::from_secs(took.as_secs())),
+                    "reading the instances' status was slow: the dashboard and the API showed an older one meanwhile"
+                );
+            }
+            match reading {
                 Ok(pipelines) => {
                     self.snapshot.send_replace(Arc::new(StatusSnapshot {
                         taken_at: started,
