@@ -104,7 +104,7 @@ pub async fn status(
         let recorded_digest = known
             .and_then(|known| known.digests.get(&target.instance.name))
             .cloned();
-        async move {
+        let reading = async move {
             let mut status = InstanceStatus {
                 pipeline: pipeline.name.clone(),
                 service: target.service.name.clone(),
@@ -250,9 +250,65 @@ pub async fn status(
                     Some(container::tail_logs(docker, &target.instance.name, log_lines).await);
             }
             status
-        }
+        };
+        within(READING_LIMIT, reading, || {
+            tracing::warn!(
+                host = %target.instance.host,
+                instance = %target.instance.name,
+                "the engine did not answer a status reading within {}",
+                humantime::format_duration(READING_LIMIT)
+            );
+            unanswered(pipeline, target)
+        })
     });
     futures_util::future::join_all(statuses).await
+}
+
+/// An instance whose host did not answer its reading in time.
+fn unanswered(pipeline: &Pipeline, target: &Target<'_>) -> InstanceStatus {
+    InstanceStatus {
+        pipeline: pipeline.name.clone(),
+        service: target.service.name.clone(),
+        instance: target.instance.name.clone(),
+        host: target.instance.host.clone(),
+        container: None,
+        image: None,
+        tags: Vec::new(),
+        digest: None,
+        commit: None,
+        state: "unknown".to_string(),
+        health: None,
+        uptime_seconds: None,
+        recorded_digest: None,
+        drift: Vec::new(),
+        error: Some(format!(
+            "the engine on {} did not answer within {}",
+            target.instance.host,
+            humantime::format_duration(READING_LIMIT)
+        )),
+        logs: None,
+        proxy: None,
+        tasks: Vec::new(),
+    }
+}
+
+/// How long one instance's reading may take once its host has answered the handshake
+/// (whose own `timeout` bounds it). An engine that answers and then stalls (its
+/// container or image locks held by other work) makes that instance `unknown` for this
+/// reading, instead of holding back every other instance's: the daemon reads them all
+/// together every few seconds, and each Docker call may otherwise take up to
+/// `host::OPERATION_TIMEOUT`.
+pub const READING_LIMIT: Duration = Duration::from_secs(15);
+
+/// `reading`, or `unanswered()` once `limit` has passed without its answer.
+async fn within<T>(
+    limit: Duration,
+    reading: impl Future<Output = T>,
+    unanswered: impl FnOnce() -> T,
+) -> T {
+    tokio::time::timeout(limit, reading)
+        .await
+        .unwrap_or_else(|_| unanswered())
 }
 
 /// An operator's lifecycle command.
@@ -408,4 +464,25 @@ fn record(
         message: result.err(),
     });
     ok
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::within;
+
+    /// A reading the engine never answers ends at the limit with what stands for it;
+    /// one that is answered in time is that answer.
+    #[tokio::test]
+    async fn a_reading_left_unanswered_ends_at_its_limit() {
+        let limit = Duration::from_millis(50);
+        let started = std::time::Instant::now();
+        let answer = within(limit, std::future::pending::<&str>(), || "unknown").await;
+        assert_eq!(answer, "unknown");
+        assert!(started.elapsed() >= limit);
+
+        let answer = within(limit, async { "running" }, || "unknown").await;
+        assert_eq!(answer, "running");
+    }
 }
