@@ -99,10 +99,20 @@ impl Daemon {
     }
 }
 
+/// How much of a daemon's log a failed test prints.
+const FAILED_LOG_LINES: usize = 200;
+
 impl Drop for Daemon {
     /// Stops a daemon the test left running, without panicking: a panic here, while a
     /// failed test unwinds, would abort the whole test binary.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The log goes with the test's directory: a failed test shows its end.
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(FAILED_LOG_LINES)..].join("\n");
+            eprintln!("the daemon's log (its last {FAILED_LOG_LINES} lines):\n{tail}");
+        }
         let Some(mut child) = self.child.take() else {
             return;
         };
