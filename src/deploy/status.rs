@@ -105,26 +105,7 @@ pub async fn status(
             .and_then(|known| known.digests.get(&target.instance.name))
             .cloned();
         let reading = async move {
-            let mut status = InstanceStatus {
-                pipeline: pipeline.name.clone(),
-                service: target.service.name.clone(),
-                instance: target.instance.name.clone(),
-                host: target.instance.host.clone(),
-                container: None,
-                image: None,
-                tags: Vec::new(),
-                digest: None,
-                commit: None,
-                state: "missing".to_string(),
-                health: None,
-                uptime_seconds: None,
-                recorded_digest,
-                drift: Vec::new(),
-                error: None,
-                logs: None,
-                proxy: None,
-                tasks: Vec::new(),
-            };
+            let mut status = unread(pipeline, target, "missing", recorded_digest);
             let docker = match connection {
                 Ok(docker) => docker,
                 Err(reason) => {
@@ -264,8 +245,14 @@ pub async fn status(
     futures_util::future::join_all(statuses).await
 }
 
-/// An instance whose host did not answer its reading in time.
-fn unanswered(pipeline: &Pipeline, target: &Target<'_>) -> InstanceStatus {
+/// An instance as it stands before (or without) a reading of its container: `state`
+/// and what the store recorded for it, nothing read from the host.
+fn unread(
+    pipeline: &Pipeline,
+    target: &Target<'_>,
+    state: &str,
+    recorded_digest: Option<String>,
+) -> InstanceStatus {
     InstanceStatus {
         pipeline: pipeline.name.clone(),
         service: target.service.name.clone(),
@@ -276,19 +263,27 @@ fn unanswered(pipeline: &Pipeline, target: &Target<'_>) -> InstanceStatus {
         tags: Vec::new(),
         digest: None,
         commit: None,
-        state: "unknown".to_string(),
+        state: state.to_string(),
         health: None,
         uptime_seconds: None,
-        recorded_digest: None,
+        recorded_digest,
         drift: Vec::new(),
+        error: None,
+        logs: None,
+        proxy: None,
+        tasks: Vec::new(),
+    }
+}
+
+/// An instance whose host did not answer its reading in time.
+fn unanswered(pipeline: &Pipeline, target: &Target<'_>) -> InstanceStatus {
+    InstanceStatus {
         error: Some(format!(
             "the engine on {} did not answer within {}",
             target.instance.host,
             humantime::format_duration(READING_LIMIT)
         )),
-        logs: None,
-        proxy: None,
-        tasks: Vec::new(),
+        ..unread(pipeline, target, "unknown", None)
     }
 }
 

@@ -309,21 +309,14 @@ fn dashboard_in_a_browser_shows_a_triggered_run_and_follows_its_log_live() {
     let instance_row = format!("tr[data-instance=\"{instance}\"]");
     // The daemon reads its hosts every 5 s and at each run's end; with the whole suite
     // on the engine one reading once took 39 s.
-    let running = format!(
-        "(document.querySelector({}) || {{ innerText: '' }}).innerText.includes('running')",
-        serde_json::to_string(&instance_row).unwrap()
-    );
-    eventually(
+    wait_for(
+        &tab,
         "the instance shows as running",
+        &format!(
+            "(document.querySelector({}) || {{ innerText: '' }}).innerText.includes('running')",
+            serde_json::to_string(&instance_row).unwrap()
+        ),
         Duration::from_secs(90),
-        || match eval(&tab, &running) {
-            Value::Bool(true) => Ok(()),
-            value => Err(format!(
-                "{value}; the page says:\n{}\nthe daemon's log:\n{}",
-                text_of(&tab, "main"),
-                daemon.log()
-            )),
-        },
     );
     let instance_text = text_of(&tab, &instance_row);
     assert!(instance_text.contains(&head[..8]), "{instance_text}");
